@@ -1,0 +1,141 @@
+"""The pure-Python engine: the specification.
+
+Read this beside ALGORITHM.md section 2. Every operation creates exactly the
+nodes listed there, in that order, with the same children and local gradients;
+the compiled engine (``_engine.pyx``) is tested against this file with ``==``.
+"""
+import math
+from contextlib import contextmanager
+
+name = "pure"
+
+
+class Value:
+    """A scalar in the computation graph: data, grad, children, local grads."""
+
+    __slots__ = ("data", "grad", "_children", "_local_grads")
+
+    def __init__(self, data, children=(), local_grads=()):
+        self.data = data
+        self.grad = 0  # an int, as in the reference: 0 + x is x for every float x
+        self._children = children
+        self._local_grads = local_grads
+
+    def __add__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data + other.data, (self, other), (1, 1))
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        return Value(self.data * other.data, (self, other), (other.data, self.data))
+
+    def __pow__(self, other):
+        if isinstance(other, Value):
+            raise TypeError("Value ** Value is not supported: the exponent must be a number")
+        _check_real_pow(self.data, other)
+        return Value(self.data ** other, (self,), (other * self.data ** (other - 1),))
+
+    def log(self):
+        return Value(math.log(self.data), (self,), (1 / self.data,))
+
+    def exp(self):
+        return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+
+    def relu(self):
+        return Value(max(0, self.data), (self,), (float(self.data > 0),))
+
+    def __neg__(self):
+        return self * -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return other + (-self)
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __truediv__(self, other):
+        return self * other ** -1
+
+    def __rtruediv__(self, other):
+        return other * self ** -1
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self.grad})"
+
+    def backward(self):
+        """Accumulate d(self)/d(node) into every node's grad, in the reference's order.
+
+        The order is a depth-first post-order from ``self`` that visits children
+        in order; gradients flow in its reverse. A stack replaces the reference's
+        recursion (which overflows at n_layer=2, n_embd=64) without changing the
+        order: a frame is (node, index of the next child to visit).
+        """
+        topo = []
+        visited = {self}  # identity: Value defines no __eq__
+        stack = [(self, 0)]
+        while stack:
+            v, i = stack[-1]
+            if i < len(v._children):
+                stack[-1] = (v, i + 1)
+                child = v._children[i]
+                if child not in visited:
+                    visited.add(child)
+                    stack.append((child, 0))
+            else:
+                stack.pop()
+                topo.append(v)
+        self.grad = 1
+        for v in reversed(topo):
+            for child, local_grad in zip(v._children, v._local_grads):
+                child.grad += local_grad * v.grad
+
+
+def _check_real_pow(base, exponent):
+    # Python answers a negative base with a fractional exponent by a complex
+    # number; a Value is real, so both engines refuse it the way math.pow does.
+    if base < 0 and exponent != math.floor(exponent):
+        raise ValueError("math domain error: negative base with a fractional exponent")
+
+
+@contextmanager
+def graph():
+    """Scope one graph (a training step, one sample). Python's memory manager
+    frees the pure graph once nothing refers to it, so there is nothing to do."""
+    yield
+
+
+class Adam:
+    """Adam over a list of Values, with the reference's exact arithmetic."""
+
+    def __init__(self, params, beta1=0.85, beta2=0.99, eps=1e-8):
+        self.params = params
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = [0.0] * len(params)  # first moment
+        self.v = [0.0] * len(params)  # second moment
+
+    def step(self, lr_t, step):
+        """Update every parameter with learning rate lr_t at step (from 0), zero its grad."""
+        beta1, beta2, eps = self.beta1, self.beta2, self.eps
+        m, v = self.m, self.v
+        for i, p in enumerate(self.params):
+            m[i] = beta1 * m[i] + (1 - beta1) * p.grad
+            v[i] = beta2 * v[i] + (1 - beta2) * p.grad ** 2
+            m_hat = m[i] / (1 - beta1 ** (step + 1))
+            v_hat = v[i] / (1 - beta2 ** (step + 1))
+            p.data -= lr_t * m_hat / (v_hat ** 0.5 + eps)
+            p.grad = 0
+
+    def get_state(self):
+        """(m, v) as lists of floats, in params order (for checkpoints)."""
+        return list(self.m), list(self.v)
+
+    def set_state(self, m, v):
+        if len(m) != len(self.params) or len(v) != len(self.params):
+            raise ValueError(f"optimizer state has {len(m)}/{len(v)} entries for {len(self.params)} params")
+        self.m, self.v = [float(x) for x in m], [float(x) for x in v]

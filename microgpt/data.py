@@ -1,0 +1,136 @@
+"""Documents and the tokenizer.
+
+A document is one stripped, non-empty line of a UTF-8 text file. Without an
+input file the names data set is used: looked up in a cache directory and, when
+absent, downloaded once, checked against its SHA-256 and written atomically.
+"""
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+
+NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
+NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+DOWNLOAD_TIMEOUT = 20  # seconds; an offline machine fails at once, a slow one gets time
+
+
+class DataError(Exception):
+    """Input that cannot be used; the message is one line meant for the user."""
+
+
+def cache_dir():
+    return os.environ.get("MICROGPT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "microgpt")
+
+
+def sha256_bytes(raw):
+    return hashlib.sha256(raw).hexdigest()
+
+
+def parse_documents(raw, source):
+    """Documents from the bytes of a text file: stripped lines, blank ones dropped."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{source} is not UTF-8 text (invalid byte at offset {e.start})") from None
+    # the same line breaks as iterating over a file opened in text mode
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    docs = [line.strip() for line in lines if line.strip()]
+    if not docs:
+        raise DataError(f"{source} has no non-blank lines: nothing to train on")
+    return docs
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"cannot read input file {path}: {e.strerror or e}") from None
+
+
+def download_names(dest, url=None):
+    """Download the names data set to dest, verified and written atomically; returns the bytes."""
+    url = url or os.environ.get("MICROGPT_NAMES_URL") or NAMES_URL
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            raw = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(f"cannot download the names data set from {url} ({reason}); "
+                        f"train on your own text with --input FILE") from None
+    got = sha256_bytes(raw)
+    if got != NAMES_SHA256:
+        raise DataError(f"the names data set from {url} has SHA-256 {got}, expected {NAMES_SHA256}; "
+                        f"nothing was saved (use --input FILE to train on a file you trust)")
+    write_atomic(dest, raw)
+    return raw
+
+
+def write_atomic(path, raw):
+    """Write bytes so that path holds either its old content or all of the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def names_path():
+    return os.path.join(cache_dir(), "names.txt")
+
+
+def load_names():
+    """Bytes of the names data set: the cached copy if it checks out, else a fresh download."""
+    path = names_path()
+    if os.path.exists(path):
+        raw = read_bytes(path)
+        if sha256_bytes(raw) == NAMES_SHA256:
+            return path, raw
+    try:
+        return path, download_names(path)
+    except OSError as e:
+        raise DataError(f"cannot write the names data set to {path}: {e.strerror or e}") from None
+
+
+def load_documents(path=None):
+    """(documents, source path, SHA-256 of the file) for path, or for the names data set."""
+    if path is None:
+        path, raw = load_names()
+    else:
+        raw = read_bytes(path)
+    return parse_documents(raw, path), path, sha256_bytes(raw)
+
+
+class Tokenizer:
+    """Characters to ids: the sorted set of characters, then BOS (begin/end of sequence)."""
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+        self.bos = len(self.chars)
+        self.vocab_size = len(self.chars) + 1
+
+    @classmethod
+    def from_documents(cls, docs):
+        return cls(sorted(set("".join(docs))))
+
+    def encode(self, text):
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+    def document_tokens(self, doc):
+        """[BOS] + ids(doc) + [BOS]: the model predicts the first char and the end."""
+        return [self.bos] + self.encode(doc) + [self.bos]

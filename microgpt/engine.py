@@ -1,0 +1,57 @@
+"""The one place that picks an engine.
+
+An engine is a module with the same small interface:
+    name        "pure" or "compiled"
+    Value       the scalar autograd node (ALGORITHM.md section 2)
+    graph()     a context manager scoping one graph; the compiled engine
+                releases the nodes created inside it on exit
+    Adam        Adam(params, beta1, beta2, eps).step(lr_t, step), zeroing grads
+    exact       True: gives the reference's floats bit for bit
+
+Choice: an explicit name > $MICROGPT_ENGINE > "auto" (compiled when built, else pure).
+"""
+import os
+
+CHOICES = ("auto", "pure", "compiled")
+ENV_VAR = "MICROGPT_ENGINE"
+
+
+class EngineError(Exception):
+    """An engine that was asked for cannot be had; the message is one line."""
+
+
+def _import_compiled():
+    try:
+        from . import _engine
+    except ImportError:
+        return None
+    return _engine
+
+
+def compiled_available():
+    return _import_compiled() is not None
+
+
+def get_engine(name=None):
+    """The engine module for name ("auto", "pure", "compiled"); None reads $MICROGPT_ENGINE."""
+    if name is None:
+        name = os.environ.get(ENV_VAR) or "auto"
+    name = name.strip().lower()
+    if name not in CHOICES:
+        raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(CHOICES)}")
+    if name == "pure":
+        from . import _pure
+        return _pure
+    compiled = _import_compiled()
+    if compiled is not None:
+        return compiled
+    if name == "compiled":
+        raise EngineError("the compiled engine is not built in this installation "
+                          "(reinstall with a C compiler present, or use --engine pure)")
+    from . import _pure
+    return _pure
+
+
+def available_engines():
+    """Names of the engines that can run here, pure first."""
+    return ["pure"] + (["compiled"] if compiled_available() else [])

@@ -1,0 +1,82 @@
+"""The training loop and the sampler (ALGORITHM.md sections 5 and 6).
+
+Engine-agnostic: the engine hands over its ``Value``, its ``Adam`` and a
+``graph()`` scope; the loop never asks which engine it runs on.
+"""
+import random
+import time
+
+from .model import gpt, softmax, parameters
+
+BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
+
+
+def document_loss(sd, config, tokens):
+    """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions."""
+    n = min(config.block_size, len(tokens) - 1)
+    keys = [[] for _ in range(config.n_layer)]
+    values = [[] for _ in range(config.n_layer)]
+    losses = []
+    for pos_id in range(n):
+        token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
+        logits = gpt(sd, config, token_id, pos_id, keys, values)
+        probs = softmax(logits)
+        loss_t = -probs[target_id].log()
+        losses.append(loss_t)
+    return (1 / n) * sum(losses)
+
+
+class Trainer:
+    """Owns the weights' optimizer state and runs steps 0..num_steps-1."""
+
+    def __init__(self, engine, sd, config, docs, tokenizer, num_steps, learning_rate=0.01):
+        self.engine = engine
+        self.sd, self.config = sd, config
+        self.docs, self.tokenizer = docs, tokenizer
+        self.num_steps = num_steps
+        self.learning_rate = learning_rate
+        self.params = parameters(sd)
+        self.optimizer = engine.Adam(self.params, beta1=BETA1, beta2=BETA2, eps=EPS)
+        self.step = 0  # the next step to run
+
+    def lr_at(self, step):
+        return self.learning_rate * (1 - step / self.num_steps)  # linear decay to 0
+
+    def train_step(self):
+        """Run one step; returns (step, loss, lr) with step counted from 1."""
+        step = self.step
+        doc = self.docs[step % len(self.docs)]
+        tokens = self.tokenizer.document_tokens(doc)
+        lr_t = self.lr_at(step)
+        with self.engine.graph():  # the step's nodes are released at the end
+            loss = document_loss(self.sd, self.config, tokens)
+            loss.backward()
+            loss_value = loss.data
+            self.optimizer.step(lr_t, step)
+        self.step += 1
+        return step + 1, loss_value, lr_t
+
+    def run(self, on_step=None):
+        """Train to num_steps; on_step(step, loss, lr, seconds) after each step."""
+        while self.step < self.num_steps:
+            t0 = time.perf_counter()
+            step, loss, lr = self.train_step()
+            if on_step is not None:
+                on_step(step, loss, lr, time.perf_counter() - t0)
+
+
+def sample(engine, sd, config, tokenizer, temperature=0.5):
+    """Draw one document from the model with the global generator; returns its text."""
+    keys = [[] for _ in range(config.n_layer)]
+    values = [[] for _ in range(config.n_layer)]
+    token_id = tokenizer.bos
+    chars = []
+    with engine.graph():
+        for pos_id in range(config.block_size):
+            logits = gpt(sd, config, token_id, pos_id, keys, values)
+            probs = softmax([l / temperature for l in logits])
+            token_id = random.choices(range(tokenizer.vocab_size), weights=[p.data for p in probs])[0]
+            if token_id == tokenizer.bos:
+                break
+            chars.append(tokenizer.chars[token_id])
+    return "".join(chars)
