@@ -22,8 +22,10 @@ DIRECTIVES = {
     "cdivision": True,
     "embedsignature": True,
 }
-# IEEE doubles exactly as written: no fused multiply-add, no reassociation.
-CFLAGS = ["-O2", "-std=c99", "-ffp-contract=off", "-fno-fast-math"]
+# IEEE doubles exactly as written: no fused multiply-add, no reassociation, and
+# pow() always called: gcc otherwise folds pow(g, 2.0) into g * g, which is not
+# always the same double as the library pow that Python's ** calls.
+CFLAGS = ["-O2", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-fno-builtin-pow"]
 
 WARNING = """
 *** microgpt: the compiled engine could not be built ({reason}).

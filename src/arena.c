@@ -1,0 +1,181 @@
+/* arena.c: growth, release, the reference-order backward and Adam. */
+#include "arena.h"
+
+#include <string.h>
+
+#define INITIAL_NODES 1024
+
+int arena_init(arena_t *a) {
+    memset(a, 0, sizeof *a);
+    a->cur_epoch = 1;
+    a->cur_visit = 0;
+    if (arena_grow_nodes(a, INITIAL_NODES) || arena_grow_edges(a, 2 * INITIAL_NODES)) {
+        arena_free(a);
+        return ARENA_NOMEM;
+    }
+    a->child_start[0] = 0;
+    return ARENA_OK;
+}
+
+void arena_free(arena_t *a) {
+    free(a->data); free(a->grad); free(a->operand); free(a->op); free(a->epoch);
+    free(a->visit); free(a->child_start); free(a->child); free(a->local_grad);
+    free(a->topo); free(a->stack_node); free(a->stack_edge);
+    memset(a, 0, sizeof *a);
+}
+
+/* realloc one column to cap elements; on failure the old block stays valid */
+static int grow(void **p, int64_t cap, size_t size) {
+    void *q = realloc(*p, (size_t)cap * size);
+    if (q == NULL) return 1;
+    *p = q;
+    return 0;
+}
+
+/* Double the node columns until need fits. Every column is grown before the
+ * capacity is raised, so a failure leaves the arena consistent. */
+int arena_grow_nodes(arena_t *a, int64_t need) {
+    int64_t cap = a->cap_nodes ? a->cap_nodes : INITIAL_NODES;
+    while (cap < need) cap *= 2;
+    if (cap > (int64_t)INT32_MAX) {
+        if (need > (int64_t)INT32_MAX) return ARENA_TOO_LARGE;
+        cap = INT32_MAX;
+    }
+    if (grow((void **)&a->data, cap, sizeof(double)) ||
+        grow((void **)&a->grad, cap, sizeof(double)) ||
+        grow((void **)&a->operand, cap, sizeof(double)) ||
+        grow((void **)&a->op, cap, sizeof(uint8_t)) ||
+        grow((void **)&a->epoch, cap, sizeof(uint32_t)) ||
+        grow((void **)&a->child_start, cap + 1, sizeof(int64_t)) ||
+        grow((void **)&a->topo, cap, sizeof(node_t)) ||
+        grow((void **)&a->stack_node, cap, sizeof(node_t)) ||
+        grow((void **)&a->stack_edge, cap, sizeof(int64_t)))
+        return ARENA_NOMEM;
+    /* a new visit column starts unvisited */
+    uint32_t *visit = realloc(a->visit, (size_t)cap * sizeof(uint32_t));
+    if (visit == NULL) return ARENA_NOMEM;
+    memset(visit + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(uint32_t));
+    a->visit = visit;
+    a->cap_nodes = cap;
+    return ARENA_OK;
+}
+
+int arena_grow_edges(arena_t *a, int64_t need) {
+    int64_t cap = a->cap_edges ? a->cap_edges : 2 * INITIAL_NODES;
+    while (cap < need) cap *= 2;
+    if (grow((void **)&a->child, cap, sizeof(node_t)) ||
+        grow((void **)&a->local_grad, cap, sizeof(double)))
+        return ARENA_NOMEM;
+    a->cap_edges = cap;
+    return ARENA_OK;
+}
+
+void arena_release(arena_t *a, int64_t mark) {
+    if (mark < 0 || mark >= a->n_nodes) return;
+    a->n_nodes = mark;
+    a->n_edges = a->child_start[mark];
+    /* every handle made before now fails the epoch check if its index is >= mark */
+    a->cur_epoch++;
+    if (a->cur_epoch == 0) a->cur_epoch = 1;  /* 0 never matches a live node */
+}
+
+status_t arena_pow(double x, double k, double *out) {
+    if (x == 0.0 && k < 0.0) return ARENA_ZERODIV;
+    if (x < 0.0 && k != floor(k)) return ARENA_DOMAIN;  /* would be complex */
+    double r = pow(x, k);
+    if (isinf(r) && isfinite(x) && isfinite(k)) return ARENA_RANGE;
+    *out = r;
+    return ARENA_OK;
+}
+
+/* Depth-first post-order from root, children in order, each node once: the
+ * reference's recursive build_topo with an explicit stack. A frame is
+ * (node, next edge); a node is marked when pushed, as the recursion marks it
+ * on entry. */
+int64_t arena_topo(arena_t *a, node_t root) {
+    uint32_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
+        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+        stamp = a->cur_visit = 1;
+    }
+    const int64_t *start = a->child_start;
+    const node_t *child = a->child;
+    uint32_t *visit = a->visit;
+    node_t *topo = a->topo, *snode = a->stack_node;
+    int64_t *sedge = a->stack_edge;
+    int64_t n = 0, top = 0;
+
+    visit[root] = stamp;
+    snode[0] = root;
+    sedge[0] = start[root];
+    while (top >= 0) {
+        node_t v = snode[top];
+        int64_t e = sedge[top];
+        if (e < start[v + 1]) {
+            sedge[top] = e + 1;
+            node_t c = child[e];
+            if (visit[c] != stamp) {
+                visit[c] = stamp;
+                ++top;
+                snode[top] = c;
+                sedge[top] = start[c];
+            }
+        } else {
+            topo[n++] = v;
+            --top;
+        }
+    }
+    return n;
+}
+
+int64_t arena_backward(arena_t *a, node_t root) {
+    int64_t n = arena_topo(a, root);
+    const int64_t *start = a->child_start;
+    const node_t *child = a->child;
+    const double *lg = a->local_grad;
+    double *grad = a->grad;
+    const node_t *topo = a->topo;
+
+    grad[root] = 1.0;
+    for (int64_t t = n - 1; t >= 0; --t) {
+        node_t v = topo[t];
+        double gv = grad[v];
+        for (int64_t e = start[v]; e < start[v + 1]; ++e)
+            grad[child[e]] += lg[e] * gv;
+    }
+    return n;
+}
+
+void arena_backward_by_index(arena_t *a, node_t root) {
+    const int64_t *start = a->child_start;
+    const node_t *child = a->child;
+    const double *lg = a->local_grad;
+    double *grad = a->grad;
+
+    grad[root] = 1.0;
+    for (int64_t v = root; v >= 0; --v) {
+        double gv = grad[v];
+        for (int64_t e = start[v]; e < start[v + 1]; ++e)
+            grad[child[e]] += lg[e] * gv;
+    }
+}
+
+void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
+                double lr_t, double beta1, double beta2, double eps, int64_t step) {
+    double *data = a->data, *grad = a->grad;
+    /* The same expressions as the reference, evaluated in the same order.
+     * pow(g, 2.0) must stay a call to pow (setup.py builds with -fno-builtin-pow):
+     * Python's g ** 2 calls pow, and pow is not always correctly rounded. */
+    double bias1 = 1 - pow(beta1, (double)(step + 1));
+    double bias2 = 1 - pow(beta2, (double)(step + 1));
+    for (int64_t i = 0; i < n; ++i) {
+        node_t p = idx[i];
+        double g = grad[p];
+        m[i] = beta1 * m[i] + (1 - beta1) * g;
+        v[i] = beta2 * v[i] + (1 - beta2) * pow(g, 2.0);
+        double m_hat = m[i] / bias1;
+        double v_hat = v[i] / bias2;
+        data[p] -= lr_t * m_hat / (pow(v_hat, 0.5) + eps);
+        grad[p] = 0.0;
+    }
+}
