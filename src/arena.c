@@ -110,16 +110,25 @@ int64_t arena_topo(arena_t *a, node_t root) {
     sedge[0] = start[root];
     while (top >= 0) {
         node_t v = snode[top];
-        int64_t e = sedge[top];
-        if (e < start[v + 1]) {
-            sedge[top] = e + 1;
+        int64_t e = sedge[top], end = start[v + 1];
+        /* the next child not yet visited, in order; a leaf (no children) is
+         * appended at once, exactly where its push and pop would put it */
+        for (; e < end; ++e) {
             node_t c = child[e];
-            if (visit[c] != stamp) {
-                visit[c] = stamp;
-                ++top;
-                snode[top] = c;
-                sedge[top] = start[c];
+            if (visit[c] == stamp) continue;
+            visit[c] = stamp;
+            if (start[c] == start[c + 1]) {
+                topo[n++] = c;
+                continue;
             }
+            break;
+        }
+        if (e < end) {
+            node_t c = child[e];
+            sedge[top] = e + 1;
+            ++top;
+            snode[top] = c;
+            sedge[top] = start[c];
         } else {
             topo[n++] = v;
             --top;
