@@ -57,25 +57,74 @@ class Trainer:
         return step + 1, loss_value, lr_t
 
     def run(self, on_step=None):
-        """Train to num_steps; on_step(step, loss, lr, seconds) after each step."""
+        """Train to num_steps; on_step(step, loss, lr, seconds) after each step.
+
+        Whatever on_step raises stops the run between two steps, with the
+        weights, the optimizer state and self.step consistent (a checkpoint
+        taken then resumes exactly).
+        """
         while self.step < self.num_steps:
             t0 = time.perf_counter()
             step, loss, lr = self.train_step()
             if on_step is not None:
                 on_step(step, loss, lr, time.perf_counter() - t0)
 
+    def validation_loss(self, docs):
+        """Mean document loss over docs: forward only, one graph scope per document,
+        no gradient, no random number drawn (so it never changes the run)."""
+        total = 0.0
+        for doc in docs:
+            with self.engine.graph():
+                total += document_loss(self.sd, self.config, self.tokenizer.document_tokens(doc)).data
+        return total / len(docs)
 
-def sample(engine, sd, config, tokenizer, temperature=0.5):
-    """Draw one document from the model with the global generator; returns its text."""
+
+def split_documents(docs, val_fraction):
+    """(train, validation): the last round(len * val_fraction) documents (at least one
+    when the fraction is positive) are held out. 0 holds out nothing."""
+    if not val_fraction:
+        return docs, []
+    n_val = max(1, round(len(docs) * val_fraction))
+    return docs[:len(docs) - n_val], docs[len(docs) - n_val:]
+
+
+def count_cut_documents(docs, block_size):
+    """How many documents are longer than the block: trained on their first
+    block_size + 1 tokens ([BOS] + characters), the rest never seen."""
+    return sum(1 for doc in docs if len(doc) + 1 > block_size)
+
+
+def top_k_weights(weights, k):
+    """Keep the k largest weights (ties: the lower token id first), zero the rest."""
+    if k >= len(weights):
+        return weights
+    kept = set(sorted(range(len(weights)), key=lambda i: -weights[i])[:k])
+    return [w if i in kept else 0.0 for i, w in enumerate(weights)]
+
+
+def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""):
+    """Draw one document from the model with the global generator; returns its text.
+
+    prefix: characters fed after BOS before sampling starts; the returned text
+    begins with it. top_k: sample among the k most likely tokens only. With the
+    defaults this is exactly the reference sampler (ALGORITHM.md section 6).
+    """
     keys = [[] for _ in range(config.n_layer)]
     values = [[] for _ in range(config.n_layer)]
     token_id = tokenizer.bos
-    chars = []
+    forced = tokenizer.encode(prefix)
+    chars = list(prefix)
     with engine.graph():
         for pos_id in range(config.block_size):
             logits = gpt(sd, config, token_id, pos_id, keys, values)
+            if pos_id < len(forced):  # still reading the prefix: its next character is given
+                token_id = forced[pos_id]
+                continue
             probs = softmax([l / temperature for l in logits])
-            token_id = random.choices(range(tokenizer.vocab_size), weights=[p.data for p in probs])[0]
+            weights = [p.data for p in probs]
+            if top_k is not None:
+                weights = top_k_weights(weights, top_k)
+            token_id = random.choices(range(tokenizer.vocab_size), weights=weights)[0]
             if token_id == tokenizer.bos:
                 break
             chars.append(tokenizer.chars[token_id])
