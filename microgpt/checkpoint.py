@@ -1,0 +1,347 @@
+"""Checkpoints: everything a run needs to continue exactly, as plain JSON.
+
+A run directory holds one file, ``checkpoint.json``, replaced atomically on
+every save (temporary file in the same directory, fsync, rename), so a crash
+or a ``kill -9`` mid-save leaves the previous checkpoint in place.
+
+Format (version 1), one JSON object; floats are written with ``repr`` and read
+back bit for bit:
+
+    format         "microgpt-checkpoint"
+    version        1
+    written_by     "microgpt <version>" (informative)
+    config         {vocab_size, n_layer, n_embd, block_size, n_head, init_std}
+    vocab          the characters, in token-id order (BOS is len(vocab))
+    training       {step, num_steps, learning_rate, seed, val_fraction}:
+                   step = steps done; the schedule decays to 0 at num_steps
+    data           {path, sha256} of the text file trained on
+    rng_state      Python's random.getstate() as [version, [625 ints], gauss_next]:
+                   the global generator when the checkpoint was taken (training
+                   draws nothing, so sampling continues from here)
+    weights        {state-dict name: rows of floats}, in the model's order
+    optimizer      {"m": {name: rows}, "v": {name: rows}}: Adam's moments, shaped
+                   like the weights
+
+Loading only parses JSON and checks every field; nothing in the file is ever
+executed (no pickle), and a file that is not such a JSON object is refused
+with one line.
+"""
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+
+from . import __version__
+from .data import DataError, write_atomic
+from .model import Config
+
+FORMAT = "microgpt-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.json"
+CONFIG_FIELDS = ("vocab_size", "n_layer", "n_embd", "block_size", "n_head", "init_std")
+
+
+class CheckpointError(DataError):
+    """A checkpoint or run directory that cannot be used; one line for the user."""
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    chars: list          # vocabulary, in token-id order
+    weights: dict        # name -> rows of floats
+    adam_m: dict         # name -> rows of floats, shaped like weights
+    adam_v: dict
+    step: int            # steps done
+    num_steps: int       # total steps of the run (the learning-rate schedule)
+    learning_rate: float
+    seed: int
+    val_fraction: float
+    rng_state: tuple     # random.getstate()
+    data_path: str
+    data_sha256: str
+
+
+def checkpoint_path(directory):
+    return os.path.join(directory, FILENAME)
+
+
+# --- taking and restoring -------------------------------------------------
+
+def _shaped(flat, sd):
+    """A flat list in params order, cut into {name: rows} like the state dict."""
+    out, i = {}, 0
+    for name, mat in sd.items():
+        rows = []
+        for row in mat:
+            rows.append([float(x) for x in flat[i:i + len(row)]])
+            i += len(row)
+        out[name] = rows
+    return out
+
+
+def capture(trainer, *, seed, val_fraction, data_path, data_sha256):
+    """A checkpoint of trainer now, with the global generator's current state."""
+    sd = trainer.sd
+    m, v = trainer.optimizer.get_state()
+    return Checkpoint(
+        config=trainer.config,
+        chars=list(trainer.tokenizer.chars),
+        weights={name: [[float(p.data) for p in row] for row in mat] for name, mat in sd.items()},
+        adam_m=_shaped(list(m), sd),
+        adam_v=_shaped(list(v), sd),
+        step=trainer.step,
+        num_steps=trainer.num_steps,
+        learning_rate=trainer.learning_rate,
+        seed=seed,
+        val_fraction=val_fraction,
+        rng_state=random.getstate(),
+        data_path=data_path,
+        data_sha256=data_sha256,
+    )
+
+
+def _check_shapes(what, rows_by_name, sd):
+    if list(rows_by_name) != list(sd):
+        raise CheckpointError(f"checkpoint {what} hold matrices {_names(rows_by_name)}; "
+                              f"its config needs {_names(sd)}")
+    for name, mat in sd.items():
+        rows = rows_by_name[name]
+        shape = (len(rows), len(rows[0]) if rows else 0)
+        if len(rows) != len(mat) or any(len(r) != len(m) for r, m in zip(rows, mat)):
+            raise CheckpointError(f"checkpoint {what} '{name}' have shape {shape[0]}x{shape[1]}, "
+                                  f"its config needs {len(mat)}x{len(mat[0])}")
+
+
+def _names(d):
+    names = list(d)
+    return ", ".join(names) if len(names) <= 4 else ", ".join(names[:4]) + f", ... ({len(names)} in all)"
+
+
+def restore_weights(ckpt, sd):
+    """Copy the checkpoint's weights into the Values of sd (a state dict built from
+    ckpt.config, whose layout is the model's); wrong names or shapes are refused."""
+    _check_shapes("weights", ckpt.weights, sd)
+    for name, mat in sd.items():
+        for row, saved in zip(mat, ckpt.weights[name]):
+            for p, x in zip(row, saved):
+                p.data = x
+
+
+def restore_optimizer(ckpt, trainer):
+    """Adam's moments and the step reached, into a trainer over the restored weights."""
+    _check_shapes("optimizer moments", ckpt.adam_m, trainer.sd)
+    _check_shapes("optimizer moments", ckpt.adam_v, trainer.sd)
+    flat_m = [x for mat in ckpt.adam_m.values() for row in mat for x in row]
+    flat_v = [x for mat in ckpt.adam_v.values() for row in mat for x in row]
+    trainer.optimizer.set_state(flat_m, flat_v)
+    trainer.step = ckpt.step
+
+
+# --- the file ---------------------------------------------------------------
+
+def to_dict(ckpt):
+    version, state, gauss_next = ckpt.rng_state
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "written_by": f"microgpt {__version__}",
+        "config": ckpt.config.as_dict(),
+        "vocab": list(ckpt.chars),
+        "training": {"step": ckpt.step, "num_steps": ckpt.num_steps, "learning_rate": ckpt.learning_rate,
+                     "seed": ckpt.seed, "val_fraction": ckpt.val_fraction},
+        "data": {"path": ckpt.data_path, "sha256": ckpt.data_sha256},
+        "rng_state": [version, list(state), gauss_next],
+        "weights": ckpt.weights,
+        "optimizer": {"m": ckpt.adam_m, "v": ckpt.adam_v},
+    }
+
+
+def _format(value, indent=0):
+    """JSON with one key per line and one matrix row per line: diffable, still small."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        items = [f"{pad} {json.dumps(k, ensure_ascii=False)}: {_format(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        items = [pad + " " + _format(v, indent + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def dumps(ckpt):
+    return (_format(to_dict(ckpt)) + "\n").encode("utf-8")
+
+
+def save(ckpt, directory):
+    """Write directory/checkpoint.json atomically; returns its path."""
+    path = checkpoint_path(directory)
+    try:
+        write_atomic(path, dumps(ckpt))
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    return path
+
+
+def load(directory):
+    """The checkpoint in a run directory, fully checked; CheckpointError otherwise."""
+    if not os.path.exists(directory):
+        raise CheckpointError(f"no run directory {directory}: nothing to load")
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{directory} is a file; give the run directory that holds {FILENAME}")
+    path = checkpoint_path(directory)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint in {directory} ({path} does not exist)") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    return loads(raw, path)
+
+
+def loads(raw, path="checkpoint"):
+    if raw[:1] == b"\x80":  # the PROTO opcode every pickle since protocol 2 starts with
+        raise CheckpointError(f"{path} is a Python pickle, not a microgpt checkpoint; "
+                              f"microgpt never loads pickles (they can run code)")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not a microgpt checkpoint (not UTF-8 JSON text)") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not a valid checkpoint, truncated or corrupt "
+                              f"({e.msg} at line {e.lineno} column {e.colno})") from None
+    try:
+        return from_dict(obj, path)
+    except _Bad as e:
+        raise CheckpointError(f"{path} is not a valid checkpoint: {e}") from None
+
+
+class _Bad(Exception):
+    pass
+
+
+def _get(obj, key, kind, where):
+    if not isinstance(obj, dict) or key not in obj:
+        raise _Bad(f"{where}{key} is missing")
+    value = obj[key]
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise _Bad(f"{where}{key} should be {kind.__name__ if isinstance(kind, type) else kind}, "
+                   f"got {type(value).__name__}")
+    return value
+
+
+def _matrices(obj, where):
+    if not isinstance(obj, dict):
+        raise _Bad(f"{where} should be an object of matrices")
+    out = {}
+    for name, rows in obj.items():
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            raise _Bad(f"{where}.{name} should be a list of rows")
+        try:
+            out[name] = [[_number(x) for x in row] for row in rows]
+        except TypeError:
+            raise _Bad(f"{where}.{name} holds something that is not a number") from None
+    return out
+
+
+def _number(x):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise TypeError
+    return float(x)
+
+
+def from_dict(obj, path="checkpoint"):
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a microgpt checkpoint (no \"format\": \"{FORMAT}\")")
+    version = obj.get("version")
+    if version != VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {version!r}; "
+                              f"this microgpt reads version {VERSION}")
+    cfg = _get(obj, "config", dict, "")
+    if set(cfg) != set(CONFIG_FIELDS):
+        raise _Bad(f"config should have the fields {', '.join(CONFIG_FIELDS)}")
+    sizes = {k: _get(cfg, k, int, "config.") for k in CONFIG_FIELDS if k != "init_std"}
+    if any(v <= 0 for v in sizes.values()):
+        raise _Bad("config sizes must be positive")
+    if sizes["n_embd"] % sizes["n_head"]:
+        raise _Bad(f"config n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}")
+    config = Config(init_std=_get(cfg, "init_std", float, "config."), **sizes)
+
+    chars = _get(obj, "vocab", list, "")
+    if not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
+        raise _Bad("vocab should be a list of distinct single characters")
+    if config.vocab_size != len(chars) + 1:
+        raise _Bad(f"vocab has {len(chars)} characters but config.vocab_size is {config.vocab_size}")
+
+    tr = _get(obj, "training", dict, "")
+    step, num_steps = _get(tr, "step", int, "training."), _get(tr, "num_steps", int, "training.")
+    if not 0 <= step <= num_steps or num_steps <= 0:
+        raise _Bad(f"training.step {step} is not within 0..num_steps {num_steps}")
+    learning_rate = _get(tr, "learning_rate", float, "training.")
+    seed = _get(tr, "seed", int, "training.")
+    val_fraction = _get(tr, "val_fraction", float, "training.")
+
+    data = _get(obj, "data", dict, "")
+    data_path, data_sha256 = _get(data, "path", str, "data."), _get(data, "sha256", str, "data.")
+
+    rng = _get(obj, "rng_state", list, "")
+    rng_state = _rng_state(rng)
+
+    weights = _matrices(_get(obj, "weights", dict, ""), "weights")
+    opt = _get(obj, "optimizer", dict, "")
+    adam_m = _matrices(_get(opt, "m", dict, "optimizer."), "optimizer.m")
+    adam_v = _matrices(_get(opt, "v", dict, "optimizer."), "optimizer.v")
+    return Checkpoint(config=config, chars=chars, weights=weights, adam_m=adam_m, adam_v=adam_v,
+                      step=step, num_steps=num_steps, learning_rate=learning_rate, seed=seed,
+                      val_fraction=val_fraction, rng_state=rng_state, data_path=data_path,
+                      data_sha256=data_sha256)
+
+
+def _rng_state(rng):
+    bad = _Bad("rng_state should be [version, [625 integers], null or a float]")
+    if len(rng) != 3 or not isinstance(rng[1], list) or not all(type(x) is int for x in rng[1]):
+        raise bad
+    gauss_next = rng[2]
+    if gauss_next is not None:
+        if isinstance(gauss_next, bool) or not isinstance(gauss_next, (int, float)):
+            raise bad
+        gauss_next = float(gauss_next)
+    state = (rng[0], tuple(rng[1]), gauss_next)
+    probe = random.Random()
+    try:
+        probe.setstate(state)  # checks it now, on a private generator
+    except (TypeError, ValueError):
+        raise bad from None
+    return state
+
+
+# --- run directories --------------------------------------------------------
+
+def prepare_run_dir(directory, *, may_hold_checkpoint=False):
+    """Make sure checkpoints can be written to directory before any work starts.
+
+    Refuses a path that is a file, a directory that already holds another run's
+    checkpoint (unless may_hold_checkpoint: the run being resumed), and one that
+    cannot be written (checked by creating and removing a probe file)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(f"--out-dir {directory} is a file, not a directory")
+    if not may_hold_checkpoint and os.path.exists(checkpoint_path(directory)):
+        raise CheckpointError(f"{checkpoint_path(directory)} already exists; continue that run with "
+                              f"--resume {directory}, or choose another --out-dir")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"cannot write to run directory {directory}: {e.strerror or e}") from None
+    return directory
