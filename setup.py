@@ -11,7 +11,8 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 # Cython directives, set once here. MICROGPT_BOUNDSCHECK=1 builds a checked
-# extension (bounds, wraparound, None checks) to run the test suite against.
+# extension to run the test suite against: Cython's bounds, wraparound and None
+# checks, and the asserts in src/ (every child and root index inside the arena).
 CHECKED = os.environ.get("MICROGPT_BOUNDSCHECK") == "1"
 DIRECTIVES = {
     "language_level": 3,
@@ -67,7 +68,8 @@ def extensions():
         "microgpt._engine",
         sources=["microgpt/_engine.pyx"] + sorted(glob.glob("src/*.c")),
         include_dirs=["src"],
-        extra_compile_args=CFLAGS,
+        extra_compile_args=CFLAGS + (["-UNDEBUG"] if CHECKED else []),  # C asserts on
+        define_macros=[("MICROGPT_CHECKED", "1" if CHECKED else "0")],
         libraries=[] if sys.platform == "win32" else ["m"],
     )
     return cythonize([ext], compiler_directives=DIRECTIVES, quiet=True)

@@ -17,8 +17,17 @@ from libc.stdlib cimport malloc, free
 from libc.math cimport log, exp, isfinite, isinf
 from array import array
 
+cdef extern from *:
+    """
+    #ifndef MICROGPT_CHECKED
+    #define MICROGPT_CHECKED 0
+    #endif
+    """
+    int MICROGPT_CHECKED
+
 name = "compiled"
 exact = True  # same floats as the pure engine, bit for bit
+checked = bool(MICROGPT_CHECKED)  # built with MICROGPT_BOUNDSCHECK=1: Cython checks and C asserts
 
 OP_NAMES = ("leaf", "const", "add", "mul", "pow", "log", "exp", "relu")
 

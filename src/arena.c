@@ -93,6 +93,7 @@ status_t arena_pow(double x, double k, double *out) {
  * (node, next edge); a node is marked when pushed, as the recursion marks it
  * on entry. */
 int64_t arena_topo(arena_t *a, node_t root) {
+    assert(root >= 0 && root < a->n_nodes);
     uint32_t stamp = ++a->cur_visit;
     if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
         memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
@@ -115,6 +116,7 @@ int64_t arena_topo(arena_t *a, node_t root) {
          * appended at once, exactly where its push and pop would put it */
         for (; e < end; ++e) {
             node_t c = child[e];
+            assert(c >= 0 && c < v);  /* children come before their parent */
             if (visit[c] == stamp) continue;
             visit[c] = stamp;
             if (start[c] == start[c + 1]) {
@@ -156,6 +158,7 @@ int64_t arena_backward(arena_t *a, node_t root) {
 }
 
 void arena_backward_by_index(arena_t *a, node_t root) {
+    assert(root >= 0 && root < a->n_nodes);
     const int64_t *start = a->child_start;
     const node_t *child = a->child;
     const double *lg = a->local_grad;
@@ -179,6 +182,7 @@ void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
     double bias2 = 1 - pow(beta2, (double)(step + 1));
     for (int64_t i = 0; i < n; ++i) {
         node_t p = idx[i];
+        assert(p >= 0 && p < a->n_nodes);
         double g = grad[p];
         m[i] = beta1 * m[i] + (1 - beta1) * g;
         v[i] = beta2 * v[i] + (1 - beta2) * pow(g, 2.0);

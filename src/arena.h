@@ -16,6 +16,7 @@
 #ifndef MICROGPT_ARENA_H
 #define MICROGPT_ARENA_H
 
+#include <assert.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -119,6 +120,7 @@ static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
 
 static inline node_t arena_unary(arena_t *a, uint8_t op, double x, double operand,
                                  node_t c0, double g0) {
+    assert(c0 >= 0 && c0 < a->n_nodes);
     if (arena_reserve(a, 1, 1)) return -1;
     int64_t i = a->n_nodes++, e = a->n_edges;
     a->child[e] = c0;
@@ -135,6 +137,7 @@ static inline node_t arena_unary(arena_t *a, uint8_t op, double x, double operan
 
 static inline node_t arena_binary(arena_t *a, uint8_t op, double x,
                                   node_t c0, double g0, node_t c1, double g1) {
+    assert(c0 >= 0 && c0 < a->n_nodes && c1 >= 0 && c1 < a->n_nodes);
     if (arena_reserve(a, 1, 2)) return -1;
     int64_t i = a->n_nodes++, e = a->n_edges;
     a->child[e] = c0;
