@@ -82,7 +82,7 @@ cdef int raise_status(status_t s) except -1:
     if s == ARENA_ZERODIV:
         raise ZeroDivisionError("0.0 cannot be raised to a negative power")
     if s == ARENA_DOMAIN:
-        raise ValueError("math domain error: negative base with a fractional exponent")
+        raise ValueError("math domain error")
     if s == ARENA_RANGE:
         raise OverflowError("math range error")
     raise MemoryError("the arena could not grow")
@@ -123,6 +123,22 @@ cdef class Arena:
         if mark < 0 or mark > self.a.n_nodes:
             raise ValueError(f"mark {mark} is outside the arena (0..{self.a.n_nodes})")
         arena_release(&self.a, mark)
+
+    def replay(self, int64_t start=0):
+        """Recompute every node from index start on, in creation order, from its
+        op, constant operand and children, after new values were written into
+        leaves (``v.data = x``); grads of those nodes are reset to 0.
+
+        This is the forward half of replaying a recorded graph: the same nodes
+        in the same order give the same floats as building the graph again,
+        provided no constant was derived from data when it was recorded (the
+        softmax maximum is: a replay of a GPT step keeps the recorded one).
+        """
+        if start < 0 or start > self.a.n_nodes:
+            raise ValueError(f"start {start} is outside the arena (0..{self.a.n_nodes})")
+        cdef status_t s = arena_replay(&self.a, start)
+        if s != ARENA_OK:
+            raise_status(s)
 
     def graph(self):
         """A context manager: nodes made inside it are released on exit."""

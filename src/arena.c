@@ -172,6 +172,57 @@ void arena_backward_by_index(arena_t *a, node_t root) {
     }
 }
 
+status_t arena_replay(arena_t *a, int64_t from) {
+    double *d = a->data, *lg = a->local_grad;
+    const node_t *child = a->child;
+    for (int64_t i = from < 0 ? 0 : from; i < a->n_nodes; ++i) {
+        int64_t e = a->child_start[i];
+        double x = a->child_start[i + 1] > e ? d[child[e]] : 0.0, y, out, g;
+        status_t s;
+        switch ((op_t)a->op[i]) {
+        case OP_LEAF:
+        case OP_CONST:
+            break;
+        case OP_ADD:
+            d[i] = x + d[child[e + 1]];
+            lg[e] = 1.0;
+            lg[e + 1] = 1.0;
+            break;
+        case OP_MUL:
+            y = d[child[e + 1]];
+            d[i] = x * y;
+            lg[e] = y;
+            lg[e + 1] = x;
+            break;
+        case OP_POW:
+            if ((s = arena_pow(x, a->operand[i], &out)) != ARENA_OK) return s;
+            if ((s = arena_pow(x, a->operand[i] - 1, &g)) != ARENA_OK) return s;
+            d[i] = out;
+            lg[e] = a->operand[i] * g;
+            break;
+        case OP_LOG:
+            if (!(x > 0.0) && !isnan(x)) return ARENA_DOMAIN;
+            d[i] = log(x);
+            lg[e] = 1.0 / x;
+            break;
+        case OP_EXP:
+            out = exp(x);
+            if (isinf(out) && isfinite(x)) return ARENA_RANGE;
+            d[i] = out;
+            lg[e] = out;
+            break;
+        case OP_RELU:
+            d[i] = x > 0 ? x : 0.0;
+            lg[e] = x > 0 ? 1.0 : 0.0;
+            break;
+        default:
+            break;
+        }
+        a->grad[i] = 0.0;
+    }
+    return ARENA_OK;
+}
+
 void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
                 double lr_t, double beta1, double beta2, double eps, int64_t step) {
     double *data = a->data, *grad = a->grad;

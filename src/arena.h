@@ -90,6 +90,12 @@ int64_t arena_topo(arena_t *a, node_t root);
  * reference's order, so gradients differ in their last bits. For measurement. */
 void arena_backward_by_index(arena_t *a, node_t root);
 
+/* Recompute nodes [from, n_nodes) in creation order from their op, operand
+ * and children: the forward half of a replay. Leaves and constants keep their
+ * values (a caller sets new leaf values first). Returns ARENA_OK, or the first
+ * status an operation raised (the node it stopped at is left as it was). */
+status_t arena_replay(arena_t *a, int64_t from);
+
 /* Adam over n parameters at node indices idx, with the reference's arithmetic;
  * zeroes their grads. m, v: n doubles each. step counts from 0. */
 void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
