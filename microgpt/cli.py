@@ -440,3 +440,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nmicrogpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`microgpt train | head`): stop quietly, and keep
+        # Python from failing again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
