@@ -143,9 +143,13 @@ def build_parser():
 
 def resolve_engine(name):
     try:
-        return engines.get_engine(name)
+        eng = engines.get_engine(name)
     except engines.EngineError as e:
         raise UsageError(str(e)) from None
+    if engines.requested(name) == "auto" and eng.name != "compiled":
+        print("microgpt: note: the compiled engine is not built in this installation; "
+              "running the pure engine (same results, much slower)", file=sys.stderr)
+    return eng
 
 
 def make_config(args, vocab_size):

@@ -32,11 +32,16 @@ def compiled_available():
     return _import_compiled() is not None
 
 
-def get_engine(name=None):
-    """The engine module for name ("auto", "pure", "compiled"); None reads $MICROGPT_ENGINE."""
+def requested(name=None):
+    """The engine name asked for: name, else $MICROGPT_ENGINE, else "auto"."""
     if name is None:
         name = os.environ.get(ENV_VAR) or "auto"
-    name = name.strip().lower()
+    return name.strip().lower()
+
+
+def get_engine(name=None):
+    """The engine module for name ("auto", "pure", "compiled"); None reads $MICROGPT_ENGINE."""
+    name = requested(name)
     if name not in CHOICES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(CHOICES)}")
     if name == "pure":
