@@ -111,27 +111,8 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
     return ARENA_OK;
 }
 
-/* Append a node with no children; returns its index or -1 (out of memory). */
-static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
-    if (arena_reserve(a, 1, 0)) return -1;
-    int64_t i = a->n_nodes++;
-    a->data[i] = x;
-    a->grad[i] = 0.0;
-    a->operand[i] = 0.0;
-    a->op[i] = op;
-    a->epoch[i] = a->cur_epoch;
-    a->child_start[i + 1] = a->n_edges;
-    return (node_t)i;
-}
-
-static inline node_t arena_unary(arena_t *a, uint8_t op, double x, double operand,
-                                 node_t c0, double g0) {
-    assert(c0 >= 0 && c0 < a->n_nodes);
-    if (arena_reserve(a, 1, 1)) return -1;
-    int64_t i = a->n_nodes++, e = a->n_edges;
-    a->child[e] = c0;
-    a->local_grad[e] = g0;
-    a->n_edges = e + 1;
+/* Fill node i's columns; its edges [child_start[i], n_edges) are already written. */
+static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand) {
     a->data[i] = x;
     a->grad[i] = 0.0;
     a->operand[i] = operand;
@@ -141,23 +122,36 @@ static inline node_t arena_unary(arena_t *a, uint8_t op, double x, double operan
     return (node_t)i;
 }
 
+/* Append a node with no children; returns its index or -1 (out of memory). */
+static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
+    if (arena_reserve(a, 1, 0)) return -1;
+    return arena_set_node(a, a->n_nodes++, op, x, 0.0);
+}
+
+/* Append a node with one child c0 (local grad g0). */
+static inline node_t arena_unary(arena_t *a, uint8_t op, double x, double operand,
+                                 node_t c0, double g0) {
+    assert(c0 >= 0 && c0 < a->n_nodes);
+    if (arena_reserve(a, 1, 1)) return -1;
+    int64_t e = a->n_edges;
+    a->child[e] = c0;
+    a->local_grad[e] = g0;
+    a->n_edges = e + 1;
+    return arena_set_node(a, a->n_nodes++, op, x, operand);
+}
+
+/* Append a node with children (c0, c1) and local grads (g0, g1). */
 static inline node_t arena_binary(arena_t *a, uint8_t op, double x,
                                   node_t c0, double g0, node_t c1, double g1) {
     assert(c0 >= 0 && c0 < a->n_nodes && c1 >= 0 && c1 < a->n_nodes);
     if (arena_reserve(a, 1, 2)) return -1;
-    int64_t i = a->n_nodes++, e = a->n_edges;
+    int64_t e = a->n_edges;
     a->child[e] = c0;
     a->local_grad[e] = g0;
     a->child[e + 1] = c1;
     a->local_grad[e + 1] = g1;
     a->n_edges = e + 2;
-    a->data[i] = x;
-    a->grad[i] = 0.0;
-    a->operand[i] = 0.0;
-    a->op[i] = op;
-    a->epoch[i] = a->cur_epoch;
-    a->child_start[i + 1] = a->n_edges;
-    return (node_t)i;
+    return arena_set_node(a, a->n_nodes++, op, x, 0.0);
 }
 
 #endif
