@@ -1,0 +1,249 @@
+"""Fixtures of the benchmarks: the engines side by side, two configurations, fixed inputs.
+
+Each benchmark runs once per engine built here (the ``engine`` fixture) and per
+configuration (``config_name``): the default one and a larger one (n_layer 2,
+n_embd 64, block 32) fed a document long enough to fill its block. Everything
+is seeded: the weights (seed 42, as ``microgpt train``), the document (the first
+name of the seed-42 shuffle, the reference's step-0 document; for the large
+configuration the first 32 characters of the shuffled names run together), the
+optimizer's gradients and the sampler's generator.
+
+Benchmarks of one workload at one configuration share a group, so the engines
+sit in one table; the summary at the end gives each group's pure/compiled ratio
+of medians. The pure engine runs as the reference runs: Python's garbage
+collector left on (pytest-benchmark leaves it alone unless --benchmark-disable-gc).
+"""
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from microgpt import available_engines, get_engine
+from microgpt.data import Tokenizer, parse_documents, read_bytes
+from microgpt.model import Config, init_state_dict, parameters
+from microgpt.train import BETA1, BETA2, EPS, document_loss
+
+HERE = Path(__file__).resolve().parent
+# ../shared beside the project root holds the names data set (as for tests/)
+NAMES_TXT = Path(os.environ.get("MICROGPT_NAMES_TXT", HERE.parent.parent / "shared" / "data" / "names.txt"))
+SEED = 42
+CONFIGS = {
+    "default": dict(n_layer=1, n_embd=16, block_size=16, n_head=4),
+    "large": dict(n_layer=2, n_embd=64, block_size=32, n_head=4),
+}
+MAX_ROUNDS = 1000
+
+
+def is_slow(engine_name, config_name):
+    """The pure engine at the large configuration: tens of seconds per round (6.8M nodes a step)."""
+    return engine_name == "pure" and config_name == "large"
+
+
+def benchmarks_disabled(config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is not None:
+        return session.disabled
+    return config.getoption("benchmark_disable", False) and not config.getoption("benchmark_enable", False)
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(params=available_engines())
+def engine(request):
+    """Every engine built here: each benchmark runs on pure and on compiled."""
+    return get_engine(request.param)
+
+
+@pytest.fixture(params=list(CONFIGS))
+def config_name(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def names_docs():
+    """The names data set, shuffled as 'microgpt train --seed 42' shuffles it."""
+    if not NAMES_TXT.is_file():
+        pytest.fail(f"the names data set is missing at {NAMES_TXT} (set MICROGPT_NAMES_TXT)")
+    docs = parse_documents(read_bytes(NAMES_TXT), str(NAMES_TXT))
+    random.Random(SEED).shuffle(docs)  # the same permutation as random.seed(42); random.shuffle
+    return docs
+
+
+@dataclass
+class Workload:
+    """One engine's model at one configuration, and the fixed document it is fed."""
+    engine: object
+    config_name: str
+    config: Config
+    tokenizer: Tokenizer
+    doc: str
+    tokens: list
+    sd: dict
+    params: list
+    seed: int = SEED
+
+    @property
+    def slow(self):
+        return is_slow(self.engine.name, self.config_name)
+
+    def loss(self):
+        return document_loss(self.sd, self.config, self.tokens)
+
+    def zero_grads(self):
+        for p in self.params:
+            p.grad = 0
+
+    def optimizer(self):
+        return self.engine.Adam(self.params, beta1=BETA1, beta2=BETA2, eps=EPS)
+
+
+def fixed_document(docs, config_name):
+    if config_name == "default":
+        return docs[0]
+    block = CONFIGS[config_name]["block_size"]
+    return "".join(docs)[:block]  # block characters: block + 2 tokens, every position used
+
+
+@contextmanager
+def make_workload(engine, config_name, docs):
+    """The model, drawn with seed 42. On compiled its weights live in a graph scope,
+    so they are released when the benchmark is done."""
+    tokenizer = Tokenizer.from_documents(docs)
+    config = Config(vocab_size=tokenizer.vocab_size, **CONFIGS[config_name])
+    doc = fixed_document(docs, config_name)
+    with engine.graph():
+        random.seed(SEED)
+        sd = init_state_dict(engine.Value, config)
+        yield Workload(engine, config_name, config, tokenizer, doc, tokenizer.document_tokens(doc),
+                       sd, parameters(sd))
+
+
+@pytest.fixture
+def workload(request, engine, config_name, names_docs):
+    if request.node.get_closest_marker("slow") and benchmarks_disabled(request.config):
+        pytest.skip("the pure engine at the large configuration takes minutes even for one run "
+                    "(6.8M nodes a step); it runs with --benchmark-only")
+    with make_workload(engine, config_name, names_docs) as w:
+        yield w
+
+
+@pytest.fixture
+def compiled_engine():
+    if "compiled" not in available_engines():
+        pytest.skip("the compiled engine is not built here")
+    return get_engine("compiled")
+
+
+@pytest.fixture
+def compiled_workload(compiled_engine, config_name, names_docs):
+    """The compiled engine's model only (for compiled-only benchmarks)."""
+    with make_workload(compiled_engine, config_name, names_docs) as w:
+        yield w
+
+
+class Graphs:
+    """One graph per benchmark round, released before the next round is set up and at
+    the end, so no release (nor, for pure, the freeing of the graph) is timed."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.scope = None
+        self.keep = None  # holds the round's loss so that the pure graph outlives the round
+
+    def open(self):
+        self.close()
+        self.scope = self.engine.graph()
+        self.scope.__enter__()
+
+    def close(self):
+        self.keep = None
+        if self.scope is not None:
+            scope, self.scope = self.scope, None
+            scope.__exit__(None, None, None)
+
+
+@pytest.fixture
+def graphs(workload):
+    g = Graphs(workload.engine)
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def compiled_graphs(compiled_workload):
+    g = Graphs(compiled_workload.engine)
+    yield g
+    g.close()
+
+
+# ---------------------------------------------------------------- running the rounds
+
+@pytest.fixture
+def run_rounds():
+    """run(benchmark, target, setup=None, slow=False): see below."""
+    return run
+
+
+def run(benchmark, target, setup=None, slow=False):
+    """benchmark.pedantic with the round count pytest-benchmark's calibration would pick:
+    one untimed warm-up round measures the time, then enough rounds to fill
+    --benchmark-max-time, at least --benchmark-min-rounds. Slow cases run one round."""
+    if benchmark.disabled or slow:
+        rounds = 1
+    else:
+        args, kwargs = (setup() if setup is not None else None) or ((), {})
+        t0 = time.perf_counter()
+        target(*args, **kwargs)
+        seconds = time.perf_counter() - t0
+        rounds = max(benchmark._min_rounds, min(MAX_ROUNDS, math.ceil(benchmark._max_time / max(seconds, 1e-9))))
+    return benchmark.pedantic(target, setup=setup, rounds=rounds)
+
+
+# ---------------------------------------------------------------- hooks
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the pure engine at the large configuration slow (-m "not slow" leaves it out),
+    except benchmarks marked no_graph (they build no graph: as quick as anywhere)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.get_closest_marker("no_graph"):
+            continue
+        if params.get("engine") == "pure" and params.get("config_name") == "large":
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    """After pytest-benchmark's tables: each group's ratios, of the medians and of the minimums
+    (on a busy machine the minimums are the steadier figure)."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or session.disabled:
+        return
+    groups = defaultdict(dict)
+    for bench in session.benchmarks:
+        if not bench or bench.has_error:
+            continue
+        info = bench.extra_info
+        label = info["order"] if info.get("order") is not None else info.get("engine")
+        groups[bench.group][label] = (bench.stats.median, bench.stats.min)
+    lines = []
+    for group in sorted(groups, key=str):
+        g = groups[group]
+        if "pure" in g and "compiled" in g:
+            (pm, pn), (cm, cn) = g["pure"], g["compiled"]
+            lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / compiled {cm * 1e3:.3f} ms = {pm / cm:.1f}x; "
+                         f"min {pn * 1e3:.2f} / {cn * 1e3:.3f} ms = {pn / cn:.1f}x")
+        elif "reference" in g and "by_index" in g:
+            (rm, rn), (bm, bn) = g["reference"], g["by_index"]
+            lines.append(f"{group}: median reference order {rm * 1e3:.3f} ms / by index {bm * 1e3:.3f} ms = "
+                         f"{rm / bm:.2f}x; min {rn * 1e3:.3f} / {bn * 1e3:.3f} ms = {rn / bn:.2f}x")
+    if lines:
+        terminalreporter.write_sep("-", "ratios (pure/compiled; reference order/by index)")
+        for line in lines:
+            terminalreporter.write_line(line)
