@@ -115,6 +115,9 @@ def build_parser():
                    help="also report the validation loss every N steps (needs --val-fraction)")
     t.set_defaults(func=cmd_train, given=frozenset())
 
+    from .bench import add_parser as add_bench_parser
+    add_bench_parser(sub)
+
     s = sub.add_parser("sample", help="sample from a checkpoint",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
