@@ -300,6 +300,12 @@ def from_dict(obj, path="checkpoint"):
     opt = _get(obj, "optimizer", dict, "")
     adam_m = _matrices(_get(opt, "m", dict, "optimizer."), "optimizer.m")
     adam_v = _matrices(_get(opt, "v", dict, "optimizer."), "optimizer.v")
+    for what, moments in (("optimizer.m", adam_m), ("optimizer.v", adam_v)):
+        if list(moments) != list(weights):
+            raise _Bad(f"{what} should hold the same matrices as weights")
+        for name, rows in moments.items():
+            if [len(r) for r in rows] != [len(r) for r in weights[name]]:
+                raise _Bad(f"{what} '{name}' is not shaped like weights '{name}'")
     return Checkpoint(config=config, chars=chars, weights=weights, adam_m=adam_m, adam_v=adam_v,
                       step=step, num_steps=num_steps, learning_rate=learning_rate, seed=seed,
                       val_fraction=val_fraction, rng_state=rng_state, data_path=data_path,
