@@ -23,6 +23,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every real default; a flag that is off unless given (None, "") says nothing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -87,11 +96,11 @@ def add_model_args(p):
 
 def build_parser():
     parser = Parser(prog="microgpt", description="Train a tiny GPT on scalar autograd Values.",
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     t = sub.add_parser("train", help="train on a text file and print samples",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Train the GPT, one document per step, then print samples.")
     add_model_args(t)
     t.add_argument("--steps", type=positive_int, default=1000, action=Given,
@@ -119,7 +128,7 @@ def build_parser():
     add_bench_parser(sub)
 
     s = sub.add_parser("sample", help="sample from a checkpoint",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
                        "Without --seed the checkpoint's random generator continues, so sampling a "
                        "finished run prints the samples 'train' printed.")
@@ -134,7 +143,7 @@ def build_parser():
     s.set_defaults(func=cmd_sample)
 
     pl = sub.add_parser("plot", help="draw the loss curve of a --log file",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        formatter_class=HelpFormatter,
                         description="Plot the training (and validation) loss from a 'train --log' file. "
                         "Needs matplotlib (pip install 'microgpt-arena[plot]').")
     pl.add_argument("log", metavar="LOG", help="JSON Lines file written by 'microgpt train --log'")
