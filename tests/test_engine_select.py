@@ -1,0 +1,139 @@
+"""Choosing an engine: explicit name > $MICROGPT_ENGINE > auto (compiled when built, else pure)."""
+import pytest
+
+import microgpt
+import microgpt.engine
+from microgpt import available_engines, get_engine
+from microgpt.cli import main
+from microgpt.engine import EngineError
+
+HAS_COMPILED = "compiled" in available_engines()
+needs_compiled = pytest.mark.skipif(not HAS_COMPILED, reason="the compiled engine is not built here")
+
+INTERFACE = ("name", "Value", "graph", "Adam", "exact")
+
+
+def test_pure_by_name():
+    eng = get_engine("pure")
+    assert eng.name == "pure"
+    assert eng.exact is True
+    for attr in INTERFACE:
+        assert hasattr(eng, attr)
+
+
+@needs_compiled
+def test_compiled_by_name():
+    eng = get_engine("compiled")
+    assert eng.name == "compiled"
+    assert eng.exact is True
+    for attr in INTERFACE:
+        assert hasattr(eng, attr)
+
+
+def test_available_engines_lists_pure_first():
+    names = available_engines()
+    assert names[0] == "pure"
+    assert set(names) <= {"pure", "compiled"}
+    assert ("compiled" in names) == microgpt.engine.compiled_available()
+    for name in names:
+        assert get_engine(name).name == name
+
+
+@needs_compiled
+def test_auto_picks_compiled_when_built():
+    assert get_engine("auto").name == "compiled"
+    assert get_engine().name == "compiled"  # no name, no environment: auto
+    assert get_engine(None).name == "compiled"
+
+
+@pytest.mark.parametrize("name", available_engines())
+def test_environment_variable_chooses(monkeypatch, name):
+    monkeypatch.setenv("MICROGPT_ENGINE", name)
+    assert get_engine().name == name
+    assert get_engine(None).name == name
+
+
+@pytest.mark.parametrize("env", ["pure", "compiled", "auto", "bogus"])
+@pytest.mark.parametrize("name", available_engines())
+def test_explicit_name_wins_over_environment(monkeypatch, env, name):
+    monkeypatch.setenv("MICROGPT_ENGINE", env)
+    assert get_engine(name).name == name
+
+
+def test_empty_environment_variable_means_auto(monkeypatch):
+    monkeypatch.setenv("MICROGPT_ENGINE", "")
+    assert get_engine().name == get_engine("auto").name
+
+
+@pytest.mark.parametrize("bad", ["bogus", "c", "pypy", "compiled2"])
+def test_unknown_name_raises(monkeypatch, bad):
+    with pytest.raises(EngineError) as info:
+        get_engine(bad)
+    assert bad in str(info.value)
+    assert "\n" not in str(info.value)  # one line
+    monkeypatch.setenv("MICROGPT_ENGINE", bad)
+    with pytest.raises(EngineError):
+        get_engine()
+
+
+@pytest.fixture
+def without_compiled(monkeypatch):
+    """Pretend the extension was not built."""
+    monkeypatch.setattr(microgpt.engine, "_import_compiled", lambda: None)
+
+
+def test_compiled_missing_raises_for_compiled(without_compiled, monkeypatch):
+    assert not microgpt.engine.compiled_available()
+    assert available_engines() == ["pure"]
+    with pytest.raises(EngineError) as info:
+        get_engine("compiled")
+    assert "compiled" in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.setenv("MICROGPT_ENGINE", "compiled")
+    with pytest.raises(EngineError):
+        get_engine()
+
+
+def test_compiled_missing_auto_falls_back_to_pure(without_compiled):
+    assert get_engine("auto").name == "pure"
+    assert get_engine().name == "pure"
+    assert get_engine("pure").name == "pure"
+
+
+# ---------------------------------------------------------------- the CLI says which engine runs
+
+def first_stdout_line(capsys, argv):
+    status = main(argv)
+    out = capsys.readouterr().out
+    assert status in (0, None), out
+    return out.splitlines()[0]
+
+
+TRAIN = ["train", "--steps", "1", "--num-samples", "0"]
+
+
+@pytest.mark.parametrize("name", available_engines())
+def test_cli_prints_the_engine_first(capsys, name):
+    assert first_stdout_line(capsys, TRAIN + ["--engine", name]) == f"engine: {name}"
+
+
+def test_cli_auto_prints_the_engine_it_picked(capsys):
+    assert first_stdout_line(capsys, TRAIN + ["--engine", "auto"]) == f"engine: {get_engine('auto').name}"
+    assert first_stdout_line(capsys, TRAIN) == f"engine: {get_engine('auto').name}"
+
+
+@pytest.mark.parametrize("name", available_engines())
+def test_cli_flag_wins_over_environment(capsys, monkeypatch, name):
+    other = "compiled" if name == "pure" else "pure"
+    monkeypatch.setenv("MICROGPT_ENGINE", other)
+    assert first_stdout_line(capsys, TRAIN + ["--engine", name]) == f"engine: {name}"
+    if other in available_engines():
+        assert first_stdout_line(capsys, TRAIN) == f"engine: {other}"  # no flag: the environment
+
+
+def test_cli_compiled_missing_fails_with_one_line(capsys, without_compiled):
+    status = main(TRAIN + ["--engine", "compiled"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert "\n" not in err and "compiled" in err
