@@ -36,8 +36,9 @@ cdef extern from "arena.h":
     int64_t arena_topo(arena_t *a, node_t root) nogil
     void arena_backward_by_index(arena_t *a, node_t root) nogil
     status_t arena_replay(arena_t *a, int64_t start) nogil
-    void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
-                    double lr_t, double beta1, double beta2, double eps, int64_t step) nogil
+    int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
+                       double lr_t, double beta1, double beta2, double eps, int64_t step,
+                       status_t *status) nogil
     node_t arena_leaf(arena_t *a, uint8_t op, double x) nogil
     node_t arena_unary(arena_t *a, uint8_t op, double x, double operand, node_t c0, double g0) nogil
     node_t arena_binary(arena_t *a, uint8_t op, double x,

@@ -435,7 +435,12 @@ cdef class Adam:
             if self.idx[i] >= a.n_nodes or a.epoch[self.idx[i]] != self.epochs[i]:
                 raise StaleValueError("a parameter's node was released; create parameters "
                                       "outside any graph() scope")
-        arena_adam(a, self.idx, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step)
+        cdef status_t s
+        arena_adam(a, self.idx, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
+        if s == ARENA_ZERODIV:
+            raise ZeroDivisionError("float division by zero")
+        if s != ARENA_OK:
+            raise_status(s)
 
     def get_state(self):
         """(m, v) as lists of floats, in params order (for checkpoints)."""

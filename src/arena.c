@@ -80,6 +80,12 @@ void arena_release(arena_t *a, int64_t mark) {
 }
 
 status_t arena_pow(double x, double k, double *out) {
+    /* Python's float ** answers an infinite or nan operand before anything
+     * else, with the values C99's pow gives (Annex F), and never raises */
+    if (!isfinite(x) || !isfinite(k)) {
+        *out = pow(x, k);
+        return ARENA_OK;
+    }
     if (x == 0.0 && k < 0.0) return ARENA_ZERODIV;
     if (x < 0.0 && k != floor(k)) return ARENA_DOMAIN;  /* would be complex */
     double r = pow(x, k);
@@ -223,23 +229,32 @@ status_t arena_replay(arena_t *a, int64_t from) {
     return ARENA_OK;
 }
 
-void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
-                double lr_t, double beta1, double beta2, double eps, int64_t step) {
+int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
+                   double lr_t, double beta1, double beta2, double eps, int64_t step,
+                   status_t *status) {
     double *data = a->data, *grad = a->grad;
     /* The same expressions as the reference, evaluated in the same order.
      * pow(g, 2.0) must stay a call to pow (setup.py builds with -fno-builtin-pow):
      * Python's g ** 2 calls pow, and pow is not always correctly rounded. */
     double bias1 = 1 - pow(beta1, (double)(step + 1));
     double bias2 = 1 - pow(beta2, (double)(step + 1));
+    *status = ARENA_OK;
     for (int64_t i = 0; i < n; ++i) {
         node_t p = idx[i];
         assert(p >= 0 && p < a->n_nodes);
         double g = grad[p];
         m[i] = beta1 * m[i] + (1 - beta1) * g;
-        v[i] = beta2 * v[i] + (1 - beta2) * pow(g, 2.0);
+        double g2 = pow(g, 2.0);
+        /* where Python's arithmetic raises, stop at the same point it would */
+        if (isinf(g2) && isfinite(g)) { *status = ARENA_RANGE; return i; }
+        v[i] = beta2 * v[i] + (1 - beta2) * g2;
+        if (bias1 == 0.0 || bias2 == 0.0) { *status = ARENA_ZERODIV; return i; }
         double m_hat = m[i] / bias1;
         double v_hat = v[i] / bias2;
-        data[p] -= lr_t * m_hat / (pow(v_hat, 0.5) + eps);
+        double denom = pow(v_hat, 0.5) + eps;
+        if (denom == 0.0) { *status = ARENA_ZERODIV; return i; }
+        data[p] -= lr_t * m_hat / denom;
         grad[p] = 0.0;
     }
+    return n;
 }

@@ -97,9 +97,13 @@ void arena_backward_by_index(arena_t *a, node_t root);
 status_t arena_replay(arena_t *a, int64_t from);
 
 /* Adam over n parameters at node indices idx, with the reference's arithmetic;
- * zeroes their grads. m, v: n doubles each. step counts from 0. */
-void arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
-                double lr_t, double beta1, double beta2, double eps, int64_t step);
+ * zeroes their grads. m, v: n doubles each. step counts from 0. Returns n, or
+ * the index of the parameter where Python's arithmetic would have raised (g ** 2
+ * overflowing, a division by zero), with *status saying which; the parameters
+ * before it are updated, exactly as far as the reference loop gets. */
+int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
+                   double lr_t, double beta1, double beta2, double eps, int64_t step,
+                   status_t *status);
 
 /* ---- appending nodes: inline, they are the per-operation hot path ---- */
 

@@ -276,16 +276,10 @@ def test_negated_int_zero_sign():
 
 
 INFINITE_EXPONENTS = [
-    pytest.param(-1.0, float("inf"), marks=pytest.mark.xfail(
-        strict=True, reason="pure raises OverflowError (math.floor(inf) in _check_real_pow); "
-        "compiled gives 1.0 as Python's float pow does")),
-    pytest.param(-2.0, float("inf"), marks=pytest.mark.xfail(
-        strict=True, reason="pure raises OverflowError (math.floor(inf)); compiled gives inf")),
-    pytest.param(-0.5, float("-inf"), marks=pytest.mark.xfail(
-        strict=True, reason="pure raises OverflowError (math.floor(-inf)); compiled gives inf")),
-    pytest.param(0.0, float("-inf"), marks=pytest.mark.xfail(
-        strict=True, reason="pure gives inf (Python: 0.0 ** -inf == inf); compiled raises "
-        "ZeroDivisionError (arena_pow refuses 0 ** negative before the infinity case)")),
+    (-1.0, float("inf")),
+    (-2.0, float("inf")),
+    (-0.5, float("-inf")),
+    (0.0, float("-inf")),  # Python: 0.0 ** -inf is inf, not ZeroDivisionError
     (0.5, float("-inf")),
     (2.0, float("-inf")),
     (2.0, float("inf")),
@@ -331,21 +325,23 @@ def test_adam_steps_agree_exactly():
     assert pm == cm and pv == cv
 
 
-@pytest.mark.xfail(strict=True, reason="pure Adam computes p.grad ** 2 with Python's ** and raises "
-                   "OverflowError for |grad| > ~1.3e154; compiled arena_adam's pow(g, 2.0) gives inf and "
-                   "carries on (v = inf, the parameter is left unchanged)")
 def test_adam_with_an_overflowing_gradient():
+    """g ** 2 overflows at the second parameter: both engines raise OverflowError
+    there, with the first parameter updated and only m of the second, as the
+    reference loop leaves them."""
     results = []
     for engine in (PURE, COMPILED):
-        params = [engine.Value(1.0)]
+        params = [engine.Value(x) for x in (1.0, 2.0, 3.0)]
         opt = engine.Adam(params, beta1=0.85, beta2=0.99, eps=1e-8)
-        params[0].grad = 1e200
-        try:
+        for p, g in zip(params, (0.5, 1e200, 0.1)):
+            p.grad = g
+        with pytest.raises(OverflowError):
             opt.step(0.01, 0)
-            results.append(params[0].data)
-        except Exception as e:  # noqa: BLE001 - the type is what is compared
-            results.append(type(e))
+        results.append(([p.data for p in params], [p.grad for p in params], opt.get_state()))
     assert results[0] == results[1], results
+    data, grads, (m, v) = results[0]
+    assert data[0] != 1.0 and data[1:] == [2.0, 3.0]
+    assert grads == [0, 1e200, 0.1] and m[1] != 0.0 and v[1] == 0.0
 
 
 def test_adam_set_state_round_trips_on_both():
