@@ -88,11 +88,11 @@ def snapshot_saves(monkeypatch, tmp_path):
 # --- resume equality ----------------------------------------------------------
 
 def test_resume_equals_uninterrupted_run(engine, tiny_txt, tmp_path, monkeypatch):
-    snapshot_saves(monkeypatch, tmp_path)
     common = ["-i", tiny_txt, *TINY, "--engine", engine.name, "--num-samples", 5]
-    full = run_ok(["train", *common, "--steps", 20, "--save-every", 10, "-o", tmp_path / "full",
-                   "--log", tmp_path / "full.jsonl"])
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        snapshot_saves(patch, tmp_path)
+        full = run_ok(["train", *common, "--steps", 20, "--save-every", 10, "-o", tmp_path / "full",
+                       "--log", tmp_path / "full.jsonl"])
     assert sorted(os.listdir(tmp_path / "at-10")) == ["checkpoint.json"]
     assert checkpoint.load(tmp_path / "at-10").step == 10
 
@@ -129,11 +129,12 @@ def test_stopped_and_resumed_run_on_names_matches_golden(engine, tmp_path, monke
             signal.raise_signal(signal.SIGTERM)  # as if the user stopped the run here
         return path
 
-    monkeypatch.setattr(checkpoint, "save", save_then_stop)
     run_dir = tmp_path / "run"
-    status, out, err = run(["train", "--engine", engine.name, "--steps", 20, "--save-every", 10, "-o", run_dir,
-                            "--log", tmp_path / "first.jsonl"])
-    monkeypatch.undo()
+    # a context, not monkeypatch.undo(), which would also drop the autouse cache setting
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save", save_then_stop)
+        status, out, err = run(["train", "--engine", engine.name, "--steps", 20, "--save-every", 10,
+                                "-o", run_dir, "--log", tmp_path / "first.jsonl"])
     assert status == 130, err
     assert f"SIGTERM at step 10 of 20: checkpoint saved to {run_dir / 'checkpoint.json'}" in err
     assert not sample_lines(out)
@@ -239,10 +240,10 @@ def test_an_interrupted_write_keeps_the_previous_checkpoint(tiny_run, monkeypatc
     def crash(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", crash)
-    with pytest.raises(checkpoint.CheckpointError, match="No space left"):
-        checkpoint.save(ckpt, tiny_run)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", crash)
+        with pytest.raises(checkpoint.CheckpointError, match="No space left"):
+            checkpoint.save(ckpt, tiny_run)
     assert (tiny_run / "checkpoint.json").read_bytes() == before
     assert os.listdir(tiny_run) == ["checkpoint.json"]  # no temporary file left behind
     assert checkpoint.load(tiny_run).step == 3
