@@ -42,28 +42,32 @@ class ArenaMismatchError(ValueError):
 
 # ---------------------------------------------------------------- helpers
 
-cdef inline int check(Value v) except -1:
-    """Raise unless v's node still exists (not released, not reused)."""
+cdef inline bint alive(Value v) noexcept:
+    """Whether v's node still exists (not released, not reused)."""
     cdef arena_t *a = &v.arena.a
-    if v.index >= a.n_nodes or a.epoch[v.index] != v.epoch:
-        raise StaleValueError(
-            "this Value belongs to a graph that was released (its graph() scope ended); "
-            "read .data inside the scope, or create it outside")
+    return v.index < a.n_nodes and a.epoch[v.index] == v.epoch
+
+
+cdef int raise_stale() except -1:
+    raise StaleValueError(
+        "this Value belongs to a graph that was released (its graph() scope ended); "
+        "read .data inside the scope, or create it outside")
+
+
+cdef inline int check(Value v) except -1:
+    if not alive(v):
+        raise_stale()
     return 0
 
 
-cdef inline int check_pair(Value x, Value y) except -1:
-    if x.arena is not y.arena:
-        raise ArenaMismatchError("cannot combine Values from two different arenas")
-    check(x)
-    check(y)
-    return 0
+cdef int raise_nomem() except -1:
+    raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
 
 
 cdef inline Value make(Arena arena, node_t i):
     """A new handle for node i (just appended)."""
     if i < 0:
-        raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
+        raise_nomem()
     cdef Value h = Value.__new__(Value)
     h.arena = arena
     h.index = i
@@ -71,11 +75,22 @@ cdef inline Value make(Arena arena, node_t i):
     return h
 
 
-cdef inline Value as_value(Arena arena, object x):
-    """x itself if a Value, else a new OP_CONST leaf holding the number x."""
-    if type(x) is Value or isinstance(x, Value):
-        return <Value>x
-    return make(arena, arena_leaf(&arena.a, OP_CONST, <double>x))
+cdef node_t other_operand(Value self, object other) except -1:
+    """The node of the second operand of a binary operation on self: a live
+    Value of the same arena, or a new OP_CONST leaf holding the number other
+    (no handle is made for it: only its index is needed)."""
+    cdef Value o
+    cdef node_t i
+    if type(other) is Value or isinstance(other, Value):
+        o = <Value>other
+        if o.arena is not self.arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+        check(o)
+        return o.index
+    i = arena_leaf(&self.arena.a, OP_CONST, <double>other)
+    if i < 0:
+        raise_nomem()
+    return i
 
 
 cdef int raise_status(status_t s) except -1:
@@ -249,19 +264,18 @@ cdef class Value:
     # -- the operations of ALGORITHM.md section 2, computed in C
 
     def __add__(Value self, other):
-        cdef Value o = as_value(self.arena, other)
-        check_pair(self, o)
+        cdef node_t j = other_operand(self, other)
+        check(self)
         cdef double *d = self.arena.a.data
-        return make(self.arena, arena_binary(&self.arena.a, OP_ADD, d[self.index] + d[o.index],
-                                             self.index, 1.0, o.index, 1.0))
+        return make(self.arena, arena_binary(&self.arena.a, OP_ADD, d[self.index] + d[j],
+                                             self.index, 1.0, j, 1.0))
 
     def __mul__(Value self, other):
-        cdef Value o = as_value(self.arena, other)
-        check_pair(self, o)
+        cdef node_t j = other_operand(self, other)
+        check(self)
         cdef double *d = self.arena.a.data
-        cdef double x = d[self.index], y = d[o.index]
-        return make(self.arena, arena_binary(&self.arena.a, OP_MUL, x * y,
-                                             self.index, y, o.index, x))
+        cdef double x = d[self.index], y = d[j]
+        return make(self.arena, arena_binary(&self.arena.a, OP_MUL, x * y, self.index, y, j, x))
 
     def __pow__(Value self, other, modulo):
         if isinstance(other, Value):

@@ -75,20 +75,20 @@ class Value:
         The order is a depth-first post-order from ``self`` that visits children
         in order; gradients flow in its reverse. A stack replaces the reference's
         recursion (which overflows at n_layer=2, n_embd=64) without changing the
-        order: a frame is (node, index of the next child to visit).
+        order: a frame is (node, iterator over its children), so a node's scan
+        resumes where it left off when the child it descended into is done.
         """
         topo = []
         visited = {self}  # identity: Value defines no __eq__
-        stack = [(self, 0)]
+        stack = [(self, iter(self._children))]
         while stack:
-            v, i = stack[-1]
-            if i < len(v._children):
-                stack[-1] = (v, i + 1)
-                child = v._children[i]
+            v, children = stack[-1]
+            for child in children:  # resumes where this node's scan stopped
                 if child not in visited:
                     visited.add(child)
-                    stack.append((child, 0))
-            else:
+                    stack.append((child, iter(child._children)))
+                    break
+            else:  # every child is done: post-order
                 stack.pop()
                 topo.append(v)
         self.grad = 1
