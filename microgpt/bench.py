@@ -41,7 +41,7 @@ class BenchError(Exception):
 def add_parser(subparsers):
     """Register 'bench' on the CLI's subparsers."""
     import argparse
-    from .cli import positive_int
+    from .cli import HelpFormatter, positive_int
     from .engine import CHOICES
 
     def positive_int_list(text):
@@ -62,7 +62,7 @@ def add_parser(subparsers):
 
     b = subparsers.add_parser(
         "bench", help="time every engine on the same training steps, side by side",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Run the same training steps on every available engine, each in a fresh process, "
         "and print ms per step (median, min-max), the speedup against pure, forward/backward/optimizer "
         "times, graph nodes per step, bytes per node, peak RSS, and whether the engines' losses agree "
@@ -74,6 +74,9 @@ def add_parser(subparsers):
     b.add_argument("--steps", type=positive_int, default=5, help="timed training steps per engine")
     b.add_argument("--warmup", type=non_negative_int, default=1,
                    help="untimed steps before the timed ones (their losses are compared too)")
+    b.add_argument("--repeat", type=positive_int, default=3,
+                   help="runs of the same steps per engine, engines taking turns; each step counts "
+                   "its fastest run, so a busy moment of the machine does not skew one engine")
     b.add_argument("--n-layer", type=positive_int_list, default=[1], metavar="N[,N...]",
                    help="transformer layers (a comma list sweeps)")
     b.add_argument("--n-embd", type=positive_int_list, default=[16], metavar="N[,N...]",
@@ -128,20 +131,23 @@ def run(args):
         "machine": machine_info(),
         "python": python_info(),
         "data": {"path": data_path, "sha256": data_sha256, "documents": len(docs)},
-        "seed": args.seed, "steps": args.steps, "warmup": args.warmup,
+        "seed": args.seed, "steps": args.steps, "warmup": args.warmup, "repeat": args.repeat,
         "engines": engine_names,
         "configs": [],
     }
     progress = sys.stderr.isatty() and not args.json
     try:
         for cfg in configs:
-            results = []
-            for name in engine_names:
-                if progress:
-                    print(f"bench: {name} at {config_label(cfg)} ...", file=sys.stderr, flush=True)
-                spec = dict(cfg, engine=name, input=data_path, sha256=data_sha256, seed=args.seed,
-                            steps=args.steps, warmup=args.warmup)
-                results.append(run_worker(spec))
+            runs = {name: [] for name in engine_names}
+            for rep in range(args.repeat):  # engines take turns, so both meet the same noise
+                for name in engine_names:
+                    if progress:
+                        print(f"bench: {name} at {config_label(cfg)}, run {rep + 1} of {args.repeat} ...",
+                              file=sys.stderr, flush=True)
+                    spec = dict(cfg, engine=name, input=data_path, sha256=data_sha256, seed=args.seed,
+                                steps=args.steps, warmup=args.warmup)
+                    runs[name].append(run_worker(spec))
+            results = [merge_repeats(runs[name]) for name in engine_names]
             report["configs"].append(summarize(cfg, results))
     except BenchError as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
@@ -252,7 +258,7 @@ def print_report(report):
     print(f"python: {py['implementation']} {py['version']}")
     print(f"data: {data['path']} ({data['documents']} documents), seed {report['seed']}; "
           f"{report['steps']} timed steps per engine after {report['warmup']} warm-up, "
-          f"each engine in a fresh process")
+          f"run {report['repeat']} times, engines taking turns, each run in a fresh process")
     sweep = len(report["configs"]) > 1
     header = (["n_layer", "n_embd", "block"] if sweep else []) + [
         "engine", "ms/step", "min-max", "speedup", "fwd ms", "bwd ms", "opt ms",
@@ -274,8 +280,8 @@ def print_report(report):
     print()
     print(format_table(header, rows))
     print()
-    print("ms/step: median and min-max over the timed steps; fwd/bwd/opt: medians of the forward "
-          "(graph building), backward and optimizer phases.")
+    print("ms/step: median and min-max over the timed steps, each step's time being its minimum over "
+          "the runs; fwd/bwd/opt: medians of the forward (graph building), backward and optimizer phases.")
     print("nodes/step: nodes the step's forward creates (mean over the timed steps). bytes/node: "
           "compiled = the arena's columns per node (gradient and backward scratch included); pure = "
           "tracemalloc peak while one step's graph is built, over its nodes; +bwd: the same peak "
@@ -432,6 +438,30 @@ def _summary(seconds):
     return {"median": statistics.median(ms), "min": ms[0], "max": ms[-1], "q1": q[0], "q3": q[2], "all": ms}
 
 
+def timing_summary(phases):
+    """ms per step and the phases' medians, from one entry per timed step."""
+    def median_ms(phase):
+        return statistics.median(p[phase] for p in phases) * 1000
+
+    return {"phases": phases, "ms_per_step": _summary([p["step"] for p in phases]),
+            "forward_ms": median_ms("forward"), "backward_ms": median_ms("backward"),
+            "optimizer_ms": median_ms("optimizer"), "release_ms": median_ms("release")}
+
+
+def merge_repeats(runs):
+    """One result from repeated runs of the same steps: each step's (and phase's) time is
+    its minimum over the runs, which filters out what else the machine was doing. The
+    runs must have computed the same losses."""
+    base = dict(runs[0])
+    for other in runs[1:]:
+        if other["losses"] != base["losses"]:
+            raise BenchError(f"the {base['engine']} engine gave different losses in two runs of the same steps")
+    phases = [{k: min(run["phases"][i][k] for run in runs) for k in runs[0]["phases"][i]}
+              for i in range(len(runs[0]["phases"]))]
+    base.update(timing_summary(phases), repeats=len(runs))
+    return base
+
+
 def measure(spec):
     """One engine, one configuration: the worker's whole job. Returns a JSON-able dict."""
     import random
@@ -476,15 +506,10 @@ def measure(spec):
     bpn, bpn_backward, bpn_method = graph_bytes_per_node(eng, lambda: document_loss(sd, config, first_tokens),
                                            nodes_by_positions[positions[0]])
 
-    def median_ms(phase):
-        return statistics.median(p[phase] for p in phases) * 1000
-
     return {
         "engine": eng.name, "exact": bool(getattr(eng, "exact", eng.name == "pure")),  # pure: the spec
         "params": len(parameters(sd)), "vocab_size": tokenizer.vocab_size,
-        "ms_per_step": _summary([p["step"] for p in phases]),
-        "forward_ms": median_ms("forward"), "backward_ms": median_ms("backward"),
-        "optimizer_ms": median_ms("optimizer"), "release_ms": median_ms("release"),
+        **timing_summary(phases),
         "nodes_per_step": statistics.mean(nodes), "nodes_by_step": nodes,
         "bytes_per_node": bpn, "bytes_per_node_with_backward": bpn_backward,
         "bytes_per_node_method": bpn_method,

@@ -27,8 +27,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every real default; a flag that is off unless given (None, "") says nothing."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default == "":
+        default = action.default
+        if default is None or default == "" or isinstance(default, bool):
             return action.help
+        if isinstance(default, list):  # a comma list option
+            return f"{action.help} (default: {','.join(map(str, default))})"
         return super()._get_help_string(action)
 
 
