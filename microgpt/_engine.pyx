@@ -81,7 +81,9 @@ cdef node_t other_operand(Value self, object other) except -1:
     (no handle is made for it: only its index is needed)."""
     cdef Value o
     cdef node_t i
-    if type(other) is Value or isinstance(other, Value):
+    # the common cases first: a Value, then a plain float or int, then subclasses
+    if type(other) is Value or (type(other) is not float and type(other) is not int
+                                and isinstance(other, Value)):
         o = <Value>other
         if o.arena is not self.arena:
             raise ArenaMismatchError("cannot combine Values from two different arenas")

@@ -112,35 +112,35 @@ int64_t arena_topo(arena_t *a, node_t root) {
     int64_t *sedge = a->stack_edge;
     int64_t n = 0, top = 0;
 
+    /* v is the node being scanned, its next edge e of [.., end); the stack
+     * holds the ancestors being scanned, each with the edge to resume at */
+    node_t v = root;
+    int64_t e = start[root], end = start[root + 1];
     visit[root] = stamp;
-    snode[0] = root;
-    sedge[0] = start[root];
-    while (top >= 0) {
-        node_t v = snode[top];
-        int64_t e = sedge[top], end = start[v + 1];
-        /* the next child not yet visited, in order; a leaf (no children) is
-         * appended at once, exactly where its push and pop would put it */
-        for (; e < end; ++e) {
-            node_t c = child[e];
+    for (;;) {
+        while (e < end) {
+            node_t c = child[e++];
             assert(c >= 0 && c < v);  /* children come before their parent */
             if (visit[c] == stamp) continue;
             visit[c] = stamp;
-            if (start[c] == start[c + 1]) {
+            int64_t c_start = start[c], c_end = start[c + 1];
+            if (c_start == c_end) {  /* a leaf: its push and pop would put it right here */
                 topo[n++] = c;
                 continue;
             }
-            break;
-        }
-        if (e < end) {
-            node_t c = child[e];
-            sedge[top] = e + 1;
+            snode[top] = v;  /* descend into c; come back to v's edge e */
+            sedge[top] = e;
             ++top;
-            snode[top] = c;
-            sedge[top] = start[c];
-        } else {
-            topo[n++] = v;
-            --top;
+            v = c;
+            e = c_start;
+            end = c_end;
         }
+        topo[n++] = v;  /* every child done: post-order */
+        if (top == 0) break;
+        --top;
+        v = snode[top];
+        e = sedge[top];
+        end = start[v + 1];
     }
     return n;
 }
