@@ -224,6 +224,38 @@ cdef class GraphScope:
         return False
 
 
+# ---------------------------------------------------------------- the operations
+
+cdef Value add(Value x, object y):
+    """x + y: one OP_ADD node (y wrapped as an OP_CONST leaf first if a number)."""
+    cdef node_t j = other_operand(x, y)
+    check(x)
+    cdef double *d = x.arena.a.data
+    return make(x.arena, arena_binary(&x.arena.a, OP_ADD, d[x.index] + d[j], x.index, 1.0, j, 1.0))
+
+
+cdef Value mul(Value x, object y):
+    """x * y: one OP_MUL node with local grads (y, x)."""
+    cdef node_t j = other_operand(x, y)
+    check(x)
+    cdef double *d = x.arena.a.data
+    cdef double u = d[x.index], w = d[j]
+    return make(x.arena, arena_binary(&x.arena.a, OP_MUL, u * w, x.index, w, j, u))
+
+
+cdef Value power(Value x, object k):
+    """x ** k for a number k: one OP_POW node, local grad k * x ** (k - 1)."""
+    check(x)
+    cdef double kd = <double>k
+    cdef double u = x.arena.a.data[x.index], out, lg
+    cdef status_t s = arena_pow(u, kd, &out)
+    if s == ARENA_OK:
+        s = arena_pow(u, <double>(k - 1), &lg)
+    if s != ARENA_OK:
+        raise_status(s)
+    return make(x.arena, arena_unary(&x.arena.a, OP_POW, out, kd, x.index, kd * lg))
+
+
 # ---------------------------------------------------------------- Value
 
 @cython.no_gc
@@ -266,33 +298,17 @@ cdef class Value:
     # -- the operations of ALGORITHM.md section 2, computed in C
 
     def __add__(Value self, other):
-        cdef node_t j = other_operand(self, other)
-        check(self)
-        cdef double *d = self.arena.a.data
-        return make(self.arena, arena_binary(&self.arena.a, OP_ADD, d[self.index] + d[j],
-                                             self.index, 1.0, j, 1.0))
+        return add(self, other)
 
     def __mul__(Value self, other):
-        cdef node_t j = other_operand(self, other)
-        check(self)
-        cdef double *d = self.arena.a.data
-        cdef double x = d[self.index], y = d[j]
-        return make(self.arena, arena_binary(&self.arena.a, OP_MUL, x * y, self.index, y, j, x))
+        return mul(self, other)
 
     def __pow__(Value self, other, modulo):
         if isinstance(other, Value):
             raise TypeError("Value ** Value is not supported: the exponent must be a number")
         if modulo is not None:
             raise TypeError("pow() with a modulus is not supported for Value")
-        check(self)
-        cdef double k = <double>other
-        cdef double x = self.arena.a.data[self.index], out, lg
-        cdef status_t s = arena_pow(x, k, &out)
-        if s == ARENA_OK:
-            s = arena_pow(x, <double>(other - 1), &lg)
-        if s != ARENA_OK:
-            raise_status(s)
-        return make(self.arena, arena_unary(&self.arena.a, OP_POW, out, k, self.index, k * lg))
+        return power(self, other)
 
     def log(self):
         check(self)
