@@ -41,7 +41,7 @@ class BenchError(Exception):
 def add_parser(subparsers):
     """Register 'bench' on the CLI's subparsers."""
     import argparse
-    from .cli import HelpFormatter, positive_int
+    from .cli import HelpFormatter, non_negative_int, positive_int
     from .engine import CHOICES
 
     def positive_int_list(text):
@@ -50,15 +50,6 @@ def add_parser(subparsers):
             raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
         values = [positive_int(part) for part in parts]
         return list(dict.fromkeys(values))  # duplicates run once
-
-    def non_negative_int(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-        return value
 
     b = subparsers.add_parser(
         "bench", help="time every engine on the same training steps, side by side",
