@@ -166,8 +166,10 @@ def run_worker(spec):
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("MICROGPT_ENGINE", None)
+    # run from the package's folder: `python -c` puts the working directory first on
+    # sys.path, where a source checkout would shadow the installed package
     proc = subprocess.run([sys.executable, "-c", WORKER_CODE], input=json.dumps(spec),
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, cwd=package_parent)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"

@@ -23,6 +23,11 @@ import microgpt
 from microgpt import checkpoint
 from microgpt.cli import main
 
+# children run from the folder holding the microgpt these tests imported: `python -m`
+# puts its working directory first on sys.path, and a source checkout there would
+# shadow the installed package
+PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
+
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 TINY_DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
              "mallory", "oscar", "peggy", "trent", "victor", "walter"]
@@ -378,7 +383,8 @@ def subprocess_env():
 def start_training(tiny_txt, run_dir, log, *extra):
     argv = [sys.executable, "-m", "microgpt", "train", "-i", str(tiny_txt), *TINY, "--steps", "100000",
             "--engine", "pure", "-o", str(run_dir), "--log", str(log), *map(str, extra)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                            cwd=PACKAGE_PARENT)
 
 
 def wait_for_step(proc, step, timeout=60):

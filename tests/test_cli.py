@@ -17,6 +17,11 @@ import pytest
 import microgpt
 from microgpt.cli import main
 
+# children run from the folder holding the microgpt these tests imported: `python -m`
+# puts its working directory first on sys.path, and a source checkout there would
+# shadow the installed package
+PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
+
 
 def subprocess_env(**extra):
     """The test's environment (cache with names.txt included), running the microgpt imported here."""
@@ -29,7 +34,7 @@ def subprocess_env(**extra):
 
 def run_module(args, timeout=120, **extra_env):
     return subprocess.run([sys.executable, "-m", "microgpt", *args], capture_output=True, text=True,
-                          env=subprocess_env(**extra_env), timeout=timeout)
+                          env=subprocess_env(**extra_env), timeout=timeout, cwd=PACKAGE_PARENT)
 
 
 def assert_one_error_line(err):

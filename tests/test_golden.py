@@ -24,6 +24,11 @@ from microgpt.data import Tokenizer, load_documents
 from microgpt.model import Config, init_state_dict
 from microgpt.train import Trainer, document_loss, sample
 
+# children run from the folder holding the microgpt these tests imported: `python -m`
+# puts its working directory first on sys.path, and a source checkout there would
+# shadow the installed package
+PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
+
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
 
@@ -139,7 +144,7 @@ def test_step0_gradients_match_golden(engine, names_txt):
 
 def run_cli(args, cache_dir, timeout=300):
     return subprocess.run([sys.executable, "-m", "microgpt", *args], capture_output=True, text=True,
-                          env=subprocess_env(cache_dir), timeout=timeout)
+                          env=subprocess_env(cache_dir), timeout=timeout, cwd=PACKAGE_PARENT)
 
 
 def test_cli_train_pure_20_steps_prints_and_logs_golden(names_cache, tmp_path):
@@ -179,6 +184,24 @@ def test_cli_train_pure_20_steps_prints_and_logs_golden(names_cache, tmp_path):
     lr0 = golden["config"]["learning_rate"]
     assert [rec["lr"] for rec in steps] == [lr0 * (1 - s / n) for s in range(n)]
     assert final == {"samples": golden["samples"]}
+
+
+def test_cli_train_compiled_all_defaults_matches_1000_step_golden(names_cache, tmp_path):
+    """The product promise: `microgpt train --engine compiled` with every default is the
+    reference run, all 1000 losses and the 20 samples (about 5 s on the compiled engine)."""
+    if not microgpt.engine.compiled_available():
+        pytest.skip("the compiled engine is not built here")
+    golden = read_golden("names_default_1000_steps.json")
+    log_path = tmp_path / "train.jsonl"
+    proc = run_cli(["train", "--engine", "compiled", "--log", str(log_path)], names_cache)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[0] == "engine: compiled"
+    sample_lines = [line for line in out if line.startswith("sample ")]
+    assert sample_lines == [f"sample {i:2d}: {name}" for i, name in enumerate(golden["samples"], start=1)]
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    assert [rec["loss"] for rec in records[:-1]] == golden["losses"]
+    assert records[-1] == {"samples": golden["samples"]}
 
 
 def test_cli_trains_where_reference_recursion_overflows(capsys):
