@@ -1,10 +1,11 @@
 # The compiled engine's memory layout. The C side (src/arena.h) owns the
 # columns; this file declares them for Cython and lays out the two Python
 # types: Arena (owns one arena_t) and Value (a handle into it).
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cdef extern from "arena.h":
     ctypedef int32_t node_t                 # a node's index in its arena
+    ctypedef uint64_t epoch_t               # counts the arena's releases
 
     ctypedef enum op_t:
         OP_LEAF, OP_CONST, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_COUNT
@@ -18,7 +19,7 @@ cdef extern from "arena.h":
         double *grad                        # accumulated gradient
         double *operand                     # exponent k of OP_POW, else 0
         uint8_t *op                         # op_t
-        uint32_t *epoch                     # arena epoch at creation (stale-handle check)
+        epoch_t *epoch                      # arena epoch at creation (stale-handle check)
         int64_t *child_start                # node i's edges: [child_start[i], child_start[i+1])
         int64_t n_nodes, cap_nodes
         # edge columns, children in the order the operation lists them
@@ -26,7 +27,7 @@ cdef extern from "arena.h":
         double *local_grad                  # d(node)/d(child)
         int64_t n_edges, cap_edges
         node_t *topo                        # last depth-first post-order walked
-        uint32_t cur_epoch
+        epoch_t cur_epoch
 
     int arena_init(arena_t *a) nogil
     void arena_free(arena_t *a) nogil
@@ -52,4 +53,4 @@ cdef class Arena:
 cdef class Value:
     cdef readonly Arena arena               # the owner; keeps the columns alive
     cdef node_t index                       # the node's row in every column
-    cdef uint32_t epoch                     # must equal arena.a.epoch[index] to be valid
+    cdef epoch_t epoch                      # must equal arena.a.epoch[index] to be valid

@@ -12,7 +12,7 @@ collection passes. A graph scope (``graph()``) releases the nodes made inside
 it; a handle to a released node raises StaleValueError on any use.
 """
 cimport cython
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, free
 from libc.math cimport log, exp, isfinite, isinf
 from array import array
@@ -105,6 +105,17 @@ cdef int raise_status(status_t s) except -1:
     raise MemoryError("the arena could not grow")
 
 
+# bytes a node and an edge take in the columns of src/arena.h
+cdef size_t NODE_BYTES = (3 * sizeof(double)     # data, grad, operand
+                          + sizeof(uint8_t)       # op
+                          + sizeof(epoch_t)       # epoch
+                          + sizeof(uint32_t)      # visit (backward scratch)
+                          + sizeof(int64_t)       # child_start
+                          + sizeof(node_t)        # topo (backward scratch)
+                          + sizeof(node_t) + sizeof(int64_t))  # DFS stack (backward scratch)
+cdef size_t EDGE_BYTES = sizeof(node_t) + sizeof(double)  # child, local_grad
+
+
 # ---------------------------------------------------------------- Arena
 
 @cython.auto_pickle(False)
@@ -165,20 +176,14 @@ cdef class Arena:
     def bytes_per_node(self):
         """Bytes the columns take for one node: node columns, backward scratch,
         and the edges averaged over the nodes in use."""
-        cdef double node_bytes = (3 * sizeof(double) + sizeof(uint8_t) + 2 * sizeof(uint32_t)
-                                  + sizeof(int64_t)                       # child_start
-                                  + 2 * sizeof(node_t) + sizeof(int64_t))  # topo, DFS stack
-        cdef double edge_bytes = sizeof(node_t) + sizeof(double)
         if self.a.n_nodes == 0:
-            return node_bytes
-        return node_bytes + edge_bytes * self.a.n_edges / self.a.n_nodes
+            return float(NODE_BYTES)
+        return NODE_BYTES + EDGE_BYTES * self.a.n_edges / <double>self.a.n_nodes
 
     @property
     def nbytes(self):
         """Bytes allocated for the columns now (capacity, not use)."""
-        return int(self.a.cap_nodes * (3 * sizeof(double) + sizeof(uint8_t) + 2 * sizeof(uint32_t)
-                                       + 2 * sizeof(int64_t) + 2 * sizeof(node_t))
-                   + self.a.cap_edges * (sizeof(node_t) + sizeof(double)))
+        return int(self.a.cap_nodes * NODE_BYTES + self.a.cap_edges * EDGE_BYTES)
 
     def column(self, name):
         """A copy of one column for inspection, as an array.array (numpy.asarray
@@ -418,7 +423,7 @@ cdef class Adam:
     """Adam over parameter Values of one arena, with the reference's arithmetic, in C."""
     cdef Arena arena
     cdef node_t *idx           # (n,) node index of each parameter
-    cdef uint32_t *epochs      # (n,) epoch of each, to refuse released parameters
+    cdef epoch_t *epochs       # (n,) epoch of each, to refuse released parameters
     cdef double *m             # (n,) first moment
     cdef double *v             # (n,) second moment
     cdef int64_t n
@@ -430,7 +435,7 @@ cdef class Adam:
         self.n = len(self.params)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.idx = <node_t *>malloc(max(self.n, 1) * sizeof(node_t))
-        self.epochs = <uint32_t *>malloc(max(self.n, 1) * sizeof(uint32_t))
+        self.epochs = <epoch_t *>malloc(max(self.n, 1) * sizeof(epoch_t))
         self.m = <double *>malloc(max(self.n, 1) * sizeof(double))
         self.v = <double *>malloc(max(self.n, 1) * sizeof(double))
         if not (self.idx and self.epochs and self.m and self.v):

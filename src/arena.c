@@ -45,7 +45,7 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         grow((void **)&a->grad, cap, sizeof(double)) ||
         grow((void **)&a->operand, cap, sizeof(double)) ||
         grow((void **)&a->op, cap, sizeof(uint8_t)) ||
-        grow((void **)&a->epoch, cap, sizeof(uint32_t)) ||
+        grow((void **)&a->epoch, cap, sizeof(epoch_t)) ||
         grow((void **)&a->child_start, cap + 1, sizeof(int64_t)) ||
         grow((void **)&a->topo, cap, sizeof(node_t)) ||
         grow((void **)&a->stack_node, cap, sizeof(node_t)) ||
@@ -76,7 +76,6 @@ void arena_release(arena_t *a, int64_t mark) {
     a->n_edges = a->child_start[mark];
     /* every handle made before now fails the epoch check if its index is >= mark */
     a->cur_epoch++;
-    if (a->cur_epoch == 0) a->cur_epoch = 1;  /* 0 never matches a live node */
 }
 
 status_t arena_pow(double x, double k, double *out) {

@@ -45,6 +45,7 @@ typedef enum {
 } status_t;
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
+typedef uint64_t epoch_t;  /* counts releases; 64 bits never wrap, so a stale handle never passes */
 
 typedef struct {
     /* node columns, n_nodes used of cap_nodes */
@@ -52,7 +53,7 @@ typedef struct {
     double *grad;          /* d(root)/d(node), accumulated by backward */
     double *operand;       /* the exponent k of OP_POW; 0 elsewhere */
     uint8_t *op;           /* op_t */
-    uint32_t *epoch;       /* arena epoch when the node was created */
+    epoch_t *epoch;        /* arena epoch when the node was created */
     uint32_t *visit;       /* scratch for backward: stamp of the last walk that reached it */
     int64_t *child_start;  /* n_nodes + 1 entries: node i's edges are [child_start[i], child_start[i+1]) */
     int64_t n_nodes, cap_nodes;
@@ -67,7 +68,7 @@ typedef struct {
     node_t *stack_node;    /* explicit DFS stack: node, and the next edge to visit */
     int64_t *stack_edge;
 
-    uint32_t cur_epoch;    /* bumped by every release */
+    epoch_t cur_epoch;     /* bumped by every release */
     uint32_t cur_visit;    /* bumped by every backward walk */
 } arena_t;
 
