@@ -10,23 +10,14 @@ import pickle
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
-from io import StringIO
 from pathlib import Path
 
 import pytest
+from support import assert_one_error_line, run_main, sample_lines, sample_texts, start_module
 
-import microgpt
 from microgpt import checkpoint
-from microgpt.cli import main
 
-# children run from the folder holding the microgpt these tests imported: `python -m`
-# puts its working directory first on sys.path, and a source checkout there would
-# shadow the installed package
-PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 TINY_DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
@@ -41,16 +32,8 @@ def tiny_txt(tmp_path):
     return f
 
 
-def run(argv):
-    """main(argv) in-process: (status, stdout, stderr)."""
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
-
-
 def run_ok(argv):
-    status, out, err = run(argv)
+    status, out, err = run_main(argv)
     assert status == 0, err
     return out
 
@@ -60,22 +43,6 @@ def read_log(path):
     losses = {r["step"]: r["loss"] for r in records if "loss" in r}
     samples = [r["samples"] for r in records if "samples" in r]
     return losses, samples
-
-
-def sample_lines(out):
-    return [line for line in out.splitlines() if line.startswith("sample ")]
-
-
-def sample_texts(out):
-    return [line.split(": ", 1)[1] for line in sample_lines(out)]
-
-
-def assert_one_error_line(err):
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("microgpt: error:"), err
-    return lines[0]
 
 
 def snapshot_saves(monkeypatch, tmp_path):
@@ -138,7 +105,7 @@ def test_stopped_and_resumed_run_on_names_matches_golden(engine, tmp_path, monke
     # a context, not monkeypatch.undo(), which would also drop the autouse cache setting
     with monkeypatch.context() as patch:
         patch.setattr(checkpoint, "save", save_then_stop)
-        status, out, err = run(["train", "--engine", engine.name, "--steps", 20, "--save-every", 10,
+        status, out, err = run_main(["train", "--engine", engine.name, "--steps", 20, "--save-every", 10,
                                 "-o", run_dir, "--log", tmp_path / "first.jsonl"])
     assert status == 130, err
     assert f"SIGTERM at step 10 of 20: checkpoint saved to {run_dir / 'checkpoint.json'}" in err
@@ -228,7 +195,7 @@ def test_a_pickle_is_refused_and_never_executed(tiny_run, tmp_path):
     for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
         (tiny_run / "checkpoint.json").write_bytes(pickle.dumps(Payload(), protocol=protocol))
         for argv in (["sample", "-o", tiny_run], ["train", "--resume", tiny_run]):
-            status, out, err = run(argv)
+            status, out, err = run_main(argv)
             assert status == 2
             line = assert_one_error_line(err)
             assert "checkpoint" in line
@@ -297,7 +264,7 @@ def test_broken_checkpoint_is_one_line(case, breaker, mentions, command, tiny_ru
     log = tmp_path / "keep.jsonl"
     log.write_text("precious\n")
     argv = ["sample", "-o", tiny_run] if command == "sample" else ["train", "--resume", tiny_run, "--log", log]
-    status, out, err = run(argv)
+    status, out, err = run_main(argv)
     assert status == 2
     assert mentions in assert_one_error_line(err)
     assert out == ""
@@ -326,7 +293,7 @@ def test_bad_run_directories(tiny_run, tiny_txt, tmp_path):
         (["train", "-i", tiny_txt, *TINY, "--steps", 3, "--eval-every", 1], "--eval-every needs --val-fraction"),
     ]
     for argv, mentions in cases:
-        status, out, err = run(argv)
+        status, out, err = run_main(argv)
         assert status == 2, argv
         assert mentions in assert_one_error_line(err), argv
         assert a_file.read_text() == "keep me"
@@ -337,12 +304,12 @@ def test_bad_run_directories(tiny_run, tiny_txt, tmp_path):
 def test_resume_against_other_data_is_refused(tiny_run, tiny_txt, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("\n".join(TINY_DOCS[::-1]) + "\n", encoding="utf-8")
-    status, _, err = run(["train", "--resume", tiny_run, "-i", other])
+    status, _, err = run_main(["train", "--resume", tiny_run, "-i", other])
     assert status == 2
     assert "not the data the checkpoint was trained on" in assert_one_error_line(err)
     # the file the checkpoint names was changed in place
     tiny_txt.write_text("\n".join(TINY_DOCS + ["zed"]) + "\n", encoding="utf-8")
-    status, _, err = run(["train", "--resume", tiny_run])
+    status, _, err = run_main(["train", "--resume", tiny_run])
     assert status == 2
     assert "not the data the checkpoint was trained on" in assert_one_error_line(err)
 
@@ -363,7 +330,7 @@ def test_unwritable_run_directory(tiny_txt, tmp_path):
         ro.mkdir()
         ro.chmod(0o555)
         target = ro / "run"
-    status, out, err = run(["train", "-i", tiny_txt, *TINY, "--steps", 1, "-o", target])
+    status, out, err = run_main(["train", "-i", tiny_txt, *TINY, "--steps", 1, "-o", target])
     assert status == 2
     assert "cannot write to run directory" in assert_one_error_line(err)
     assert out == ""
@@ -372,19 +339,9 @@ def test_unwritable_run_directory(tiny_txt, tmp_path):
 
 # --- signals and crashes, on the real process -------------------------------------
 
-def subprocess_env():
-    env = dict(os.environ)
-    pkg_parent = str(Path(microgpt.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def start_training(tiny_txt, run_dir, log, *extra):
-    argv = [sys.executable, "-m", "microgpt", "train", "-i", str(tiny_txt), *TINY, "--steps", "100000",
-            "--engine", "pure", "-o", str(run_dir), "--log", str(log), *map(str, extra)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
-                            cwd=PACKAGE_PARENT)
+    return start_module(["train", "-i", tiny_txt, *TINY, "--steps", "100000", "--engine", "pure",
+                         "-o", run_dir, "--log", log, *extra])
 
 
 def wait_for_step(proc, step, timeout=60):
@@ -415,7 +372,7 @@ def test_signal_saves_a_checkpoint_and_exits_130(signum, tiny_txt, tmp_path):
     losses, _ = read_log(log)
     assert max(losses) == ckpt.step  # saved right after the last step it logged
     # and it resumes (to one step further, so the test stays quick)
-    status, out, err = run(["train", "--resume", run_dir, "--steps", ckpt.step + 1, "--engine", "pure",
+    status, out, err = run_main(["train", "--resume", run_dir, "--steps", ckpt.step + 1, "--engine", "pure",
                             "--num-samples", 1])
     assert status == 0, err
     assert f"step {ckpt.step + 1:4d} / {ckpt.step + 1:4d}" in out

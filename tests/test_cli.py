@@ -4,45 +4,16 @@ Bad input must end in exactly one line on stderr, 'microgpt: error: ...', and
 exit status 2, never a traceback. Most cases run main(argv) in-process (fast);
 a few run the real command to prove the same holds for the process itself.
 """
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from support import assert_one_error_line, child_env, run_module
 
-import microgpt
 from microgpt.cli import main
 
-# children run from the folder holding the microgpt these tests imported: `python -m`
-# puts its working directory first on sys.path, and a source checkout there would
-# shadow the installed package
-PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
-
-
-def subprocess_env(**extra):
-    """The test's environment (cache with names.txt included), running the microgpt imported here."""
-    env = dict(os.environ)
-    pkg_parent = str(Path(microgpt.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [env.get("PYTHONPATH")] if p])
-    env.update(extra)
-    return env
-
-
-def run_module(args, timeout=120, **extra_env):
-    return subprocess.run([sys.executable, "-m", "microgpt", *args], capture_output=True, text=True,
-                          env=subprocess_env(**extra_env), timeout=timeout, cwd=PACKAGE_PARENT)
-
-
-def assert_one_error_line(err):
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("microgpt: error:"), err
-    return lines[0]
 
 
 @pytest.fixture
@@ -179,7 +150,7 @@ def test_console_script_runs(tiny_file):
     if exe is None:
         pytest.skip("the microgpt console script is not on PATH (package not installed)")
     proc = subprocess.run([exe, "train", "--input", str(tiny_file), "--steps", "1", "--num-samples", "1",
-                           "--engine", "pure"], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+                           "--engine", "pure"], capture_output=True, text=True, env=child_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^sample  1: ", proc.stdout, re.M)
 
@@ -188,7 +159,7 @@ def test_console_script_help(tmp_path):
     exe = shutil.which("microgpt")
     if exe is None:
         pytest.skip("the microgpt console script is not on PATH (package not installed)")
-    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, env=child_env(), timeout=60)
     assert proc.returncode == 0
     assert "train" in proc.stdout
 

@@ -8,15 +8,14 @@ computed by the code under test and then compared with itself.
 import gc
 import hashlib
 import json
-import os
 import random
 import re
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from support import run_module
 
 import microgpt
 from microgpt import train as train_mod
@@ -24,10 +23,6 @@ from microgpt.data import Tokenizer, load_documents
 from microgpt.model import Config, init_state_dict
 from microgpt.train import Trainer, document_loss, sample
 
-# children run from the folder holding the microgpt these tests imported: `python -m`
-# puts its working directory first on sys.path, and a source checkout there would
-# shadow the installed package
-PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
@@ -36,21 +31,6 @@ def read_golden(name):
     # conftest's load_golden is not importable under --import-mode=importlib
     with open(GOLDEN_DIR / name, encoding="utf-8") as f:
         return json.load(f)
-
-
-def subprocess_env(cache_dir):
-    """The environment a user's shell would give the command, plus the cache with names.txt.
-
-    PYTHONPATH leads with the folder that holds the microgpt these tests imported,
-    so the child runs the same package whether it is installed or run from the tree.
-    """
-    env = dict(os.environ)
-    env["MICROGPT_CACHE_DIR"] = str(cache_dir)
-    env.pop("MICROGPT_ENGINE", None)
-    env.pop("MICROGPT_NAMES_URL", None)
-    pkg_parent = str(Path(microgpt.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
 
 
 @contextmanager
@@ -143,8 +123,7 @@ def test_step0_gradients_match_golden(engine, names_txt):
 
 
 def run_cli(args, cache_dir, timeout=300):
-    return subprocess.run([sys.executable, "-m", "microgpt", *args], capture_output=True, text=True,
-                          env=subprocess_env(cache_dir), timeout=timeout, cwd=PACKAGE_PARENT)
+    return run_module(args, timeout=timeout, MICROGPT_CACHE_DIR=str(cache_dir))
 
 
 def test_cli_train_pure_20_steps_prints_and_logs_golden(names_cache, tmp_path):

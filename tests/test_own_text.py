@@ -3,25 +3,16 @@ and `microgpt plot` for the --log file."""
 import json
 import struct
 import sys
-from contextlib import redirect_stderr, redirect_stdout
-from io import StringIO
 
 import pytest
+from support import run_main
 
-from microgpt.cli import main
 from microgpt.plot import read_log
 from microgpt.train import count_cut_documents, split_documents
 
 DOCS = ["the quick brown fox", "jumps", "over the lazy dog", "a", "pack my box", "with five dozen",
         "liquor jugs", "sphinx of black quartz", "judge my vow", "how vexingly quick"]
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure"]
-
-
-def run(argv):
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -39,7 +30,7 @@ def test_long_documents_are_cut_and_counted(text):
     # block 8: a document of 8 characters or more does not fit [BOS] + chars + [BOS]
     cut = sum(1 for d in DOCS if len(d) >= 8)
     assert count_cut_documents(DOCS, 8) == cut == 8
-    status, out, err = run(["train", "-i", text, *TINY, "--steps", 2, "--num-samples", 0])
+    status, out, err = run_main(["train", "-i", text, *TINY, "--steps", 2, "--num-samples", 0])
     assert status == 0, err
     assert f"docs longer than the block: {cut} of {len(DOCS)}, trained on their first 9 tokens" in out.splitlines()
 
@@ -58,9 +49,9 @@ def test_split_is_deterministic_and_zero_keeps_everything():
 
 def test_validation_loss_is_reported_and_draws_no_random_numbers(text, tmp_path):
     base = ["train", "-i", text, *TINY, "--steps", 6, "--num-samples", 4, "--val-fraction", 0.2]
-    status, out_end, err = run([*base, "--log", tmp_path / "end.jsonl"])
+    status, out_end, err = run_main([*base, "--log", tmp_path / "end.jsonl"])
     assert status == 0, err
-    status, out_every, err = run([*base, "--eval-every", 2, "--log", tmp_path / "every.jsonl"])
+    status, out_every, err = run_main([*base, "--eval-every", 2, "--log", tmp_path / "every.jsonl"])
     assert status == 0, err
     assert "held out for validation: 2 docs, training on 8" in out_every
     val_lines = [line for line in out_every.splitlines() if "val loss" in line]
@@ -77,10 +68,10 @@ def test_validation_loss_is_reported_and_draws_no_random_numbers(text, tmp_path)
 
 def test_bad_val_fraction(text):
     for value in ("1", "-0.1", "abc"):
-        status, out, err = run(["train", "-i", text, *TINY, "--steps", 1, "--val-fraction", value])
+        status, out, err = run_main(["train", "-i", text, *TINY, "--steps", 1, "--val-fraction", value])
         assert status == 2
         assert err.startswith("microgpt: error:") and "--val-fraction" in err and len(err.splitlines()) == 1
-    status, out, err = run(["train", "-i", text, *TINY, "--steps", 1, "--val-fraction", "0.99"])
+    status, out, err = run_main(["train", "-i", text, *TINY, "--steps", 1, "--val-fraction", "0.99"])
     assert status == 2 and "none is left to train on" in err
 
 
@@ -107,7 +98,7 @@ def test_plot_draws_a_png(tmp_path):
                                                                                  {"samples": ["kamon"]}])
     for name in ("loss.png", "loss.svg"):
         out = tmp_path / name
-        status, stdout, err = run(["plot", log, "--out", out])
+        status, stdout, err = run_main(["plot", log, "--out", out])
         assert status == 0, err
         assert stdout.strip() == f"wrote {out}"
     png = (tmp_path / "loss.png").read_bytes()
@@ -121,7 +112,7 @@ def test_plot_without_matplotlib_says_so(tmp_path, monkeypatch):
     log = tmp_path / "log.jsonl"
     write_log(log, [{"step": 1, "loss": 3.0, "lr": 0.01, "dt": 0.1}])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    status, out, err = run(["plot", log, "--out", tmp_path / "loss.png"])
+    status, out, err = run_main(["plot", log, "--out", tmp_path / "loss.png"])
     assert status == 2
     assert err.startswith("microgpt: error: plotting needs matplotlib") and len(err.splitlines()) == 1
     assert not (tmp_path / "loss.png").exists()
@@ -136,7 +127,7 @@ def test_plot_bad_logs(tmp_path, content, mentions):
     log = tmp_path / "log.jsonl"
     if content is not None:
         log.write_text(content, encoding="utf-8")
-    status, out, err = run(["plot", log, "--out", tmp_path / "loss.png"])
+    status, out, err = run_main(["plot", log, "--out", tmp_path / "loss.png"])
     assert status == 2
     assert err.startswith("microgpt: error:") and mentions in err and len(err.splitlines()) == 1
     assert not (tmp_path / "loss.png").exists()

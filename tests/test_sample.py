@@ -4,13 +4,11 @@ The default sampler must stay the reference's (ALGORITHM.md section 6): it is
 compared with a verbatim copy of the reference loop, draw for draw.
 """
 import random
-from contextlib import redirect_stderr, redirect_stdout
-from io import StringIO
 
 import pytest
+from support import run_main
 
 from microgpt import checkpoint
-from microgpt.cli import main
 from microgpt.data import Tokenizer
 from microgpt.model import gpt, init_state_dict, softmax
 from microgpt.train import sample, top_k_weights
@@ -18,13 +16,6 @@ from microgpt.train import sample, top_k_weights
 DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
         "mallory", "oscar", "peggy", "trent", "victor", "walter"]
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
-
-
-def run(argv):
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 def texts(out):
@@ -35,7 +26,7 @@ def texts(out):
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("sample")
     (d / "tiny.txt").write_text("\n".join(DOCS) + "\n", encoding="utf-8")
-    status, out, err = run(["train", "-i", d / "tiny.txt", *TINY, "--steps", 30, "--num-samples", 8,
+    status, out, err = run_main(["train", "-i", d / "tiny.txt", *TINY, "--steps", 30, "--num-samples", 8,
                             "--engine", "pure", "-o", d / "run"])
     assert status == 0, err
     return d / "run", texts(out)
@@ -43,18 +34,18 @@ def run_dir(tmp_path_factory):
 
 def test_sample_continues_the_training_runs_generator(run_dir, engine):
     directory, trained = run_dir
-    status, out, err = run(["sample", "-o", directory, "--num-samples", 8, "--engine", engine.name])
+    status, out, err = run_main(["sample", "-o", directory, "--num-samples", 8, "--engine", engine.name])
     assert status == 0, err
     assert texts(out) == trained
     # sampling does not move the checkpoint's generator: the same again
-    assert texts(run(["sample", "-o", directory, "--num-samples", 8, "--engine", engine.name])[1]) == trained
+    assert texts(run_main(["sample", "-o", directory, "--num-samples", 8, "--engine", engine.name])[1]) == trained
 
 
 def test_seed_makes_samples_repeatable(run_dir):
     directory, trained = run_dir
-    a = texts(run(["sample", "-o", directory, "--seed", 3, "--num-samples", 6])[1])
-    b = texts(run(["sample", "-o", directory, "--seed", 3, "--num-samples", 6])[1])
-    c = texts(run(["sample", "-o", directory, "--seed", 4, "--num-samples", 6])[1])
+    a = texts(run_main(["sample", "-o", directory, "--seed", 3, "--num-samples", 6])[1])
+    b = texts(run_main(["sample", "-o", directory, "--seed", 3, "--num-samples", 6])[1])
+    c = texts(run_main(["sample", "-o", directory, "--seed", 4, "--num-samples", 6])[1])
     assert a == b and len(a) == 6
     assert a != c
 
@@ -91,11 +82,11 @@ def test_default_sampler_is_the_reference(run_dir, engine):
 
 def test_top_k_1_is_greedy_and_top_k_vocab_is_plain(run_dir):
     directory, trained = run_dir
-    greedy = [texts(run(["sample", "-o", directory, "--top-k", 1, "--seed", s, "--num-samples", 3])[1])
+    greedy = [texts(run_main(["sample", "-o", directory, "--top-k", 1, "--seed", s, "--num-samples", 3])[1])
               for s in (1, 2)]
     assert greedy[0] == greedy[1] and len(set(greedy[0])) == 1  # no randomness left
     vocab_size = checkpoint.load(directory).config.vocab_size
-    assert texts(run(["sample", "-o", directory, "--top-k", vocab_size, "--num-samples", 8])[1]) == trained
+    assert texts(run_main(["sample", "-o", directory, "--top-k", vocab_size, "--num-samples", 8])[1]) == trained
 
 
 def test_top_k_weights():
@@ -105,7 +96,7 @@ def test_top_k_weights():
 
 def test_prompt_is_continued(run_dir, engine):
     directory, _ = run_dir
-    status, out, err = run(["sample", "-o", directory, "--prompt", "ma", "--num-samples", 5, "--engine", engine.name])
+    status, out, err = run_main(["sample", "-o", directory, "--prompt", "ma", "--num-samples", 5, "--engine", engine.name])
     assert status == 0, err
     got = texts(out)
     assert len(got) == 5 and all(t.startswith("ma") for t in got)
@@ -121,7 +112,7 @@ def test_prompt_is_continued(run_dir, engine):
     (["--engine", "turbo"], "unknown engine"),
 ])
 def test_bad_sample_options(run_dir, argv, mentions):
-    status, out, err = run(["sample", "-o", run_dir[0], *argv])
+    status, out, err = run_main(["sample", "-o", run_dir[0], *argv])
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("microgpt: error:"), err
@@ -130,6 +121,6 @@ def test_bad_sample_options(run_dir, argv, mentions):
 
 
 def test_a_prompt_of_block_size_minus_one_still_samples(run_dir):
-    status, out, err = run(["sample", "-o", run_dir[0], "--prompt", "abcdefg", "--num-samples", 2])
+    status, out, err = run_main(["sample", "-o", run_dir[0], "--prompt", "abcdefg", "--num-samples", 2])
     assert status == 0, err
     assert all(t.startswith("abcdefg") and len(t) <= 8 for t in texts(out))
