@@ -48,6 +48,7 @@ cdef extern from "arena.h":
 
 cdef class Arena:
     cdef arena_t a                          # the columns (C-owned, freed in __dealloc__)
+    cdef int64_t open_scopes                # graph() scopes entered and not yet exited
 
 
 cdef class Value:

@@ -43,12 +43,17 @@ class ArenaMismatchError(ValueError):
 # ---------------------------------------------------------------- helpers
 
 cdef inline bint alive(Value v) noexcept:
-    """Whether v's node still exists (not released, not reused)."""
+    """Whether v's node still exists (not released, not reused). A handle made
+    by Value.__new__ without __init__ has no arena and is never alive."""
+    if <object>v.arena is None:
+        return False
     cdef arena_t *a = &v.arena.a
     return v.index < a.n_nodes and a.epoch[v.index] == v.epoch
 
 
-cdef int raise_stale() except -1:
+cdef int raise_stale(Value v) except -1:
+    if <object>v.arena is None:
+        raise StaleValueError("this Value was never initialised (made by Value.__new__ without __init__)")
     raise StaleValueError(
         "this Value belongs to a graph that was released (its graph() scope ended); "
         "read .data inside the scope, or create it outside")
@@ -56,7 +61,7 @@ cdef int raise_stale() except -1:
 
 cdef inline int check(Value v) except -1:
     if not alive(v):
-        raise_stale()
+        raise_stale(v)
     return 0
 
 
@@ -73,26 +78,6 @@ cdef inline Value make(Arena arena, node_t i):
     h.index = i
     h.epoch = arena.a.cur_epoch
     return h
-
-
-cdef node_t other_operand(Value self, object other) except -1:
-    """The node of the second operand of a binary operation on self: a live
-    Value of the same arena, or a new OP_CONST leaf holding the number other
-    (no handle is made for it: only its index is needed)."""
-    cdef Value o
-    cdef node_t i
-    # the common cases first: a Value, then a plain float or int, then subclasses
-    if type(other) is Value or (type(other) is not float and type(other) is not int
-                                and isinstance(other, Value)):
-        o = <Value>other
-        if o.arena is not self.arena:
-            raise ArenaMismatchError("cannot combine Values from two different arenas")
-        check(o)
-        return o.index
-    i = arena_leaf(&self.arena.a, OP_CONST, <double>other)
-    if i < 0:
-        raise_nomem()
-    return i
 
 
 cdef int raise_status(status_t s) except -1:
@@ -210,52 +195,81 @@ cdef class Arena:
 
 @cython.auto_pickle(False)
 cdef class GraphScope:
-    """``with scope:`` releases every node made inside it on exit."""
+    """``with scope:`` releases every node made inside it on exit.
+
+    Scopes of one arena nest: each must close before the one opened before it
+    (a ``with`` statement does that), else releasing could drop nodes made
+    after an enclosing scope closed.
+    """
     cdef Arena arena
     cdef int64_t mark
+    cdef int64_t depth      # how many scopes of the arena were open when this one opened
 
-    def __cinit__(self, Arena arena):
+    def __cinit__(self, Arena arena not None):
         self.arena = arena
         self.mark = -1
 
     def __enter__(self):
+        if self.mark >= 0:
+            raise RuntimeError("this graph scope is already open")
         self.mark = self.arena.a.n_nodes
+        self.depth = self.arena.open_scopes
+        self.arena.open_scopes += 1
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if self.mark >= 0:
-            arena_release(&self.arena.a, self.mark)
-            self.mark = -1
+        if self.mark < 0:
+            return False
+        if self.arena.open_scopes != self.depth + 1:
+            raise RuntimeError("graph scopes must close in the reverse order they were opened")
+        arena_release(&self.arena.a, self.mark)
+        self.arena.open_scopes -= 1
+        self.mark = -1
         return False
 
 
 # ---------------------------------------------------------------- the operations
 
-cdef Value add(Value x, object y):
-    """x + y: one OP_ADD node (y wrapped as an OP_CONST leaf first if a number)."""
-    cdef node_t j = other_operand(x, y)
-    check(x)
-    cdef double *d = x.arena.a.data
-    return make(x.arena, arena_binary(&x.arena.a, OP_ADD, d[x.index] + d[j], x.index, 1.0, j, 1.0))
+cdef Value binary(uint8_t op, Value x, object y):
+    """x + y (OP_ADD, local grads (1, 1)) or x * y (OP_MUL, local grads (y, x)).
 
-
-cdef Value mul(Value x, object y):
-    """x * y: one OP_MUL node with local grads (y, x)."""
-    cdef node_t j = other_operand(x, y)
+    A number y becomes an OP_CONST leaf just before the node, as the pure engine
+    wraps it. Its conversion (which may run Python code) comes first, then the
+    checks, then the appends: nothing is appended for an operation that raises,
+    and nothing can be released between the checks and the appends.
+    """
+    cdef Value o = None
+    cdef double c = 0.0
+    if type(y) is Value:
+        o = <Value>y
+    else:
+        c = <double>y
     check(x)
+    cdef node_t j
+    if o is not None:
+        if o.arena is not x.arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+        check(o)
+        j = o.index
+    else:
+        j = arena_leaf(&x.arena.a, OP_CONST, c)
+        if j < 0:
+            raise_nomem()
     cdef double *d = x.arena.a.data
     cdef double u = d[x.index], w = d[j]
+    if op == OP_ADD:
+        return make(x.arena, arena_binary(&x.arena.a, OP_ADD, u + w, x.index, 1.0, j, 1.0))
     return make(x.arena, arena_binary(&x.arena.a, OP_MUL, u * w, x.index, w, j, u))
 
 
 cdef Value power(Value x, object k):
     """x ** k for a number k: one OP_POW node, local grad k * x ** (k - 1)."""
+    cdef double kd = <double>k, km1 = <double>(k - 1)  # Python code first, then the check
     check(x)
-    cdef double kd = <double>k
     cdef double u = x.arena.a.data[x.index], out, lg
     cdef status_t s = arena_pow(u, kd, &out)
     if s == ARENA_OK:
-        s = arena_pow(u, <double>(k - 1), &lg)
+        s = arena_pow(u, km1, &lg)
     if s != ARENA_OK:
         raise_status(s)
     return make(x.arena, arena_unary(&x.arena.a, OP_POW, out, kd, x.index, kd * lg))
@@ -263,6 +277,7 @@ cdef Value power(Value x, object k):
 
 # ---------------------------------------------------------------- Value
 
+@cython.final  # a subclass would get CPython's generic operator slots, which reorder operands
 @cython.no_gc
 @cython.freelist(4096)
 @cython.auto_pickle(False)
@@ -303,10 +318,10 @@ cdef class Value:
     # -- the operations of ALGORITHM.md section 2, computed in C
 
     def __add__(Value self, other):
-        return add(self, other)
+        return binary(OP_ADD, self, other)
 
     def __mul__(Value self, other):
-        return mul(self, other)
+        return binary(OP_MUL, self, other)
 
     def __pow__(Value self, other, modulo):
         if isinstance(other, Value):
@@ -366,9 +381,10 @@ cdef class Value:
             raise MemoryError("backward ran out of memory")
 
     def backward_by_index(self):
-        """Backward over indices in reverse creation order: NOT the reference's
-        order (gradients differ in the last bits). Kept to measure what the
-        exact order costs."""
+        """Backward over every index from this node down to 0, in reverse
+        creation order: NOT the reference's order (gradients differ in the last
+        bits), and nodes this one does not depend on pass their gradients on
+        too. Kept only to measure what the exact order costs."""
         check(self)
         arena_backward_by_index(&self.arena.a, self.index)
 
@@ -402,7 +418,7 @@ cdef class Value:
                      for e in range(a.child_start[self.index], a.child_start[self.index + 1]))
 
     def __repr__(self):
-        if self.index >= self.arena.a.n_nodes or self.arena.a.epoch[self.index] != self.epoch:
+        if not alive(self):
             return "Value(<released>)"
         return f"Value(data={self.arena.a.data[self.index]}, grad={self.arena.a.grad[self.index]})"
 

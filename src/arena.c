@@ -235,8 +235,8 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
     /* The same expressions as the reference, evaluated in the same order.
      * pow(g, 2.0) must stay a call to pow (setup.py builds with -fno-builtin-pow):
      * Python's g ** 2 calls pow, and pow is not always correctly rounded. */
-    double bias1 = 1 - pow(beta1, (double)(step + 1));
-    double bias2 = 1 - pow(beta2, (double)(step + 1));
+    double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
+    double bias2 = 1 - pow(beta2, (double)step + 1.0);
     *status = ARENA_OK;
     for (int64_t i = 0; i < n; ++i) {
         node_t p = idx[i];
