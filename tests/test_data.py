@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from microgpt import data
-from microgpt.data import DataError, Tokenizer, load_documents, parse_documents
+from microgpt.data import DataError, Tokenizer, load_documents, parse_documents, write_atomic
 
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"  # stated in issue 2
 
@@ -281,3 +281,15 @@ def test_verified_cache_is_used_without_any_server(offline_env, monkeypatch, tmp
     monkeypatch.setenv("MICROGPT_NAMES_URL", f"http://127.0.0.1:{port}/names.txt")
     docs, source, sha = load_documents()
     assert len(docs) == 32033 and sha == NAMES_SHA256 and Path(source) == cached
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    # a checkpoint, a plot or the cached data set is a normal file, not a private one
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "out.bin"
+        write_atomic(path, b"x")
+        assert (path.stat().st_mode & 0o777) == 0o644
+        assert path.read_bytes() == b"x"
+    finally:
+        os.umask(umask)
