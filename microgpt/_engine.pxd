@@ -1,57 +1,107 @@
-# The compiled engine's memory layout. The C side (src/arena.h) owns the
-# columns; this file declares them for Cython and lays out the two Python
-# types: Arena (owns one arena_t) and Value (a handle into it).
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+# The compiled engine's contract with C: the headers of src/, declared for
+# Cython, and the fields of the three Python types over them: Arena (owns one
+# arena_t), Value (a handle into an arena), Tape (owns one recorded step).
+# Sizes and layouts are C's (src/arena.h, src/tape.h); nothing here repeats them.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+
+cdef extern from "ops.h":
+    ctypedef enum op_t:
+        OP_LEAF, OP_CONST, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_CUSTOM
+
+    ctypedef enum status_t:
+        OP_OK, OP_NOMEM, OP_ZERODIV, OP_DOMAIN, OP_RANGE, OP_TOO_LARGE
+
+    status_t op_add(double a, double b, double *out, double *lg) nogil
+    status_t op_mul(double a, double b, double *out, double *lg) nogil
+    status_t op_pow(double a, double k, double km1, double *out, double *lg) nogil
+    status_t op_log(double a, double *out, double *lg) nogil
+    status_t op_exp(double a, double *out, double *lg) nogil
+    status_t op_relu(double a, double *out, double *lg) nogil
 
 cdef extern from "arena.h":
     ctypedef int32_t node_t                 # a node's index in its arena
     ctypedef uint64_t epoch_t               # counts the arena's releases
 
-    ctypedef enum op_t:
-        OP_LEAF, OP_CONST, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_COUNT
-
-    ctypedef enum status_t:
-        ARENA_OK, ARENA_NOMEM, ARENA_ZERODIV, ARENA_DOMAIN, ARENA_RANGE, ARENA_TOO_LARGE
-
     ctypedef struct arena_t:
-        # node columns, one entry per node, n_nodes used of cap_nodes
-        double *data                        # forward value
-        double *grad                        # accumulated gradient
-        double *operand                     # exponent k of OP_POW, else 0
-        uint8_t *op                         # op_t
-        epoch_t *epoch                      # arena epoch at creation (stale-handle check)
+        double *data                        # forward value          (per node)
+        double *grad                        # accumulated gradient   (per node)
+        double *operand                     # exponent k of OP_POW   (per node)
+        uint8_t *op                         # op_t                   (per node)
+        epoch_t *epoch                      # epoch at creation      (per node)
         int64_t *child_start                # node i's edges: [child_start[i], child_start[i+1])
         int64_t n_nodes, cap_nodes
-        # edge columns, children in the order the operation lists them
-        node_t *child                       # the child's index
-        double *local_grad                  # d(node)/d(child)
+        node_t *child                       # the child's index      (per edge)
+        double *local_grad                  # d(node)/d(child)       (per edge)
         int64_t n_edges, cap_edges
-        node_t *topo                        # last depth-first post-order walked
         epoch_t cur_epoch
 
+    size_t arena_node_bytes() nogil
+    size_t arena_edge_bytes() nogil
     int arena_init(arena_t *a) nogil
     void arena_free(arena_t *a) nogil
     void arena_release(arena_t *a, int64_t mark) nogil
-    status_t arena_pow(double x, double k, double *out) nogil
     int64_t arena_backward(arena_t *a, node_t root) nogil
-    int64_t arena_topo(arena_t *a, node_t root) nogil
-    void arena_backward_by_index(arena_t *a, node_t root) nogil
-    status_t arena_replay(arena_t *a, int64_t start) nogil
+    status_t arena_replay(arena_t *a, int64_t start, int *custom) nogil
     int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
                        double lr_t, double beta1, double beta2, double eps, int64_t step,
                        status_t *status) nogil
     node_t arena_leaf(arena_t *a, uint8_t op, double x) nogil
-    node_t arena_unary(arena_t *a, uint8_t op, double x, double operand, node_t c0, double g0) nogil
-    node_t arena_binary(arena_t *a, uint8_t op, double x,
-                        node_t c0, double g0, node_t c1, double g1) nogil
+    node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
+                      int n, const node_t *c, const double *lg) nogil
+
+cdef extern from "tape.h":
+    ctypedef struct tape_t:
+        int32_t n_params, n_nodes, n_pos, n_cand
+        int32_t table_rows
+        double loss
+
+    ctypedef struct record_t:
+        const node_t *params
+        int32_t n_params
+        int64_t rec_start
+        int32_t n_pos
+        const int64_t *pos_end
+        const node_t *loss_node
+        node_t root
+        int32_t n_cand
+        const node_t *cand
+        const node_t *logit
+        const int32_t *tokens
+        int32_t table_slot0, table_rows, table_cols
+        int64_t n_derived
+        const node_t *derived_node
+        const double *derived_sign
+        const int64_t *src_start
+        const node_t *src
+        int32_t verify_shifts
+
+    tape_t *tape_build(arena_t *a, const record_t *r, const char **why) nogil
+    void tape_free(tape_t *t) nogil
+    status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
+                          const int32_t *tokens, int32_t n) nogil
+    int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) nogil
+    size_t tape_bytes(const tape_t *t) nogil
 
 
 cdef class Arena:
     cdef arena_t a                          # the columns (C-owned, freed in __dealloc__)
     cdef int64_t open_scopes                # graph() scopes entered and not yet exited
+    cdef bint recording                     # a step is being recorded (see Recording)
+    cdef object spoiled                     # why the recording cannot be replayed, or None
+    cdef list derived                       # (const node, sign, source nodes) noted while recording
 
 
 cdef class Value:
     cdef readonly Arena arena               # the owner; keeps the columns alive
     cdef node_t index                       # the node's row in every column
     cdef epoch_t epoch                      # must equal arena.a.epoch[index] to be valid
+
+
+cdef class Tape:
+    cdef tape_t *t                          # the recorded step (C-owned, freed in __dealloc__)
+    cdef Arena arena                        # where its parameters live
+    cdef list params                        # the parameter Values, in the optimizer's order
+    cdef node_t *param_nodes                # their node indices (checked live on every replay)
+    cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
+
+    cdef int load_params(self) except -1

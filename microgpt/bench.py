@@ -93,8 +93,8 @@ def parse_engines(text):
     if not names:
         raise UsageError("--engines needs at least one engine name")
     for name in names:
-        if name not in ("pure", "compiled"):
-            raise UsageError(f"--engines: unknown engine {name!r}: choose from pure, compiled")
+        if name not in ("pure", "compiled", "replay"):
+            raise UsageError(f"--engines: unknown engine {name!r}: choose from pure, compiled, replay")
         if name not in available:
             raise UsageError(f"--engines: the {name} engine is not built in this installation "
                              f"(available: {', '.join(available)})")

@@ -159,7 +159,7 @@ def resolve_engine(name):
         eng = engines.get_engine(name)
     except engines.EngineError as e:
         raise UsageError(str(e)) from None
-    if engines.requested(name) == "auto" and eng.name != "compiled":
+    if engines.requested(name) == "auto" and eng.name == "pure":
         print("microgpt: note: the compiled engine is not built in this installation; "
               "running the pure engine (same results, much slower)", file=sys.stderr)
     return eng

@@ -12,7 +12,7 @@ Choice: an explicit name > $MICROGPT_ENGINE > "auto" (compiled when built, else 
 """
 import os
 
-CHOICES = ("auto", "pure", "compiled")
+CHOICES = ("auto", "pure", "compiled", "replay")
 ENV_VAR = "MICROGPT_ENGINE"
 
 
@@ -49,9 +49,12 @@ def get_engine(name=None):
         return _pure
     compiled = _import_compiled()
     if compiled is not None:
-        return compiled
-    if name == "compiled":
-        raise EngineError("the compiled engine is not built in this installation "
+        if name == "compiled":
+            return compiled
+        from . import replay
+        return replay
+    if name in ("compiled", "replay"):
+        raise EngineError(f"the {name} engine needs the compiled extension, which is not built in this installation "
                           "(reinstall with a C compiler present, or use --engine pure)")
     from . import _pure
     return _pure
@@ -59,4 +62,4 @@ def get_engine(name=None):
 
 def available_engines():
     """Names of the engines that can run here, pure first."""
-    return ["pure"] + (["compiled"] if compiled_available() else [])
+    return ["pure"] + (["compiled", "replay"] if compiled_available() else [])

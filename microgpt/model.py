@@ -1,8 +1,9 @@
 """The GPT, one position at a time, on scalar Values.
 
-This file follows ALGORITHM.md sections 3 and 4 line by line. It never names an
-engine: it is handed a ``Value`` class and uses only its operators, ``.data``,
-``.exp()``, ``.log()`` and ``.relu()``.
+This file is the reference model, line by line: the parameters drawn in order
+from the one global generator, then linear, softmax, rmsnorm and gpt. It never
+names an engine: it is handed a ``Value`` class and uses only its operators,
+``.exp()``, ``.log()``, ``.relu()`` and one helper, ``max_data``.
 """
 import random
 from dataclasses import dataclass, asdict
@@ -58,9 +59,21 @@ def linear(x, w):
     return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
 
 
+def max_data(values):
+    """max(v.data for v in values): a plain number, not a node.
+
+    A Value class may supply its own (``Value.max_data``): the compiled engine
+    does, so that a recorded step knows this number came from these values and
+    a replay recomputes it. It is the same number either way.
+    """
+    own = getattr(type(values[0]), "max_data", None)
+    return own(values) if own is not None else max(v.data for v in values)
+
+
 def softmax(logits):
-    # subtracting the max (a plain float) keeps exp in range; it is no node of the graph
-    max_val = max(val.data for val in logits)
+    # subtracting the largest logit keeps exp in range; it is a plain number,
+    # which every (val - max_val) wraps as a constant leaf of the graph
+    max_val = max_data(logits)
     exps = [(val - max_val).exp() for val in logits]
     total = sum(exps)
     return [e / total for e in exps]

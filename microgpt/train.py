@@ -11,8 +11,12 @@ from .model import gpt, softmax, parameters
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
 
 
-def document_loss(sd, config, tokens):
-    """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions."""
+def document_loss(sd, config, tokens, observe=None):
+    """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions.
+
+    observe(logits, probs, loss_t), when given, sees each position once it is
+    built (a recorder notes where it ends; see replay.py).
+    """
     n = min(config.block_size, len(tokens) - 1)
     keys = [[] for _ in range(config.n_layer)]
     values = [[] for _ in range(config.n_layer)]
@@ -23,7 +27,19 @@ def document_loss(sd, config, tokens):
         probs = softmax(logits)
         loss_t = -probs[target_id].log()
         losses.append(loss_t)
+        if observe is not None:
+            observe(logits, probs, loss_t)
     return (1 / n) * sum(losses)
+
+
+class ModelCode:
+    """A document's loss built by the model code, every call (pure, compiled)."""
+
+    def __init__(self, sd, config):
+        self.sd, self.config = sd, config
+
+    def __call__(self, tokens):
+        return document_loss(self.sd, self.config, tokens)
 
 
 class Trainer:
@@ -37,6 +53,8 @@ class Trainer:
         self.learning_rate = learning_rate
         self.params = parameters(sd)
         self.optimizer = engine.Adam(self.params, beta1=BETA1, beta2=BETA2, eps=EPS)
+        # the loss of a document: the model code every step, or (replay engine) a recording of it
+        self.document_loss = getattr(engine, "DocumentLoss", ModelCode)(sd, config)
         self.step = 0  # the next step to run
 
     def lr_at(self, step):
@@ -49,7 +67,7 @@ class Trainer:
         tokens = self.tokenizer.document_tokens(doc)
         lr_t = self.lr_at(step)
         with self.engine.graph():  # the step's nodes are released at the end
-            loss = document_loss(self.sd, self.config, tokens)
+            loss = self.document_loss(tokens)
             loss.backward()
             loss_value = loss.data
             self.optimizer.step(lr_t, step)
@@ -75,7 +93,7 @@ class Trainer:
         total = 0.0
         for doc in docs:
             with self.engine.graph():
-                total += document_loss(self.sd, self.config, self.tokenizer.document_tokens(doc)).data
+                total += self.document_loss(self.tokenizer.document_tokens(doc)).data
         return total / len(docs)
 
 

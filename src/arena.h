@@ -4,9 +4,8 @@
  * order, which is a topological order: a node's children always have smaller
  * indices. Edges (child index, local gradient) are appended alongside, so the
  * children of node i are edges child_start[i] .. child_start[i + 1] - 1, in the
- * order the operation listed them. That is everything a replay needs: the op
- * code, the constant operand, the children in order; the local gradients are a
- * function of those and the forward values.
+ * order the operation listed them. With the op code and the constant operand
+ * that is everything a replay needs (ops.h computes a node from them).
  *
  * Releasing to a mark drops every node from the mark on (a training step's or
  * a sample's graph) and bumps the arena's epoch, so handles into the dropped
@@ -17,32 +16,11 @@
 #define MICROGPT_ARENA_H
 
 #include <assert.h>
-#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-/* What made a node (kept for inspection and replay). */
-typedef enum {
-    OP_LEAF = 0,  /* Value(x) made by the user: a parameter or an input */
-    OP_CONST = 1, /* a plain number an operation wrapped as a leaf */
-    OP_ADD = 2,   /* a + b          children (a, b)  local grads (1, 1) */
-    OP_MUL = 3,   /* a * b          children (a, b)  local grads (b, a) */
-    OP_POW = 4,   /* a ** k         children (a,)    local grad k * a ** (k - 1); operand k */
-    OP_LOG = 5,   /* log(a)         children (a,)    local grad 1 / a */
-    OP_EXP = 6,   /* exp(a)         children (a,)    local grad exp(a) */
-    OP_RELU = 7,  /* max(0, a)      children (a,)    local grad 1.0 if a > 0 else 0.0 */
-    OP_COUNT = 8
-} op_t;
-
-/* Status codes returned by the functions below; the glue turns them into exceptions. */
-typedef enum {
-    ARENA_OK = 0,
-    ARENA_NOMEM = 1,       /* MemoryError */
-    ARENA_ZERODIV = 2,     /* ZeroDivisionError: 0 ** negative */
-    ARENA_DOMAIN = 3,      /* ValueError: log of x <= 0, negative ** fractional */
-    ARENA_RANGE = 4,       /* OverflowError: exp or pow overflow */
-    ARENA_TOO_LARGE = 5    /* MemoryError: more nodes than an int32 index holds */
-} status_t;
+#include "ops.h"
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
 typedef uint64_t epoch_t;  /* counts releases; 64 bits never wrap, so a stale handle never passes */
@@ -60,7 +38,7 @@ typedef struct {
 
     /* edge columns, n_edges used of cap_edges */
     node_t *child;         /* the child's node index */
-    double *local_grad;    /* d(node)/d(child) at creation time */
+    double *local_grad;    /* d(node)/d(child) */
     int64_t n_edges, cap_edges;
 
     /* backward scratch, grown with the node columns */
@@ -72,36 +50,39 @@ typedef struct {
     uint32_t cur_visit;    /* bumped by every backward walk */
 } arena_t;
 
+/* Bytes the columns take per node (node columns and backward scratch) and per
+ * edge: the one place that knows the layout's sizes. */
+size_t arena_node_bytes(void);
+size_t arena_edge_bytes(void);
+
 int arena_init(arena_t *a);
 void arena_free(arena_t *a);
 int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
 
-/* Python's float ** float for real results: status for the cases Python raises on. */
-status_t arena_pow(double x, double k, double *out);
-
-/* Backward from root in the reference's order: depth-first post-order over
- * children in order, then the reverse of it. Returns the number of nodes walked
- * (>= 1), or -ARENA_NOMEM. */
-int64_t arena_backward(arena_t *a, node_t root);
-/* The depth-first order alone, written to a->topo; returns its length. */
+/* backward.c: the reference's order. The depth-first post-order from root over
+ * children in order, each node once, written to a->topo; returns its length. */
 int64_t arena_topo(arena_t *a, node_t root);
-/* A plain sweep over indices root..0 (also a topological order): not the
- * reference's order, so gradients differ in their last bits. For measurement. */
-void arena_backward_by_index(arena_t *a, node_t root);
+/* Backward from root: grad[root] = 1, then for each node of the post-order
+ * reversed, for each edge in order, child.grad += local_grad * node.grad.
+ * Returns the number of nodes walked. */
+int64_t arena_backward(arena_t *a, node_t root);
 
 /* Recompute nodes [from, n_nodes) in creation order from their op, operand
- * and children: the forward half of a replay. Leaves and constants keep their
- * values (a caller sets new leaf values first). Returns ARENA_OK, or the first
- * status an operation raised (the node it stopped at is left as it was). */
-status_t arena_replay(arena_t *a, int64_t from);
+ * and children (ops.h), zeroing their grads: the forward half of a replay.
+ * Leaves and constants keep their values (a caller sets new leaf values
+ * first). Returns OP_OK, or the first status an operation raised (the node it
+ * stopped at is left as it was); a custom node cannot be recomputed: OP_DOMAIN
+ * is never its status, *custom is set and the replay stops there. */
+status_t arena_replay(arena_t *a, int64_t from, int *custom);
 
-/* Adam over n parameters at node indices idx, with the reference's arithmetic;
- * zeroes their grads. m, v: n doubles each. step counts from 0. Returns n, or
- * the index of the parameter where Python's arithmetic would have raised (g ** 2
- * overflowing, a division by zero), with *status saying which; the parameters
- * before it are updated, exactly as far as the reference loop gets. */
+/* adam.c: Adam over n parameters at node indices idx, with the reference's
+ * arithmetic; zeroes their grads. m, v: n doubles each. step counts from 0.
+ * Returns n, or the index of the parameter where Python's arithmetic would
+ * have raised (g ** 2 overflowing, a division by zero), with *status saying
+ * which; the parameters before it are updated, as far as the reference loop
+ * gets. */
 int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
                    double lr_t, double beta1, double beta2, double eps, int64_t step,
                    status_t *status);
@@ -110,10 +91,10 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
 
 static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
     if (a->n_nodes + nodes > a->cap_nodes && arena_grow_nodes(a, a->n_nodes + nodes))
-        return ARENA_NOMEM;
+        return OP_NOMEM;
     if (a->n_edges + edges > a->cap_edges && arena_grow_edges(a, a->n_edges + edges))
-        return ARENA_NOMEM;
-    return ARENA_OK;
+        return OP_NOMEM;
+    return OP_OK;
 }
 
 /* Fill node i's columns; its edges [child_start[i], n_edges) are already written. */
@@ -133,30 +114,19 @@ static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
     return arena_set_node(a, a->n_nodes++, op, x, 0.0);
 }
 
-/* Append a node with one child c0 (local grad g0). */
-static inline node_t arena_unary(arena_t *a, uint8_t op, double x, double operand,
-                                 node_t c0, double g0) {
-    assert(c0 >= 0 && c0 < a->n_nodes);
-    if (arena_reserve(a, 1, 1)) return -1;
+/* Append a node of op over n children c (n <= 2 here, or any n for OP_CUSTOM)
+ * with value x and local grads lg. */
+static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
+                                int n, const node_t *c, const double *lg) {
+    if (arena_reserve(a, 1, n)) return -1;
     int64_t e = a->n_edges;
-    a->child[e] = c0;
-    a->local_grad[e] = g0;
-    a->n_edges = e + 1;
+    for (int j = 0; j < n; ++j) {
+        assert(c[j] >= 0 && c[j] < a->n_nodes);
+        a->child[e + j] = c[j];
+        a->local_grad[e + j] = lg[j];
+    }
+    a->n_edges = e + n;
     return arena_set_node(a, a->n_nodes++, op, x, operand);
-}
-
-/* Append a node with children (c0, c1) and local grads (g0, g1). */
-static inline node_t arena_binary(arena_t *a, uint8_t op, double x,
-                                  node_t c0, double g0, node_t c1, double g1) {
-    assert(c0 >= 0 && c0 < a->n_nodes && c1 >= 0 && c1 < a->n_nodes);
-    if (arena_reserve(a, 1, 2)) return -1;
-    int64_t e = a->n_edges;
-    a->child[e] = c0;
-    a->local_grad[e] = g0;
-    a->child[e + 1] = c1;
-    a->local_grad[e + 1] = g1;
-    a->n_edges = e + 2;
-    return arena_set_node(a, a->n_nodes++, op, x, 0.0);
 }
 
 #endif

@@ -10,13 +10,12 @@ from microgpt.engine import EngineError
 HAS_COMPILED = "compiled" in available_engines()
 needs_compiled = pytest.mark.skipif(not HAS_COMPILED, reason="the compiled engine is not built here")
 
-INTERFACE = ("name", "Value", "graph", "Adam", "exact")
+INTERFACE = ("name", "Value", "graph", "Adam")
 
 
 def test_pure_by_name():
     eng = get_engine("pure")
     assert eng.name == "pure"
-    assert eng.exact is True
     for attr in INTERFACE:
         assert hasattr(eng, attr)
 
@@ -25,7 +24,6 @@ def test_pure_by_name():
 def test_compiled_by_name():
     eng = get_engine("compiled")
     assert eng.name == "compiled"
-    assert eng.exact is True
     for attr in INTERFACE:
         assert hasattr(eng, attr)
 
@@ -33,17 +31,17 @@ def test_compiled_by_name():
 def test_available_engines_lists_pure_first():
     names = available_engines()
     assert names[0] == "pure"
-    assert set(names) <= {"pure", "compiled"}
+    assert set(names) <= {"pure", "compiled", "replay"}
     assert ("compiled" in names) == microgpt.engine.compiled_available()
     for name in names:
         assert get_engine(name).name == name
 
 
 @needs_compiled
-def test_auto_picks_compiled_when_built():
-    assert get_engine("auto").name == "compiled"
-    assert get_engine().name == "compiled"  # no name, no environment: auto
-    assert get_engine(None).name == "compiled"
+def test_auto_picks_replay_when_built():
+    assert get_engine("auto").name == "replay"
+    assert get_engine().name == "replay"  # no name, no environment: auto
+    assert get_engine(None).name == "replay"
 
 
 @pytest.mark.parametrize("name", available_engines())

@@ -18,7 +18,7 @@ F = 0.75          # a plain float operand
 
 def key(engine, v):
     """A node's identity: the object for pure, the arena index for compiled."""
-    return v.node if engine.name == "compiled" else id(v)
+    return v.node if engine.name != "pure" else id(v)
 
 
 def same_float(x, y):
@@ -36,7 +36,7 @@ class Created(list):
 def created(engine):
     """Collect the keys of the nodes created inside, in creation order."""
     out = Created()
-    if engine.name == "compiled":
+    if engine.name != "pure":
         from microgpt import _engine
         arena = _engine.default_arena()
         start = len(arena)

@@ -1,0 +1,77 @@
+# Adam over parameter Values of one arena, in C (src/adam.c). Included by _engine.pyx.
+
+@cython.auto_pickle(False)
+cdef class Adam:
+    """Adam over parameter Values of one arena, with the reference's arithmetic, in C."""
+    cdef Arena arena
+    cdef node_t *idx           # (n,) node index of each parameter
+    cdef epoch_t *epochs       # (n,) epoch of each, to refuse released parameters
+    cdef double *m             # (n,) first moment
+    cdef double *v             # (n,) second moment
+    cdef int64_t n
+    cdef readonly list params
+    cdef readonly double beta1, beta2, eps
+
+    def __cinit__(self, params, double beta1=0.85, double beta2=0.99, double eps=1e-8):
+        self.params = list(params)
+        self.n = len(self.params)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.idx = <node_t *>malloc(max(self.n, 1) * sizeof(node_t))
+        self.epochs = <epoch_t *>malloc(max(self.n, 1) * sizeof(epoch_t))
+        self.m = <double *>malloc(max(self.n, 1) * sizeof(double))
+        self.v = <double *>malloc(max(self.n, 1) * sizeof(double))
+        if not (self.idx and self.epochs and self.m and self.v):
+            raise MemoryError()
+        cdef int64_t i
+        cdef Value p
+        for i in range(self.n):
+            if not isinstance(self.params[i], Value):
+                raise TypeError(f"Adam needs compiled-engine Values, got {type(self.params[i]).__name__}")
+            p = <Value>self.params[i]
+            check(p)
+            if self.arena is None:
+                self.arena = p.arena
+            elif p.arena is not self.arena:
+                raise ArenaMismatchError("Adam's parameters must all live in one arena")
+            self.idx[i] = p.index
+            self.epochs[i] = p.epoch
+            self.m[i] = 0.0
+            self.v[i] = 0.0
+
+    def __dealloc__(self):
+        free(self.idx)
+        free(self.epochs)
+        free(self.m)
+        free(self.v)
+
+    def step(self, double lr_t, int64_t step):
+        """Update every parameter with learning rate lr_t at step (from 0), zero its grad."""
+        if self.n == 0:
+            return
+        cdef arena_t *a = &self.arena.a
+        cdef int64_t i
+        for i in range(self.n):
+            if self.idx[i] >= a.n_nodes or a.epoch[self.idx[i]] != self.epochs[i]:
+                raise StaleValueError("a parameter's node was released; create parameters "
+                                      "outside any graph() scope")
+        cdef status_t s
+        arena_adam(a, self.idx, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
+        if s == OP_ZERODIV:
+            raise ZeroDivisionError("float division by zero")
+        if s != OP_OK:
+            raise_status(s)
+
+    def get_state(self):
+        """(m, v) as lists of floats, in params order (for checkpoints)."""
+        cdef int64_t i
+        return [self.m[i] for i in range(self.n)], [self.v[i] for i in range(self.n)]
+
+    def set_state(self, m, v):
+        if len(m) != self.n or len(v) != self.n:
+            raise ValueError(f"optimizer state has {len(m)}/{len(v)} entries for {self.n} params")
+        cdef int64_t i
+        for i in range(self.n):
+            self.m[i] = m[i]
+            self.v[i] = v[i]
+
+

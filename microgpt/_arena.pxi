@@ -1,0 +1,134 @@
+# Arena: owns the columns of one graph store (src/arena.h); graph scopes release to a mark.
+# Included by _engine.pyx.
+
+@cython.auto_pickle(False)
+cdef class Arena:
+    """Owns the columns of one graph store; grows by doubling, frees on collection.
+
+    Nodes made inside ``with arena.graph():`` are released when it ends.
+    """
+
+    def __cinit__(self):
+        if arena_init(&self.a) != 0:
+            raise MemoryError("cannot allocate an arena")
+        self.derived = []
+
+    def __dealloc__(self):
+        arena_free(&self.a)
+
+    def value(self, data):
+        """A new leaf Value in this arena."""
+        return make(self, arena_leaf(&self.a, OP_LEAF, <double>data))
+
+    def __len__(self):
+        return self.a.n_nodes
+
+    @property
+    def num_edges(self):
+        return self.a.n_edges
+
+    def mark(self):
+        """The current size; release(mark) drops every node made after it."""
+        return self.a.n_nodes
+
+    def release(self, int64_t mark):
+        if mark < 0 or mark > self.a.n_nodes:
+            raise ValueError(f"mark {mark} is outside the arena (0..{self.a.n_nodes})")
+        arena_release(&self.a, mark)
+
+    def replay(self, int64_t start=0):
+        """Recompute every node from index start on, in creation order, from its
+        op, constant operand and children (src/ops.h, the per-operation path's
+        own arithmetic), after new values were written into leaves
+        (``v.data = x``); grads of those nodes are reset to 0.
+
+        The same nodes in the same order give the same floats as building the
+        graph again, provided no constant was derived from data when it was
+        recorded (a Tape recomputes those; this does not). A node whose local
+        gradients were given by its maker cannot be recomputed: ValueError.
+        """
+        if start < 0 or start > self.a.n_nodes:
+            raise ValueError(f"start {start} is outside the arena (0..{self.a.n_nodes})")
+        cdef int custom = 0
+        cdef status_t s = arena_replay(&self.a, start, &custom)
+        if s != OP_OK:
+            raise_status(s)
+        if custom:
+            raise ValueError("the graph has a node whose local gradients were given "
+                             "(Value(data, children, local_grads)): it cannot be recomputed")
+
+    def graph(self):
+        """A context manager: nodes made inside it are released on exit."""
+        return GraphScope(self)
+
+    @property
+    def bytes_per_node(self):
+        """Bytes the columns take for one node: node columns, backward scratch,
+        and the edges averaged over the nodes in use (sizes from src/arena.c)."""
+        if self.a.n_nodes == 0:
+            return float(arena_node_bytes())
+        return arena_node_bytes() + arena_edge_bytes() * self.a.n_edges / <double>self.a.n_nodes
+
+    @property
+    def nbytes(self):
+        """Bytes allocated for the columns now (capacity, not use)."""
+        return int(self.a.cap_nodes * arena_node_bytes() + self.a.cap_edges * arena_edge_bytes())
+
+    def column(self, name):
+        """A copy of one column for inspection, as an array.array (numpy.asarray
+        wraps it without copying). A copy, because growing the arena moves the
+        columns: a live view could outlive its memory."""
+        cdef int64_t i, n = self.a.n_nodes, e = self.a.n_edges
+        cdef arena_t *a = &self.a
+        if name == "data":
+            return array("d", [a.data[i] for i in range(n)])
+        if name == "grad":
+            return array("d", [a.grad[i] for i in range(n)])
+        if name == "operand":
+            return array("d", [a.operand[i] for i in range(n)])
+        if name == "op":
+            return array("B", [a.op[i] for i in range(n)])
+        if name == "child_start":
+            return array("q", [a.child_start[i] for i in range(n + 1)])
+        if name == "child":
+            return array("i", [a.child[i] for i in range(e)])
+        if name == "local_grad":
+            return array("d", [a.local_grad[i] for i in range(e)])
+        raise KeyError(f"no column {name!r}: data, grad, operand, op, child_start, child, local_grad")
+
+
+@cython.auto_pickle(False)
+cdef class GraphScope:
+    """``with scope:`` releases every node made inside it on exit.
+
+    Scopes of one arena nest: each must close before the one opened before it
+    (a ``with`` statement does that), else releasing could drop nodes made
+    after an enclosing scope closed.
+    """
+    cdef Arena arena
+    cdef int64_t mark
+    cdef int64_t depth      # how many scopes of the arena were open when this one opened
+
+    def __cinit__(self, Arena arena not None):
+        self.arena = arena
+        self.mark = -1
+
+    def __enter__(self):
+        if self.mark >= 0:
+            raise RuntimeError("this graph scope is already open")
+        self.mark = self.arena.a.n_nodes
+        self.depth = self.arena.open_scopes
+        self.arena.open_scopes += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.mark < 0:
+            return False
+        if self.arena.open_scopes != self.depth + 1:
+            raise RuntimeError("graph scopes must close in the reverse order they were opened")
+        arena_release(&self.arena.a, self.mark)
+        self.arena.open_scopes -= 1
+        self.mark = -1
+        return False
+
+

@@ -1,0 +1,201 @@
+# Recording a step and replaying it (src/tape.h). A recording is an ordinary
+# step of the per-operation path with three things noted on the side: where
+# each position ends, the numbers derived from data (DerivedNumber), and
+# anything that spoils it (a .data read the recorder was not told about, a
+# derived number used in arithmetic it cannot follow). Included by _engine.pyx.
+
+
+class ReplayRefused(Exception):
+    """A recorded step that cannot be replayed exactly; the message says why."""
+
+
+def _spoiling(method):
+    def spoiled(self, *args):
+        if args and isinstance(args[0], Value):
+            return NotImplemented  # Value's own operator takes it (a constant leaf)
+        spoil(self.arena, f"a number derived from data went through {method}, "
+                          f"which a replay cannot follow")
+        return getattr(float, method)(float(self), *args)
+    spoiled.__name__ = method
+    return spoiled
+
+
+class DerivedNumber(float):
+    """A float computed from data while a step is recorded (Value.max_data).
+
+    It is the plain number to every reader; a replay knows where it came from
+    (sign * max over source nodes) and recomputes it. Negation keeps that
+    knowledge; other arithmetic on it spoils the recording (the step itself is
+    still right: it runs on the per-operation path).
+    """
+
+    def __new__(cls, value, arena, sources, sign):
+        self = float.__new__(cls, value)
+        self.arena, self.sources, self.sign = arena, sources, sign
+        return self
+
+    def __neg__(self):
+        return DerivedNumber(-float(self), self.arena, self.sources, -self.sign)
+
+    for _m in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+               "__truediv__", "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__",
+               "__rmod__", "__pow__", "__rpow__", "__abs__", "__pos__", "__round__",
+               "__trunc__", "__floor__", "__ceil__", "__int__"):
+        locals()[_m] = _spoiling(_m)
+    del _m
+
+
+cdef void note_derived(Arena arena, node_t node, object number):
+    """A DerivedNumber became the constant leaf node."""
+    arena.derived.append((node, number.sign, number.sources))
+
+
+def begin_recording(Arena arena not None):
+    """Start noting, on arena, what a replay of the step being built needs."""
+    if arena.recording:
+        raise RuntimeError("this arena is already recording a step")
+    arena.recording = True
+    arena.spoiled = None
+    arena.derived = []
+
+
+def end_recording(Arena arena not None):
+    """Stop; returns (why the step cannot be replayed or None, derived numbers)."""
+    arena.recording = False
+    derived, arena.derived = arena.derived, []
+    return arena.spoiled, derived
+
+
+cdef node_t node_of(Arena arena, object v) except -2:
+    if type(v) is not Value or (<Value>v).arena is not arena:
+        raise TypeError("expected a Value of the recording arena")
+    check(<Value>v)
+    return (<Value>v).index
+
+
+cdef class Tape:
+    """A recorded step of up to n_pos positions, replayed in C (src/tape.h).
+
+    ``forward(tokens)`` returns the mean loss over len(tokens) - 1 positions
+    (None if an operation would raise: the caller then runs the model code,
+    which raises as the reference does); ``backward()`` adds the parameters'
+    gradients into the arena (False, adding nothing, if one is not finite).
+    """
+
+    def __dealloc__(self):
+        tape_free(self.t)
+        free(self.param_nodes)
+        free(self.tokens)
+
+    @property
+    def n_pos(self):
+        return self.t.n_pos
+
+    @property
+    def nbytes(self):
+        return tape_bytes(self.t)
+
+    cdef int load_params(self) except -1:
+        """Check every parameter is alive and take its node index now."""
+        cdef int64_t k
+        cdef Value p
+        for k in range(len(self.params)):
+            p = <Value>self.params[k]
+            if not alive(p):
+                raise StaleValueError("a parameter's node was released; create parameters "
+                                      "outside any graph() scope")
+            self.param_nodes[k] = p.index
+        return 0
+
+    def forward(self, tokens):
+        cdef int64_t n = len(tokens) - 1, p
+        if not 1 <= n <= self.t.n_pos:
+            raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
+        for p in range(n + 1):
+            tok = tokens[p]
+            if not 0 <= tok < min(self.t.table_rows, self.t.n_cand):
+                raise ValueError(f"token id {tok} is outside the recorded vocabulary")
+            self.tokens[p] = tok
+        self.load_params()
+        if tape_forward(self.t, &self.arena.a, self.param_nodes, self.tokens, <int32_t>n) != OP_OK:
+            return None
+        return self.t.loss
+
+    def backward(self):
+        self.load_params()
+        return bool(tape_backward(self.t, &self.arena.a, self.param_nodes, self.tokens))
+
+
+def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_end, list losses,
+               Value root not None, list cands, list logits, list tokens, int table_slot0,
+               int table_rows, int table_cols, list derived, int verify_shifts=0):
+    """A Tape of the step just recorded in arena (its nodes still alive), or
+    ReplayRefused. cands and logits: per position, the Values of probs and of
+    logits; derived: as end_recording returned it."""
+    cdef int64_t N = len(pos_end), V = len(cands[0]) if cands else 0, P = len(params), k, j, s
+    cdef int64_t n_src = sum(len(d[2]) for d in derived), D = len(derived)
+    if N == 0 or len(losses) != N or len(cands) != N or len(logits) != N or len(tokens) != N + 1:
+        raise ValueError("a recording needs one end, loss, probs and logits per position")
+    cdef Tape tape = Tape.__new__(Tape)
+    tape.arena = arena
+    tape.params = list(params)
+    cdef node_t *ints = <node_t *>malloc((P + N + 2 * N * V + D + n_src + 1) * sizeof(node_t))
+    cdef int64_t *longs = <int64_t *>malloc((N + D + 1) * sizeof(int64_t))
+    cdef int32_t *toks = <int32_t *>malloc((N + 1) * sizeof(int32_t))
+    cdef double *signs = <double *>malloc((D + 1) * sizeof(double))
+    tape.param_nodes = <node_t *>malloc((P + 1) * sizeof(node_t))
+    tape.tokens = <int32_t *>malloc((N + 1) * sizeof(int32_t))
+    if not (ints and longs and toks and signs and tape.param_nodes and tape.tokens):
+        free(ints); free(longs); free(toks); free(signs)
+        raise MemoryError()
+    cdef record_t r
+    cdef const char *why = NULL
+    try:
+        for k in range(P):
+            ints[k] = node_of(arena, params[k])
+        for k in range(N):
+            longs[k] = pos_end[k]
+            ints[P + k] = node_of(arena, losses[k])
+            if len(cands[k]) != V or len(logits[k]) != V:
+                raise ValueError("every position needs the same number of probs and logits")
+            for j in range(V):
+                ints[P + N + k * V + j] = node_of(arena, cands[k][j])
+                ints[P + N + N * V + k * V + j] = node_of(arena, logits[k][j])
+        for k in range(N + 1):
+            toks[k] = tokens[k]
+        s = 0
+        for k in range(D):
+            node, sign, sources = derived[k]
+            ints[P + N + 2 * N * V + k] = node
+            signs[k] = sign
+            longs[N + k] = s
+            for src in sources:
+                ints[P + N + 2 * N * V + D + s] = src
+                s += 1
+        longs[N + D] = s
+        r.params = ints
+        r.n_params = <int32_t>P
+        r.rec_start = rec_start
+        r.n_pos = <int32_t>N
+        r.pos_end = longs
+        r.loss_node = ints + P
+        r.root = node_of(arena, root)
+        r.n_cand = <int32_t>V
+        r.cand = ints + P + N
+        r.logit = ints + P + N + N * V
+        r.tokens = toks
+        r.table_slot0, r.table_rows, r.table_cols = table_slot0, table_rows, table_cols
+        r.n_derived = D
+        r.derived_node = ints + P + N + 2 * N * V
+        r.derived_sign = signs
+        r.src_start = longs + N
+        r.src = ints + P + N + 2 * N * V + D
+        r.verify_shifts = verify_shifts
+        tape.t = tape_build(&arena.a, &r, &why)
+    finally:
+        free(ints); free(longs); free(toks); free(signs)
+    if tape.t == NULL:
+        if why != NULL and why == b"out of memory":
+            raise MemoryError("out of memory building a tape")
+        raise ReplayRefused((<bytes>why).decode() if why != NULL else "unknown")
+    return tape

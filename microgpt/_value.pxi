@@ -1,0 +1,243 @@
+# The operations and the Value handle. Each operation appends exactly the nodes
+# the pure engine (_pure.py) creates; its arithmetic is src/ops.h, the same C a
+# replay runs. Included by _engine.pyx.
+
+cdef inline void spoil(Arena arena, str why):
+    """While a step is recorded, note what makes the recording unreplayable."""
+    if arena.recording and arena.spoiled is None:
+        arena.spoiled = why
+
+
+cdef Value binary(uint8_t op, Value x, object y):
+    """x + y (OP_ADD, local grads (1, 1)) or x * y (OP_MUL, local grads (y, x)).
+
+    A number y becomes an OP_CONST leaf just before the node, as the pure engine
+    wraps it. Its conversion (which may run Python code) comes first, then the
+    checks, then the appends: nothing is appended for an operation that raises,
+    and nothing can be released between the checks and the appends.
+    """
+    cdef Value o = None
+    cdef double c = 0.0
+    if type(y) is Value:
+        o = <Value>y
+    else:
+        c = <double>y
+    check(x)
+    cdef node_t j
+    if o is not None:
+        if o.arena is not x.arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+        check(o)
+        j = o.index
+    else:
+        j = arena_leaf(&x.arena.a, OP_CONST, c)
+        if j < 0:
+            raise_nomem()
+        if x.arena.recording and type(y) is DerivedNumber:
+            note_derived(x.arena, j, y)
+    cdef node_t kids[2]
+    cdef double lg[2]
+    cdef double out
+    kids[0] = x.index
+    kids[1] = j
+    if op == OP_ADD:
+        op_add(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
+    else:
+        op_mul(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
+    return make(x.arena, arena_node(&x.arena.a, op, out, 0.0, 2, kids, lg))
+
+
+cdef Value power(Value x, object k):
+    """x ** k for a number k: one OP_POW node, local grad k * x ** (k - 1), with
+    k - 1 computed on k as Python computes it (exactly, for an int)."""
+    cdef double kd = <double>k, km1 = <double>(k - 1)  # Python code first, then the check
+    check(x)
+    if type(k) is DerivedNumber:
+        spoil(x.arena, "a number derived from data was used as an exponent")
+    cdef double out, lg
+    cdef status_t s = op_pow(x.arena.a.data[x.index], kd, km1, &out, &lg)
+    if s != OP_OK:
+        raise_status(s)
+    # a replay recomputes k - 1 from the double k; where that is not Python's
+    # k - 1 (an int beyond 2**53), the node keeps its computed local grad
+    cdef uint8_t op = OP_POW if km1 == kd - 1.0 else OP_CUSTOM
+    return make(x.arena, arena_node(&x.arena.a, op, out, kd, 1, &x.index, &lg))
+
+
+cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nogil, uint8_t op):
+    """log, exp or relu of x: one node, computed by f (src/ops.h)."""
+    check(x)
+    cdef double out, lg
+    cdef status_t s = f(x.arena.a.data[x.index], &out, &lg)
+    if s != OP_OK:
+        raise_status(s)
+    return make(x.arena, arena_node(&x.arena.a, op, out, 0.0, 1, &x.index, &lg))
+
+
+@cython.final  # a subclass would get CPython's generic operator slots, which reorder operands
+@cython.no_gc
+@cython.freelist(4096)
+@cython.auto_pickle(False)
+cdef class Value:
+    """A scalar in the graph: a handle (arena, index) with the pure Value's API."""
+
+    def __init__(self, data):
+        cdef Arena arena = _default_arena
+        if type(data) is DerivedNumber:
+            spoil(arena, "a number derived from data became a new Value")
+        cdef node_t i = arena_leaf(&arena.a, OP_LEAF, <double>data)
+        if i < 0:
+            raise_nomem()
+        self.arena = arena
+        self.index = i
+        self.epoch = arena.a.cur_epoch
+
+    # -- the two columns users read and write (a recording cannot follow a
+    #    number out of the graph: reading or writing one while recording spoils it)
+
+    @property
+    def data(self):
+        check(self)
+        spoil(self.arena, "a .data was read while recording (declare it: model.max_data)")
+        return self.arena.a.data[self.index]
+
+    @data.setter
+    def data(self, double x):
+        check(self)
+        spoil(self.arena, "a .data was written while recording")
+        self.arena.a.data[self.index] = x
+
+    @property
+    def grad(self):
+        check(self)
+        spoil(self.arena, "a .grad was read while recording")
+        return self.arena.a.grad[self.index]
+
+    @grad.setter
+    def grad(self, double g):
+        check(self)
+        spoil(self.arena, "a .grad was written while recording")
+        self.arena.a.grad[self.index] = g
+
+    @staticmethod
+    def max_data(values):
+        """max(v.data for v in values), a plain float. While a step is recorded
+        it is a DerivedNumber: a replay recomputes it from the same nodes."""
+        cdef Value v, first = None
+        cdef double m = 0.0, x
+        cdef list nodes = []
+        for item in values:
+            if type(item) is not Value:
+                raise TypeError(f"max_data needs compiled-engine Values, got {type(item).__name__}")
+            v = <Value>item
+            check(v)
+            if first is None:
+                first, m = v, v.arena.a.data[v.index]
+            elif v.arena is not first.arena:
+                raise ArenaMismatchError("cannot combine Values from two different arenas")
+            else:
+                x = v.arena.a.data[v.index]
+                if x > m:  # as Python's max: a later item replaces only a smaller one
+                    m = x
+            nodes.append(v.index)
+        if first is None:
+            raise ValueError("max_data() of no Values")
+        if first.arena.recording:
+            return DerivedNumber(m, first.arena, tuple(nodes), 1.0)
+        return m
+
+    # -- the operations of the reference's Value, computed in C (src/ops.h)
+
+    def __add__(Value self, other):
+        return binary(OP_ADD, self, other)
+
+    def __mul__(Value self, other):
+        return binary(OP_MUL, self, other)
+
+    def __pow__(Value self, other, modulo):
+        if isinstance(other, Value):
+            raise TypeError("Value ** Value is not supported: the exponent must be a number")
+        if modulo is not None:
+            raise TypeError("pow() with a modulus is not supported for Value")
+        return power(self, other)
+
+    def log(self):
+        return unary(self, op_log, OP_LOG)
+
+    def exp(self):
+        return unary(self, op_exp, OP_EXP)
+
+    def relu(self):
+        return unary(self, op_relu, OP_RELU)
+
+    # -- the rest are compositions, written exactly as in the pure engine
+
+    def __neg__(self):
+        return self * -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __rsub__(self, other):
+        return other + (-self)
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __truediv__(self, other):
+        return self * other ** -1
+
+    def __rtruediv__(self, other):
+        return other * self ** -1
+
+    def backward(self):
+        """Accumulate gradients from this node, in the reference's order (src/backward.c)."""
+        check(self)
+        if arena_backward(&self.arena.a, self.index) < 0:
+            raise MemoryError("backward ran out of memory")
+
+    # -- inspection
+
+    @property
+    def op(self):
+        check(self)
+        return OP_NAMES[self.arena.a.op[self.index]]
+
+    @property
+    def node(self):
+        """This node's index in its arena."""
+        check(self)
+        return self.index
+
+    @property
+    def _children(self):
+        check(self)
+        cdef arena_t *a = &self.arena.a
+        cdef int64_t e
+        return tuple(make_existing(self.arena, a.child[e])
+                     for e in range(a.child_start[self.index], a.child_start[self.index + 1]))
+
+    @property
+    def _local_grads(self):
+        check(self)
+        cdef arena_t *a = &self.arena.a
+        cdef int64_t e
+        return tuple(a.local_grad[e]
+                     for e in range(a.child_start[self.index], a.child_start[self.index + 1]))
+
+    def __repr__(self):
+        if not alive(self):
+            return "Value(<released>)"
+        return f"Value(data={self.arena.a.data[self.index]}, grad={self.arena.a.grad[self.index]})"
+
+
+cdef Value make_existing(Arena arena, node_t i):
+    """A handle to an existing node (its epoch is the node's own)."""
+    cdef Value h = Value.__new__(Value)
+    h.arena = arena
+    h.index = i
+    h.epoch = arena.a.epoch[i]
+    return h

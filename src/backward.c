@@ -1,0 +1,73 @@
+/* backward.c: the reference's backward order, walked without recursion. */
+#include "arena.h"
+
+#include <string.h>
+
+/* Depth-first post-order from root, children in order, each node once: the
+ * reference's recursive build_topo with an explicit stack. A frame is
+ * (node, next edge); a node is marked when pushed, as the recursion marks it
+ * on entry. */
+int64_t arena_topo(arena_t *a, node_t root) {
+    assert(root >= 0 && root < a->n_nodes);
+    uint32_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
+        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+        stamp = a->cur_visit = 1;
+    }
+    const int64_t *start = a->child_start;
+    const node_t *child = a->child;
+    uint32_t *visit = a->visit;
+    node_t *topo = a->topo, *snode = a->stack_node;
+    int64_t *sedge = a->stack_edge;
+    int64_t n = 0, top = 0;
+
+    /* v is the node being scanned, its next edge e of [.., end); the stack
+     * holds the ancestors being scanned, each with the edge to resume at */
+    node_t v = root;
+    int64_t e = start[root], end = start[root + 1];
+    visit[root] = stamp;
+    for (;;) {
+        while (e < end) {
+            node_t c = child[e++];
+            assert(c >= 0 && c < v);  /* children come before their parent */
+            if (visit[c] == stamp) continue;
+            visit[c] = stamp;
+            int64_t c_start = start[c], c_end = start[c + 1];
+            if (c_start == c_end) {  /* a leaf: its push and pop would put it right here */
+                topo[n++] = c;
+                continue;
+            }
+            snode[top] = v;  /* descend into c; come back to v's edge e */
+            sedge[top] = e;
+            ++top;
+            v = c;
+            e = c_start;
+            end = c_end;
+        }
+        topo[n++] = v;  /* every child done: post-order */
+        if (top == 0) break;
+        --top;
+        v = snode[top];
+        e = sedge[top];
+        end = start[v + 1];
+    }
+    return n;
+}
+
+int64_t arena_backward(arena_t *a, node_t root) {
+    int64_t n = arena_topo(a, root);
+    const int64_t *start = a->child_start;
+    const node_t *child = a->child;
+    const double *lg = a->local_grad;
+    double *grad = a->grad;
+    const node_t *topo = a->topo;
+
+    grad[root] = 1.0;
+    for (int64_t t = n - 1; t >= 0; --t) {
+        node_t v = topo[t];
+        double gv = grad[v];
+        for (int64_t e = start[v]; e < start[v + 1]; ++e)
+            grad[child[e]] += lg[e] * gv;
+    }
+    return n;
+}

@@ -1,0 +1,508 @@
+/* tape.c: build a tape from a recorded step (checking that it can be replayed
+ * exactly), and replay it: forward, backward. See tape.h for the layout. */
+#include "tape.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define NEW(p, n) ((p) = calloc((size_t)((n) > 0 ? (n) : 1), sizeof *(p)))
+
+void tape_free(tape_t *t) {
+    if (t == NULL) return;
+    free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->data);
+    free(t->grad); free(t->pos); free(t->child); free(t->local_grad);
+    free(t->pull_start); free(t->pull_parent); free(t->pull_edge); free(t->pull_block);
+    free(t->param_start); free(t->param_edge); free(t->param_parent);
+    free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner); free(t->cand);
+    free(t->token_edge); free(t->token_pos); free(t->token_col);
+    free(t->derived_node); free(t->src_start); free(t->src);
+    free(t);
+}
+
+size_t tape_bytes(const tape_t *t) {
+    size_t n = (size_t)t->n_nodes, e = (size_t)t->n_edges;
+    return n * (1 + 1 + 8 + 8 + 8 + 8 + 4 + 8)       /* kind op operand child_start data grad pos pull_start */
+        + e * (4 + 8)                                  /* child local_grad */
+        + e * (4 + 8 + 4)                              /* pull lists (at most one entry per edge) */
+        + (size_t)t->n_pos * (size_t)t->n_cand * 4
+        + (size_t)t->n_token_edges * 16;
+}
+
+/* ---------------------------------------------------------------- building */
+
+typedef struct {
+    const arena_t *a;
+    const record_t *r;
+    tape_t *t;
+    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached */
+    int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
+} builder_t;
+
+static int32_t local_of(const record_t *r, const int32_t *pmap, int64_t end, node_t i) {
+    if (i >= r->rec_start && i < end) return (int32_t)(r->n_params + (i - r->rec_start));
+    if (i >= 0 && i < r->rec_start) return pmap[i];
+    return -1;
+}
+
+/* The order in which node c's parents were added into it by the walk whose
+ * ranks are in rank: reverse post-order, so the higher rank first; a parent
+ * the walk never reached (dead for these targets: an unchosen candidate and
+ * what only it reads) sorts first, as it would be if its target were chosen;
+ * two edges of one parent in edge order. */
+static int before(const builder_t *b, int32_t q1, int64_t e1, int32_t q2, int64_t e2) {
+    int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
+    int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
+    if (r1 != r2) return r1 > r2;
+    if (q1 != q2) return q1 > q2;
+    return e1 < e2;
+}
+
+static void sort_pulls(builder_t *b, int64_t lo, int64_t hi) {
+    tape_t *t = b->t;
+    for (int64_t i = lo + 1; i < hi; ++i) {  /* insertion sort: lists are short */
+        int32_t q = t->pull_parent[i];
+        int64_t e = t->pull_edge[i];
+        int64_t j = i;
+        while (j > lo && before(b, q, e, t->pull_parent[j - 1], t->pull_edge[j - 1])) {
+            t->pull_parent[j] = t->pull_parent[j - 1];
+            t->pull_edge[j] = t->pull_edge[j - 1];
+            --j;
+        }
+        t->pull_parent[j] = q;
+        t->pull_edge[j] = e;
+    }
+}
+
+/* Which logit of its position node q belongs to: the logits' sums are built
+ * one after another with the same number of nodes, so logit v's are the nodes
+ * (logit[v-1], logit[v]]. -1: none. */
+static int32_t block_of(const builder_t *b, int32_t q) {
+    const tape_t *t = b->t;
+    int32_t p = t->pos[q], V = t->n_cand;
+    if (p < 0 || V < 2) return -1;
+    const node_t *lg = b->r->logit + (int64_t)p * V;
+    int64_t width = (int64_t)lg[1] - lg[0];
+    int64_t lo = (int64_t)lg[0] - width + 1, a = q - t->n_params + b->r->rec_start;
+    if (width <= 0 || a < lo || a > lg[V - 1]) return -1;
+    return (int32_t)((a - lo) / width);
+}
+
+/* ranks of every local node in the walk from root as the arena's edges are now */
+static void walk(builder_t *b) {
+    arena_t *a = (arena_t *)b->a;
+    tape_t *t = b->t;
+    for (int32_t i = 0; i < t->n_nodes; ++i) b->rank[i] = -1;
+    int64_t n = arena_topo(a, b->r->root);
+    int64_t end = b->r->pos_end[b->r->n_pos - 1];
+    for (int64_t k = 0; k < n; ++k) {
+        node_t i = a->topo[k];
+        if (i >= b->r->rec_start && i < end) b->rank[b->r->n_params + (i - b->r->rec_start)] = (int32_t)k;
+    }
+}
+
+/* Does the last walk add node c's parents in the order the tape will, with
+ * target tgt at c's position? Parents the walk did not reach add zeros and
+ * may stand anywhere. */
+static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
+    const tape_t *t = b->t;
+    int64_t lo = t->pull_start[c], hi = t->pull_start[c + 1];
+    int32_t last = INT32_MAX;
+    for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
+        for (int64_t k = lo; k < hi; ++k) {
+            if (t->kind[c] == K_ROTATE && ((t->pull_block[k] == tgt) != (pass == 1))) continue;
+            int32_t r = b->rank[t->pull_parent[k]];
+            if (r < 0) continue;
+            if (r > last) return 0;
+            last = r;
+        }
+    }
+    return 1;
+}
+
+/* Check the backward rule against the walk for the targets the recording was
+ * made with shifted by `shift` at every position. */
+static const char *verify(builder_t *b, int32_t shift) {
+    arena_t *a = (arena_t *)b->a;
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int32_t V = t->n_cand, N = t->n_pos;
+    for (int32_t p = 0; p < N; ++p) {
+        int32_t v = (r->tokens[p + 1] + shift) % V;
+        a->child[b->arena_edge0 + t->target_edge[p]] = r->cand[(int64_t)p * V + v];
+    }
+    walk(b);
+    const char *why = NULL;
+    for (int32_t c = t->n_params; c < t->n_nodes && why == NULL; ++c) {
+        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0) {
+            int32_t tgt = (r->tokens[t->pos[c] + 1] + shift) % V;
+            if (!order_holds(b, c, tgt)) why = "the backward order for another target does not follow the tape's rule";
+        }
+    }
+    for (int32_t p = 0; p < N; ++p)  /* put the recorded targets back */
+        a->child[b->arena_edge0 + t->target_edge[p]] = r->cand[(int64_t)p * V + r->tokens[p + 1]];
+    return why;
+}
+
+static const char *build(builder_t *b) {
+    const arena_t *a = b->a;
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int32_t P = r->n_params, N = r->n_pos, V = r->n_cand;
+    int64_t end = r->pos_end[N - 1];
+    int64_t M = end - r->rec_start;
+    if (N < 1 || M < 1 || V < 1 || (int64_t)P + M > INT32_MAX) return "nothing to record";
+    t->n_params = P;
+    t->n_nodes = (int32_t)(P + M);
+    t->n_pos = N;
+    t->n_cand = V;
+    b->arena_edge0 = a->child_start[r->rec_start];
+    t->n_edges = a->child_start[end] - b->arena_edge0;
+
+    /* parameters: arena node -> slot */
+    int32_t *pmap = NULL;
+    if (!NEW(pmap, r->rec_start)) return "out of memory";
+    for (int64_t i = 0; i < r->rec_start; ++i) pmap[i] = -1;
+    for (int32_t k = 0; k < P; ++k) {
+        node_t i = r->params[k];
+        if (i < 0 || i >= r->rec_start || pmap[i] >= 0) { free(pmap); return "a parameter is not a node made before recording"; }
+        pmap[i] = k;
+    }
+
+    int32_t n = t->n_nodes;
+    int64_t E = t->n_edges;
+    if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
+        || !NEW(t->data, n) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->child, E)
+        || !NEW(t->local_grad, E) || !NEW(t->pull_start, n + 1) || !NEW(t->pos_end, N)
+        || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
+        || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
+        free(pmap);
+        return "out of memory";
+    }
+
+    /* nodes and edges, in creation order */
+    const char *why = NULL;
+    int32_t p = 0;
+    for (int32_t k = 0; k < P; ++k) { t->kind[k] = K_CONST; t->pos[k] = -1; }
+    for (int64_t i = r->rec_start; i < end && why == NULL; ++i) {
+        int32_t L = (int32_t)(P + (i - r->rec_start));
+        while (i >= r->pos_end[p]) ++p;
+        t->pos[L] = p;
+        t->op[L] = a->op[i];
+        t->child_start[L] = a->child_start[i] - b->arena_edge0;
+        if (a->op[i] == OP_CUSTOM) why = "the step has a user-defined node (its local grads were given)";
+        else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; t->operand[L] = a->data[i]; }
+        else { t->kind[L] = K_OP; t->operand[L] = a->operand[i]; }
+        for (int64_t e = a->child_start[i]; e < a->child_start[i + 1] && why == NULL; ++e) {
+            int32_t c = local_of(r, pmap, end, a->child[e]);
+            if (c < 0) why = "the step reads a node made before recording that is not a parameter";
+            t->child[e - b->arena_edge0] = c;
+        }
+    }
+    for (int32_t L = 0; L <= P; ++L) t->child_start[L] = 0;
+    t->child_start[n] = E;
+    for (int32_t q = 0; q < N; ++q) {
+        t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
+        t->loss_node[q] = local_of(r, pmap, end, r->loss_node[q]);
+        if (t->loss_node[q] < 0 || t->pos[t->loss_node[q]] != q) why = why ? why : "a position's loss is not in its position";
+        else t->kind[t->loss_node[q]] = K_SEED;
+    }
+    if (why) { free(pmap); return why; }
+
+    /* derived constants */
+    t->n_derived = r->n_derived;
+    if (!NEW(t->derived_node, r->n_derived) || !NEW(t->src_start, r->n_derived + 1)
+        || !NEW(t->src, r->src_start[r->n_derived])) { free(pmap); return "out of memory"; }
+    for (int64_t j = 0; j < r->n_derived && why == NULL; ++j) {
+        int32_t L = local_of(r, pmap, end, r->derived_node[j]);
+        if (L < P || t->kind[L] != K_CONST) { why = "a derived number is not a constant of the step"; break; }
+        t->derived_node[j] = L;
+        t->kind[L] = K_DERIVED;
+        t->operand[L] = r->derived_sign[j];
+        t->src_start[j] = r->src_start[j];
+        for (int64_t s = r->src_start[j]; s < r->src_start[j + 1]; ++s) {
+            int32_t S = local_of(r, pmap, end, r->src[s]);
+            if (S < P || S >= L) { why = "a derived number comes from nodes outside the step"; break; }
+            t->src[s] = S;
+        }
+    }
+    t->src_start[r->n_derived] = r->src_start[r->n_derived];
+    if (why) { free(pmap); return why; }
+
+    /* candidates and the target edges */
+    int32_t *cand_of = NULL;  /* local node -> p * V + v, or -1 */
+    if (!NEW(cand_of, n)) { free(pmap); return "out of memory"; }
+    for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
+    for (int64_t j = 0; j < (int64_t)N * V && why == NULL; ++j) {
+        int32_t L = local_of(r, pmap, end, r->cand[j]);
+        if (L < P || t->pos[L] != j / V || t->kind[L] != K_OP || cand_of[L] >= 0) why = "a candidate is not a node of its position";
+        else { t->cand[j] = L; cand_of[L] = (int32_t)j; t->kind[L] = K_CANDIDATE; }
+    }
+    for (int32_t q = 0; q < N; ++q) t->target_edge[q] = -1;
+    for (int32_t L = P; L < n && why == NULL; ++L)
+        for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e], j = c >= 0 ? cand_of[c] : -1;
+            if (j < 0) continue;
+            int32_t q = j / V;
+            if (t->pos[L] != q || t->target_edge[q] >= 0 || j % V != r->tokens[q + 1]) { why = "probs is read other than at the target"; break; }
+            t->target_edge[q] = e;
+            t->target_owner[q] = L;
+        }
+    for (int32_t q = 0; q < N && why == NULL; ++q)
+        if (t->target_edge[q] < 0) why = "a position's loss does not read probs[target]";
+    if (why) { free(pmap); free(cand_of); return why; }
+
+    /* the tail: ((losses[0] + 0) + losses[1] + ...) * (1 / N), built just after the last position */
+    {
+        node_t i = (node_t)end;
+        int ok = a->op[i] == OP_CONST && a->data[i] == 0.0;
+        node_t s = -1;
+        for (int32_t q = 0; q < N && ok; ++q) {
+            node_t add = (node_t)(end + 1 + q);
+            int64_t e = a->child_start[add];
+            ok = a->op[add] == OP_ADD && a->child_start[add + 1] - e == 2
+                && a->child[e] == (q == 0 ? r->loss_node[0] : s)
+                && a->child[e + 1] == (q == 0 ? i : r->loss_node[q]);
+            s = add;
+        }
+        node_t c = (node_t)(end + 1 + N), root = c + 1;
+        ok = ok && root == r->root && a->op[c] == OP_CONST && a->data[c] == 1.0 / N
+            && a->op[root] == OP_MUL && a->child[a->child_start[root]] == s
+            && a->child[a->child_start[root] + 1] == c;
+        if (!ok) why = "the loss is not the mean of the positions' losses";
+    }
+
+    /* who reads each node: parameters by position, the rest into pull lists */
+    int64_t n_param_edges = 0;
+    for (int32_t L = P; L < n && why == NULL; ++L)
+        for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e];
+            if (c < P) { n_param_edges++; t->param_start[t->pos[L] + 1]++; continue; }
+            if (t->kind[c] == K_SEED) { why = "a position's loss is read inside the step"; break; }
+            if (cand_of[c] >= 0 || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
+            t->pull_start[c + 1]++;
+        }
+    free(cand_of);
+    if (why) { free(pmap); return why; }
+    for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
+    for (int32_t L = 0; L < n; ++L) t->pull_start[L + 1] += t->pull_start[L];
+    int64_t n_pulls = t->pull_start[n];
+    if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_edge, n_pulls) || !NEW(t->pull_block, n_pulls)
+        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)) { free(pmap); return "out of memory"; }
+    {
+        int64_t *fill = NULL, *pfill = NULL;
+        if (!NEW(fill, n) || !NEW(pfill, N)) { free(fill); free(pfill); free(pmap); return "out of memory"; }
+        for (int32_t L = 0; L < n; ++L) fill[L] = t->pull_start[L];
+        for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
+        for (int32_t L = P; L < n; ++L)
+            for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+                int32_t c = t->child[e];
+                if (c < P) {
+                    int64_t k = pfill[t->pos[L]]++;
+                    t->param_edge[k] = e;
+                    t->param_parent[k] = L;
+                } else if (t->pull_start[c + 1] > t->pull_start[c] && t->kind[c] != K_SEED) {
+                    int64_t k = fill[c]++;
+                    t->pull_parent[k] = L;
+                    t->pull_edge[k] = e;
+                }
+            }
+        free(fill);
+        free(pfill);
+    }
+
+    /* token slots: every read of the token table at position p is row tokens[p], each column once */
+    int32_t *seen = NULL;
+    if (!NEW(seen, P)) { free(pmap); return "out of memory"; }
+    for (int32_t k = 0; k < P; ++k) seen[k] = -1;
+    int64_t table_end = (int64_t)r->table_slot0 + (int64_t)r->table_rows * r->table_cols;
+    t->table_slot0 = r->table_slot0;
+    t->table_rows = r->table_rows;
+    t->table_cols = r->table_cols;
+    int64_t n_tok = 0;
+    for (int64_t k = 0; k < n_param_edges; ++k) {
+        int32_t c = t->child[t->param_edge[k]];
+        if (c >= r->table_slot0 && c < table_end) n_tok++;
+    }
+    if (!NEW(t->token_edge, n_tok) || !NEW(t->token_pos, n_tok) || !NEW(t->token_col, n_tok)) { free(seen); free(pmap); return "out of memory"; }
+    t->n_token_edges = 0;
+    for (int32_t q = 0; q < N && why == NULL; ++q) {
+        int32_t cols = 0;
+        for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
+            int64_t e = t->param_edge[k];
+            int32_t c = t->child[e];
+            if (seen[c] == q) { why = "a parameter is read twice at one position"; break; }
+            seen[c] = q;
+            if (c < r->table_slot0 || c >= table_end) continue;
+            int32_t row = (c - r->table_slot0) / r->table_cols, col = (c - r->table_slot0) % r->table_cols;
+            if (row != r->tokens[q]) { why = "the token table is read at a row other than the token's"; break; }
+            t->token_edge[t->n_token_edges] = e;
+            t->token_pos[t->n_token_edges] = q;
+            t->token_col[t->n_token_edges] = col;
+            t->n_token_edges++;
+            cols++;
+        }
+        if (why == NULL && cols != r->table_cols) why = "a position does not read exactly one row of the token table";
+    }
+    free(seen);
+    free(pmap);
+    if (why) return why;
+
+    /* the backward order of the recorded targets; rotating nodes */
+    walk(b);
+    for (int32_t c = P; c < n; ++c) {
+        int64_t lo = t->pull_start[c], hi = t->pull_start[c + 1];
+        if (hi - lo < 1) continue;
+        sort_pulls(b, lo, hi);
+        int32_t first = -2, mixed = 0, none = 0;
+        for (int64_t k = lo; k < hi; ++k) {
+            int32_t blk = block_of(b, t->pull_parent[k]);
+            t->pull_block[k] = blk;
+            if (blk < 0) none = 1;
+            if (first == -2) first = blk;
+            else if (blk != first) mixed = 1;
+        }
+        if (!mixed) { for (int64_t k = lo; k < hi; ++k) t->pull_block[k] = -1; continue; }
+        if (none) return "a node is read by several logits and by something else";
+        /* the canonical order: by logit, highest first (stable) */
+        for (int64_t i = lo + 1; i < hi; ++i) {
+            int32_t q = t->pull_parent[i], blk = t->pull_block[i];
+            int64_t e = t->pull_edge[i], j = i;
+            while (j > lo && t->pull_block[j - 1] < blk) {
+                t->pull_parent[j] = t->pull_parent[j - 1];
+                t->pull_edge[j] = t->pull_edge[j - 1];
+                t->pull_block[j] = t->pull_block[j - 1];
+                --j;
+            }
+            t->pull_parent[j] = q; t->pull_edge[j] = e; t->pull_block[j] = blk;
+        }
+        t->kind[c] = K_ROTATE;
+        for (int64_t k = lo; k < hi; ++k)
+            if (t->pos[t->pull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
+    }
+    for (int32_t c = P; c < n; ++c)
+        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0
+            && !order_holds(b, c, r->tokens[t->pos[c] + 1]))
+            return "the backward order of the recorded step does not follow the tape's rule";
+
+    /* the same rule for other targets, against real walks */
+    int32_t shifts = r->verify_shifts <= 0 || r->verify_shifts >= V ? V - 1 : r->verify_shifts;
+    for (int32_t k = 1; k <= shifts; ++k) {
+        int32_t shift = shifts == V - 1 ? k : (int32_t)(((int64_t)k * (V - 1)) / shifts);
+        if (shift < 1) shift = 1;
+        if ((why = verify(b, shift)) != NULL) return why;
+    }
+    return NULL;
+}
+
+tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
+    tape_t *t = calloc(1, sizeof *t);
+    if (t == NULL) { *why = "out of memory"; return NULL; }
+    builder_t b = {a, r, t, NULL, 0};
+    *why = build(&b);
+    free(b.rank);
+    if (*why != NULL) { tape_free(t); return NULL; }
+    return t;
+}
+
+/* ---------------------------------------------------------------- replaying */
+
+status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
+                      const int32_t *tokens, int32_t n) {
+    double *d = t->data, *lg = t->local_grad;
+    int32_t *child = t->child;
+    const int64_t *cs = t->child_start;
+    for (int32_t k = 0; k < t->n_params; ++k) d[k] = a->data[params[k]];
+    for (int64_t j = 0; j < t->n_token_edges; ++j) {
+        int32_t q = t->token_pos[j];
+        if (q < n) child[t->token_edge[j]] = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
+    }
+    for (int32_t q = 0; q < n; ++q)
+        child[t->target_edge[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
+
+    int64_t next_derived = 0;
+    int32_t end = t->pos_end[n - 1];
+    double x[2];
+    for (int32_t L = t->n_params; L < end; ++L) {
+        switch (t->kind[L]) {
+        case K_CONST:
+            d[L] = t->operand[L];
+            break;
+        case K_DERIVED: {
+            /* derived nodes are listed in creation order */
+            while (t->derived_node[next_derived] != L) ++next_derived;
+            int64_t s = t->src_start[next_derived], s_end = t->src_start[next_derived + 1];
+            double m = d[t->src[s]];
+            for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
+                if (d[t->src[s]] > m) m = d[t->src[s]];
+            d[L] = t->operand[L] < 0 ? -m : m;
+            break;
+        }
+        default: {
+            int64_t e = cs[L];
+            x[0] = d[child[e]];
+            if (cs[L + 1] - e > 1) x[1] = d[child[e + 1]];
+            status_t st = op_apply(t->op[L], x, t->operand[L], t->operand[L] - 1.0, &d[L], &lg[e]);
+            if (st != OP_OK) return st;
+        }
+        }
+    }
+    /* the mean, as sum() and (1 / n) * builds it */
+    double s = d[t->loss_node[0]] + 0.0;
+    for (int32_t q = 1; q < n; ++q) s = s + d[t->loss_node[q]];
+    t->loss = s * (1.0 / n);
+    t->n_used = n;
+    return OP_OK;
+}
+
+int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
+    int32_t n = t->n_used, end = t->pos_end[n - 1], P = t->n_params, V = t->n_cand;
+    double *g = t->grad;
+    const double *lg = t->local_grad;
+    const int32_t *child = t->child, *pp = t->pull_parent, *pb = t->pull_block;
+    const int64_t *pe = t->pull_edge, *ps = t->pull_start;
+
+    /* the tail: loss = s * (1/n) with grad 1, then the chain of adds: each loss gets this */
+    double g_s = 0.0 + (1.0 / n) * 1.0;
+    double g_loss = 0.0 + 1.0 * (0.0 + 1.0 * g_s);
+
+    for (int32_t L = end - 1; L >= P; --L) {
+        double acc = 0.0;
+        switch (t->kind[L]) {
+        case K_CONST:
+        case K_DERIVED:
+            continue;
+        case K_SEED:
+            acc = g_loss;
+            break;
+        case K_CANDIDATE: {
+            int32_t q = t->pos[L];
+            if (t->cand[(int64_t)q * V + tokens[q + 1]] == L)
+                acc += lg[t->target_edge[q]] * g[t->target_owner[q]];
+            break;
+        }
+        case K_ROTATE: {
+            int32_t tgt = tokens[t->pos[L] + 1];
+            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
+                if (pb[k] != tgt && pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
+            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
+                if (pb[k] == tgt && pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
+            break;
+        }
+        default:
+            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
+                if (pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
+        }
+        g[L] = acc;
+    }
+    /* parameters: each is read at most once a position; positions last to first */
+    for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
+    for (int32_t q = n - 1; q >= 0; --q)
+        for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
+            int64_t e = t->param_edge[k];
+            g[child[e]] += lg[e] * g[t->param_parent[k]];
+        }
+    for (int32_t k = 0; k < P; ++k)
+        if (!isfinite(g[k])) return 0;
+    for (int32_t k = 0; k < P; ++k) a->grad[params[k]] = g[k];
+    return 1;
+}

@@ -1,0 +1,143 @@
+/* tape.h: a recorded training step, replayed in C.
+ *
+ * A tape is built once from a step's graph while it is still in the arena
+ * (positions 0..N-1 of one document, then the mean of their losses), and then
+ * serves every document of up to N positions: the graph for n positions is the
+ * first n positions of the recorded one plus the mean of their n losses.
+ *
+ * Local node indices: 0..P-1 are the parameters (their values are loaded from
+ * the arena at every replay, their gradients added back to it), P.. are the
+ * recorded nodes in creation order. What varies between documents is declared
+ * when the tape is built, never guessed, and checked:
+ *   token slots    the edges that read row tokens[p] of one parameter table
+ *                  (the token embedding): re-pointed at every replay;
+ *   target slots   the one edge of position p that reads probs[tokens[p + 1]]
+ *                  from p's candidates: re-pointed at every replay;
+ *   derived        constants computed from data in Python (the softmax's
+ *                  largest logit, negated): recomputed from their sources.
+ *
+ * Backward runs in "pull" form: nodes in reverse creation order, each summing
+ * its parents' contributions in the order the reference's depth-first walk
+ * would have added them. That order depends on the targets in one place only:
+ * the walk enters the target's logit first, so a node read by every logit (the
+ * final hidden state) adds the target's term last. Such "rotating" nodes keep
+ * their parents with the index of the logit each belongs to, and a replay puts
+ * the target's last. tape_build checks this rule against real depth-first
+ * walks for other targets; a graph it does not fit is refused (not replayed).
+ */
+#ifndef MICROGPT_TAPE_H
+#define MICROGPT_TAPE_H
+
+#include "arena.h"
+
+/* How a recorded node is recomputed forward and how its gradient is found. */
+typedef enum {
+    K_CONST = 0,     /* a constant (or a leaf made while recording): value kept */
+    K_DERIVED = 1,   /* sign * max(sources' values): recomputed */
+    K_OP = 2,        /* an operation (ops.h); gradient: sum over its parents in order */
+    K_ROTATE = 3,    /* an operation read by every logit: the target's parents add last */
+    K_CANDIDATE = 4, /* an entry of probs: its gradient comes from the target edge, if chosen */
+    K_SEED = 5       /* a position's loss: its gradient comes from the mean (the tail) */
+} kind_t;
+
+typedef struct {
+    /* sizes */
+    int32_t n_params;       /* P */
+    int32_t n_nodes;        /* P + recorded nodes (positions only; the tail is computed) */
+    int32_t n_pos;          /* N: positions recorded */
+    int32_t n_cand;         /* V: candidates per position (the vocabulary) */
+
+    /* nodes, n_nodes each */
+    uint8_t *kind;          /* kind_t */
+    uint8_t *op;            /* op_t, for K_OP / K_ROTATE / K_CANDIDATE */
+    double *operand;        /* K_OP pow: k; K_CONST: the value; K_DERIVED: the sign */
+    int64_t *child_start;   /* n_nodes + 1: node i's edges [child_start[i], child_start[i+1]) */
+    double *data;           /* forward values */
+    double *grad;           /* gradients */
+    int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
+
+    /* edges */
+    int64_t n_edges;
+    int32_t *child;         /* local index of the child (slots re-pointed per replay) */
+    double *local_grad;     /* d(node)/d(child), written by the forward */
+
+    /* pull lists: node i's parents [pull_start[i], pull_start[i+1]) in the reference's order */
+    int64_t *pull_start;
+    int32_t *pull_parent;   /* the parent's local index */
+    int64_t *pull_edge;     /* the parent's edge that reads this node */
+    int32_t *pull_block;    /* K_ROTATE: the logit the parent belongs to; else -1 */
+
+    /* parameter edges by position: position p's are [param_start[p], param_start[p+1]) */
+    int64_t *param_start;
+    int64_t *param_edge;    /* an edge whose child is a parameter */
+    int32_t *param_parent;  /* the node that owns that edge */
+
+    /* positions: node ranges, losses, slots */
+    int32_t *pos_end;       /* local index one past position p's last node */
+    int32_t *loss_node;     /* local index of -log(probs[target]) of position p */
+    int64_t *target_edge;   /* the edge of position p that reads probs[target] */
+    int32_t *target_owner;  /* the node that owns it (the position's log) */
+    int32_t *cand;          /* n_pos * n_cand: local index of probs[v] at position p */
+    int32_t table_slot0;    /* the token table: parameter slot of row 0, column 0 */
+    int32_t table_rows, table_cols;
+    int64_t n_token_edges;
+    int64_t *token_edge;    /* edges that read a row of the token table */
+    int32_t *token_pos;     /* ... at this position */
+    int32_t *token_col;     /* ... in this column */
+
+    /* derived constants: node derived_node[j] = sign * max over sources */
+    int64_t n_derived;
+    int32_t *derived_node;
+    int64_t *src_start;     /* n_derived + 1 */
+    int32_t *src;           /* local indices */
+
+    /* where the last replay stopped */
+    int32_t n_used;         /* positions of the last forward */
+    double loss;            /* its loss */
+} tape_t;
+
+/* What the recorder hands tape_build: the step's graph in the arena, and what
+ * varies. Arena indices everywhere. */
+typedef struct {
+    const node_t *params;      /* P parameter nodes, in the optimizer's order */
+    int32_t n_params;
+    int64_t rec_start;         /* first node made while recording */
+    int32_t n_pos;
+    const int64_t *pos_end;    /* one past each position's last node (n_pos) */
+    const node_t *loss_node;   /* each position's loss */
+    node_t root;               /* the mean of the losses: the tail follows pos_end[N-1] */
+    int32_t n_cand;
+    const node_t *cand;        /* n_pos * n_cand: probs[v] of position p */
+    const node_t *logit;       /* n_pos * n_cand: logits[v] of position p */
+    const int32_t *tokens;     /* n_pos + 1 token ids the recording was made with */
+    int32_t table_slot0, table_rows, table_cols;  /* the token table, in parameter slots */
+    int64_t n_derived;
+    const node_t *derived_node;
+    const double *derived_sign;
+    const int64_t *src_start;
+    const node_t *src;
+    int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one) */
+} record_t;
+
+/* Build a tape; returns NULL with *why set to a static reason when the
+ * recording cannot be replayed exactly (the caller keeps the per-operation
+ * path), or on out of memory (*why says so). The arena is left as it was. */
+tape_t *tape_build(arena_t *a, const record_t *r, const char **why);
+void tape_free(tape_t *t);
+
+/* Forward over the first n positions for tokens[0..n] (n + 1 ids), parameter
+ * values read from the arena; the loss into t->loss. Returns OP_OK or the
+ * status an operation raised. */
+status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
+                      const int32_t *tokens, int32_t n);
+/* Backward of the last forward: parameter gradients added to the arena's.
+ * Returns 1; or 0, writing nothing, when a parameter's gradient is not finite:
+ * then the caller takes the per-operation path for the step (a replay adds a
+ * zero for a parent the reference's walk never reached, which is exact only
+ * while every local gradient is finite). */
+int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
+
+/* Bytes the tape holds. */
+size_t tape_bytes(const tape_t *t);
+
+#endif
