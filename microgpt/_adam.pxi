@@ -75,3 +75,12 @@ cdef class Adam:
             self.v[i] = v[i]
 
 
+
+
+def _adam_powers(xs, squares=True):
+    """(fast, pow) results for each x: adam_square vs pow(x, 2.0), or adam_sqrt
+    vs pow(x, 0.5). For the tests that pin the fast paths to pow, bit for bit."""
+    cdef double x
+    if squares:
+        return [(adam_square(x), x ** 2) for x in xs]
+    return [(adam_sqrt(x), x ** 0.5) for x in xs]

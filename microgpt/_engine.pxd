@@ -45,6 +45,8 @@ cdef extern from "arena.h":
     int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
                        double lr_t, double beta1, double beta2, double eps, int64_t step,
                        status_t *status) nogil
+    double adam_square(double g) nogil
+    double adam_sqrt(double x) nogil
     node_t arena_leaf(arena_t *a, uint8_t op, double x) nogil
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil

@@ -1,13 +1,51 @@
 /* adam.c: Adam over parameter nodes, with the reference's arithmetic. */
 #include "arena.h"
 
+#include <string.h>
+
+/* The reference computes g ** 2 and v_hat ** 0.5 with pow, which glibc does
+ * not always round correctly; g * g and sqrt are correctly rounded. glibc
+ * documents pow's error as below 0.54 ulp (round to nearest), so where the
+ * exact result lies within 0.46 ulp of the correctly rounded double r, pow can
+ * return nothing but r (every other double is more than 0.54 ulp away). The
+ * fma residual says how far the exact result is; elsewhere pow is called. */
+#define SURE_ULP 0.46
+
+/* the spacing of doubles just below a positive normal x (the smaller of its two) */
+static inline double spacing_below(double x) {
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits -= 1;
+    double below;
+    memcpy(&below, &bits, sizeof below);
+    return x - below;
+}
+
+double adam_square(double g) {
+    double p = g * g;
+    if (!(p >= 0x1p-900 && p <= 0x1p+1000)) return pow(g, 2.0);  /* zero, tiny, huge, inf, nan */
+    double r = fma(g, g, -p);  /* g*g - p, exactly */
+    if (fabs(r) <= SURE_ULP * spacing_below(p)) return p;
+    return pow(g, 2.0);
+}
+
+double adam_sqrt(double x) {
+    if (!(x >= 0x1p-900 && x <= 0x1p+1000)) return pow(x, 0.5);
+    double s = sqrt(x);
+    /* exact root - s = (x - s*s) / (s + exact root); |.| <= |x - s*s| / (2 s) * (1 + 2**-52) */
+    double err = fabs(fma(-s, s, x)) / (2.0 * s) * (1.0 + 0x1p-50);
+    if (err <= SURE_ULP * spacing_below(s)) return s;
+    return pow(x, 0.5);
+}
+
 int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
                    double lr_t, double beta1, double beta2, double eps, int64_t step,
                    status_t *status) {
     double *data = a->data, *grad = a->grad;
     /* The same expressions as the reference, evaluated in the same order.
      * pow(g, 2.0) must stay a call to pow (setup.py builds with -fno-builtin-pow):
-     * Python's g ** 2 calls pow, and pow is not always correctly rounded. */
+     * Python's g ** 2 calls pow, and pow is not always correctly rounded; the
+     * fast paths above return pow's own double. */
     double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
     double bias2 = 1 - pow(beta2, (double)step + 1.0);
     *status = OP_OK;
@@ -16,14 +54,14 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
         assert(p >= 0 && p < a->n_nodes);
         double g = grad[p];
         m[i] = beta1 * m[i] + (1 - beta1) * g;
-        double g2 = pow(g, 2.0);
+        double g2 = adam_square(g);  /* = pow(g, 2.0), see above */
         /* where Python's arithmetic raises, stop at the same point it would */
         if (isinf(g2) && isfinite(g)) { *status = OP_RANGE; return i; }
         v[i] = beta2 * v[i] + (1 - beta2) * g2;
         if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }
         double m_hat = m[i] / bias1;
         double v_hat = v[i] / bias2;
-        double denom = pow(v_hat, 0.5) + eps;
+        double denom = adam_sqrt(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */
         if (denom == 0.0) { *status = OP_ZERODIV; return i; }
         data[p] -= lr_t * m_hat / denom;
         grad[p] = 0.0;

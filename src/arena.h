@@ -87,6 +87,10 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
                    double lr_t, double beta1, double beta2, double eps, int64_t step,
                    status_t *status);
 
+/* pow(g, 2.0) and pow(x, 0.5), the same doubles, mostly without calling pow (adam.c) */
+double adam_square(double g);
+double adam_sqrt(double x);
+
 /* ---- appending nodes: inline, they are the per-operation hot path ---- */
 
 static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {

@@ -10,7 +10,7 @@
 void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->data);
-    free(t->grad); free(t->pos); free(t->child); free(t->local_grad);
+    free(t->grad); free(t->pos); free(t->dot_first); free(t->child); free(t->local_grad);
     free(t->pull_start); free(t->pull_parent); free(t->pull_edge); free(t->pull_block);
     free(t->param_start); free(t->param_edge); free(t->param_parent);
     free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner); free(t->cand);
@@ -143,6 +143,50 @@ static const char *verify(builder_t *b, int32_t shift) {
     return why;
 }
 
+/* Is node m a product read only by node reader? */
+static int product_for(const tape_t *t, int32_t m, int32_t reader) {
+    return t->kind[m] == K_OP && t->op[m] == OP_MUL && t->pull_start[m + 1] - t->pull_start[m] == 1
+        && t->pull_parent[t->pull_start[m]] == reader;
+}
+
+/* Is node a the addition (x, y) of two children? */
+static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
+    int64_t e = t->child_start[a];
+    return t->kind[a] == K_OP && t->op[a] == OP_ADD && t->child_start[a + 1] - e == 2
+        && t->child[e] == x && t->child[e + 1] == y;
+}
+
+/* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
+ * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
+ * Nothing that something else refers to (a derived number's source) is inner. */
+static void fuse_dots(tape_t *t) {
+    uint8_t *source = calloc((size_t)t->n_nodes, 1);
+    if (source == NULL) return;  /* no fusion: the plain instructions are as exact */
+    for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
+    for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
+        int32_t c0 = s + 1, a = s + 2;
+        if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
+              && product_for(t, s, a) && !source[s]))
+            continue;
+        while (a + 2 < t->n_nodes && t->pos[a + 2] == t->pos[s] && adds(t, a + 2, a, a + 1)
+               && product_for(t, a + 1, a + 2) && !source[a] && !source[a + 1]
+               && t->pull_start[a + 1] - t->pull_start[a] == 1)
+            a += 2;
+        t->kind[a] = K_DOT;
+        t->dot_first[a] = s;
+        t->kind[s] = K_INTERIOR;
+        for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
+        for (int32_t i = s + 2; i <= a; i += 2) {  /* the additions' local grads: 1, once for all */
+            t->local_grad[t->child_start[i]] = 1.0;
+            t->local_grad[t->child_start[i] + 1] = 1.0;
+        }
+        s = a;
+    }
+    free(source);
+    for (int32_t L = t->n_params; L < t->n_nodes; ++L)  /* constants never change */
+        if (t->kind[L] == K_CONST) t->data[L] = t->operand[L];
+}
+
 static const char *build(builder_t *b) {
     const arena_t *a = b->a;
     const record_t *r = b->r;
@@ -171,7 +215,7 @@ static const char *build(builder_t *b) {
     int32_t n = t->n_nodes;
     int64_t E = t->n_edges;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
-        || !NEW(t->data, n) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->child, E)
+        || !NEW(t->data, n) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->dot_first, n) || !NEW(t->child, E)
         || !NEW(t->local_grad, E) || !NEW(t->pull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
         || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
@@ -391,6 +435,7 @@ static const char *build(builder_t *b) {
         if (shift < 1) shift = 1;
         if ((why = verify(b, shift)) != NULL) return why;
     }
+    fuse_dots(t);
     return NULL;
 }
 
@@ -425,8 +470,27 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     for (int32_t L = t->n_params; L < end; ++L) {
         switch (t->kind[L]) {
         case K_CONST:
-            d[L] = t->operand[L];
+        case K_INTERIOR:
             break;
+        case K_DOT: {
+            /* m0 + 0, then + m_k: the chain's own additions, in its order */
+            int32_t s = t->dot_first[L];
+            int64_t e = cs[s];
+            double w = d[child[e]], v = d[child[e + 1]];
+            lg[e] = v;
+            lg[e + 1] = w;
+            double acc = w * v + d[s + 1];
+            for (int32_t m = s + 3; m < L; m += 2) {
+                e = cs[m];
+                w = d[child[e]];
+                v = d[child[e + 1]];
+                lg[e] = v;
+                lg[e + 1] = w;
+                acc = acc + w * v;
+            }
+            d[L] = acc;
+            break;
+        }
         case K_DERIVED: {
             /* derived nodes are listed in creation order */
             while (t->derived_node[next_derived] != L) ++next_derived;
@@ -470,7 +534,16 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         switch (t->kind[L]) {
         case K_CONST:
         case K_DERIVED:
+        case K_INTERIOR:
             continue;
+        case K_DOT: {
+            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
+                if (pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
+            int32_t s0 = t->dot_first[L];
+            g[s0] = acc;  /* every product of the chain: read by an addition, local grad 1 */
+            for (int32_t m = s0 + 3; m < L; m += 2) g[m] = acc;
+            break;
+        }
         case K_SEED:
             acc = g_loss;
             break;

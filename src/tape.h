@@ -16,6 +16,12 @@
  *   derived        constants computed from data in Python (the softmax's
  *                  largest logit, negated): recomputed from their sources.
  *
+ * A chain sum(w * x ...) (products and adds alternating, each read once) is
+ * one K_DOT instruction: the same products and additions in the same order,
+ * kept in a register. Its inner nodes' gradients are the top's: each has one
+ * reader with local gradient 1, and 0.0 + 1.0 * g is g for any gradient a sum
+ * from 0.0 can give (never -0.0).
+ *
  * Backward runs in "pull" form: nodes in reverse creation order, each summing
  * its parents' contributions in the order the reference's depth-first walk
  * would have added them. That order depends on the targets in one place only:
@@ -37,7 +43,9 @@ typedef enum {
     K_OP = 2,        /* an operation (ops.h); gradient: sum over its parents in order */
     K_ROTATE = 3,    /* an operation read by every logit: the target's parents add last */
     K_CANDIDATE = 4, /* an entry of probs: its gradient comes from the target edge, if chosen */
-    K_SEED = 5       /* a position's loss: its gradient comes from the mean (the tail) */
+    K_SEED = 5,      /* a position's loss: its gradient comes from the mean (the tail) */
+    K_DOT = 6,       /* the top of a sum(w * x ...) chain, computed in one loop from dot_first */
+    K_INTERIOR = 7   /* a node inside such a chain: no value of its own, its gradient the top's */
 } kind_t;
 
 typedef struct {
@@ -55,6 +63,7 @@ typedef struct {
     double *data;           /* forward values */
     double *grad;           /* gradients */
     int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
+    int32_t *dot_first;     /* K_DOT: its chain's first node (the first product) */
 
     /* edges */
     int64_t n_edges;
