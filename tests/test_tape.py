@@ -1,0 +1,167 @@
+"""The replay engine: a recorded step replayed in C gives the model code's floats.
+
+Every comparison is with the compiled engine's per-operation path (itself
+tested against pure), bit for bit: losses, every parameter's gradient, and the
+weights after Adam. And every guard: what a recording cannot follow runs the
+model code, which computes (or raises) as the reference does.
+"""
+import math
+import random
+import struct
+
+import pytest
+
+from microgpt import available_engines, get_engine
+from microgpt import model
+from microgpt.data import Tokenizer
+from microgpt.model import Config, init_state_dict, parameters
+from microgpt.train import Trainer
+
+pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
+
+DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn",
+        "abigail", "emily", "elizabeth", "mila", "ella", "avery", "sofia", "camila", "aria", "scarlett",
+        "victoria", "madison", "luna", "grace", "chloe", "penelope", "layla", "riley", "zoey", "nora"]
+
+
+def bits(x):
+    return struct.pack("<d", x)
+
+
+def trainer(name, docs=DOCS, seed=7, **config):
+    eng = get_engine(name)
+    random.seed(seed)
+    tok = Tokenizer.from_documents(docs)
+    cfg = Config(vocab_size=tok.vocab_size, **config)
+    sd = init_state_dict(eng.Value, cfg)
+    return Trainer(eng, sd, cfg, list(docs), tok, num_steps=100)
+
+
+def state(t):
+    return [bits(p.data) for p in t.params]
+
+
+def losses_and_weights(t, steps):
+    losses = [bits(t.train_step()[1]) for _ in range(steps)]
+    return losses, state(t)
+
+
+@pytest.mark.parametrize("config", [dict(), dict(n_layer=2, n_embd=8, block_size=8, n_head=2)])
+def test_replayed_training_equals_the_model_code(config):
+    replay, compiled = trainer("replay", **config), trainer("compiled", **config)
+    assert losses_and_weights(replay, 40) == losses_and_weights(compiled, 40)
+    runner = replay.document_loss
+    assert runner.refused is None and runner.tape is not None
+    assert runner.model_steps == 0, "every step after a recording was replayed"
+    assert runner.recordings < 10, "a recording serves every shorter document"
+
+
+def grads_after_one_backward(t, tokens):
+    with t.engine.graph():
+        loss = t.document_loss(tokens)
+        loss.backward()
+        value = loss.data
+    grads = [bits(p.grad) for p in t.params]
+    for p in t.params:
+        p.grad = 0
+    return bits(value), grads
+
+
+def test_every_length_and_target_gives_the_model_codes_gradients():
+    replay, compiled = trainer("replay"), trainer("compiled")
+    tok = replay.tokenizer
+    longest = max(DOCS, key=len)
+    grads_after_one_backward(replay, tok.document_tokens(longest))  # the recording
+    assert replay.document_loss.tape.n_pos == len(longest) + 1
+    rng = random.Random(3)
+    for _ in range(25):  # random documents: every position's token and target vary
+        n = rng.randint(1, len(longest))
+        doc = "".join(rng.choice(tok.chars) for _ in range(n))
+        tokens = tok.document_tokens(doc)
+        assert grads_after_one_backward(replay, tokens) == grads_after_one_backward(compiled, tokens)
+    assert replay.document_loss.recordings == 1 and replay.document_loss.model_steps == 0
+
+
+def test_a_longer_document_records_again():
+    t = trainer("replay", docs=["ab", "abcabc", "a"])
+    t.train_step()
+    assert t.document_loss.tape.n_pos == 3
+    t.train_step()
+    assert t.document_loss.tape.n_pos == 7 and t.document_loss.recordings == 2
+    t.train_step()  # shorter: served by the longer recording
+    assert t.document_loss.recordings == 2 and t.document_loss.model_steps == 0
+
+
+def test_validation_replays_forward_only_and_matches():
+    replay, compiled = trainer("replay"), trainer("compiled")
+    for t in (replay, compiled):
+        t.train_step()
+    assert bits(replay.validation_loss(DOCS[:10])) == bits(compiled.validation_loss(DOCS[:10]))
+    assert all(p.grad == 0 for p in replay.params)  # forward only: no gradient was added
+
+
+def test_an_undeclared_data_read_is_refused_and_the_model_code_runs(monkeypatch):
+    # a softmax that reads .data itself: its maximum would be frozen by a recording
+    monkeypatch.setattr(model, "max_data", lambda values: max(v.data for v in values))
+    replay, compiled = trainer("replay"), trainer("compiled")
+    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    assert "data was read" in replay.document_loss.refused
+    assert replay.document_loss.tape is None
+
+
+def test_a_derived_number_in_other_arithmetic_is_refused(monkeypatch):
+    declared = model.max_data
+    monkeypatch.setattr(model, "max_data", lambda values: declared(values) * 1.0)
+    replay, compiled = trainer("replay"), trainer("compiled")
+    assert losses_and_weights(replay, 3) == losses_and_weights(compiled, 3)
+    assert "__mul__" in replay.document_loss.refused
+
+
+def test_a_gradient_that_is_not_finite_takes_the_model_code():
+    replay, compiled = trainer("replay"), trainer("compiled")
+    longest = replay.tokenizer.document_tokens(max(DOCS, key=len))
+    for t in (replay, compiled):
+        grads_after_one_backward(t, longest)  # replay: the recording
+        t.params[5].data = math.nan  # a weight of the token table's row "a"
+    tokens = replay.tokenizer.document_tokens(DOCS[3])  # "isabella": reads row "a"
+    got, want = grads_after_one_backward(replay, tokens), grads_after_one_backward(compiled, tokens)
+    assert got == want
+    assert any(not math.isfinite(struct.unpack("<d", g)[0]) for g in got[1])
+    assert replay.document_loss.model_steps == 1  # the replay's backward handed the step back
+
+
+def test_a_token_outside_the_vocabulary_raises_as_the_model_code_does():
+    replay, compiled = trainer("replay"), trainer("compiled")
+    for t in (replay, compiled):
+        t.train_step()
+    bad = [0, 1, replay.tokenizer.vocab_size + 3]
+    errors = []
+    for t in (replay, compiled):
+        with t.engine.graph(), pytest.raises(IndexError) as info:
+            t.document_loss(bad)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+
+
+def test_a_pow_the_replay_cannot_recompute_keeps_its_local_grad():
+    pure, compiled = get_engine("pure"), get_engine("compiled")
+    k = 2 ** 53 + 1  # k - 1 as Python computes it is not the double k minus 1
+    want = (pure.Value(-1.0) ** k)._local_grads[0]
+    with compiled.graph():
+        x = compiled.Value(-1.0)
+        y = x ** k
+        assert y._local_grads[0] == want == 9007199254740992.0
+        assert y.op == "custom"
+        with pytest.raises(ValueError, match="cannot be recomputed"):
+            x.arena.replay(y.node)
+
+
+def test_adams_fast_powers_are_pows_doubles():
+    from microgpt import _engine
+    rng = random.Random(11)
+    xs = [rng.gauss(0, 1) * 10.0 ** rng.randint(-12, 6) for _ in range(200_000)]
+    xs += [0.0, -0.0, 1e-320, 1e300, math.inf, -math.inf, 2.0 ** -600, 3.0]
+    pairs = _engine._adam_powers(xs, squares=True)
+    assert all(bits(a) == bits(b) for a, b in pairs)
+    roots = _engine._adam_powers([abs(x) for x in xs], squares=False)
+    assert all(bits(a) == bits(b) for a, b in roots)
