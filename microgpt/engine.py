@@ -2,22 +2,19 @@
 
 An engine is a module with the same small interface:
     name        "pure" or "compiled"
-    Value       the scalar autograd node (ALGORITHM.md section 2)
+    Value       the scalar autograd node (``_pure.Value`` is its specification)
     graph()     a context manager scoping one graph; the compiled engine
                 releases the nodes created inside it on exit
     Adam        Adam(params, beta1, beta2, eps).step(lr_t, step), zeroing grads
-    exact       True: gives the reference's floats bit for bit
 
 Choice: an explicit name > $MICROGPT_ENGINE > "auto" (compiled when built, else pure).
 """
 import os
 
+from .errors import EngineError
+
 CHOICES = ("auto", "pure", "compiled")
 ENV_VAR = "MICROGPT_ENGINE"
-
-
-class EngineError(Exception):
-    """An engine that was asked for cannot be had; the message is one line."""
 
 
 def _import_compiled():

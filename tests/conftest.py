@@ -1,22 +1,24 @@
-"""Shared fixtures: the engine parametrization, the names data set, the golden figures."""
-import json
-import os
+"""Shared fixtures: the engine parametrization and the names data set, in a private cache."""
 import shutil
-from pathlib import Path
 
 import pytest
+from support import compiled_engine_problem, find_names_txt
 
 from microgpt import available_engines, get_engine
 
-HERE = Path(__file__).resolve().parent
-GOLDEN_DIR = HERE / "golden"
-# ../shared beside the project root holds the names data set; it is never committed here
-NAMES_TXT = Path(os.environ.get("MICROGPT_NAMES_TXT", HERE.parent.parent / "shared" / "data" / "names.txt"))
+
+NAMES_TXT = None
 
 
-def load_golden(name):
-    with open(GOLDEN_DIR / name, encoding="utf-8") as f:
-        return json.load(f)
+def pytest_configure(config):
+    """Stop at once, with one line, where the tests cannot mean anything: a source checkout
+    whose extension is not built (every compiled-engine test would be skipped in silence),
+    or no names data set (every test reads it through the cache)."""
+    global NAMES_TXT
+    NAMES_TXT, problem = find_names_txt()
+    problem = compiled_engine_problem() or problem
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 @pytest.fixture(params=available_engines())
@@ -27,8 +29,6 @@ def engine(request):
 
 @pytest.fixture(scope="session")
 def names_txt():
-    if not NAMES_TXT.is_file():
-        pytest.fail(f"the names data set is missing at {NAMES_TXT} (set MICROGPT_NAMES_TXT)")
     return NAMES_TXT
 
 
