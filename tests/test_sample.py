@@ -6,7 +6,7 @@ compared with a verbatim copy of the reference loop, draw for draw.
 import random
 
 import pytest
-from support import run_main, write_docs
+from support import assert_one_error_line, run_main, write_docs
 
 from microgpt import rundir
 from microgpt.data import Tokenizer
@@ -114,9 +114,7 @@ def test_prompt_is_continued(run_dir, engine):
 def test_bad_sample_options(run_dir, argv, mentions):
     status, out, err = run_main(["sample", "-o", run_dir[0], *argv])
     assert status == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("microgpt: error:"), err
-    assert mentions in lines[0]
+    assert mentions in assert_one_error_line(err)
     assert out == ""
 
 

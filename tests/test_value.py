@@ -1,4 +1,4 @@
-"""The Value contract of ALGORITHM.md section 2, on every engine built here.
+"""The Value contract (the pure engine, _pure.py, states it), on every engine built here.
 
 Each test runs once per engine (the ``engine`` fixture of conftest.py). The
 expected numbers are the table's formulas evaluated with Python floats; the
@@ -8,6 +8,7 @@ import math
 from contextlib import contextmanager
 
 import pytest
+from support import same_float
 
 A, B = 1.5, -2.5  # data of the two leaves a and b: nonzero, not special
 C = 3             # a plain int operand
@@ -19,13 +20,6 @@ F = 0.75          # a plain float operand
 def key(engine, v):
     """A node's identity: the object for pure, the arena index for compiled."""
     return v.node if engine.name == "compiled" else id(v)
-
-
-def same_float(x, y):
-    """== that also tells 0.0 from -0.0 and calls nan equal to nan."""
-    if math.isnan(x) or math.isnan(y):
-        return math.isnan(x) and math.isnan(y)
-    return x == y and math.copysign(1, x) == math.copysign(1, y)
 
 
 class Created(list):
@@ -243,7 +237,7 @@ def test_shared_subexpression_gets_the_sum_of_its_uses(engine):
 
 
 def _spec_backward(root, key_of):
-    """ALGORITHM.md section 2 backward, written out here over the public introspection:
+    """The reference's backward, written out here over the public introspection:
     recursive depth-first post-order, children in order, then the reverse sweep."""
     topo, visited = [], set()
 
