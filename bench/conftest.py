@@ -21,13 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
-from support import compiled_engine_problem, find_names_txt
 
-from microgpt import available_engines, get_engine
 from microgpt.data import Tokenizer
 from microgpt.model import Config, parameters
 from microgpt.run import RunSettings, build_run
 from microgpt.train import BETA1, BETA2, EPS, document_loss
+
+pytest_plugins = ["shared_fixtures"]  # tests/shared_fixtures.py: session checks, names_txt, engine
 
 SEED = 42
 CONFIGS = {
@@ -49,25 +49,7 @@ def benchmarks_disabled(config):
     return config.getoption("benchmark_disable", False) and not config.getoption("benchmark_enable", False)
 
 
-NAMES_TXT = None
-
-
-def pytest_configure(config):
-    """One line and no run where the benchmarks cannot mean anything (see tests/conftest.py)."""
-    global NAMES_TXT
-    NAMES_TXT, problem = find_names_txt()
-    problem = compiled_engine_problem() or problem
-    if problem:
-        raise pytest.UsageError(problem)
-
-
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(params=available_engines())
-def engine(request):
-    """Every engine built here: each benchmark runs on pure and on compiled."""
-    return get_engine(request.param)
-
 
 @pytest.fixture(params=list(CONFIGS))
 def config_name(request):
@@ -110,22 +92,22 @@ def fixed_document(docs, config_name):
 
 
 @contextmanager
-def make_workload(engine, config_name):
+def make_workload(engine, config_name, names_txt):
     """The run of 'microgpt train --seed 42' at the configuration. On compiled its weights
     live in a graph scope, so they are released when the benchmark is done."""
     with engine.graph():
-        run = build_run(engine, RunSettings(input=str(NAMES_TXT), seed=SEED, **CONFIGS[config_name]))
+        run = build_run(engine, RunSettings(input=str(names_txt), seed=SEED, **CONFIGS[config_name]))
         doc = fixed_document(run.docs, config_name)
         yield Workload(engine, config_name, run.config, run.tokenizer, doc, run.tokenizer.document_tokens(doc),
                        run.sd, parameters(run.sd))
 
 
 @pytest.fixture
-def workload(request, engine, config_name):
+def workload(request, engine, config_name, names_txt):
     if request.node.get_closest_marker("slow") and benchmarks_disabled(request.config):
         pytest.skip("the pure engine at the large configuration takes minutes even for one run "
                     "(6.8M nodes a step); it runs with --benchmark-only")
-    with make_workload(engine, config_name) as w:
+    with make_workload(engine, config_name, names_txt) as w:
         yield w
 
 

@@ -1,35 +1,10 @@
-"""Shared fixtures: the engine parametrization and the names data set, in a private cache."""
+"""The tests' fixtures: the names data set in a private cache for every test (the engine
+parametrization and the session checks come from tests/shared_fixtures.py)."""
 import shutil
 
 import pytest
-from support import compiled_engine_problem, find_names_txt
 
-from microgpt import available_engines, get_engine
-
-
-NAMES_TXT = None
-
-
-def pytest_configure(config):
-    """Stop at once, with one line, where the tests cannot mean anything: a source checkout
-    whose extension is not built (every compiled-engine test would be skipped in silence),
-    or no names data set (every test reads it through the cache)."""
-    global NAMES_TXT
-    NAMES_TXT, problem = find_names_txt()
-    problem = compiled_engine_problem() or problem
-    if problem:
-        raise pytest.UsageError(problem)
-
-
-@pytest.fixture(params=available_engines())
-def engine(request):
-    """Every engine built here: the same test runs on pure and on compiled."""
-    return get_engine(request.param)
-
-
-@pytest.fixture(scope="session")
-def names_txt():
-    return NAMES_TXT
+pytest_plugins = ["shared_fixtures"]  # tests/shared_fixtures.py: session checks, names_txt, engine
 
 
 @pytest.fixture(scope="session")

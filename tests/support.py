@@ -69,6 +69,19 @@ def compiled_engine_problem():
     return None
 
 
+def session_names_txt():
+    """For a conftest's pytest_configure: the names data set's path, or stop the whole
+    session with one line where the tests cannot mean anything: a source tree whose
+    extension is not built (every compiled-engine test would be skipped in silence), or
+    no names data set (every test reads it through the cache)."""
+    import pytest
+    path, problem = find_names_txt()
+    problem = compiled_engine_problem() or problem
+    if problem:
+        raise pytest.UsageError(problem)
+    return path
+
+
 def write_docs(path, docs):
     """A text file of documents, one per line; returns its path."""
     path.write_text("\n".join(docs) + "\n", encoding="utf-8")

@@ -277,16 +277,18 @@ def test_backward_order_is_the_reference_order(engine):
             assert v.grad == want[key(engine, v)]
 
 
-def test_deep_chain_backward_needs_no_recursion(engine):
-    n = 50_000
+@pytest.mark.parametrize("link, x0, want", [
+    (lambda y, x: y + x, 1.0, (50_001, 50_001)),  # binary: x feeds every link, grad n + 1
+    (lambda y, x: y.relu(), 0.5, (0.5, 1.0)),      # unary: a chain of one child each
+], ids=["binary", "unary"])
+def test_deep_chain_backward_needs_no_recursion(engine, link, x0, want):
     with engine.graph():
-        x = engine.Value(1.0)
+        x = engine.Value(x0)
         y = x
-        for _ in range(n):
-            y = y + x
+        for _ in range(50_000):
+            y = link(y, x)
         y.backward()
-        assert y.data == n + 1
-        assert x.grad == n + 1
+        assert (y.data, x.grad) == want
         del y
 
 
