@@ -3,10 +3,11 @@
 Each benchmark runs once per engine built here (the ``engine`` fixture) and per
 configuration (``config_name``): the default one and a larger one (n_layer 2,
 n_embd 64, block 32) fed a document long enough to fill its block. Everything
-is seeded: the weights (seed 42, as ``microgpt train``), the document (the first
-name of the seed-42 shuffle, the reference's step-0 document; for the large
-configuration the first 32 characters of the shuffled names run together), the
-optimizer's gradients and the sampler's generator.
+is seeded: the run is built as ``microgpt train --seed 42`` builds it (so the
+weights are the reference run's), the document is the first name of the
+shuffle, the reference's step-0 document (for the large configuration the first
+32 characters of the shuffled names run together), and so are the optimizer's
+gradients and the sampler's generator.
 
 Benchmarks of one workload at one configuration share a group, so the engines
 sit in one table; the summary at the end gives each group's pure/compiled ratio
@@ -14,24 +15,20 @@ of medians. The pure engine runs as the reference runs: Python's garbage
 collector left on (pytest-benchmark leaves it alone unless --benchmark-disable-gc).
 """
 import math
-import os
-import random
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from microgpt import available_engines, get_engine
-from microgpt.data import Tokenizer, parse_documents, read_bytes
-from microgpt.model import Config, init_state_dict, parameters
+from microgpt.data import Tokenizer
+from microgpt.model import Config, parameters
+from microgpt.run import RunSettings, build_run
 from microgpt.train import BETA1, BETA2, EPS, document_loss
 
-HERE = Path(__file__).resolve().parent
-# ../shared beside the project root holds the names data set (as for tests/)
-NAMES_TXT = Path(os.environ.get("MICROGPT_NAMES_TXT", HERE.parent.parent / "shared" / "data" / "names.txt"))
+pytest_plugins = ["shared_fixtures"]  # tests/shared_fixtures.py: session checks, names_txt, engine
+
 SEED = 42
 CONFIGS = {
     "default": dict(n_layer=1, n_embd=16, block_size=16, n_head=4),
@@ -54,25 +51,9 @@ def benchmarks_disabled(config):
 
 # ---------------------------------------------------------------- fixtures
 
-@pytest.fixture(params=available_engines())
-def engine(request):
-    """Every engine built here: each benchmark runs on pure and on compiled."""
-    return get_engine(request.param)
-
-
 @pytest.fixture(params=list(CONFIGS))
 def config_name(request):
     return request.param
-
-
-@pytest.fixture(scope="session")
-def names_docs():
-    """The names data set, shuffled as 'microgpt train --seed 42' shuffles it."""
-    if not NAMES_TXT.is_file():
-        pytest.fail(f"the names data set is missing at {NAMES_TXT} (set MICROGPT_NAMES_TXT)")
-    docs = parse_documents(read_bytes(NAMES_TXT), str(NAMES_TXT))
-    random.Random(SEED).shuffle(docs)  # the same permutation as random.seed(42); random.shuffle
-    return docs
 
 
 @dataclass
@@ -111,39 +92,22 @@ def fixed_document(docs, config_name):
 
 
 @contextmanager
-def make_workload(engine, config_name, docs):
-    """The model, drawn with seed 42. On compiled its weights live in a graph scope,
-    so they are released when the benchmark is done."""
-    tokenizer = Tokenizer.from_documents(docs)
-    config = Config(vocab_size=tokenizer.vocab_size, **CONFIGS[config_name])
-    doc = fixed_document(docs, config_name)
+def make_workload(engine, config_name, names_txt):
+    """The run of 'microgpt train --seed 42' at the configuration. On compiled its weights
+    live in a graph scope, so they are released when the benchmark is done."""
     with engine.graph():
-        random.seed(SEED)
-        sd = init_state_dict(engine.Value, config)
-        yield Workload(engine, config_name, config, tokenizer, doc, tokenizer.document_tokens(doc),
-                       sd, parameters(sd))
+        run = build_run(engine, RunSettings(input=str(names_txt), seed=SEED, **CONFIGS[config_name]))
+        doc = fixed_document(run.docs, config_name)
+        yield Workload(engine, config_name, run.config, run.tokenizer, doc, run.tokenizer.document_tokens(doc),
+                       run.sd, parameters(run.sd))
 
 
 @pytest.fixture
-def workload(request, engine, config_name, names_docs):
+def workload(request, engine, config_name, names_txt):
     if request.node.get_closest_marker("slow") and benchmarks_disabled(request.config):
         pytest.skip("the pure engine at the large configuration takes minutes even for one run "
                     "(6.8M nodes a step); it runs with --benchmark-only")
-    with make_workload(engine, config_name, names_docs) as w:
-        yield w
-
-
-@pytest.fixture
-def compiled_engine():
-    if "compiled" not in available_engines():
-        pytest.skip("the compiled engine is not built here")
-    return get_engine("compiled")
-
-
-@pytest.fixture
-def compiled_workload(compiled_engine, config_name, names_docs):
-    """The compiled engine's model only (for compiled-only benchmarks)."""
-    with make_workload(compiled_engine, config_name, names_docs) as w:
+    with make_workload(engine, config_name, names_txt) as w:
         yield w
 
 
@@ -171,13 +135,6 @@ class Graphs:
 @pytest.fixture
 def graphs(workload):
     g = Graphs(workload.engine)
-    yield g
-    g.close()
-
-
-@pytest.fixture
-def compiled_graphs(compiled_workload):
-    g = Graphs(compiled_workload.engine)
     yield g
     g.close()
 
@@ -229,9 +186,7 @@ def pytest_terminal_summary(terminalreporter, config):
     for bench in session.benchmarks:
         if not bench or bench.has_error:
             continue
-        info = bench.extra_info
-        label = info["order"] if info.get("order") is not None else info.get("engine")
-        groups[bench.group][label] = (bench.stats.median, bench.stats.min)
+        groups[bench.group][bench.extra_info.get("engine")] = (bench.stats.median, bench.stats.min)
     lines = []
     for group in sorted(groups, key=str):
         g = groups[group]
@@ -239,11 +194,7 @@ def pytest_terminal_summary(terminalreporter, config):
             (pm, pn), (cm, cn) = g["pure"], g["compiled"]
             lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / compiled {cm * 1e3:.3f} ms = {pm / cm:.1f}x; "
                          f"min {pn * 1e3:.2f} / {cn * 1e3:.3f} ms = {pn / cn:.1f}x")
-        elif "reference" in g and "by_index" in g:
-            (rm, rn), (bm, bn) = g["reference"], g["by_index"]
-            lines.append(f"{group}: median reference order {rm * 1e3:.3f} ms / by index {bm * 1e3:.3f} ms = "
-                         f"{rm / bm:.2f}x; min {rn * 1e3:.3f} / {bn * 1e3:.3f} ms = {rn / bn:.2f}x")
     if lines:
-        terminalreporter.write_sep("-", "ratios (pure/compiled; reference order/by index)")
+        terminalreporter.write_sep("-", "ratios (pure/compiled)")
         for line in lines:
             terminalreporter.write_line(line)

@@ -23,6 +23,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from array import array
 
+from .errors import ArenaMismatchError, StaleValueError
+
 cdef extern from *:
     """
     #ifndef MICROGPT_CHECKED
@@ -35,14 +37,6 @@ name = "compiled"
 checked = bool(MICROGPT_CHECKED)  # built with MICROGPT_BOUNDSCHECK=1: Cython checks and C asserts
 
 OP_NAMES = ("leaf", "const", "add", "mul", "pow", "log", "exp", "relu", "custom")
-
-
-class StaleValueError(RuntimeError):
-    """A Value whose graph was released (its node no longer exists)."""
-
-
-class ArenaMismatchError(ValueError):
-    """An operation combined Values that live in two different arenas."""
 
 
 # ---------------------------------------------------------------- helpers

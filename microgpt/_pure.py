@@ -1,8 +1,10 @@
 """The pure-Python engine: the specification.
 
-Read this beside ALGORITHM.md section 2. Every operation creates exactly the
-nodes listed there, in that order, with the same children and local gradients;
-the compiled engine (``_engine.pyx``) is tested against this file with ``==``.
+This is the reference's Value, the statement of what every engine computes:
+each operation creates exactly the nodes written below, in that order, with
+the same children and local gradients, and backward adds gradients in the
+order of its depth-first walk. The compiled engine (``_engine.pyx``) and the
+replay (src/tape.c) are tested against this file with ``==``.
 """
 import math
 from contextlib import contextmanager

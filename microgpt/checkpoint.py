@@ -1,49 +1,23 @@
-"""Checkpoints: everything a run needs to continue exactly, as plain JSON.
+"""The checkpoint file format: a Checkpoint to and from JSON, every field checked.
 
-A run directory holds one file, ``checkpoint.json``, replaced atomically on
-every save (temporary file in the same directory, fsync, rename), so a crash
-or a ``kill -9`` mid-save leaves the previous checkpoint in place.
-
-Format (version 1), one JSON object; floats are written with ``repr`` and read
-back bit for bit:
-
-    format         "microgpt-checkpoint"
-    version        1
-    written_by     "microgpt <version>" (informative)
-    config         {vocab_size, n_layer, n_embd, block_size, n_head, init_std}
-    vocab          the characters, in token-id order (BOS is len(vocab))
-    training       {step, num_steps, learning_rate, seed, val_fraction}:
-                   step = steps done; the schedule decays to 0 at num_steps
-    data           {path, sha256} of the text file trained on
-    rng_state      Python's random.getstate() as [version, [625 ints], gauss_next]:
-                   the global generator when the checkpoint was taken (training
-                   draws nothing, so sampling continues from here)
-    weights        {state-dict name: rows of floats}, in the model's order
-    optimizer      {"m": {name: rows}, "v": {name: rows}}: Adam's moments, shaped
-                   like the weights
-
-Loading only parses JSON and checks every field; nothing in the file is ever
-executed (no pickle), and a file that is not such a JSON object is refused
-with one line.
+The format (version 1) is described key by key in the README, section "The
+checkpoint format"; ``to_dict`` writes it and ``from_dict`` checks every key.
+Floats are written with ``repr`` and read back bit for bit. Loading only parses
+JSON: nothing in a file is ever executed, and a pickle is refused by name.
+Files and run directories are ``rundir.py``'s job; moving a trainer's state in
+and out of a Checkpoint is ``state.py``'s.
 """
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 
 from . import __version__
-from .data import DataError, write_atomic
+from .errors import CheckpointError
 from .model import Config
 
 FORMAT = "microgpt-checkpoint"
 VERSION = 1
-FILENAME = "checkpoint.json"
 CONFIG_FIELDS = ("vocab_size", "n_layer", "n_embd", "block_size", "n_head", "init_std")
-
-
-class CheckpointError(DataError):
-    """A checkpoint or run directory that cannot be used; one line for the user."""
 
 
 @dataclass
@@ -63,83 +37,7 @@ class Checkpoint:
     data_sha256: str
 
 
-def checkpoint_path(directory):
-    return os.path.join(directory, FILENAME)
-
-
-# --- taking and restoring -------------------------------------------------
-
-def _shaped(flat, sd):
-    """A flat list in params order, cut into {name: rows} like the state dict."""
-    out, i = {}, 0
-    for name, mat in sd.items():
-        rows = []
-        for row in mat:
-            rows.append([float(x) for x in flat[i:i + len(row)]])
-            i += len(row)
-        out[name] = rows
-    return out
-
-
-def capture(trainer, *, seed, val_fraction, data_path, data_sha256):
-    """A checkpoint of trainer now, with the global generator's current state."""
-    sd = trainer.sd
-    m, v = trainer.optimizer.get_state()
-    return Checkpoint(
-        config=trainer.config,
-        chars=list(trainer.tokenizer.chars),
-        weights={name: [[float(p.data) for p in row] for row in mat] for name, mat in sd.items()},
-        adam_m=_shaped(list(m), sd),
-        adam_v=_shaped(list(v), sd),
-        step=trainer.step,
-        num_steps=trainer.num_steps,
-        learning_rate=trainer.learning_rate,
-        seed=seed,
-        val_fraction=val_fraction,
-        rng_state=random.getstate(),
-        data_path=data_path,
-        data_sha256=data_sha256,
-    )
-
-
-def _check_shapes(what, rows_by_name, sd):
-    if list(rows_by_name) != list(sd):
-        raise CheckpointError(f"checkpoint {what} hold matrices {_names(rows_by_name)}; "
-                              f"its config needs {_names(sd)}")
-    for name, mat in sd.items():
-        rows = rows_by_name[name]
-        shape = (len(rows), len(rows[0]) if rows else 0)
-        if len(rows) != len(mat) or any(len(r) != len(m) for r, m in zip(rows, mat)):
-            raise CheckpointError(f"checkpoint {what} '{name}' have shape {shape[0]}x{shape[1]}, "
-                                  f"its config needs {len(mat)}x{len(mat[0])}")
-
-
-def _names(d):
-    names = list(d)
-    return ", ".join(names) if len(names) <= 4 else ", ".join(names[:4]) + f", ... ({len(names)} in all)"
-
-
-def restore_weights(ckpt, sd):
-    """Copy the checkpoint's weights into the Values of sd (a state dict built from
-    ckpt.config, whose layout is the model's); wrong names or shapes are refused."""
-    _check_shapes("weights", ckpt.weights, sd)
-    for name, mat in sd.items():
-        for row, saved in zip(mat, ckpt.weights[name]):
-            for p, x in zip(row, saved):
-                p.data = x
-
-
-def restore_optimizer(ckpt, trainer):
-    """Adam's moments and the step reached, into a trainer over the restored weights."""
-    _check_shapes("optimizer moments", ckpt.adam_m, trainer.sd)
-    _check_shapes("optimizer moments", ckpt.adam_v, trainer.sd)
-    flat_m = [x for mat in ckpt.adam_m.values() for row in mat for x in row]
-    flat_v = [x for mat in ckpt.adam_v.values() for row in mat for x in row]
-    trainer.optimizer.set_state(flat_m, flat_v)
-    trainer.step = ckpt.step
-
-
-# --- the file ---------------------------------------------------------------
+# --- to and from JSON ---------------------------------------------------------
 
 def to_dict(ckpt):
     version, state, gauss_next = ckpt.rng_state
@@ -172,33 +70,6 @@ def _format(value, indent=0):
 
 def dumps(ckpt):
     return (_format(to_dict(ckpt)) + "\n").encode("utf-8")
-
-
-def save(ckpt, directory):
-    """Write directory/checkpoint.json atomically; returns its path."""
-    path = checkpoint_path(directory)
-    try:
-        write_atomic(path, dumps(ckpt))
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
-    return path
-
-
-def load(directory):
-    """The checkpoint in a run directory, fully checked; CheckpointError otherwise."""
-    if not os.path.exists(directory):
-        raise CheckpointError(f"no run directory {directory}: nothing to load")
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"{directory} is a file; give the run directory that holds {FILENAME}")
-    path = checkpoint_path(directory)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint in {directory} ({path} does not exist)") from None
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    return loads(raw, path)
 
 
 def loads(raw, path="checkpoint"):
@@ -330,24 +201,3 @@ def _rng_state(rng):
     return state
 
 
-# --- run directories --------------------------------------------------------
-
-def prepare_run_dir(directory, *, may_hold_checkpoint=False):
-    """Make sure checkpoints can be written to directory before any work starts.
-
-    Refuses a path that is a file, a directory that already holds another run's
-    checkpoint (unless may_hold_checkpoint: the run being resumed), and one that
-    cannot be written (checked by creating and removing a probe file)."""
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise CheckpointError(f"--out-dir {directory} is a file, not a directory")
-    if not may_hold_checkpoint and os.path.exists(checkpoint_path(directory)):
-        raise CheckpointError(f"{checkpoint_path(directory)} already exists; continue that run with "
-                              f"--resume {directory}, or choose another --out-dir")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CheckpointError(f"cannot write to run directory {directory}: {e.strerror or e}") from None
-    return directory

@@ -10,13 +10,11 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from .errors import DataError, NamesDataError
+
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 DOWNLOAD_TIMEOUT = 20  # seconds; an offline machine fails at once, a slow one gets time
-
-
-class DataError(Exception):
-    """Input that cannot be used; the message is one line meant for the user."""
 
 
 def cache_dir():
@@ -57,12 +55,11 @@ def download_names(dest, url=None):
             raw = response.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
-        raise DataError(f"cannot download the names data set from {url} ({reason}); "
-                        f"train on your own text with --input FILE") from None
+        raise NamesDataError(f"cannot download the names data set from {url} ({reason})") from None
     got = sha256_bytes(raw)
     if got != NAMES_SHA256:
-        raise DataError(f"the names data set from {url} has SHA-256 {got}, expected {NAMES_SHA256}; "
-                        f"nothing was saved (use --input FILE to train on a file you trust)")
+        raise NamesDataError(f"the names data set from {url} has SHA-256 {got}, expected {NAMES_SHA256}; "
+                             f"nothing was saved")
     write_atomic(dest, raw)
     return raw
 

@@ -1,23 +1,25 @@
 """The one place that picks an engine.
 
 An engine is a module with the same small interface:
-    name        "pure" or "compiled"
-    Value       the scalar autograd node (ALGORITHM.md section 2)
+    name        "pure", "compiled" or "replay"
+    Value       the scalar autograd node (``_pure.Value`` is its specification)
     graph()     a context manager scoping one graph; the compiled engine
                 releases the nodes created inside it on exit
     Adam        Adam(params, beta1, beta2, eps).step(lr_t, step), zeroing grads
-    exact       True: gives the reference's floats bit for bit
 
-Choice: an explicit name > $MICROGPT_ENGINE > "auto" (compiled when built, else pure).
+The replay engine is the compiled one plus a recorded training step replayed
+in C; it also exports DocumentLoss, which the trainer uses in place of the
+model code (replay.py).
+
+Choice: an explicit name > $MICROGPT_ENGINE > "auto" (replay when the
+extension is built, else pure).
 """
 import os
 
+from .errors import EngineError
+
 CHOICES = ("auto", "pure", "compiled", "replay")
 ENV_VAR = "MICROGPT_ENGINE"
-
-
-class EngineError(Exception):
-    """An engine that was asked for cannot be had; the message is one line."""
 
 
 def _import_compiled():
@@ -40,7 +42,7 @@ def requested(name=None):
 
 
 def get_engine(name=None):
-    """The engine module for name ("auto", "pure", "compiled"); None reads $MICROGPT_ENGINE."""
+    """The engine module for name ("auto", "pure", "compiled", "replay"); None reads $MICROGPT_ENGINE."""
     name = requested(name)
     if name not in CHOICES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(CHOICES)}")

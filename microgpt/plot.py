@@ -3,7 +3,8 @@ import io
 import json
 import os
 
-from .data import DataError, write_atomic
+from .data import write_atomic
+from .errors import DataError
 
 
 def read_log(path):
@@ -66,7 +67,7 @@ def plot_log(path, out):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
         if fmt not in fig.canvas.get_supported_filetypes():
-            raise DataError(f"cannot write a .{fmt} image; use .png, .svg or .pdf for --out")
+            raise DataError(f"cannot write a .{fmt} image; use .png, .svg or .pdf")
         steps, losses = [s for s, _ in train], [x for _, x in train]
         window = max(1, len(losses) // 50)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3 if window > 1 else 1.0, linewidth=0.8,

@@ -1,4 +1,9 @@
-"""The training loop and the sampler (ALGORITHM.md sections 5 and 6).
+"""The training loop and the sampler, as the reference runs them.
+
+A step is one document: forward (the mean cross-entropy of its positions),
+backward, then Adam with a learning rate that decays linearly to 0 at the last
+step. Sampling starts from BOS and draws each next token from the softmax of the
+logits divided by the temperature, until BOS or the end of the block.
 
 Engine-agnostic: the engine hands over its ``Value``, its ``Adam`` and a
 ``graph()`` scope; the loop never asks which engine it runs on.
@@ -60,17 +65,43 @@ class Trainer:
     def lr_at(self, step):
         return self.learning_rate * (1 - step / self.num_steps)  # linear decay to 0
 
-    def train_step(self):
-        """Run one step; returns (step, loss, lr) with step counted from 1."""
+    def tokens_at(self, step):
+        """The tokens of the document step trains on (the documents in turn)."""
+        return self.tokenizer.document_tokens(self.docs[step % len(self.docs)])
+
+    def forward(self, tokens):
+        """The document's loss: built by the model code, or replayed (replay engine)."""
+        return self.document_loss(tokens)
+
+    def backward(self, loss):
+        """Gradients of the loss into every node, the parameters included."""
+        loss.backward()
+
+    def update(self, lr_t, step):
+        """Adam on the parameters at learning rate lr_t; zeroes their gradients."""
+        self.optimizer.step(lr_t, step)
+
+    def train_step(self, lap=None):
+        """Run one step; returns (step, loss, lr) with step counted from 1.
+
+        lap, if given, is called with "forward", "backward" and "optimizer" as
+        each phase ends (the benchmark's clock); it must not touch the model.
+        """
         step = self.step
-        doc = self.docs[step % len(self.docs)]
-        tokens = self.tokenizer.document_tokens(doc)
+        tokens = self.tokens_at(step)
         lr_t = self.lr_at(step)
         with self.engine.graph():  # the step's nodes are released at the end
-            loss = self.document_loss(tokens)
-            loss.backward()
+            loss = self.forward(tokens)
+            if lap is not None:
+                lap("forward")
+            self.backward(loss)
+            if lap is not None:
+                lap("backward")
             loss_value = loss.data
-            self.optimizer.step(lr_t, step)
+            self.update(lr_t, step)
+            if lap is not None:
+                lap("optimizer")
+            del loss  # the pure graph is freed here, inside the step
         self.step += 1
         return step + 1, loss_value, lr_t
 
@@ -93,7 +124,7 @@ class Trainer:
         total = 0.0
         for doc in docs:
             with self.engine.graph():
-                total += self.document_loss(self.tokenizer.document_tokens(doc)).data
+                total += self.forward(self.tokenizer.document_tokens(doc)).data
         return total / len(docs)
 
 
@@ -125,7 +156,7 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
 
     prefix: characters fed after BOS before sampling starts; the returned text
     begins with it. top_k: sample among the k most likely tokens only. With the
-    defaults this is exactly the reference sampler (ALGORITHM.md section 6).
+    defaults this is exactly the reference's sampler.
     """
     keys = [[] for _ in range(config.n_layer)]
     values = [[] for _ in range(config.n_layer)]

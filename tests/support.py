@@ -1,7 +1,12 @@
-"""What the test files share: running `microgpt` in-process or as a child process.
+"""What the test files share: the data they read, float comparison, and running
+`microgpt` in-process or as a child process.
 
-(pyproject.toml puts tests/ on sys.path, so a test imports this as `support`.)
+(pyproject.toml puts tests/ on sys.path, and bench/pytest.ini does the same for
+the benchmarks, so both import this as `support`.)
 """
+import hashlib
+import json
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +16,86 @@ from pathlib import Path
 
 import microgpt
 from microgpt.cli import main
+from microgpt.data import NAMES_SHA256, names_path
+
+TESTS = Path(__file__).resolve().parent
+GOLDEN_DIR = TESTS / "golden"
+# beside the project, a developer's checkout may hold the shared data folder
+SHARED_NAMES_TXT = TESTS.parent.parent / "shared" / "data" / "names.txt"
+PURE_ONLY_VAR = "MICROGPT_ALLOW_PURE_ONLY"
+
+
+# ---------------------------------------------------------------- data
+
+def load_golden(name):
+    """A golden file of tests/golden/: figures the reference program produced."""
+    with open(GOLDEN_DIR / name, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def find_names_txt():
+    """The names data set for the tests: $MICROGPT_NAMES_TXT, else the shared data folder
+    beside the project, else the user's cache (where `microgpt train` downloads it).
+    Returns (path, None), or (None, one line saying what is wrong and what to do)."""
+    candidates = []
+    if os.environ.get("MICROGPT_NAMES_TXT"):
+        candidates.append(Path(os.environ["MICROGPT_NAMES_TXT"]).expanduser())
+    else:
+        candidates += [SHARED_NAMES_TXT, Path(names_path())]
+    for path in candidates:
+        if path.is_file():
+            if hashlib.sha256(path.read_bytes()).hexdigest() != NAMES_SHA256:
+                return None, (f"{path} is not the names data set (its SHA-256 is not {NAMES_SHA256[:16]}...): "
+                              f"set MICROGPT_NAMES_TXT to the right file")
+            return path, None
+    return None, (f"the names data set is not found (looked at {', '.join(map(str, candidates))}): "
+                  f"run `microgpt train` once to download it into the cache, or set MICROGPT_NAMES_TXT")
+
+
+def compiled_engine_problem():
+    """One line if the package was imported from a source tree whose extension is not built
+    (every compiled-engine test would be skipped), else None. MICROGPT_ALLOW_PURE_ONLY=1
+    accepts a pure-only run."""
+    package = Path(microgpt.__file__).resolve().parent
+    if not (package / "_engine.pyx").exists() or os.environ.get(PURE_ONLY_VAR) == "1":
+        return None
+    if not microgpt.engine.compiled_available():
+        return (f"the compiled engine is not built in {package}: run pip install -e . "
+                f"(or set {PURE_ONLY_VAR}=1 to test the pure engine only)")
+    from microgpt import _engine
+    if Path(_engine.__file__).resolve().parent != package:
+        return (f"the compiled engine was imported from {Path(_engine.__file__).parent}, not from the "
+                f"package under test in {package}: run pip install -e . here")
+    return None
+
+
+def session_names_txt():
+    """For a conftest's pytest_configure: the names data set's path, or stop the whole
+    session with one line where the tests cannot mean anything: a source tree whose
+    extension is not built (every compiled-engine test would be skipped in silence), or
+    no names data set (every test reads it through the cache)."""
+    import pytest
+    path, problem = find_names_txt()
+    problem = compiled_engine_problem() or problem
+    if problem:
+        raise pytest.UsageError(problem)
+    return path
+
+
+def write_docs(path, docs):
+    """A text file of documents, one per line; returns its path."""
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def same_float(x, y):
+    """== that also tells 0.0 from -0.0 and calls nan equal to nan."""
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return x == y and math.copysign(1, x) == math.copysign(1, y)
+
+
+# ---------------------------------------------------------------- running microgpt
 
 # Children start in the folder holding the microgpt these tests imported: `python -m`
 # puts its working directory first on sys.path, where a source checkout would shadow
@@ -52,9 +137,10 @@ def start_module(args, **env_overrides):
 
 
 def assert_one_error_line(err):
-    """stderr holds exactly one line, `microgpt: error: ...`, and no traceback; returns it."""
+    """stderr holds exactly one line, `microgpt: error: ...`, and no traceback; returns it.
+    (Where only the pure engine is built, `auto` first notes that on a line of its own.)"""
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("microgpt: note: ")]
     assert len(lines) == 1, err
     assert lines[0].startswith("microgpt: error:"), err
     return lines[0]

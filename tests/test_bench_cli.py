@@ -1,27 +1,20 @@
 """`microgpt bench`: the table, --json, sweeps, bad input, and that it measures the real step."""
-import contextlib
-import io
 import json
-import random
 
 import pytest
+from support import run_main
 
+import microgpt.bench.runner
 from microgpt import available_engines, get_engine
-from microgpt.bench import count_nodes, timed_step
-from microgpt.cli import main
-from microgpt.data import Tokenizer, load_documents
+from microgpt.bench.measure import count_nodes, timed_step
+from microgpt.bench.runner import summarize
+from microgpt.data import Tokenizer
 from microgpt.model import Config, init_state_dict
-from microgpt.train import Trainer, document_loss
+from microgpt.run import RunSettings, build_run
+from microgpt.train import document_loss
 
 SMALL = ["--steps", "2", "--n-embd", "8", "--n-head", "2", "--block-size", "8"]
 ENGINES = available_engines()
-
-
-def run_cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +23,14 @@ def sweep_json(names_cache):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MICROGPT_CACHE_DIR", str(names_cache))
         mp.delenv("MICROGPT_ENGINE", raising=False)
-        code, out, err = run_cli(["bench", "--json", "--steps", "2", "--n-embd", "8,16", "--n-head", "2",
+        code, out, err = run_main(["bench", "--json", "--steps", "2", "--n-embd", "8,16", "--n-head", "2",
                                   "--block-size", "8"])
     assert code == 0, err
     return json.loads(out)
 
 
 def test_table_has_every_engine_and_reports_agreement():
-    code, out, err = run_cli(["bench"] + SMALL)
+    code, out, err = run_main(["bench"] + SMALL)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("machine: ") and "CPUs" in lines[0]
@@ -66,13 +59,13 @@ def test_json_has_the_fields(sweep_json):
             for key in ("forward_ms", "backward_ms", "optimizer_ms", "bytes_per_node",
                         "bytes_per_node_with_backward", "nodes_per_step"):
                 assert r[key] > 0, key
-            assert len(r["losses"]) == 3 and len(r["nodes_by_step"]) == 2
+            assert len(r["losses"]) == 3
             assert r["peak_rss_bytes"] is None or r["peak_rss_bytes"] > 0
             assert r["speedup"] > 0
         if len(ENGINES) > 1:
             assert cfg["agree"] is True and cfg["first_mismatch"] is None
             # the engines count the same graph: Value constructions (pure) == arena growth (compiled)
-            assert len({tuple(r["nodes_by_step"]) for r in cfg["results"]}) == 1
+            assert len({r["nodes_per_step"] for r in cfg["results"]}) == 1
 
 
 def test_sweep_gives_one_configuration_per_value(sweep_json):
@@ -84,7 +77,7 @@ def test_sweep_gives_one_configuration_per_value(sweep_json):
 
 
 def test_sweep_table_lists_each_configuration():
-    code, out, err = run_cli(["bench", "--steps", "1", "--warmup", "0", "--n-embd", "4,8", "--n-head", "2",
+    code, out, err = run_main(["bench", "--steps", "1", "--warmup", "0", "--n-embd", "4,8", "--n-head", "2",
                               "--block-size", "4", "--engines", ENGINES[-1]])
     assert code == 0, err
     rows = [line.split() for line in out.splitlines() if ENGINES[-1] in line.split()[3:4]]
@@ -98,30 +91,36 @@ def test_sweep_table_lists_each_configuration():
     (["--engines", "fast"], "unknown engine 'fast'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, fragment):
-    code, out, err = run_cli(["bench"] + argv)
+    code, out, err = run_main(["bench"] + argv)
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("microgpt: error: ") and fragment in err
 
 
-def test_timed_step_is_trainer_train_step(engine):
-    """The bench times Trainer.train_step with clocks inside: the same losses, step by step."""
-    docs, _, _ = load_documents()
-    random.seed(7)
-    random.shuffle(docs)
-    tokenizer = Tokenizer.from_documents(docs)
-    config = Config(vocab_size=tokenizer.vocab_size, n_embd=8, n_head=2, block_size=8)
-    losses = {}
-    for how in ("trainer", "timed"):
-        random.seed(7)
-        sd = init_state_dict(engine.Value, config)
-        trainer = Trainer(engine, sd, config, docs, tokenizer, num_steps=3)
-        if how == "trainer":
-            losses[how] = [trainer.train_step()[1] for _ in range(3)]
-        else:
-            losses[how] = [timed_step(trainer)[0] for _ in range(3)]
-            assert trainer.step == 3
-    assert losses["trainer"] == losses["timed"]
+def test_the_bench_times_the_trainers_own_step(engine):
+    """timed_step runs Trainer.train_step with a clock at each phase's end: the step's
+    loss is train_step's, and the phases fit inside the step."""
+    settings = RunSettings(seed=7, n_embd=8, n_head=2, block_size=8, steps=3)
+    plain = build_run(engine, settings).trainer
+    timed = build_run(engine, settings).trainer
+    for _ in range(3):
+        loss, seconds = timed_step(timed)
+        assert loss == plain.train_step()[1]
+        assert set(seconds) == {"forward", "backward", "optimizer", "step"}
+        assert all(t >= 0 for t in seconds.values())
+        assert seconds["forward"] + seconds["backward"] + seconds["optimizer"] <= seconds["step"]
+    assert timed.step == plain.step == 3
+
+
+def test_train_step_calls_lap_as_each_phase_ends(engine):
+    trainer = build_run(engine, RunSettings(n_embd=8, n_head=2, block_size=8, steps=2)).trainer
+    laps = []
+    before = [p.data for p in trainer.params]
+    watched = trainer.sd["wpe"][0][0]  # position 0's embedding: every document uses it
+    trainer.train_step(lap=lambda phase: laps.append((phase, watched.grad)))
+    assert [phase for phase, _ in laps] == ["forward", "backward", "optimizer"]
+    assert laps[0][1] == 0 and laps[1][1] != 0 and laps[2][1] == 0  # backward fills, the update zeroes
+    assert [p.data for p in trainer.params] != before
 
 
 @pytest.mark.skipif("compiled" not in ENGINES, reason="the compiled engine is not built here")
@@ -141,17 +140,14 @@ def test_pure_node_count_equals_the_arena_growth():
 
 
 def test_a_failing_worker_is_one_line_and_exit_1(monkeypatch):
-    import microgpt.bench
-    monkeypatch.setattr(microgpt.bench, "WORKER_CODE", "import sys; sys.exit('RuntimeError: boom')")
-    code, out, err = run_cli(["bench"] + SMALL)
+    monkeypatch.setattr(microgpt.bench.runner, "WORKER_CODE", "import sys; sys.exit('RuntimeError: boom')")
+    code, out, err = run_main(["bench"] + SMALL)
     assert code == 1 and out == ""
     assert err == "microgpt: error: the pure engine failed at n_layer 1, n_embd 8, block_size 8, " \
                   "n_head 2: RuntimeError: boom\n"
 
 
 def test_summary_flags_the_first_differing_step():
-    from microgpt.bench import summarize
-
     def result(engine, losses):
         return {"engine": engine, "params": 10, "nodes_per_step": 5, "losses": losses,
                 "ms_per_step": {"median": 100.0 if engine == "pure" else 2.0}}

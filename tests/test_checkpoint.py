@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support import assert_one_error_line, run_main, sample_lines, sample_texts, start_module
+from support import (assert_one_error_line, load_golden, run_main, sample_lines, sample_texts, start_module,
+                     write_docs)
 
-from microgpt import checkpoint
+from microgpt import CheckpointError, checkpoint, rundir
 
-
-GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 TINY_DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
              "mallory", "oscar", "peggy", "trent", "victor", "walter"]
 TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
@@ -27,9 +26,7 @@ TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8"]
 
 @pytest.fixture
 def tiny_txt(tmp_path):
-    f = tmp_path / "tiny.txt"
-    f.write_text("\n".join(TINY_DOCS) + "\n", encoding="utf-8")
-    return f
+    return write_docs(tmp_path / "tiny.txt", TINY_DOCS)
 
 
 def run_ok(argv):
@@ -46,15 +43,15 @@ def read_log(path):
 
 
 def snapshot_saves(monkeypatch, tmp_path):
-    """Wrap checkpoint.save: after each save, copy the run directory to tmp_path/at-<step>."""
-    real_save = checkpoint.save
+    """Wrap rundir.save: after each save, copy the run directory to tmp_path/at-<step>."""
+    real_save = rundir.save
 
     def save(ckpt, directory):
         path = real_save(ckpt, directory)
         shutil.copytree(directory, tmp_path / f"at-{ckpt.step}", dirs_exist_ok=True)
         return path
 
-    monkeypatch.setattr(checkpoint, "save", save)
+    monkeypatch.setattr(rundir, "save", save)
 
 
 # --- resume equality ----------------------------------------------------------
@@ -66,7 +63,7 @@ def test_resume_equals_uninterrupted_run(engine, tiny_txt, tmp_path, monkeypatch
         full = run_ok(["train", *common, "--steps", 20, "--save-every", 10, "-o", tmp_path / "full",
                        "--log", tmp_path / "full.jsonl"])
     assert sorted(os.listdir(tmp_path / "at-10")) == ["checkpoint.json"]
-    assert checkpoint.load(tmp_path / "at-10").step == 10
+    assert rundir.load(tmp_path / "at-10").step == 10
 
     shutil.copytree(tmp_path / "at-10", tmp_path / "resumed")
     resumed = run_ok(["train", "--resume", tmp_path / "resumed", "--engine", engine.name, "--num-samples", 5,
@@ -91,8 +88,8 @@ def test_resume_equals_uninterrupted_run(engine, tiny_txt, tmp_path, monkeypatch
 
 def test_stopped_and_resumed_run_on_names_matches_golden(engine, tmp_path, monkeypatch):
     """The reference's 20 steps, stopped by SIGTERM right after step 10 and resumed."""
-    golden = json.loads((GOLDEN_DIR / "names_default_20_steps.json").read_text(encoding="utf-8"))
-    real_save, stopped = checkpoint.save, []
+    golden = load_golden("names_default_20_steps.json")
+    real_save, stopped = rundir.save, []
 
     def save_then_stop(ckpt, directory):
         path = real_save(ckpt, directory)
@@ -104,7 +101,7 @@ def test_stopped_and_resumed_run_on_names_matches_golden(engine, tmp_path, monke
     run_dir = tmp_path / "run"
     # a context, not monkeypatch.undo(), which would also drop the autouse cache setting
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "save", save_then_stop)
+        patch.setattr(rundir, "save", save_then_stop)
         status, out, err = run_main(["train", "--engine", engine.name, "--steps", 20, "--save-every", 10,
                                 "-o", run_dir, "--log", tmp_path / "first.jsonl"])
     assert status == 130, err
@@ -132,7 +129,7 @@ def test_resume_can_extend_steps_and_finished_run_resumes_to_samples(tiny_txt, t
     out = run_ok(["train", "--resume", tmp_path / "r", "--steps", 6, "--num-samples", 0, "--engine", "pure"])
     assert [line.split("|")[0].strip() for line in out.splitlines() if line.startswith("step ")] == \
         ["step    5 /    6", "step    6 /    6"]
-    ckpt = checkpoint.load(tmp_path / "r")
+    ckpt = rundir.load(tmp_path / "r")
     assert (ckpt.step, ckpt.num_steps) == (6, 6)
 
 
@@ -164,7 +161,7 @@ def test_file_is_documented_json(tiny_run, tiny_txt):
 
 
 def test_floats_and_generator_round_trip_exactly(tiny_run):
-    ckpt = checkpoint.load(tiny_run)
+    ckpt = rundir.load(tiny_run)
     # awkward floats survive the text form bit for bit
     odd = [0.1 + 0.2, 5e-324, -0.0, 1.7976931348623157e308, 1 / 3, -2.5e-17]
     ckpt.weights["wte"][0][:len(odd)] = odd
@@ -206,7 +203,7 @@ def test_a_pickle_is_refused_and_never_executed(tiny_run, tmp_path):
 
 def test_an_interrupted_write_keeps_the_previous_checkpoint(tiny_run, monkeypatch):
     before = (tiny_run / "checkpoint.json").read_bytes()
-    ckpt = checkpoint.load(tiny_run)
+    ckpt = rundir.load(tiny_run)
     ckpt.step = 1
 
     def crash(fd):
@@ -214,11 +211,11 @@ def test_an_interrupted_write_keeps_the_previous_checkpoint(tiny_run, monkeypatc
 
     with monkeypatch.context() as patch:
         patch.setattr(os, "fsync", crash)
-        with pytest.raises(checkpoint.CheckpointError, match="No space left"):
-            checkpoint.save(ckpt, tiny_run)
+        with pytest.raises(CheckpointError, match="No space left"):
+            rundir.save(ckpt, tiny_run)
     assert (tiny_run / "checkpoint.json").read_bytes() == before
     assert os.listdir(tiny_run) == ["checkpoint.json"]  # no temporary file left behind
-    assert checkpoint.load(tiny_run).step == 3
+    assert rundir.load(tiny_run).step == 3
 
 
 # --- bad input: one line, status 2, nothing overwritten -------------------------
@@ -367,7 +364,7 @@ def test_signal_saves_a_checkpoint_and_exits_130(signum, tiny_txt, tmp_path):
     assert "Traceback" not in err
     assert f"checkpoint saved to {run_dir / 'checkpoint.json'}" in err
     assert f"--resume {run_dir}" in err
-    ckpt = checkpoint.load(run_dir)
+    ckpt = rundir.load(run_dir)
     assert ckpt.num_steps == 100000 and ckpt.step >= 3
     losses, _ = read_log(log)
     assert max(losses) == ckpt.step  # saved right after the last step it logged
@@ -388,6 +385,6 @@ def test_kill_9_leaves_the_last_good_checkpoint(tiny_txt, tmp_path):
         proc.wait(timeout=30)
     finally:
         proc.kill()
-    ckpt = checkpoint.load(run_dir)
+    ckpt = rundir.load(run_dir)
     assert ckpt.step >= 4
     assert ckpt.num_steps == 100000

@@ -138,30 +138,29 @@ def test_train_help_shows_every_default():
         assert flag in entries, (flag, sorted(entries))
 
 
-def test_python_dash_m_microgpt_runs(tiny_file):
-    proc = run_module(["train", "--input", str(tiny_file), "--steps", "1", "--num-samples", "1",
-                       "--engine", "pure"])
+def run_console_script(args, timeout=120):
+    exe = shutil.which("microgpt")
+    if exe is None:
+        pytest.skip("the microgpt console script is not on PATH (package not installed)")
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=child_env(), timeout=timeout)
+
+
+@pytest.mark.parametrize("entry_point", ["python -m microgpt", "console script"])
+def test_entry_point_trains(entry_point, tiny_file):
+    args = ["train", "--input", str(tiny_file), "--steps", "1", "--num-samples", "1", "--engine", "pure"]
+    proc = run_module(args) if entry_point == "python -m microgpt" else run_console_script(args)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^sample  1: ", proc.stdout, re.M)
 
 
-def test_console_script_runs(tiny_file):
-    exe = shutil.which("microgpt")
-    if exe is None:
-        pytest.skip("the microgpt console script is not on PATH (package not installed)")
-    proc = subprocess.run([exe, "train", "--input", str(tiny_file), "--steps", "1", "--num-samples", "1",
-                           "--engine", "pure"], capture_output=True, text=True, env=child_env(), timeout=120)
+def test_console_script_help_lists_every_command():
+    proc = run_console_script(["--help"], timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"^sample  1: ", proc.stdout, re.M)
-
-
-def test_console_script_help(tmp_path):
-    exe = shutil.which("microgpt")
-    if exe is None:
-        pytest.skip("the microgpt console script is not on PATH (package not installed)")
-    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, env=child_env(), timeout=60)
-    assert proc.returncode == 0
-    assert "train" in proc.stdout
+    assert proc.stdout.startswith("usage: microgpt [-h] COMMAND ...")
+    # each command on a line of its own, with its one-line description
+    listed = re.findall(r"^    (\w+)\s+(\S.*)$", proc.stdout, re.M)
+    assert [name for name, _ in listed] == ["train", "bench", "sample", "plot"]
+    assert all(len(text) > 10 for _, text in listed)
 
 
 def test_tiny_own_text_run(tiny_file, capsys):

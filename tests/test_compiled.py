@@ -83,7 +83,6 @@ USES = {
     "s.exp()": lambda s, live: s.exp(),
     "s.relu()": lambda s, live: s.relu(),
     "s.backward()": lambda s, live: s.backward(),
-    
     "s.node": lambda s, live: s.node,
     "s.op": lambda s, live: s.op,
     "s._children": lambda s, live: s._children,

@@ -4,11 +4,11 @@ Random expression programs (hypothesis) run on both engines; every node's data,
 local gradients and gradient, and the shape of the graph, must be identical.
 Then one default-configuration GPT step must give the same loss and gradients.
 """
-import math
 import random
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from support import same_float
 
 from microgpt import available_engines, get_engine
 
@@ -19,13 +19,6 @@ PURE = get_engine("pure")
 COMPILED = get_engine("compiled")
 
 EXACT_INT = 2 ** 53  # beyond this a Python int (pure) and a double (compiled) part ways
-
-
-def same_float(x, y):
-    """== that also tells 0.0 from -0.0 and calls nan equal to nan."""
-    if math.isnan(x) or math.isnan(y):
-        return math.isnan(x) and math.isnan(y)
-    return x == y and math.copysign(1, x) == math.copysign(1, y)
 
 
 def node_key(engine, v):

@@ -1,36 +1,25 @@
 """The reference reproduced bit for bit: the golden losses, samples and step-0 gradients.
 
-Every float is compared with ``==``: ALGORITHM.md promises the reference's
-doubles exactly, and a test with a tolerance would let a reordered sum through.
+Every float is compared with ``==``: the promise is the reference's doubles
+exactly, and a test with a tolerance would let a reordered sum through.
 The golden figures were produced by the reference program; nothing here is
 computed by the code under test and then compared with itself.
 """
 import gc
 import hashlib
 import json
-import random
 import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support import run_module
+from support import load_golden as read_golden, run_module
 
 import microgpt
 from microgpt import train as train_mod
-from microgpt.data import Tokenizer, load_documents
-from microgpt.model import Config, init_state_dict
-from microgpt.train import Trainer, document_loss, sample
-
-
-GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
-
-
-def read_golden(name):
-    # conftest's load_golden is not importable under --import-mode=importlib
-    with open(GOLDEN_DIR / name, encoding="utf-8") as f:
-        return json.load(f)
+from microgpt.run import RunSettings, build_run
+from microgpt.train import sample
 
 
 @contextmanager
@@ -52,22 +41,17 @@ def pure_without_cyclic_gc(engine):
         gc.enable()
 
 
-def config_from_golden(cfg, vocab_size):
-    return Config(vocab_size=vocab_size, n_layer=cfg["n_layer"], n_embd=cfg["n_embd"],
-                  block_size=cfg["block_size"], n_head=cfg["n_head"], init_std=cfg["init_std"])
-
-
 def setup_run(engine, names_txt, golden):
-    """Seed, documents, shuffle, tokenizer, weights: the reference's order of draws."""
-    random.seed(golden["seed"])
-    docs, _, sha = load_documents(str(names_txt))
+    """The golden run built as `microgpt train` builds it: the reference's order of draws."""
+    cfg = golden["config"]
+    settings = RunSettings(input=str(names_txt), seed=golden["seed"], n_layer=cfg["n_layer"],
+                           n_embd=cfg["n_embd"], block_size=cfg["block_size"], n_head=cfg["n_head"],
+                           init_std=cfg["init_std"], steps=golden.get("num_steps", 1),
+                           learning_rate=cfg["learning_rate"])
+    run = build_run(engine, settings)
     # the golden figures only mean something on the very data set they came from
-    assert sha == golden["dataset_sha256"]
-    random.shuffle(docs)
-    tokenizer = Tokenizer.from_documents(docs)
-    config = config_from_golden(golden["config"], tokenizer.vocab_size)
-    sd = init_state_dict(engine.Value, config)
-    return docs, tokenizer, config, sd
+    assert run.data_sha256 == golden["dataset_sha256"]
+    return run
 
 
 def assert_optimizer_constants_match(cfg):
@@ -80,7 +64,7 @@ def test_training_and_sampling_match_golden(engine, names_txt, golden_name):
     golden = read_golden(golden_name)
     cfg = golden["config"]
     assert_optimizer_constants_match(cfg)
-    docs, tokenizer, config, sd = setup_run(engine, names_txt, golden)
+    run = setup_run(engine, names_txt, golden)
 
     losses, lrs = [], []
 
@@ -89,16 +73,15 @@ def test_training_and_sampling_match_golden(engine, names_txt, golden_name):
         losses.append(loss)
         lrs.append(lr)
 
-    trainer = Trainer(engine, sd, config, docs, tokenizer, golden["num_steps"], cfg["learning_rate"])
     with pure_without_cyclic_gc(engine):
-        trainer.run(on_step=collect)
+        run.trainer.run(on_step=collect)
     assert losses == golden["losses"]
-    # the schedule of ALGORITHM.md section 5: linear decay from learning_rate, step counted from 0
+    # the reference's schedule: linear decay from learning_rate, step counted from 0
     assert lrs == [cfg["learning_rate"] * (1 - s / golden["num_steps"]) for s in range(golden["num_steps"])]
 
     # sampling continues the same global generator, no reseed
     with pure_without_cyclic_gc(engine):
-        samples = [sample(engine, sd, config, tokenizer, golden["sample_temperature"])
+        samples = [sample(engine, run.sd, run.config, run.tokenizer, golden["sample_temperature"])
                    for _ in range(golden["num_samples"])]
     assert samples == golden["samples"]
 
@@ -106,15 +89,15 @@ def test_training_and_sampling_match_golden(engine, names_txt, golden_name):
 def test_step0_gradients_match_golden(engine, names_txt):
     golden = read_golden("names_default_step0_grads.json")
     assert golden["step"] == 0
-    docs, tokenizer, config, sd = setup_run(engine, names_txt, golden)
-    tokens = tokenizer.document_tokens(docs[0])
+    run = setup_run(engine, names_txt, golden)
+    trainer = run.trainer
 
     with engine.graph():
-        loss = document_loss(sd, config, tokens)
-        loss.backward()
+        loss = trainer.forward(trainer.tokens_at(0))  # the trainer's own phases, no update
+        trainer.backward(loss)
         # read inside the scope: the compiled engine may release the step's nodes on exit
         loss_value = loss.data
-        grads = {name: [[p.grad for p in row] for row in mat] for name, mat in sd.items()}
+        grads = {name: [[p.grad for p in row] for row in mat] for name, mat in run.sd.items()}
 
     assert loss_value == golden["loss"]
     assert list(grads) == list(golden["grads"])  # same matrices, in the reference's order
@@ -122,16 +105,12 @@ def test_step0_gradients_match_golden(engine, names_txt):
         assert grads[name] == rows, f"gradient of {name} differs from the reference"
 
 
-def run_cli(args, cache_dir, timeout=300):
-    return run_module(args, timeout=timeout, MICROGPT_CACHE_DIR=str(cache_dir))
-
-
-def test_cli_train_pure_20_steps_prints_and_logs_golden(names_cache, tmp_path):
+def test_cli_train_pure_20_steps_prints_and_logs_golden(tmp_path):
     golden = read_golden("names_default_20_steps.json")
     n = golden["num_steps"]
     assert n == 20
     log_path = tmp_path / "train.jsonl"
-    proc = run_cli(["train", "--engine", "pure", "--steps", str(n), "--log", str(log_path)], names_cache)
+    proc = run_module(["train", "--engine", "pure", "--steps", str(n), "--log", str(log_path)], timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout.splitlines()
@@ -165,14 +144,14 @@ def test_cli_train_pure_20_steps_prints_and_logs_golden(names_cache, tmp_path):
     assert final == {"samples": golden["samples"]}
 
 
-def test_cli_train_compiled_all_defaults_matches_1000_step_golden(names_cache, tmp_path):
+def test_cli_train_compiled_all_defaults_matches_1000_step_golden(tmp_path):
     """The product promise: `microgpt train --engine compiled` with every default is the
     reference run, all 1000 losses and the 20 samples (about 5 s on the compiled engine)."""
     if not microgpt.engine.compiled_available():
         pytest.skip("the compiled engine is not built here")
     golden = read_golden("names_default_1000_steps.json")
     log_path = tmp_path / "train.jsonl"
-    proc = run_cli(["train", "--engine", "compiled", "--log", str(log_path)], names_cache)
+    proc = run_module(["train", "--engine", "compiled", "--log", str(log_path)], timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
     assert out[0] == "engine: compiled"

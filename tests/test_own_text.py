@@ -5,7 +5,7 @@ import struct
 import sys
 
 import pytest
-from support import run_main
+from support import run_main, write_docs
 
 from microgpt.plot import read_log
 from microgpt.train import count_cut_documents, split_documents
@@ -17,9 +17,7 @@ TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure
 
 @pytest.fixture
 def text(tmp_path):
-    f = tmp_path / "own.txt"
-    f.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
-    return f
+    return write_docs(tmp_path / "own.txt", DOCS)
 
 
 def records(path):

@@ -4,6 +4,7 @@ The arena keeps each node's op, constant operand and children in order, so
 the forward pass can be rerun without Python. A replay must give the very
 floats that building the same graph again gives.
 """
+import math
 import random
 
 import pytest
@@ -67,9 +68,13 @@ def test_replay_raises_like_the_operation():
     arena = engine_mod.Arena()
     a = arena.value(2.0)
     mark = arena.mark()
-    a.log()
+    log_a = a.log()
     a.data = -1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^math domain error$"):  # what math.log(-1.0) says
         arena.replay(mark)
-    with pytest.raises(ValueError):
-        arena.replay(len(arena) + 1)
+    # the failed node was not overwritten, and nothing was appended or released
+    assert log_a.data == math.log(2.0)
+    assert len(arena) == mark + 1
+    n = len(arena)
+    with pytest.raises(ValueError, match=rf"^start {n + 1} is outside the arena \(0\.\.{n}\)$"):
+        arena.replay(n + 1)

@@ -1,16 +1,17 @@
 """`microgpt sample` and the sampler's options (top-k, prompt), on a tiny trained run.
 
-The default sampler must stay the reference's (ALGORITHM.md section 6): it is
+The default sampler must stay the reference's: it is
 compared with a verbatim copy of the reference loop, draw for draw.
 """
 import random
 
 import pytest
-from support import run_main
+from support import assert_one_error_line, run_main, write_docs
 
-from microgpt import checkpoint
+from microgpt import rundir
 from microgpt.data import Tokenizer
 from microgpt.model import gpt, init_state_dict, softmax
+from microgpt.state import restore_weights
 from microgpt.train import sample, top_k_weights
 
 DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
@@ -25,8 +26,7 @@ def texts(out):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("sample")
-    (d / "tiny.txt").write_text("\n".join(DOCS) + "\n", encoding="utf-8")
-    status, out, err = run_main(["train", "-i", d / "tiny.txt", *TINY, "--steps", 30, "--num-samples", 8,
+    status, out, err = run_main(["train", "-i", write_docs(d / "tiny.txt", DOCS), *TINY, "--steps", 30, "--num-samples", 8,
                             "--engine", "pure", "-o", d / "run"])
     assert status == 0, err
     return d / "run", texts(out)
@@ -52,10 +52,10 @@ def test_seed_makes_samples_repeatable(run_dir):
 
 def test_default_sampler_is_the_reference(run_dir, engine):
     """sample() with its defaults against the reference loop, on the same generator state."""
-    ckpt = checkpoint.load(run_dir[0])
+    ckpt = rundir.load(run_dir[0])
     tok = Tokenizer(ckpt.chars)
     sd = init_state_dict(engine.Value, ckpt.config)
-    checkpoint.restore_weights(ckpt, sd)
+    restore_weights(ckpt, sd)
 
     def reference_sample(temperature=0.5):
         config = ckpt.config
@@ -85,7 +85,7 @@ def test_top_k_1_is_greedy_and_top_k_vocab_is_plain(run_dir):
     greedy = [texts(run_main(["sample", "-o", directory, "--top-k", 1, "--seed", s, "--num-samples", 3])[1])
               for s in (1, 2)]
     assert greedy[0] == greedy[1] and len(set(greedy[0])) == 1  # no randomness left
-    vocab_size = checkpoint.load(directory).config.vocab_size
+    vocab_size = rundir.load(directory).config.vocab_size
     assert texts(run_main(["sample", "-o", directory, "--top-k", vocab_size, "--num-samples", 8])[1]) == trained
 
 
@@ -114,9 +114,7 @@ def test_prompt_is_continued(run_dir, engine):
 def test_bad_sample_options(run_dir, argv, mentions):
     status, out, err = run_main(["sample", "-o", run_dir[0], *argv])
     assert status == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("microgpt: error:"), err
-    assert mentions in lines[0]
+    assert mentions in assert_one_error_line(err)
     assert out == ""
 
 

@@ -1,4 +1,4 @@
-"""The Value contract of ALGORITHM.md section 2, on every engine built here.
+"""The Value contract (the pure engine, _pure.py, states it), on every engine built here.
 
 Each test runs once per engine (the ``engine`` fixture of conftest.py). The
 expected numbers are the table's formulas evaluated with Python floats; the
@@ -8,6 +8,7 @@ import math
 from contextlib import contextmanager
 
 import pytest
+from support import same_float
 
 A, B = 1.5, -2.5  # data of the two leaves a and b: nonzero, not special
 C = 3             # a plain int operand
@@ -19,13 +20,6 @@ F = 0.75          # a plain float operand
 def key(engine, v):
     """A node's identity: the object for pure, the arena index for compiled."""
     return v.node if engine.name != "pure" else id(v)
-
-
-def same_float(x, y):
-    """== that also tells 0.0 from -0.0 and calls nan equal to nan."""
-    if math.isnan(x) or math.isnan(y):
-        return math.isnan(x) and math.isnan(y)
-    return x == y and math.copysign(1, x) == math.copysign(1, y)
 
 
 class Created(list):
@@ -243,7 +237,7 @@ def test_shared_subexpression_gets_the_sum_of_its_uses(engine):
 
 
 def _spec_backward(root, key_of):
-    """ALGORITHM.md section 2 backward, written out here over the public introspection:
+    """The reference's backward, written out here over the public introspection:
     recursive depth-first post-order, children in order, then the reverse sweep."""
     topo, visited = [], set()
 
@@ -283,16 +277,18 @@ def test_backward_order_is_the_reference_order(engine):
             assert v.grad == want[key(engine, v)]
 
 
-def test_deep_chain_backward_needs_no_recursion(engine):
-    n = 50_000
+@pytest.mark.parametrize("link, x0, want", [
+    (lambda y, x: y + x, 1.0, (50_001, 50_001)),  # binary: x feeds every link, grad n + 1
+    (lambda y, x: y.relu(), 0.5, (0.5, 1.0)),      # unary: a chain of one child each
+], ids=["binary", "unary"])
+def test_deep_chain_backward_needs_no_recursion(engine, link, x0, want):
     with engine.graph():
-        x = engine.Value(1.0)
+        x = engine.Value(x0)
         y = x
-        for _ in range(n):
-            y = y + x
+        for _ in range(50_000):
+            y = link(y, x)
         y.backward()
-        assert y.data == n + 1
-        assert x.grad == n + 1
+        assert (y.data, x.grad) == want
         del y
 
 

@@ -1,0 +1,199 @@
+"""The command line's grammar: every command's flags, their types and defaults.
+
+``build_parser()`` returns the parser; ``args.command`` names the command that
+was given. What the commands do is in cli.py.
+"""
+import argparse
+
+from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR
+from .errors import UsageError
+from .run import RunSettings
+
+DEFAULTS = RunSettings()
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every real default; a flag that is off unless given (None, "") says nothing."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if default is None or default == "" or isinstance(default, bool):
+            return action.help
+        if isinstance(default, list):  # a comma list option
+            return f"{action.help} (default: {','.join(map(str, default))})"
+        return super()._get_help_string(action)
+
+
+def flag(setting):
+    """The flag that sets a run setting: n_embd -> --n-embd."""
+    return "--" + setting.replace("_", "-")
+
+
+# ---------------------------------------------------------------- value types
+
+def whole_number(text, minimum, requirement):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+    return value
+
+
+def positive_int(text):
+    return whole_number(text, 1, "positive")
+
+
+def non_negative_int(text):
+    return whole_number(text, 0, "0 or more")
+
+
+def positive_int_list(text):
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
+    return list(dict.fromkeys(positive_int(part) for part in parts))  # duplicates run once
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def fraction(text):
+    value = number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = number(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+class Given(argparse.Action):
+    """Store the value and note that the flag was given (a resumed run refuses changes)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
+# ---------------------------------------------------------------- the commands
+
+INPUT_HELP = ("UTF-8 text, one document per line "
+              "(default: the names data set, cached in $MICROGPT_CACHE_DIR or ~/.cache/microgpt)")
+
+
+def add_engine_arg(p):
+    p.add_argument("--engine", default=None, metavar="{" + ",".join(ENGINE_CHOICES) + "}",
+                   help=f"engine to run (default: ${ENGINE_ENV_VAR}, else auto: compiled when built)")
+
+
+def add_train(sub):
+    t = sub.add_parser("train", help="train on a text file and print samples", formatter_class=HelpFormatter,
+                       description="Train the GPT, one document per step, then print samples.")
+    t.add_argument("-i", "--input", metavar="FILE", action=Given, help=INPUT_HELP)
+    t.add_argument("--seed", type=int, default=DEFAULTS.seed, action=Given, help="seed of the one random generator")
+    t.add_argument("--n-layer", type=positive_int, default=DEFAULTS.n_layer, action=Given, help="transformer layers")
+    t.add_argument("--n-embd", type=positive_int, default=DEFAULTS.n_embd, action=Given, help="embedding width")
+    t.add_argument("--block-size", type=positive_int, default=DEFAULTS.block_size, action=Given,
+                   help="context length in tokens (longer documents are trained on their first block-size+1)")
+    t.add_argument("--n-head", type=positive_int, default=DEFAULTS.n_head, action=Given,
+                   help="attention heads (must divide --n-embd)")
+    add_engine_arg(t)
+    t.add_argument("--steps", type=positive_int, default=DEFAULTS.steps, action=Given,
+                   help="training steps (the learning rate decays linearly to 0 at the last)")
+    t.add_argument("--learning-rate", type=positive_float, default=DEFAULTS.learning_rate, action=Given,
+                   help="Adam learning rate at step 0")
+    t.add_argument("--temperature", type=positive_float, default=0.5, help="sampling temperature")
+    t.add_argument("--num-samples", type=int, default=20, help="names to sample after training")
+    t.add_argument("--log", metavar="FILE", help="write one JSON object per step (JSON Lines; "
+                   "appended to when resuming)")
+    t.add_argument("-o", "--out-dir", metavar="DIR", help="write the checkpoint DIR/checkpoint.json at the "
+                   "end, every --save-every steps, and on Ctrl-C or SIGTERM (then exit 130)")
+    t.add_argument("--save-every", type=positive_int, metavar="N",
+                   help="also save the checkpoint after every N steps (needs --out-dir)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR, with its "
+                   "settings and data (--steps may raise the total); saves back to DIR unless --out-dir")
+    t.add_argument("--val-fraction", type=fraction, default=DEFAULTS.val_fraction, action=Given, metavar="F",
+                   help="hold out this fraction of the documents (the last ones after the shuffle) "
+                   "and report the validation loss at the end")
+    t.add_argument("--eval-every", type=positive_int, metavar="N",
+                   help="also report the validation loss every N steps (needs --val-fraction)")
+    t.set_defaults(given=frozenset())
+
+
+def add_bench(sub):
+    b = sub.add_parser(
+        "bench", help="time every engine on the same training steps, side by side",
+        formatter_class=HelpFormatter,
+        description="Run the same training steps on every available engine, each in a fresh process, "
+        "and print ms per step (median, min-max), the speedup against pure, forward/backward/optimizer "
+        "times, graph nodes per step, bytes per node, peak RSS, and whether the engines' losses agree "
+        "exactly. Comma lists for --n-layer, --n-embd and --block-size sweep every combination. "
+        "Exit status 1 if exact engines disagree.")
+    b.add_argument("-i", "--input", metavar="FILE", help=INPUT_HELP)
+    b.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the one random generator")
+    b.add_argument("--steps", type=positive_int, default=5, help="timed training steps per engine")
+    b.add_argument("--warmup", type=non_negative_int, default=1,
+                   help="untimed steps before the timed ones (their losses are compared too)")
+    b.add_argument("--repeat", type=positive_int, default=3,
+                   help="runs of the same steps per engine, engines taking turns; each step counts "
+                   "its fastest run, so a busy moment of the machine does not skew one engine")
+    b.add_argument("--n-layer", type=positive_int_list, default=[DEFAULTS.n_layer], metavar="N[,N...]",
+                   help="transformer layers (a comma list sweeps)")
+    b.add_argument("--n-embd", type=positive_int_list, default=[DEFAULTS.n_embd], metavar="N[,N...]",
+                   help="embedding width (a comma list sweeps)")
+    b.add_argument("--block-size", type=positive_int_list, default=[DEFAULTS.block_size], metavar="N[,N...]",
+                   help="context length in tokens (a comma list sweeps)")
+    b.add_argument("--n-head", type=positive_int, default=DEFAULTS.n_head,
+                   help="attention heads (must divide every --n-embd)")
+    b.add_argument("--engines", default=None, metavar="NAME[,NAME...]",
+                   help="engines to run, from " + ", ".join(c for c in ENGINE_CHOICES if c != "auto")
+                   + " (default: every engine built here)")
+    b.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+
+def add_sample(sub):
+    s = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=HelpFormatter,
+                       description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
+                       "Without --seed the checkpoint's random generator continues, so sampling a "
+                       "finished run prints the samples 'train' printed.")
+    s.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    s.add_argument("--num-samples", type=non_negative_int, default=20, help="how many samples")
+    s.add_argument("--temperature", type=positive_float, default=0.5, help="sampling temperature")
+    s.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K most likely tokens only")
+    s.add_argument("--prompt", metavar="PREFIX", default="", help="start every sample with PREFIX")
+    s.add_argument("--seed", type=int, help="reseed the generator (default: continue the checkpoint's)")
+    add_engine_arg(s)
+
+
+def add_plot(sub):
+    pl = sub.add_parser("plot", help="draw the loss curve of a --log file", formatter_class=HelpFormatter,
+                        description="Plot the training (and validation) loss from a 'train --log' file. "
+                        "Needs matplotlib (pip install 'microgpt-arena[plot]').")
+    pl.add_argument("log", metavar="LOG", help="JSON Lines file written by 'microgpt train --log'")
+    pl.add_argument("--out", metavar="FILE", default="loss.png",
+                    help="image to write; the format follows the extension (png, svg, pdf)")
+
+
+def build_parser():
+    parser = Parser(prog="microgpt", description="Train a tiny GPT on scalar autograd Values.",
+                    formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for add in (add_train, add_bench, add_sample, add_plot):
+        add(sub)
+    return parser

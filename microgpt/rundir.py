@@ -1,0 +1,65 @@
+"""Run directories: where a run's checkpoint lives, written atomically, read back checked.
+
+A run directory holds one file, ``checkpoint.json``, replaced atomically on
+every save (temporary file in the same directory, fsync, rename), so a crash
+or a ``kill -9`` mid-save leaves the previous checkpoint in place.
+"""
+import os
+import tempfile
+
+from . import checkpoint
+from .data import write_atomic
+from .errors import CheckpointError, RunDirectoryInUse
+
+FILENAME = "checkpoint.json"
+
+
+def checkpoint_path(directory):
+    return os.path.join(directory, FILENAME)
+
+
+def save(ckpt, directory):
+    """Write directory/checkpoint.json atomically; returns its path."""
+    path = checkpoint_path(directory)
+    try:
+        write_atomic(path, checkpoint.dumps(ckpt))
+    except OSError as e:
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    return path
+
+
+def load(directory):
+    """The checkpoint in a run directory, fully checked; CheckpointError otherwise."""
+    if not os.path.exists(directory):
+        raise CheckpointError(f"no run directory {directory}: nothing to load")
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"{directory} is a file; give the run directory that holds {FILENAME}")
+    path = checkpoint_path(directory)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint in {directory} ({path} does not exist)") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    return checkpoint.loads(raw, path)
+
+
+def prepare_run_dir(directory, *, may_hold_checkpoint=False):
+    """Make sure checkpoints can be written to directory before any work starts.
+
+    Refuses a path that is a file, a directory that already holds another run's
+    checkpoint (unless may_hold_checkpoint: the run being resumed), and one that
+    cannot be written (checked by creating and removing a probe file)."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CheckpointError(f"run directory {directory} is a file, not a directory")
+    if not may_hold_checkpoint and os.path.exists(checkpoint_path(directory)):
+        raise RunDirectoryInUse(f"{checkpoint_path(directory)} already exists", directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(f"cannot write to run directory {directory}: {e.strerror or e}") from None
+    return directory
