@@ -1,6 +1,6 @@
 """Fixtures of the benchmarks: the engines side by side, two configurations, fixed inputs.
 
-Each benchmark runs once per engine built here (the ``engine`` fixture) and per
+Each benchmark runs once per engine built here (pure, compiled, replay) (the ``engine`` fixture) and per
 configuration (``config_name``): the default one and a larger one (n_layer 2,
 n_embd 64, block 32) fed a document long enough to fill its block. Everything
 is seeded: the run is built as ``microgpt train --seed 42`` builds it (so the
@@ -25,7 +25,7 @@ import pytest
 from microgpt.data import Tokenizer
 from microgpt.model import Config, parameters
 from microgpt.run import RunSettings, build_run
-from microgpt.train import BETA1, BETA2, EPS, document_loss
+from microgpt.train import BETA1, BETA2, EPS
 
 pytest_plugins = ["shared_fixtures"]  # tests/shared_fixtures.py: session checks, names_txt, engine
 
@@ -67,6 +67,7 @@ class Workload:
     tokens: list
     sd: dict
     params: list
+    runner: object  # the trainer's document loss: the model code, or its replay
     seed: int = SEED
 
     @property
@@ -74,7 +75,7 @@ class Workload:
         return is_slow(self.engine.name, self.config_name)
 
     def loss(self):
-        return document_loss(self.sd, self.config, self.tokens)
+        return self.runner(self.tokens)
 
     def zero_grads(self):
         for p in self.params:
@@ -99,7 +100,7 @@ def make_workload(engine, config_name, names_txt):
         run = build_run(engine, RunSettings(input=str(names_txt), seed=SEED, **CONFIGS[config_name]))
         doc = fixed_document(run.docs, config_name)
         yield Workload(engine, config_name, run.config, run.tokenizer, doc, run.tokenizer.document_tokens(doc),
-                       run.sd, parameters(run.sd))
+                       run.sd, parameters(run.sd), run.trainer.document_loss)
 
 
 @pytest.fixture
@@ -190,11 +191,15 @@ def pytest_terminal_summary(terminalreporter, config):
     lines = []
     for group in sorted(groups, key=str):
         g = groups[group]
-        if "pure" in g and "compiled" in g:
-            (pm, pn), (cm, cn) = g["pure"], g["compiled"]
-            lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / compiled {cm * 1e3:.3f} ms = {pm / cm:.1f}x; "
-                         f"min {pn * 1e3:.2f} / {cn * 1e3:.3f} ms = {pn / cn:.1f}x")
+        if "pure" not in g:
+            continue
+        pm, pn = g["pure"]
+        for other in ("compiled", "replay"):
+            if other in g:
+                om, on = g[other]
+                lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / {other} {om * 1e3:.3f} ms = "
+                             f"{pm / om:.1f}x; min {pn * 1e3:.2f} / {on * 1e3:.3f} ms = {pn / on:.1f}x")
     if lines:
-        terminalreporter.write_sep("-", "ratios (pure/compiled)")
+        terminalreporter.write_sep("-", "ratios (pure/compiled, pure/replay)")
         for line in lines:
             terminalreporter.write_line(line)

@@ -1,16 +1,19 @@
 """The replay engine: the compiled engine, with the training step recorded once
 and replayed in C.
 
-The first step of a document length runs the model code through the compiled
-engine while the arena notes what a replay needs (src/tape.h): where each
+The first step runs the model code through the compiled engine over a whole
+block of positions (the document's tokens, repeated to fill the block: a
+recording's token and target slots do not depend on which tokens it was made
+with) while the arena notes what a replay needs (src/tape.h): where each
 position ends, the probs each position's loss picks its target from, the token
 table's rows the positions read, and the numbers derived from data (the softmax
 maxima, through ``model.max_data``). Every later step of up to that many
 positions is replayed from the recording in C: forward, backward, with the
-same floats, bit for bit. Adam is the compiled engine's, in C too.
+same floats, bit for bit; that first step too, replayed from the fresh
+recording. Adam is the compiled engine's, in C too.
 
 What a recording cannot serve goes back to the model code, never to a guess:
-a longer document records again; a recording that met something it cannot
+a recording that met something it cannot
 follow (a ``.data`` read, a user-defined node, a number derived from data in
 arithmetic) is refused and every step runs the model code; an operation that
 raises, or a gradient that is not finite, redoes that step on the model code,
@@ -61,7 +64,7 @@ class DocumentLoss:
                 break
             offset += len(rows) * len(rows[0])
         self.table = (offset, len(sd["wte"]), len(sd["wte"][0]))
-        self.tape = None       # the recording of the longest document so far
+        self.tape = None       # the recording of a whole block
         self.refused = None    # why steps cannot be replayed (then the model code runs every step)
         self.recordings = 0
         self.model_steps = 0   # steps the model code ran after a recording existed
@@ -71,7 +74,7 @@ class DocumentLoss:
         n = min(self.config.block_size, len(tokens) - 1)
         tokens = list(tokens[:n + 1])
         if self.refused is None and (self.tape is None or n > self.tape.n_pos):
-            return self.record(tokens)
+            self.record(tokens)
         if self.tape is not None and n <= self.tape.n_pos:
             try:
                 loss = self.tape.forward(tokens)
@@ -91,7 +94,11 @@ class DocumentLoss:
             document_loss(self.sd, self.config, loss._tokens).backward()
 
     def record(self, tokens):
-        """Run the model code once while the arena notes the step; keep the tape."""
+        """Run the model code once over a whole block while the arena notes the
+        step; keep the tape (or the reason there is none). The graph it built is
+        released with the caller's scope."""
+        block = self.config.block_size + 1
+        tokens = (tokens * (block // len(tokens) + 1))[:block]
         arena = self.arena
         start = len(arena)
         ends, losses, cands, logits_rows = [], [], [], []
@@ -110,7 +117,7 @@ class DocumentLoss:
         self.recordings += 1
         if spoiled is not None:
             self.refused = spoiled
-            return loss
+            return
         size = (len(arena) - start) * len(cands[0])
         try:
             self.tape = _engine.build_tape(
@@ -118,4 +125,3 @@ class DocumentLoss:
                 *self.table, derived, 0 if size <= FULL_CHECK_NODES else SOME_TARGETS)
         except _engine.ReplayRefused as e:
             self.refused = str(e)
-        return loss

@@ -144,17 +144,18 @@ def test_cli_train_pure_20_steps_prints_and_logs_golden(tmp_path):
     assert final == {"samples": golden["samples"]}
 
 
-def test_cli_train_compiled_all_defaults_matches_1000_step_golden(tmp_path):
-    """The product promise: `microgpt train --engine compiled` with every default is the
-    reference run, all 1000 losses and the 20 samples (about 5 s on the compiled engine)."""
+@pytest.mark.parametrize("engine_name", ["compiled", "replay"])
+def test_cli_train_all_defaults_matches_1000_step_golden(tmp_path, engine_name):
+    """The product promise: `microgpt train` with every default is the reference run, all
+    1000 losses and the 20 samples, on the compiled engine and on replay (auto's choice)."""
     if not microgpt.engine.compiled_available():
         pytest.skip("the compiled engine is not built here")
     golden = read_golden("names_default_1000_steps.json")
     log_path = tmp_path / "train.jsonl"
-    proc = run_module(["train", "--engine", "compiled", "--log", str(log_path)], timeout=300)
+    proc = run_module(["train", "--engine", engine_name, "--log", str(log_path)], timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
-    assert out[0] == "engine: compiled"
+    assert out[0] == f"engine: {engine_name}"
     sample_lines = [line for line in out if line.startswith("sample ")]
     assert sample_lines == [f"sample {i:2d}: {name}" for i, name in enumerate(golden["samples"], start=1)]
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
