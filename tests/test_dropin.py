@@ -1,0 +1,105 @@
+"""`from microgpt import Value, graph, Adam`: the drop-in import, used as user scripts use it.
+
+The names are bound when the package is imported, to the engine $MICROGPT_ENGINE (else auto)
+picks; each case runs in a fresh interpreter so the environment is read at import.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import microgpt
+from microgpt import available_engines, get_engine
+
+HAS_COMPILED = "compiled" in available_engines()
+needs_compiled = pytest.mark.skipif(not HAS_COMPILED, reason="the compiled engine is not built here")
+
+
+def python(code, env_engine=None):
+    env = dict(os.environ)
+    env.pop("MICROGPT_ENGINE", None)
+    if env_engine is not None:
+        env["MICROGPT_ENGINE"] = env_engine
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bound_in_this_process_to_the_picked_engine():
+    eng = get_engine(None)  # the suite runs with the environment it was started with
+    assert (microgpt.Value, microgpt.graph, microgpt.Adam) == (eng.Value, eng.graph, eng.Adam)
+
+
+@pytest.mark.parametrize("env, name", [(None, "replay" if HAS_COMPILED else "pure"), ("auto", None),
+                                       ("pure", "pure"), pytest.param("compiled", "compiled", marks=needs_compiled),
+                                       pytest.param("replay", "replay", marks=needs_compiled)])
+def test_bound_at_import_from_the_environment(env, name):
+    r = python("""
+        from microgpt import Value, graph, Adam, get_engine
+        eng = get_engine(None)
+        assert (Value, graph, Adam) == (eng.Value, eng.graph, eng.Adam), eng
+        print(eng.name)
+    """, env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (name or get_engine("auto").name)
+
+
+def test_a_bad_environment_fails_only_the_drop_in_names():
+    r = python("""
+        import microgpt                      # the package (and its CLI) still imports
+        from microgpt import get_engine, EngineError
+        try:
+            from microgpt import Value
+        except EngineError as e:
+            print("EngineError", e)
+    """, "bogus")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("EngineError microgpt.Value: unknown engine 'bogus'")
+
+
+def test_the_engine_submodule_is_not_shadowed():
+    import microgpt.engine
+    assert microgpt.engine.get_engine is get_engine
+
+
+# A user's script, written against its own Value class and then swapped to the drop-in
+# import: a small MLP with relu, trained with SGD, no graph() scope, ints in its arithmetic.
+USER_SCRIPT = """
+import random
+{import_line}
+
+random.seed(7)
+class Neuron:
+    def __init__(self, nin):
+        self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.b = Value(0)
+    def __call__(self, x):
+        return sum((wi * xi for wi, xi in zip(self.w, x)), self.b).relu()
+    def parameters(self):
+        return self.w + [self.b]
+
+layer1 = [Neuron(3) for _ in range(4)]
+out = Neuron(4)
+params = [p for n in layer1 + [out] for p in n.parameters()]
+xs = [[2.0, 3.0, -1.0], [3.0, -1.0, 0.5], [0.5, 1.0, 1.0], [1.0, 1.0, -1.0]]
+ys = [1.0, -1.0, -1.0, 1.0]
+for step in range(20):
+    preds = [out([n(x) for n in layer1]) for x in xs]
+    loss = sum((p - y) ** 2 for p, y in zip(preds, ys))
+    for p in params:
+        p.grad = 0
+    loss.backward()
+    for p in params:
+        p.data += -0.05 * p.grad
+    print(repr(loss.data), [repr(p.data) for p in params])
+"""
+
+
+@pytest.mark.parametrize("env", ["pure"] + (["compiled", "replay"] if HAS_COMPILED else []))
+def test_a_user_script_gives_the_same_numbers_after_the_one_line_swap(env):
+    own = python(USER_SCRIPT.format(import_line="from microgpt._pure import Value"))
+    swapped = python(USER_SCRIPT.format(import_line="from microgpt import Value"), env)
+    assert own.returncode == 0 and swapped.returncode == 0, (own.stderr, swapped.stderr)
+    assert own.stdout == swapped.stdout
+    assert len(own.stdout.splitlines()) == 20
