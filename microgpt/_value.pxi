@@ -81,11 +81,21 @@ cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nog
 cdef class Value:
     """A scalar in the graph: a handle (arena, index) with the pure Value's API."""
 
-    def __init__(self, data):
+    def __init__(self, data, children=(), local_grads=()):
+        """Value(x): a leaf in the default arena. Value(x, children, local_grads): a
+        user-defined operation, as the reference's class allows: a node (op "custom")
+        over the given Values of one arena, with the given local gradients d(node)/d(child),
+        which backward uses. A recording that meets one runs the model code instead."""
         cdef Arena arena = _default_arena
+        cdef double x = <double>data
         if type(data) is DerivedNumber:
             spoil(arena, "a number derived from data became a new Value")
-        cdef node_t i = arena_leaf(&arena.a, OP_LEAF, <double>data)
+        cdef node_t i
+        if len(children) == 0 and len(local_grads) == 0:
+            i = arena_leaf(&arena.a, OP_LEAF, x)
+        else:
+            arena = custom_arena(children, local_grads)
+            i = custom_node(arena, x, children, local_grads)
         if i < 0:
             raise_nomem()
         self.arena = arena
@@ -232,6 +242,54 @@ cdef class Value:
         if not alive(self):
             return "Value(<released>)"
         return f"Value(data={self.arena.a.data[self.index]}, grad={self.arena.a.grad[self.index]})"
+
+
+cdef Arena custom_arena(object children, object local_grads):
+    """The arena of a user-defined node's children, after checking them."""
+    if len(children) != len(local_grads):
+        raise ValueError(f"a Value with {len(children)} children needs as many local grads, "
+                         f"got {len(local_grads)}")
+    cdef Arena arena = None
+    cdef Value c
+    for item in children:
+        if type(item) is not Value:
+            raise TypeError(f"the children of a compiled Value must be compiled Values, "
+                            f"got {type(item).__name__}")
+        c = <Value>item
+        check(c)
+        if arena is None:
+            arena = c.arena
+        elif c.arena is not arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+    return arena
+
+
+cdef node_t custom_node(Arena arena, double x, object children, object local_grads) except -2:
+    """Append an OP_CUSTOM node: the local grads are converted first (Python code may
+    run), then the children are checked again, then the node is appended."""
+    cdef Py_ssize_t n = len(children), j
+    cdef node_t *kids = <node_t *>malloc(n * sizeof(node_t) + 1)
+    cdef double *lg = <double *>malloc(n * sizeof(double) + 1)
+    cdef node_t i
+    if kids == NULL or lg == NULL:
+        free(kids)
+        free(lg)
+        raise_nomem()
+    try:
+        for j, g in enumerate(local_grads):
+            if type(g) is DerivedNumber:
+                spoil(arena, "a number derived from data became a local gradient")
+            lg[j] = <double>g
+        for j, c in enumerate(children):
+            check(<Value>c)
+            kids[j] = (<Value>c).index
+        if arena.recording:
+            spoil(arena, "the step has a user-defined node (its local grads were given)")
+        i = arena_node(&arena.a, OP_CUSTOM, x, 0.0, <int>n, kids, lg)
+    finally:
+        free(kids)
+        free(lg)
+    return i
 
 
 cdef Value make_existing(Arena arena, node_t i):

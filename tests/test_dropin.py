@@ -103,3 +103,79 @@ def test_a_user_script_gives_the_same_numbers_after_the_one_line_swap(env):
     assert own.returncode == 0 and swapped.returncode == 0, (own.stderr, swapped.stderr)
     assert own.stdout == swapped.stdout
     assert len(own.stdout.splitlines()) == 20
+
+
+# ---------------------------------------------------------------- user-defined operations
+
+PURE = get_engine("pure")
+ENGINES = [PURE] + ([get_engine("compiled")] if HAS_COMPILED else [])
+
+
+def bits(x):
+    import struct
+    return struct.pack("<d", x)
+
+
+def custom_graph(V):
+    """tanh written as the reference's class allows, a 3-child custom node and a 0.5-weighted
+    repeat of one child, then used by ordinary operations; everything that backward sums."""
+    import math
+    x, y, w = V(0.7), V(-1.3), V(2.0 / 3.0)
+    t = math.tanh(x.data * w.data)
+    h = V(t, (x, w), (w.data * (1 - t ** 2), x.data * (1 - t ** 2)))
+    s = V(x.data + 2 * y.data + h.data, (x, y, h, y), (1.0, 1.0, 1.0, 1.0))
+    q = V(s.data ** 2, (s,), (2 * s.data,))
+    out = (q * h + y).exp().log() / 3
+    out.backward()
+    nodes = [x, y, w, h, s, q, out]
+    return [(n.data, n.grad, n._local_grads) for n in nodes], [len(n._children) for n in nodes]
+
+
+@pytest.mark.parametrize("V", [e.Value for e in ENGINES[1:]])
+def test_user_defined_operations_match_the_pure_engine_bit_for_bit(V):
+    want, want_arity = custom_graph(PURE.Value)
+    with get_engine("compiled").graph():
+        got, arity = custom_graph(V)
+    assert arity == want_arity == [0, 0, 0, 2, 4, 1, 2]
+    for (pd, pg, plg), (cd, cg, clg) in zip(want, got):
+        assert bits(pd) == bits(cd) and bits(pg) == bits(cg)
+        assert [bits(a) for a in plg] == [bits(b) for b in clg]
+
+
+@needs_compiled
+def test_a_user_defined_node_is_custom_and_keeps_its_children():
+    eng = get_engine("compiled")
+    with eng.graph():
+        a, b = eng.Value(1.0), eng.Value(2.0)
+        n = eng.Value(5.0, [a, b, a], [0.25, 0.5, 0.75])
+        assert n.op == "custom"
+        assert [c.node for c in n._children] == [a.node, b.node, a.node]
+        assert n._local_grads == (0.25, 0.5, 0.75)
+        n.backward()
+        assert (a.grad, b.grad, n.grad) == (1.0, 0.5, 1)
+        assert eng.Value(3.0, (), ()).op == "leaf"
+        with pytest.raises(ValueError, match="cannot be recomputed"):
+            a.arena.replay(a.node)
+
+
+@needs_compiled
+def test_user_defined_operations_refuse_what_they_cannot_do():
+    from microgpt import ArenaMismatchError, StaleValueError
+    eng = get_engine("compiled")
+    a = eng.Value(1.0)
+    before = len(a.arena)
+    with pytest.raises(ValueError, match="2 children needs as many local grads, got 1"):
+        eng.Value(1.0, (a, a), (1.0,))
+    with pytest.raises(TypeError, match="compiled Values"):
+        eng.Value(1.0, (a, PURE.Value(1.0)), (1.0, 1.0))
+    with pytest.raises(TypeError, match="compiled Values"):
+        eng.Value(1.0, (a, 2.0), (1.0, 1.0))
+    with pytest.raises(TypeError):
+        eng.Value(1.0, (a,), ("x",))
+    with pytest.raises(ArenaMismatchError):
+        eng.Value(1.0, (a, eng.Arena().value(1.0)), (1.0, 1.0))
+    with eng.graph():
+        gone = eng.Value(1.0)
+    with pytest.raises(StaleValueError):
+        eng.Value(1.0, (a, gone), (1.0, 1.0))
+    assert len(a.arena) == before  # nothing appended by a refused operation
