@@ -27,14 +27,19 @@ cdef extern from "arena.h":
         double *grad                        # accumulated gradient   (per node)
         double *operand                     # exponent k of OP_POW   (per node)
         uint8_t *op                         # op_t                   (per node)
+        uint8_t *tag                        # TAG_* int tags         (per node)
         epoch_t *epoch                      # epoch at creation      (per node)
         int64_t *child_start                # node i's edges: [child_start[i], child_start[i+1])
         int64_t n_nodes, cap_nodes
         node_t *child                       # the child's index      (per edge)
         double *local_grad                  # d(node)/d(child)       (per edge)
+        uint8_t *lg_int                     # the local grad is an int (per edge)
         int64_t n_edges, cap_edges
         epoch_t cur_epoch
 
+    enum:
+        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT
+    void arena_tag(arena_t *a, int64_t i, int op, int k_int) nogil
     size_t arena_node_bytes() nogil
     size_t arena_edge_bytes() nogil
     int arena_init(arena_t *a) nogil

@@ -179,3 +179,106 @@ def test_user_defined_operations_refuse_what_they_cannot_do():
     with pytest.raises(StaleValueError):
         eng.Value(1.0, (a, gone), (1.0, 1.0))
     assert len(a.arena) == before  # nothing appended by a refused operation
+
+
+# ---------------------------------------------------------------- ints, as the pure engine keeps them
+
+INT_CASES = {
+    "leaf": lambda V: V(2),
+    "leaf float": lambda V: V(2.0),
+    "int + int": lambda V: V(2) + 3,
+    "int + float": lambda V: V(2) + 0.5,
+    "int * int": lambda V: V(2) * V(-3),
+    "int * float": lambda V: 1.5 * V(2),
+    "relu of a negative float": lambda V: V(-1.5).relu(),
+    "relu of nan": lambda V: V(float("nan")).relu(),
+    "relu of -0.0": lambda V: V(-0.0).relu(),
+    "relu of a positive int": lambda V: V(3).relu(),
+    "relu of a positive float": lambda V: V(3.0).relu(),
+    "negated int zero": lambda V: -V(0),
+    "int zero times a negative int": lambda V: V(0) * -4,
+    "negated relu zero": lambda V: -V(-2.0).relu(),
+    "int zero plus -0.0": lambda V: -V(0) + -0.0,
+    "int ** int": lambda V: V(-3) ** 3,
+    "int ** 0": lambda V: V(5) ** 0,
+    "int ** negative int": lambda V: V(2) ** -2,
+    "int ** float": lambda V: V(4) ** 0.5,
+    "float ** int": lambda V: V(2.0) ** 2,
+    "log and exp": lambda V: V(1).exp().log(),
+    "division of ints": lambda V: V(6) / V(3),
+    "sum from Value(0)": lambda V: sum([V(1), V(2), V(3)]),
+    "bool": lambda V: V(True) * 2,
+}
+
+
+def describe(v, walk=True):
+    """Each number of the node and its children, as (type, bits)."""
+    def num(x):
+        return (int if isinstance(x, int) else type(x), bits(x))
+    out = [num(v.data), num(v.grad)] + [num(g) for g in v._local_grads]
+    if walk:
+        out += [describe(c, False) for c in v._children]
+    return out
+
+
+@needs_compiled
+@pytest.mark.parametrize("case", list(INT_CASES))
+def test_ints_are_the_pure_engines(case):
+    build, eng = INT_CASES[case], get_engine("compiled")
+    p = build(PURE.Value)
+    with eng.graph():
+        c = build(eng.Value)
+        assert repr(c) == repr(p).replace("True", "1")
+        assert describe(c) == describe(p)
+        p.backward()
+        c.backward()
+        assert describe(c) == describe(p)
+        p.backward()  # again: the root's grad is the int 1 once more, the rest accumulate
+        c.backward()
+        assert describe(c) == describe(p)
+
+
+@needs_compiled
+def test_int_grads_turn_float_where_a_float_reaches_them():
+    eng = get_engine("compiled")
+    for V in (PURE.Value, eng.Value):
+        with eng.graph():
+            a, b, w = V(2), V(3), V(0.5)
+            y = a * b + (a * w).relu()  # b only meets ints; a meets the float w
+            y.backward()
+            assert (type(a.grad), type(b.grad), type(w.grad), type(y.grad)) == (float, int, float, int)
+            assert (a.grad, b.grad, w.grad) == (3.5, 2, 2.0)
+
+
+@needs_compiled
+def test_writes_set_the_type_and_adam_leaves_int_zero_grads():
+    eng = get_engine("compiled")
+    for E in (PURE, eng):
+        p = E.Value(1.0)
+        p.data = 3
+        assert type(p.data) is int and p.data == 3
+        p.data = 3.5
+        assert type(p.data) is float
+        p.grad = 0.25
+        assert type(p.grad) is float
+        q = E.Value(2)
+        q.grad = 1
+        E.Adam([p, q], beta1=0.85, beta2=0.99, eps=1e-8).step(0.01, 0)
+        assert [type(p.data), type(p.grad), type(q.data), type(q.grad)] == [float, int, float, int]
+
+
+@needs_compiled
+def test_arena_replay_retypes_what_it_recomputes():
+    eng = get_engine("compiled")
+    arena = eng.Arena()
+    x = arena.value(-2.0)
+    mark = arena.mark()
+    y = x.relu() * 3
+    assert (y.data, type(y.data)) == (0, int)
+    x.data = 1.5
+    arena.replay(mark)
+    assert (y.data, type(y.data)) == (4.5, float)
+    x.data = 2
+    arena.replay(mark)
+    assert (y.data, type(y.data)) == (6, int)
+    assert type(y.grad) is int
