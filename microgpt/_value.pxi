@@ -237,6 +237,17 @@ cdef class Value:
         if arena_backward(&self.arena.a, self.index) < 0:
             raise MemoryError("backward ran out of memory")
 
+    # -- copies: detached leaves (value and grad), in the default arena
+
+    def __copy__(self):
+        return _detached_value(self.data, self.grad)
+
+    def __deepcopy__(self, memo):
+        return _detached_value(self.data, self.grad)
+
+    def __reduce__(self):
+        return (_detached_value, (self.data, self.grad))
+
     # -- inspection
 
     @property
@@ -272,6 +283,14 @@ cdef class Value:
         cdef uint8_t t = self.arena.a.tag[self.index]
         return (f"Value(data={present(self.arena.a.data[self.index], t & TAG_DATA_INT)}, "
                 f"grad={present(self.arena.a.grad[self.index], t & TAG_GRAD_INT)})")
+
+
+def _detached_value(data, grad):
+    """A new leaf in the default arena holding data and grad: what copy.copy,
+    copy.deepcopy and pickle make of a compiled Value (its graph is not kept)."""
+    cdef Value v = Value(data)
+    v.grad = grad
+    return v
 
 
 cdef Arena custom_arena(object children, object local_grads):

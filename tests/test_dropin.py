@@ -282,3 +282,29 @@ def test_arena_replay_retypes_what_it_recomputes():
     arena.replay(mark)
     assert (y.data, type(y.data)) == (6, int)
     assert type(y.grad) is int
+
+
+# ---------------------------------------------------------------- copies and pickles
+
+@needs_compiled
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+@pytest.mark.parametrize("data, grad", [(2, 0), (-0.0, 0.5), (float("nan"), float("-inf")), (1e-300, -3)])
+def test_copies_are_detached_leaves_with_the_same_numbers(how, data, grad):
+    import copy
+    import math
+    import pickle
+    eng = get_engine("compiled")
+    make = {"copy": copy.copy, "deepcopy": copy.deepcopy,
+            "pickle": lambda v: pickle.loads(pickle.dumps(v))}[how]
+    arena = eng.Arena()  # an arena of its own: the copy lands in the default one
+    with arena.graph():
+        x = arena.value(data) * (1 if isinstance(data, int) else 1.0)  # a node, not a leaf
+        x.grad = grad
+        y = make(x)
+    # the copy outlived the scope that released the original
+    assert y.arena is eng.default_arena() and y.op == "leaf" and y._children == ()
+    for got, want in ((y.data, data), (y.grad, grad)):
+        assert type(got) is type(want)
+        assert bits(got) == bits(want) or (math.isnan(got) and math.isnan(want))
+    with pytest.raises(eng.StaleValueError):
+        copy.copy(x)
