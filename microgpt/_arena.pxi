@@ -15,6 +15,7 @@ cdef class Arena:
 
     def __dealloc__(self):
         arena_free(&self.a)
+        free(self.handles)  # every handle held a reference to this arena: none is left
 
     def value(self, data):
         """A new leaf Value in this arena."""

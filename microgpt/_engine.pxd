@@ -3,6 +3,7 @@
 # arena_t), Value (a handle into an arena), Tape (owns one recorded step).
 # Sizes and layouts are C's (src/arena.h, src/tape.h); nothing here repeats them.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from cpython.ref cimport PyObject
 
 cdef extern from "ops.h":
     ctypedef enum op_t:
@@ -96,6 +97,8 @@ cdef class Arena:
     cdef bint recording                     # a step is being recorded (see Recording)
     cdef object spoiled                     # why the recording cannot be replayed, or None
     cdef list derived                       # (const node, sign, source nodes) noted while recording
+    cdef PyObject **handles                 # node -> its live Value handle (borrowed; cleared by
+    cdef int64_t handles_cap                #   the handle's dealloc), so one object per node
 
 
 cdef class Value:

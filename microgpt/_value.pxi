@@ -116,9 +116,14 @@ cdef class Value:
             raise_nomem()
         if isinstance(data, int):
             arena.a.tag[i] |= TAG_DATA_INT
+        forget(self)  # __init__ called again on a live handle: it moves to the new node
         self.arena = arena
         self.index = i
         self.epoch = arena.a.cur_epoch
+        remember(arena, i, self)
+
+    def __dealloc__(self):
+        forget(self)
 
     # -- the two columns users read and write (a recording cannot follow a
     #    number out of the graph: reading or writing one while recording spoils it)
@@ -345,9 +350,15 @@ cdef node_t custom_node(Arena arena, double x, object children, object local_gra
 
 
 cdef Value make_existing(Arena arena, node_t i):
-    """A handle to an existing node (its epoch is the node's own)."""
-    cdef Value h = Value.__new__(Value)
+    """The handle to an existing node: its live handle if it has one, else a new one."""
+    cdef Value h
+    if i < arena.handles_cap and arena.handles[i] != NULL:
+        h = <Value>arena.handles[i]
+        if h.epoch == arena.a.epoch[i]:
+            return h
+    h = Value.__new__(Value)
     h.arena = arena
     h.index = i
     h.epoch = arena.a.epoch[i]
+    remember(arena, i, h)
     return h
