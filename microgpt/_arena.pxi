@@ -15,10 +15,14 @@ cdef class Arena:
 
     def __dealloc__(self):
         arena_free(&self.a)
+        free(self.handles)  # every handle held a reference to this arena: none is left
 
     def value(self, data):
         """A new leaf Value in this arena."""
-        return make(self, arena_leaf(&self.a, OP_LEAF, <double>data))
+        cdef node_t i = arena_leaf(&self.a, OP_LEAF, <double>data)
+        if i >= 0 and isinstance(data, int):
+            self.a.tag[i] |= TAG_DATA_INT
+        return make(self, i)
 
     def __len__(self):
         return self.a.n_nodes

@@ -3,6 +3,7 @@
 # arena_t), Value (a handle into an arena), Tape (owns one recorded step).
 # Sizes and layouts are C's (src/arena.h, src/tape.h); nothing here repeats them.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from cpython.ref cimport PyObject
 
 cdef extern from "ops.h":
     ctypedef enum op_t:
@@ -27,14 +28,19 @@ cdef extern from "arena.h":
         double *grad                        # accumulated gradient   (per node)
         double *operand                     # exponent k of OP_POW   (per node)
         uint8_t *op                         # op_t                   (per node)
+        uint8_t *tag                        # TAG_* int tags         (per node)
         epoch_t *epoch                      # epoch at creation      (per node)
         int64_t *child_start                # node i's edges: [child_start[i], child_start[i+1])
         int64_t n_nodes, cap_nodes
         node_t *child                       # the child's index      (per edge)
         double *local_grad                  # d(node)/d(child)       (per edge)
+        uint8_t *lg_int                     # the local grad is an int (per edge)
         int64_t n_edges, cap_edges
         epoch_t cur_epoch
 
+    enum:
+        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT
+    void arena_tag(arena_t *a, int64_t i, int op, int k_int) nogil
     size_t arena_node_bytes() nogil
     size_t arena_edge_bytes() nogil
     int arena_init(arena_t *a) nogil
@@ -91,6 +97,8 @@ cdef class Arena:
     cdef bint recording                     # a step is being recorded (see Recording)
     cdef object spoiled                     # why the recording cannot be replayed, or None
     cdef list derived                       # (const node, sign, source nodes) noted while recording
+    cdef PyObject **handles                 # node -> its live Value handle (borrowed; cleared by
+    cdef int64_t handles_cap                #   the handle's dealloc), so one object per node
 
 
 cdef class Value:

@@ -20,7 +20,8 @@ The parts, one job each (Cython includes, compiled as one module):
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memset
 from array import array
 
 from .errors import ArenaMismatchError, StaleValueError
@@ -68,14 +69,41 @@ cdef int raise_nomem() except -1:
     raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
 
 
+cdef int remember(Arena arena, node_t i, Value h) except -1:
+    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it)."""
+    cdef int64_t cap
+    cdef PyObject **t
+    if i >= arena.handles_cap:
+        cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
+        t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
+        if t == NULL:
+            raise_nomem()
+        memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
+        arena.handles = t
+        arena.handles_cap = cap
+    arena.handles[i] = <PyObject *>h
+    return 0
+
+
+cdef inline void forget(Value h) noexcept:
+    """Clear h's entry in its arena's handle table, if it is h's."""
+    if <object>h.arena is None:
+        return
+    cdef Arena arena = h.arena
+    if h.index < arena.handles_cap and arena.handles[h.index] == <PyObject *>h:
+        arena.handles[h.index] = NULL
+
+
 cdef inline Value make(Arena arena, node_t i):
-    """A new handle for node i (just appended)."""
+    """The handle for node i (just appended): a new object, the node's one handle
+    (a handle left at index i by a released node is stale and stays so)."""
     if i < 0:
         raise_nomem()
     cdef Value h = Value.__new__(Value)
     h.arena = arena
     h.index = i
     h.epoch = arena.a.cur_epoch
+    remember(arena, i, h)
     return h
 
 

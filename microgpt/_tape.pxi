@@ -123,7 +123,13 @@ cdef class Tape:
 
     def backward(self):
         self.load_params()
-        return bool(tape_backward(self.t, &self.arena.a, self.param_nodes, self.tokens))
+        cdef bint ok = tape_backward(self.t, &self.arena.a, self.param_nodes, self.tokens)
+        # the tape added float gradients to every parameter: their grads are floats
+        # now (the pure engine leaves one the step did not reach at the int 0)
+        cdef int32_t k
+        for k in range(self.t.n_params):
+            self.arena.a.tag[self.param_nodes[k]] &= ~TAG_GRAD_INT
+        return ok
 
 
 def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_end, list losses,

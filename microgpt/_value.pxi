@@ -33,6 +33,8 @@ cdef Value binary(uint8_t op, Value x, object y):
         j = arena_leaf(&x.arena.a, OP_CONST, c)
         if j < 0:
             raise_nomem()
+        if isinstance(y, int):
+            x.arena.a.tag[j] |= TAG_DATA_INT
         if x.arena.recording and type(y) is DerivedNumber:
             note_derived(x.arena, j, y)
     cdef node_t kids[2]
@@ -44,13 +46,14 @@ cdef Value binary(uint8_t op, Value x, object y):
         op_add(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
     else:
         op_mul(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
-    return make(x.arena, arena_node(&x.arena.a, op, out, 0.0, 2, kids, lg))
+    return make_tagged(x.arena, arena_node(&x.arena.a, op, out, 0.0, 2, kids, lg), op, 0)
 
 
 cdef Value power(Value x, object k):
     """x ** k for a number k: one OP_POW node, local grad k * x ** (k - 1), with
     k - 1 computed on k as Python computes it (exactly, for an int)."""
     cdef double kd = <double>k, km1 = <double>(k - 1)  # Python code first, then the check
+    cdef bint k_int = isinstance(k, int)
     check(x)
     if type(k) is DerivedNumber:
         spoil(x.arena, "a number derived from data was used as an exponent")
@@ -61,7 +64,20 @@ cdef Value power(Value x, object k):
     # a replay recomputes k - 1 from the double k; where that is not Python's
     # k - 1 (an int beyond 2**53), the node keeps its computed local grad
     cdef uint8_t op = OP_POW if km1 == kd - 1.0 else OP_CUSTOM
-    return make(x.arena, arena_node(&x.arena.a, op, out, kd, 1, &x.index, &lg))
+    return make_tagged(x.arena, arena_node(&x.arena.a, op, out, kd, 1, &x.index, &lg), OP_POW, k_int)
+
+
+cdef inline Value make_tagged(Arena arena, node_t i, int op, int k_int):
+    """A handle for node i (just appended by op), its int tags set as the pure
+    engine's types come out (src/arena.h arena_tag)."""
+    if i >= 0:
+        arena_tag(&arena.a, i, op, k_int)
+    return make(arena, i)
+
+
+cdef inline object present(double x, bint is_int):
+    """A number as the pure engine holds it: an int where its tag says so."""
+    return int(x) if is_int else x
 
 
 cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nogil, uint8_t op):
@@ -71,7 +87,7 @@ cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nog
     cdef status_t s = f(x.arena.a.data[x.index], &out, &lg)
     if s != OP_OK:
         raise_status(s)
-    return make(x.arena, arena_node(&x.arena.a, op, out, 0.0, 1, &x.index, &lg))
+    return make_tagged(x.arena, arena_node(&x.arena.a, op, out, 0.0, 1, &x.index, &lg), op, 0)
 
 
 @cython.final  # a subclass would get CPython's generic operator slots, which reorder operands
@@ -81,16 +97,33 @@ cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nog
 cdef class Value:
     """A scalar in the graph: a handle (arena, index) with the pure Value's API."""
 
-    def __init__(self, data):
+    def __init__(self, data, children=(), local_grads=()):
+        """Value(x): a leaf in the default arena. Value(x, children, local_grads): a
+        user-defined operation, as the reference's class allows: a node (op "custom")
+        over the given Values of one arena, with the given local gradients d(node)/d(child),
+        which backward uses. A recording that meets one runs the model code instead."""
         cdef Arena arena = _default_arena
+        cdef double x = <double>data
         if type(data) is DerivedNumber:
             spoil(arena, "a number derived from data became a new Value")
-        cdef node_t i = arena_leaf(&arena.a, OP_LEAF, <double>data)
+        cdef node_t i
+        if len(children) == 0 and len(local_grads) == 0:
+            i = arena_leaf(&arena.a, OP_LEAF, x)
+        else:
+            arena = custom_arena(children, local_grads)
+            i = custom_node(arena, x, children, local_grads)
         if i < 0:
             raise_nomem()
+        if isinstance(data, int):
+            arena.a.tag[i] |= TAG_DATA_INT
+        forget(self)  # __init__ called again on a live handle: it moves to the new node
         self.arena = arena
         self.index = i
         self.epoch = arena.a.cur_epoch
+        remember(arena, i, self)
+
+    def __dealloc__(self):
+        forget(self)
 
     # -- the two columns users read and write (a recording cannot follow a
     #    number out of the graph: reading or writing one while recording spoils it)
@@ -99,25 +132,35 @@ cdef class Value:
     def data(self):
         check(self)
         spoil(self.arena, "a .data was read while recording (declare it: model.max_data)")
-        return self.arena.a.data[self.index]
+        return present(self.arena.a.data[self.index], self.arena.a.tag[self.index] & TAG_DATA_INT)
 
     @data.setter
-    def data(self, double x):
+    def data(self, value):
+        cdef double x = <double>value
         check(self)
         spoil(self.arena, "a .data was written while recording")
         self.arena.a.data[self.index] = x
+        if isinstance(value, int):
+            self.arena.a.tag[self.index] |= TAG_DATA_INT
+        else:
+            self.arena.a.tag[self.index] &= ~TAG_DATA_INT
 
     @property
     def grad(self):
         check(self)
         spoil(self.arena, "a .grad was read while recording")
-        return self.arena.a.grad[self.index]
+        return present(self.arena.a.grad[self.index], self.arena.a.tag[self.index] & TAG_GRAD_INT)
 
     @grad.setter
-    def grad(self, double g):
+    def grad(self, value):
+        cdef double g = <double>value
         check(self)
         spoil(self.arena, "a .grad was written while recording")
         self.arena.a.grad[self.index] = g
+        if isinstance(value, int):
+            self.arena.a.tag[self.index] |= TAG_GRAD_INT
+        else:
+            self.arena.a.tag[self.index] &= ~TAG_GRAD_INT
 
     @staticmethod
     def max_data(values):
@@ -199,6 +242,17 @@ cdef class Value:
         if arena_backward(&self.arena.a, self.index) < 0:
             raise MemoryError("backward ran out of memory")
 
+    # -- copies: detached leaves (value and grad), in the default arena
+
+    def __copy__(self):
+        return _detached_value(self.data, self.grad)
+
+    def __deepcopy__(self, memo):
+        return _detached_value(self.data, self.grad)
+
+    def __reduce__(self):
+        return (_detached_value, (self.data, self.grad))
+
     # -- inspection
 
     @property
@@ -225,19 +279,86 @@ cdef class Value:
         check(self)
         cdef arena_t *a = &self.arena.a
         cdef int64_t e
-        return tuple(a.local_grad[e]
+        return tuple(present(a.local_grad[e], a.lg_int[e])
                      for e in range(a.child_start[self.index], a.child_start[self.index + 1]))
 
     def __repr__(self):
         if not alive(self):
             return "Value(<released>)"
-        return f"Value(data={self.arena.a.data[self.index]}, grad={self.arena.a.grad[self.index]})"
+        cdef uint8_t t = self.arena.a.tag[self.index]
+        return (f"Value(data={present(self.arena.a.data[self.index], t & TAG_DATA_INT)}, "
+                f"grad={present(self.arena.a.grad[self.index], t & TAG_GRAD_INT)})")
+
+
+def _detached_value(data, grad):
+    """A new leaf in the default arena holding data and grad: what copy.copy,
+    copy.deepcopy and pickle make of a compiled Value (its graph is not kept)."""
+    cdef Value v = Value(data)
+    v.grad = grad
+    return v
+
+
+cdef Arena custom_arena(object children, object local_grads):
+    """The arena of a user-defined node's children, after checking them."""
+    if len(children) != len(local_grads):
+        raise ValueError(f"a Value with {len(children)} children needs as many local grads, "
+                         f"got {len(local_grads)}")
+    cdef Arena arena = None
+    cdef Value c
+    for item in children:
+        if type(item) is not Value:
+            raise TypeError(f"the children of a compiled Value must be compiled Values, "
+                            f"got {type(item).__name__}")
+        c = <Value>item
+        check(c)
+        if arena is None:
+            arena = c.arena
+        elif c.arena is not arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+    return arena
+
+
+cdef node_t custom_node(Arena arena, double x, object children, object local_grads) except -2:
+    """Append an OP_CUSTOM node: the local grads are converted first (Python code may
+    run), then the children are checked again, then the node is appended."""
+    cdef Py_ssize_t n = len(children), j
+    cdef node_t *kids = <node_t *>malloc(n * sizeof(node_t) + 1)
+    cdef double *lg = <double *>malloc(n * sizeof(double) + 1)
+    cdef node_t i
+    if kids == NULL or lg == NULL:
+        free(kids)
+        free(lg)
+        raise_nomem()
+    try:
+        for j, g in enumerate(local_grads):
+            if type(g) is DerivedNumber:
+                spoil(arena, "a number derived from data became a local gradient")
+            lg[j] = <double>g
+        for j, c in enumerate(children):
+            check(<Value>c)
+            kids[j] = (<Value>c).index
+        if arena.recording:
+            spoil(arena, "the step has a user-defined node (its local grads were given)")
+        i = arena_node(&arena.a, OP_CUSTOM, x, 0.0, <int>n, kids, lg)
+        if i >= 0:
+            for j, g in enumerate(local_grads):
+                arena.a.lg_int[arena.a.child_start[i] + j] = isinstance(g, int)
+    finally:
+        free(kids)
+        free(lg)
+    return i
 
 
 cdef Value make_existing(Arena arena, node_t i):
-    """A handle to an existing node (its epoch is the node's own)."""
-    cdef Value h = Value.__new__(Value)
+    """The handle to an existing node: its live handle if it has one, else a new one."""
+    cdef Value h
+    if i < arena.handles_cap and arena.handles[i] != NULL:
+        h = <Value>arena.handles[i]
+        if h.epoch == arena.a.epoch[i]:
+            return h
+    h = Value.__new__(Value)
     h.arena = arena
     h.index = i
     h.epoch = arena.a.epoch[i]
+    remember(arena, i, h)
     return h

@@ -65,6 +65,7 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
         if (denom == 0.0) { *status = OP_ZERODIV; return i; }
         data[p] -= lr_t * m_hat / denom;
         grad[p] = 0.0;
+        a->tag[p] = (uint8_t)((a->tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);  /* a float; p.grad = 0 */
     }
     return n;
 }

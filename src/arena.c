@@ -7,7 +7,7 @@
 
 size_t arena_node_bytes(void) {
     return 3 * sizeof(double)       /* data, grad, operand */
-        + sizeof(uint8_t)           /* op */
+        + 2 * sizeof(uint8_t)       /* op, tag */
         + sizeof(epoch_t)           /* epoch */
         + sizeof(uint32_t)          /* visit (backward scratch) */
         + sizeof(int64_t)           /* child_start */
@@ -16,7 +16,7 @@ size_t arena_node_bytes(void) {
 }
 
 size_t arena_edge_bytes(void) {
-    return sizeof(node_t) + sizeof(double);  /* child, local_grad */
+    return sizeof(node_t) + sizeof(double) + sizeof(uint8_t);  /* child, local_grad, lg_int */
 }
 
 int arena_init(arena_t *a) {
@@ -32,8 +32,8 @@ int arena_init(arena_t *a) {
 }
 
 void arena_free(arena_t *a) {
-    free(a->data); free(a->grad); free(a->operand); free(a->op); free(a->epoch);
-    free(a->visit); free(a->child_start); free(a->child); free(a->local_grad);
+    free(a->data); free(a->grad); free(a->operand); free(a->op); free(a->tag); free(a->epoch);
+    free(a->visit); free(a->child_start); free(a->child); free(a->local_grad); free(a->lg_int);
     free(a->topo); free(a->stack_node); free(a->stack_edge);
     memset(a, 0, sizeof *a);
 }
@@ -59,6 +59,7 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         grow((void **)&a->grad, cap, sizeof(double)) ||
         grow((void **)&a->operand, cap, sizeof(double)) ||
         grow((void **)&a->op, cap, sizeof(uint8_t)) ||
+        grow((void **)&a->tag, cap, sizeof(uint8_t)) ||
         grow((void **)&a->epoch, cap, sizeof(epoch_t)) ||
         grow((void **)&a->child_start, cap + 1, sizeof(int64_t)) ||
         grow((void **)&a->topo, cap, sizeof(node_t)) ||
@@ -78,7 +79,8 @@ int arena_grow_edges(arena_t *a, int64_t need) {
     int64_t cap = a->cap_edges ? a->cap_edges : 2 * INITIAL_NODES;
     while (cap < need) cap *= 2;
     if (grow((void **)&a->child, cap, sizeof(node_t)) ||
-        grow((void **)&a->local_grad, cap, sizeof(double)))
+        grow((void **)&a->local_grad, cap, sizeof(double)) ||
+        grow((void **)&a->lg_int, cap, sizeof(uint8_t)))
         return OP_NOMEM;
     a->cap_edges = cap;
     return OP_OK;
@@ -104,7 +106,9 @@ status_t arena_replay(arena_t *a, int64_t from, int *custom) {
         for (int64_t j = 0; j < n && j < 2; ++j) x[j] = d[child[e + j]];
         status_t s = op_apply(op, x, a->operand[i], a->operand[i] - 1.0, &d[i], &a->local_grad[e]);
         if (s != OP_OK) return s;
+        arena_tag(a, i, op, (a->tag[i] & TAG_K_INT) != 0);
         a->grad[i] = 0.0;
+        a->tag[i] |= TAG_GRAD_INT;
     }
     return OP_OK;
 }

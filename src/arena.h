@@ -31,6 +31,7 @@ typedef struct {
     double *grad;          /* d(root)/d(node), accumulated by backward */
     double *operand;       /* the exponent k of OP_POW; 0 elsewhere */
     uint8_t *op;           /* op_t */
+    uint8_t *tag;          /* TAG_* bits: which of the node's numbers the pure engine holds as ints */
     epoch_t *epoch;        /* arena epoch when the node was created */
     uint32_t *visit;       /* scratch for backward: stamp of the last walk that reached it */
     int64_t *child_start;  /* n_nodes + 1 entries: node i's edges are [child_start[i], child_start[i+1]) */
@@ -39,6 +40,7 @@ typedef struct {
     /* edge columns, n_edges used of cap_edges */
     node_t *child;         /* the child's node index */
     double *local_grad;    /* d(node)/d(child) */
+    uint8_t *lg_int;       /* 1 where the pure engine's local grad is an int */
     int64_t n_edges, cap_edges;
 
     /* backward scratch, grown with the node columns */
@@ -49,6 +51,16 @@ typedef struct {
     epoch_t cur_epoch;     /* bumped by every release */
     uint32_t cur_visit;    /* bumped by every backward walk */
 } arena_t;
+
+/* Int tags. The pure engine keeps a Python int where the reference's arithmetic
+ * gives one (Value(2), int + int, relu's max(0, x), a grad before any float reached
+ * it); the columns keep the double and these bits say to present it as an int.
+ * Ints are exact in a double below 2**53 (beyond, the double is rounded: the one
+ * place the engines part), and an int is never a negative zero: an int-tagged
+ * zero is stored as +0.0, so the doubles computed from it are the pure engine's. */
+#define TAG_DATA_INT 1     /* data is an int */
+#define TAG_GRAD_INT 2     /* grad is an int (every node starts with the int 0) */
+#define TAG_K_INT 4        /* OP_POW: the exponent k was an int */
 
 /* Bytes the columns take per node (node columns and backward scratch) and per
  * edge: the one place that knows the layout's sizes. */
@@ -107,6 +119,7 @@ static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x,
     a->grad[i] = 0.0;
     a->operand[i] = operand;
     a->op[i] = op;
+    a->tag[i] = TAG_GRAD_INT;
     a->epoch[i] = a->cur_epoch;
     a->child_start[i + 1] = a->n_edges;
     return (node_t)i;
@@ -128,9 +141,42 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
         assert(c[j] >= 0 && c[j] < a->n_nodes);
         a->child[e + j] = c[j];
         a->local_grad[e + j] = lg[j];
+        a->lg_int[e + j] = 0;
     }
     a->n_edges = e + n;
     return arena_set_node(a, a->n_nodes++, op, x, operand);
+}
+
+/* Set the int tags of node i (already appended, its children's tags set) as the
+ * pure engine's types come out of op's arithmetic; k_int: OP_POW's exponent was
+ * an int. Leaves, constants and custom nodes are tagged by their maker. An int
+ * result that is zero becomes +0.0 (0 * -1 is the int 0, not -0.0). */
+static inline void arena_tag(arena_t *a, int64_t i, int op, int k_int) {
+    int64_t e = a->child_start[i];
+    const node_t *c = a->child + e;
+    uint8_t *lgi = a->lg_int + e;
+    int d0 = 0, d1 = 0, data_int = 0;
+    if (a->child_start[i + 1] > e) d0 = a->tag[c[0]] & TAG_DATA_INT;
+    if (a->child_start[i + 1] > e + 1) d1 = a->tag[c[1]] & TAG_DATA_INT;
+    switch (op) {
+    case OP_ADD: data_int = d0 && d1; lgi[0] = lgi[1] = 1; break;      /* (1, 1) */
+    case OP_MUL: data_int = d0 && d1; lgi[0] = d1 != 0; lgi[1] = d0 != 0; break;  /* (b, a) */
+    case OP_POW: {  /* int ** int >= 0 is an int; k * x ** (k - 1) too when k - 1 >= 0 */
+        double k = a->operand[i];
+        data_int = d0 && k_int && k >= 0.0;
+        lgi[0] = d0 && k_int && k >= 1.0;
+        break;
+    }
+    case OP_RELU:  /* max(0, x): the int 0 unless x > 0; float(x > 0) */
+        data_int = d0 || !(a->data[c[0]] > 0.0);
+        lgi[0] = 0;
+        break;
+    case OP_LOG: case OP_EXP: lgi[0] = 0; break;
+    default: return;
+    }
+    a->tag[i] = (uint8_t)((a->tag[i] & ~(TAG_DATA_INT | TAG_K_INT))
+                          | (data_int ? TAG_DATA_INT : 0) | (k_int ? TAG_K_INT : 0));
+    if (data_int && a->data[i] == 0.0) a->data[i] = 0.0;
 }
 
 #endif

@@ -62,12 +62,24 @@ int64_t arena_backward(arena_t *a, node_t root) {
     double *grad = a->grad;
     const node_t *topo = a->topo;
 
-    grad[root] = 1.0;
+    uint8_t *tag = a->tag;
+    const uint8_t *lg_int = a->lg_int;
+
+    grad[root] = 1.0;  /* the reference's self.grad = 1: an int */
+    tag[root] |= TAG_GRAD_INT;
     for (int64_t t = n - 1; t >= 0; --t) {
         node_t v = topo[t];
         double gv = grad[v];
-        for (int64_t e = start[v]; e < start[v + 1]; ++e)
-            grad[child[e]] += lg[e] * gv;
+        int gv_int = (tag[v] & TAG_GRAD_INT) != 0;
+        for (int64_t e = start[v]; e < start[v + 1]; ++e) {
+            double d = lg[e] * gv;
+            if (gv_int && lg_int[e]) {
+                if (d == 0.0) d = 0.0;  /* an int product is never -0.0 */
+            } else {
+                tag[child[e]] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+            }
+            grad[child[e]] += d;
+        }
     }
     return n;
 }
