@@ -1,0 +1,189 @@
+"""Hostile input and faults: each ends in one line and a stated exit status, and no file
+the user had is lost or overwritten (README, "Limits and failure behaviour")."""
+import json
+import math
+import os
+import time
+
+import pytest
+from support import assert_one_error_line, run_main, write_docs
+
+from microgpt import CheckpointError, checkpoint, rundir
+from microgpt.data import names_path
+
+DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
+        "mallory", "oscar", "peggy", "trent", "victor", "walter"]
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure"]
+
+
+@pytest.fixture
+def docs_txt(tmp_path):
+    return write_docs(tmp_path / "v.txt", DOCS)
+
+
+def refused(argv, status=2):
+    got, out, err = run_main(argv)
+    assert got == status, err
+    return assert_one_error_line(err)
+
+
+@pytest.fixture
+def tiny_run(docs_txt, tmp_path):
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 2, "--num-samples", 0, "-o", tmp_path / "run"])
+    assert got == 0, err
+    return tmp_path / "run"
+
+
+def edit_checkpoint(run_dir, edit):
+    path = run_dir / "checkpoint.json"
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    edit(obj)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- 1. outputs that alias inputs
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "hardlink"])
+def test_log_that_is_the_input_is_refused(docs_txt, tmp_path, spelling):
+    before = docs_txt.read_bytes()
+    (tmp_path / "x").mkdir()
+    log = {"same": docs_txt, "dotdot": tmp_path / "x" / ".." / "v.txt"}.get(spelling)
+    if spelling == "symlink":
+        log = tmp_path / "link.txt"
+        os.symlink(docs_txt, log)
+    elif spelling == "hardlink":
+        log = tmp_path / "hard.txt"
+        os.link(docs_txt, log)
+    line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--log", log])
+    assert "--log" in line and "--input" in line
+    assert docs_txt.read_bytes() == before
+
+
+def test_log_that_is_the_input_through_a_symlinked_input(docs_txt, tmp_path):
+    before = docs_txt.read_bytes()
+    link = tmp_path / "link.txt"
+    os.symlink(docs_txt, link)
+    refused(["train", "-i", link, *TINY, "--steps", 1, "--log", docs_txt])
+    assert docs_txt.read_bytes() == before
+
+
+def test_log_that_is_the_cached_names_data_is_refused(docs_txt):
+    refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--log", names_path()])
+
+
+def test_log_into_the_checkpoint_is_refused(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoint.json"
+    before = ckpt.read_bytes()
+    line = refused(["train", "--resume", tiny_run, "--steps", 4, "--log", ckpt])
+    assert "checkpoint" in line
+    refused(["train", "--resume", tiny_run, "--steps", 4, "--log", tiny_run / "x" / ".." / "checkpoint.json"])
+    assert ckpt.read_bytes() == before
+    assert rundir.load(tiny_run).step == 2
+
+
+def test_log_that_is_the_resumed_runs_data_is_refused(tiny_run, docs_txt):
+    before = docs_txt.read_bytes()
+    refused(["train", "--resume", tiny_run, "--steps", 4, "--log", docs_txt])
+    assert docs_txt.read_bytes() == before
+
+
+# ---------------------------------------------------------------- 2. sizes bounded before building
+
+@pytest.mark.parametrize("flag,value", [("--n-embd", 10**7), ("--block-size", 10**9), ("--n-layer", 10**6),
+                                        ("--n-head", 10**7)])
+def test_huge_size_flags_are_refused_at_once(docs_txt, flag, value):
+    t0 = time.perf_counter()
+    argv = ["train", "-i", docs_txt, "--steps", 1, "--engine", "pure", flag, value]
+    if flag == "--n-head":
+        argv += ["--n-embd", value]
+    line = refused(argv)
+    assert "limit" in line
+    assert time.perf_counter() - t0 < 5
+
+
+def test_parameter_count_is_bounded(docs_txt):
+    line = refused(["train", "-i", docs_txt, "--steps", 1, "--engine", "pure", "--n-embd", 2048, "--n-layer", 8])
+    assert "parameters" in line and "10,000,000" in line
+
+
+@pytest.mark.parametrize("field,value", [("n_embd", 10**7), ("block_size", 10**9), ("n_layer", 10**6),
+                                         ("vocab_size", 10**8)])
+def test_huge_sizes_in_a_checkpoint_are_refused(tiny_run, field, value):
+    def edit(obj):
+        obj["config"][field] = value
+        if field == "n_embd":
+            obj["config"]["n_head"] = 1
+    edit_checkpoint(tiny_run, edit)
+    t0 = time.perf_counter()
+    line = refused(["train", "--resume", tiny_run, "--steps", 4])
+    assert "limit" in line
+    refused(["sample", "-o", tiny_run])
+    assert time.perf_counter() - t0 < 5
+
+
+# ---------------------------------------------------------------- 3. numeric guard
+
+@pytest.mark.parametrize("lr", ["1", "1e308"])
+def test_divergence_without_save_every_keeps_the_last_finite_state(docs_txt, tmp_path, lr):
+    out = tmp_path / "D"
+    got, stdout, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 200, "--learning-rate", lr,
+                                 "-o", out, "--num-samples", 0])
+    assert got == 1
+    line = assert_one_error_line(err)
+    assert "diverged at step" in line and "--learning-rate" in line
+    assert "nan" not in stdout
+    ckpt = rundir.load(out)  # loadable: every number finite (the loader refuses others)
+    assert "after step %d" % ckpt.step in line
+    assert ckpt.step < 200
+
+
+@pytest.mark.parametrize("lr", ["1", "1e308"])
+def test_divergence_with_save_every_keeps_the_last_saved_checkpoint(docs_txt, tmp_path, lr):
+    out = tmp_path / "D"
+    got, stdout, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 200, "--learning-rate", lr,
+                                 "-o", out, "--save-every", 1, "--num-samples", 0])
+    assert got == 1
+    line = assert_one_error_line(err)
+    assert "diverged at step" in line
+    ckpt = rundir.load(out)
+    step = int(line.split("diverged at step ")[1].split()[0])
+    assert ckpt.step < step
+    for mats in (ckpt.weights, ckpt.adam_m, ckpt.adam_v):
+        assert all(math.isfinite(x) for mat in mats.values() for row in mat for x in row)
+
+
+def test_divergence_without_out_dir_is_one_line(docs_txt, tmp_path):
+    log = tmp_path / "log.jsonl"
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 50, "--learning-rate", "1e308",
+                            "--log", log])
+    assert got == 1
+    assert "nothing was saved" in assert_one_error_line(err)
+    for line in log.read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the log"))
+
+
+@pytest.mark.parametrize("where,value", [
+    (("weights",), float("nan")), (("weights",), float("inf")), (("weights",), "1e999"),
+    (("optimizer", "m"), float("-inf")), (("optimizer", "v"), -1.0),
+    (("training", "learning_rate"), float("nan")), (("training", "learning_rate"), float("inf")),
+    (("training", "learning_rate"), 0), (("training", "learning_rate"), -0.01),
+    (("training", "val_fraction"), -1), (("training", "val_fraction"), 1), (("config", "init_std"), float("nan")),
+])
+def test_loader_refuses_numbers_out_of_range(tiny_run, where, value):
+    path = tiny_run / "checkpoint.json"
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    target = obj
+    for key in where[:-1]:
+        target = target[key]
+    if where[0] in ("weights", "optimizer"):
+        mats = target[where[-1]] if len(where) > 1 else obj["weights"]
+        mats["wte"][0][0] = "@@"
+        text = json.dumps(obj).replace('"@@"', value if isinstance(value, str) else json.dumps(value))
+    else:
+        target[where[-1]] = "@@"
+        text = json.dumps(obj).replace('"@@"', json.dumps(value))
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError):
+        rundir.load(tiny_run)
+    refused(["sample", "-o", tiny_run])
