@@ -24,6 +24,7 @@ CONFIG_FIELDS = ("vocab_size", "n_layer", "n_embd", "block_size", "n_head", "ini
 # is checked against these before a single weight is allocated.
 MAX_SIZES = {"n_layer": 256, "n_embd": 4096, "block_size": 4096, "n_head": 4096, "vocab_size": 65536}
 MAX_PARAMETERS = 10_000_000
+MAX_STEPS = 2 ** 63 - 1  # steps a run may count to (the flag --steps and training.num_steps)
 MAX_CHECKPOINT_BYTES = 1 << 30  # a checkpoint file larger than this is refused unread
 
 
@@ -215,6 +216,8 @@ def from_dict(obj, path="checkpoint"):
 
     tr = _get(obj, "training", dict, "")
     step, num_steps = _get(tr, "step", int, "training."), _get(tr, "num_steps", int, "training.")
+    if num_steps > MAX_STEPS:
+        raise _Bad(f"training.num_steps is above the limit of {MAX_STEPS}")
     if not 0 <= step <= num_steps or num_steps <= 0:
         raise _Bad(f"training.step {step} is not within 0..num_steps {num_steps}")
     learning_rate = _get(tr, "learning_rate", float, "training.")
@@ -255,6 +258,9 @@ def _rng_state(rng):
     bad = _Bad("rng_state should be [version, [625 integers], null or a float]")
     if len(rng) != 3 or not isinstance(rng[1], list) or not all(type(x) is int for x in rng[1]):
         raise bad
+    words = rng[1]
+    if len(words) != 625 or not all(0 <= x < 2 ** 32 for x in words[:624]) or not 0 <= words[624] <= 624:
+        raise _Bad("rng_state should hold 624 words of 32 bits and a position from 0 to 624")
     gauss_next = rng[2]
     if gauss_next is not None:
         if isinstance(gauss_next, bool) or not isinstance(gauss_next, (int, float)):

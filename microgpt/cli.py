@@ -12,6 +12,7 @@ import sys
 from . import bench, rundir
 from . import engine as engines
 from .args import build_parser, flag
+from .checkpoint import MAX_STEPS
 from .data import Tokenizer, names_path
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
 from .model import init_state_dict, parameters
@@ -86,6 +87,8 @@ def cmd_train(args):
     if args.save_every and not out_dir:
         raise UsageError("--save-every needs --out-dir DIR (where to save)")
     check_sizes(args)
+    if args.steps > MAX_STEPS:
+        raise UsageError(f"--steps {args.steps} is above the limit of {MAX_STEPS}")
     eng = resolve_engine(args.engine)
 
     ckpt = None

@@ -36,13 +36,27 @@ def load(directory):
         raise CheckpointError(f"{directory} is a file; give the run directory that holds {FILENAME}")
     path = checkpoint_path(directory)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        with open(path, "rb", buffering=0) if _regular(path) else _not_regular(path) as f:
+            raw = f.read(checkpoint.MAX_CHECKPOINT_BYTES + 1)  # loads() refuses one byte more
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint in {directory} ({path} does not exist)") from None
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     return checkpoint.loads(raw, path)
+
+
+def _regular(path):
+    import stat
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return True  # open() reports it
+
+
+def _not_regular(path):
+    raise CheckpointError(f"{path} is not a regular file")
 
 
 def prepare_run_dir(directory, *, may_hold_checkpoint=False):

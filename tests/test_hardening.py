@@ -187,3 +187,57 @@ def test_loader_refuses_numbers_out_of_range(tiny_run, where, value):
     with pytest.raises(CheckpointError):
         rundir.load(tiny_run)
     refused(["sample", "-o", tiny_run])
+
+
+# ---------------------------------------------------------------- 4. the loader at its boundary
+
+def raw_edit(run_dir, edit):
+    path = run_dir / "checkpoint.json"
+    path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", ["deep", "seed5000", "step400", "weight400", "rng_out_of_range",
+                                  "rng_negative", "nul_path", "gauss400"])
+def test_hostile_checkpoints_are_one_line(tiny_run, case):
+    if case == "deep":
+        (tiny_run / "checkpoint.json").write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        def edit(obj):
+            if case == "seed5000":
+                obj["training"]["seed"] = "@@" + "7" * 5000
+            elif case == "step400":
+                obj["training"]["num_steps"] = "@@" + "9" * 400
+            elif case == "weight400":
+                obj["weights"]["wte"][0][0] = "@@" + "9" * 400
+            elif case == "rng_out_of_range":
+                obj["rng_state"][1][0] = "@@" + str(2 ** 40)
+            elif case == "rng_negative":
+                obj["rng_state"][1][0] = -1
+            elif case == "nul_path":
+                obj["data"]["path"] = "/tmp/a\0b"
+            elif case == "gauss400":
+                obj["rng_state"][2] = "@@" + "9" * 400
+        path = tiny_run / "checkpoint.json"
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        edit(obj)
+        text = json.dumps(obj)
+        import re
+        text = re.sub(r'"@@(\d+)"', r"\1", text)
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError):
+        rundir.load(tiny_run)
+    refused(["train", "--resume", tiny_run, "--steps", 4])
+    refused(["sample", "-o", tiny_run])
+
+
+def test_checkpoint_size_is_bounded_before_reading(tiny_run, monkeypatch):
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 100)
+    line = refused(["sample", "-o", tiny_run])
+    assert "larger than the limit" in line
+
+
+def test_a_fifo_for_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "checkpoint.json")
+    line = refused(["sample", "-o", tmp_path / "run"])
+    assert "not a regular file" in line
