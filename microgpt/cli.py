@@ -99,10 +99,18 @@ def cmd_train(args):
             raise UsageError("--eval-every needs --val-fraction above 0, and the resumed run holds out nothing")
     check_log_path(args, ckpt, out_dir)
     run = build_run(eng, settings_from(args), resume=ckpt)
+    lock = None
     if out_dir:
         resuming_here = args.resume is not None and same_path(out_dir, args.resume)
-        rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here)
+        lock = rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here)
+    try:
+        return train_and_sample(args, eng, run, ckpt, out_dir)
+    finally:
+        if lock is not None:
+            lock.close()
 
+
+def train_and_sample(args, eng, run, ckpt, out_dir):
     log = None
     if args.log:
         try:

@@ -85,6 +85,20 @@ def write_atomic(path, raw):
         except OSError:
             pass
         raise
+    _fsync_directory(folder)  # the rename itself survives a power cut
+
+
+def _fsync_directory(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
 
 
 def names_path():

@@ -241,3 +241,50 @@ def test_a_fifo_for_a_checkpoint_is_refused(tmp_path):
     os.mkfifo(tmp_path / "run" / "checkpoint.json")
     line = refused(["sample", "-o", tmp_path / "run"])
     assert "not a regular file" in line
+
+
+# ---------------------------------------------------------------- 5. one run per directory
+
+def test_a_locked_run_directory_is_refused(docs_txt, tmp_path):
+    (tmp_path / "D").mkdir()
+    with rundir.RunLock(str(tmp_path / "D")):
+        line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "-o", tmp_path / "D"])
+        assert "in use by another microgpt run" in line
+    assert os.listdir(tmp_path / "D") == []
+
+
+def test_two_resumes_of_one_run_are_refused(tiny_run):
+    before = (tiny_run / "checkpoint.json").read_bytes()
+    with rundir.RunLock(str(tiny_run)):
+        refused(["train", "--resume", tiny_run, "--steps", 4])
+    assert (tiny_run / "checkpoint.json").read_bytes() == before
+    got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 4, "--num-samples", 0])
+    assert got == 0, err  # the lock is released when a run ends
+
+
+def test_a_second_process_is_refused_while_a_run_trains(docs_txt, tmp_path):
+    from support import run_module, start_module
+    d = tmp_path / "D"
+    child = start_module(["train", "-i", docs_txt, *TINY, "--steps", 100000, "-o", d, "--num-samples", 0])
+    try:
+        deadline = time.time() + 30
+        while True:  # the child holds the lock once its first progress line is out
+            assert time.time() < deadline
+            line = child.stdout.readline()
+            if line.startswith("step"):
+                break
+        second = run_module(["train", "-i", docs_txt, *TINY, "--steps", 1, "-o", d, "--num-samples", 0])
+        assert second.returncode == 2
+        assert "in use" in assert_one_error_line(second.stderr)
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+    assert rundir.load(d).step > 0  # SIGTERM saved the first run's checkpoint, untouched by the second
+
+
+def test_leftover_temporary_files_are_removed(tiny_run):
+    leftover = tiny_run / ".tmp-abc123checkpoint.json"
+    leftover.write_text("{half a chec")
+    got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 3, "--num-samples", 0])
+    assert got == 0, err
+    assert os.listdir(tiny_run) == ["checkpoint.json"]
