@@ -288,3 +288,42 @@ def test_leftover_temporary_files_are_removed(tiny_run):
     got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 3, "--num-samples", 0])
     assert got == 0, err
     assert os.listdir(tiny_run) == ["checkpoint.json"]
+
+
+# ---------------------------------------------------------------- 6. bounded inputs, odd outputs
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo", "directory"])
+def test_an_input_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    path = {"dev_zero": "/dev/zero", "directory": str(tmp_path)}.get(kind)
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    t0 = time.perf_counter()
+    line = refused(["train", "-i", path, *TINY, "--steps", 1])
+    assert "not a regular file" in line or "Is a directory" in line
+    assert time.perf_counter() - t0 < 5
+
+
+def test_input_size_is_bounded(docs_txt, monkeypatch):
+    from microgpt import data
+    monkeypatch.setattr(data, "MAX_INPUT_BYTES", 10)
+    assert "larger than the limit" in refused(["train", "-i", docs_txt, *TINY, "--steps", 1])
+
+
+def test_a_byte_order_mark_is_not_a_vocabulary_character(tmp_path):
+    plain = write_docs(tmp_path / "plain.txt", DOCS)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    outs = []
+    for path in (plain, bom):
+        got, out, err = run_main(["train", "-i", path, *TINY, "--steps", 2, "--num-samples", 2])
+        assert got == 0, err
+        outs.append([line.split(" | ms")[0].split("ms/step")[0] for line in out.splitlines()
+                     if "vocab size" in line or line.startswith("sample")] + [out.split(" | ")[1]])
+    assert outs[0] == outs[1]  # the same vocabulary, the same run
+
+
+@pytest.mark.parametrize("value", ["1e-310", "1e-7"])
+def test_a_vanishing_temperature_is_refused(docs_txt, value):
+    line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--temperature", value])
+    assert "--temperature" in line
