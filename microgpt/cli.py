@@ -4,6 +4,7 @@ Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
 benchmark); the library's messages are worded here with the flags that set
 what they name.
 """
+import errno
 import json
 import os
 import random
@@ -16,7 +17,7 @@ from .checkpoint import MAX_STEPS
 from .data import Tokenizer, names_path
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
 from .model import init_state_dict, parameters
-from .progress import Progress
+from .progress import OutputError, Progress
 from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train
 from .signals import signal_name
 from .state import restore_weights
@@ -140,9 +141,17 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         if where is not None:
             print(f"checkpoint: {where} (step {run.trainer.step} of {args.steps})")
         return 0
+    except OutputError as e:
+        progress.end_line = lambda: None
+        where = f"; the checkpoint of step {run.trainer.step} is saved to {e.saved}" if e.saved else ""
+        print(f"microgpt: error: {e}{where}", file=sys.stderr, flush=True)
+        return 1
     finally:
         if log is not None:
-            log.close()
+            try:
+                log.close()
+            except OSError:
+                pass  # already reported
 
 
 def diverged_line(e, args):
@@ -265,10 +274,21 @@ def worded(error):
 
 
 def main(argv=None):
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with the descriptor closed (`>&-`)
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return status
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT):
+            raise
+        print(f"microgpt: error: cannot write output: {e.strerror or e}", file=sys.stderr)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
     except (UsageError, DataError) as e:
         print(f"microgpt: error: {worded(e)}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from .checkpoint import Checkpoint, size_problem
 from .data import NAMES_SHA256, Tokenizer, load_documents
 from .errors import ArenaMismatchError, CheckpointError, SettingError
 from .model import Config, init_state_dict
+from .progress import OutputError
 from .signals import StopSignals
 from .state import all_finite, capture, checkpoint_of, restore_optimizer, restore_weights, snapshot
 from .train import Trainer, split_documents
@@ -241,6 +242,15 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None):
         return run.save(out_dir)  # the generator as training left it: sampling repeats what follows
     except NonFinite as e:
         raise diverged(trainer.step, str(e)) from None
+    except (OutputError, OSError) as e:
+        # the log or stdout failed between two steps: keep the run's progress
+        error = e if isinstance(e, OutputError) else OutputError(f"cannot write output: {e.strerror or e}")
+        if out_dir is not None:
+            try:
+                error.saved = run.save(out_dir)
+            except NonFinite:
+                pass
+        raise error from None
     except (OverflowError, ZeroDivisionError, ValueError) as e:
         if isinstance(e, ArenaMismatchError):
             raise

@@ -327,3 +327,33 @@ def test_a_byte_order_mark_is_not_a_vocabulary_character(tmp_path):
 def test_a_vanishing_temperature_is_refused(docs_txt, value):
     line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--temperature", value])
     assert "--temperature" in line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_log_is_one_line_and_the_checkpoint_is_saved(docs_txt, tmp_path):
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 5, "--log", "/dev/full",
+                            "-o", tmp_path / "D", "--num-samples", 0])
+    assert got == 1
+    line = assert_one_error_line(err)
+    assert "cannot write log file /dev/full" in line and "saved" in line
+    assert rundir.load(tmp_path / "D").step == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_stdout_that_cannot_be_written_is_no_traceback(docs_txt, stdout):
+    import subprocess
+    from support import child_env, module_argv, PACKAGE_PARENT
+    argv = module_argv(["train", "-i", docs_txt, *TINY, "--steps", 3, "--num-samples", 1])
+    if stdout == "full":
+        with open("/dev/full", "w") as full:
+            child = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                                   env=child_env(), cwd=PACKAGE_PARENT)
+        assert child.returncode == 1
+        assert "cannot write output" in assert_one_error_line(child.stderr)
+    else:
+        child = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                               env=child_env(), cwd=PACKAGE_PARENT,
+                               preexec_fn=lambda: os.close(1))
+        assert child.returncode == 0, child.stderr
+        assert "Traceback" not in child.stderr
