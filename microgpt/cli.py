@@ -228,6 +228,8 @@ def cmd_bench(args):
     if bad:
         raise UsageError(f"--n-embd {','.join(map(str, bad))} is not divisible by --n-head {args.n_head}")
     configs = bench.configurations(args.n_layer, args.n_embd, args.block_size, args.n_head)
+    for cfg in configs:  # the vocabulary is not known yet: a lower bound of the parameters
+        check_sizes(RunSettings(**cfg), vocab_size=1)
 
     def announce(name, cfg, rep):
         print(f"bench: {name} at {bench.config_label(cfg)}, run {rep + 1} of {args.repeat} ...",

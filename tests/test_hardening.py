@@ -357,3 +357,22 @@ def test_stdout_that_cannot_be_written_is_no_traceback(docs_txt, stdout):
                                preexec_fn=lambda: os.close(1))
         assert child.returncode == 0, child.stderr
         assert "Traceback" not in child.stderr
+
+
+def test_bench_refuses_huge_sizes_at_once():
+    t0 = time.perf_counter()
+    line = refused(["bench", "--n-embd", "16,10000000", "--engines", "pure"])
+    assert "limit" in line and time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000 + "\n", '{"step": 1, "loss": ' + "9" * 5000 + "}\n"])
+def test_plot_on_a_hostile_log_is_one_line(tmp_path, content):
+    log = tmp_path / "log.jsonl"
+    log.write_text(content)
+    refused(["plot", log, "--out", tmp_path / "x.png"])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_refuses_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    assert "not a regular file" in refused(["plot", tmp_path / "fifo", "--out", tmp_path / "x.png"])
