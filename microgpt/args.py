@@ -82,6 +82,16 @@ def positive_float(text):
     return value
 
 
+MIN_TEMPERATURE = 1e-6  # below it, logits divided by the temperature can overflow to inf
+
+
+def temperature(text):
+    value = positive_float(text)
+    if value < MIN_TEMPERATURE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TEMPERATURE:g}, got {text}")
+    return value
+
+
 class Given(argparse.Action):
     """Store the value and note that the flag was given (a resumed run refuses changes)."""
 
@@ -117,7 +127,7 @@ def add_train(sub):
                    help="training steps (the learning rate decays linearly to 0 at the last)")
     t.add_argument("--learning-rate", type=positive_float, default=DEFAULTS.learning_rate, action=Given,
                    help="Adam learning rate at step 0")
-    t.add_argument("--temperature", type=positive_float, default=0.5, help="sampling temperature")
+    t.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
     t.add_argument("--num-samples", type=int, default=20, help="names to sample after training")
     t.add_argument("--log", metavar="FILE", help="write one JSON object per step (JSON Lines; "
                    "appended to when resuming)")
@@ -173,7 +183,7 @@ def add_sample(sub):
                        "finished run prints the samples 'train' printed.")
     s.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
     s.add_argument("--num-samples", type=non_negative_int, default=20, help="how many samples")
-    s.add_argument("--temperature", type=positive_float, default=0.5, help="sampling temperature")
+    s.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
     s.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K most likely tokens only")
     s.add_argument("--prompt", metavar="PREFIX", default="", help="start every sample with PREFIX")
     s.add_argument("--seed", type=int, help="reseed the generator (default: continue the checkpoint's)")

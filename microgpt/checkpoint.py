@@ -8,6 +8,7 @@ Files and run directories are ``rundir.py``'s job; moving a trainer's state in
 and out of a Checkpoint is ``state.py``'s.
 """
 import json
+import math
 import random
 from dataclasses import dataclass
 
@@ -18,6 +19,34 @@ from .model import Config
 FORMAT = "microgpt-checkpoint"
 VERSION = 1
 CONFIG_FIELDS = ("vocab_size", "n_layer", "n_embd", "block_size", "n_head", "init_std")
+
+# The largest model microgpt builds (README, "Limits and failure behaviour"): every size
+# is checked against these before a single weight is allocated.
+MAX_SIZES = {"n_layer": 256, "n_embd": 4096, "block_size": 4096, "n_head": 4096, "vocab_size": 65536}
+MAX_PARAMETERS = 10_000_000
+MAX_STEPS = 2 ** 63 - 1  # steps a run may count to (the flag --steps and training.num_steps)
+MAX_CHECKPOINT_BYTES = 1 << 30  # a checkpoint file larger than this is refused unread
+
+
+def parameter_count(vocab_size, n_layer, n_embd, block_size):
+    """The number of weights of a model of these sizes (model.init_state_dict's layout)."""
+    return (2 * vocab_size + block_size) * n_embd + n_layer * 12 * n_embd * n_embd
+
+
+def size_problem(sizes):
+    """What is wrong with a model's sizes (a dict with some of MAX_SIZES' keys), or None.
+
+    The names in the message are settings, as ``{name}`` (a SettingError template)."""
+    for name, limit in MAX_SIZES.items():
+        value = sizes.get(name)
+        if value is not None and value > limit:
+            return f"{{{name}}} {value} is above the limit of {limit}"
+    if all(k in sizes for k in ("vocab_size", "n_layer", "n_embd", "block_size")):
+        count = parameter_count(sizes["vocab_size"], sizes["n_layer"], sizes["n_embd"], sizes["block_size"])
+        if count > MAX_PARAMETERS:
+            return (f"the model would have {count:,} parameters, above the limit of {MAX_PARAMETERS:,} "
+                    f"(lower {{n_embd}}, {{n_layer}} or {{block_size}})")
+    return None
 
 
 @dataclass
@@ -76,6 +105,8 @@ def loads(raw, path="checkpoint"):
     if raw[:1] == b"\x80":  # the PROTO opcode every pickle since protocol 2 starts with
         raise CheckpointError(f"{path} is a Python pickle, not a microgpt checkpoint; "
                               f"microgpt never loads pickles (they can run code)")
+    if len(raw) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path} is larger than the limit of {MAX_CHECKPOINT_BYTES} bytes for a checkpoint")
     try:
         obj = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -83,10 +114,21 @@ def loads(raw, path="checkpoint"):
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not a valid checkpoint, truncated or corrupt "
                               f"({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is not a valid checkpoint (JSON nested too deep)") from None
+    except ValueError as e:  # an integer too long to convert, say
+        raise CheckpointError(f"{path} is not a valid checkpoint ({_first_line(e)})") from None
     try:
         return from_dict(obj, path)
     except _Bad as e:
         raise CheckpointError(f"{path} is not a valid checkpoint: {e}") from None
+    except (RecursionError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{path} is not a valid checkpoint ({_first_line(e)})") from None
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
 
 
 class _Bad(Exception):
@@ -99,7 +141,8 @@ def _get(obj, key, kind, where):
     value = obj[key]
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        if ok:
+            value = _finite(value, f"{where}{key}")
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
@@ -121,13 +164,28 @@ def _matrices(obj, where):
             out[name] = [[_number(x) for x in row] for row in rows]
         except TypeError:
             raise _Bad(f"{where}.{name} holds something that is not a number") from None
+        except (ValueError, OverflowError):
+            raise _Bad(f"{where}.{name} holds a number that is not finite") from None
     return out
 
 
 def _number(x):
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise TypeError
-    return float(x)
+    x = float(x)  # OverflowError for an integer beyond a float
+    if not math.isfinite(x):
+        raise ValueError
+    return x
+
+
+def _finite(value, what):
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise _Bad(f"{what} should be a finite number, got {value}")
+    return value
 
 
 def from_dict(obj, path="checkpoint"):
@@ -143,6 +201,9 @@ def from_dict(obj, path="checkpoint"):
     sizes = {k: _get(cfg, k, int, "config.") for k in CONFIG_FIELDS if k != "init_std"}
     if any(v <= 0 for v in sizes.values()):
         raise _Bad("config sizes must be positive")
+    problem = size_problem(sizes)
+    if problem is not None:
+        raise _Bad("config: " + problem.replace("{", "").replace("}", ""))
     if sizes["n_embd"] % sizes["n_head"]:
         raise _Bad(f"config n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}")
     config = Config(init_std=_get(cfg, "init_std", float, "config."), **sizes)
@@ -155,14 +216,22 @@ def from_dict(obj, path="checkpoint"):
 
     tr = _get(obj, "training", dict, "")
     step, num_steps = _get(tr, "step", int, "training."), _get(tr, "num_steps", int, "training.")
+    if num_steps > MAX_STEPS:
+        raise _Bad(f"training.num_steps is above the limit of {MAX_STEPS}")
     if not 0 <= step <= num_steps or num_steps <= 0:
         raise _Bad(f"training.step {step} is not within 0..num_steps {num_steps}")
     learning_rate = _get(tr, "learning_rate", float, "training.")
+    if not learning_rate > 0:
+        raise _Bad(f"training.learning_rate should be above 0, got {learning_rate}")
     seed = _get(tr, "seed", int, "training.")
     val_fraction = _get(tr, "val_fraction", float, "training.")
+    if not 0 <= val_fraction < 1:
+        raise _Bad(f"training.val_fraction should be at least 0 and below 1, got {val_fraction}")
 
     data = _get(obj, "data", dict, "")
     data_path, data_sha256 = _get(data, "path", str, "data."), _get(data, "sha256", str, "data.")
+    if "\0" in data_path or not data_path:
+        raise _Bad("data.path should be a non-empty path without NUL characters")
 
     rng = _get(obj, "rng_state", list, "")
     rng_state = _rng_state(rng)
@@ -171,6 +240,8 @@ def from_dict(obj, path="checkpoint"):
     opt = _get(obj, "optimizer", dict, "")
     adam_m = _matrices(_get(opt, "m", dict, "optimizer."), "optimizer.m")
     adam_v = _matrices(_get(opt, "v", dict, "optimizer."), "optimizer.v")
+    if any(x < 0 for rows in adam_v.values() for row in rows for x in row):
+        raise _Bad("optimizer.v holds a negative number (second moments are squares)")
     for what, moments in (("optimizer.m", adam_m), ("optimizer.v", adam_v)):
         if list(moments) != list(weights):
             raise _Bad(f"{what} should hold the same matrices as weights")
@@ -187,6 +258,9 @@ def _rng_state(rng):
     bad = _Bad("rng_state should be [version, [625 integers], null or a float]")
     if len(rng) != 3 or not isinstance(rng[1], list) or not all(type(x) is int for x in rng[1]):
         raise bad
+    words = rng[1]
+    if len(words) != 625 or not all(0 <= x < 2 ** 32 for x in words[:624]) or not 0 <= words[624] <= 624:
+        raise _Bad("rng_state should hold 624 words of 32 bits and a position from 0 to 624")
     gauss_next = rng[2]
     if gauss_next is not None:
         if isinstance(gauss_next, bool) or not isinstance(gauss_next, (int, float)):
@@ -196,7 +270,7 @@ def _rng_state(rng):
     probe = random.Random()
     try:
         probe.setstate(state)  # checks it now, on a private generator
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad from None
     return state
 

@@ -4,6 +4,7 @@ Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
 benchmark); the library's messages are worded here with the flags that set
 what they name.
 """
+import errno
 import json
 import os
 import random
@@ -12,11 +13,12 @@ import sys
 from . import bench, rundir
 from . import engine as engines
 from .args import build_parser, flag
-from .data import Tokenizer
+from .checkpoint import MAX_STEPS
+from .data import Tokenizer, names_path
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
 from .model import init_state_dict, parameters
-from .progress import Progress
-from .run import RunSettings, Stopped, build_run, resume_settings, train
+from .progress import OutputError, Progress
+from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train
 from .signals import signal_name
 from .state import restore_weights
 from .train import count_cut_documents, sample
@@ -37,6 +39,40 @@ def same_path(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def same_file(a, b):
+    """Whether two paths name one file: the same real path, or (both existing) one inode."""
+    if same_path(a, b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_log_path(args, ckpt, out_dir):
+    """Refuse a --log that would overwrite (or append into) a file the run reads or writes."""
+    if not args.log:
+        return
+    if "\0" in args.log:
+        raise UsageError("--log: a path cannot hold a NUL character")
+    inputs = []
+    if args.input:
+        inputs.append(("the --input file", args.input))
+    elif ckpt is not None:
+        inputs.append(("the resumed run's data file", ckpt.data_path))
+    inputs.append(("the cached names data set", names_path()))
+    for what, path in inputs:
+        if same_file(args.log, path):
+            raise UsageError(f"--log {args.log} is {what} ({path}); choose another log file")
+    for directory in dict.fromkeys(d for d in (out_dir, args.resume) if d):
+        ckpt_file = rundir.checkpoint_path(directory)
+        if same_file(args.log, ckpt_file) or same_path(args.log, directory) or \
+                os.path.realpath(args.log).startswith(os.path.realpath(ckpt_file) + os.sep):
+            raise UsageError(f"--log {args.log} is the run directory's checkpoint ({ckpt_file}); "
+                             f"choose another log file")
+
+
 def settings_from(args):
     return RunSettings(input=args.input, seed=args.seed, n_layer=args.n_layer, n_embd=args.n_embd,
                        block_size=args.block_size, n_head=args.n_head, steps=args.steps,
@@ -51,6 +87,9 @@ def cmd_train(args):
     out_dir = args.out_dir or args.resume
     if args.save_every and not out_dir:
         raise UsageError("--save-every needs --out-dir DIR (where to save)")
+    check_sizes(args)
+    if args.steps > MAX_STEPS:
+        raise UsageError(f"--steps {args.steps} is above the limit of {MAX_STEPS}")
     eng = resolve_engine(args.engine)
 
     ckpt = None
@@ -59,11 +98,20 @@ def cmd_train(args):
         resume_settings(args, ckpt, args.given)
         if args.eval_every and not args.val_fraction:
             raise UsageError("--eval-every needs --val-fraction above 0, and the resumed run holds out nothing")
+    check_log_path(args, ckpt, out_dir)
     run = build_run(eng, settings_from(args), resume=ckpt)
+    lock = None
     if out_dir:
         resuming_here = args.resume is not None and same_path(out_dir, args.resume)
-        rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here)
+        lock = rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here)
+    try:
+        return train_and_sample(args, eng, run, ckpt, out_dir)
+    finally:
+        if lock is not None:
+            lock.close()
 
+
+def train_and_sample(args, eng, run, ckpt, out_dir):
     log = None
     if args.log:
         try:
@@ -80,6 +128,10 @@ def cmd_train(args):
             print(f"microgpt: {signal_name(stop.signum)} at step {stop.step} of {args.steps}: checkpoint saved "
                   f"to {stop.where} (continue with: microgpt train --resume {out_dir})", file=sys.stderr, flush=True)
             return 130
+        except Diverged as e:
+            progress.end_line()
+            print(f"microgpt: error: {diverged_line(e, args)}", file=sys.stderr, flush=True)
+            return 1
         print("\n--- inference (new, hallucinated names) ---")
         samples = []
         for i in range(args.num_samples):
@@ -89,9 +141,27 @@ def cmd_train(args):
         if where is not None:
             print(f"checkpoint: {where} (step {run.trainer.step} of {args.steps})")
         return 0
+    except OutputError as e:
+        progress.end_line = lambda: None
+        where = f"; the checkpoint of step {run.trainer.step} is saved to {e.saved}" if e.saved else ""
+        print(f"microgpt: error: {e}{where}", file=sys.stderr, flush=True)
+        return 1
     finally:
         if log is not None:
-            log.close()
+            try:
+                log.close()
+            except OSError:
+                pass  # already reported
+
+
+def diverged_line(e, args):
+    line = f"training diverged at step {e.step} of {args.steps}: {e.what}; lower --learning-rate (now {args.learning_rate})"
+    if e.saved is not None:
+        return f"{line}; the state after step {e.saved_step}, the last finite one, is saved to {e.saved}"
+    out_dir = args.out_dir or args.resume
+    if out_dir and os.path.exists(rundir.checkpoint_path(out_dir)):
+        return f"{line}; nothing was saved, the last checkpoint {rundir.checkpoint_path(out_dir)} is kept"
+    return line + "; nothing was saved"
 
 
 def print_run_summary(run, args):
@@ -158,6 +228,8 @@ def cmd_bench(args):
     if bad:
         raise UsageError(f"--n-embd {','.join(map(str, bad))} is not divisible by --n-head {args.n_head}")
     configs = bench.configurations(args.n_layer, args.n_embd, args.block_size, args.n_head)
+    for cfg in configs:  # the vocabulary is not known yet: a lower bound of the parameters
+        check_sizes(RunSettings(**cfg), vocab_size=1)
 
     def announce(name, cfg, rep):
         print(f"bench: {name} at {bench.config_label(cfg)}, run {rep + 1} of {args.repeat} ...",
@@ -204,10 +276,21 @@ def worded(error):
 
 
 def main(argv=None):
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with the descriptor closed (`>&-`)
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()
+        return status
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT):
+            raise
+        print(f"microgpt: error: cannot write output: {e.strerror or e}", file=sys.stderr)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
     except (UsageError, DataError) as e:
         print(f"microgpt: error: {worded(e)}", file=sys.stderr)
         return 2

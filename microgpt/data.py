@@ -6,6 +6,7 @@ absent, downloaded once, checked against its SHA-256 and written atomically.
 """
 import hashlib
 import os
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from .errors import DataError, NamesDataError
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+MAX_INPUT_BYTES = 256 * 1024 * 1024  # an input file larger than this is refused, unread
 DOWNLOAD_TIMEOUT = 20  # seconds; an offline machine fails at once, a slow one gets time
 
 
@@ -31,6 +33,8 @@ def parse_documents(raw, source):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{source} is not UTF-8 text (invalid byte at offset {e.start})") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark says how the file is encoded; it is not text
     # the same line breaks as iterating over a file opened in text mode
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     docs = [line.strip() for line in lines if line.strip()]
@@ -40,11 +44,39 @@ def parse_documents(raw, source):
 
 
 def read_bytes(path):
+    """The bytes of a regular file of at most MAX_INPUT_BYTES; DataError otherwise.
+    (Opened without blocking, so a FIFO is refused rather than waited on.)"""
+    if "\0" in path:
+        raise DataError(f"cannot read input file {path!r}: a path cannot hold a NUL character")
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise DataError(f"cannot read input file {path}: {e.strerror or e}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_INPUT_BYTES:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"input file {path} is not a regular file (a device, a FIFO or a directory)")
+        raise DataError(f"input file {path} is larger than the limit of {MAX_INPUT_BYTES} bytes")
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        try:
+            raw = _read_up_to(f, MAX_INPUT_BYTES + 1)
+        except OSError as e:
+            raise DataError(f"cannot read input file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_INPUT_BYTES:
+        raise DataError(f"input file {path} is larger than the limit of {MAX_INPUT_BYTES} bytes")
+    return raw
+
+
+def _read_up_to(f, limit):
+    chunks, size = [], 0
+    while size < limit:
+        chunk = f.read(min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def download_names(dest, url=None):
@@ -85,6 +117,20 @@ def write_atomic(path, raw):
         except OSError:
             pass
         raise
+    _fsync_directory(folder)  # the rename itself survives a power cut
+
+
+def _fsync_directory(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
 
 
 def names_path():

@@ -3,7 +3,7 @@ import io
 import json
 import os
 
-from .data import write_atomic
+from .data import read_bytes, write_atomic
 from .errors import DataError
 
 
@@ -11,10 +11,11 @@ def read_log(path):
     """(train, val): lists of (step, loss) from a JSON Lines log; a step logged twice
     (a run resumed from an earlier checkpoint) keeps its last value."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read log file {path}: {e.strerror or e}") from None
+        raw = read_bytes(path)
+    except DataError as e:
+        raise DataError(str(e).replace("input file", "log file", 1)) from None
+    try:
+        lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise DataError(f"{path} is not a UTF-8 JSON Lines log") from None
     train, val = {}, {}
@@ -26,6 +27,9 @@ def read_log(path):
         except json.JSONDecodeError as e:
             raise DataError(f"{path} line {lineno} is not JSON ({e.msg}); "
                             f"expected a log written by 'microgpt train --log'") from None
+        except (RecursionError, ValueError) as e:  # nested too deep, an integer too long
+            raise DataError(f"{path} line {lineno} cannot be read as a log record "
+                            f"({'nested too deep' if isinstance(e, RecursionError) else e})") from None
         if not isinstance(record, dict) or not isinstance(record.get("step"), int):
             continue  # the samples line, or anything newer we do not plot
         if isinstance(record.get("loss"), (int, float)):

@@ -2,6 +2,14 @@
 import json
 import time
 
+from .errors import DataError
+
+
+class OutputError(DataError):
+    """The log or stdout could not be written (a full disk, /dev/full, a closed pipe).
+    saved: the checkpoint written when training stopped for it, if any."""
+    saved = None
+
 
 def format_seconds(s):
     s = int(round(s))
@@ -27,8 +35,12 @@ class Progress:
     def record(self, obj):
         """One JSON object as one line of the log, if a log is kept."""
         if self.log is not None:
-            self.log.write(json.dumps(obj) + "\n")
-            self.log.flush()
+            try:
+                self.log.write(json.dumps(obj) + "\n")
+                self.log.flush()
+            except OSError as e:
+                raise OutputError(f"cannot write log file {getattr(self.log, 'name', '')}: "
+                                  f"{e.strerror or e}") from None
 
     def end_line(self):
         """Finish an open progress line so that other output starts on a fresh one."""

@@ -7,17 +7,19 @@ documents, draw the weights. A resumed run then takes the checkpoint's weights,
 Adam's moments, its step and the generator's state. ``train`` runs the steps
 and decides when to evaluate and to save.
 """
+import math
 import os
 import random
 from dataclasses import dataclass, field
 
 from . import rundir
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, size_problem
 from .data import NAMES_SHA256, Tokenizer, load_documents
-from .errors import CheckpointError, SettingError
+from .errors import ArenaMismatchError, CheckpointError, SettingError
 from .model import Config, init_state_dict
+from .progress import OutputError
 from .signals import StopSignals
-from .state import capture, restore_optimizer, restore_weights
+from .state import all_finite, capture, checkpoint_of, restore_optimizer, restore_weights, snapshot
 from .train import Trainer, split_documents
 
 
@@ -67,7 +69,19 @@ def resume_settings(settings, ckpt, given=frozenset()):
                            f"the checkpoint has done")
 
 
+def check_sizes(settings, vocab_size=None):
+    """Refuse model sizes above the limits (checkpoint.MAX_SIZES, MAX_PARAMETERS)
+    before anything is built; vocab_size None checks the sizes one by one only."""
+    sizes = {name: getattr(settings, name) for name in ("n_layer", "n_embd", "block_size", "n_head")}
+    if vocab_size is not None:
+        sizes["vocab_size"] = vocab_size
+    problem = size_problem(sizes)
+    if problem is not None:
+        raise SettingError(problem)
+
+
 def make_config(settings, vocab_size):
+    check_sizes(settings, vocab_size)
     if settings.n_embd % settings.n_head:
         raise SettingError(f"{{n_embd}} {settings.n_embd} is not divisible by {{n_head}} {settings.n_head}")
     return Config(vocab_size=vocab_size, n_layer=settings.n_layer, n_embd=settings.n_embd,
@@ -88,11 +102,20 @@ class Run:
     data_sha256: str
     resumed: Checkpoint = field(default=None)  # the checkpoint it continues, if any
 
+    def _identity(self):
+        return dict(seed=self.settings.seed, val_fraction=self.settings.val_fraction,
+                    data_path=os.path.abspath(self.data_path), data_sha256=self.data_sha256)
+
     def save(self, directory):
-        """Checkpoint the run as it stands, the global generator included; returns the path."""
-        ckpt = capture(self.trainer, seed=self.settings.seed, val_fraction=self.settings.val_fraction,
-                       data_path=os.path.abspath(self.data_path), data_sha256=self.data_sha256)
+        """Checkpoint the run as it stands, the global generator included; returns the path.
+        A state holding a non-finite number is never written: NonFinite is raised instead."""
+        ckpt = capture(self.trainer, **self._identity())
+        if not all_finite(ckpt):
+            raise NonFinite("the weights or the optimizer's moments are not finite")
         return rundir.save(ckpt, directory)
+
+    def save_snapshot(self, snap, directory):
+        return rundir.save(checkpoint_of(snap, self.trainer, **self._identity()), directory)
 
 
 def build_run(engine, settings, resume=None):
@@ -138,6 +161,24 @@ class Stopped(Exception):
         self.signum, self.step, self.where = signum, step, where
 
 
+SNAPSHOT_EVERY = 10  # steps between the in-memory copies of a run's state (out_dir, no save_every)
+
+
+class NonFinite(Exception):
+    """The training state stopped being finite (raised inside a step's bookkeeping)."""
+
+
+class Diverged(Exception):
+    """Training stopped being finite at step; nothing non-finite was saved.
+
+    what: what happened, in words; saved: the path of the checkpoint written of
+    the last finite state, or None; saved_step: its step."""
+
+    def __init__(self, step, what, saved=None, saved_step=None):
+        super().__init__(f"training diverged at step {step}: {what}")
+        self.step, self.what, self.saved, self.saved_step = step, what, saved, saved_step
+
+
 def train(run, progress, *, eval_every=None, out_dir=None, save_every=None):
     """Train run to its last step, reporting each step to progress (a Progress).
 
@@ -145,30 +186,74 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None):
     with out_dir the run is saved every save_every steps and at the end, and
     Ctrl-C or SIGTERM stop it after the step under way: it is saved and Stopped
     is raised. Returns the checkpoint's path (None without out_dir).
+
+    A non-finite loss, or a math error (domain, overflow) raised by a step,
+    raises Diverged before anything of that step is reported or saved. With
+    out_dir and no save_every, the state is copied in memory every
+    SNAPSHOT_EVERY steps (and checked finite), and on divergence the last
+    finite state is saved: the state before the failing step when a math error
+    stopped it (Adam had not run), else the last copy; with save_every the last
+    checkpoint saved stays as it is.
     """
     trainer = run.trainer
     stop = StopSignals()
+    keep_last = out_dir is not None and not save_every
+    last = {"snap": snapshot(trainer) if keep_last else None}
 
     class _Stop(Exception):
         pass
 
     def on_step(step, loss, lr, dt):
+        if not math.isfinite(loss):
+            raise NonFinite(f"the loss is {loss}")
         progress(step, loss, lr, dt)
         if run.val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
-            progress.validation(step, trainer.validation_loss(run.val_docs))
+            val_loss = trainer.validation_loss(run.val_docs)
+            if not math.isfinite(val_loss):
+                raise NonFinite(f"the validation loss is {val_loss}")
+            progress.validation(step, val_loss)
         if out_dir and save_every and step % save_every == 0 and step < trainer.num_steps:
             run.save(out_dir)
+        if keep_last and step % SNAPSHOT_EVERY == 0:
+            snap = snapshot(trainer)
+            if snap is None:
+                raise NonFinite("the weights or the optimizer's moments are not finite")
+            last["snap"] = snap
         if stop.requested is not None:
             raise _Stop
 
-    if out_dir is None:
-        trainer.run(on_step=on_step)  # Ctrl-C: KeyboardInterrupt, as always
-        return None
+    def diverged(step, what, snap=None):
+        snap = snap or last["snap"]
+        if snap is None:
+            return Diverged(step, what)
+        return Diverged(step, what, run.save_snapshot(snap, out_dir), snap.step)
+
     try:
-        with stop:
-            trainer.run(on_step=on_step)
-            if stop.requested is not None:
-                raise _Stop
-    except _Stop:
-        raise Stopped(stop.requested, trainer.step, run.save(out_dir)) from None
-    return run.save(out_dir)  # the generator as training left it: sampling repeats what follows
+        if out_dir is None:
+            trainer.run(on_step=on_step)  # Ctrl-C: KeyboardInterrupt, as always
+            return None
+        try:
+            with stop:
+                trainer.run(on_step=on_step)
+                if stop.requested is not None:
+                    raise _Stop
+        except _Stop:
+            raise Stopped(stop.requested, trainer.step, run.save(out_dir)) from None
+        return run.save(out_dir)  # the generator as training left it: sampling repeats what follows
+    except NonFinite as e:
+        raise diverged(trainer.step, str(e)) from None
+    except (OutputError, OSError) as e:
+        # the log or stdout failed between two steps: keep the run's progress
+        error = e if isinstance(e, OutputError) else OutputError(f"cannot write output: {e.strerror or e}")
+        if out_dir is not None:
+            try:
+                error.saved = run.save(out_dir)
+            except NonFinite:
+                pass
+        raise error from None
+    except (OverflowError, ZeroDivisionError, ValueError) as e:
+        if isinstance(e, ArenaMismatchError):
+            raise
+        # raised inside a step, before Adam's update: the weights are still the last step's
+        now = snapshot(trainer) if keep_last else None
+        raise diverged(trainer.step + 1, str(e) or type(e).__name__, now) from None

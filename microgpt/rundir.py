@@ -4,6 +4,8 @@ A run directory holds one file, ``checkpoint.json``, replaced atomically on
 every save (temporary file in the same directory, fsync, rename), so a crash
 or a ``kill -9`` mid-save leaves the previous checkpoint in place.
 """
+import fcntl
+import glob
 import os
 import tempfile
 
@@ -36,8 +38,8 @@ def load(directory):
         raise CheckpointError(f"{directory} is a file; give the run directory that holds {FILENAME}")
     path = checkpoint_path(directory)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        with open(path, "rb", buffering=0) if _regular(path) else _not_regular(path) as f:
+            raw = f.read(checkpoint.MAX_CHECKPOINT_BYTES + 1)  # loads() refuses one byte more
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint in {directory} ({path} does not exist)") from None
     except OSError as e:
@@ -45,21 +47,74 @@ def load(directory):
     return checkpoint.loads(raw, path)
 
 
-def prepare_run_dir(directory, *, may_hold_checkpoint=False):
-    """Make sure checkpoints can be written to directory before any work starts.
+def _regular(path):
+    import stat
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return True  # open() reports it
 
-    Refuses a path that is a file, a directory that already holds another run's
-    checkpoint (unless may_hold_checkpoint: the run being resumed), and one that
-    cannot be written (checked by creating and removing a probe file)."""
+
+def _not_regular(path):
+    raise CheckpointError(f"{path} is not a regular file")
+
+
+class RunLock:
+    """An exclusive lock on a run directory (flock on the directory itself, so no file is
+    added): held while a run may write there, released by close() or when the process ends."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise CheckpointError(f"run directory {directory} is in use by another microgpt run "
+                                  f"(it holds the directory's lock); wait for it to end") from None
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def prepare_run_dir(directory, *, may_hold_checkpoint=False):
+    """Make sure checkpoints can be written to directory before any work starts;
+    returns a RunLock on it, which the caller holds while the run may save.
+
+    Refuses a path that is a file, a directory another run holds locked, a
+    directory that already holds another run's checkpoint (unless
+    may_hold_checkpoint: the run being resumed), and one that cannot be written
+    (checked by creating and removing a probe file). Temporary files left by a
+    save that was killed are removed."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise CheckpointError(f"run directory {directory} is a file, not a directory")
-    if not may_hold_checkpoint and os.path.exists(checkpoint_path(directory)):
-        raise RunDirectoryInUse(f"{checkpoint_path(directory)} already exists", directory)
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
     except OSError as e:
         raise CheckpointError(f"cannot write to run directory {directory}: {e.strerror or e}") from None
-    return directory
+    lock = RunLock(directory)
+    try:
+        if not may_hold_checkpoint and os.path.exists(checkpoint_path(directory)):
+            raise RunDirectoryInUse(f"{checkpoint_path(directory)} already exists", directory)
+        try:
+            for leftover in glob.glob(os.path.join(glob.escape(directory), ".tmp-*" + FILENAME)):
+                os.unlink(leftover)
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise CheckpointError(f"cannot write to run directory {directory}: {e.strerror or e}") from None
+    except BaseException:
+        lock.close()
+        raise
+    return lock

@@ -1,5 +1,7 @@
 """A trainer's state into a Checkpoint and back: weights, Adam's moments, the step."""
+import math
 import random
+from dataclasses import dataclass
 
 from .checkpoint import Checkpoint
 from .errors import CheckpointError
@@ -36,6 +38,46 @@ def capture(trainer, *, seed, val_fraction, data_path, data_sha256):
         data_path=data_path,
         data_sha256=data_sha256,
     )
+
+
+def _finite_list(xs):
+    total = sum(xs)  # finite only if every term is; else look term by term
+    return math.isfinite(total) or all(math.isfinite(x) for x in xs)
+
+
+def all_finite(ckpt):
+    """Whether every weight and moment of a checkpoint is a finite number."""
+    return all(_finite_list(row) for mats in (ckpt.weights, ckpt.adam_m, ckpt.adam_v)
+               for mat in mats.values() for row in mat)
+
+
+@dataclass
+class Snapshot:
+    """A trainer's state between two steps, in memory: flat lists in params order."""
+    step: int
+    weights: list
+    m: list
+    v: list
+    rng_state: tuple
+
+
+def snapshot(trainer):
+    """The trainer's state now, or None if a weight or a moment is not finite."""
+    weights = [float(p.data) for p in trainer.params]
+    m, v = (list(x) for x in trainer.optimizer.get_state())
+    if not (_finite_list(weights) and _finite_list(m) and _finite_list(v)):
+        return None
+    return Snapshot(trainer.step, weights, m, v, random.getstate())
+
+
+def checkpoint_of(snap, trainer, *, seed, val_fraction, data_path, data_sha256):
+    """A Checkpoint of a Snapshot taken from trainer (the same layout and run)."""
+    sd = trainer.sd
+    return Checkpoint(config=trainer.config, chars=list(trainer.tokenizer.chars),
+                      weights=_shaped(snap.weights, sd), adam_m=_shaped(snap.m, sd),
+                      adam_v=_shaped(snap.v, sd), step=snap.step, num_steps=trainer.num_steps,
+                      learning_rate=trainer.learning_rate, seed=seed, val_fraction=val_fraction,
+                      rng_state=snap.rng_state, data_path=data_path, data_sha256=data_sha256)
 
 
 def _check_shapes(what, rows_by_name, sd):

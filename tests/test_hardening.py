@@ -1,0 +1,378 @@
+"""Hostile input and faults: each ends in one line and a stated exit status, and no file
+the user had is lost or overwritten (README, "Limits and failure behaviour")."""
+import json
+import math
+import os
+import time
+
+import pytest
+from support import assert_one_error_line, run_main, write_docs
+
+from microgpt import CheckpointError, checkpoint, rundir
+from microgpt.data import names_path
+
+DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
+        "mallory", "oscar", "peggy", "trent", "victor", "walter"]
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure"]
+
+
+@pytest.fixture
+def docs_txt(tmp_path):
+    return write_docs(tmp_path / "v.txt", DOCS)
+
+
+def refused(argv, status=2):
+    got, out, err = run_main(argv)
+    assert got == status, err
+    return assert_one_error_line(err)
+
+
+@pytest.fixture
+def tiny_run(docs_txt, tmp_path):
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 2, "--num-samples", 0, "-o", tmp_path / "run"])
+    assert got == 0, err
+    return tmp_path / "run"
+
+
+def edit_checkpoint(run_dir, edit):
+    path = run_dir / "checkpoint.json"
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    edit(obj)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- 1. outputs that alias inputs
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "hardlink"])
+def test_log_that_is_the_input_is_refused(docs_txt, tmp_path, spelling):
+    before = docs_txt.read_bytes()
+    (tmp_path / "x").mkdir()
+    log = {"same": docs_txt, "dotdot": tmp_path / "x" / ".." / "v.txt"}.get(spelling)
+    if spelling == "symlink":
+        log = tmp_path / "link.txt"
+        os.symlink(docs_txt, log)
+    elif spelling == "hardlink":
+        log = tmp_path / "hard.txt"
+        os.link(docs_txt, log)
+    line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--log", log])
+    assert "--log" in line and "--input" in line
+    assert docs_txt.read_bytes() == before
+
+
+def test_log_that_is_the_input_through_a_symlinked_input(docs_txt, tmp_path):
+    before = docs_txt.read_bytes()
+    link = tmp_path / "link.txt"
+    os.symlink(docs_txt, link)
+    refused(["train", "-i", link, *TINY, "--steps", 1, "--log", docs_txt])
+    assert docs_txt.read_bytes() == before
+
+
+def test_log_that_is_the_cached_names_data_is_refused(docs_txt):
+    refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--log", names_path()])
+
+
+def test_log_into_the_checkpoint_is_refused(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoint.json"
+    before = ckpt.read_bytes()
+    line = refused(["train", "--resume", tiny_run, "--steps", 4, "--log", ckpt])
+    assert "checkpoint" in line
+    refused(["train", "--resume", tiny_run, "--steps", 4, "--log", tiny_run / "x" / ".." / "checkpoint.json"])
+    assert ckpt.read_bytes() == before
+    assert rundir.load(tiny_run).step == 2
+
+
+def test_log_that_is_the_resumed_runs_data_is_refused(tiny_run, docs_txt):
+    before = docs_txt.read_bytes()
+    refused(["train", "--resume", tiny_run, "--steps", 4, "--log", docs_txt])
+    assert docs_txt.read_bytes() == before
+
+
+# ---------------------------------------------------------------- 2. sizes bounded before building
+
+@pytest.mark.parametrize("flag,value", [("--n-embd", 10**7), ("--block-size", 10**9), ("--n-layer", 10**6),
+                                        ("--n-head", 10**7)])
+def test_huge_size_flags_are_refused_at_once(docs_txt, flag, value):
+    t0 = time.perf_counter()
+    argv = ["train", "-i", docs_txt, "--steps", 1, "--engine", "pure", flag, value]
+    if flag == "--n-head":
+        argv += ["--n-embd", value]
+    line = refused(argv)
+    assert "limit" in line
+    assert time.perf_counter() - t0 < 5
+
+
+def test_parameter_count_is_bounded(docs_txt):
+    line = refused(["train", "-i", docs_txt, "--steps", 1, "--engine", "pure", "--n-embd", 2048, "--n-layer", 8])
+    assert "parameters" in line and "10,000,000" in line
+
+
+@pytest.mark.parametrize("field,value", [("n_embd", 10**7), ("block_size", 10**9), ("n_layer", 10**6),
+                                         ("vocab_size", 10**8)])
+def test_huge_sizes_in_a_checkpoint_are_refused(tiny_run, field, value):
+    def edit(obj):
+        obj["config"][field] = value
+        if field == "n_embd":
+            obj["config"]["n_head"] = 1
+    edit_checkpoint(tiny_run, edit)
+    t0 = time.perf_counter()
+    line = refused(["train", "--resume", tiny_run, "--steps", 4])
+    assert "limit" in line
+    refused(["sample", "-o", tiny_run])
+    assert time.perf_counter() - t0 < 5
+
+
+# ---------------------------------------------------------------- 3. numeric guard
+
+@pytest.mark.parametrize("lr", ["1", "1e308"])
+def test_divergence_without_save_every_keeps_the_last_finite_state(docs_txt, tmp_path, lr):
+    out = tmp_path / "D"
+    got, stdout, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 200, "--learning-rate", lr,
+                                 "-o", out, "--num-samples", 0])
+    assert got == 1
+    line = assert_one_error_line(err)
+    assert "diverged at step" in line and "--learning-rate" in line
+    assert "nan" not in stdout
+    ckpt = rundir.load(out)  # loadable: every number finite (the loader refuses others)
+    assert "after step %d" % ckpt.step in line
+    assert ckpt.step < 200
+
+
+@pytest.mark.parametrize("lr", ["1", "1e308"])
+def test_divergence_with_save_every_keeps_the_last_saved_checkpoint(docs_txt, tmp_path, lr):
+    out = tmp_path / "D"
+    got, stdout, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 200, "--learning-rate", lr,
+                                 "-o", out, "--save-every", 1, "--num-samples", 0])
+    assert got == 1
+    line = assert_one_error_line(err)
+    assert "diverged at step" in line
+    ckpt = rundir.load(out)
+    step = int(line.split("diverged at step ")[1].split()[0])
+    assert ckpt.step < step
+    for mats in (ckpt.weights, ckpt.adam_m, ckpt.adam_v):
+        assert all(math.isfinite(x) for mat in mats.values() for row in mat for x in row)
+
+
+def test_divergence_without_out_dir_is_one_line(docs_txt, tmp_path):
+    log = tmp_path / "log.jsonl"
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 50, "--learning-rate", "1e308",
+                            "--log", log])
+    assert got == 1
+    assert "nothing was saved" in assert_one_error_line(err)
+    for line in log.read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the log"))
+
+
+@pytest.mark.parametrize("where,value", [
+    (("weights",), float("nan")), (("weights",), float("inf")), (("weights",), "1e999"),
+    (("optimizer", "m"), float("-inf")), (("optimizer", "v"), -1.0),
+    (("training", "learning_rate"), float("nan")), (("training", "learning_rate"), float("inf")),
+    (("training", "learning_rate"), 0), (("training", "learning_rate"), -0.01),
+    (("training", "val_fraction"), -1), (("training", "val_fraction"), 1), (("config", "init_std"), float("nan")),
+])
+def test_loader_refuses_numbers_out_of_range(tiny_run, where, value):
+    path = tiny_run / "checkpoint.json"
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    target = obj
+    for key in where[:-1]:
+        target = target[key]
+    if where[0] in ("weights", "optimizer"):
+        mats = target[where[-1]] if len(where) > 1 else obj["weights"]
+        mats["wte"][0][0] = "@@"
+        text = json.dumps(obj).replace('"@@"', value if isinstance(value, str) else json.dumps(value))
+    else:
+        target[where[-1]] = "@@"
+        text = json.dumps(obj).replace('"@@"', json.dumps(value))
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError):
+        rundir.load(tiny_run)
+    refused(["sample", "-o", tiny_run])
+
+
+# ---------------------------------------------------------------- 4. the loader at its boundary
+
+def raw_edit(run_dir, edit):
+    path = run_dir / "checkpoint.json"
+    path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+@pytest.mark.parametrize("case", ["deep", "seed5000", "step400", "weight400", "rng_out_of_range",
+                                  "rng_negative", "nul_path", "gauss400"])
+def test_hostile_checkpoints_are_one_line(tiny_run, case):
+    if case == "deep":
+        (tiny_run / "checkpoint.json").write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        def edit(obj):
+            if case == "seed5000":
+                obj["training"]["seed"] = "@@" + "7" * 5000
+            elif case == "step400":
+                obj["training"]["num_steps"] = "@@" + "9" * 400
+            elif case == "weight400":
+                obj["weights"]["wte"][0][0] = "@@" + "9" * 400
+            elif case == "rng_out_of_range":
+                obj["rng_state"][1][0] = "@@" + str(2 ** 40)
+            elif case == "rng_negative":
+                obj["rng_state"][1][0] = -1
+            elif case == "nul_path":
+                obj["data"]["path"] = "/tmp/a\0b"
+            elif case == "gauss400":
+                obj["rng_state"][2] = "@@" + "9" * 400
+        path = tiny_run / "checkpoint.json"
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        edit(obj)
+        text = json.dumps(obj)
+        import re
+        text = re.sub(r'"@@(\d+)"', r"\1", text)
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(CheckpointError):
+        rundir.load(tiny_run)
+    refused(["train", "--resume", tiny_run, "--steps", 4])
+    refused(["sample", "-o", tiny_run])
+
+
+def test_checkpoint_size_is_bounded_before_reading(tiny_run, monkeypatch):
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 100)
+    line = refused(["sample", "-o", tiny_run])
+    assert "larger than the limit" in line
+
+
+def test_a_fifo_for_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "checkpoint.json")
+    line = refused(["sample", "-o", tmp_path / "run"])
+    assert "not a regular file" in line
+
+
+# ---------------------------------------------------------------- 5. one run per directory
+
+def test_a_locked_run_directory_is_refused(docs_txt, tmp_path):
+    (tmp_path / "D").mkdir()
+    with rundir.RunLock(str(tmp_path / "D")):
+        line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "-o", tmp_path / "D"])
+        assert "in use by another microgpt run" in line
+    assert os.listdir(tmp_path / "D") == []
+
+
+def test_two_resumes_of_one_run_are_refused(tiny_run):
+    before = (tiny_run / "checkpoint.json").read_bytes()
+    with rundir.RunLock(str(tiny_run)):
+        refused(["train", "--resume", tiny_run, "--steps", 4])
+    assert (tiny_run / "checkpoint.json").read_bytes() == before
+    got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 4, "--num-samples", 0])
+    assert got == 0, err  # the lock is released when a run ends
+
+
+def test_a_second_process_is_refused_while_a_run_trains(docs_txt, tmp_path):
+    from support import run_module, start_module
+    d = tmp_path / "D"
+    child = start_module(["train", "-i", docs_txt, *TINY, "--steps", 100000, "-o", d, "--num-samples", 0])
+    try:
+        deadline = time.time() + 30
+        while True:  # the child holds the lock once its first progress line is out
+            assert time.time() < deadline
+            line = child.stdout.readline()
+            if line.startswith("step"):
+                break
+        second = run_module(["train", "-i", docs_txt, *TINY, "--steps", 1, "-o", d, "--num-samples", 0])
+        assert second.returncode == 2
+        assert "in use" in assert_one_error_line(second.stderr)
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+    assert rundir.load(d).step > 0  # SIGTERM saved the first run's checkpoint, untouched by the second
+
+
+def test_leftover_temporary_files_are_removed(tiny_run):
+    leftover = tiny_run / ".tmp-abc123checkpoint.json"
+    leftover.write_text("{half a chec")
+    got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 3, "--num-samples", 0])
+    assert got == 0, err
+    assert os.listdir(tiny_run) == ["checkpoint.json"]
+
+
+# ---------------------------------------------------------------- 6. bounded inputs, odd outputs
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo", "directory"])
+def test_an_input_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    path = {"dev_zero": "/dev/zero", "directory": str(tmp_path)}.get(kind)
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    t0 = time.perf_counter()
+    line = refused(["train", "-i", path, *TINY, "--steps", 1])
+    assert "not a regular file" in line or "Is a directory" in line
+    assert time.perf_counter() - t0 < 5
+
+
+def test_input_size_is_bounded(docs_txt, monkeypatch):
+    from microgpt import data
+    monkeypatch.setattr(data, "MAX_INPUT_BYTES", 10)
+    assert "larger than the limit" in refused(["train", "-i", docs_txt, *TINY, "--steps", 1])
+
+
+def test_a_byte_order_mark_is_not_a_vocabulary_character(tmp_path):
+    plain = write_docs(tmp_path / "plain.txt", DOCS)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    outs = []
+    for path in (plain, bom):
+        got, out, err = run_main(["train", "-i", path, *TINY, "--steps", 2, "--num-samples", 2])
+        assert got == 0, err
+        outs.append([line.split(" | ms")[0].split("ms/step")[0] for line in out.splitlines()
+                     if "vocab size" in line or line.startswith("sample")] + [out.split(" | ")[1]])
+    assert outs[0] == outs[1]  # the same vocabulary, the same run
+
+
+@pytest.mark.parametrize("value", ["1e-310", "1e-7"])
+def test_a_vanishing_temperature_is_refused(docs_txt, value):
+    line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--temperature", value])
+    assert "--temperature" in line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_log_is_one_line_and_the_checkpoint_is_saved(docs_txt, tmp_path):
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 5, "--log", "/dev/full",
+                            "-o", tmp_path / "D", "--num-samples", 0])
+    assert got == 1
+    line = assert_one_error_line(err)
+    assert "cannot write log file /dev/full" in line and "saved" in line
+    assert rundir.load(tmp_path / "D").step == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_stdout_that_cannot_be_written_is_no_traceback(docs_txt, stdout):
+    import subprocess
+    from support import child_env, module_argv, PACKAGE_PARENT
+    argv = module_argv(["train", "-i", docs_txt, *TINY, "--steps", 3, "--num-samples", 1])
+    if stdout == "full":
+        with open("/dev/full", "w") as full:
+            child = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                                   env=child_env(), cwd=PACKAGE_PARENT)
+        assert child.returncode == 1
+        assert "cannot write output" in assert_one_error_line(child.stderr)
+    else:
+        child = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                               env=child_env(), cwd=PACKAGE_PARENT,
+                               preexec_fn=lambda: os.close(1))
+        assert child.returncode == 0, child.stderr
+        assert "Traceback" not in child.stderr
+
+
+def test_bench_refuses_huge_sizes_at_once():
+    t0 = time.perf_counter()
+    line = refused(["bench", "--n-embd", "16,10000000", "--engines", "pure"])
+    assert "limit" in line and time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000 + "\n", '{"step": 1, "loss": ' + "9" * 5000 + "}\n"])
+def test_plot_on_a_hostile_log_is_one_line(tmp_path, content):
+    log = tmp_path / "log.jsonl"
+    log.write_text(content)
+    refused(["plot", log, "--out", tmp_path / "x.png"])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_refuses_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    assert "not a regular file" in refused(["plot", tmp_path / "fifo", "--out", tmp_path / "x.png"])
