@@ -46,6 +46,7 @@ def parse_documents(raw, source):
 def read_bytes(path):
     """The bytes of a regular file of at most MAX_INPUT_BYTES; DataError otherwise.
     (Opened without blocking, so a FIFO is refused rather than waited on.)"""
+    path = os.fspath(path)
     if "\0" in path:
         raise DataError(f"cannot read input file {path!r}: a path cannot hold a NUL character")
     try:
