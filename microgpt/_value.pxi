@@ -1,6 +1,8 @@
-# The operations and the Value handle. Each operation appends exactly the nodes
-# the pure engine (_pure.py) creates; its arithmetic is src/ops.h, the same C a
-# replay runs. Included by _engine.pyx.
+# The operations and the Value handle: one job, the reference's Value surface
+# over the arena (~360 lines because that surface is large: operators,
+# user-defined nodes, ints, copies, identity, inspection). Each operation
+# appends exactly the nodes the pure engine (_pure.py) creates; its arithmetic
+# is src/ops.h, the same C a replay runs. Included by _engine.pyx.
 
 cdef inline void spoil(Arena arena, str why):
     """While a step is recorded, note what makes the recording unreplayable."""

@@ -1,5 +1,9 @@
 /* tape.c: build a tape from a recorded step (checking that it can be replayed
- * exactly), and replay it: forward, backward. See tape.h for the layout. */
+ * exactly), and replay it: forward, backward. See tape.h for the layout.
+ *
+ * One job, one file (~580 lines): the builder's checks and the replay are two
+ * halves of one contract over one layout (what the builder proves, the replay
+ * relies on), so they are read and changed together. */
 #include "tape.h"
 
 #include <limits.h>
