@@ -13,17 +13,22 @@ import pytest
 import microgpt
 from microgpt import available_engines, get_engine
 
+from support import PACKAGE_PARENT, child_env
+
 HAS_COMPILED = "compiled" in available_engines()
 needs_compiled = pytest.mark.skipif(not HAS_COMPILED, reason="the compiled engine is not built here")
 
 
 def python(code, env_engine=None):
-    env = dict(os.environ)
+    """Run code in a fresh interpreter that imports the microgpt these tests
+    imported (started in its folder: `python -c` puts the working directory
+    first on sys.path, where a source checkout would shadow it)."""
+    env = child_env()
     env.pop("MICROGPT_ENGINE", None)
     if env_engine is not None:
         env["MICROGPT_ENGINE"] = env_engine
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=PACKAGE_PARENT)
 
 
 def test_bound_in_this_process_to_the_picked_engine():
