@@ -3,7 +3,6 @@
 The names are bound when the package is imported, to the engine $MICROGPT_ENGINE (else auto)
 picks; each case runs in a fresh interpreter so the environment is read at import.
 """
-import os
 import subprocess
 import sys
 import textwrap
