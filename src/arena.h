@@ -85,8 +85,8 @@ int64_t arena_backward(arena_t *a, node_t root);
  * and children (ops.h), zeroing their grads: the forward half of a replay.
  * Leaves and constants keep their values (a caller sets new leaf values
  * first). Returns OP_OK, or the first status an operation raised (the node it
- * stopped at is left as it was); a custom node cannot be recomputed: OP_DOMAIN
- * is never its status, *custom is set and the replay stops there. */
+ * stopped at is left as it was). A custom node cannot be recomputed: the
+ * replay stops there with OP_OK and *custom set. */
 status_t arena_replay(arena_t *a, int64_t from, int *custom);
 
 /* adam.c: Adam over n parameters at node indices idx, with the reference's

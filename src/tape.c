@@ -14,7 +14,7 @@
 void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->data);
-    free(t->grad); free(t->pos); free(t->dot_first); free(t->child); free(t->local_grad);
+    free(t->grad); free(t->pos); free(t->reached); free(t->dot_first); free(t->child); free(t->local_grad);
     free(t->pull_start); free(t->pull_parent); free(t->pull_edge); free(t->pull_block);
     free(t->param_start); free(t->param_edge); free(t->param_parent);
     free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner); free(t->cand);
@@ -24,18 +24,26 @@ void tape_free(tape_t *t) {
 }
 
 size_t tape_bytes(const tape_t *t) {
-    size_t n = (size_t)t->n_nodes, e = (size_t)t->n_edges;
-    return n * (1 + 1 + 8 + 8 + 8 + 8 + 4 + 8)       /* kind op operand child_start data grad pos pull_start */
-        + e * (4 + 8)                                  /* child local_grad */
-        + e * (4 + 8 + 4)                              /* pull lists (at most one entry per edge) */
-        + (size_t)t->n_pos * (size_t)t->n_cand * 4
-        + (size_t)t->n_token_edges * 16;
+    size_t n = (size_t)t->n_nodes, e = (size_t)t->n_edges, N = (size_t)t->n_pos;
+    size_t pulls = (size_t)t->pull_start[n], params = (size_t)t->param_start[N];
+    size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
+    return n * (sizeof *t->kind + sizeof *t->op + sizeof *t->operand + sizeof *t->child_start
+                + sizeof *t->data + sizeof *t->grad + sizeof *t->pos + sizeof *t->dot_first
+                + sizeof *t->pull_start)
+        + (size_t)t->n_params * sizeof *t->reached
+        + e * (sizeof *t->child + sizeof *t->local_grad)
+        + pulls * (sizeof *t->pull_parent + sizeof *t->pull_edge + sizeof *t->pull_block)
+        + params * (sizeof *t->param_edge + sizeof *t->param_parent) + (N + 1) * sizeof *t->param_start
+        + N * (sizeof *t->pos_end + sizeof *t->loss_node + sizeof *t->target_edge + sizeof *t->target_owner)
+        + N * (size_t)t->n_cand * sizeof *t->cand
+        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_pos + sizeof *t->token_col)
+        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
 
 /* ---------------------------------------------------------------- building */
 
 typedef struct {
-    const arena_t *a;
+    arena_t *a;             /* its walk scratch and target edges are borrowed (and put back) */
     const record_t *r;
     tape_t *t;
     int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached */
@@ -48,33 +56,38 @@ static int32_t local_of(const record_t *r, const int32_t *pmap, int64_t end, nod
     return -1;
 }
 
-/* The order in which node c's parents were added into it by the walk whose
- * ranks are in rank: reverse post-order, so the higher rank first; a parent
- * the walk never reached (dead for these targets: an unchosen candidate and
- * what only it reads) sorts first, as it would be if its target were chosen;
- * two edges of one parent in edge order. */
-static int before(const builder_t *b, int32_t q1, int64_t e1, int32_t q2, int64_t e2) {
+/* Must pull entry i come before entry j?
+ * By rank: the order in which the walk whose ranks are in b->rank added the
+ * parents: reverse post-order, so the higher rank first; a parent the walk
+ * never reached (dead for these targets: an unchosen candidate and what only
+ * it reads) first, as it would be if its target were chosen; two edges of one
+ * parent in edge order.
+ * By block (a rotating node's canonical order): the higher logit first. */
+static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
+    const tape_t *t = b->t;
+    if (by_block) return t->pull_block[i] > t->pull_block[j];
+    int32_t q1 = t->pull_parent[i], q2 = t->pull_parent[j];
     int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
     int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
     if (r1 != r2) return r1 > r2;
     if (q1 != q2) return q1 > q2;
-    return e1 < e2;
+    return t->pull_edge[i] < t->pull_edge[j];
 }
 
-static void sort_pulls(builder_t *b, int64_t lo, int64_t hi) {
+/* Sort pull entries [lo, hi) stably (insertion sort: the lists are short). */
+static void sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
-    for (int64_t i = lo + 1; i < hi; ++i) {  /* insertion sort: lists are short */
-        int32_t q = t->pull_parent[i];
-        int64_t e = t->pull_edge[i];
-        int64_t j = i;
-        while (j > lo && before(b, q, e, t->pull_parent[j - 1], t->pull_edge[j - 1])) {
+    for (int64_t i = lo + 1; i < hi; ++i)
+        for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j) {
+            int32_t q = t->pull_parent[j], blk = t->pull_block[j];
+            int64_t e = t->pull_edge[j];
             t->pull_parent[j] = t->pull_parent[j - 1];
             t->pull_edge[j] = t->pull_edge[j - 1];
-            --j;
+            t->pull_block[j] = t->pull_block[j - 1];
+            t->pull_parent[j - 1] = q;
+            t->pull_edge[j - 1] = e;
+            t->pull_block[j - 1] = blk;
         }
-        t->pull_parent[j] = q;
-        t->pull_edge[j] = e;
-    }
 }
 
 /* Which logit of its position node q belongs to: the logits' sums are built
@@ -93,7 +106,7 @@ static int32_t block_of(const builder_t *b, int32_t q) {
 
 /* ranks of every local node in the walk from root as the arena's edges are now */
 static void walk(builder_t *b) {
-    arena_t *a = (arena_t *)b->a;
+    arena_t *a = b->a;
     tape_t *t = b->t;
     for (int32_t i = 0; i < t->n_nodes; ++i) b->rank[i] = -1;
     int64_t n = arena_topo(a, b->r->root);
@@ -123,28 +136,33 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     return 1;
 }
 
-/* Check the backward rule against the walk for the targets the recording was
- * made with shifted by `shift` at every position. */
+/* Does the last walk, made with the recorded targets shifted by `shift` at
+ * every position, follow the tape's rule at every node it reached? */
+static int rule_holds(const builder_t *b, int32_t shift) {
+    const tape_t *t = b->t;
+    for (int32_t c = t->n_params; c < t->n_nodes; ++c)
+        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0
+            && !order_holds(b, c, (b->r->tokens[t->pos[c] + 1] + shift) % t->n_cand))
+            return 0;
+    return 1;
+}
+
+/* Point every position's target edge at its target shifted by `shift`. */
+static void point_targets(builder_t *b, int32_t shift) {
+    const tape_t *t = b->t;
+    int32_t V = t->n_cand;
+    for (int32_t p = 0; p < t->n_pos; ++p)
+        b->a->child[b->arena_edge0 + t->target_edge[p]] =
+            b->r->cand[(int64_t)p * V + (b->r->tokens[p + 1] + shift) % V];
+}
+
+/* Check the backward rule against a real walk for other targets. */
 static const char *verify(builder_t *b, int32_t shift) {
-    arena_t *a = (arena_t *)b->a;
-    const record_t *r = b->r;
-    tape_t *t = b->t;
-    int32_t V = t->n_cand, N = t->n_pos;
-    for (int32_t p = 0; p < N; ++p) {
-        int32_t v = (r->tokens[p + 1] + shift) % V;
-        a->child[b->arena_edge0 + t->target_edge[p]] = r->cand[(int64_t)p * V + v];
-    }
+    point_targets(b, shift);
     walk(b);
-    const char *why = NULL;
-    for (int32_t c = t->n_params; c < t->n_nodes && why == NULL; ++c) {
-        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0) {
-            int32_t tgt = (r->tokens[t->pos[c] + 1] + shift) % V;
-            if (!order_holds(b, c, tgt)) why = "the backward order for another target does not follow the tape's rule";
-        }
-    }
-    for (int32_t p = 0; p < N; ++p)  /* put the recorded targets back */
-        a->child[b->arena_edge0 + t->target_edge[p]] = r->cand[(int64_t)p * V + r->tokens[p + 1]];
-    return why;
+    int ok = rule_holds(b, shift);
+    point_targets(b, 0);  /* the recorded targets back */
+    return ok ? NULL : "the backward order for another target does not follow the tape's rule";
 }
 
 /* Is node m a product read only by node reader? */
@@ -219,7 +237,7 @@ static const char *build(builder_t *b) {
     int32_t n = t->n_nodes;
     int64_t E = t->n_edges;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
-        || !NEW(t->data, n) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->dot_first, n) || !NEW(t->child, E)
+        || !NEW(t->data, n) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->reached, P) || !NEW(t->dot_first, n) || !NEW(t->child, E)
         || !NEW(t->local_grad, E) || !NEW(t->pull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
         || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
@@ -246,7 +264,7 @@ static const char *build(builder_t *b) {
             t->child[e - b->arena_edge0] = c;
         }
     }
-    for (int32_t L = 0; L <= P; ++L) t->child_start[L] = 0;
+    for (int32_t L = 0; L < P; ++L) t->child_start[L] = 0;  /* parameters have no edges */
     t->child_start[n] = E;
     for (int32_t q = 0; q < N; ++q) {
         t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
@@ -400,7 +418,7 @@ static const char *build(builder_t *b) {
     for (int32_t c = P; c < n; ++c) {
         int64_t lo = t->pull_start[c], hi = t->pull_start[c + 1];
         if (hi - lo < 1) continue;
-        sort_pulls(b, lo, hi);
+        sort_pulls(b, lo, hi, 0);
         int32_t first = -2, mixed = 0, none = 0;
         for (int64_t k = lo; k < hi; ++k) {
             int32_t blk = block_of(b, t->pull_parent[k]);
@@ -411,26 +429,13 @@ static const char *build(builder_t *b) {
         }
         if (!mixed) { for (int64_t k = lo; k < hi; ++k) t->pull_block[k] = -1; continue; }
         if (none) return "a node is read by several logits and by something else";
-        /* the canonical order: by logit, highest first (stable) */
-        for (int64_t i = lo + 1; i < hi; ++i) {
-            int32_t q = t->pull_parent[i], blk = t->pull_block[i];
-            int64_t e = t->pull_edge[i], j = i;
-            while (j > lo && t->pull_block[j - 1] < blk) {
-                t->pull_parent[j] = t->pull_parent[j - 1];
-                t->pull_edge[j] = t->pull_edge[j - 1];
-                t->pull_block[j] = t->pull_block[j - 1];
-                --j;
-            }
-            t->pull_parent[j] = q; t->pull_edge[j] = e; t->pull_block[j] = blk;
-        }
+        sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
         t->kind[c] = K_ROTATE;
         for (int64_t k = lo; k < hi; ++k)
             if (t->pos[t->pull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
     }
-    for (int32_t c = P; c < n; ++c)
-        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0
-            && !order_holds(b, c, r->tokens[t->pos[c] + 1]))
-            return "the backward order of the recorded step does not follow the tape's rule";
+    if (!rule_holds(b, 0))
+        return "the backward order of the recorded step does not follow the tape's rule";
 
     /* the same rule for other targets, against real walks */
     int32_t shifts = r->verify_shifts <= 0 || r->verify_shifts >= V ? V - 1 : r->verify_shifts;
@@ -540,14 +545,6 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         case K_DERIVED:
         case K_INTERIOR:
             continue;
-        case K_DOT: {
-            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
-                if (pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
-            int32_t s0 = t->dot_first[L];
-            g[s0] = acc;  /* every product of the chain: read by an addition, local grad 1 */
-            for (int32_t m = s0 + 3; m < L; m += 2) g[m] = acc;
-            break;
-        }
         case K_SEED:
             acc = g_loss;
             break;
@@ -565,21 +562,31 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
                 if (pb[k] == tgt && pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
             break;
         }
-        default:
+        default:  /* K_OP, K_DOT */
             for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
                 if (pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
+            if (t->kind[L] == K_DOT) {  /* every product of the chain: read by an addition, local grad 1 */
+                int32_t s0 = t->dot_first[L];
+                g[s0] = acc;
+                for (int32_t m = s0 + 3; m < L; m += 2) g[m] = acc;
+            }
         }
         g[L] = acc;
     }
     /* parameters: each is read at most once a position; positions last to first */
     for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
+    memset(t->reached, 0, (size_t)P);
     for (int32_t q = n - 1; q >= 0; --q)
         for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
             int64_t e = t->param_edge[k];
             g[child[e]] += lg[e] * g[t->param_parent[k]];
+            t->reached[child[e]] = 1;
         }
     for (int32_t k = 0; k < P; ++k)
         if (!isfinite(g[k])) return 0;
-    for (int32_t k = 0; k < P; ++k) a->grad[params[k]] = g[k];
+    for (int32_t k = 0; k < P; ++k) {
+        a->grad[params[k]] = g[k];
+        if (t->reached[k]) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
+    }
     return 1;
 }
