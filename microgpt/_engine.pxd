@@ -61,6 +61,7 @@ cdef extern from "tape.h":
     ctypedef struct tape_t:
         int32_t n_params, n_nodes, n_pos, n_cand
         int32_t table_rows
+        int32_t n_used                      # positions of the last forward (0: none yet)
         double loss
 
     ctypedef struct record_t:
@@ -112,6 +113,7 @@ cdef class Tape:
     cdef Arena arena                        # where its parameters live
     cdef list params                        # the parameter Values, in the optimizer's order
     cdef node_t *param_nodes                # their node indices (checked live on every replay)
+    cdef epoch_t loaded_at                  # the arena's epoch when they were checked
     cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
 
     cdef int load_params(self) except -1

@@ -96,7 +96,8 @@ cdef class Tape:
         return tape_bytes(self.t)
 
     cdef int load_params(self) except -1:
-        """Check every parameter is alive and take its node index now."""
+        """Check every parameter is alive and take its node index now (valid
+        until the arena's next release, which is what bumps its epoch)."""
         cdef int64_t k
         cdef Value p
         for k in range(len(self.params)):
@@ -105,6 +106,7 @@ cdef class Tape:
                 raise StaleValueError("a parameter's node was released; create parameters "
                                       "outside any graph() scope")
             self.param_nodes[k] = p.index
+        self.loaded_at = self.arena.a.cur_epoch
         return 0
 
     def forward(self, tokens):
@@ -122,14 +124,11 @@ cdef class Tape:
         return self.t.loss
 
     def backward(self):
-        self.load_params()
-        cdef bint ok = tape_backward(self.t, &self.arena.a, self.param_nodes, self.tokens)
-        # the tape added float gradients to every parameter: their grads are floats
-        # now (the pure engine leaves one the step did not reach at the int 0)
-        cdef int32_t k
-        for k in range(self.t.n_params):
-            self.arena.a.tag[self.param_nodes[k]] &= ~TAG_GRAD_INT
-        return ok
+        if self.t.n_used == 0:
+            raise RuntimeError("backward() of a tape needs a forward() first")
+        if self.arena.a.cur_epoch != self.loaded_at:  # a release since forward: check again
+            self.load_params()
+        return bool(tape_backward(self.t, &self.arena.a, self.param_nodes, self.tokens))
 
 
 def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_end, list losses,

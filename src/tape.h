@@ -63,6 +63,7 @@ typedef struct {
     double *data;           /* forward values */
     double *grad;           /* gradients */
     int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
+    uint8_t *reached;       /* n_params: the last backward added to this parameter's gradient */
     int32_t *dot_first;     /* K_DOT: its chain's first node (the first product) */
 
     /* edges */
@@ -140,6 +141,8 @@ void tape_free(tape_t *t);
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t n);
 /* Backward of the last forward: parameter gradients added to the arena's.
+ * A parameter the step reached has a float gradient after it (its int tag is
+ * cleared, as float contributions make the pure engine's grad a float).
  * Returns 1; or 0, writing nothing, when a parameter's gradient is not finite:
  * then the caller takes the per-operation path for the step (a replay adds a
  * zero for a parent the reference's walk never reached, which is exact only

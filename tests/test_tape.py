@@ -168,3 +168,29 @@ def test_adams_fast_powers_are_pows_doubles():
     assert all(bits(a) == bits(b) for a, b in pairs)
     roots = _engine._adam_powers([abs(x) for x in xs], squares=False)
     assert all(bits(a) == bits(b) for a, b in roots)
+
+
+def test_a_replayed_backward_leaves_the_pure_engines_grad_types():
+    # a parameter the step reaches gets a float grad; one it does not (a token table
+    # row of a character the document lacks) keeps the int 0, as on the pure engine
+    replay, pure = trainer("replay"), trainer("pure")
+    tokens = replay.tokenizer.document_tokens("emma")
+    grads_after_one_backward(replay, replay.tokenizer.document_tokens(max(DOCS, key=len)))  # records
+    types, losses = [], []
+    for t in (replay, pure):
+        with t.engine.graph():
+            loss = t.document_loss(tokens)
+            loss.backward()
+        losses.append(loss)
+        types.append([type(p.grad) for p in t.params])
+    assert type(losses[0]).__name__ == "ReplayedLoss"  # the step was replayed, not built
+    assert types[0] == types[1]
+    assert int in types[1] and float in types[1]
+
+
+def test_a_tapes_backward_needs_its_forward():
+    t = trainer("replay")
+    with t.engine.graph():
+        t.document_loss.record(t.tokenizer.document_tokens(DOCS[0]))  # a fresh tape, never run
+    with pytest.raises(RuntimeError, match="forward"):
+        t.document_loss.tape.backward()
