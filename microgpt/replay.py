@@ -47,7 +47,7 @@ class ReplayedLoss:
 
 
 class DocumentLoss:
-    """document_loss(sd, config, tokens), recorded once per length and replayed.
+    """document_loss(sd, config, tokens), recorded once (a whole block) and replayed.
 
     Call it with a document's tokens inside a ``graph()`` scope; it returns the
     loss (a ReplayedLoss, or a Value when the model code ran), whose
@@ -67,18 +67,18 @@ class DocumentLoss:
         self.tape = None       # the recording of a whole block
         self.refused = None    # why steps cannot be replayed (then the model code runs every step)
         self.recordings = 0
-        self.model_steps = 0   # steps the model code ran after a recording existed
+        self.model_steps = 0   # steps the model code computed where no replay could
         self._serial = 0
 
     def __call__(self, tokens):
         n = min(self.config.block_size, len(tokens) - 1)
         tokens = list(tokens[:n + 1])
-        if self.refused is None and (self.tape is None or n > self.tape.n_pos):
+        if self.tape is None and self.refused is None:
             self.record(tokens)
-        if self.tape is not None and n <= self.tape.n_pos:
+        if self.tape is not None:  # it holds a whole block: every document fits
             try:
                 loss = self.tape.forward(tokens)
-            except ValueError:  # a token outside the recorded vocabulary: the model code says what
+            except ValueError:  # a token outside the vocabulary: the model code says what
                 loss = None
             if loss is not None:
                 self._serial += 1
