@@ -20,8 +20,8 @@ cdef class Arena:
     def value(self, data):
         """A new leaf Value in this arena."""
         cdef node_t i = arena_leaf(&self.a, OP_LEAF, <double>data)
-        if i >= 0 and isinstance(data, int):
-            self.a.tag[i] |= TAG_DATA_INT
+        if i >= 0:
+            set_int_tag(self, i, TAG_DATA_INT, data)
         return make(self, i)
 
     def __len__(self):

@@ -35,8 +35,7 @@ cdef Value binary(uint8_t op, Value x, object y):
         j = arena_leaf(&x.arena.a, OP_CONST, c)
         if j < 0:
             raise_nomem()
-        if isinstance(y, int):
-            x.arena.a.tag[j] |= TAG_DATA_INT
+        set_int_tag(x.arena, j, TAG_DATA_INT, y)
         if x.arena.recording and type(y) is DerivedNumber:
             note_derived(x.arena, j, y)
     cdef node_t kids[2]
@@ -75,6 +74,14 @@ cdef inline Value make_tagged(Arena arena, node_t i, int op, int k_int):
     if i >= 0:
         arena_tag(&arena.a, i, op, k_int)
     return make(arena, i)
+
+
+cdef inline void set_int_tag(Arena arena, node_t i, uint8_t bit, object number):
+    """Tag bit of node i says whether the number written there is a Python int."""
+    if isinstance(number, int):
+        arena.a.tag[i] |= bit
+    else:
+        arena.a.tag[i] &= ~bit
 
 
 cdef inline object present(double x, bint is_int):
@@ -116,8 +123,7 @@ cdef class Value:
             i = custom_node(arena, x, children, local_grads)
         if i < 0:
             raise_nomem()
-        if isinstance(data, int):
-            arena.a.tag[i] |= TAG_DATA_INT
+        set_int_tag(arena, i, TAG_DATA_INT, data)
         forget(self)  # __init__ called again on a live handle: it moves to the new node
         self.arena = arena
         self.index = i
@@ -142,10 +148,7 @@ cdef class Value:
         check(self)
         spoil(self.arena, "a .data was written while recording")
         self.arena.a.data[self.index] = x
-        if isinstance(value, int):
-            self.arena.a.tag[self.index] |= TAG_DATA_INT
-        else:
-            self.arena.a.tag[self.index] &= ~TAG_DATA_INT
+        set_int_tag(self.arena, self.index, TAG_DATA_INT, value)
 
     @property
     def grad(self):
@@ -159,10 +162,7 @@ cdef class Value:
         check(self)
         spoil(self.arena, "a .grad was written while recording")
         self.arena.a.grad[self.index] = g
-        if isinstance(value, int):
-            self.arena.a.tag[self.index] |= TAG_GRAD_INT
-        else:
-            self.arena.a.tag[self.index] &= ~TAG_GRAD_INT
+        set_int_tag(self.arena, self.index, TAG_GRAD_INT, value)
 
     @staticmethod
     def max_data(values):
