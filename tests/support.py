@@ -88,6 +88,15 @@ def write_docs(path, docs):
     return path
 
 
+def edit_checkpoint(run_dir, change):
+    """Apply change(obj) to the JSON object in run_dir/checkpoint.json, in place; returns its path."""
+    path = Path(run_dir) / "checkpoint.json"
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    change(obj)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
 def same_float(x, y):
     """== that also tells 0.0 from -0.0 and calls nan equal to nan."""
     if math.isnan(x) or math.isnan(y):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import (assert_one_error_line, load_golden, run_main, sample_lines, sample_texts, start_module,
+from support import (assert_one_error_line, edit_checkpoint, load_golden, run_main, sample_lines, sample_texts, start_module,
                      write_docs)
 
 from microgpt import CheckpointError, checkpoint, rundir
@@ -226,12 +226,7 @@ def _truncate(run_dir):
 
 
 def _edit(change):
-    def edit(run_dir):
-        p = run_dir / "checkpoint.json"
-        obj = json.loads(p.read_text(encoding="utf-8"))
-        change(obj)
-        p.write_text(json.dumps(obj), encoding="utf-8")
-    return edit
+    return lambda run_dir: edit_checkpoint(run_dir, change)
 
 
 def _no_file(run_dir):

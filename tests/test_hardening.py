@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from support import assert_one_error_line, run_main, write_docs
+from support import assert_one_error_line, edit_checkpoint, run_main, write_docs
 
 from microgpt import CheckpointError, checkpoint, rundir
 from microgpt.data import names_path
@@ -32,14 +32,6 @@ def tiny_run(docs_txt, tmp_path):
     got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 2, "--num-samples", 0, "-o", tmp_path / "run"])
     assert got == 0, err
     return tmp_path / "run"
-
-
-def edit_checkpoint(run_dir, edit):
-    path = run_dir / "checkpoint.json"
-    obj = json.loads(path.read_text(encoding="utf-8"))
-    edit(obj)
-    path.write_text(json.dumps(obj), encoding="utf-8")
-    return path
 
 
 # ---------------------------------------------------------------- 1. outputs that alias inputs
