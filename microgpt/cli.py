@@ -287,6 +287,11 @@ def main(argv=None):
         status = COMMANDS[args.command](args)
         sys.stdout.flush()
         return status
+    except BrokenPipeError:  # an OSError: it must come before the clause below
+        # the reader went away (`microgpt train | head`): stop quietly, and keep
+        # Python from failing again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT):
             raise
@@ -299,8 +304,3 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\nmicrogpt: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader went away (`microgpt train | head`): stop quietly, and keep
-        # Python from failing again when it flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1

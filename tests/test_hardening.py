@@ -351,6 +351,23 @@ def test_stdout_that_cannot_be_written_is_no_traceback(docs_txt, stdout):
         assert "Traceback" not in child.stderr
 
 
+def test_a_reader_that_goes_away_is_no_traceback(docs_txt, tmp_path):
+    # `microgpt sample -o run | head -1`: the pipe closes after the first line
+    import subprocess
+    from support import child_env, module_argv, PACKAGE_PARENT
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 2, "--num-samples", 0,
+                            "-o", tmp_path / "run"])
+    assert got == 0, err
+    child = subprocess.Popen(module_argv(["sample", "-o", tmp_path / "run", "--num-samples", 5000]),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=child_env(), cwd=PACKAGE_PARENT)
+    assert child.stdout.readline().startswith("sample  1: ")
+    child.stdout.close()
+    stderr = child.stderr.read()
+    assert child.wait(timeout=120) == 1
+    assert stderr == ""
+
+
 def test_bench_refuses_huge_sizes_at_once():
     t0 = time.perf_counter()
     line = refused(["bench", "--n-embd", "16,10000000", "--engines", "pure"])
