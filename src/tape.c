@@ -13,30 +13,57 @@
 
 void tape_free(tape_t *t) {
     if (t == NULL) return;
-    free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->data);
-    free(t->grad); free(t->pos); free(t->reached); free(t->dot_first); free(t->child); free(t->local_grad);
-    free(t->pull_start); free(t->pull_parent); free(t->pull_edge); free(t->pull_block);
-    free(t->param_start); free(t->param_edge); free(t->param_parent);
-    free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner); free(t->cand);
-    free(t->token_edge); free(t->token_pos); free(t->token_col);
+    free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
+    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
+    free(t->fwd); free(t->fwd_code); free(t->fwd_end); free(t->dot_pair);
+    free(t->bwd); free(t->bwd_end); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
+    free(t->pull_block);
+    free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
+    free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
+    free(t->target_src); free(t->cand);
+    free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
     free(t->derived_node); free(t->src_start); free(t->src);
+    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
+    free(t->param_edge);
     free(t);
+}
+
+/* the built tape's sizes: every count below is set once build() has succeeded */
+typedef struct {
+    int64_t n_fwd, n_pairs, n_bwd, n_pulls, n_param_reads;
+} counts_t;
+
+static counts_t counts_of(const tape_t *t) {
+    counts_t c;
+    c.n_fwd = t->fwd_end[t->n_pos - 1];
+    c.n_bwd = t->bwd_end[t->n_pos - 1];
+    c.n_pulls = t->pull_start[c.n_bwd];
+    c.n_param_reads = t->param_start[t->n_pos];
+    c.n_pairs = 0;
+    for (int64_t i = 0; i < c.n_fwd; ++i)
+        if (t->kind[t->fwd[i]] == K_DOT) c.n_pairs += t->fwd[i] - t->aux[t->fwd[i]];
+    return c;
 }
 
 size_t tape_bytes(const tape_t *t) {
     size_t n = (size_t)t->n_nodes, e = (size_t)t->n_edges, N = (size_t)t->n_pos;
-    size_t pulls = (size_t)t->pull_start[n], params = (size_t)t->param_start[N];
+    counts_t c = counts_of(t);
     size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
     return n * (sizeof *t->kind + sizeof *t->op + sizeof *t->operand + sizeof *t->child_start
-                + sizeof *t->data + sizeof *t->grad + sizeof *t->pos + sizeof *t->dot_first
-                + sizeof *t->pull_start)
-        + (size_t)t->n_params * sizeof *t->reached
-        + e * (sizeof *t->child + sizeof *t->local_grad)
-        + pulls * (sizeof *t->pull_parent + sizeof *t->pull_edge + sizeof *t->pull_block)
-        + params * (sizeof *t->param_edge + sizeof *t->param_parent) + (N + 1) * sizeof *t->param_start
-        + N * (sizeof *t->pos_end + sizeof *t->loss_node + sizeof *t->target_edge + sizeof *t->target_owner)
+                + sizeof *t->pos + sizeof *t->aux + sizeof *t->dot_at + 2 * sizeof *t->x
+                + sizeof *t->grad)
+        + sizeof *t->child_start + sizeof *t->x + (size_t)t->n_params * sizeof *t->reached
+        + e * sizeof *t->child
+        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code) + (size_t)c.n_pairs * sizeof *t->dot_pair
+        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->pull_start) + sizeof *t->pull_start
+        + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
+        + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
+        + (N + 1) * sizeof *t->param_start
+        + N * (sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end + sizeof *t->loss_node
+               + sizeof *t->target_edge + sizeof *t->target_owner + sizeof *t->target_src)
         + N * (size_t)t->n_cand * sizeof *t->cand
-        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_pos + sizeof *t->token_col)
+        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_param
+                                      + sizeof *t->token_pos + sizeof *t->token_col)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
 
@@ -65,13 +92,13 @@ static int32_t local_of(const record_t *r, const int32_t *pmap, int64_t end, nod
  * By block (a rotating node's canonical order): the higher logit first. */
 static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     const tape_t *t = b->t;
-    if (by_block) return t->pull_block[i] > t->pull_block[j];
-    int32_t q1 = t->pull_parent[i], q2 = t->pull_parent[j];
+    if (by_block) return t->npull_block[i] > t->npull_block[j];
+    int32_t q1 = t->npull_parent[i], q2 = t->npull_parent[j];
     int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
     int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
     if (r1 != r2) return r1 > r2;
     if (q1 != q2) return q1 > q2;
-    return t->pull_edge[i] < t->pull_edge[j];
+    return t->npull_edge[i] < t->npull_edge[j];
 }
 
 /* Sort pull entries [lo, hi) stably (insertion sort: the lists are short). */
@@ -79,14 +106,14 @@ static void sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
     for (int64_t i = lo + 1; i < hi; ++i)
         for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j) {
-            int32_t q = t->pull_parent[j], blk = t->pull_block[j];
-            int64_t e = t->pull_edge[j];
-            t->pull_parent[j] = t->pull_parent[j - 1];
-            t->pull_edge[j] = t->pull_edge[j - 1];
-            t->pull_block[j] = t->pull_block[j - 1];
-            t->pull_parent[j - 1] = q;
-            t->pull_edge[j - 1] = e;
-            t->pull_block[j - 1] = blk;
+            int32_t q = t->npull_parent[j], blk = t->npull_block[j];
+            int64_t e = t->npull_edge[j];
+            t->npull_parent[j] = t->npull_parent[j - 1];
+            t->npull_edge[j] = t->npull_edge[j - 1];
+            t->npull_block[j] = t->npull_block[j - 1];
+            t->npull_parent[j - 1] = q;
+            t->npull_edge[j - 1] = e;
+            t->npull_block[j - 1] = blk;
         }
 }
 
@@ -122,12 +149,12 @@ static void walk(builder_t *b) {
  * may stand anywhere. */
 static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     const tape_t *t = b->t;
-    int64_t lo = t->pull_start[c], hi = t->pull_start[c + 1];
+    int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
     int32_t last = INT32_MAX;
     for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
         for (int64_t k = lo; k < hi; ++k) {
-            if (t->kind[c] == K_ROTATE && ((t->pull_block[k] == tgt) != (pass == 1))) continue;
-            int32_t r = b->rank[t->pull_parent[k]];
+            if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
+            int32_t r = b->rank[t->npull_parent[k]];
             if (r < 0) continue;
             if (r > last) return 0;
             last = r;
@@ -167,8 +194,8 @@ static const char *verify(builder_t *b, int32_t shift) {
 
 /* Is node m a product read only by node reader? */
 static int product_for(const tape_t *t, int32_t m, int32_t reader) {
-    return t->kind[m] == K_OP && t->op[m] == OP_MUL && t->pull_start[m + 1] - t->pull_start[m] == 1
-        && t->pull_parent[t->pull_start[m]] == reader;
+    return t->kind[m] == K_OP && t->op[m] == OP_MUL && t->npull_start[m + 1] - t->npull_start[m] == 1
+        && t->npull_parent[t->npull_start[m]] == reader;
 }
 
 /* Is node a the addition (x, y) of two children? */
@@ -192,21 +219,148 @@ static void fuse_dots(tape_t *t) {
             continue;
         while (a + 2 < t->n_nodes && t->pos[a + 2] == t->pos[s] && adds(t, a + 2, a, a + 1)
                && product_for(t, a + 1, a + 2) && !source[a] && !source[a + 1]
-               && t->pull_start[a + 1] - t->pull_start[a] == 1)
+               && t->npull_start[a + 1] - t->npull_start[a] == 1)
             a += 2;
         t->kind[a] = K_DOT;
-        t->dot_first[a] = s;
+        t->aux[a] = s;
         t->kind[s] = K_INTERIOR;
         for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
-        for (int32_t i = s + 2; i <= a; i += 2) {  /* the additions' local grads: 1, once for all */
-            t->local_grad[t->child_start[i]] = 1.0;
-            t->local_grad[t->child_start[i] + 1] = 1.0;
-        }
         s = a;
     }
     free(source);
-    for (int32_t L = t->n_params; L < t->n_nodes; ++L)  /* constants never change */
-        if (t->kind[L] == K_CONST) t->data[L] = t->operand[L];
+}
+
+/* How the forward computes a node. */
+enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY };
+
+/* Where the local gradient of node L's edge e is when the backward runs:
+ * the other factor's value, L's own slot, or the 1.0; -1 for none. */
+static int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
+    int64_t e0 = t->child_start[L];
+    switch (t->op[L]) {
+    case OP_ADD: return 2 * t->n_nodes;
+    case OP_MUL: return t->child[e == e0 ? e0 + 1 : e0];
+    case OP_POW: case OP_LOG: case OP_EXP: case OP_RELU: return t->n_nodes + L;
+    default: return -1;
+    }
+}
+
+/* The replay's program from the checked node lists: the forward's and the
+ * backward's instruction lists, the pulls with their local gradients' places,
+ * a chain's inner products replaced by its top wherever their gradient is
+ * read; then the builder's node-indexed lists are freed. */
+static const char *pack(tape_t *t) {
+    int32_t n = t->n_nodes, P = t->n_params, N = t->n_pos;
+    int32_t *top = NULL, *last_pow = NULL;
+    if (!NEW(top, n) || !NEW(last_pow, n) || !NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
+        || !NEW(t->bwd, n) || !NEW(t->bwd_end, N) || !NEW(t->pull_start, n + 1)) {
+        free(top); free(last_pow);
+        return "out of memory";
+    }
+    for (int32_t L = 0; L < n; ++L) { top[L] = L; last_pow[L] = -1; }
+    int64_t n_pairs = 0;
+    for (int32_t L = P; L < n; ++L)
+        if (t->kind[L] == K_DOT) {
+            int32_t s = t->aux[L];
+            top[s] = L;
+            for (int32_t m = s + 3; m < L; m += 2) top[m] = L;
+            n_pairs += L - s;
+        }
+    if (!NEW(t->dot_pair, n_pairs)) { free(top); free(last_pow); return "out of memory"; }
+
+    /* the forward */
+    int64_t nf = 0, pair = 0;
+    int32_t q = 0;
+    for (int32_t L = P; L < n; ++L) {
+        while (L >= t->pos_end[q]) t->fwd_end[q++] = (int32_t)nf;
+        uint8_t code;
+        switch (t->kind[L]) {
+        case K_CONST: t->x[L] = t->operand[L]; continue;  /* constants never change */
+        case K_INTERIOR: continue;
+        case K_DERIVED: code = F_DERIVED; break;
+        case K_DOT: {
+            int32_t s = t->aux[L];
+            t->dot_at[L] = (int32_t)pair;
+            for (int32_t m = s; m < L; m += (m == s ? 3 : 2)) {
+                t->dot_pair[pair++] = t->child[t->child_start[m]];
+                t->dot_pair[pair++] = t->child[t->child_start[m] + 1];
+            }
+            code = F_DOT;
+            break;
+        }
+        default: {
+            int64_t edges = t->child_start[L + 1] - t->child_start[L];
+            if (t->op[L] == OP_ADD || t->op[L] == OP_MUL) {
+                if (edges != 2) { free(top); free(last_pow); return "an operation with an unexpected number of children"; }
+                code = t->op[L] == OP_ADD ? F_ADD : F_MUL;
+            } else if (lg_src(t, L, t->child_start[L]) >= 0 && edges == 1) {
+                code = F_ONE_CHILD;
+                if (t->op[L] == OP_POW) {  /* the same pow of the same node as the last: copy it */
+                    int32_t c = t->child[t->child_start[L]], k = last_pow[c];
+                    if (k >= 0 && memcmp(&t->operand[k], &t->operand[L], sizeof(double)) == 0) {
+                        code = F_COPY;
+                        t->aux[L] = k;
+                    } else {
+                        last_pow[c] = L;
+                    }
+                }
+            } else {
+                free(top); free(last_pow);
+                return "an operation the replay does not know";
+            }
+        }
+        }
+        t->fwd[nf] = L;
+        t->fwd_code[nf++] = code;
+    }
+    while (q < N) t->fwd_end[q++] = (int32_t)nf;
+    free(last_pow);
+    t->x[2 * (int64_t)n] = 1.0;
+
+    /* the backward: every node that takes a gradient */
+    int64_t nb = 0, n_pulls = 0;
+    for (int32_t L = P; L < n; ++L) {
+        uint8_t k = t->kind[L];
+        if (k == K_OP || k == K_ROTATE || k == K_DOT) n_pulls += t->npull_start[L + 1] - t->npull_start[L];
+    }
+    if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_src, n_pulls) || !NEW(t->pull_block, n_pulls)) {
+        free(top);
+        return "out of memory";
+    }
+    q = 0;
+    int64_t k_out = 0;
+    for (int32_t L = P; L < n; ++L) {
+        while (L >= t->pos_end[q]) t->bwd_end[q++] = (int32_t)nb;
+        uint8_t k = t->kind[L];
+        if (k == K_CONST || k == K_DERIVED || k == K_INTERIOR) continue;
+        t->bwd[nb] = L;
+        t->pull_start[nb++] = k_out;
+        if (k == K_SEED || k == K_CANDIDATE) continue;  /* their gradient comes from a slot */
+        for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
+            int32_t parent = t->npull_parent[j];
+            t->pull_parent[k_out] = top[parent];
+            t->pull_src[k_out] = lg_src(t, parent, t->npull_edge[j]);
+            t->pull_block[k_out] = t->npull_block[j];
+        }
+    }
+    while (q < N) t->bwd_end[q++] = (int32_t)nb;
+    t->pull_start[nb] = k_out;
+
+    /* parameter reads and the targets' edges */
+    for (int64_t j = 0; j < t->param_start[N]; ++j) {
+        int32_t parent = t->param_parent[j];
+        t->param_child[j] = t->child[t->param_edge[j]];
+        t->param_src[j] = lg_src(t, parent, t->param_edge[j]);
+        t->param_parent[j] = top[parent];
+    }
+    for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
+        if (t->op[t->target_owner[p]] == OP_MUL) { free(top); return "probs[target] is read by a product"; }
+        t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
+    }
+    free(top);
+    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
+    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->npull_edge = NULL; t->param_edge = NULL;
+    return NULL;
 }
 
 static const char *build(builder_t *b) {
@@ -237,9 +391,9 @@ static const char *build(builder_t *b) {
     int32_t n = t->n_nodes;
     int64_t E = t->n_edges;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
-        || !NEW(t->data, n) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->reached, P) || !NEW(t->dot_first, n) || !NEW(t->child, E)
-        || !NEW(t->local_grad, E) || !NEW(t->pull_start, n + 1) || !NEW(t->pos_end, N)
-        || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
+        || !NEW(t->x, 2 * (int64_t)n + 1) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->reached, P)
+        || !NEW(t->aux, n) || !NEW(t->dot_at, n) || !NEW(t->child, E) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
+        || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N) || !NEW(t->target_src, N)
         || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
         free(pmap);
         return "out of memory";
@@ -345,19 +499,20 @@ static const char *build(builder_t *b) {
             if (c < P) { n_param_edges++; t->param_start[t->pos[L] + 1]++; continue; }
             if (t->kind[c] == K_SEED) { why = "a position's loss is read inside the step"; break; }
             if (cand_of[c] >= 0 || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
-            t->pull_start[c + 1]++;
+            t->npull_start[c + 1]++;
         }
     free(cand_of);
     if (why) { free(pmap); return why; }
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
-    for (int32_t L = 0; L < n; ++L) t->pull_start[L + 1] += t->pull_start[L];
-    int64_t n_pulls = t->pull_start[n];
-    if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_edge, n_pulls) || !NEW(t->pull_block, n_pulls)
-        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)) { free(pmap); return "out of memory"; }
+    for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
+    int64_t n_pulls = t->npull_start[n];
+    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_edge, n_pulls) || !NEW(t->npull_block, n_pulls)
+        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
+        || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
         int64_t *fill = NULL, *pfill = NULL;
         if (!NEW(fill, n) || !NEW(pfill, N)) { free(fill); free(pfill); free(pmap); return "out of memory"; }
-        for (int32_t L = 0; L < n; ++L) fill[L] = t->pull_start[L];
+        for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
         for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
         for (int32_t L = P; L < n; ++L)
             for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
@@ -366,10 +521,10 @@ static const char *build(builder_t *b) {
                     int64_t k = pfill[t->pos[L]]++;
                     t->param_edge[k] = e;
                     t->param_parent[k] = L;
-                } else if (t->pull_start[c + 1] > t->pull_start[c] && t->kind[c] != K_SEED) {
+                } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
                     int64_t k = fill[c]++;
-                    t->pull_parent[k] = L;
-                    t->pull_edge[k] = e;
+                    t->npull_parent[k] = L;
+                    t->npull_edge[k] = e;
                 }
             }
         free(fill);
@@ -389,7 +544,8 @@ static const char *build(builder_t *b) {
         int32_t c = t->child[t->param_edge[k]];
         if (c >= r->table_slot0 && c < table_end) n_tok++;
     }
-    if (!NEW(t->token_edge, n_tok) || !NEW(t->token_pos, n_tok) || !NEW(t->token_col, n_tok)) { free(seen); free(pmap); return "out of memory"; }
+    if (!NEW(t->token_edge, n_tok) || !NEW(t->token_param, n_tok) || !NEW(t->token_pos, n_tok)
+        || !NEW(t->token_col, n_tok)) { free(seen); free(pmap); return "out of memory"; }
     t->n_token_edges = 0;
     for (int32_t q = 0; q < N && why == NULL; ++q) {
         int32_t cols = 0;
@@ -401,7 +557,10 @@ static const char *build(builder_t *b) {
             if (c < r->table_slot0 || c >= table_end) continue;
             int32_t row = (c - r->table_slot0) / r->table_cols, col = (c - r->table_slot0) % r->table_cols;
             if (row != r->tokens[q]) { why = "the token table is read at a row other than the token's"; break; }
+            /* a product's other child would take its local grad from the row: not followed */
+            if (t->op[t->param_parent[k]] == OP_MUL) { why = "the token table is read by a product"; break; }
             t->token_edge[t->n_token_edges] = e;
+            t->token_param[t->n_token_edges] = k;
             t->token_pos[t->n_token_edges] = q;
             t->token_col[t->n_token_edges] = col;
             t->n_token_edges++;
@@ -416,23 +575,23 @@ static const char *build(builder_t *b) {
     /* the backward order of the recorded targets; rotating nodes */
     walk(b);
     for (int32_t c = P; c < n; ++c) {
-        int64_t lo = t->pull_start[c], hi = t->pull_start[c + 1];
+        int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
         if (hi - lo < 1) continue;
         sort_pulls(b, lo, hi, 0);
         int32_t first = -2, mixed = 0, none = 0;
         for (int64_t k = lo; k < hi; ++k) {
-            int32_t blk = block_of(b, t->pull_parent[k]);
-            t->pull_block[k] = blk;
+            int32_t blk = block_of(b, t->npull_parent[k]);
+            t->npull_block[k] = blk;
             if (blk < 0) none = 1;
             if (first == -2) first = blk;
             else if (blk != first) mixed = 1;
         }
-        if (!mixed) { for (int64_t k = lo; k < hi; ++k) t->pull_block[k] = -1; continue; }
+        if (!mixed) { for (int64_t k = lo; k < hi; ++k) t->npull_block[k] = -1; continue; }
         if (none) return "a node is read by several logits and by something else";
         sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
         t->kind[c] = K_ROTATE;
         for (int64_t k = lo; k < hi; ++k)
-            if (t->pos[t->pull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
+            if (t->pos[t->npull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
     }
     if (!rule_holds(b, 0))
         return "the backward order of the recorded step does not follow the tape's rule";
@@ -445,7 +604,7 @@ static const char *build(builder_t *b) {
         if ((why = verify(b, shift)) != NULL) return why;
     }
     fuse_dots(t);
-    return NULL;
+    return pack(t);
 }
 
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
@@ -462,66 +621,66 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
 
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t n) {
-    double *d = t->data, *lg = t->local_grad;
+    double *x = t->x, *x_lg = t->x + t->n_nodes;
     int32_t *child = t->child;
     const int64_t *cs = t->child_start;
-    for (int32_t k = 0; k < t->n_params; ++k) d[k] = a->data[params[k]];
+    for (int32_t k = 0; k < t->n_params; ++k) x[k] = a->data[params[k]];
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
-        if (q < n) child[t->token_edge[j]] = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
+        if (q < n) {
+            int32_t slot = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
+            child[t->token_edge[j]] = slot;
+            t->param_child[t->token_param[j]] = slot;
+        }
     }
     for (int32_t q = 0; q < n; ++q)
         child[t->target_edge[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
     int64_t next_derived = 0;
-    int32_t end = t->pos_end[n - 1];
-    double x[2];
-    for (int32_t L = t->n_params; L < end; ++L) {
-        switch (t->kind[L]) {
-        case K_CONST:
-        case K_INTERIOR:
+    int32_t n_fwd = t->fwd_end[n - 1];
+    for (int32_t i = 0; i < n_fwd; ++i) {
+        int32_t L = t->fwd[i];
+        int64_t e = cs[L];
+        switch (t->fwd_code[i]) {
+        case F_ADD:
+            x[L] = x[child[e]] + x[child[e + 1]];
             break;
-        case K_DOT: {
+        case F_MUL:
+            x[L] = x[child[e]] * x[child[e + 1]];
+            break;
+        case F_DOT: {
             /* m0 + 0, then + m_k: the chain's own additions, in its order */
-            int32_t s = t->dot_first[L];
-            int64_t e = cs[s];
-            double w = d[child[e]], v = d[child[e + 1]];
-            lg[e] = v;
-            lg[e + 1] = w;
-            double acc = w * v + d[s + 1];
-            for (int32_t m = s + 3; m < L; m += 2) {
-                e = cs[m];
-                w = d[child[e]];
-                v = d[child[e + 1]];
-                lg[e] = v;
-                lg[e + 1] = w;
-                acc = acc + w * v;
-            }
-            d[L] = acc;
+            int32_t s = t->aux[L];
+            const int32_t *pr = t->dot_pair + t->dot_at[L], *pr_end = pr + (L - s);
+            double acc = x[pr[0]] * x[pr[1]] + x[s + 1];
+            for (pr += 2; pr < pr_end; pr += 2)
+                acc = acc + x[pr[0]] * x[pr[1]];
+            x[L] = acc;
             break;
         }
-        case K_DERIVED: {
+        case F_COPY:
+            x[L] = x[t->aux[L]];
+            x_lg[L] = x_lg[t->aux[L]];
+            break;
+        case F_DERIVED: {
             /* derived nodes are listed in creation order */
             while (t->derived_node[next_derived] != L) ++next_derived;
             int64_t s = t->src_start[next_derived], s_end = t->src_start[next_derived + 1];
-            double m = d[t->src[s]];
+            double m = x[t->src[s]];
             for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
-                if (d[t->src[s]] > m) m = d[t->src[s]];
-            d[L] = t->operand[L] < 0 ? -m : m;
+                if (x[t->src[s]] > m) m = x[t->src[s]];
+            x[L] = t->operand[L] < 0 ? -m : m;
             break;
         }
-        default: {
-            int64_t e = cs[L];
-            x[0] = d[child[e]];
-            if (cs[L + 1] - e > 1) x[1] = d[child[e + 1]];
-            status_t st = op_apply(t->op[L], x, t->operand[L], t->operand[L] - 1.0, &d[L], &lg[e]);
+        default: {  /* F_ONE_CHILD */
+            status_t st = op_apply(t->op[L], &x[child[e]], t->operand[L], t->operand[L] - 1.0, &x[L], &x_lg[L]);
             if (st != OP_OK) return st;
         }
         }
     }
     /* the mean, as sum() and (1 / n) * builds it */
-    double s = d[t->loss_node[0]] + 0.0;
-    for (int32_t q = 1; q < n; ++q) s = s + d[t->loss_node[q]];
+    double s = x[t->loss_node[0]] + 0.0;
+    for (int32_t q = 1; q < n; ++q) s = s + x[t->loss_node[q]];
     t->loss = s * (1.0 / n);
     t->n_used = n;
     return OP_OK;
@@ -530,57 +689,49 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
 int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
     int32_t n = t->n_used, end = t->pos_end[n - 1], P = t->n_params, V = t->n_cand;
     double *g = t->grad;
-    const double *lg = t->local_grad;
-    const int32_t *child = t->child, *pp = t->pull_parent, *pb = t->pull_block;
-    const int64_t *pe = t->pull_edge, *ps = t->pull_start;
+    const double *x = t->x;
+    const int32_t *pp = t->pull_parent, *src = t->pull_src, *pb = t->pull_block;
+    const int64_t *ps = t->pull_start;
 
     /* the tail: loss = s * (1/n) with grad 1, then the chain of adds: each loss gets this */
     double g_s = 0.0 + (1.0 / n) * 1.0;
     double g_loss = 0.0 + 1.0 * (0.0 + 1.0 * g_s);
 
-    for (int32_t L = end - 1; L >= P; --L) {
+    for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
+        int32_t L = t->bwd[b];
         double acc = 0.0;
         switch (t->kind[L]) {
-        case K_CONST:
-        case K_DERIVED:
-        case K_INTERIOR:
-            continue;
         case K_SEED:
             acc = g_loss;
             break;
         case K_CANDIDATE: {
             int32_t q = t->pos[L];
             if (t->cand[(int64_t)q * V + tokens[q + 1]] == L)
-                acc += lg[t->target_edge[q]] * g[t->target_owner[q]];
+                acc += x[t->target_src[q]] * g[t->target_owner[q]];
             break;
         }
         case K_ROTATE: {
             int32_t tgt = tokens[t->pos[L] + 1];
-            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
-                if (pb[k] != tgt && pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
-            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
-                if (pb[k] == tgt && pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
+            for (int64_t k = ps[b]; k < ps[b + 1]; ++k)
+                if (pb[k] != tgt && pp[k] < end) acc += x[src[k]] * g[pp[k]];
+            for (int64_t k = ps[b]; k < ps[b + 1]; ++k)
+                if (pb[k] == tgt && pp[k] < end) acc += x[src[k]] * g[pp[k]];
             break;
         }
         default:  /* K_OP, K_DOT */
-            for (int64_t k = ps[L]; k < ps[L + 1]; ++k)
-                if (pp[k] < end) acc += lg[pe[k]] * g[pp[k]];
-            if (t->kind[L] == K_DOT) {  /* every product of the chain: read by an addition, local grad 1 */
-                int32_t s0 = t->dot_first[L];
-                g[s0] = acc;
-                for (int32_t m = s0 + 3; m < L; m += 2) g[m] = acc;
-            }
+            for (int64_t k = ps[b]; k < ps[b + 1]; ++k)
+                if (pp[k] < end) acc += x[src[k]] * g[pp[k]];
         }
         g[L] = acc;
     }
     /* parameters: each is read at most once a position; positions last to first */
     for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
     memset(t->reached, 0, (size_t)P);
+    const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     for (int32_t q = n - 1; q >= 0; --q)
         for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
-            int64_t e = t->param_edge[k];
-            g[child[e]] += lg[e] * g[t->param_parent[k]];
-            t->reached[child[e]] = 1;
+            g[pc[k]] += x[psrc[k]] * g[ppar[k]];
+            t->reached[pc[k]] = 1;
         }
     for (int32_t k = 0; k < P; ++k)
         if (!isfinite(g[k])) return 0;

@@ -20,7 +20,14 @@
  * one K_DOT instruction: the same products and additions in the same order,
  * kept in a register. Its inner nodes' gradients are the top's: each has one
  * reader with local gradient 1, and 0.0 + 1.0 * g is g for any gradient a sum
- * from 0.0 can give (never -0.0).
+ * from 0.0 can give (never -0.0); so whatever reads an inner node's gradient
+ * reads the top's.
+ *
+ * Local gradients are not stored per edge: they are read where they already
+ * are when the backward runs. A product's local grad for one child is the
+ * other child's value, an addition's is 1.0, and a one-child operation keeps
+ * its own in x[n + i]. A pow of a node with the same exponent as the last pow
+ * of that node (softmax's e / total, once per candidate) is computed once.
  *
  * Backward runs in "pull" form: nodes in reverse creation order, each summing
  * its parents' contributions in the order the reference's depth-first walk
@@ -44,54 +51,68 @@ typedef enum {
     K_ROTATE = 3,    /* an operation read by every logit: the target's parents add last */
     K_CANDIDATE = 4, /* an entry of probs: its gradient comes from the target edge, if chosen */
     K_SEED = 5,      /* a position's loss: its gradient comes from the mean (the tail) */
-    K_DOT = 6,       /* the top of a sum(w * x ...) chain, computed in one loop from dot_first */
+    K_DOT = 6,       /* the top of a sum(w * x ...) chain, computed in one loop over its products */
     K_INTERIOR = 7   /* a node inside such a chain: no value of its own, its gradient the top's */
 } kind_t;
 
 typedef struct {
     /* sizes */
     int32_t n_params;       /* P */
-    int32_t n_nodes;        /* P + recorded nodes (positions only; the tail is computed) */
+    int32_t n_nodes;        /* n: P + recorded nodes (positions only; the tail is computed) */
     int32_t n_pos;          /* N: positions recorded */
     int32_t n_cand;         /* V: candidates per position (the vocabulary) */
 
     /* nodes, n_nodes each */
     uint8_t *kind;          /* kind_t */
-    uint8_t *op;            /* op_t, for K_OP / K_ROTATE / K_CANDIDATE */
+    uint8_t *op;            /* op_t */
     double *operand;        /* K_OP pow: k; K_CONST: the value; K_DERIVED: the sign */
     int64_t *child_start;   /* n_nodes + 1: node i's edges [child_start[i], child_start[i+1]) */
-    double *data;           /* forward values */
-    double *grad;           /* gradients */
     int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
+    int32_t *aux;           /* K_DOT: its chain's first product; a shared pow: the node it copies */
+    int32_t *dot_at;        /* K_DOT: its chain's first pair in dot_pair */
+    double *x;              /* 2 n + 1 numbers: x[i] node i's value, x[n + i] the local grad of
+                             * one-child node i, x[2 n] = 1.0 (an addition's local grads) */
+    double *grad;           /* gradients (a chain's inner nodes have none: readers use its top's) */
     uint8_t *reached;       /* n_params: the last backward added to this parameter's gradient */
-    int32_t *dot_first;     /* K_DOT: its chain's first node (the first product) */
 
-    /* edges */
+    /* edges: node i's children, local indices (slots re-pointed per replay) */
     int64_t n_edges;
-    int32_t *child;         /* local index of the child (slots re-pointed per replay) */
-    double *local_grad;     /* d(node)/d(child), written by the forward */
+    int32_t *child;
 
-    /* pull lists: node i's parents [pull_start[i], pull_start[i+1]) in the reference's order */
+    /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
+    int32_t *fwd;
+    uint8_t *fwd_code;      /* how (F_* in tape.c) */
+    int32_t *fwd_end;
+    int32_t *dot_pair;      /* each chain's products' two children, in order */
+
+    /* the backward: nodes that take a gradient, creation order (run reversed);
+     * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,
+     * each adding x[pull_src] * grad[pull_parent] */
+    int32_t *bwd;
+    int32_t *bwd_end;       /* position p's end */
     int64_t *pull_start;
-    int32_t *pull_parent;   /* the parent's local index */
-    int64_t *pull_edge;     /* the parent's edge that reads this node */
+    int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
+    int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
+                             * one-child node's x[n + i], or the 1.0 */
     int32_t *pull_block;    /* K_ROTATE: the logit the parent belongs to; else -1 */
 
-    /* parameter edges by position: position p's are [param_start[p], param_start[p+1]) */
+    /* parameter reads by position: position p's are [param_start[p], param_start[p+1]),
+     * each adding x[param_src] * grad[param_parent] to grad[param_child] */
     int64_t *param_start;
-    int64_t *param_edge;    /* an edge whose child is a parameter */
-    int32_t *param_parent;  /* the node that owns that edge */
+    int32_t *param_child, *param_parent, *param_src;
 
     /* positions: node ranges, losses, slots */
     int32_t *pos_end;       /* local index one past position p's last node */
     int32_t *loss_node;     /* local index of -log(probs[target]) of position p */
     int64_t *target_edge;   /* the edge of position p that reads probs[target] */
     int32_t *target_owner;  /* the node that owns it (the position's log) */
+    int32_t *target_src;    /* ... and where that edge's local gradient is */
     int32_t *cand;          /* n_pos * n_cand: local index of probs[v] at position p */
     int32_t table_slot0;    /* the token table: parameter slot of row 0, column 0 */
     int32_t table_rows, table_cols;
     int64_t n_token_edges;
-    int64_t *token_edge;    /* edges that read a row of the token table */
+    int64_t *token_edge;    /* edges that read a row of the token table (never a product's) */
+    int64_t *token_param;   /* ... and their parameter reads */
     int32_t *token_pos;     /* ... at this position */
     int32_t *token_col;     /* ... in this column */
 
@@ -100,6 +121,13 @@ typedef struct {
     int32_t *derived_node;
     int64_t *src_start;     /* n_derived + 1 */
     int32_t *src;           /* local indices */
+
+    /* building only (freed when the tape is built): node-indexed pull lists */
+    int64_t *npull_start;   /* n_nodes + 1 */
+    int32_t *npull_parent;
+    int64_t *npull_edge;    /* the parent's edge that reads this node */
+    int32_t *npull_block;
+    int64_t *param_edge;    /* the edge of each parameter read */
 
     /* where the last replay stopped */
     int32_t n_used;         /* positions of the last forward */
