@@ -63,6 +63,8 @@ cdef extern from "tape.h":
         int32_t table_rows
         int32_t n_used                      # positions of the last forward (0: none yet)
         double loss
+        int32_t *fwd_end, *bwd_end, *pos_end  # per position: where its instructions / nodes end
+        int64_t *pull_start, *param_start
 
     ctypedef struct record_t:
         const node_t *params

@@ -95,6 +95,15 @@ cdef class Tape:
     def nbytes(self):
         return tape_bytes(self.t)
 
+    def counts(self, int n):
+        """What a replay of n positions runs: nodes, forward instructions,
+        backward nodes, pulls (gradient terms) and parameter reads."""
+        if not 1 <= n <= self.t.n_pos:
+            raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
+        cdef int32_t b = self.t.bwd_end[n - 1]
+        return dict(nodes=self.t.pos_end[n - 1] - self.t.n_params, forward=self.t.fwd_end[n - 1],
+                    backward=b, pulls=self.t.pull_start[b], param_reads=self.t.param_start[n])
+
     cdef int load_params(self) except -1:
         """Check every parameter is alive and take its node index now (valid
         until the arena's next release, which is what bumps its epoch)."""

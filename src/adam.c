@@ -21,7 +21,9 @@ static inline double spacing_below(double x) {
     return x - below;
 }
 
-double adam_square(double g) {
+/* inline: the fast paths are most of Adam's time, so they are compiled into
+ * its loop (twice: see adam_loop below) rather than called */
+static inline double square_of(double g) {
     double p = g * g;
     if (!(p >= 0x1p-900 && p <= 0x1p+1000)) return pow(g, 2.0);  /* zero, tiny, huge, inf, nan */
     double r = fma(g, g, -p);  /* g*g - p, exactly */
@@ -29,7 +31,7 @@ double adam_square(double g) {
     return pow(g, 2.0);
 }
 
-double adam_sqrt(double x) {
+static inline double sqrt_of(double x) {
     if (!(x >= 0x1p-900 && x <= 0x1p+1000)) return pow(x, 0.5);
     double s = sqrt(x);
     /* exact root - s = (x - s*s) / (s + exact root); |.| <= |x - s*s| / (2 s) * (1 + 2**-52) */
@@ -38,34 +40,59 @@ double adam_sqrt(double x) {
     return pow(x, 0.5);
 }
 
+double adam_square(double g) { return square_of(g); }
+double adam_sqrt(double x) { return sqrt_of(x); }
+
+/* The update of parameters [0, n): the same expressions as the reference,
+ * evaluated in the same order. pow(g, 2.0) must stay a call to pow (setup.py
+ * builds with -fno-builtin-pow): Python's g ** 2 calls pow, and pow is not
+ * always correctly rounded; the fast paths above return pow's own double. */
+#define ADAM_LOOP_BODY                                                              \
+    for (int64_t i = 0; i < n; ++i) {                                               \
+        node_t p = idx[i];                                                          \
+        assert(p >= 0 && p < a->n_nodes);                                           \
+        double g = grad[p];                                                         \
+        m[i] = beta1 * m[i] + (1 - beta1) * g;                                      \
+        double g2 = square_of(g);  /* = pow(g, 2.0) */                              \
+        /* where Python's arithmetic raises, stop at the same point it would */     \
+        if (isinf(g2) && isfinite(g)) { *status = OP_RANGE; return i; }             \
+        v[i] = beta2 * v[i] + (1 - beta2) * g2;                                     \
+        if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }       \
+        double m_hat = m[i] / bias1;                                                \
+        double v_hat = v[i] / bias2;                                                \
+        double denom = sqrt_of(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */         \
+        if (denom == 0.0) { *status = OP_ZERODIV; return i; }                       \
+        data[p] -= lr_t * m_hat / denom;                                            \
+        grad[p] = 0.0;                                                              \
+        tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);  /* p.grad = 0 */ \
+    }                                                                               \
+    return n;
+
+#define ADAM_LOOP_ARGS arena_t *a, const node_t *idx, int64_t n, double *m, double *v,  \
+    double lr_t, double beta1, double beta2, double eps, double bias1, double bias2,    \
+    double *data, double *grad, uint8_t *tag, status_t *status
+
+static int64_t adam_loop(ADAM_LOOP_ARGS) { ADAM_LOOP_BODY }
+
+/* The same loop where the processor has fused multiply-add: fma() is then one
+ * instruction, not a library call (the arithmetic is the same: fma is exact
+ * either way, and nothing else is contracted, -ffp-contract=off). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define HAVE_FMA_LOOP 1
+__attribute__((target("fma"))) static int64_t adam_loop_fma(ADAM_LOOP_ARGS) { ADAM_LOOP_BODY }
+#endif
+
 int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
                    double lr_t, double beta1, double beta2, double eps, int64_t step,
                    status_t *status) {
-    double *data = a->data, *grad = a->grad;
-    /* The same expressions as the reference, evaluated in the same order.
-     * pow(g, 2.0) must stay a call to pow (setup.py builds with -fno-builtin-pow):
-     * Python's g ** 2 calls pow, and pow is not always correctly rounded; the
-     * fast paths above return pow's own double. */
     double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
     double bias2 = 1 - pow(beta2, (double)step + 1.0);
     *status = OP_OK;
-    for (int64_t i = 0; i < n; ++i) {
-        node_t p = idx[i];
-        assert(p >= 0 && p < a->n_nodes);
-        double g = grad[p];
-        m[i] = beta1 * m[i] + (1 - beta1) * g;
-        double g2 = adam_square(g);  /* = pow(g, 2.0), see above */
-        /* where Python's arithmetic raises, stop at the same point it would */
-        if (isinf(g2) && isfinite(g)) { *status = OP_RANGE; return i; }
-        v[i] = beta2 * v[i] + (1 - beta2) * g2;
-        if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }
-        double m_hat = m[i] / bias1;
-        double v_hat = v[i] / bias2;
-        double denom = adam_sqrt(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */
-        if (denom == 0.0) { *status = OP_ZERODIV; return i; }
-        data[p] -= lr_t * m_hat / denom;
-        grad[p] = 0.0;
-        a->tag[p] = (uint8_t)((a->tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);  /* a float; p.grad = 0 */
-    }
-    return n;
+#ifdef HAVE_FMA_LOOP
+    if (__builtin_cpu_supports("fma"))
+        return adam_loop_fma(a, idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
+                             a->data, a->grad, a->tag, status);
+#endif
+    return adam_loop(a, idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
+                     a->data, a->grad, a->tag, status);
 }
