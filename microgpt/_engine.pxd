@@ -65,6 +65,8 @@ cdef extern from "tape.h":
         double loss
         int32_t *fwd_end, *bwd_end, *pos_end  # per position: where its instructions / nodes end
         int64_t *pull_start, *param_start
+        int32_t *bwd
+        uint8_t *bwd_group, *fwd_code
 
     ctypedef struct record_t:
         const node_t *params

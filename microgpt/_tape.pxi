@@ -100,9 +100,14 @@ cdef class Tape:
         backward nodes, pulls (gradient terms) and parameter reads."""
         if not 1 <= n <= self.t.n_pos:
             raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
-        cdef int32_t b = self.t.bwd_end[n - 1]
+        cdef int32_t b = self.t.bwd_end[n - 1], i
+        cdef int64_t grouped_pulls = 0
+        for i in range(b):
+            if self.t.bwd_group[i] and i >= 3:
+                grouped_pulls += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
         return dict(nodes=self.t.pos_end[n - 1] - self.t.n_params, forward=self.t.fwd_end[n - 1],
-                    backward=b, pulls=self.t.pull_start[b], param_reads=self.t.param_start[n])
+                    backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped_pulls,
+                    param_reads=self.t.param_start[n])
 
     cdef int load_params(self) except -1:
         """Check every parameter is alive and take its node index now (valid

@@ -15,8 +15,8 @@ void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
     free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
-    free(t->fwd); free(t->fwd_code); free(t->fwd_end); free(t->dot_pair);
-    free(t->bwd); free(t->bwd_end); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
+    free(t->fwd); free(t->fwd_code); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
+    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
     free(t->pull_block);
     free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
     free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
@@ -52,17 +52,17 @@ size_t tape_bytes(const tape_t *t) {
     return n * (sizeof *t->kind + sizeof *t->op + sizeof *t->operand + sizeof *t->child_start
                 + sizeof *t->pos + sizeof *t->aux + sizeof *t->dot_at + 2 * sizeof *t->x
                 + sizeof *t->grad)
-        + sizeof *t->child_start + sizeof *t->x + (size_t)t->n_params * sizeof *t->reached
+        + sizeof *t->child_start + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
         + e * sizeof *t->child
-        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code) + (size_t)c.n_pairs * sizeof *t->dot_pair
-        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->pull_start) + sizeof *t->pull_start
+        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg) + (size_t)c.n_pairs * sizeof *t->dot_pair
+        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->pull_start) + sizeof *t->pull_start
         + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
         + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
         + (N + 1) * sizeof *t->param_start
         + N * (sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end + sizeof *t->loss_node
-               + sizeof *t->target_edge + sizeof *t->target_owner + sizeof *t->target_src)
+               + sizeof *t->target_edge + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
         + N * (size_t)t->n_cand * sizeof *t->cand
-        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_param
+        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
                                       + sizeof *t->token_pos + sizeof *t->token_col)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
@@ -231,7 +231,51 @@ static void fuse_dots(tape_t *t) {
 }
 
 /* How the forward computes a node. */
-enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY };
+enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4 };
+
+/* Side by side. A sum in a register waits for its last addition (a few cycles)
+ * before the next; four independent sums of the same length, each added in
+ * its own order, fill those cycles. The forward runs four chains of one
+ * length at once (the rows of one matrix) where none reads another's result;
+ * the backward sums four nodes' pulls at once where none is a parent of
+ * another. Each sum is the same sequence of additions as alone. */
+#define SIDE 4
+
+static void group_dots(tape_t *t, int64_t nf) {
+    for (int64_t i = 0; i + SIDE <= nf; ++i) {
+        int ok = 1;
+        int32_t L0 = t->fwd[i];
+        for (int k = 0; k < SIDE && ok; ++k) {
+            int32_t L = t->fwd[i + k];
+            ok = t->fwd_code[i + k] == F_DOT && L - t->aux[L] == L0 - t->aux[L0] && t->pos[L] == t->pos[L0];
+            if (!ok) break;
+            const int32_t *pr = t->dot_pair + t->dot_at[L];
+            for (int32_t j = 0; j < L - t->aux[L] && ok; ++j)  /* reads no top of the group */
+                for (int m = 0; m < k && ok; ++m) ok = pr[j] != t->fwd[i + m];
+        }
+        if (!ok) continue;
+        t->fwd_code[i] = F_DOT4;
+        i += SIDE - 1;
+    }
+}
+
+static void group_pulls(tape_t *t, int64_t nb) {
+    for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
+        int ok = 1;
+        int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+        for (int k = 0; k < SIDE && ok; ++k) {
+            int64_t e = b - k;
+            int32_t L = t->bwd[e];
+            ok = (t->kind[L] == K_OP || t->kind[L] == K_DOT) && count > 1
+                && t->pull_start[e + 1] - t->pull_start[e] == count;
+            for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
+                for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
+        }
+        if (!ok) continue;
+        t->bwd_group[b] = 1;
+        b -= SIDE - 1;
+    }
+}
 
 /* Where the local gradient of node L's edge e is when the backward runs:
  * the other factor's value, L's own slot, or the 1.0; -1 for none. */
@@ -315,6 +359,43 @@ static const char *pack(tape_t *t) {
     }
     while (q < N) t->fwd_end[q++] = (int32_t)nf;
     free(last_pow);
+
+    /* each instruction's operands, and where the slots are among them */
+    int32_t *ins_of = NULL;
+    if (!NEW(t->fwd_arg, 3 * nf) || !NEW(ins_of, n) || !NEW(t->target_arg, N)
+        || !NEW(t->token_arg, t->n_token_edges) || !NEW(t->first_pos, P)) {
+        free(top); free(ins_of);
+        return "out of memory";
+    }
+    for (int64_t i = 0; i < nf; ++i) {
+        int32_t L = t->fwd[i], *A = t->fwd_arg + 3 * i;
+        int64_t e = t->child_start[L];
+        ins_of[L] = (int32_t)i;
+        switch (t->fwd_code[i]) {
+        case F_ADD: case F_MUL: A[0] = t->child[e]; A[1] = t->child[e + 1]; break;
+        case F_ONE_CHILD: A[0] = t->child[e]; break;
+        case F_COPY: A[0] = t->aux[L]; break;
+        case F_DOT: A[0] = t->dot_at[L]; A[1] = t->aux[L] + 1; A[2] = L - t->aux[L]; break;
+        default: break;  /* F_DERIVED: below */
+        }
+    }
+    for (int64_t j = 0; j < t->n_derived; ++j) t->fwd_arg[3 * (int64_t)ins_of[t->derived_node[j]]] = (int32_t)j;
+    for (int32_t p = 0; p < N; ++p) {
+        int32_t owner = t->target_owner[p];
+        t->target_arg[p] = 3 * (int64_t)ins_of[owner] + (t->target_edge[p] - t->child_start[owner]);
+    }
+    for (int64_t j = 0; j < t->n_token_edges; ++j) {
+        int32_t owner = t->param_parent[t->token_param[j]];  /* an addition or one-child operation */
+        t->token_arg[j] = 3 * (int64_t)ins_of[owner] + (t->token_edge[j] - t->child_start[owner]);
+    }
+    free(ins_of);
+    for (int32_t k = 0; k < P; ++k) t->first_pos[k] = INT32_MAX;
+    for (int32_t p = N - 1; p >= 0; --p)
+        for (int64_t j = t->param_start[p]; j < t->param_start[p + 1]; ++j) {
+            int32_t c = t->child[t->param_edge[j]];
+            if (c < t->table_slot0 || c >= t->table_slot0 + t->table_rows * t->table_cols) t->first_pos[c] = p;
+        }
+    group_dots(t, nf);
     t->x[2 * (int64_t)n] = 1.0;
 
     /* the backward: every node that takes a gradient */
@@ -345,6 +426,9 @@ static const char *pack(tape_t *t) {
     }
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
     t->pull_start[nb] = k_out;
+    if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb)) { free(top); return "out of memory"; }
+    for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
+    group_pulls(t, nb);
 
     /* parameter reads and the targets' edges */
     for (int64_t j = 0; j < t->param_start[N]; ++j) {
@@ -622,50 +706,66 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t n) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
-    int32_t *child = t->child;
-    const int64_t *cs = t->child_start;
+    int32_t *arg = t->fwd_arg;
+    const int32_t *fwd = t->fwd, *pair = t->dot_pair;
+    const uint8_t *code = t->fwd_code;
     for (int32_t k = 0; k < t->n_params; ++k) x[k] = a->data[params[k]];
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q < n) {
             int32_t slot = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
-            child[t->token_edge[j]] = slot;
+            arg[t->token_arg[j]] = slot;
             t->param_child[t->token_param[j]] = slot;
         }
     }
     for (int32_t q = 0; q < n; ++q)
-        child[t->target_edge[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
+        arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
-    int64_t next_derived = 0;
     int32_t n_fwd = t->fwd_end[n - 1];
     for (int32_t i = 0; i < n_fwd; ++i) {
-        int32_t L = t->fwd[i];
-        int64_t e = cs[L];
-        switch (t->fwd_code[i]) {
+        int32_t L = fwd[i];
+        const int32_t *A = arg + 3 * (int64_t)i;
+        switch (code[i]) {
         case F_ADD:
-            x[L] = x[child[e]] + x[child[e + 1]];
+            x[L] = x[A[0]] + x[A[1]];
             break;
         case F_MUL:
-            x[L] = x[child[e]] * x[child[e + 1]];
+            x[L] = x[A[0]] * x[A[1]];
             break;
         case F_DOT: {
             /* m0 + 0, then + m_k: the chain's own additions, in its order */
-            int32_t s = t->aux[L];
-            const int32_t *pr = t->dot_pair + t->dot_at[L], *pr_end = pr + (L - s);
-            double acc = x[pr[0]] * x[pr[1]] + x[s + 1];
+            const int32_t *pr = pair + A[0], *pr_end = pr + A[2];
+            double acc = x[pr[0]] * x[pr[1]] + x[A[1]];
             for (pr += 2; pr < pr_end; pr += 2)
                 acc = acc + x[pr[0]] * x[pr[1]];
             x[L] = acc;
             break;
         }
+        case F_DOT4: {
+            const int32_t *p0 = pair + A[0], *p1 = pair + A[3], *p2 = pair + A[6], *p3 = pair + A[9];
+            double a0 = x[p0[0]] * x[p0[1]] + x[A[1]];
+            double a1 = x[p1[0]] * x[p1[1]] + x[A[4]];
+            double a2 = x[p2[0]] * x[p2[1]] + x[A[7]];
+            double a3 = x[p3[0]] * x[p3[1]] + x[A[10]];
+            for (int32_t j = 2; j < A[2]; j += 2) {
+                a0 = a0 + x[p0[j]] * x[p0[j + 1]];
+                a1 = a1 + x[p1[j]] * x[p1[j + 1]];
+                a2 = a2 + x[p2[j]] * x[p2[j + 1]];
+                a3 = a3 + x[p3[j]] * x[p3[j + 1]];
+            }
+            x[L] = a0;
+            x[fwd[i + 1]] = a1;
+            x[fwd[i + 2]] = a2;
+            x[fwd[i + 3]] = a3;
+            i += SIDE - 1;
+            break;
+        }
         case F_COPY:
-            x[L] = x[t->aux[L]];
-            x_lg[L] = x_lg[t->aux[L]];
+            x[L] = x[A[0]];
+            x_lg[L] = x_lg[A[0]];
             break;
         case F_DERIVED: {
-            /* derived nodes are listed in creation order */
-            while (t->derived_node[next_derived] != L) ++next_derived;
-            int64_t s = t->src_start[next_derived], s_end = t->src_start[next_derived + 1];
+            int64_t s = t->src_start[A[0]], s_end = t->src_start[A[0] + 1];
             double m = x[t->src[s]];
             for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
                 if (x[t->src[s]] > m) m = x[t->src[s]];
@@ -673,7 +773,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             break;
         }
         default: {  /* F_ONE_CHILD */
-            status_t st = op_apply(t->op[L], &x[child[e]], t->operand[L], t->operand[L] - 1.0, &x[L], &x_lg[L]);
+            status_t st = op_apply(t->op[L], &x[A[0]], t->operand[L], t->operand[L] - 1.0, &x[L], &x_lg[L]);
             if (st != OP_OK) return st;
         }
         }
@@ -699,8 +799,26 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
 
     for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
         int32_t L = t->bwd[b];
+        if (t->bwd_group[b] && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side (a parent past end adds nothing) */
+            int64_t k0 = ps[b], k1 = ps[b - 1], k2 = ps[b - 2], k3 = ps[b - 3], count = ps[b + 1] - k0;
+            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+            for (int64_t j = 0; j < count; ++j) {
+                double t0 = x[src[k0 + j]] * g[pp[k0 + j]], t1 = x[src[k1 + j]] * g[pp[k1 + j]];
+                double t2 = x[src[k2 + j]] * g[pp[k2 + j]], t3 = x[src[k3 + j]] * g[pp[k3 + j]];
+                a0 = pp[k0 + j] < end ? a0 + t0 : a0;
+                a1 = pp[k1 + j] < end ? a1 + t1 : a1;
+                a2 = pp[k2 + j] < end ? a2 + t2 : a2;
+                a3 = pp[k3 + j] < end ? a3 + t3 : a3;
+            }
+            g[L] = a0;
+            g[t->bwd[b - 1]] = a1;
+            g[t->bwd[b - 2]] = a2;
+            g[t->bwd[b - 3]] = a3;
+            b -= SIDE - 1;
+            continue;
+        }
         double acc = 0.0;
-        switch (t->kind[L]) {
+        switch (t->bwd_kind[b]) {
         case K_SEED:
             acc = g_loss;
             break;
@@ -726,13 +844,16 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     }
     /* parameters: each is read at most once a position; positions last to first */
     for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
-    memset(t->reached, 0, (size_t)P);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
+    const int64_t *pstart = t->param_start;
     for (int32_t q = n - 1; q >= 0; --q)
-        for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
+        for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
-            t->reached[pc[k]] = 1;
-        }
+    uint8_t *reached = t->reached;
+    for (int32_t k = 0; k < P; ++k) reached[k] = t->first_pos[k] < n;
+    for (int32_t q = 0; q < n; ++q)
+        for (int32_t c = 0; c < t->table_cols; ++c)
+            reached[t->table_slot0 + tokens[q] * t->table_cols + c] = 1;
     for (int32_t k = 0; k < P; ++k)
         if (!isfinite(g[k])) return 0;
     for (int32_t k = 0; k < P; ++k) {

@@ -82,6 +82,7 @@ typedef struct {
     /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
     int32_t *fwd;
     uint8_t *fwd_code;      /* how (F_* in tape.c) */
+    int32_t *fwd_arg;       /* 3 each: its operands (children, or where its chain's list is) */
     int32_t *fwd_end;
     int32_t *dot_pair;      /* each chain's products' two children, in order */
 
@@ -90,6 +91,8 @@ typedef struct {
      * each adding x[pull_src] * grad[pull_parent] */
     int32_t *bwd;
     int32_t *bwd_end;       /* position p's end */
+    uint8_t *bwd_kind;      /* the node's kind_t */
+    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (see tape.c) */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
@@ -100,6 +103,8 @@ typedef struct {
      * each adding x[param_src] * grad[param_parent] to grad[param_child] */
     int64_t *param_start;
     int32_t *param_child, *param_parent, *param_src;
+    int32_t *first_pos;     /* n_params: the first position that reads the parameter (the token
+                             * table's rows, which depend on the tokens: INT32_MAX) */
 
     /* positions: node ranges, losses, slots */
     int32_t *pos_end;       /* local index one past position p's last node */
@@ -107,11 +112,13 @@ typedef struct {
     int64_t *target_edge;   /* the edge of position p that reads probs[target] */
     int32_t *target_owner;  /* the node that owns it (the position's log) */
     int32_t *target_src;    /* ... and where that edge's local gradient is */
+    int64_t *target_arg;    /* ... and the forward operand it is (fwd_arg) */
     int32_t *cand;          /* n_pos * n_cand: local index of probs[v] at position p */
     int32_t table_slot0;    /* the token table: parameter slot of row 0, column 0 */
     int32_t table_rows, table_cols;
     int64_t n_token_edges;
     int64_t *token_edge;    /* edges that read a row of the token table (never a product's) */
+    int64_t *token_arg;     /* ... the forward operand each is (fwd_arg) */
     int64_t *token_param;   /* ... and their parameter reads */
     int32_t *token_pos;     /* ... at this position */
     int32_t *token_col;     /* ... in this column */
