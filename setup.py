@@ -26,7 +26,7 @@ DIRECTIVES = {
 # IEEE doubles exactly as written: no fused multiply-add, no reassociation, and
 # pow() always called: gcc otherwise folds pow(g, 2.0) into g * g, which is not
 # always the same double as the library pow that Python's ** calls.
-CFLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-fno-builtin-pow"]
+CFLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-fast-math", "-fno-builtin-pow", "-fno-math-errno"]
 
 WARNING = """
 *** microgpt: the compiled engine could not be built ({reason}).

@@ -117,6 +117,8 @@ cdef class Tape:
     cdef Arena arena                        # where its parameters live
     cdef list params                        # the parameter Values, in the optimizer's order
     cdef node_t *param_nodes                # their node indices (checked live on every replay)
+    cdef epoch_t *param_epochs              # ... and the epochs those nodes were made in
+    cdef bint loaded                        # param_nodes and param_epochs have been taken
     cdef epoch_t loaded_at                  # the arena's epoch when they were checked
     cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
 

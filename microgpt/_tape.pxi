@@ -85,6 +85,7 @@ cdef class Tape:
     def __dealloc__(self):
         tape_free(self.t)
         free(self.param_nodes)
+        free(self.param_epochs)
         free(self.tokens)
 
     @property
@@ -110,17 +111,31 @@ cdef class Tape:
                     param_reads=self.t.param_start[n])
 
     cdef int load_params(self) except -1:
-        """Check every parameter is alive and take its node index now (valid
-        until the arena's next release, which is what bumps its epoch)."""
-        cdef int64_t k
+        """Check every parameter is alive, and take its node index now. After
+        the first time, a C loop checks the nodes taken still are the ones
+        made then (their epochs); only if one is not are the Values asked
+        again (which raises if a parameter was released)."""
+        cdef int64_t k, P = len(self.params)
+        cdef arena_t *a = &self.arena.a
+        cdef node_t i
+        if self.loaded:
+            for k in range(P):
+                i = self.param_nodes[k]
+                if i >= a.n_nodes or a.epoch[i] != self.param_epochs[k]:
+                    break
+            else:
+                self.loaded_at = a.cur_epoch
+                return 0
         cdef Value p
-        for k in range(len(self.params)):
+        for k in range(P):
             p = <Value>self.params[k]
             if not alive(p):
                 raise StaleValueError("a parameter's node was released; create parameters "
                                       "outside any graph() scope")
             self.param_nodes[k] = p.index
-        self.loaded_at = self.arena.a.cur_epoch
+            self.param_epochs[k] = p.epoch
+        self.loaded = True
+        self.loaded_at = a.cur_epoch
         return 0
 
     def forward(self, tokens):
@@ -163,8 +178,9 @@ def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_en
     cdef int32_t *toks = <int32_t *>malloc((N + 1) * sizeof(int32_t))
     cdef double *signs = <double *>malloc((D + 1) * sizeof(double))
     tape.param_nodes = <node_t *>malloc((P + 1) * sizeof(node_t))
+    tape.param_epochs = <epoch_t *>malloc((P + 1) * sizeof(epoch_t))
     tape.tokens = <int32_t *>malloc((N + 1) * sizeof(int32_t))
-    if not (ints and longs and toks and signs and tape.param_nodes and tape.tokens):
+    if not (ints and longs and toks and signs and tape.param_nodes and tape.param_epochs and tape.tokens):
         free(ints); free(longs); free(toks); free(signs)
         raise MemoryError()
     cdef record_t r

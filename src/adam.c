@@ -12,7 +12,9 @@
 #define SURE_ULP 0.46
 
 /* the spacing of doubles just below a positive normal x (the smaller of its two) */
-static inline double spacing_below(double x) {
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE double spacing_below(double x) {
     uint64_t bits;
     memcpy(&bits, &x, sizeof bits);
     bits -= 1;
@@ -21,65 +23,136 @@ static inline double spacing_below(double x) {
     return x - below;
 }
 
-/* inline: the fast paths are most of Adam's time, so they are compiled into
- * its loop (twice: see adam_loop below) rather than called */
+/* Is p = fl(g * g) certainly pow(g, 2.0)? (see above; zero, tiny, huge, inf
+ * and nan are left to pow; a zero has the exact square +0, which pow gives) */
+INLINE int square_sure(double g, double p) {
+    int usual = (p >= 0x1p-900) & (p <= 0x1p+1000) & (fabs(fma(g, g, -p)) <= SURE_ULP * spacing_below(p));
+    return usual | (g == 0.0);  /* pow(+-0, 2.0) is +0 */
+}
+
+/* Is s = sqrt(x) certainly pow(x, 0.5)? exact root - s = (x - s*s) / (s + exact
+ * root), so |exact root - s| <= |x - s*s| / (2 s) * (1 + 2**-52) */
+INLINE int sqrt_sure(double x, double s) {
+    return (x >= 0x1p-900) & (x <= 0x1p+1000)
+        & (fabs(fma(-s, s, x)) / (2.0 * s) * (1.0 + 0x1p-50) <= SURE_ULP * spacing_below(s));
+}
+
 static inline double square_of(double g) {
     double p = g * g;
-    if (!(p >= 0x1p-900 && p <= 0x1p+1000)) return pow(g, 2.0);  /* zero, tiny, huge, inf, nan */
-    double r = fma(g, g, -p);  /* g*g - p, exactly */
-    if (fabs(r) <= SURE_ULP * spacing_below(p)) return p;
-    return pow(g, 2.0);
+    return square_sure(g, p) ? p : pow(g, 2.0);
 }
 
 static inline double sqrt_of(double x) {
-    if (!(x >= 0x1p-900 && x <= 0x1p+1000)) return pow(x, 0.5);
     double s = sqrt(x);
-    /* exact root - s = (x - s*s) / (s + exact root); |.| <= |x - s*s| / (2 s) * (1 + 2**-52) */
-    double err = fabs(fma(-s, s, x)) / (2.0 * s) * (1.0 + 0x1p-50);
-    if (err <= SURE_ULP * spacing_below(s)) return s;
-    return pow(x, 0.5);
+    return sqrt_sure(x, s) ? s : pow(x, 0.5);
 }
 
 double adam_square(double g) { return square_of(g); }
 double adam_sqrt(double x) { return sqrt_of(x); }
 
-/* The update of parameters [0, n): the same expressions as the reference,
- * evaluated in the same order. pow(g, 2.0) must stay a call to pow (setup.py
- * builds with -fno-builtin-pow): Python's g ** 2 calls pow, and pow is not
- * always correctly rounded; the fast paths above return pow's own double. */
-#define ADAM_LOOP_BODY                                                              \
-    for (int64_t i = 0; i < n; ++i) {                                               \
-        node_t p = idx[i];                                                          \
-        assert(p >= 0 && p < a->n_nodes);                                           \
-        double g = grad[p];                                                         \
-        m[i] = beta1 * m[i] + (1 - beta1) * g;                                      \
-        double g2 = square_of(g);  /* = pow(g, 2.0) */                              \
-        /* where Python's arithmetic raises, stop at the same point it would */     \
-        if (isinf(g2) && isfinite(g)) { *status = OP_RANGE; return i; }             \
-        v[i] = beta2 * v[i] + (1 - beta2) * g2;                                     \
-        if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }       \
-        double m_hat = m[i] / bias1;                                                \
-        double v_hat = v[i] / bias2;                                                \
-        double denom = sqrt_of(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */         \
-        if (denom == 0.0) { *status = OP_ZERODIV; return i; }                       \
-        data[p] -= lr_t * m_hat / denom;                                            \
-        grad[p] = 0.0;                                                              \
-        tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);  /* p.grad = 0 */ \
-    }                                                                               \
+/* The update of parameters [0, n), one at a time: the same expressions as the
+ * reference, evaluated in the same order, stopping where Python would raise.
+ * pow(g, 2.0) must stay a call to pow (setup.py builds with -fno-builtin-pow):
+ * Python's g ** 2 calls pow, and pow is not always correctly rounded; the fast
+ * paths above return pow's own double. */
+INLINE int64_t adam_loop(const node_t *idx, int64_t n, double *m, double *v,
+                                double lr_t, double beta1, double beta2, double eps,
+                                double bias1, double bias2, double *data, double *grad,
+                                uint8_t *tag, status_t *status) {
+    for (int64_t i = 0; i < n; ++i) {
+        node_t p = idx[i];
+        double g = grad[p];
+        m[i] = beta1 * m[i] + (1 - beta1) * g;
+        double g2 = square_of(g);  /* = pow(g, 2.0) */
+        /* where Python's arithmetic raises, stop at the same point it would */
+        if (isinf(g2) && isfinite(g)) { *status = OP_RANGE; return i; }
+        v[i] = beta2 * v[i] + (1 - beta2) * g2;
+        if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }
+        double m_hat = m[i] / bias1;
+        double v_hat = v[i] / bias2;
+        double denom = sqrt_of(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */
+        if (denom == 0.0) { *status = OP_ZERODIV; return i; }
+        data[p] -= lr_t * m_hat / denom;
+        grad[p] = 0.0;
+        tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);  /* a float; p.grad = 0 */
+    }
+    return n;
+}
+
+/* The same update for a block of at most BLOCK parameters, in passes over
+ * arrays so that the compiler can run several parameters per instruction:
+ * every number is the same expression as in adam_loop (a vector division,
+ * square root or fma rounds each lane as the scalar one does), the few that
+ * need pow get it in a pass of their own. Nothing is written until the block
+ * is known not to raise; returns 0 then, or -1 having written nothing (the
+ * caller runs adam_loop, which stops where Python would). */
+#define BLOCK 128
+INLINE int adam_block(const node_t *idx, int64_t n, double *m, double *v,
+                             double lr_t, double beta1, double beta2, double eps,
+                             double bias1, double bias2, double *data, double *grad, uint8_t *tag) {
+    double g[BLOCK], mi[BLOCK], vi[BLOCK], g2[BLOCK], vh[BLOCK], sq[BLOCK], step[BLOCK];
+    unsigned char slow[BLOCK];
+    int any = 0;
+    if (bias1 == 0.0 || bias2 == 0.0) return -1;
+    for (int64_t i = 0; i < n; ++i) g[i] = grad[idx[i]];
+    for (int64_t i = 0; i < n; ++i) {
+        mi[i] = beta1 * m[i] + (1 - beta1) * g[i];
+        g2[i] = g[i] * g[i];
+        slow[i] = !square_sure(g[i], g2[i]);
+    }
+    for (int64_t i = 0; i < n; ++i)
+        if (slow[i]) {
+            g2[i] = pow(g[i], 2.0);
+            any |= isinf(g2[i]) && isfinite(g[i]);
+        }
+    if (any) return -1;
+    for (int64_t i = 0; i < n; ++i) {
+        vi[i] = beta2 * v[i] + (1 - beta2) * g2[i];
+        vh[i] = vi[i] / bias2;
+        sq[i] = sqrt(vh[i]);
+        slow[i] = !sqrt_sure(vh[i], sq[i]);
+    }
+    for (int64_t i = 0; i < n; ++i)
+        if (slow[i]) sq[i] = pow(vh[i], 0.5);
+    for (int64_t i = 0; i < n; ++i) {
+        double denom = sq[i] + eps;
+        any |= denom == 0.0;
+        step[i] = lr_t * (mi[i] / bias1) / denom;
+    }
+    if (any) return -1;
+    for (int64_t i = 0; i < n; ++i) {
+        node_t p = idx[i];
+        m[i] = mi[i];
+        v[i] = vi[i];
+        data[p] -= step[i];
+        grad[p] = 0.0;
+        tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);
+    }
+    return 0;
+}
+
+#define ADAM_ARGS const node_t *idx, int64_t n, double *m, double *v, double lr_t,          \
+    double beta1, double beta2, double eps, double bias1, double bias2, double *data,       \
+    double *grad, uint8_t *tag, status_t *status
+#define ADAM_BODY                                                                           \
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {                                             \
+        int64_t k = n - i0 < BLOCK ? n - i0 : BLOCK;                                        \
+        if (adam_block(idx + i0, k, m + i0, v + i0, lr_t, beta1, beta2, eps, bias1, bias2,   \
+                       data, grad, tag) < 0)                                                \
+            return i0 + adam_loop(idx + i0, n - i0, m + i0, v + i0, lr_t, beta1, beta2, eps, \
+                                  bias1, bias2, data, grad, tag, status);                   \
+    }                                                                                       \
     return n;
 
-#define ADAM_LOOP_ARGS arena_t *a, const node_t *idx, int64_t n, double *m, double *v,  \
-    double lr_t, double beta1, double beta2, double eps, double bias1, double bias2,    \
-    double *data, double *grad, uint8_t *tag, status_t *status
+static int64_t adam_all(ADAM_ARGS) { ADAM_BODY }
 
-static int64_t adam_loop(ADAM_LOOP_ARGS) { ADAM_LOOP_BODY }
-
-/* The same loop where the processor has fused multiply-add: fma() is then one
- * instruction, not a library call (the arithmetic is the same: fma is exact
- * either way, and nothing else is contracted, -ffp-contract=off). */
+/* The same, compiled for processors with AVX2 and fused multiply-add: fma() is
+ * one instruction there (not a library call), and four lanes go at once. The
+ * arithmetic is the same: fma is exact either way, and nothing else is fused
+ * (-ffp-contract=off). */
 #if defined(__GNUC__) && defined(__x86_64__)
-#define HAVE_FMA_LOOP 1
-__attribute__((target("fma"))) static int64_t adam_loop_fma(ADAM_LOOP_ARGS) { ADAM_LOOP_BODY }
+#define HAVE_AVX2_FMA 1
+__attribute__((target("avx2,fma"))) static int64_t adam_all_avx2(ADAM_ARGS) { ADAM_BODY }
 #endif
 
 int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
@@ -88,11 +161,11 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
     double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
     double bias2 = 1 - pow(beta2, (double)step + 1.0);
     *status = OP_OK;
-#ifdef HAVE_FMA_LOOP
-    if (__builtin_cpu_supports("fma"))
-        return adam_loop_fma(a, idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
+    for (int64_t i = 0; i < n; ++i) assert(idx[i] >= 0 && idx[i] < a->n_nodes);
+#ifdef HAVE_AVX2_FMA
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return adam_all_avx2(idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
                              a->data, a->grad, a->tag, status);
 #endif
-    return adam_loop(a, idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
-                     a->data, a->grad, a->tag, status);
+    return adam_all(idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2, a->data, a->grad, a->tag, status);
 }
