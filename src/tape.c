@@ -101,20 +101,29 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     return t->npull_edge[i] < t->npull_edge[j];
 }
 
-/* Sort pull entries [lo, hi) stably (insertion sort: the lists are short). */
+static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
+    int32_t q = t->npull_parent[i], blk = t->npull_block[i];
+    int64_t e = t->npull_edge[i];
+    t->npull_parent[i] = t->npull_parent[j];
+    t->npull_edge[i] = t->npull_edge[j];
+    t->npull_block[i] = t->npull_block[j];
+    t->npull_parent[j] = q;
+    t->npull_edge[j] = e;
+    t->npull_block[j] = blk;
+}
+
+/* Sort pull entries [lo, hi) stably (insertion sort). By rank, the entries
+ * come in creation order, mostly the reverse of the order sought, so they are
+ * reversed first (the order by rank is total: the result is the same) and the
+ * sort has little left to do; a long list (a vector read by every row of a
+ * wide matrix) then costs no more than a short one. */
 static void sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
+    if (!by_block)
+        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j);
     for (int64_t i = lo + 1; i < hi; ++i)
-        for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j) {
-            int32_t q = t->npull_parent[j], blk = t->npull_block[j];
-            int64_t e = t->npull_edge[j];
-            t->npull_parent[j] = t->npull_parent[j - 1];
-            t->npull_edge[j] = t->npull_edge[j - 1];
-            t->npull_block[j] = t->npull_block[j - 1];
-            t->npull_parent[j - 1] = q;
-            t->npull_edge[j - 1] = e;
-            t->npull_block[j - 1] = blk;
-        }
+        for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j)
+            swap_pulls(t, j, j - 1);
 }
 
 /* Which logit of its position node q belongs to: the logits' sums are built
