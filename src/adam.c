@@ -31,10 +31,13 @@ INLINE int square_sure(double g, double p) {
 }
 
 /* Is s = sqrt(x) certainly pow(x, 0.5)? exact root - s = (x - s*s) / (s + exact
- * root), so |exact root - s| <= |x - s*s| / (2 s) * (1 + 2**-52) */
+ * root), so |exact root - s| <= |x - s*s| / (2 s) * (1 + 2**-52): it is enough
+ * that |x - s*s| (1 + 2**-52) <= SURE_ULP spacing 2 s. The residual is exact
+ * (fma); the products below round by at most 2**-53 each, which the factors
+ * (1 + 2**-50) and (1 - 2**-50) more than cover, so no division is needed. */
 INLINE int sqrt_sure(double x, double s) {
     return (x >= 0x1p-900) & (x <= 0x1p+1000)
-        & (fabs(fma(-s, s, x)) / (2.0 * s) * (1.0 + 0x1p-50) <= SURE_ULP * spacing_below(s));
+        & (fabs(fma(-s, s, x)) * (1.0 + 0x1p-50) <= (SURE_ULP * (1.0 - 0x1p-50)) * spacing_below(s) * (2.0 * s));
 }
 
 static inline double square_of(double g) {
