@@ -15,7 +15,7 @@ void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
     free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
-    free(t->fwd); free(t->fwd_code); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
+    free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
     free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
     free(t->pull_block);
     free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
@@ -59,7 +59,7 @@ size_t tape_bytes(const tape_t *t) {
         + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
         + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
         + (N + 1) * sizeof *t->param_start
-        + N * (sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end + sizeof *t->loss_node
+        + (size_t)t->mv_end[N - 1] * sizeof *t->mv + N * (sizeof *t->mv_end + sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end + sizeof *t->loss_node
                + sizeof *t->target_edge + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
         + N * (size_t)t->n_cand * sizeof *t->cand
         + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
@@ -240,7 +240,7 @@ static void fuse_dots(tape_t *t) {
 }
 
 /* How the forward computes a node. */
-enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4 };
+enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4 };
 
 /* Side by side. A sum in a register waits for its last addition (a few cycles)
  * before the next; four independent sums of the same length, each added in
@@ -266,6 +266,29 @@ static void group_dots(tape_t *t, int64_t nf) {
         t->fwd_code[i] = F_DOT4;
         i += SIDE - 1;
     }
+}
+
+/* A group of four chains that are four rows of one matrix times one vector:
+ * chain c's k-th product is w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k
+ * and v[k] the same node for the four. The same products and sums, read
+ * through a row's first parameter and one list of the vector. Returns how
+ * many groups were found. */
+static int64_t mark_matvecs(tape_t *t, int64_t nf) {
+    int64_t found = 0;
+    for (int64_t i = 0; i + SIDE <= nf; ++i) {
+        if (t->fwd_code[i] != F_DOT4) continue;
+        const int32_t *A = t->fwd_arg + 3 * i, *p0 = t->dot_pair + A[0];
+        int ok = 1;
+        for (int c = 0; c < SIDE && ok; ++c) {
+            const int32_t *pc = t->dot_pair + A[3 * c];
+            for (int32_t j = 0; j < A[2] && ok; j += 2)
+                ok = pc[j] == pc[0] + j / 2 && pc[0] + A[2] / 2 <= t->n_params
+                    && pc[j + 1] == p0[j + 1] && pc[j + 1] >= t->n_params;
+        }
+        if (ok) { t->fwd_code[i] = F_MV4; found++; }
+        i += SIDE - 1;
+    }
+    return found;
 }
 
 static void group_pulls(tape_t *t, int64_t nb) {
@@ -405,6 +428,19 @@ static const char *pack(tape_t *t) {
             if (c < t->table_slot0 || c >= t->table_slot0 + t->table_rows * t->table_cols) t->first_pos[c] = p;
         }
     group_dots(t, nf);
+    int64_t n_mv = mark_matvecs(t, nf);
+    uint8_t *in_mv = NULL;  /* the tops of the chains in those groups */
+    if (!NEW(t->mv, n_mv) || !NEW(t->mv_end, N) || !NEW(in_mv, n)) { free(top); free(in_mv); return "out of memory"; }
+    {
+        int32_t k = 0, p = 0;
+        for (int32_t i = 0; i < (int32_t)nf; ++i) {
+            while (i >= t->fwd_end[p]) t->mv_end[p++] = k;
+            if (t->fwd_code[i] != F_MV4) continue;
+            t->mv[k++] = i;
+            for (int c = 0; c < SIDE; ++c) in_mv[t->fwd[i + c]] = 1;
+        }
+        while (p < N) t->mv_end[p++] = k;
+    }
     t->x[2 * (int64_t)n] = 1.0;
 
     /* the backward: every node that takes a gradient */
@@ -439,13 +475,29 @@ static const char *pack(tape_t *t) {
     for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
     group_pulls(t, nb);
 
-    /* parameter reads and the targets' edges */
-    for (int64_t j = 0; j < t->param_start[N]; ++j) {
-        int32_t parent = t->param_parent[j];
-        t->param_child[j] = t->child[t->param_edge[j]];
-        t->param_src[j] = lg_src(t, parent, t->param_edge[j]);
-        t->param_parent[j] = top[parent];
+    /* parameter reads: a matrix row's are made by the backward from the
+     * group's own lists (each parameter is read once a position, so a
+     * position's reads may go in any order); the rest are kept, in order */
+    int64_t *moved_to = NULL;
+    if (!NEW(moved_to, t->param_start[N])) { free(top); free(in_mv); return "out of memory"; }
+    int64_t kept = 0;
+    for (int32_t p = 0; p < N; ++p) {
+        int64_t from = t->param_start[p];
+        t->param_start[p] = kept;
+        for (int64_t j = from; j < t->param_start[p + 1]; ++j) {
+            int32_t parent = t->param_parent[j];
+            moved_to[j] = -1;
+            if (t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top[parent]]) continue;
+            moved_to[j] = kept;
+            t->param_child[kept] = t->child[t->param_edge[j]];
+            t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
+            t->param_parent[kept++] = top[parent];
+        }
     }
+    t->param_start[N] = kept;
+    for (int64_t j = 0; j < t->n_token_edges; ++j) t->token_param[j] = moved_to[t->token_param[j]];
+    free(moved_to);
+    free(in_mv);
     for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
         if (t->op[t->target_owner[p]] == OP_MUL) { free(top); return "probs[target] is read by a product"; }
         t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
@@ -769,6 +821,28 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             i += SIDE - 1;
             break;
         }
+        case F_MV4: {
+            const int32_t *v = pair + A[0] + 1;  /* the vector: every other entry of row 0's list */
+            const double *w0 = x + pair[A[0]], *w1 = x + pair[A[3]], *w2 = x + pair[A[6]], *w3 = x + pair[A[9]];
+            double xv = x[v[0]];
+            double a0 = w0[0] * xv + x[A[1]];
+            double a1 = w1[0] * xv + x[A[4]];
+            double a2 = w2[0] * xv + x[A[7]];
+            double a3 = w3[0] * xv + x[A[10]];
+            for (int32_t j = 1; j < A[2] / 2; ++j) {
+                xv = x[v[2 * j]];
+                a0 = a0 + w0[j] * xv;
+                a1 = a1 + w1[j] * xv;
+                a2 = a2 + w2[j] * xv;
+                a3 = a3 + w3[j] * xv;
+            }
+            x[L] = a0;
+            x[fwd[i + 1]] = a1;
+            x[fwd[i + 2]] = a2;
+            x[fwd[i + 3]] = a3;
+            i += SIDE - 1;
+            break;
+        }
         case F_COPY:
             x[L] = x[A[0]];
             x_lg[L] = x_lg[A[0]];
@@ -793,6 +867,21 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     t->loss = s * (1.0 / n);
     t->n_used = n;
     return OP_OK;
+}
+
+/* Four rows of one matrix: parameter w_c[j] adds v[j] * g_c (its product's
+ * local grad is the vector's entry, the product's gradient its row's). The
+ * rows are distinct parameters, the vector other nodes: nothing here aliases. */
+static void rows_grads(double *restrict g0, double *restrict g1, double *restrict g2, double *restrict g3,
+                       double t0, double t1, double t2, double t3,
+                       const double *restrict x, const int32_t *restrict v, int32_t len) {
+    for (int32_t j = 0; j < len; ++j) {
+        double xv = x[v[2 * j]];
+        g0[j] += xv * t0;
+        g1[j] += xv * t1;
+        g2[j] += xv * t2;
+        g3[j] += xv * t3;
+    }
 }
 
 int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
@@ -855,9 +944,16 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    for (int32_t q = n - 1; q >= 0; --q)
+    const int32_t *arg = t->fwd_arg, *pair = t->dot_pair;
+    for (int32_t q = n - 1; q >= 0; --q) {
+        for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q]; ++m) {  /* matrix rows */
+            const int32_t *A = arg + 3 * (int64_t)t->mv[m], *top4 = t->fwd + t->mv[m];
+            rows_grads(g + pair[A[0]], g + pair[A[3]], g + pair[A[6]], g + pair[A[9]],
+                       g[top4[0]], g[top4[1]], g[top4[2]], g[top4[3]], x, pair + A[0] + 1, A[2] / 2);
+        }
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
+    }
     uint8_t *reached = t->reached;
     for (int32_t k = 0; k < P; ++k) reached[k] = t->first_pos[k] < n;
     for (int32_t q = 0; q < n; ++q)

@@ -85,6 +85,8 @@ typedef struct {
     int32_t *fwd_arg;       /* 3 each: its operands (children, or where its chain's list is) */
     int32_t *fwd_end;
     int32_t *dot_pair;      /* each chain's products' two children, in order */
+    int32_t *mv;            /* the F_MV4 groups (four rows of one matrix times one vector) */
+    int32_t *mv_end;        /* ... position p's end */
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,
@@ -99,8 +101,10 @@ typedef struct {
                              * one-child node's x[n + i], or the 1.0 */
     int32_t *pull_block;    /* K_ROTATE: the logit the parent belongs to; else -1 */
 
-    /* parameter reads by position: position p's are [param_start[p], param_start[p+1]),
-     * each adding x[param_src] * grad[param_parent] to grad[param_child] */
+    /* parameter reads by position, other than the rows of F_MV4 groups (the
+     * backward takes those from the group's lists): position p's are
+     * [param_start[p], param_start[p+1]), each adding x[param_src] *
+     * grad[param_parent] to grad[param_child] */
     int64_t *param_start;
     int32_t *param_child, *param_parent, *param_src;
     int32_t *first_pos;     /* n_params: the first position that reads the parameter (the token
