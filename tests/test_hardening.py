@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from support import assert_one_error_line, edit_checkpoint, run_main, write_docs
+from support import assert_one_error_line, edit_checkpoint, reseal_checkpoint, run_main, write_docs
 
 from microgpt import CheckpointError, checkpoint, rundir
 from microgpt.data import names_path
@@ -176,8 +176,10 @@ def test_loader_refuses_numbers_out_of_range(tiny_run, where, value):
         target[where[-1]] = "@@"
         text = json.dumps(obj).replace('"@@"', json.dumps(value))
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(CheckpointError):
+    reseal_checkpoint(path)  # so that the number, not the checksum, is what is refused
+    with pytest.raises(CheckpointError) as refusal:
         rundir.load(tiny_run)
+    assert "checksum" not in str(refusal.value)
     refused(["sample", "-o", tiny_run])
 
 
@@ -216,10 +218,59 @@ def test_hostile_checkpoints_are_one_line(tiny_run, case):
         import re
         text = re.sub(r'"@@(\d+)"', r"\1", text)
         path.write_text(text, encoding="utf-8")
-    with pytest.raises(CheckpointError):
+        reseal_checkpoint(path)  # so that the field, not the checksum, is what is refused
+    with pytest.raises(CheckpointError) as refusal:
         rundir.load(tiny_run)
+    assert "checksum" not in str(refusal.value)
     refused(["train", "--resume", tiny_run, "--steps", 4])
     refused(["sample", "-o", tiny_run])
+
+
+def flip_a_digit(path):
+    """Change one digit of the first weight in the file's text, as a hand edit or a bad
+    disk would: the JSON stays valid and every field stays in range."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index('"wte"')
+    i = next(i for i in range(start, len(text)) if text[i] in "123456789" and text[i + 1].isdigit())
+    path.write_text(text[:i] + ("2" if text[i] == "1" else "1") + text[i + 1:], encoding="utf-8")
+
+
+@pytest.mark.parametrize("edit", ["flipped_digit", "no_checksum", "learning_rate"])
+def test_an_edited_checkpoint_is_refused_as_tampered(tiny_run, edit):
+    path = tiny_run / "checkpoint.json"
+    if edit == "flipped_digit":
+        flip_a_digit(path)
+    elif edit == "no_checksum":
+        edit_checkpoint(tiny_run, lambda obj: obj.pop("content_sha256"), reseal=False)
+    else:
+        edit_checkpoint(tiny_run, lambda obj: obj["training"].update(learning_rate=0.02), reseal=False)
+    before = path.read_bytes()
+    for argv in (["sample", "-o", tiny_run], ["train", "--resume", tiny_run, "--steps", 4]):
+        line = refused(argv)
+        assert str(path) in line and "checksum" in line
+        assert "does not match" in line or "no content checksum" in line
+    assert path.read_bytes() == before
+
+
+def test_the_checksum_is_of_the_content_not_the_layout(tiny_run):
+    # the same values written another way (one line, no indentation) are the same checkpoint
+    saved = rundir.load(tiny_run)
+    edit_checkpoint(tiny_run, lambda obj: None, reseal=False)
+    assert rundir.load(tiny_run) == saved
+
+
+def test_a_version_1_checkpoint_without_checksum_is_read_and_resaved_sealed(tiny_run):
+    # written before checksums existed: checked field by field, and sealed on the next save
+    def as_version_1(obj):
+        obj.pop("content_sha256")
+        obj["version"] = 1
+    edit_checkpoint(tiny_run, as_version_1, reseal=False)
+    assert rundir.load(tiny_run).step == 2
+    got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 3, "--num-samples", 0])
+    assert got == 0, err
+    obj = json.loads((tiny_run / "checkpoint.json").read_text(encoding="utf-8"))
+    assert obj["version"] == checkpoint.VERSION and obj["content_sha256"] == checkpoint.content_sha256(obj)
+    assert rundir.load(tiny_run).step == 3
 
 
 def test_checkpoint_size_is_bounded_before_reading(tiny_run, monkeypatch):
