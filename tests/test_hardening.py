@@ -436,3 +436,35 @@ def test_plot_on_a_hostile_log_is_one_line(tmp_path, content):
 def test_plot_refuses_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     assert "not a regular file" in refused(["plot", tmp_path / "fifo", "--out", tmp_path / "x.png"])
+
+
+# ---------------------------------------------------------------- 7. no empty run directory after an error
+
+@pytest.mark.parametrize("out", ["new", "new/deeper", "existing/new", "existing"])
+def test_an_error_before_the_first_save_leaves_no_new_directory(docs_txt, tmp_path, out):
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "keep.txt").write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # the log's folder does not exist: found only once the run directory is prepared
+    line = refused(["train", "-i", docs_txt, *TINY, "--steps", 2, "-o", tmp_path / out,
+                    "--log", tmp_path / "nowhere" / "log.jsonl"])
+    assert "cannot write log file" in line
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "existing" / "keep.txt").read_text() == "mine"
+
+
+def test_an_existing_empty_directory_is_kept_after_an_error(docs_txt, tmp_path):
+    (tmp_path / "D").mkdir()
+    refused(["train", "-i", docs_txt, *TINY, "--steps", 2, "-o", tmp_path / "D",
+             "--log", tmp_path / "nowhere" / "log.jsonl"])
+    assert (tmp_path / "D").is_dir() and os.listdir(tmp_path / "D") == []
+
+
+def test_a_run_directory_is_kept_once_a_checkpoint_is_saved(docs_txt, tmp_path):
+    # the log fails after the first step: the checkpoint of that step is saved and kept
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 3, "-o", tmp_path / "new" / "D",
+                            "--log", "/dev/full", "--num-samples", 0])
+    assert got == 1, err
+    assert rundir.load(tmp_path / "new" / "D").step == 1
