@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -140,10 +141,20 @@ PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
 
 
 def run_main(argv):
-    """main(argv) in-process: (status, stdout, stderr)."""
+    """main(argv) in-process: (status, stdout, stderr).
+
+    A run that a signal stopped leaves the stop signals ignored (main is the program,
+    and the program is ending); here the test process goes on, so their handlers are
+    put back as they were."""
+    from microgpt.signals import StopSignals
+    handlers = {signum: signal.getsignal(signum) for signum in StopSignals.SIGNALS}
     out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main([str(a) for a in argv])
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            status = main([str(a) for a in argv])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return status, out.getvalue(), err.getvalue()
 
 

@@ -346,7 +346,7 @@ def wait_for_step(proc, step, timeout=60):
     raise AssertionError(f"the process ended before step {step}: {proc.stderr.read()}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_saves_a_checkpoint_and_exits_130(signum, tiny_txt, tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "log.jsonl"
     proc = start_training(tiny_txt, run_dir, log)

@@ -468,3 +468,72 @@ def test_a_run_directory_is_kept_once_a_checkpoint_is_saved(docs_txt, tmp_path):
                             "--log", "/dev/full", "--num-samples", 0])
     assert got == 1, err
     assert rundir.load(tmp_path / "new" / "D").step == 1
+
+
+# ---------------------------------------------------------------- 8. signals: SIGHUP, and quick repeats
+
+def _wait_for_step(child, step):
+    deadline = time.time() + 60
+    while True:
+        assert time.time() < deadline, "training did not get going"
+        line = child.stdout.readline()
+        assert line, f"the run ended early: {child.stderr.read()}"
+        if line.startswith(f"step {step:4d} /"):
+            return
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT", "SIGINT"), ("SIGHUP",), ("SIGTERM", "SIGHUP", "SIGINT")],
+                         ids=["three_ctrl_c", "sighup", "mixed"])
+def test_signals_in_quick_succession_save_once_and_cleanly(docs_txt, tmp_path, signals):
+    # (the kernel merges a signal into one of its kind still pending, so three Ctrl-Cs may
+    # arrive as one: the mixed case, and the next test, reach the later-signal paths for sure)
+    import signal
+    from support import start_module
+    d, log = tmp_path / "D", tmp_path / "log.jsonl"
+    child = start_module(["train", "-i", docs_txt, *TINY, "--steps", 100000, "-o", d, "--log", log,
+                          "--num-samples", 0])
+    try:
+        _wait_for_step(child, 3)
+        for name in signals:  # back to back: the later ones land in the step or the save
+            child.send_signal(getattr(signal, name))
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    # the one that counts is the first Python runs (of signals pending together, the lowest number)
+    names = {"Ctrl-C" if name == "SIGINT" else name for name in signals}
+    assert any(lines[0].startswith(f"microgpt: {name} at step ") for name in names), lines[0]
+    assert "checkpoint saved to" in lines[0]
+    assert os.listdir(d) == ["checkpoint.json"]  # no temporary file: the save finished
+    ckpt = rundir.load(d)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert ckpt.step == steps[-1] >= 3  # the state after the last step the log shows
+
+
+def test_signals_during_the_save_are_ignored_and_the_save_finishes(docs_txt, tmp_path, monkeypatch):
+    # deterministic: the signals are sent from inside the save, as the file is being written
+    import signal
+    from microgpt import get_engine
+    from microgpt.progress import Progress
+    from microgpt.run import RunSettings, Stopped, build_run, train
+
+    run = build_run(get_engine("pure"), RunSettings(input=str(docs_txt), n_embd=8, n_head=2, block_size=8, steps=2))
+    real_write = rundir.write_atomic
+
+    def write_while_signalled(path, raw):
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGINT):
+            os.kill(os.getpid(), signum)
+        return real_write(path, raw)
+
+    monkeypatch.setattr(rundir, "write_atomic", write_while_signalled)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    with open(os.devnull, "w") as quiet, pytest.raises(Stopped) as stopped:
+        train(run, Progress(2, quiet), out_dir=str(tmp_path / "D"))
+    assert stopped.value.signum == signal.SIGINT and stopped.value.ignored == 2
+    assert rundir.load(tmp_path / "D").step == 2  # the save the first signal asked for is whole
+    # the library's StopSignals puts the handlers back (only the command line leaves them)
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
