@@ -537,3 +537,42 @@ def test_signals_during_the_save_are_ignored_and_the_save_finishes(docs_txt, tmp
     assert rundir.load(tmp_path / "D").step == 2  # the save the first signal asked for is whole
     # the library's StopSignals puts the handlers back (only the command line leaves them)
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
+
+
+# ---------------------------------------------------------------- 9. Values of two engines in one expression
+
+MIXED_OPERATORS = ["add", "sub", "mul", "truediv", "pow", "iadd", "imul"]
+
+
+@pytest.mark.parametrize("pure_first", [True, False], ids=["pure_op_compiled", "compiled_op_pure"])
+@pytest.mark.parametrize("name", MIXED_OPERATORS)
+def test_pure_and_compiled_values_are_not_combined(name, pure_first):
+    import operator
+    from microgpt import available_engines, get_engine
+    if "compiled" not in available_engines():
+        pytest.skip("the compiled engine is not built here")
+    pure, compiled = get_engine("pure"), get_engine("compiled")
+    with compiled.graph():
+        a, b = pure.Value(1.5), compiled.Value(2.0)
+        x, y = (a, b) if pure_first else (b, a)
+        with pytest.raises(TypeError) as refusal:
+            getattr(operator, name)(x, y)
+        message = str(refusal.value)
+        assert "pure-engine Value" in message and "compiled-engine Value" in message
+        assert "one engine" in message
+        # and the Values themselves are untouched
+        assert (a.data, a.grad, b.data, b.grad) == (1.5, 0, 2.0, 0)
+
+
+def test_a_compiled_value_is_not_made_of_a_pure_one():
+    from microgpt import available_engines, get_engine
+    if "compiled" not in available_engines():
+        pytest.skip("the compiled engine is not built here")
+    pure, compiled = get_engine("pure"), get_engine("compiled")
+    with compiled.graph():
+        with pytest.raises(TypeError, match="compiled-engine"):
+            compiled.Value(pure.Value(1.0))
+        v = compiled.Value(1.0)
+        with pytest.raises(TypeError, match="compiled-engine"):
+            v.data = pure.Value(2.0)
+        assert v.data == 1.0
