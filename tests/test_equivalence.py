@@ -217,10 +217,11 @@ def test_random_programs_agree_exactly(program):
     with COMPILED.graph():  # the pure run makes compiled Values too (the "foreign" operands)
         p_outcomes, p_pool, p_order, p_shape, p_root_order, p_root_shape = run(PURE, program, guard)
         assume(not any(int_hazard(v) for v in p_order))
-        # a Value of the other engine is refused, in every operator and order, on both
+        # a Value of the other engine is refused, in every operator and order, on both (unless
+        # the operation fails first within its own engine: 1.5 / Value(0.0) computes 0.0 ** -1)
         for instr, outcome in zip(program["code"], p_outcomes):
             if instr[0] == "foreign":
-                assert outcome is TypeError, instr
+                assert outcome is TypeError or issubclass(outcome, (ArithmeticError, ValueError)), instr
         c_outcomes, c_pool, c_order, c_shape, c_root_order, c_root_shape = run(COMPILED, program)
         # the same exception (or none) at every instruction
         assert p_outcomes == c_outcomes
