@@ -576,3 +576,41 @@ def test_a_compiled_value_is_not_made_of_a_pure_one():
         with pytest.raises(TypeError, match="compiled-engine"):
             v.data = pure.Value(2.0)
         assert v.data == 1.0
+
+
+# ---------------------------------------------------------------- 10. the names data set's cache, offline
+
+UNREACHABLE = "http://127.0.0.1:9/names.txt"  # the discard port on loopback: nothing answers
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("MICROGPT_NAMES_URL", UNREACHABLE)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MICROGPT_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_offline_with_an_empty_cache_names_the_cache_and_what_to_do(offline):
+    line = refused(["train", "--steps", 1, "--engine", "pure"])
+    assert str(offline / "names.txt") in line and UNREACHABLE in line
+    assert "copy names.txt" in line and "MICROGPT_NAMES_URL" in line and "--input" in line
+    assert not (offline / "names.txt").exists()
+
+
+def test_a_cached_names_txt_with_the_wrong_checksum_is_refused_by_name(offline):
+    import hashlib
+    from microgpt.data import NAMES_SHA256
+    offline.mkdir()
+    wrong = b"emma\nolivia\n"  # another file put there by hand: it parses, it is not the data set
+    (offline / "names.txt").write_bytes(wrong)
+    line = refused(["train", "--steps", 1, "--engine", "pure"])
+    assert str(offline / "names.txt") in line
+    assert hashlib.sha256(wrong).hexdigest() in line and NAMES_SHA256 in line
+    assert "delete it" in line and "--input" in line
+    assert (offline / "names.txt").read_bytes() == wrong
+    assert os.listdir(offline) == ["names.txt"]
