@@ -7,10 +7,14 @@ order of its depth-first walk. The compiled engine (``_engine.pyx``) and the
 replay (src/tape.c) are tested against this file with ``==``.
 """
 import math
+import sys
 from contextlib import contextmanager
 
 name = "pure"
 
+# a TypeError, as for any operand that is not a number
+MIXED_ENGINES = ("cannot combine a pure-engine Value with a compiled-engine Value: "
+                 "take every Value from one engine (microgpt.get_engine(name).Value)")
 
 
 class Value:
@@ -25,16 +29,18 @@ class Value:
         self._local_grads = local_grads
 
     def __add__(self, other):
-        other = other if isinstance(other, Value) else Value(other)
+        other = other if isinstance(other, Value) else _leaf(other)
         return Value(self.data + other.data, (self, other), (1, 1))
 
     def __mul__(self, other):
-        other = other if isinstance(other, Value) else Value(other)
+        other = other if isinstance(other, Value) else _leaf(other)
         return Value(self.data * other.data, (self, other), (other.data, self.data))
 
     def __pow__(self, other):
         if isinstance(other, Value):
             raise TypeError("Value ** Value is not supported: the exponent must be a number")
+        if _is_compiled_value(other):
+            raise TypeError(MIXED_ENGINES)
         _check_real_pow(self.data, other)
         return Value(self.data ** other, (self,), (other * self.data ** (other - 1),))
 
@@ -71,6 +77,15 @@ class Value:
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
+    def __float__(self):
+        # Not in the reference, whose Value has no float() either: this only words the
+        # TypeError. The compiled engine turns a number operand into a double with
+        # float(), so a pure Value reaching it (compiled + pure, compiled ** pure,
+        # compiled.Value(pure), in every operator and order) is refused here by name.
+        raise TypeError("a pure-engine Value is not a number: it cannot be combined with a "
+                        "compiled-engine Value (take every Value from one engine), and where "
+                        "a number is wanted, use its .data")
+
     def backward(self):
         """Accumulate d(self)/d(node) into every node's grad, in the reference's order.
 
@@ -97,6 +112,19 @@ class Value:
         for v in reversed(topo):
             for child, local_grad in zip(v._children, v._local_grads):
                 child.grad += local_grad * v.grad
+
+
+def _leaf(number):
+    """A number operand as a leaf, as the reference wraps it; a compiled Value is refused
+    (a pure Value holding a compiled one would compute on the other engine, unseen)."""
+    if _is_compiled_value(number):
+        raise TypeError(MIXED_ENGINES)
+    return Value(number)
+
+
+def _is_compiled_value(x):
+    compiled = sys.modules.get("microgpt._engine")  # not imported: no compiled Value exists
+    return compiled is not None and isinstance(x, compiled.Value)
 
 
 def _check_real_pow(base, exponent):

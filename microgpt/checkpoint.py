@@ -4,9 +4,12 @@ The format (version 1) is described key by key in the README, section "The
 checkpoint format"; ``to_dict`` writes it and ``from_dict`` checks every key.
 Floats are written with ``repr`` and read back bit for bit. Loading only parses
 JSON: nothing in a file is ever executed, and a pickle is refused by name.
+Every file is sealed with a content checksum (``content_sha256``): an edit of
+any value after the save is refused before a field is read.
 Files and run directories are ``rundir.py``'s job; moving a trainer's state in
 and out of a Checkpoint is ``state.py``'s.
 """
+import hashlib
 import json
 import math
 import random
@@ -17,7 +20,9 @@ from .errors import CheckpointError
 from .model import Config
 
 FORMAT = "microgpt-checkpoint"
-VERSION = 1
+VERSION = 2               # version 2 added the content checksum
+UNSEALED_VERSIONS = (1,)  # written before checksums existed: read, checked field by field only
+CHECKSUM_KEY = "content_sha256"
 CONFIG_FIELDS = ("vocab_size", "n_layer", "n_embd", "block_size", "n_head", "init_std")
 
 # The largest model microgpt builds (README, "Limits and failure behaviour"): every size
@@ -97,8 +102,24 @@ def _format(value, indent=0):
     return json.dumps(value, ensure_ascii=False)
 
 
+def content_sha256(obj):
+    """The SHA-256 of a checkpoint object's content: every key but the checksum, in
+    the order they come, as compact ASCII JSON (floats by repr). A file's parsed
+    object gives the digest its writer computed exactly when no value was changed."""
+    content = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+    text = json.dumps(content, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def seal(obj):
+    """obj with its content checksum set (the last key); returns obj."""
+    obj.pop(CHECKSUM_KEY, None)
+    obj[CHECKSUM_KEY] = content_sha256(obj)
+    return obj
+
+
 def dumps(ckpt):
-    return (_format(to_dict(ckpt)) + "\n").encode("utf-8")
+    return (_format(seal(to_dict(ckpt))) + "\n").encode("utf-8")
 
 
 def loads(raw, path="checkpoint"):
@@ -119,6 +140,8 @@ def loads(raw, path="checkpoint"):
     except ValueError as e:  # an integer too long to convert, say
         raise CheckpointError(f"{path} is not a valid checkpoint ({_first_line(e)})") from None
     try:
+        _check_header(obj, path)
+        _check_seal(obj, path)
         return from_dict(obj, path)
     except _Bad as e:
         raise CheckpointError(f"{path} is not a valid checkpoint: {e}") from None
@@ -188,13 +211,35 @@ def _finite(value, what):
     return value
 
 
-def from_dict(obj, path="checkpoint"):
+def _check_header(obj, path):
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a microgpt checkpoint (no \"format\": \"{FORMAT}\")")
     version = obj.get("version")
-    if version != VERSION:
+    if type(version) is not int or (version != VERSION and version not in UNSEALED_VERSIONS):
+        readable = ", ".join(str(v) for v in (*UNSEALED_VERSIONS, VERSION))
         raise CheckpointError(f"{path} has checkpoint format version {version!r}; "
-                              f"this microgpt reads version {VERSION}")
+                              f"this microgpt reads versions {readable}")
+
+
+def _check_seal(obj, path):
+    """Refuse a file whose content is not what its writer sealed (any edit after the save)."""
+    if obj["version"] in UNSEALED_VERSIONS:
+        return
+    recorded = obj.get(CHECKSUM_KEY)
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{path} has no content checksum ({CHECKSUM_KEY}): it was edited "
+                              f"after it was saved, and microgpt refuses edited checkpoints")
+    actual = content_sha256(obj)
+    if recorded != actual:
+        raise CheckpointError(f"{path} was changed after it was saved: its content checksum does not "
+                              f"match (content SHA-256 {actual[:16]}..., recorded {recorded[:16]}...); "
+                              f"microgpt refuses edited checkpoints")
+
+
+def from_dict(obj, path="checkpoint"):
+    """A Checkpoint of a parsed checkpoint object, every field checked (the content
+    checksum is loads()' to check: it is a property of the file)."""
+    _check_header(obj, path)
     cfg = _get(obj, "config", dict, "")
     if set(cfg) != set(CONFIG_FIELDS):
         raise _Bad(f"config should have the fields {', '.join(CONFIG_FIELDS)}")

@@ -21,7 +21,7 @@ from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, Se
 from .model import init_state_dict, parameters
 from .progress import OutputError, Progress
 from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train
-from .signals import signal_name
+from .signals import StopSignals, ignore_stop_signals, signal_name
 from .state import restore_weights
 from .train import count_cut_documents, sample
 
@@ -124,11 +124,14 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         print_run_summary(run, args)
         progress = Progress(args.steps, sys.stdout, log)
         try:
-            where = train(run, progress, eval_every=args.eval_every, out_dir=out_dir, save_every=args.save_every)
+            where = train(run, progress, eval_every=args.eval_every, out_dir=out_dir, save_every=args.save_every,
+                          signals=StopSignals(linger=True))
         except Stopped as stop:
             progress.end_line()
+            more = f"; {stop.ignored} more signal{'s' * (stop.ignored > 1)} ignored while stopping" if stop.ignored else ""
             print(f"microgpt: {signal_name(stop.signum)} at step {stop.step} of {args.steps}: checkpoint saved "
-                  f"to {stop.where} (continue with: microgpt train --resume {out_dir})", file=sys.stderr, flush=True)
+                  f"to {stop.where} (continue with: microgpt train --resume {out_dir}){more}",
+                  file=sys.stderr, flush=True)
             return 130
         except Diverged as e:
             progress.end_line()
@@ -278,6 +281,9 @@ def worded(error):
 
 
 def main(argv=None):
+    """The program: run one command, return its exit status. After a run that a signal
+    stopped, the stop signals stay ignored: the process is ending, and a late Ctrl-C must
+    not end it in a traceback (an in-process caller that goes on puts them back)."""
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:  # started with the descriptor closed (`>&-`)
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
@@ -302,5 +308,6 @@ def main(argv=None):
         print(f"microgpt: error: {worded(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        ignore_stop_signals()  # the process is ending: a second Ctrl-C must not end it in a traceback
         print("\nmicrogpt: interrupted", file=sys.stderr)
         return 130

@@ -85,14 +85,16 @@ def download_names(dest, url=None):
     url = url or os.environ.get("MICROGPT_NAMES_URL") or NAMES_URL
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-            raw = response.read()
+            raw = response.read(MAX_INPUT_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
-        raise NamesDataError(f"cannot download the names data set from {url} ({reason})") from None
+        raise NamesDataError(f"the names data set is not in the cache ({dest}) and cannot be downloaded "
+                             f"from {url} ({reason}): copy names.txt (SHA-256 {NAMES_SHA256[:16]}...) to "
+                             f"{dest}, or set MICROGPT_NAMES_URL to where it can be had") from None
     got = sha256_bytes(raw)
     if got != NAMES_SHA256:
-        raise NamesDataError(f"the names data set from {url} has SHA-256 {got}, expected {NAMES_SHA256}; "
-                             f"nothing was saved")
+        raise NamesDataError(f"the names data set downloaded from {url} has SHA-256 {got}, expected "
+                             f"{NAMES_SHA256}; nothing was saved to {dest}")
     write_atomic(dest, raw)
     return raw
 
@@ -139,12 +141,20 @@ def names_path():
 
 
 def load_names():
-    """Bytes of the names data set: the cached copy if it checks out, else a fresh download."""
+    """Bytes of the names data set: the cached copy, else a fresh download.
+
+    A cached file that is not the data set (another SHA-256: a damaged copy, or
+    another file put there) is refused and left as it is, rather than trained on or
+    replaced: the line names it, both checksums, and what to do."""
     path = names_path()
-    if os.path.exists(path):
+    if os.path.lexists(path):
         raw = read_bytes(path)
-        if sha256_bytes(raw) == NAMES_SHA256:
-            return path, raw
+        got = sha256_bytes(raw)
+        if got != NAMES_SHA256:
+            raise NamesDataError(f"the cached names data set {path} has SHA-256 {got}, not the data set's "
+                                 f"{NAMES_SHA256}: it is damaged or another file; delete it (microgpt then "
+                                 f"downloads the data set again) or put the right names.txt there")
+        return path, raw
     try:
         return path, download_names(path)
     except OSError as e:

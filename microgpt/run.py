@@ -154,11 +154,12 @@ def build_run(engine, settings, resume=None):
 
 
 class Stopped(Exception):
-    """A signal stopped the run between two steps; its checkpoint was saved."""
+    """A signal stopped the run between two steps; its checkpoint was saved.
+    ignored: how many more signals came while it was stopping (and did nothing)."""
 
-    def __init__(self, signum, step, where):
+    def __init__(self, signum, step, where, ignored=0):
         super().__init__(f"stopped at step {step}")
-        self.signum, self.step, self.where = signum, step, where
+        self.signum, self.step, self.where, self.ignored = signum, step, where, ignored
 
 
 SNAPSHOT_EVERY = 10  # steps between the in-memory copies of a run's state (out_dir, no save_every)
@@ -179,13 +180,15 @@ class Diverged(Exception):
         self.step, self.what, self.saved, self.saved_step = step, what, saved, saved_step
 
 
-def train(run, progress, *, eval_every=None, out_dir=None, save_every=None):
+def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, signals=None):
     """Train run to its last step, reporting each step to progress (a Progress).
 
     The validation loss is reported at the last step and every eval_every steps;
     with out_dir the run is saved every save_every steps and at the end, and
-    Ctrl-C or SIGTERM stop it after the step under way: it is saved and Stopped
-    is raised. Returns the checkpoint's path (None without out_dir).
+    Ctrl-C, SIGTERM or SIGHUP stop it after the step under way: it is saved (later
+    signals are ignored until the save is done) and Stopped is raised. signals: the
+    StopSignals to use (default: a new one, which restores the handlers on exit).
+    Returns the checkpoint's path (None without out_dir).
 
     A non-finite loss, or a math error (domain, overflow) raised by a step,
     raises Diverged before anything of that step is reported or saved. With
@@ -196,7 +199,7 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None):
     checkpoint saved stays as it is.
     """
     trainer = run.trainer
-    stop = StopSignals()
+    stop = signals if signals is not None else StopSignals()
     keep_last = out_dir is not None and not save_every
     last = {"snap": snapshot(trainer) if keep_last else None}
 
@@ -232,14 +235,17 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None):
         if out_dir is None:
             trainer.run(on_step=on_step)  # Ctrl-C: KeyboardInterrupt, as always
             return None
-        try:
-            with stop:
+        with stop:
+            try:
                 trainer.run(on_step=on_step)
-                if stop.requested is not None:
-                    raise _Stop
-        except _Stop:
-            raise Stopped(stop.requested, trainer.step, run.save(out_dir)) from None
-        return run.save(out_dir)  # the generator as training left it: sampling repeats what follows
+            except _Stop:
+                pass
+            # saved under the handlers: a signal now is only counted, and the save finishes;
+            # the generator as training left it, so sampling repeats what follows
+            where = run.save(out_dir)
+            if stop.requested is not None:
+                raise Stopped(stop.requested, trainer.step, where, stop.ignored)
+            return where
     except NonFinite as e:
         raise diverged(trainer.step, str(e)) from None
     except (OutputError, OSError) as e:

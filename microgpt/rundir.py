@@ -63,10 +63,16 @@ def _not_regular(path):
 
 class RunLock:
     """An exclusive lock on a run directory (flock on the directory itself, so no file is
-    added): held while a run may write there, released by close() or when the process ends."""
+    added): held while a run may write there, released by close() or when the process ends.
 
-    def __init__(self, directory):
+    created: the directories the run made for itself (the run directory, then any parents
+    it made), which close() removes while they are still empty: a run that ends before
+    its first save leaves no empty directory behind. A directory that was there before,
+    or that holds anything, is never removed (os.rmdir removes empty directories only)."""
+
+    def __init__(self, directory, created=()):
         self.directory = directory
+        self.created = list(created)
         self.fd = os.open(directory, os.O_RDONLY)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,6 +83,7 @@ class RunLock:
 
     def close(self):
         if self.fd is not None:
+            _remove_empty(self.created)  # while the lock is held: no other run is using them
             os.close(self.fd)  # releases the lock
             self.fd = None
 
@@ -95,14 +102,17 @@ def prepare_run_dir(directory, *, may_hold_checkpoint=False):
     directory that already holds another run's checkpoint (unless
     may_hold_checkpoint: the run being resumed), and one that cannot be written
     (checked by creating and removing a probe file). Temporary files left by a
-    save that was killed are removed."""
+    save that was killed are removed. The directories it creates are removed again
+    by the lock's close() if the run saved nothing in them."""
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise CheckpointError(f"run directory {directory} is a file, not a directory")
+    missing = _missing_directories(directory)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
+        _remove_empty(missing)  # parents made before the failure
         raise CheckpointError(f"cannot write to run directory {directory}: {e.strerror or e}") from None
-    lock = RunLock(directory)
+    lock = RunLock(directory, created=missing)
     try:
         if not may_hold_checkpoint and os.path.exists(checkpoint_path(directory)):
             raise RunDirectoryInUse(f"{checkpoint_path(directory)} already exists", directory)
@@ -118,3 +128,26 @@ def prepare_run_dir(directory, *, may_hold_checkpoint=False):
         lock.close()
         raise
     return lock
+
+
+def _missing_directories(directory):
+    """The directories os.makedirs(directory) would create, the deepest first."""
+    missing, path = [], os.path.abspath(directory)
+    while not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _remove_empty(directories):
+    """Remove the directories, the deepest first, while they are empty."""
+    for made in directories:
+        try:
+            os.rmdir(made)
+        except FileNotFoundError:
+            continue  # never made, or removed already
+        except OSError:
+            break  # not empty (a checkpoint was saved): keep it and its parents

@@ -1,25 +1,35 @@
-"""Ctrl-C and SIGTERM as a request to stop a run between two steps."""
+"""Ctrl-C, SIGTERM and SIGHUP as a request to stop a run between two steps."""
 import signal
 
 
 class StopSignals:
-    """While active, Ctrl-C (SIGINT) and SIGTERM ask the training loop to stop.
+    """While active, Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the training loop to stop.
 
-    The first signal only sets ``requested``: the step under way finishes, so
-    the checkpoint taken next is consistent. A second one raises
-    KeyboardInterrupt at once (no save; the last checkpoint on disk stands).
+    The first signal only sets ``requested``: the step under way finishes and the
+    checkpoint is saved while the handlers are still in place. Every later signal is
+    counted in ``ignored`` and does nothing else, so a quick second or third Ctrl-C
+    can neither interrupt the save (which must finish: it is what the first one asked
+    for) nor end the process in a traceback. To abandon a step at once, a user has
+    Ctrl-\\ (SIGQUIT) or kill -9; the last checkpoint on disk stands.
+
+    linger: once a stop was requested, leave the handlers in place on exit, so that
+    signals stay ignored while the process prints its last line and ends (the command
+    line); otherwise the previous handlers are put back.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
 
-    def __init__(self):
+    def __init__(self, linger=False):
         self.requested = None
+        self.ignored = 0
+        self.linger = linger
         self._previous = {}
 
     def _handle(self, signum, frame):
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signum
+        if self.requested is None:
+            self.requested = signum
+        else:
+            self.ignored += 1
 
     def __enter__(self):
         for signum in self.SIGNALS:
@@ -30,12 +40,22 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        if not (self.linger and self.requested is not None):
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
         self._previous.clear()
         return False
 
 
+def ignore_stop_signals():
+    """Ignore the stop signals from now on (a process that is ending on one)."""
+    for signum in StopSignals.SIGNALS:
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+
+
 def signal_name(signum):
-    """How a user calls the signal: Ctrl-C for SIGINT, else its name (SIGTERM)."""
+    """How a user calls the signal: Ctrl-C for SIGINT, else its name (SIGTERM, SIGHUP)."""
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name

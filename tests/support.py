@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -88,13 +89,40 @@ def write_docs(path, docs):
     return path
 
 
-def edit_checkpoint(run_dir, change):
-    """Apply change(obj) to the JSON object in run_dir/checkpoint.json, in place; returns its path."""
+def edit_checkpoint(run_dir, change, reseal=True):
+    """Apply change(obj) to the JSON object in run_dir/checkpoint.json, in place; returns its path.
+
+    reseal: give the edited file a content checksum that matches it, as if microgpt had
+    written it, so that the loader's checks of the fields are what meets the edit (and
+    not the checksum, which refuses any edit before a field is read)."""
     path = Path(run_dir) / "checkpoint.json"
     obj = json.loads(path.read_text(encoding="utf-8"))
     change(obj)
     path.write_text(json.dumps(obj), encoding="utf-8")
+    if reseal:
+        reseal_checkpoint(path)
     return path
+
+
+def reseal_checkpoint(path):
+    """Give the checkpoint file at path the content checksum of what it now holds, keeping
+    every other byte (a file that is not a JSON object is left as it is)."""
+    from microgpt.checkpoint import CHECKSUM_KEY, content_sha256
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(obj, dict):
+        return
+    digest = content_sha256(obj)
+    if CHECKSUM_KEY in obj:  # the checksum is a 64-digit hex string: replace it in place
+        import re
+        text = re.sub(f'"{CHECKSUM_KEY}": *"[0-9a-f]*"', f'"{CHECKSUM_KEY}": "{digest}"', text)
+    else:
+        text = text.rstrip().rstrip("}") + f', "{CHECKSUM_KEY}": "{digest}"}}'
+    path.write_text(text, encoding="utf-8")
 
 
 def same_float(x, y):
@@ -113,10 +141,20 @@ PACKAGE_PARENT = str(Path(microgpt.__file__).resolve().parent.parent)
 
 
 def run_main(argv):
-    """main(argv) in-process: (status, stdout, stderr)."""
+    """main(argv) in-process: (status, stdout, stderr).
+
+    A run that a signal stopped leaves the stop signals ignored (main is the program,
+    and the program is ending); here the test process goes on, so their handlers are
+    put back as they were."""
+    from microgpt.signals import StopSignals
+    handlers = {signum: signal.getsignal(signum) for signum in StopSignals.SIGNALS}
     out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main([str(a) for a in argv])
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            status = main([str(a) for a in argv])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return status, out.getvalue(), err.getvalue()
 
 

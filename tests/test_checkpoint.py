@@ -146,7 +146,8 @@ def test_file_is_documented_json(tiny_run, tiny_txt):
     obj = json.loads((tiny_run / "checkpoint.json").read_text(encoding="utf-8"))
     assert obj["format"] == "microgpt-checkpoint" and obj["version"] == checkpoint.VERSION
     assert set(obj) == {"format", "version", "written_by", "config", "vocab", "training", "data",
-                        "rng_state", "weights", "optimizer"}
+                        "rng_state", "weights", "optimizer", "content_sha256"}
+    assert obj["content_sha256"] == checkpoint.content_sha256(obj)
     assert obj["config"] == {"vocab_size": 24, "n_layer": 1, "n_embd": 8, "block_size": 8, "n_head": 2,
                              "init_std": 0.08}
     assert obj["vocab"] == sorted(set("".join(TINY_DOCS)))
@@ -238,7 +239,7 @@ BROKEN = [
     ("truncated", _truncate, "truncated"),
     ("empty", lambda d: (d / "checkpoint.json").write_bytes(b""), "truncated"),
     ("not-a-checkpoint", _edit(lambda o: o.pop("format")), "not a microgpt checkpoint"),
-    ("other-version", _edit(lambda o: o.update(version=2)), "version 2"),
+    ("other-version", _edit(lambda o: o.update(version=99)), "version 99"),
     ("wrong-shape", _edit(lambda o: o["weights"]["wte"][3].pop()), "'wte'"),
     ("missing-matrix", _edit(lambda o: o["weights"].pop("lm_head")), "weights"),
     ("wrong-moment-shape", _edit(lambda o: o["optimizer"]["v"]["wpe"].pop()), "'wpe'"),
@@ -345,7 +346,7 @@ def wait_for_step(proc, step, timeout=60):
     raise AssertionError(f"the process ended before step {step}: {proc.stderr.read()}")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_saves_a_checkpoint_and_exits_130(signum, tiny_txt, tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "log.jsonl"
     proc = start_training(tiny_txt, run_dir, log)

@@ -249,28 +249,39 @@ def test_server_down_fails_at_once_naming_the_url(offline_env, monkeypatch, tmp_
         load_documents()
     elapsed = time.monotonic() - t0
     message = str(exc.value)
-    assert message.startswith(f"cannot download the names data set from {url} (")
-    assert "--" not in message  # the library says what happened; the command line says what to do
+    assert message.startswith(f"the names data set is not in the cache ({cache / 'names.txt'}) and cannot "
+                              f"be downloaded from {url} (")
+    assert f"copy names.txt (SHA-256 {NAMES_SHA256[:16]}...) to {cache / 'names.txt'}" in message
+    assert "--" not in message  # the library says what happened; the command line adds its flags
     assert "\n" not in message
     # a refused connection must not wait out the download timeout
     assert elapsed < min(5.0, data.DOWNLOAD_TIMEOUT)
     assert os.listdir(cache) == []
 
 
-def test_cached_file_with_wrong_checksum_is_replaced(offline_env, monkeypatch, tmp_path, names_bytes):
+def test_cached_file_with_wrong_checksum_is_refused_and_kept(offline_env, monkeypatch, tmp_path, names_bytes):
     cache = tmp_path / "cache"
     cache.mkdir()
     cached = use_cache(monkeypatch, cache)
-    # a truncated earlier download, say: it parses, but it is not the data set
-    cached.write_bytes(names_bytes[: len(names_bytes) // 2])
+    # half the data set, or another names.txt put there by hand: it parses, but it is not the data set
+    wrong = names_bytes[: len(names_bytes) // 2]
+    cached.write_bytes(wrong)
+    with NamesServer(names_bytes) as server:
+        monkeypatch.setenv("MICROGPT_NAMES_URL", server.url)
+        with pytest.raises(NamesDataError) as exc:
+            load_documents()
+        assert server.requests == 0  # neither trained on nor replaced behind the user's back
+    message = str(exc.value)
+    assert str(cached) in message and hashlib.sha256(wrong).hexdigest() in message and NAMES_SHA256 in message
+    assert "delete it" in message and "\n" not in message
+    assert cached.read_bytes() == wrong
+    assert sorted(os.listdir(cache)) == ["names.txt"]
+    # deleted, it is downloaded again
+    cached.unlink()
     with NamesServer(names_bytes) as server:
         monkeypatch.setenv("MICROGPT_NAMES_URL", server.url)
         docs, _, sha = load_documents()
-        assert server.requests == 1
-    assert len(docs) == 32033
-    assert sha == NAMES_SHA256
-    assert cached.read_bytes() == names_bytes
-    assert sorted(os.listdir(cache)) == ["names.txt"]
+    assert len(docs) == 32033 and sha == NAMES_SHA256 and cached.read_bytes() == names_bytes
 
 
 def test_verified_cache_is_used_without_any_server(offline_env, monkeypatch, tmp_path, names_bytes):

@@ -1,8 +1,12 @@
 """The compiled engine against the pure one (the specification), compared with ==.
 
 Random expression programs (hypothesis) run on both engines; every node's data,
-local gradients and gradient, and the shape of the graph, must be identical.
-Then one default-configuration GPT step must give the same loss and gradients.
+local gradients and gradient, their types (int or float), and the shape of the
+graph must be identical. Programs share nodes (operands drawn again and again,
+user-defined nodes over several of them, a second backward from another root,
+ints and floats mixed) and try to bring in a Value of the other engine, which
+both refuse with a TypeError. Then one default-configuration GPT step must give
+the same loss and gradients.
 """
 import random
 
@@ -52,6 +56,8 @@ index = st.one_of(st.integers(min_value=0, max_value=3), st.integers(min_value=0
 BINARY = ("add", "sub", "mul", "div")
 UNARY = ("neg", "log", "exp", "relu")
 
+local_grads = st.one_of(st.integers(min_value=-3, max_value=3), st.floats(min_value=-4, max_value=4, allow_nan=False))
+
 instruction = st.one_of(
     # two pool entries; "same" reuses the first as the second operand
     st.tuples(st.sampled_from(BINARY), index, st.one_of(index, st.just("same"))),
@@ -60,6 +66,11 @@ instruction = st.one_of(
     st.tuples(st.sampled_from(UNARY), index),
     st.tuples(st.just("pow"), index, exponents),
     st.tuples(st.just("sum"), st.lists(index, min_size=1, max_size=6)),
+    # a user-defined node, Value(data, children, local_grads), over pool entries (repeats allowed)
+    st.tuples(st.just("custom"), st.one_of(leaf_ints, leaf_floats),
+              st.lists(st.tuples(index, local_grads), min_size=1, max_size=4)),
+    # a pool entry with a Value of the other engine, on either side: refused by both
+    st.tuples(st.just("foreign"), st.sampled_from(BINARY + ("pow",)), index, st.sampled_from(["left", "right"])),
 )
 
 programs = st.fixed_dictionaries({
@@ -67,6 +78,7 @@ programs = st.fixed_dictionaries({
     "code": st.lists(instruction, min_size=1, max_size=30),
     "root": st.one_of(index, st.just("sum")),  # "sum": backward from sum(pool), every node feeds it
     "twice": st.booleans(),
+    "second_root": st.one_of(st.none(), index),  # a backward from another node after the first
 })
 
 
@@ -80,9 +92,20 @@ def apply(op, x, y):
     return x / y
 
 
-def execute(instr, pool):
+def other_engine(engine):
+    return COMPILED if engine is PURE else PURE
+
+
+def execute(engine, instr, pool):
     """One instruction on the pool; returns the new node."""
     op = instr[0]
+    if op == "custom":
+        children = tuple(pool[i % len(pool)] for i, _ in instr[2])
+        return engine.Value(instr[1], children, tuple(g for _, g in instr[2]))
+    if op == "foreign":
+        a, b = pool[instr[2] % len(pool)], other_engine(engine).Value(1.5)
+        x, y = (a, b) if instr[3] == "left" else (b, a)
+        return x ** y if instr[1] == "pow" else apply(instr[1], x, y)
     if op in BINARY and len(instr) == 3:
         a = pool[instr[1] % len(pool)]
         b = a if instr[2] == "same" else pool[instr[2] % len(pool)]
@@ -140,7 +163,7 @@ def run(engine, program, guard=None):
     outcomes = []
     for instr in program["code"]:
         try:
-            node = execute(instr, pool)
+            node = execute(engine, instr, pool)
         except Exception as e:  # noqa: BLE001 - the type is what both engines must agree on
             outcomes.append(type(e))
         else:
@@ -159,6 +182,8 @@ def run(engine, program, guard=None):
     root.backward()
     if program["twice"]:
         root.backward()
+    if program["second_root"] is not None:
+        pool[program["second_root"] % len(pool)].backward()
     order, shape = walk(engine, pool)
     root_order, root_shape = walk(engine, [root])
     return outcomes, pool, order, shape, root_order, root_shape
@@ -189,9 +214,14 @@ def assert_same_nodes(pure_nodes, compiled_nodes):
 def test_random_programs_agree_exactly(program):
     # stop at once when the pure engine's ints outgrow doubles (they would only keep growing)
     guard = lambda v: assume(not (type(v.data) is int and abs(v.data) > EXACT_INT))  # noqa: E731
-    p_outcomes, p_pool, p_order, p_shape, p_root_order, p_root_shape = run(PURE, program, guard)
-    assume(not any(int_hazard(v) for v in p_order))
-    with COMPILED.graph():
+    with COMPILED.graph():  # the pure run makes compiled Values too (the "foreign" operands)
+        p_outcomes, p_pool, p_order, p_shape, p_root_order, p_root_shape = run(PURE, program, guard)
+        assume(not any(int_hazard(v) for v in p_order))
+        # a Value of the other engine is refused, in every operator and order, on both (unless
+        # the operation fails first within its own engine: 1.5 / Value(0.0) computes 0.0 ** -1)
+        for instr, outcome in zip(program["code"], p_outcomes):
+            if instr[0] == "foreign":
+                assert outcome is TypeError or issubclass(outcome, (ArithmeticError, ValueError)), instr
         c_outcomes, c_pool, c_order, c_shape, c_root_order, c_root_shape = run(COMPILED, program)
         # the same exception (or none) at every instruction
         assert p_outcomes == c_outcomes

@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from support import assert_one_error_line, edit_checkpoint, run_main, write_docs
+from support import assert_one_error_line, edit_checkpoint, reseal_checkpoint, run_main, write_docs
 
 from microgpt import CheckpointError, checkpoint, rundir
 from microgpt.data import names_path
@@ -176,8 +176,10 @@ def test_loader_refuses_numbers_out_of_range(tiny_run, where, value):
         target[where[-1]] = "@@"
         text = json.dumps(obj).replace('"@@"', json.dumps(value))
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(CheckpointError):
+    reseal_checkpoint(path)  # so that the number, not the checksum, is what is refused
+    with pytest.raises(CheckpointError) as refusal:
         rundir.load(tiny_run)
+    assert "checksum" not in str(refusal.value)
     refused(["sample", "-o", tiny_run])
 
 
@@ -216,10 +218,59 @@ def test_hostile_checkpoints_are_one_line(tiny_run, case):
         import re
         text = re.sub(r'"@@(\d+)"', r"\1", text)
         path.write_text(text, encoding="utf-8")
-    with pytest.raises(CheckpointError):
+        reseal_checkpoint(path)  # so that the field, not the checksum, is what is refused
+    with pytest.raises(CheckpointError) as refusal:
         rundir.load(tiny_run)
+    assert "checksum" not in str(refusal.value)
     refused(["train", "--resume", tiny_run, "--steps", 4])
     refused(["sample", "-o", tiny_run])
+
+
+def flip_a_digit(path):
+    """Change one digit of the first weight in the file's text, as a hand edit or a bad
+    disk would: the JSON stays valid and every field stays in range."""
+    text = path.read_text(encoding="utf-8")
+    start = text.index('"wte"')
+    i = next(i for i in range(start, len(text)) if text[i] in "123456789" and text[i + 1].isdigit())
+    path.write_text(text[:i] + ("2" if text[i] == "1" else "1") + text[i + 1:], encoding="utf-8")
+
+
+@pytest.mark.parametrize("edit", ["flipped_digit", "no_checksum", "learning_rate"])
+def test_an_edited_checkpoint_is_refused_as_tampered(tiny_run, edit):
+    path = tiny_run / "checkpoint.json"
+    if edit == "flipped_digit":
+        flip_a_digit(path)
+    elif edit == "no_checksum":
+        edit_checkpoint(tiny_run, lambda obj: obj.pop("content_sha256"), reseal=False)
+    else:
+        edit_checkpoint(tiny_run, lambda obj: obj["training"].update(learning_rate=0.02), reseal=False)
+    before = path.read_bytes()
+    for argv in (["sample", "-o", tiny_run], ["train", "--resume", tiny_run, "--steps", 4]):
+        line = refused(argv)
+        assert str(path) in line and "checksum" in line
+        assert "does not match" in line or "no content checksum" in line
+    assert path.read_bytes() == before
+
+
+def test_the_checksum_is_of_the_content_not_the_layout(tiny_run):
+    # the same values written another way (one line, no indentation) are the same checkpoint
+    saved = rundir.load(tiny_run)
+    edit_checkpoint(tiny_run, lambda obj: None, reseal=False)
+    assert rundir.load(tiny_run) == saved
+
+
+def test_a_version_1_checkpoint_without_checksum_is_read_and_resaved_sealed(tiny_run):
+    # written before checksums existed: checked field by field, and sealed on the next save
+    def as_version_1(obj):
+        obj.pop("content_sha256")
+        obj["version"] = 1
+    edit_checkpoint(tiny_run, as_version_1, reseal=False)
+    assert rundir.load(tiny_run).step == 2
+    got, _, err = run_main(["train", "--resume", tiny_run, "--steps", 3, "--num-samples", 0])
+    assert got == 0, err
+    obj = json.loads((tiny_run / "checkpoint.json").read_text(encoding="utf-8"))
+    assert obj["version"] == checkpoint.VERSION and obj["content_sha256"] == checkpoint.content_sha256(obj)
+    assert rundir.load(tiny_run).step == 3
 
 
 def test_checkpoint_size_is_bounded_before_reading(tiny_run, monkeypatch):
@@ -385,3 +436,181 @@ def test_plot_on_a_hostile_log_is_one_line(tmp_path, content):
 def test_plot_refuses_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     assert "not a regular file" in refused(["plot", tmp_path / "fifo", "--out", tmp_path / "x.png"])
+
+
+# ---------------------------------------------------------------- 7. no empty run directory after an error
+
+@pytest.mark.parametrize("out", ["new", "new/deeper", "existing/new", "existing"])
+def test_an_error_before_the_first_save_leaves_no_new_directory(docs_txt, tmp_path, out):
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "keep.txt").write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # the log's folder does not exist: found only once the run directory is prepared
+    line = refused(["train", "-i", docs_txt, *TINY, "--steps", 2, "-o", tmp_path / out,
+                    "--log", tmp_path / "nowhere" / "log.jsonl"])
+    assert "cannot write log file" in line
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "existing" / "keep.txt").read_text() == "mine"
+
+
+def test_an_existing_empty_directory_is_kept_after_an_error(docs_txt, tmp_path):
+    (tmp_path / "D").mkdir()
+    refused(["train", "-i", docs_txt, *TINY, "--steps", 2, "-o", tmp_path / "D",
+             "--log", tmp_path / "nowhere" / "log.jsonl"])
+    assert (tmp_path / "D").is_dir() and os.listdir(tmp_path / "D") == []
+
+
+def test_a_run_directory_is_kept_once_a_checkpoint_is_saved(docs_txt, tmp_path):
+    # the log fails after the first step: the checkpoint of that step is saved and kept
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    got, _, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 3, "-o", tmp_path / "new" / "D",
+                            "--log", "/dev/full", "--num-samples", 0])
+    assert got == 1, err
+    assert rundir.load(tmp_path / "new" / "D").step == 1
+
+
+# ---------------------------------------------------------------- 8. signals: SIGHUP, and quick repeats
+
+def _wait_for_step(child, step):
+    deadline = time.time() + 60
+    while True:
+        assert time.time() < deadline, "training did not get going"
+        line = child.stdout.readline()
+        assert line, f"the run ended early: {child.stderr.read()}"
+        if line.startswith(f"step {step:4d} /"):
+            return
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT", "SIGINT"), ("SIGHUP",), ("SIGTERM", "SIGHUP", "SIGINT")],
+                         ids=["three_ctrl_c", "sighup", "mixed"])
+def test_signals_in_quick_succession_save_once_and_cleanly(docs_txt, tmp_path, signals):
+    # (the kernel merges a signal into one of its kind still pending, so three Ctrl-Cs may
+    # arrive as one: the mixed case, and the next test, reach the later-signal paths for sure)
+    import signal
+    from support import start_module
+    d, log = tmp_path / "D", tmp_path / "log.jsonl"
+    child = start_module(["train", "-i", docs_txt, *TINY, "--steps", 100000, "-o", d, "--log", log,
+                          "--num-samples", 0])
+    try:
+        _wait_for_step(child, 3)
+        for name in signals:  # back to back: the later ones land in the step or the save
+            child.send_signal(getattr(signal, name))
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    # the one that counts is the first Python runs (of signals pending together, the lowest number)
+    names = {"Ctrl-C" if name == "SIGINT" else name for name in signals}
+    assert any(lines[0].startswith(f"microgpt: {name} at step ") for name in names), lines[0]
+    assert "checkpoint saved to" in lines[0]
+    assert os.listdir(d) == ["checkpoint.json"]  # no temporary file: the save finished
+    ckpt = rundir.load(d)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert ckpt.step == steps[-1] >= 3  # the state after the last step the log shows
+
+
+def test_signals_during_the_save_are_ignored_and_the_save_finishes(docs_txt, tmp_path, monkeypatch):
+    # deterministic: the signals are sent from inside the save, as the file is being written
+    import signal
+    from microgpt import get_engine
+    from microgpt.progress import Progress
+    from microgpt.run import RunSettings, Stopped, build_run, train
+
+    run = build_run(get_engine("pure"), RunSettings(input=str(docs_txt), n_embd=8, n_head=2, block_size=8, steps=2))
+    real_write = rundir.write_atomic
+
+    def write_while_signalled(path, raw):
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGINT):
+            os.kill(os.getpid(), signum)
+        return real_write(path, raw)
+
+    monkeypatch.setattr(rundir, "write_atomic", write_while_signalled)
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    with open(os.devnull, "w") as quiet, pytest.raises(Stopped) as stopped:
+        train(run, Progress(2, quiet), out_dir=str(tmp_path / "D"))
+    assert stopped.value.signum == signal.SIGINT and stopped.value.ignored == 2
+    assert rundir.load(tmp_path / "D").step == 2  # the save the first signal asked for is whole
+    # the library's StopSignals puts the handlers back (only the command line leaves them)
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == handlers
+
+
+# ---------------------------------------------------------------- 9. Values of two engines in one expression
+
+MIXED_OPERATORS = ["add", "sub", "mul", "truediv", "pow", "iadd", "imul"]
+
+
+@pytest.mark.parametrize("pure_first", [True, False], ids=["pure_op_compiled", "compiled_op_pure"])
+@pytest.mark.parametrize("name", MIXED_OPERATORS)
+def test_pure_and_compiled_values_are_not_combined(name, pure_first):
+    import operator
+    from microgpt import available_engines, get_engine
+    if "compiled" not in available_engines():
+        pytest.skip("the compiled engine is not built here")
+    pure, compiled = get_engine("pure"), get_engine("compiled")
+    with compiled.graph():
+        a, b = pure.Value(1.5), compiled.Value(2.0)
+        x, y = (a, b) if pure_first else (b, a)
+        with pytest.raises(TypeError) as refusal:
+            getattr(operator, name)(x, y)
+        message = str(refusal.value)
+        assert "pure-engine Value" in message and "compiled-engine Value" in message
+        assert "one engine" in message
+        # and the Values themselves are untouched
+        assert (a.data, a.grad, b.data, b.grad) == (1.5, 0, 2.0, 0)
+
+
+def test_a_compiled_value_is_not_made_of_a_pure_one():
+    from microgpt import available_engines, get_engine
+    if "compiled" not in available_engines():
+        pytest.skip("the compiled engine is not built here")
+    pure, compiled = get_engine("pure"), get_engine("compiled")
+    with compiled.graph():
+        with pytest.raises(TypeError, match="compiled-engine"):
+            compiled.Value(pure.Value(1.0))
+        v = compiled.Value(1.0)
+        with pytest.raises(TypeError, match="compiled-engine"):
+            v.data = pure.Value(2.0)
+        assert v.data == 1.0
+
+
+# ---------------------------------------------------------------- 10. the names data set's cache, offline
+
+UNREACHABLE = "http://127.0.0.1:9/names.txt"  # the discard port on loopback: nothing answers
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("MICROGPT_NAMES_URL", UNREACHABLE)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MICROGPT_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_offline_with_an_empty_cache_names_the_cache_and_what_to_do(offline):
+    line = refused(["train", "--steps", 1, "--engine", "pure"])
+    assert str(offline / "names.txt") in line and UNREACHABLE in line
+    assert "copy names.txt" in line and "MICROGPT_NAMES_URL" in line and "--input" in line
+    assert not (offline / "names.txt").exists()
+
+
+def test_a_cached_names_txt_with_the_wrong_checksum_is_refused_by_name(offline):
+    import hashlib
+    from microgpt.data import NAMES_SHA256
+    offline.mkdir()
+    wrong = b"emma\nolivia\n"  # another file put there by hand: it parses, it is not the data set
+    (offline / "names.txt").write_bytes(wrong)
+    line = refused(["train", "--steps", 1, "--engine", "pure"])
+    assert str(offline / "names.txt") in line
+    assert hashlib.sha256(wrong).hexdigest() in line and NAMES_SHA256 in line
+    assert "delete it" in line and "--input" in line
+    assert (offline / "names.txt").read_bytes() == wrong
+    assert os.listdir(offline) == ["names.txt"]
