@@ -102,13 +102,15 @@ cdef class Tape:
         if not 1 <= n <= self.t.n_pos:
             raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
         cdef int32_t b = self.t.bwd_end[n - 1], i
-        cdef int64_t grouped_pulls = 0
-        for i in range(b):
-            if self.t.bwd_group[i] and i >= 3:
-                grouped_pulls += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
+        cdef int64_t grouped = 0, by_rows = 0
+        for i in range(3, b):
+            if self.t.bwd_group[i]:
+                grouped += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
+            if self.t.bwd_group[i] == 2:
+                by_rows += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
         return dict(nodes=self.t.pos_end[n - 1] - self.t.n_params, forward=self.t.fwd_end[n - 1],
-                    backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped_pulls,
-                    param_reads=self.t.param_start[n])
+                    backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped,
+                    pulls_by_matrix_rows=by_rows, other_param_reads=self.t.param_start[n])
 
     cdef int load_params(self) except -1:
         """Check every parameter is alive, and take its node index now. After

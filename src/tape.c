@@ -305,6 +305,17 @@ static void group_pulls(tape_t *t, int64_t nb) {
         }
         if (!ok) continue;
         t->bwd_group[b] = 1;
+        /* four entries of one vector read by the rows of one matrix: the same
+         * parents, and each row's weights side by side (see the backward) */
+        int64_t k0 = t->pull_start[b];
+        int mv = 1;
+        for (int k = 1; k < SIDE && mv; ++k) {
+            int64_t kk = t->pull_start[b - k];
+            for (int64_t j = 0; j < count && mv; ++j)
+                mv = t->pull_parent[kk + j] == t->pull_parent[k0 + j]
+                    && t->pull_src[kk + j] == t->pull_src[k0 + j] - k && t->pull_src[k0 + j] - k >= 0;
+        }
+        if (mv) t->bwd_group[b] = 2;
         b -= SIDE - 1;
     }
 }
@@ -897,6 +908,26 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
 
     for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
         int32_t L = t->bwd[b];
+        if (t->bwd_group[b] == 2 && b >= SIDE - 1) {  /* the same, for a vector read by a matrix's rows */
+            const int32_t *p0 = pp + ps[b], *s0 = src + ps[b];
+            int64_t count = ps[b + 1] - ps[b];
+            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+            for (int64_t j = 0; j < count; ++j) {
+                if (p0[j] >= end) continue;
+                double gt = g[p0[j]];
+                const double *w = x + s0[j];
+                a0 = a0 + w[0] * gt;
+                a1 = a1 + w[-1] * gt;
+                a2 = a2 + w[-2] * gt;
+                a3 = a3 + w[-3] * gt;
+            }
+            g[L] = a0;
+            g[t->bwd[b - 1]] = a1;
+            g[t->bwd[b - 2]] = a2;
+            g[t->bwd[b - 3]] = a3;
+            b -= SIDE - 1;
+            continue;
+        }
         if (t->bwd_group[b] && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side (a parent past end adds nothing) */
             int64_t k0 = ps[b], k1 = ps[b - 1], k2 = ps[b - 2], k3 = ps[b - 3], count = ps[b + 1] - k0;
             double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;

@@ -94,7 +94,9 @@ typedef struct {
     int32_t *bwd;
     int32_t *bwd_end;       /* position p's end */
     uint8_t *bwd_kind;      /* the node's kind_t */
-    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (see tape.c) */
+    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (see tape.c);
+                             * 2: ... and they are a vector read by the rows of one matrix: the
+                             * same parents, entry b-k's weight k before entry b's */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
