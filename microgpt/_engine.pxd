@@ -62,6 +62,7 @@ cdef extern from "tape.h":
         int32_t n_params, n_nodes, n_pos, n_cand
         int32_t table_rows
         int32_t n_used                      # positions of the last forward (0: none yet)
+        int64_t params_at                   # the parameters' first node if they are one block, else -1
         double loss
         int32_t *fwd_end, *bwd_end, *pos_end  # per position: where its instructions / nodes end
         int64_t *pull_start, *param_start

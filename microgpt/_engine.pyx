@@ -21,7 +21,7 @@ The parts, one job each (Cython includes, compiled as one module):
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memcmp, memset
 from array import array
 
 from .errors import ArenaMismatchError, StaleValueError

@@ -110,7 +110,8 @@ cdef class Tape:
                 by_rows += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
         return dict(nodes=self.t.pos_end[n - 1] - self.t.n_params, forward=self.t.fwd_end[n - 1],
                     backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped,
-                    pulls_by_matrix_rows=by_rows, other_param_reads=self.t.param_start[n])
+                    pulls_by_matrix_rows=by_rows, other_param_reads=self.t.param_start[n],
+                    params_in_one_block=self.t.params_at >= 0)
 
     cdef int load_params(self) except -1:
         """Check every parameter is alive, and take its node index now. After
@@ -120,7 +121,12 @@ cdef class Tape:
         cdef int64_t k, P = len(self.params)
         cdef arena_t *a = &self.arena.a
         cdef node_t i
-        if self.loaded:
+        if self.loaded and self.t.params_at >= 0:  # one block: one comparison of epochs
+            if (self.t.params_at + P <= a.n_nodes and
+                    memcmp(&a.epoch[self.t.params_at], self.param_epochs, P * sizeof(epoch_t)) == 0):
+                self.loaded_at = a.cur_epoch
+                return 0
+        elif self.loaded:
             for k in range(P):
                 i = self.param_nodes[k]
                 if i >= a.n_nodes or a.epoch[i] != self.param_epochs[k]:
@@ -136,6 +142,11 @@ cdef class Tape:
                                       "outside any graph() scope")
             self.param_nodes[k] = p.index
             self.param_epochs[k] = p.epoch
+        self.t.params_at = self.param_nodes[0] if P > 0 else -1
+        for k in range(P):
+            if self.param_nodes[k] != self.t.params_at + k:
+                self.t.params_at = -1
+                break
         self.loaded = True
         self.loaded_at = a.cur_epoch
         return 0

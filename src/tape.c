@@ -766,6 +766,7 @@ static const char *build(builder_t *b) {
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     tape_t *t = calloc(1, sizeof *t);
     if (t == NULL) { *why = "out of memory"; return NULL; }
+    t->params_at = -1;
     builder_t b = {a, r, t, NULL, 0};
     *why = build(&b);
     free(b.rank);
@@ -781,7 +782,8 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     int32_t *arg = t->fwd_arg;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
     const uint8_t *code = t->fwd_code;
-    for (int32_t k = 0; k < t->n_params; ++k) x[k] = a->data[params[k]];
+    if (t->params_at >= 0) memcpy(x, a->data + t->params_at, (size_t)t->n_params * sizeof *x);
+    else for (int32_t k = 0; k < t->n_params; ++k) x[k] = a->data[params[k]];
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q < n) {
@@ -972,7 +974,8 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         g[L] = acc;
     }
     /* parameters: each is read at most once a position; positions last to first */
-    for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
+    if (t->params_at >= 0) memcpy(g, a->grad + t->params_at, (size_t)P * sizeof *g);
+    else for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
     const int32_t *arg = t->fwd_arg, *pair = t->dot_pair;
@@ -990,11 +993,18 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     for (int32_t q = 0; q < n; ++q)
         for (int32_t c = 0; c < t->table_cols; ++c)
             reached[t->table_slot0 + tokens[q] * t->table_cols + c] = 1;
-    for (int32_t k = 0; k < P; ++k)
-        if (!isfinite(g[k])) return 0;
-    for (int32_t k = 0; k < P; ++k) {
-        a->grad[params[k]] = g[k];
-        if (t->reached[k]) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
+    int finite = 1;
+    for (int32_t k = 0; k < P; ++k) finite &= isfinite(g[k]) != 0;
+    if (!finite) return 0;
+    if (t->params_at >= 0) {
+        memcpy(a->grad + t->params_at, g, (size_t)P * sizeof *g);
+        uint8_t *tag = a->tag + t->params_at;
+        for (int32_t k = 0; k < P; ++k) tag[k] &= (uint8_t)(reached[k] ? ~TAG_GRAD_INT : 0xff);
+    } else {
+        for (int32_t k = 0; k < P; ++k) {
+            a->grad[params[k]] = g[k];
+            if (reached[k]) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
+        }
     }
     return 1;
 }

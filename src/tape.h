@@ -144,6 +144,8 @@ typedef struct {
 
     /* where the last replay stopped */
     int32_t n_used;         /* positions of the last forward */
+    int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
+                             * (then read and written as one block), or -1 */
     double loss;            /* its loss */
 } tape_t;
 

@@ -56,6 +56,41 @@ def test_replayed_training_equals_the_model_code(config):
     assert runner.recordings == 1, "one recording serves every document"
 
 
+def test_parameters_that_are_not_one_block_of_nodes():
+    # a replay reads and writes parameters that are consecutive nodes as one
+    # block; here a stray node sits between two matrices, so it takes them one by one
+    compiled, replay = get_engine("compiled"), get_engine("replay")
+    made = []
+
+    def value_with_a_gap(eng):
+        def make(x):
+            if len(made) == 300:
+                eng.Value(0.0)  # not a parameter, kept alive by the list
+                made.append(None)
+            v = eng.Value(x)
+            made.append(v)
+            return v
+        return make
+
+    def run(eng):
+        made.clear()
+        random.seed(7)
+        tok = Tokenizer.from_documents(DOCS)
+        cfg = Config(vocab_size=tok.vocab_size)
+        sd = init_state_dict(value_with_a_gap(eng), cfg)
+        t = Trainer(eng, sd, cfg, list(DOCS), tok, num_steps=100)
+        return losses_and_weights(t, 12), t
+
+    (want, _), (got, t) = run(compiled), run(replay)
+    assert got == want
+    assert t.document_loss.model_steps == 0
+    assert not t.document_loss.tape.counts(1)["params_in_one_block"]
+    assert trainer("replay").document_loss.tape is None  # (recorded at the first step)
+    usual = trainer("replay")
+    usual.train_step()
+    assert usual.document_loss.tape.counts(1)["params_in_one_block"]
+
+
 def grads_after_one_backward(t, tokens):
     with t.engine.graph():
         loss = t.document_loss(tokens)
