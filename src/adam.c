@@ -98,14 +98,15 @@ INLINE int64_t adam_loop(const node_t *idx, int64_t n, double *m, double *v,
  * is known not to raise; returns 0 then, or -1 having written nothing (the
  * caller runs adam_loop, which stops where Python would). */
 #define BLOCK 128
-INLINE int adam_block(const node_t *idx, int64_t n, double *m, double *v,
+INLINE int adam_block(const node_t *idx, int one_block, int64_t n, double *m, double *v,
                              double lr_t, double beta1, double beta2, double eps,
                              double bias1, double bias2, double *data, double *grad, uint8_t *tag) {
     double g[BLOCK], mi[BLOCK], vi[BLOCK], g2[BLOCK], vh[BLOCK], sq[BLOCK], step[BLOCK];
     unsigned char slow[BLOCK];
     int any = 0;
     if (bias1 == 0.0 || bias2 == 0.0) return -1;
-    for (int64_t i = 0; i < n; ++i) g[i] = grad[idx[i]];
+    if (one_block) memcpy(g, grad + idx[0], (size_t)n * sizeof *g);
+    else for (int64_t i = 0; i < n; ++i) g[i] = grad[idx[i]];
     for (int64_t i = 0; i < n; ++i) {
         mi[i] = beta1 * m[i] + (1 - beta1) * g[i];
         g2[i] = g[i] * g[i];
@@ -131,10 +132,18 @@ INLINE int adam_block(const node_t *idx, int64_t n, double *m, double *v,
         step[i] = lr_t * (mi[i] / bias1) / denom;
     }
     if (any) return -1;
+    memcpy(m, mi, (size_t)n * sizeof *m);
+    memcpy(v, vi, (size_t)n * sizeof *v);
+    if (one_block) {  /* consecutive nodes: the same stores, a block at a time */
+        double *d = data + idx[0];
+        uint8_t *tg = tag + idx[0];
+        for (int64_t i = 0; i < n; ++i) d[i] -= step[i];
+        memset(grad + idx[0], 0, (size_t)n * sizeof *grad);  /* all bits 0: +0.0 */
+        for (int64_t i = 0; i < n; ++i) tg[i] = (uint8_t)((tg[i] & ~TAG_DATA_INT) | TAG_GRAD_INT);
+        return 0;
+    }
     for (int64_t i = 0; i < n; ++i) {
         node_t p = idx[i];
-        m[i] = mi[i];
-        v[i] = vi[i];
         data[p] -= step[i];
         grad[p] = 0.0;
         tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);
@@ -142,13 +151,14 @@ INLINE int adam_block(const node_t *idx, int64_t n, double *m, double *v,
     return 0;
 }
 
-#define ADAM_ARGS const node_t *idx, int64_t n, double *m, double *v, double lr_t,          \
+#define ADAM_ARGS const node_t *idx, int one_block, int64_t n, double *m, double *v, double lr_t,          \
     double beta1, double beta2, double eps, double bias1, double bias2, double *data,       \
     double *grad, uint8_t *tag, status_t *status
 #define ADAM_BODY                                                                           \
     for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {                                             \
         int64_t k = n - i0 < BLOCK ? n - i0 : BLOCK;                                        \
-        if (adam_block(idx + i0, k, m + i0, v + i0, lr_t, beta1, beta2, eps, bias1, bias2,   \
+        if (adam_block(idx + i0, one_block, k, m + i0, v + i0, lr_t, beta1, beta2, eps, bias1, \
+                       bias2,                                                               \
                        data, grad, tag) < 0)                                                \
             return i0 + adam_loop(idx + i0, n - i0, m + i0, v + i0, lr_t, beta1, beta2, eps, \
                                   bias1, bias2, data, grad, tag, status);                   \
@@ -172,11 +182,15 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *
     double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
     double bias2 = 1 - pow(beta2, (double)step + 1.0);
     *status = OP_OK;
-    for (int64_t i = 0; i < n; ++i) assert(idx[i] >= 0 && idx[i] < a->n_nodes);
+    int one_block = 1;  /* consecutive nodes (the usual case): read and written as blocks */
+    for (int64_t i = 0; i < n; ++i) {
+        assert(idx[i] >= 0 && idx[i] < a->n_nodes);
+        one_block &= idx[i] == idx[0] + i;
+    }
 #ifdef HAVE_AVX2_FMA
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return adam_all_avx2(idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
+        return adam_all_avx2(idx, one_block, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
                              a->data, a->grad, a->tag, status);
 #endif
-    return adam_all(idx, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2, a->data, a->grad, a->tag, status);
+    return adam_all(idx, one_block, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2, a->data, a->grad, a->tag, status);
 }
