@@ -322,15 +322,24 @@ def test_non_finite_exponent(base, k):
 
 # ---------------------------------------------------------------- Adam
 
-def test_adam_steps_agree_exactly():
+@pytest.mark.parametrize("n, order", [(50, "made"), (300, "made"), (300, "shuffled")])
+def test_adam_steps_agree_exactly(n, order):
+    # the compiled Adam goes through blocks of parameters, faster where they are
+    # consecutive nodes ("made" order) than where they are not ("shuffled")
     rng = random.Random(3)
-    data = [rng.gauss(0, 0.08) for _ in range(50)] + [0.0, -0.0, 1.0]
-    grads = [[rng.gauss(0, 1) for _ in data] for _ in range(5)]
+    data = [rng.gauss(0, 0.08) for _ in range(n)] + [0.0, -0.0, 1.0]
+    grads = [[rng.gauss(0, 1) * 10.0 ** rng.randint(-6, 1) for _ in data] for _ in range(5)]
     for g in grads:
         g[0] = 0.0  # a zero gradient: m and v decay, the update is 0 / (0 + eps)
+    perm = list(range(len(data)))
+    if order == "shuffled":
+        rng.shuffle(perm)
     results = []
     for engine in (PURE, COMPILED):
-        params = [engine.Value(x) for x in data]
+        made = [engine.Value(x) for x in data]
+        params = [made[i] for i in perm]
+        data_in_order = [data[i] for i in perm]
+        assert [p.data for p in params] == data_in_order
         opt = engine.Adam(params, beta1=0.85, beta2=0.99, eps=1e-8)
         trace = []
         for step, g in enumerate(grads):
@@ -346,23 +355,25 @@ def test_adam_steps_agree_exactly():
     assert pm == cm and pv == cv
 
 
-def test_adam_with_an_overflowing_gradient():
-    """g ** 2 overflows at the second parameter: both engines raise OverflowError
-    there, with the first parameter updated and only m of the second, as the
-    reference loop leaves them."""
+@pytest.mark.parametrize("at", [1, 200])
+def test_adam_with_an_overflowing_gradient(at):
+    """g ** 2 overflows at one parameter: both engines raise OverflowError there,
+    with the parameters before it updated and only m of that one, as the
+    reference loop leaves them (at 200: inside the compiled Adam's second block)."""
     results = []
+    grads = [0.5] * at + [1e200] + [0.1] * 2
     for engine in (PURE, COMPILED):
-        params = [engine.Value(x) for x in (1.0, 2.0, 3.0)]
+        params = [engine.Value(float(i + 1)) for i in range(len(grads))]
         opt = engine.Adam(params, beta1=0.85, beta2=0.99, eps=1e-8)
-        for p, g in zip(params, (0.5, 1e200, 0.1)):
+        for p, g in zip(params, grads):
             p.grad = g
         with pytest.raises(OverflowError):
             opt.step(0.01, 0)
         results.append(([p.data for p in params], [p.grad for p in params], opt.get_state()))
-    assert results[0] == results[1], results
-    data, grads, (m, v) = results[0]
-    assert data[0] != 1.0 and data[1:] == [2.0, 3.0]
-    assert grads == [0, 1e200, 0.1] and m[1] != 0.0 and v[1] == 0.0
+    assert results[0] == results[1]
+    data, got, (m, v) = results[0]
+    assert all(d != i + 1.0 for i, d in enumerate(data[:at])) and data[at:] == [at + 1.0, at + 2.0, at + 3.0]
+    assert got == [0] * at + [1e200, 0.1, 0.1] and m[at] != 0.0 and v[at] == 0.0
 
 
 def test_adam_set_state_round_trips_on_both():
