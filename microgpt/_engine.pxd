@@ -64,7 +64,7 @@ cdef extern from "tape.h":
         int32_t n_used                      # positions of the last forward (0: none yet)
         int64_t params_at                   # the parameters' first node if they are one block, else -1
         double loss
-        int32_t *fwd_end, *bwd_end, *pos_end  # per position: where its instructions / nodes end
+        int32_t *fwd_end, *bwd_end, *graph_end  # per position: where its instructions / graph nodes end
         int64_t *pull_start, *param_start
         int32_t *bwd
         uint8_t *bwd_group, *fwd_code

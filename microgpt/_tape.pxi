@@ -108,7 +108,7 @@ cdef class Tape:
                 grouped += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
             if self.t.bwd_group[i] == 2:
                 by_rows += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
-        return dict(nodes=self.t.pos_end[n - 1] - self.t.n_params, forward=self.t.fwd_end[n - 1],
+        return dict(nodes=self.t.graph_end[n - 1] - self.t.n_params, kept_nodes=self.t.n_nodes, forward=self.t.fwd_end[n - 1],
                     backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped,
                     pulls_by_matrix_rows=by_rows, other_param_reads=self.t.param_start[n],
                     params_in_one_block=self.t.params_at >= 0)

@@ -24,13 +24,13 @@ void tape_free(tape_t *t) {
     free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
     free(t->derived_node); free(t->src_start); free(t->src);
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
-    free(t->param_edge);
+    free(t->param_edge); free(t->graph_end);
     free(t);
 }
 
 /* the built tape's sizes: every count below is set once build() has succeeded */
 typedef struct {
-    int64_t n_fwd, n_pairs, n_bwd, n_pulls, n_param_reads;
+    int64_t n_fwd, n_bwd, n_pulls, n_param_reads;
 } counts_t;
 
 static counts_t counts_of(const tape_t *t) {
@@ -39,28 +39,26 @@ static counts_t counts_of(const tape_t *t) {
     c.n_bwd = t->bwd_end[t->n_pos - 1];
     c.n_pulls = t->pull_start[c.n_bwd];
     c.n_param_reads = t->param_start[t->n_pos];
-    c.n_pairs = 0;
-    for (int64_t i = 0; i < c.n_fwd; ++i)
-        if (t->kind[t->fwd[i]] == K_DOT) c.n_pairs += t->fwd[i] - t->aux[t->fwd[i]];
     return c;
 }
 
 size_t tape_bytes(const tape_t *t) {
-    size_t n = (size_t)t->n_nodes, e = (size_t)t->n_edges, N = (size_t)t->n_pos;
+    size_t n = (size_t)t->n_nodes, N = (size_t)t->n_pos;
     counts_t c = counts_of(t);
     size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
-    return n * (sizeof *t->kind + sizeof *t->op + sizeof *t->operand + sizeof *t->child_start
-                + sizeof *t->pos + sizeof *t->aux + sizeof *t->dot_at + 2 * sizeof *t->x
-                + sizeof *t->grad)
-        + sizeof *t->child_start + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
-        + e * sizeof *t->child
-        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg) + (size_t)c.n_pairs * sizeof *t->dot_pair
-        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->pull_start) + sizeof *t->pull_start
+    return n * (sizeof *t->op + sizeof *t->operand + sizeof *t->pos + 2 * sizeof *t->x + sizeof *t->grad)
+        + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
+        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
+        + (size_t)t->n_pairs * sizeof *t->dot_pair
+        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->pull_start)
+        + sizeof *t->pull_start
         + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
         + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
         + (N + 1) * sizeof *t->param_start
-        + (size_t)t->mv_end[N - 1] * sizeof *t->mv + N * (sizeof *t->mv_end + sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end + sizeof *t->loss_node
-               + sizeof *t->target_edge + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
+        + (size_t)t->mv_end[N - 1] * sizeof *t->mv
+        + N * (sizeof *t->mv_end + sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end
+               + sizeof *t->graph_end + sizeof *t->loss_node + sizeof *t->target_edge
+               + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
         + N * (size_t)t->n_cand * sizeof *t->cand
         + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
                                       + sizeof *t->token_pos + sizeof *t->token_col)
@@ -332,6 +330,86 @@ static int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
     }
 }
 
+/* After packing, nothing refers to a chain's inner nodes (their gradients are
+ * the top's, their values are never kept), and they are most of a step's
+ * nodes. Number the rest 0.. in the same order (parameters first, as they
+ * were), rewrite every reference, and keep per node only what a replay reads:
+ * op, operand, position, value, local grad slot, gradient. The edge lists and
+ * node kinds the builder needed go. */
+#define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
+static const char *renumber(tape_t *t) {
+    int32_t n = t->n_nodes, N = t->n_pos, m = 0;
+    int32_t *nw = NULL;
+    if (!NEW(nw, n)) return "out of memory";
+    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
+    int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
+    uint8_t *op = NULL;
+    double *operand = NULL, *x = NULL, *grad = NULL;
+    int32_t *pos = NULL;
+    if (!NEW(op, m) || !NEW(operand, m) || !NEW(pos, m) || !NEW(x, 2 * (int64_t)m + 1) || !NEW(grad, m)
+        || !NEW(t->graph_end, N)) {
+        free(op); free(operand); free(pos); free(x); free(grad); free(nw);
+        return "out of memory";
+    }
+    /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
+#define SRC(v) do { int32_t s_ = (v), r_ = s_ == 2 * n ? 2 * m : s_ >= n ? nw[s_ - n] : nw[s_]; \
+                     if (r_ < 0) goto inner;                                                  \
+                     (v) = s_ == 2 * n ? r_ : s_ >= n ? m + r_ : r_; } while (0)
+    for (int32_t L = 0; L < n; ++L) {
+        if (nw[L] < 0) continue;
+        op[nw[L]] = t->op[L];
+        operand[nw[L]] = t->operand[L];
+        pos[nw[L]] = t->pos[L];
+        x[nw[L]] = t->x[L];  /* the constants' values */
+    }
+    x[2 * (int64_t)m] = 1.0;
+    for (int32_t p = 0; p < N; ++p) {
+        t->graph_end[p] = t->pos_end[p];
+        int32_t e = t->pos_end[p];
+        while (e < n && nw[e] < 0) ++e;  /* the first kept node past position p */
+        t->pos_end[p] = e < n ? nw[e] : m;
+        RENUM(t->loss_node[p]);
+        RENUM(t->target_owner[p]);
+        SRC(t->target_src[p]);
+    }
+    for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j) RENUM(t->cand[j]);
+    for (int64_t j = 0; j < t->n_derived; ++j) RENUM(t->derived_node[j]);
+    for (int64_t j = 0; j < t->src_start[t->n_derived]; ++j) RENUM(t->src[j]);
+    for (int64_t i = 0; i < n_fwd; ++i) {
+        int32_t *A = t->fwd_arg + 3 * i;
+        switch (t->fwd_code[i]) {
+        case F_ADD: case F_MUL: RENUM(A[0]); RENUM(A[1]); break;
+        case F_ONE_CHILD: case F_COPY: RENUM(A[0]); break;
+        case F_DOT: case F_DOT4: case F_MV4: RENUM(A[1]); break;  /* a group's members are F_DOT or F_DOT4 too */
+        default: break;  /* F_DERIVED: an index of the derived list */
+        }
+        RENUM(t->fwd[i]);
+    }
+    for (int64_t j = 0; j < t->n_pairs; ++j) RENUM(t->dot_pair[j]);
+    for (int64_t b = 0; b < n_bwd; ++b) RENUM(t->bwd[b]);
+    for (int64_t k = 0; k < t->pull_start[n_bwd]; ++k) {
+        RENUM(t->pull_parent[k]);
+        SRC(t->pull_src[k]);
+    }
+    for (int64_t k = 0; k < t->param_start[N]; ++k) {
+        RENUM(t->param_parent[k]);
+        SRC(t->param_src[k]);
+    }
+#undef SRC
+    free(nw);
+    free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
+    t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
+    free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free(t->child);
+    t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL;
+    t->n_edges = 0;
+    t->n_nodes = m;
+    return NULL;
+inner:
+    free(nw); free(op); free(operand); free(pos); free(x); free(grad);
+    return "a chain's inner node is read from outside it";
+}
+#undef RENUM
+
 /* The replay's program from the checked node lists: the forward's and the
  * backward's instruction lists, the pulls with their local gradients' places,
  * a chain's inner products replaced by its top wherever their gradient is
@@ -354,6 +432,7 @@ static const char *pack(tape_t *t) {
             n_pairs += L - s;
         }
     if (!NEW(t->dot_pair, n_pairs)) { free(top); free(last_pow); return "out of memory"; }
+    t->n_pairs = n_pairs;
 
     /* the forward */
     int64_t nf = 0, pair = 0;
@@ -516,7 +595,7 @@ static const char *pack(tape_t *t) {
     free(top);
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
     t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->npull_edge = NULL; t->param_edge = NULL;
-    return NULL;
+    return renumber(t);
 }
 
 static const char *build(builder_t *b) {

@@ -85,6 +85,7 @@ typedef struct {
     int32_t *fwd_arg;       /* 3 each: its operands (children, or where its chain's list is) */
     int32_t *fwd_end;
     int32_t *dot_pair;      /* each chain's products' two children, in order */
+    int64_t n_pairs;
     int32_t *mv;            /* the F_MV4 groups (four rows of one matrix times one vector) */
     int32_t *mv_end;        /* ... position p's end */
 
@@ -114,6 +115,7 @@ typedef struct {
 
     /* positions: node ranges, losses, slots */
     int32_t *pos_end;       /* local index one past position p's last node */
+    int32_t *graph_end;     /* ... counted in the recorded graph's nodes (P + nodes made) */
     int32_t *loss_node;     /* local index of -log(probs[target]) of position p */
     int64_t *target_edge;   /* the edge of position p that reads probs[target] */
     int32_t *target_owner;  /* the node that owns it (the position's log) */
