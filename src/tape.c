@@ -360,7 +360,7 @@ static const char *renumber(tape_t *t) {
         op[nw[L]] = t->op[L];
         operand[nw[L]] = t->operand[L];
         pos[nw[L]] = t->pos[L];
-        x[nw[L]] = t->x[L];  /* the constants' values */
+        if (L >= t->n_params && t->kind[L] == K_CONST) x[nw[L]] = t->operand[L];  /* constants never change */
     }
     x[2 * (int64_t)m] = 1.0;
     for (int32_t p = 0; p < N; ++p) {
@@ -441,7 +441,7 @@ static const char *pack(tape_t *t) {
         while (L >= t->pos_end[q]) t->fwd_end[q++] = (int32_t)nf;
         uint8_t code;
         switch (t->kind[L]) {
-        case K_CONST: t->x[L] = t->operand[L]; continue;  /* constants never change */
+        case K_CONST: continue;
         case K_INTERIOR: continue;
         case K_DERIVED: code = F_DERIVED; break;
         case K_DOT: {
@@ -531,7 +531,6 @@ static const char *pack(tape_t *t) {
         }
         while (p < N) t->mv_end[p++] = k;
     }
-    t->x[2 * (int64_t)n] = 1.0;
 
     /* the backward: every node that takes a gradient */
     int64_t nb = 0, n_pulls = 0;
@@ -626,7 +625,7 @@ static const char *build(builder_t *b) {
     int32_t n = t->n_nodes;
     int64_t E = t->n_edges;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
-        || !NEW(t->x, 2 * (int64_t)n + 1) || !NEW(t->grad, n) || !NEW(t->pos, n) || !NEW(t->reached, P)
+        || !NEW(t->pos, n) || !NEW(t->reached, P)
         || !NEW(t->aux, n) || !NEW(t->dot_at, n) || !NEW(t->child, E) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N) || !NEW(t->target_src, N)
         || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
