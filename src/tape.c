@@ -16,7 +16,7 @@ void tape_free(tape_t *t) {
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
     free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
     free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
-    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
+    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
     free(t->pull_block);
     free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
     free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
@@ -50,7 +50,7 @@ size_t tape_bytes(const tape_t *t) {
         + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
         + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
         + (size_t)t->n_pairs * sizeof *t->dot_pair
-        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->pull_start)
+        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->bwd_lanes + sizeof *t->pull_start)
         + sizeof *t->pull_start
         + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
         + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
@@ -247,6 +247,7 @@ enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4 };
  * the backward sums four nodes' pulls at once where none is a parent of
  * another. Each sum is the same sequence of additions as alone. */
 #define SIDE 4
+#define MAX_LANES 1024  /* the longest vector summed as a run (its sums live on the stack) */
 
 static void group_dots(tape_t *t, int64_t nf) {
     for (int64_t i = 0; i + SIDE <= nf; ++i) {
@@ -315,6 +316,28 @@ static void group_pulls(tape_t *t, int64_t nb) {
         }
         if (mv) t->bwd_group[b] = 2;
         b -= SIDE - 1;
+    }
+    /* runs of such groups, one after another, over the same parents with their
+     * weights still side by side: a whole vector read by a matrix's rows */
+    for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
+        if (t->bwd_group[b] != 2) continue;
+        int64_t k0 = t->pull_start[b], count = t->pull_start[b + 1] - k0, e = b;
+        while (e - SIDE >= SIDE - 1 && b - (e - SIDE) + 1 <= MAX_LANES && t->bwd_group[e - SIDE] == 2
+               && t->pull_start[e - SIDE + 1] - t->pull_start[e - SIDE] == count) {
+            int64_t kk = t->pull_start[e - SIDE];
+            int32_t shift = (int32_t)(b - (e - SIDE));
+            int ok = 1;
+            for (int64_t j = 0; j < count && ok; ++j)
+                ok = t->pull_parent[kk + j] == t->pull_parent[k0 + j]
+                    && t->pull_src[kk + j] == t->pull_src[k0 + j] - shift && t->pull_src[k0 + j] - shift - (SIDE - 1) >= 0;
+            if (!ok) break;
+            e -= SIDE;
+        }
+        if (e < b) {
+            t->bwd_group[b] = 3;
+            t->bwd_lanes[b] = (int32_t)(b - e + SIDE);
+        }
+        b = e - (SIDE - 1);
     }
 }
 
@@ -560,7 +583,7 @@ static const char *pack(tape_t *t) {
     }
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
     t->pull_start[nb] = k_out;
-    if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb)) { free(top); return "out of memory"; }
+    if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) { free(top); return "out of memory"; }
     for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
     group_pulls(t, nb);
 
@@ -960,6 +983,11 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     return OP_OK;
 }
 
+/* acc[i] += w[i] * gt, each lane its own sum (the compiler may run several lanes per instruction) */
+static void add_row(double *restrict acc, const double *restrict w, double gt, int32_t lanes) {
+    for (int32_t i = 0; i < lanes; ++i) acc[i] = acc[i] + w[i] * gt;
+}
+
 /* Four rows of one matrix: parameter w_c[j] adds v[j] * g_c (its product's
  * local grad is the vector's entry, the product's gradient its row's). The
  * rows are distinct parameters, the vector other nodes: nothing here aliases. */
@@ -988,6 +1016,18 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
 
     for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
         int32_t L = t->bwd[b];
+        if (t->bwd_group[b] == 3) {  /* a whole vector read by a matrix's rows: a row at a time */
+            int32_t lanes = t->bwd_lanes[b];
+            const int32_t *p0 = pp + ps[b], *s0 = src + ps[b];
+            int64_t count = ps[b + 1] - ps[b];
+            double acc[MAX_LANES];  /* acc[i]: entry b - (lanes - 1 - i), whose weight is w[i] */
+            for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
+            for (int64_t j = 0; j < count; ++j)
+                if (p0[j] < end) add_row(acc, x + s0[j] - (lanes - 1), g[p0[j]], lanes);
+            for (int32_t i = 0; i < lanes; ++i) g[t->bwd[b - (lanes - 1 - i)]] = acc[i];
+            b -= lanes - 1;
+            continue;
+        }
         if (t->bwd_group[b] == 2 && b >= SIDE - 1) {  /* the same, for a vector read by a matrix's rows */
             const int32_t *p0 = pp + ps[b], *s0 = src + ps[b];
             int64_t count = ps[b + 1] - ps[b];

@@ -97,7 +97,9 @@ typedef struct {
     uint8_t *bwd_kind;      /* the node's kind_t */
     uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (see tape.c);
                              * 2: ... and they are a vector read by the rows of one matrix: the
-                             * same parents, entry b-k's weight k before entry b's */
+                             * same parents, entry b-k's weight k before entry b's;
+                             * 3: a run of bwd_lanes[b] such entries (several groups of 2) */
+    int32_t *bwd_lanes;
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
