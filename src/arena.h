@@ -73,6 +73,19 @@ int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
 
+/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c).
+ * keep: n_nodes - from entries, keep[i - from] nonzero for the nodes held
+ * from outside (a handle, an optimizer). A node is live if kept or a child of
+ * a live node: children have smaller indices than their parents, so one sweep
+ * from the top down marks everything reachable. Live nodes then slide down in
+ * creation order (their columns, edges and epochs with them; child indices
+ * remapped), so children stay below parents and every node keeps its floats.
+ * On return keep[i - from] is node i's new index, or -1 if it was reclaimed.
+ * Nodes below from are neither moved nor reclaimed (they may still be
+ * children). The epoch is bumped: whatever cached node indices checks it.
+ * Returns the number of nodes reclaimed. */
+int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep);
+
 /* backward.c: the reference's order. The depth-first post-order from root over
  * children in order, each node once, written to a->topo; returns its length. */
 int64_t arena_topo(arena_t *a, node_t root);
