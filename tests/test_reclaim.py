@@ -224,3 +224,48 @@ def test_replayed_training_after_the_parameters_moved(names_txt):
 
     run.trainer.run(on_step=collect)
     assert losses == golden["losses"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scopes_reclaims_and_dropped_handles_interleaved(seed):
+    """Random work in a small arena: scopes opened and closed, handles dropped, reclaims
+    forced or triggered by full columns. Every value kept outside the scopes is the
+    pure engine's; every handle made inside a closed scope is stale."""
+    rng = random.Random(seed)
+    arena = Arena()
+    kept_c, kept_p, stale, scopes = [arena.value(1.25)], [PURE.Value(1.25)], [], []
+    for _ in range(3000):
+        r = rng.random()
+        if r < 0.05 and len(scopes) < 3:
+            scopes.append((arena.graph().__enter__(), []))
+        elif r < 0.10 and scopes:
+            scope, made = scopes.pop()
+            scope.__exit__(None, None, None)
+            stale.extend(made)
+        elif r < 0.12:
+            arena.reclaim()
+        else:
+            i = rng.randrange(len(kept_c))
+            k = rng.uniform(-1, 1)
+            c = (kept_c[i] * k + kept_c[-1]).relu() + 0.5
+            for _ in range(rng.randrange(3)):
+                kept_c[i] * 2.0 + c  # thrown away: garbage above the innermost mark
+            if scopes:
+                scopes[-1][1].append(c)
+            else:
+                kept_c.append(c)
+                kept_p.append((kept_p[i] * k + kept_p[-1]).relu() + 0.5)
+                if len(kept_c) > 50:  # drop an old one: its graph lives on only through its parents
+                    j = rng.randrange(1, len(kept_c) - 1)
+                    del kept_c[j], kept_p[j]
+    while scopes:
+        scope, made = scopes.pop()
+        scope.__exit__(None, None, None)
+        stale.extend(made)
+    kept_c[-1].backward()
+    kept_p[-1].backward()
+    assert [(bits(c.data), bits(c.grad)) for c in kept_c] == [(bits(p.data), bits(p.grad)) for p in kept_p]
+    for s in stale:
+        with pytest.raises(StaleValueError):
+            s.data
+    assert arena.reclaimed > 0
