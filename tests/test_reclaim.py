@@ -269,3 +269,28 @@ def test_scopes_reclaims_and_dropped_handles_interleaved(seed):
         with pytest.raises(StaleValueError):
             s.data
     assert arena.reclaimed > 0
+
+
+def test_a_backward_after_the_graph_and_parameters_moved(names_txt):
+    """A reclaim between forward and backward: the compiled graph moves under its loss
+    handle, and a replay's tape takes its parameters' new rows (the epoch changed)."""
+    from microgpt.model import parameters
+    from microgpt.run import RunSettings, build_run
+    arena = E.default_arena()
+    grads = []
+    for eng in (E, get_engine("replay")):
+        junk = [E.Value(0.0) for _ in range(3000)]  # below the parameters
+        run = build_run(eng, RunSettings(input=str(names_txt), seed=42, steps=20))
+        del junk
+        params = parameters(run.sd)
+        loss = run.trainer.forward(run.trainer.tokens_at(0))
+        assert (type(loss).__name__ == "ReplayedLoss") == (eng.name == "replay")
+        rows = [p.node for p in params]
+        assert arena.reclaim() >= 3000
+        assert [p.node for p in params] != rows
+        run.trainer.backward(loss)
+        grads.append([bits(p.grad) for p in params])
+        del loss, run, params
+    from support import load_golden
+    golden = load_golden("names_default_step0_grads.json")["grads"]
+    assert grads[0] == grads[1] == [bits(g) for rows in golden.values() for row in rows for g in row]
