@@ -220,25 +220,27 @@ cdef class Value:
     def relu(self):
         return unary(self, op_relu, OP_RELU)
 
-    # -- the rest are compositions, written exactly as in the pure engine
+    # -- the rest are compositions, written as in the pure engine; where the
+    #    outer operator's left operand is this Value it is called directly
+    #    (binary(OP_ADD, self, y) is what self + y runs), saving a dispatch
 
     def __neg__(self):
-        return self * -1
+        return binary(OP_MUL, self, -1)  # self * -1
 
     def __radd__(self, other):
-        return self + other
+        return binary(OP_ADD, self, other)  # self + other
 
     def __sub__(self, other):
-        return self + (-other)
+        return binary(OP_ADD, self, -other)  # self + (-other)
 
     def __rsub__(self, other):
         return other + (-self)
 
     def __rmul__(self, other):
-        return self * other
+        return binary(OP_MUL, self, other)  # self * other
 
     def __truediv__(self, other):
-        return self * other ** -1
+        return binary(OP_MUL, self, other ** -1)  # self * other ** -1
 
     def __rtruediv__(self, other):
         return other * self ** -1
