@@ -11,6 +11,11 @@
  * a sample's graph) and bumps the arena's epoch, so handles into the dropped
  * part are recognised as stale: a handle is valid while index < n_nodes and
  * epoch[index] equals the epoch it was created with.
+ *
+ * Reclaiming (arena_reclaim) drops the nodes nothing reaches and slides the
+ * rest down in order, each with its epoch: a live handle is re-pointed by its
+ * owner, and a stale one stays stale (the nodes of its epoch all lie below the
+ * mark it was released at, and sliding only moves nodes down).
  */
 #ifndef MICROGPT_ARENA_H
 #define MICROGPT_ARENA_H
@@ -23,7 +28,7 @@
 #include "ops.h"
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
-typedef uint64_t epoch_t;  /* counts releases; 64 bits never wrap, so a stale handle never passes */
+typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
 
 typedef struct {
     /* node columns, n_nodes used of cap_nodes */
@@ -48,7 +53,7 @@ typedef struct {
     node_t *stack_node;    /* explicit DFS stack: node, and the next edge to visit */
     int64_t *stack_edge;
 
-    epoch_t cur_epoch;     /* bumped by every release */
+    epoch_t cur_epoch;     /* bumped by every release and every reclaim */
     uint32_t cur_visit;    /* bumped by every backward walk */
 } arena_t;
 
