@@ -55,6 +55,8 @@ cdef class Adam:
             if not alive(p):
                 raise StaleValueError("a parameter's node was released; create parameters "
                                       "outside any graph() scope")
+            if p.arena is not self.arena:  # re-initialised (Value.__init__) in another arena
+                raise ArenaMismatchError("Adam's parameters must all live in one arena")
             self.idx[i] = p.index  # its row now (reclaiming may have moved it), as the
                                    # pure Adam follows its Value objects
         cdef status_t s

@@ -294,3 +294,14 @@ def test_a_backward_after_the_graph_and_parameters_moved(names_txt):
     from support import load_golden
     golden = load_golden("names_default_step0_grads.json")["grads"]
     assert grads[0] == grads[1] == [bits(g) for rows in golden.values() for row in rows for g in row]
+
+
+def test_adam_refuses_a_parameter_moved_to_another_arena():
+    from microgpt import ArenaMismatchError
+    p, q = E.Value(1.0), E.Value(2.0)
+    opt = E.Adam([p, q], beta1=0.85, beta2=0.99, eps=1e-8)
+    other = Arena()
+    with other.graph():
+        q.__init__(1.0, (other.value(0.0),), (1.0,))  # now a custom node there
+        with pytest.raises(ArenaMismatchError):
+            opt.step(0.01, 0)
