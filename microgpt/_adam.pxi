@@ -4,8 +4,9 @@
 cdef class Adam:
     """Adam over parameter Values of one arena, with the reference's arithmetic, in C."""
     cdef Arena arena
-    cdef node_t *idx           # (n,) node index of each parameter
-    cdef epoch_t *epochs       # (n,) epoch of each, to refuse released parameters
+    cdef tuple held            # the parameter handles: they keep the nodes live, and know
+                               #   their rows after the arena reclaims (a copy of params)
+    cdef node_t *idx           # (n,) node index of each parameter, taken from held at each step
     cdef double *m             # (n,) first moment
     cdef double *v             # (n,) second moment
     cdef int64_t n
@@ -14,13 +15,13 @@ cdef class Adam:
 
     def __cinit__(self, params, double beta1=0.85, double beta2=0.99, double eps=1e-8):
         self.params = list(params)
+        self.held = tuple(self.params)
         self.n = len(self.params)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.idx = <node_t *>malloc(max(self.n, 1) * sizeof(node_t))
-        self.epochs = <epoch_t *>malloc(max(self.n, 1) * sizeof(epoch_t))
         self.m = <double *>malloc(max(self.n, 1) * sizeof(double))
         self.v = <double *>malloc(max(self.n, 1) * sizeof(double))
-        if not (self.idx and self.epochs and self.m and self.v):
+        if not (self.idx and self.m and self.v):
             raise MemoryError()
         cdef int64_t i
         cdef Value p
@@ -34,13 +35,11 @@ cdef class Adam:
             elif p.arena is not self.arena:
                 raise ArenaMismatchError("Adam's parameters must all live in one arena")
             self.idx[i] = p.index
-            self.epochs[i] = p.epoch
             self.m[i] = 0.0
             self.v[i] = 0.0
 
     def __dealloc__(self):
         free(self.idx)
-        free(self.epochs)
         free(self.m)
         free(self.v)
 
@@ -50,10 +49,16 @@ cdef class Adam:
             return
         cdef arena_t *a = &self.arena.a
         cdef int64_t i
+        cdef Value p
         for i in range(self.n):
-            if self.idx[i] >= a.n_nodes or a.epoch[self.idx[i]] != self.epochs[i]:
+            p = <Value>self.held[i]
+            if not alive(p):
                 raise StaleValueError("a parameter's node was released; create parameters "
                                       "outside any graph() scope")
+            if p.arena is not self.arena:  # re-initialised (Value.__init__) in another arena
+                raise ArenaMismatchError("Adam's parameters must all live in one arena")
+            self.idx[i] = p.index  # its row now (reclaiming may have moved it), as the
+                                   # pure Adam follows its Value objects
         cdef status_t s
         arena_adam(a, self.idx, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
         if s == OP_ZERODIV:

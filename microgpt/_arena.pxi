@@ -3,9 +3,13 @@
 
 @cython.auto_pickle(False)
 cdef class Arena:
-    """Owns the columns of one graph store; grows by doubling, frees on collection.
+    """Owns the columns of one graph store; frees them on collection.
 
-    Nodes made inside ``with arena.graph():`` are released when it ends.
+    Nodes made inside ``with arena.graph():`` are released when it ends. When
+    the columns are full, nodes no handle reaches are reclaimed first (live
+    nodes slide down in creation order; their handles follow), and the columns
+    double only if that freed less than half of them. Nodes below the mark of
+    an open scope or of ``mark()`` are never moved, so marks stay valid.
     """
 
     def __cinit__(self):
@@ -19,7 +23,9 @@ cdef class Arena:
 
     def value(self, data):
         """A new leaf Value in this arena."""
-        cdef node_t i = arena_leaf(&self.a, OP_LEAF, <double>data)
+        cdef double x = <double>data
+        make_room(self, 1, 0)
+        cdef node_t i = arena_leaf(&self.a, OP_LEAF, x)
         if i >= 0:
             set_int_tag(self, i, TAG_DATA_INT, data)
         return make(self, i)
@@ -32,13 +38,35 @@ cdef class Arena:
         return self.a.n_edges
 
     def mark(self):
-        """The current size; release(mark) drops every node made after it."""
+        """The current size; release(mark) drops every node made after it.
+        The nodes below a mark are not moved by reclaiming until a release
+        to it or below (so the mark keeps meaning the same nodes)."""
+        self.pinned = self.a.n_nodes
         return self.a.n_nodes
 
     def release(self, int64_t mark):
         if mark < 0 or mark > self.a.n_nodes:
             raise ValueError(f"mark {mark} is outside the arena (0..{self.a.n_nodes})")
         arena_release(&self.a, mark)
+        if self.pinned > mark:
+            self.pinned = mark
+
+    def reclaim(self):
+        """Reclaim now what the arena reclaims when it is full: the nodes (above
+        any open scope's or mark()'s mark) that no handle reaches, directly or
+        through live parents. Live nodes keep their order and values; their
+        indices (``Value.node``) may change. Returns the number reclaimed."""
+        return reclaim(self)
+
+    @property
+    def reclaimed(self):
+        """Nodes reclaimed so far."""
+        return self.reclaimed
+
+    @property
+    def capacity(self):
+        """Nodes the columns hold before they must reclaim or grow."""
+        return self.a.cap_nodes
 
     def replay(self, int64_t start=0):
         """Recompute every node from index start on, in creation order, from its
@@ -112,6 +140,7 @@ cdef class GraphScope:
     cdef Arena arena
     cdef int64_t mark
     cdef int64_t depth      # how many scopes of the arena were open when this one opened
+    cdef int64_t pinned     # the arena's pinned mark before this scope opened
 
     def __cinit__(self, Arena arena not None):
         self.arena = arena
@@ -121,6 +150,8 @@ cdef class GraphScope:
         if self.mark >= 0:
             raise RuntimeError("this graph scope is already open")
         self.mark = self.arena.a.n_nodes
+        self.pinned = self.arena.pinned
+        self.arena.pinned = self.mark  # reclaiming never moves what lies below the mark
         self.depth = self.arena.open_scopes
         self.arena.open_scopes += 1
         return self
@@ -131,6 +162,7 @@ cdef class GraphScope:
         if self.arena.open_scopes != self.depth + 1:
             raise RuntimeError("graph scopes must close in the reverse order they were opened")
         arena_release(&self.arena.a, self.mark)
+        self.arena.pinned = self.pinned if self.pinned < self.mark else self.mark
         self.arena.open_scopes -= 1
         self.mark = -1
         return False

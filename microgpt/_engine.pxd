@@ -46,6 +46,9 @@ cdef extern from "arena.h":
     int arena_init(arena_t *a) nogil
     void arena_free(arena_t *a) nogil
     void arena_release(arena_t *a, int64_t mark) nogil
+    int64_t arena_reclaim(arena_t *a, int64_t start, node_t *keep) nogil
+    int arena_grow_nodes(arena_t *a, int64_t need) nogil
+    int arena_grow_edges(arena_t *a, int64_t need) nogil
     int64_t arena_backward(arena_t *a, node_t root) nogil
     status_t arena_replay(arena_t *a, int64_t start, int *custom) nogil
     int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
@@ -105,6 +108,8 @@ cdef class Arena:
     cdef list derived                       # (const node, sign, source nodes) noted while recording
     cdef PyObject **handles                 # node -> its live Value handle (borrowed; cleared by
     cdef int64_t handles_cap                #   the handle's dealloc), so one object per node
+    cdef int64_t pinned                     # nodes below it are never moved: a scope's or mark()'s mark
+    cdef int64_t reclaimed                  # nodes reclaimed so far (for inspection)
 
 
 cdef class Value:

@@ -9,8 +9,13 @@ the same graph and compute the same floats. Backward and Adam run in C.
 
 Handles are not tracked by Python's cyclic garbage collector (they cannot form
 cycles: an Arena refers to no Value), so a step's 60,000 temporaries cost no
-collection passes. A graph scope (``graph()``) releases the nodes made inside
-it; a handle to a released node raises StaleValueError on any use.
+collection passes. Memory follows the live graph: a node is live while its
+handle exists or a live node has it as a child (an optimizer or a tape holds
+its parameters' handles). When the columns are full the arena reclaims the
+rest before it grows, sliding live nodes down in creation order and
+re-pointing their handles (``reclaim``). A graph scope (``graph()``) is the
+fast path: it releases the nodes made inside it at once; a handle to a
+released node raises StaleValueError on any use.
 
 The parts, one job each (Cython includes, compiled as one module):
     _arena.pxi   Arena (the columns) and graph scopes
@@ -70,13 +75,15 @@ cdef int raise_nomem() except -1:
 
 
 cdef int remember(Arena arena, node_t i, Value h) except -1:
-    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it)."""
+    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it).
+    Every live handle is in the table: that is how reclaiming finds what is held."""
     cdef int64_t cap
     cdef PyObject **t
     if i >= arena.handles_cap:
         cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
         t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
         if t == NULL:
+            h.arena = None  # a handle outside the table could not keep its node: never alive
             raise_nomem()
         memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
         arena.handles = t
@@ -105,6 +112,55 @@ cdef inline Value make(Arena arena, node_t i):
     h.epoch = arena.a.cur_epoch
     remember(arena, i, h)
     return h
+
+
+cdef int reclaim(Arena arena) except -1:
+    """Reclaim the nodes above arena.pinned that no handle reaches, directly or
+    through live parents (src/arena.c arena_reclaim), and re-point the live
+    handles at their nodes' new rows. Not while a step is recorded: a recording
+    notes node indices. Returns the number of nodes reclaimed."""
+    cdef arena_t *a = &arena.a
+    cdef int64_t lo = arena.pinned, n = a.n_nodes, i, top
+    if arena.recording or lo >= n:
+        return 0
+    cdef node_t *keep = <node_t *>malloc((n - lo) * sizeof(node_t))
+    if keep == NULL:
+        return 0  # growing instead is always correct
+    memset(keep, 0, (n - lo) * sizeof(node_t))
+    top = n if n < arena.handles_cap else arena.handles_cap
+    cdef PyObject *h
+    for i in range(lo, top):
+        h = arena.handles[i]
+        if h != NULL:
+            if (<Value>h).epoch == a.epoch[i]:
+                keep[i - lo] = 1
+            else:
+                arena.handles[i] = NULL  # a stale handle (its node was released): off the table
+    cdef int64_t freed = arena_reclaim(a, lo, keep)
+    for i in range(lo, top):  # new rows are never above old ones: one pass upwards
+        h = arena.handles[i]
+        if h != NULL:
+            arena.handles[i] = NULL
+            (<Value>h).index = keep[i - lo]
+            arena.handles[keep[i - lo]] = h
+    free(keep)
+    arena.reclaimed += freed
+    return freed
+
+
+cdef inline int make_room(Arena arena, int64_t nodes, int64_t edges) except -1:
+    """Before appending up to nodes nodes with edges edges: when the columns are
+    full, reclaim first, and grow only if that left less than half of them free.
+    Called before an operation reads the node indices it appends with (they may move)."""
+    cdef arena_t *a = &arena.a
+    if a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges:
+        return 0
+    reclaim(arena)
+    if 2 * (a.n_nodes + nodes) > a.cap_nodes:
+        arena_grow_nodes(a, 2 * (a.n_nodes + nodes))  # on failure the append itself grows or fails
+    if 2 * (a.n_edges + edges) > a.cap_edges:
+        arena_grow_edges(a, 2 * (a.n_edges + edges))
+    return 0
 
 
 cdef int raise_status(status_t s) except -1:

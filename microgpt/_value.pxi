@@ -30,8 +30,10 @@ cdef Value binary(uint8_t op, Value x, object y):
         if o.arena is not x.arena:
             raise ArenaMismatchError("cannot combine Values from two different arenas")
         check(o)
+        make_room(x.arena, 1, 2)  # may move nodes: indices are read after it
         j = o.index
     else:
+        make_room(x.arena, 2, 2)
         j = arena_leaf(&x.arena.a, OP_CONST, c)
         if j < 0:
             raise_nomem()
@@ -62,6 +64,7 @@ cdef Value power(Value x, object k):
     cdef status_t s = op_pow(x.arena.a.data[x.index], kd, km1, &out, &lg)
     if s != OP_OK:
         raise_status(s)
+    make_room(x.arena, 1, 1)  # may move nodes: x.index is read after it
     # a replay recomputes k - 1 from the double k; where that is not Python's
     # k - 1 (an int beyond 2**53), the node keeps its computed local grad
     cdef uint8_t op = OP_POW if km1 == kd - 1.0 else OP_CUSTOM
@@ -96,6 +99,7 @@ cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nog
     cdef status_t s = f(x.arena.a.data[x.index], &out, &lg)
     if s != OP_OK:
         raise_status(s)
+    make_room(x.arena, 1, 1)  # may move nodes: x.index is read after it
     return make_tagged(x.arena, arena_node(&x.arena.a, op, out, 0.0, 1, &x.index, &lg), op, 0)
 
 
@@ -117,6 +121,7 @@ cdef class Value:
             spoil(arena, "a number derived from data became a new Value")
         cdef node_t i
         if len(children) == 0 and len(local_grads) == 0:
+            make_room(arena, 1, 0)
             i = arena_leaf(&arena.a, OP_LEAF, x)
         else:
             arena = custom_arena(children, local_grads)
@@ -215,25 +220,27 @@ cdef class Value:
     def relu(self):
         return unary(self, op_relu, OP_RELU)
 
-    # -- the rest are compositions, written exactly as in the pure engine
+    # -- the rest are compositions, written as in the pure engine; where the
+    #    outer operator's left operand is this Value it is called directly
+    #    (binary(OP_ADD, self, y) is what self + y runs), saving a dispatch
 
     def __neg__(self):
-        return self * -1
+        return binary(OP_MUL, self, -1)  # self * -1
 
     def __radd__(self, other):
-        return self + other
+        return binary(OP_ADD, self, other)  # self + other
 
     def __sub__(self, other):
-        return self + (-other)
+        return binary(OP_ADD, self, -other)  # self + (-other)
 
     def __rsub__(self, other):
         return other + (-self)
 
     def __rmul__(self, other):
-        return self * other
+        return binary(OP_MUL, self, other)  # self * other
 
     def __truediv__(self, other):
-        return self * other ** -1
+        return binary(OP_MUL, self, other ** -1)  # self * other ** -1
 
     def __rtruediv__(self, other):
         return other * self ** -1
@@ -326,28 +333,34 @@ cdef node_t custom_node(Arena arena, double x, object children, object local_gra
     cdef Py_ssize_t n = len(children), j
     cdef node_t *kids = <node_t *>malloc(n * sizeof(node_t) + 1)
     cdef double *lg = <double *>malloc(n * sizeof(double) + 1)
+    cdef uint8_t *lg_int = <uint8_t *>malloc(n + 1)
     cdef node_t i
-    if kids == NULL or lg == NULL:
+    if kids == NULL or lg == NULL or lg_int == NULL:
         free(kids)
         free(lg)
+        free(lg_int)
         raise_nomem()
     try:
         for j, g in enumerate(local_grads):
             if type(g) is DerivedNumber:
                 spoil(arena, "a number derived from data became a local gradient")
             lg[j] = <double>g
-        for j, c in enumerate(children):
+            lg_int[j] = isinstance(g, int)
+        for c in children:
             check(<Value>c)
+        make_room(arena, 1, n)  # before the children's indices are read: they may move
+        for j, c in enumerate(children):
             kids[j] = (<Value>c).index
         if arena.recording:
             spoil(arena, "the step has a user-defined node (its local grads were given)")
         i = arena_node(&arena.a, OP_CUSTOM, x, 0.0, <int>n, kids, lg)
-        if i >= 0:
-            for j, g in enumerate(local_grads):
-                arena.a.lg_int[arena.a.child_start[i] + j] = isinstance(g, int)
+        if i >= 0:  # no Python code ran since the append: i is still the node's row
+            for j in range(n):
+                arena.a.lg_int[arena.a.child_start[i] + j] = lg_int[j]
     finally:
         free(kids)
         free(lg)
+        free(lg_int)
     return i
 
 

@@ -1,4 +1,4 @@
-/* arena.c: the columns: growth, release, and the forward half of a replay. */
+/* arena.c: the columns: growth, release, reclaiming, and the forward half of a replay. */
 #include "arena.h"
 
 #include <string.h>
@@ -92,6 +92,57 @@ void arena_release(arena_t *a, int64_t mark) {
     a->n_edges = a->child_start[mark];
     /* every handle made before now fails the epoch check if its index is >= mark */
     a->cur_epoch++;
+}
+
+int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
+    int64_t n = a->n_nodes;
+    if (from < 0) from = 0;
+    if (from >= n) return 0;
+    node_t *child = a->child;
+    int64_t *start = a->child_start;
+
+    /* mark: a live node makes its children live (they lie below it) */
+    for (int64_t i = n - 1; i >= from; --i) {
+        if (!keep[i - from]) continue;
+        keep[i - from] = 1;
+        for (int64_t e = start[i]; e < start[i + 1]; ++e)
+            if (child[e] >= from) keep[child[e] - from] = 1;
+    }
+
+    /* slide: w is the next free node row, we the next free edge row. Node i's
+     * old edges start at e0; start[i + 1] is read before row w + 1 <= i + 1
+     * is written, so every old bound is read before it is overwritten. */
+    int64_t w = from, we = start[from], e0 = start[from];
+    for (int64_t i = from; i < n; ++i) {
+        int64_t e1 = start[i + 1];
+        if (!keep[i - from]) {
+            keep[i - from] = -1;
+            e0 = e1;
+            continue;
+        }
+        for (int64_t e = e0; e < e1; ++e, ++we) {
+            node_t c = child[e];
+            child[we] = c >= from ? keep[c - from] : c;  /* c < i: already renumbered */
+            a->local_grad[we] = a->local_grad[e];
+            a->lg_int[we] = a->lg_int[e];
+        }
+        a->data[w] = a->data[i];
+        a->grad[w] = a->grad[i];
+        a->operand[w] = a->operand[i];
+        a->op[w] = a->op[i];
+        a->tag[w] = a->tag[i];
+        a->epoch[w] = a->epoch[i];
+        a->visit[w] = a->visit[i];
+        start[w + 1] = we;
+        keep[i - from] = (node_t)w;
+        ++w;
+        e0 = e1;
+    }
+    int64_t freed = n - w;
+    a->n_nodes = w;
+    a->n_edges = we;
+    a->cur_epoch++;
+    return freed;
 }
 
 status_t arena_replay(arena_t *a, int64_t from, int *custom) {

@@ -11,6 +11,11 @@
  * a sample's graph) and bumps the arena's epoch, so handles into the dropped
  * part are recognised as stale: a handle is valid while index < n_nodes and
  * epoch[index] equals the epoch it was created with.
+ *
+ * Reclaiming (arena_reclaim) drops the nodes nothing reaches and slides the
+ * rest down in order, each with its epoch: a live handle is re-pointed by its
+ * owner, and a stale one stays stale (the nodes of its epoch all lie below the
+ * mark it was released at, and sliding only moves nodes down).
  */
 #ifndef MICROGPT_ARENA_H
 #define MICROGPT_ARENA_H
@@ -23,7 +28,7 @@
 #include "ops.h"
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
-typedef uint64_t epoch_t;  /* counts releases; 64 bits never wrap, so a stale handle never passes */
+typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
 
 typedef struct {
     /* node columns, n_nodes used of cap_nodes */
@@ -48,7 +53,7 @@ typedef struct {
     node_t *stack_node;    /* explicit DFS stack: node, and the next edge to visit */
     int64_t *stack_edge;
 
-    epoch_t cur_epoch;     /* bumped by every release */
+    epoch_t cur_epoch;     /* bumped by every release and every reclaim */
     uint32_t cur_visit;    /* bumped by every backward walk */
 } arena_t;
 
@@ -72,6 +77,19 @@ void arena_free(arena_t *a);
 int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
+
+/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c).
+ * keep: n_nodes - from entries, keep[i - from] nonzero for the nodes held
+ * from outside (a handle, an optimizer). A node is live if kept or a child of
+ * a live node: children have smaller indices than their parents, so one sweep
+ * from the top down marks everything reachable. Live nodes then slide down in
+ * creation order (their columns, edges and epochs with them; child indices
+ * remapped), so children stay below parents and every node keeps its floats.
+ * On return keep[i - from] is node i's new index, or -1 if it was reclaimed.
+ * Nodes below from are neither moved nor reclaimed (they may still be
+ * children). The epoch is bumped: whatever cached node indices checks it.
+ * Returns the number of nodes reclaimed. */
+int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep);
 
 /* backward.c: the reference's order. The depth-first post-order from root over
  * children in order, each node once, written to a->topo; returns its length. */

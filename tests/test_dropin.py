@@ -350,12 +350,13 @@ def test_a_graph_walk_with_a_set_of_values(eng):
 @needs_compiled
 def test_one_object_per_node_while_a_handle_lives():
     eng = get_engine("compiled")
-    a = eng.Value(1.0)
+    arena = eng.Arena()  # its own: rows are reused as below only while nothing is reclaimed
+    a = arena.value(1.0)
     b = a + 1
     assert b._children[0] is a and b._children[1] is b._children[1]
     assert {a, b._children[0], b} == {a, b} and b._children[0] == a and hash(b._children[0]) == hash(a)
     assert b._children[1] != a
-    with eng.graph():
+    with arena.graph():
         t = a * 2
         k = t._children[1]
         assert t._children[1] is k
@@ -367,7 +368,7 @@ def test_one_object_per_node_while_a_handle_lives():
         t.data
     assert u._children[1].data == 3
     # a handle that was dropped is made again, once, when asked for
-    c = eng.Value(5.0)
+    c = arena.value(5.0)
     d = c * c
     node = d._children[1].node
     del c
