@@ -6,7 +6,9 @@ cdef class Adam:
     cdef Arena arena
     cdef tuple held            # the parameter handles: they keep the nodes live, and know
                                #   their rows after the arena reclaims (a copy of params)
-    cdef node_t *idx           # (n,) node index of each parameter, taken from held at each step
+    cdef node_t *idx           # (n,) node index of each parameter, taken from held
+    cdef epoch_t *epochs       # (n,) ... and the epoch its node was made in
+    cdef uint64_t moves        # arena.moves when idx was taken (-1: never)
     cdef double *m             # (n,) first moment
     cdef double *v             # (n,) second moment
     cdef int64_t n
@@ -19,9 +21,11 @@ cdef class Adam:
         self.n = len(self.params)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.idx = <node_t *>malloc(max(self.n, 1) * sizeof(node_t))
+        self.epochs = <epoch_t *>malloc(max(self.n, 1) * sizeof(epoch_t))
+        self.moves = <uint64_t>-1
         self.m = <double *>malloc(max(self.n, 1) * sizeof(double))
         self.v = <double *>malloc(max(self.n, 1) * sizeof(double))
-        if not (self.idx and self.m and self.v):
+        if not (self.idx and self.epochs and self.m and self.v):
             raise MemoryError()
         cdef int64_t i
         cdef Value p
@@ -40,6 +44,7 @@ cdef class Adam:
 
     def __dealloc__(self):
         free(self.idx)
+        free(self.epochs)
         free(self.m)
         free(self.v)
 
@@ -50,6 +55,13 @@ cdef class Adam:
         cdef arena_t *a = &self.arena.a
         cdef int64_t i
         cdef Value p
+        if self.moves == self.arena.moves:  # no handle changed node: the rows taken, if still alive
+            for i in range(self.n):
+                if self.idx[i] >= a.n_nodes or a.epoch[self.idx[i]] != self.epochs[i]:
+                    break
+            else:
+                self.update(lr_t, step)
+                return
         for i in range(self.n):
             p = <Value>self.held[i]
             if not alive(p):
@@ -59,12 +71,19 @@ cdef class Adam:
                 raise ArenaMismatchError("Adam's parameters must all live in one arena")
             self.idx[i] = p.index  # its row now (reclaiming may have moved it), as the
                                    # pure Adam follows its Value objects
+            self.epochs[i] = p.epoch
+        self.moves = self.arena.moves
+        self.update(lr_t, step)
+
+    cdef int update(self, double lr_t, int64_t step) except -1:
+        cdef arena_t *a = &self.arena.a
         cdef status_t s
         arena_adam(a, self.idx, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
         if s == OP_ZERODIV:
             raise ZeroDivisionError("float division by zero")
         if s != OP_OK:
             raise_status(s)
+        return 0
 
     def get_state(self):
         """(m, v) as lists of floats, in params order (for checkpoints)."""

@@ -110,6 +110,9 @@ cdef class Arena:
     cdef int64_t handles_cap                #   the handle's dealloc), so one object per node
     cdef int64_t pinned                     # nodes below it are never moved: a scope's or mark()'s mark
     cdef int64_t reclaimed                  # nodes reclaimed so far (for inspection)
+    cdef uint64_t moves                     # bumped whenever a live handle's node changes (a reclaim
+                                            #   that moved nodes, Value.__init__ on a live handle):
+                                            #   node indices cached before it must be taken again
 
 
 cdef class Value:
@@ -125,6 +128,7 @@ cdef class Tape:
     cdef node_t *param_nodes                # their node indices (checked live on every replay)
     cdef epoch_t *param_epochs              # ... and the epochs those nodes were made in
     cdef bint loaded                        # param_nodes and param_epochs have been taken
+    cdef uint64_t loaded_moves              # ... at this arena.moves
     cdef epoch_t loaded_at                  # the arena's epoch when they were checked
     cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
 

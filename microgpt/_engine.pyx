@@ -145,6 +145,8 @@ cdef int reclaim(Arena arena) except -1:
             arena.handles[keep[i - lo]] = h
     free(keep)
     arena.reclaimed += freed
+    if freed > 0:
+        arena.moves += 1
     return freed
 
 

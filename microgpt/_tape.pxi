@@ -115,13 +115,16 @@ cdef class Tape:
 
     cdef int load_params(self) except -1:
         """Check every parameter is alive, and take its node index now. After
-        the first time, a C loop checks the nodes taken still are the ones
-        made then (their epochs); only if one is not are the Values asked
-        again (which raises if a parameter was released)."""
+        the first time, while no handle has changed node (arena.moves), a C
+        loop checks the nodes taken still are the ones made then (their
+        epochs); otherwise the Values are asked again (which raises if a
+        parameter was released)."""
         cdef int64_t k, P = len(self.params)
         cdef arena_t *a = &self.arena.a
         cdef node_t i
-        if self.loaded and self.t.params_at >= 0:  # one block: one comparison of epochs
+        if self.loaded and self.arena.moves != self.loaded_moves:
+            pass  # a handle changed node since: ask the Values
+        elif self.loaded and self.t.params_at >= 0:  # one block: one comparison of epochs
             if (self.t.params_at + P <= a.n_nodes and
                     memcmp(&a.epoch[self.t.params_at], self.param_epochs, P * sizeof(epoch_t)) == 0):
                 self.loaded_at = a.cur_epoch
@@ -148,6 +151,7 @@ cdef class Tape:
                 self.t.params_at = -1
                 break
         self.loaded = True
+        self.loaded_moves = self.arena.moves
         self.loaded_at = a.cur_epoch
         return 0
 

@@ -129,7 +129,9 @@ cdef class Value:
         if i < 0:
             raise_nomem()
         set_int_tag(arena, i, TAG_DATA_INT, data)
-        forget(self)  # __init__ called again on a live handle: it moves to the new node
+        if self.arena is not None:  # __init__ called again on a live handle: it moves to the new node
+            self.arena.moves += 1
+        forget(self)
         self.arena = arena
         self.index = i
         self.epoch = arena.a.cur_epoch

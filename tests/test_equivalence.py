@@ -376,6 +376,49 @@ def test_adam_with_an_overflowing_gradient(at):
     assert got == [0] * at + [1e200, 0.1, 0.1] and m[at] != 0.0 and v[at] == 0.0
 
 
+def test_adam_follows_a_parameter_whose_value_is_made_again():
+    # Value.__init__ on a live handle points it at a new node; the optimizer,
+    # which took its parameters' rows at its last step, must take them again
+    results = []
+    for engine in (PURE, COMPILED):
+        params = [engine.Value(x) for x in (1.0, 2.0, 3.0)]
+        opt = engine.Adam(params, beta1=0.85, beta2=0.99, eps=1e-8)
+        for p in params:
+            p.grad = 0.5
+        opt.step(0.01, 0)
+        params[1].__init__(7.0)
+        for p in params:
+            p.grad = 0.25
+        opt.step(0.01, 1)
+        results.append([p.data for p in params])
+    assert results[0] == results[1]
+    assert results[0][1] != 7.0
+
+
+def test_adam_follows_parameters_that_a_reclaim_moved():
+    # the rows below the parameters die and a reclaim slides the parameters down
+    # onto rows that held their neighbours, made in the same epoch: only knowing
+    # that handles moved tells the optimizer to take its rows again
+    results = []
+    for engine in (PURE, COMPILED):
+        below = [engine.Value(0.5) for _ in range(5)]
+        values = [engine.Value(float(i + 1)) for i in range(20)]
+        params = values[:10]
+        opt = engine.Adam(params, beta1=0.85, beta2=0.99, eps=1e-8)
+        for step in range(3):
+            for p in params:
+                p.grad = 0.5 - step
+            opt.step(0.01, step)
+            if step == 0:
+                del below[:]
+                if engine is COMPILED:
+                    first = params[0].node
+                    params[0].arena.reclaim()
+                    assert params[0].node < first, "the parameters moved"
+        results.append([v.data for v in values])
+    assert results[0] == results[1]
+
+
 def test_adam_set_state_round_trips_on_both():
     for engine in (PURE, COMPILED):
         params = [engine.Value(1.0), engine.Value(2.0)]

@@ -91,6 +91,29 @@ def test_parameters_that_are_not_one_block_of_nodes():
     assert usual.document_loss.tape.counts(1)["params_in_one_block"]
 
 
+@pytest.mark.parametrize("name", ["compiled", "replay"])
+def test_training_goes_on_right_after_the_parameters_move(name):
+    # five dropped Values below the parameters: a reclaim slides every parameter
+    # down five rows, onto rows that held parameters of the same epoch, so only
+    # knowing that handles moved (not the epochs) tells the optimizer and the
+    # tape to take their rows again
+    def run(name, reclaim):
+        eng = get_engine(name)
+        below = [eng.Value(1.0) for _ in range(5)]  # rows below the parameters, dropped later
+        arena = below[0].arena
+        t = trainer(name)
+        first = t.params[0].node
+        losses = [bits(t.train_step()[1]) for _ in range(3)]
+        del below[:]
+        if reclaim:
+            arena.reclaim()
+            assert t.params[0].node < first, "the parameters moved"
+        losses += [bits(t.train_step()[1]) for _ in range(5)]
+        return losses, state(t)
+
+    assert run(name, reclaim=True) == run("compiled", reclaim=False)
+
+
 def grads_after_one_backward(t, tokens):
     with t.engine.graph():
         loss = t.document_loss(tokens)
