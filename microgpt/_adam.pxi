@@ -9,6 +9,7 @@ cdef class Adam:
     cdef node_t *idx           # (n,) node index of each parameter, taken from held
     cdef epoch_t *epochs       # (n,) ... and the epoch its node was made in
     cdef uint64_t moves        # arena.moves when idx was taken (-1: never)
+    cdef int64_t block_at      # idx[i] == block_at + i for every i (the usual case), or -1
     cdef double *m             # (n,) first moment
     cdef double *v             # (n,) second moment
     cdef int64_t n
@@ -56,12 +57,18 @@ cdef class Adam:
         cdef int64_t i
         cdef Value p
         if self.moves == self.arena.moves:  # no handle changed node: the rows taken, if still alive
-            for i in range(self.n):
-                if self.idx[i] >= a.n_nodes or a.epoch[self.idx[i]] != self.epochs[i]:
-                    break
+            if self.block_at >= 0:  # one block of rows: one comparison of epochs
+                if (self.block_at + self.n <= a.n_nodes and
+                        memcmp(&a.epoch[self.block_at], self.epochs, self.n * sizeof(epoch_t)) == 0):
+                    self.update(lr_t, step)
+                    return
             else:
-                self.update(lr_t, step)
-                return
+                for i in range(self.n):
+                    if self.idx[i] >= a.n_nodes or a.epoch[self.idx[i]] != self.epochs[i]:
+                        break
+                else:
+                    self.update(lr_t, step)
+                    return
         for i in range(self.n):
             p = <Value>self.held[i]
             if not alive(p):
@@ -73,6 +80,11 @@ cdef class Adam:
                                    # pure Adam follows its Value objects
             self.epochs[i] = p.epoch
         self.moves = self.arena.moves
+        self.block_at = self.idx[0]
+        for i in range(self.n):
+            if self.idx[i] != self.block_at + i:
+                self.block_at = -1
+                break
         self.update(lr_t, step)
 
     cdef int update(self, double lr_t, int64_t step) except -1:
