@@ -81,7 +81,7 @@ typedef struct {
 
     /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
     int32_t *fwd;
-    uint8_t *fwd_code;      /* how (F_* in tape.c) */
+    uint8_t *fwd_code;      /* how (F_* in tape_internal.h) */
     int32_t *fwd_arg;       /* 3 each: its operands (children, or where its chain's list is) */
     int32_t *fwd_end;
     int32_t *dot_pair;      /* each chain's products' two children, in order */
@@ -95,7 +95,7 @@ typedef struct {
     int32_t *bwd;
     int32_t *bwd_end;       /* position p's end */
     uint8_t *bwd_kind;      /* the node's kind_t */
-    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (see tape.c);
+    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (tape_internal.h);
                              * 2: ... and they are a vector read by the rows of one matrix: the
                              * same parents, entry b-k's weight k before entry b's;
                              * 3: a run of bwd_lanes[b] such entries (several groups of 2) */
