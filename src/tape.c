@@ -56,6 +56,22 @@ size_t tape_bytes(const tape_t *t) {
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
 
+/* the four gradients of a side-by-side group of backward entries b, b-1, b-2, b-3 */
+static inline void put_pulled(double *g, const int32_t *entry_b, double a0, double a1, double a2, double a3) {
+    g[entry_b[0]] = a0;
+    g[entry_b[-1]] = a1;
+    g[entry_b[-2]] = a2;
+    g[entry_b[-3]] = a3;
+}
+
+/* the four sums of a side-by-side group, to its four nodes */
+static inline void put_side(double *x, const int32_t *nodes, double a0, double a1, double a2, double a3) {
+    x[nodes[0]] = a0;
+    x[nodes[1]] = a1;
+    x[nodes[2]] = a2;
+    x[nodes[3]] = a3;
+}
+
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t n) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
@@ -107,10 +123,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                 a2 = a2 + x[p2[j]] * x[p2[j + 1]];
                 a3 = a3 + x[p3[j]] * x[p3[j + 1]];
             }
-            x[L] = a0;
-            x[fwd[i + 1]] = a1;
-            x[fwd[i + 2]] = a2;
-            x[fwd[i + 3]] = a3;
+            put_side(x, fwd + i, a0, a1, a2, a3);
             i += SIDE - 1;
             break;
         }
@@ -129,10 +142,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                 a2 = a2 + w2[j] * xv;
                 a3 = a3 + w3[j] * xv;
             }
-            x[L] = a0;
-            x[fwd[i + 1]] = a1;
-            x[fwd[i + 2]] = a2;
-            x[fwd[i + 3]] = a3;
+            put_side(x, fwd + i, a0, a1, a2, a3);
             i += SIDE - 1;
             break;
         }
@@ -220,10 +230,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
                 a2 = a2 + w[-2] * gt;
                 a3 = a3 + w[-3] * gt;
             }
-            g[L] = a0;
-            g[t->bwd[b - 1]] = a1;
-            g[t->bwd[b - 2]] = a2;
-            g[t->bwd[b - 3]] = a3;
+            put_pulled(g, t->bwd + b, a0, a1, a2, a3);
             b -= SIDE - 1;
             continue;
         }
@@ -238,10 +245,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
                 a2 = pp[k2 + j] < end ? a2 + t2 : a2;
                 a3 = pp[k3 + j] < end ? a3 + t3 : a3;
             }
-            g[L] = a0;
-            g[t->bwd[b - 1]] = a1;
-            g[t->bwd[b - 2]] = a2;
-            g[t->bwd[b - 3]] = a3;
+            put_pulled(g, t->bwd + b, a0, a1, a2, a3);
             b -= SIDE - 1;
             continue;
         }
