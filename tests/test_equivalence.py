@@ -236,6 +236,52 @@ def test_random_programs_agree_exactly(program):
         assert_same_nodes(p_pool, c_pool)
 
 
+def record_and_replay(program, new_leaves):
+    """The compiled engine builds the program's graph with its leaves, then the
+    leaves get new values and the recorded graph is recomputed from them in C
+    (Arena.replay: the same ops.h as every operation), then backward as run() does."""
+    pool = [COMPILED.Value(x) for x in program["leaves"]]
+    arena = pool[0].arena
+    mark = arena.mark()
+    for instr in program["code"]:
+        pool.append(execute(COMPILED, instr, pool))
+    root = sum(pool) if program["root"] == "sum" else pool[program["root"] % len(pool)]
+    for leaf, x in zip(pool, new_leaves):
+        leaf.data = x
+        leaf.grad = 0
+    arena.replay(mark)
+    root.backward()
+    if program["twice"]:
+        root.backward()
+    if program["second_root"] is not None:
+        pool[program["second_root"] % len(pool)].backward()
+    order, shape = walk(COMPILED, pool)
+    root_order, root_shape = walk(COMPILED, [root])
+    return pool, order, shape, root_order, root_shape
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs, st.lists(st.one_of(leaf_floats, leaf_ints), min_size=5, max_size=5))
+def test_random_programs_recorded_then_replayed_with_new_leaves(program, fresh):
+    # a graph is recorded once and recomputed from new leaf values: the same
+    # floats, int types and gradients as the pure engine building it from them
+    assume(all(instr[0] not in ("custom", "foreign") for instr in program["code"]))
+    new_program = dict(program, leaves=fresh[:len(program["leaves"])])
+    guard = lambda v: assume(not (type(v.data) is int and abs(v.data) > EXACT_INT))  # noqa: E731
+    with COMPILED.graph():
+        old = run(PURE, program, guard)
+        new = run(PURE, new_program, guard)
+        # the same graph both times: no operation raised with either set of leaves
+        assume(all(o == "ok" for o in old[0] + new[0]))
+        assume(not any(int_hazard(v) for v in old[2] + new[2]))
+        _, p_pool, p_order, p_shape, p_root_order, p_root_shape = new
+        c_pool, c_order, c_shape, c_root_order, c_root_shape = record_and_replay(program, new_program["leaves"])
+        assert p_shape == c_shape and p_root_shape == c_root_shape
+        assert_same_nodes(p_order, c_order)
+        assert_same_nodes(p_root_order, c_root_order)
+        assert_same_nodes(p_pool, c_pool)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(min_value=-3, max_value=3), min_size=2, max_size=10),
        st.lists(st.floats(min_value=-1, max_value=1), min_size=20, max_size=20),
