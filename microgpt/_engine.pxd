@@ -93,6 +93,9 @@ cdef extern from "tape.h":
         int32_t verify_shifts
 
     tape_t *tape_build(arena_t *a, const record_t *r, const char **why) nogil
+    status_t tape_forward_from(tape_t *t, const arena_t *a, const node_t *params,
+                               const int32_t *tokens, int32_t start, int32_t n) nogil
+    double tape_prob(const tape_t *t, int32_t p, int32_t v) nogil
     void tape_free(tape_t *t) nogil
     status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                           const int32_t *tokens, int32_t n) nogil
@@ -131,5 +134,6 @@ cdef class Tape:
     cdef uint64_t loaded_moves              # ... at this arena.moves
     cdef epoch_t loaded_at                  # the arena's epoch when they were checked
     cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
+    cdef bint forward_only                  # built without the backward's checks: no backward()
 
     cdef int load_params(self) except -1

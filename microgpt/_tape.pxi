@@ -169,7 +169,39 @@ cdef class Tape:
             return None
         return self.t.loss
 
+    def forward_from(self, tokens, int start):
+        """The forward of positions start .. len(tokens) - 2 only: the positions
+        before start as the last forward left them (a sampler's cache, grown a
+        position per call; tokens[:start + 1] must be the tokens they were
+        computed with). Returns the loss over every position, or None if an
+        operation would raise."""
+        cdef int64_t n = len(tokens) - 1, p
+        if not 1 <= n <= self.t.n_pos:
+            raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
+        if not 0 <= start < n or (start > 0 and self.t.n_used < start):
+            raise ValueError(f"positions from {start} need the ones before it computed")
+        for p in range(start, n + 1):
+            tok = tokens[p]
+            if not 0 <= tok < min(self.t.table_rows, self.t.n_cand):
+                raise ValueError(f"token id {tok} is outside the recorded vocabulary")
+            self.tokens[p] = tok
+        self.load_params()
+        if tape_forward_from(self.t, &self.arena.a, self.param_nodes, self.tokens, <int32_t>start,
+                             <int32_t>n) != OP_OK:
+            self.t.n_used = 0  # nothing after a failed position can be trusted
+            return None
+        return self.t.loss
+
+    def probs(self, int p):
+        """The candidates' values (probs) at position p after a forward over it."""
+        if not 0 <= p < self.t.n_used:
+            raise ValueError(f"position {p} has not been computed")
+        cdef int32_t v
+        return [tape_prob(self.t, p, v) for v in range(self.t.n_cand)]
+
     def backward(self):
+        if self.forward_only:
+            raise RuntimeError("this tape was built for forward passes only (a sampler's)")
         if self.t.n_used == 0:
             raise RuntimeError("backward() of a tape needs a forward() first")
         if self.arena.a.cur_epoch != self.loaded_at:  # a release since forward: check again
@@ -182,13 +214,16 @@ def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_en
                int table_rows, int table_cols, list derived, int verify_shifts=0):
     """A Tape of the step just recorded in arena (its nodes still alive), or
     ReplayRefused. cands and logits: per position, the Values of probs and of
-    logits; derived: as end_recording returned it."""
+    logits; derived: as end_recording returned it. verify_shifts: how many other
+    targets the backward order is checked for (0: all; -1: none, and the tape
+    can only run forward)."""
     cdef int64_t N = len(pos_end), V = len(cands[0]) if cands else 0, P = len(params), k, j, s
     cdef int64_t n_src = sum(len(d[2]) for d in derived), D = len(derived)
     if N == 0 or len(losses) != N or len(cands) != N or len(logits) != N or len(tokens) != N + 1:
         raise ValueError("a recording needs one end, loss, probs and logits per position")
     cdef Tape tape = Tape.__new__(Tape)
     tape.arena = arena
+    tape.forward_only = verify_shifts < 0
     tape.params = list(params)
     cdef node_t *ints = <node_t *>malloc((P + N + 2 * N * V + D + n_src + 1) * sizeof(node_t))
     cdef int64_t *longs = <int64_t *>malloc((N + D + 1) * sizeof(int64_t))

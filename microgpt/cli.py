@@ -23,7 +23,7 @@ from .progress import OutputError, Progress
 from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train
 from .signals import StopSignals, ignore_stop_signals, signal_name
 from .state import restore_weights
-from .train import count_cut_documents, sample
+from .train import count_cut_documents, make_sampler, sample
 
 
 def resolve_engine(name):
@@ -139,8 +139,9 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
             return 1
         print("\n--- inference (new, hallucinated names) ---")
         samples = []
+        sampler = make_sampler(eng, run.sd, run.config)  # one for every sample (replay: one recording)
         for i in range(args.num_samples):
-            samples.append(sample(eng, run.sd, run.config, run.tokenizer, args.temperature))
+            samples.append(sample(eng, run.sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
             print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)
         progress.record({"samples": samples})
         if where is not None:
@@ -203,8 +204,10 @@ def cmd_sample(args):
         random.seed(args.seed)
     else:
         random.setstate(ckpt.rng_state)
+    sampler = make_sampler(eng, sd, config)
     for i in range(args.num_samples):
-        text = sample(eng, sd, config, tokenizer, args.temperature, top_k=args.top_k, prefix=prompt)
+        text = sample(eng, sd, config, tokenizer, args.temperature, top_k=args.top_k, prefix=prompt,
+                      sampler=sampler)
         print(f"sample {i + 1:2d}: {text}", flush=True)
     return 0
 

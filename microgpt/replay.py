@@ -22,7 +22,7 @@ which raises or computes exactly as the reference does.
 from . import _engine
 from ._engine import Adam, ArenaMismatchError, StaleValueError, Value, default_arena, graph  # noqa: F401
 from .model import parameters
-from .train import document_loss
+from .train import ModelSampler, document_loss
 
 name = "replay"
 checked = _engine.checked
@@ -57,13 +57,7 @@ class DocumentLoss:
     def __init__(self, sd, config):
         self.sd, self.config = sd, config
         self.params = parameters(sd)
-        self.arena = self.params[0].arena
-        offset = 0
-        for matrix_name, rows in sd.items():  # the token embedding's place among the parameters
-            if matrix_name == "wte":
-                break
-            offset += len(rows) * len(rows[0])
-        self.table = (offset, len(sd["wte"]), len(sd["wte"][0]))
+        self.table = token_table(sd)
         self.tape = None       # the recording of a whole block
         self.refused = None    # why steps cannot be replayed (then the model code runs every step)
         self.recordings = 0
@@ -94,34 +88,105 @@ class DocumentLoss:
             document_loss(self.sd, self.config, loss._tokens).backward()
 
     def record(self, tokens):
-        """Run the model code once over a whole block while the arena notes the
-        step; keep the tape (or the reason there is none). The graph it built is
-        released with the caller's scope."""
-        block = self.config.block_size + 1
-        tokens = (tokens * (block // len(tokens) + 1))[:block]
-        arena = self.arena
-        start = len(arena)
-        ends, losses, cands, logits_rows = [], [], [], []
-
-        def observe(logits, probs, loss_t):
-            ends.append(len(arena))
-            losses.append(loss_t)
-            cands.append(probs)
-            logits_rows.append(logits)
-
-        _engine.begin_recording(arena)
-        try:
-            loss = document_loss(self.sd, self.config, tokens, observe)
-        finally:
-            spoiled, derived = _engine.end_recording(arena)
+        """Record a whole block (the document's tokens, repeated); keep the tape
+        or the reason there is none."""
+        self.tape, self.refused = record(self.sd, self.config, self.params, self.table, tokens)
         self.recordings += 1
-        if spoiled is not None:
-            self.refused = spoiled
-            return
-        size = (len(arena) - start) * len(cands[0])
-        try:
-            self.tape = _engine.build_tape(
-                arena, self.params, start, ends, losses, loss, cands, logits_rows, tokens,
-                *self.table, derived, 0 if size <= FULL_CHECK_NODES else SOME_TARGETS)
-        except _engine.ReplayRefused as e:
-            self.refused = str(e)
+
+
+def token_table(sd):
+    """(first parameter slot, rows, columns) of the token embedding among the parameters."""
+    offset = 0
+    for matrix_name, rows in sd.items():
+        if matrix_name == "wte":
+            break
+        offset += len(rows) * len(rows[0])
+    return offset, len(sd["wte"]), len(sd["wte"][0])
+
+
+def record(sd, config, params, table, tokens, temperature=None, forward_only=False):
+    """Run the model code once over a whole block of positions (tokens repeated
+    to fill it: a recording's slots do not depend on which tokens it was made
+    with) while the arena notes the step; returns (tape, None), or (None, why
+    it cannot be replayed). The graph it built is released with the caller's
+    scope. temperature: the sampler's, which divides the logits. forward_only:
+    the backward order is not checked for other targets (a sampler's tape)."""
+    block = config.block_size + 1
+    tokens = (list(tokens) * (block // len(tokens) + 1))[:block]
+    arena = params[0].arena
+    start = len(arena)
+    ends, losses, cands, logits_rows = [], [], [], []
+
+    def observe(logits, probs, loss_t):
+        ends.append(len(arena))
+        losses.append(loss_t)
+        cands.append(probs)
+        logits_rows.append(logits)
+
+    _engine.begin_recording(arena)
+    try:
+        loss = document_loss(sd, config, tokens, observe, temperature)
+    except (ArithmeticError, ValueError) as e:  # (a position's -log(p) of a p that underflowed)
+        return None, f"the model code raised while recording: {e}"
+    finally:
+        spoiled, derived = _engine.end_recording(arena)
+    if spoiled is not None:
+        return None, spoiled
+    size = (len(arena) - start) * len(cands[0])
+    try:
+        return _engine.build_tape(
+            arena, params, start, ends, losses, loss, cands, logits_rows, tokens,
+            *table, derived, -1 if forward_only else 0 if size <= FULL_CHECK_NODES else SOME_TARGETS), None
+    except _engine.ReplayRefused as e:
+        return None, str(e)
+
+
+class Sampler:
+    """train.ModelSampler's interface, replayed: one recording a temperature (a
+    whole block, each position's -log(probs[target]) with a target sampling
+    ignores), then each position is one call into C, whose cache is the tape's
+    values of the positions before it. A recording refused, or a position an
+    operation of which would raise, takes the model code, from the document's
+    first position (the same floats: the model code is what was recorded)."""
+
+    def __init__(self, sd, config):
+        self.sd, self.config = sd, config
+        self.params = parameters(sd)
+        self.table = token_table(sd)
+        self.tapes = {}            # float(temperature) -> (tape, why there is none)
+        self.model = ModelSampler(sd, config)
+        self.model_positions = 0   # positions the model code computed where no replay could
+
+    def document(self, temperature):
+        key = float(temperature)
+        if key not in self.tapes:
+            self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0], temperature,
+                                     forward_only=True)
+        tape, _ = self.tapes[key]
+        if tape is None:
+            return self.model.document(temperature)
+        return ReplayedDocument(self, tape, temperature).step
+
+
+class ReplayedDocument:
+    """One sampled document on a tape: the tokens fed so far are its cache."""
+
+    def __init__(self, sampler, tape, temperature):
+        self.sampler, self.tape, self.temperature = sampler, tape, temperature
+        self.tokens = []
+        self.model_step = None  # the model code, once a position could not be replayed
+
+    def step(self, token_id, pos_id, want=True):
+        if self.model_step is None:
+            if pos_id != len(self.tokens):
+                raise RuntimeError("a document's positions are fed in order from 0")
+            self.tokens.append(token_id)
+            loss = self.tape.forward_from(self.tokens + [0], pos_id)  # (0: a target never read)
+            if loss is not None:
+                return self.tape.probs(pos_id) if want else None
+            self.model_step = self.sampler.model.document(self.temperature)
+            for p, tok in enumerate(self.tokens[:-1]):  # the model code's cache, from position 0
+                self.model_step(tok, p, want=False)
+            self.sampler.model_positions += len(self.tokens) - 1
+        self.sampler.model_positions += 1
+        return self.model_step(token_id, pos_id, want)

@@ -16,11 +16,13 @@ from .model import gpt, softmax, parameters
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
 
 
-def document_loss(sd, config, tokens, observe=None):
+def document_loss(sd, config, tokens, observe=None, temperature=None):
     """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions.
 
     observe(logits, probs, loss_t), when given, sees each position once it is
-    built (a recorder notes where it ends; see replay.py).
+    built (a recorder notes where it ends; see replay.py). temperature, when
+    given, divides the logits first, as the sampler does (a replayed sampler
+    records its positions through this; training never passes it).
     """
     n = min(config.block_size, len(tokens) - 1)
     keys = [[] for _ in range(config.n_layer)]
@@ -29,7 +31,7 @@ def document_loss(sd, config, tokens, observe=None):
     for pos_id in range(n):
         token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
         logits = gpt(sd, config, token_id, pos_id, keys, values)
-        probs = softmax(logits)
+        probs = softmax(logits if temperature is None else [l / temperature for l in logits])
         loss_t = -probs[target_id].log()
         losses.append(loss_t)
         if observe is not None:
@@ -151,26 +153,51 @@ def top_k_weights(weights, k):
     return [w if i in kept else 0.0 for i, w in enumerate(weights)]
 
 
-def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""):
+class ModelSampler:
+    """The next token's probabilities, one position at a time, by the model code:
+    the reference's sampler, with a key/value cache per document (pure, compiled).
+    An engine may bring its own with this interface (replay.py)."""
+
+    def __init__(self, sd, config):
+        self.sd, self.config = sd, config
+
+    def document(self, temperature):
+        """A new document: step(token_id, pos_id, want) feeds the token at pos_id
+        (positions in order from 0) and returns the next token's probabilities
+        (softmax of the logits / temperature) as floats, or None if not wanted."""
+        keys = [[] for _ in range(self.config.n_layer)]
+        values = [[] for _ in range(self.config.n_layer)]
+
+        def step(token_id, pos_id, want=True):
+            logits = gpt(self.sd, self.config, token_id, pos_id, keys, values)
+            if not want:
+                return None
+            probs = softmax([l / temperature for l in logits])
+            return [p.data for p in probs]
+        return step
+
+
+def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix="", sampler=None):
     """Draw one document from the model with the global generator; returns its text.
 
     prefix: characters fed after BOS before sampling starts; the returned text
     begins with it. top_k: sample among the k most likely tokens only. With the
-    defaults this is exactly the reference's sampler.
+    defaults this is exactly the reference's sampler. sampler: where the
+    probabilities come from (made once for many samples, it keeps what it can,
+    such as a replay's recording); by default the engine's, else the model code.
     """
-    keys = [[] for _ in range(config.n_layer)]
-    values = [[] for _ in range(config.n_layer)]
+    if sampler is None:
+        sampler = make_sampler(engine, sd, config)
     token_id = tokenizer.bos
     forced = tokenizer.encode(prefix)
     chars = list(prefix)
     with engine.graph():
+        step = sampler.document(temperature)
         for pos_id in range(config.block_size):
-            logits = gpt(sd, config, token_id, pos_id, keys, values)
+            weights = step(token_id, pos_id, want=pos_id >= len(forced))
             if pos_id < len(forced):  # still reading the prefix: its next character is given
                 token_id = forced[pos_id]
                 continue
-            probs = softmax([l / temperature for l in logits])
-            weights = [p.data for p in probs]
             if top_k is not None:
                 weights = top_k_weights(weights, top_k)
             token_id = random.choices(range(tokenizer.vocab_size), weights=weights)[0]
@@ -178,3 +205,8 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
                 break
             chars.append(tokenizer.chars[token_id])
     return "".join(chars)
+
+
+def make_sampler(engine, sd, config):
+    """The engine's sampler (replay records one), else the model code's."""
+    return getattr(engine, "Sampler", ModelSampler)(sd, config)

@@ -74,6 +74,11 @@ static inline void put_side(double *x, const int32_t *nodes, double a0, double a
 
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t n) {
+    return tape_forward_from(t, a, params, tokens, 0, n);
+}
+
+status_t tape_forward_from(tape_t *t, const arena_t *a, const node_t *params,
+                           const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
     int32_t *arg = t->fwd_arg;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
@@ -82,17 +87,17 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     else for (int32_t k = 0; k < t->n_params; ++k) x[k] = a->data[params[k]];
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
-        if (q < n) {
+        if (q >= from && q < n) {
             int32_t slot = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
             arg[t->token_arg[j]] = slot;
             t->param_child[t->token_param[j]] = slot;
         }
     }
-    for (int32_t q = 0; q < n; ++q)
+    for (int32_t q = from; q < n; ++q)
         arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
     int32_t n_fwd = t->fwd_end[n - 1];
-    for (int32_t i = 0; i < n_fwd; ++i) {
+    for (int32_t i = from > 0 ? t->fwd_end[from - 1] : 0; i < n_fwd; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = arg + 3 * (int64_t)i;
         switch (code[i]) {

@@ -173,7 +173,8 @@ typedef struct {
     const double *derived_sign;
     const int64_t *src_start;
     const node_t *src;
-    int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one) */
+    int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one;
+                                * -1 = none: a forward-only tape, whose backward must not run) */
 } record_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the
@@ -195,6 +196,17 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
  * zero for a parent the reference's walk never reached, which is exact only
  * while every local gradient is finite). */
 int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
+
+/* The forward of positions [from, n) only, positions before from as the last
+ * forward left them (a sampler's cache, growing a position per call); the
+ * parameters are read again. The loss is of positions [0, n). */
+status_t tape_forward_from(tape_t *t, const arena_t *a, const node_t *params,
+                           const int32_t *tokens, int32_t from, int32_t n);
+
+/* probs[v] at position p after a forward: x[cand[p * n_cand + v]]. */
+static inline double tape_prob(const tape_t *t, int32_t p, int32_t v) {
+    return t->x[t->cand[(int64_t)p * t->n_cand + v]];
+}
 
 /* Bytes the tape holds. */
 size_t tape_bytes(const tape_t *t);

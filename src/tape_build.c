@@ -410,7 +410,8 @@ static const char *build(builder_t *b) {
         return "the backward order of the recorded step does not follow the tape's rule";
 
     /* the same rule for other targets, against real walks */
-    int32_t shifts = r->verify_shifts <= 0 || r->verify_shifts >= V ? V - 1 : r->verify_shifts;
+    int32_t shifts = r->verify_shifts < 0 ? 0  /* a forward-only tape: its backward is never run */
+        : r->verify_shifts == 0 || r->verify_shifts >= V ? V - 1 : r->verify_shifts;
     for (int32_t k = 1; k <= shifts; ++k) {
         int32_t shift = shifts == V - 1 ? k : (int32_t)(((int64_t)k * (V - 1)) / shifts);
         if (shift < 1) shift = 1;

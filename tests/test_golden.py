@@ -19,7 +19,7 @@ from support import load_golden as read_golden, run_module
 import microgpt
 from microgpt import train as train_mod
 from microgpt.run import RunSettings, build_run
-from microgpt.train import sample
+from microgpt.train import make_sampler, sample
 
 
 @contextmanager
@@ -81,9 +81,11 @@ def test_training_and_sampling_match_golden(engine, names_txt, golden_name):
 
     # sampling continues the same global generator, no reseed
     with pure_without_cyclic_gc(engine):
-        samples = [sample(engine, run.sd, run.config, run.tokenizer, golden["sample_temperature"])
+        sampler = make_sampler(engine, run.sd, run.config)  # (replay: one recording for them all)
+        samples = [sample(engine, run.sd, run.config, run.tokenizer, golden["sample_temperature"], sampler=sampler)
                    for _ in range(golden["num_samples"])]
     assert samples == golden["samples"]
+    assert getattr(sampler, "model_positions", 0) == 0, "every position was replayed"
 
 
 def test_step0_gradients_match_golden(engine, names_txt):

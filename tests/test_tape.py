@@ -114,6 +114,66 @@ def test_training_goes_on_right_after_the_parameters_move(name):
     assert run(name, reclaim=True) == run("compiled", reclaim=False)
 
 
+def samples_of(name, temperature, n=12, **kwargs):
+    from microgpt.train import make_sampler, sample
+    t = trainer(name)
+    for _ in range(15):
+        t.train_step()
+    sampler = make_sampler(t.engine, t.sd, t.config)
+    random.seed(5)
+    return [sample(t.engine, t.sd, t.config, t.tokenizer, temperature, sampler=sampler, **kwargs)
+            for _ in range(n)], sampler, t
+
+
+@pytest.mark.parametrize("temperature, kwargs", [(0.5, {}), (1.0, dict(top_k=3)), (2, dict(prefix="em"))])
+def test_replayed_sampling_draws_the_model_codes_names(temperature, kwargs):
+    want, _, _ = samples_of("compiled", temperature, **kwargs)
+    got, sampler, _ = samples_of("replay", temperature, **kwargs)
+    assert got == want
+    assert sampler.model_positions == 0, "every position was replayed"
+    assert list(sampler.tapes) == [float(temperature)], "one recording for every sample"
+    tape, _ = sampler.tapes[float(temperature)]
+    with pytest.raises(RuntimeError, match="forward passes only"):
+        tape.backward()
+
+
+def test_sampling_a_recording_cannot_serve_takes_the_model_code():
+    # at a tiny temperature the recording's -log(probs[target]) meets a probability
+    # of 0.0 and raises: no tape, and the model code draws the same names
+    want, _, _ = samples_of("compiled", 1e-3)
+    got, sampler, _ = samples_of("replay", 1e-3)
+    assert got == want
+    tape, why = sampler.tapes[1e-3]
+    assert tape is None and "math domain error" in why
+
+
+class FailsAt:
+    """A tape whose forward fails at one position (as when an operation would raise)."""
+
+    def __init__(self, tape, pos):
+        self.tape, self.pos = tape, pos
+
+    def forward_from(self, tokens, start):
+        return None if start == self.pos else self.tape.forward_from(tokens, start)
+
+    def probs(self, p):
+        return self.tape.probs(p)
+
+
+def test_a_sampled_position_that_cannot_be_replayed_takes_the_model_code():
+    # the model code then computes the document again from its first position
+    # (its cache), and continues it: the same names
+    from microgpt.train import sample
+    want, _, _ = samples_of("compiled", 0.5)
+    _, sampler, t = samples_of("replay", 0.5, n=1)  # (its one recording is made)
+    tape, _ = sampler.tapes[0.5]
+    sampler.tapes[0.5] = (FailsAt(tape, 2), None)
+    random.seed(5)
+    got = [sample(t.engine, t.sd, t.config, t.tokenizer, 0.5, sampler=sampler) for _ in range(12)]
+    assert got == want
+    assert sampler.model_positions > 0
+
+
 def grads_after_one_backward(t, tokens):
     with t.engine.graph():
         loss = t.document_loss(tokens)
