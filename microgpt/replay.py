@@ -10,14 +10,16 @@ table's rows the positions read, and the numbers derived from data (the softmax
 maxima, through ``model.max_data``). Every later step of up to that many
 positions is replayed from the recording in C: forward, backward, with the
 same floats, bit for bit; that first step too, replayed from the fresh
-recording. Adam is the compiled engine's, in C too.
+recording. Adam is the compiled engine's, in C too. The sampler (Sampler) is
+recorded the same way, once per temperature, and replayed forward a position
+at a time.
 
 What a recording cannot serve goes back to the model code, never to a guess:
-a recording that met something it cannot
-follow (a ``.data`` read, a user-defined node, a number derived from data in
-arithmetic) is refused and every step runs the model code; an operation that
-raises, or a gradient that is not finite, redoes that step on the model code,
-which raises or computes exactly as the reference does.
+a recording that met something it cannot follow (a ``.data`` read, a
+user-defined node, a number derived from data in arithmetic) is refused and
+every step runs the model code; an operation that raises, or a gradient that
+is not finite, redoes that step on the model code, which raises or computes
+exactly as the reference does.
 """
 from . import _engine
 from ._engine import Adam, ArenaMismatchError, StaleValueError, Value, default_arena, graph  # noqa: F401
