@@ -146,7 +146,8 @@ def record(sd, config, params, table, tokens, temperature=None, forward_only=Fal
 class Sampler:
     """train.ModelSampler's interface, replayed: one recording a temperature (a
     whole block, each position's -log(probs[target]) with a target sampling
-    ignores), then each position is one call into C, whose cache is the tape's
+    ignores; made when a second document is asked for, the first runs the model
+    code), then each position is one call into C, whose cache is the tape's
     values of the positions before it. A recording refused, or a position an
     operation of which would raise, takes the model code, from the document's
     first position (the same floats: the model code is what was recorded)."""
@@ -156,11 +157,16 @@ class Sampler:
         self.params = parameters(sd)
         self.table = token_table(sd)
         self.tapes = {}            # float(temperature) -> (tape, why there is none)
+        self.asked = {}            # float(temperature) -> documents asked for
         self.model = ModelSampler(sd, config)
         self.model_positions = 0   # positions the model code computed where no replay could
 
     def document(self, temperature):
         key = float(temperature)
+        self.asked[key] = self.asked.get(key, 0) + 1
+        if key not in self.tapes and self.asked[key] == 1:
+            # a recording costs about one document of the model code: made from the second on
+            return self.model.document(temperature)
         if key not in self.tapes:
             self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0], temperature,
                                      forward_only=True)

@@ -137,6 +137,14 @@ def test_replayed_sampling_draws_the_model_codes_names(temperature, kwargs):
         tape.backward()
 
 
+def test_a_sampler_records_once_a_second_document_is_asked_for():
+    # one document by the model code costs about what a recording does
+    _, sampler, _ = samples_of("replay", 0.5, n=1)
+    assert sampler.tapes == {}
+    _, sampler, _ = samples_of("replay", 0.5, n=2)
+    assert list(sampler.tapes) == [0.5] and sampler.tapes[0.5][0] is not None
+
+
 def test_sampling_a_recording_cannot_serve_takes_the_model_code():
     # at a tiny temperature the recording's -log(probs[target]) meets a probability
     # of 0.0 and raises: no tape, and the model code draws the same names
@@ -165,7 +173,7 @@ def test_a_sampled_position_that_cannot_be_replayed_takes_the_model_code():
     # (its cache), and continues it: the same names
     from microgpt.train import sample
     want, _, _ = samples_of("compiled", 0.5)
-    _, sampler, t = samples_of("replay", 0.5, n=1)  # (its one recording is made)
+    _, sampler, t = samples_of("replay", 0.5, n=2)  # (its recording is made at the second)
     tape, _ = sampler.tapes[0.5]
     sampler.tapes[0.5] = (FailsAt(tape, 2), None)
     random.seed(5)
