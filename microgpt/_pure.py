@@ -23,6 +23,8 @@ class Value:
     __slots__ = ("data", "grad", "_children", "_local_grads")
 
     def __init__(self, data, children=(), local_grads=()):
+        if type(data) is not float and type(data) is not int:  # (one test for the usual two)
+            _check_number(data)
         self.data = data
         self.grad = 0  # an int, as in the reference: 0 + x is x for every float x
         self._children = children
@@ -102,6 +104,8 @@ class Value:
             v, children = stack[-1]
             for child in children:  # resumes where this node's scan stopped
                 if child not in visited:
+                    if type(child) is not Value:  # a user-defined node over another engine's Value
+                        raise TypeError(MIXED_ENGINES)
                     visited.add(child)
                     stack.append((child, iter(child._children)))
                     break
@@ -112,6 +116,12 @@ class Value:
         for v in reversed(topo):
             for child, local_grad in zip(v._children, v._local_grads):
                 child.grad += local_grad * v.grad
+
+
+def _check_number(data):
+    """A Value of the other engine as data would compute on that engine, unseen."""
+    if _is_compiled_value(data):
+        raise TypeError(MIXED_ENGINES)
 
 
 def _leaf(number):

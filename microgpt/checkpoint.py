@@ -310,7 +310,12 @@ def _rng_state(rng):
     if gauss_next is not None:
         if isinstance(gauss_next, bool) or not isinstance(gauss_next, (int, float)):
             raise bad
-        gauss_next = float(gauss_next)
+        try:
+            gauss_next = float(gauss_next)
+        except OverflowError:
+            raise bad from None
+        if not math.isfinite(gauss_next):  # the next gauss() would return it
+            raise _Bad("rng_state's next Gaussian should be null or a finite float")
     state = (rng[0], tuple(rng[1]), gauss_next)
     probe = random.Random()
     try:

@@ -191,7 +191,7 @@ def raw_edit(run_dir, edit):
 
 
 @pytest.mark.parametrize("case", ["deep", "seed5000", "step400", "weight400", "rng_out_of_range",
-                                  "rng_negative", "nul_path", "gauss400"])
+                                  "rng_negative", "nul_path", "gauss400", "gauss_nan"])
 def test_hostile_checkpoints_are_one_line(tiny_run, case):
     if case == "deep":
         (tiny_run / "checkpoint.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -211,12 +211,14 @@ def test_hostile_checkpoints_are_one_line(tiny_run, case):
                 obj["data"]["path"] = "/tmp/a\0b"
             elif case == "gauss400":
                 obj["rng_state"][2] = "@@" + "9" * 400
+            elif case == "gauss_nan":
+                obj["rng_state"][2] = "@@NaN"
         path = tiny_run / "checkpoint.json"
         obj = json.loads(path.read_text(encoding="utf-8"))
         edit(obj)
         text = json.dumps(obj)
         import re
-        text = re.sub(r'"@@(\d+)"', r"\1", text)
+        text = re.sub(r'"@@(\d+|NaN)"', r"\1", text)
         path.write_text(text, encoding="utf-8")
         reseal_checkpoint(path)  # so that the field, not the checksum, is what is refused
     with pytest.raises(CheckpointError) as refusal:
@@ -576,6 +578,22 @@ def test_a_compiled_value_is_not_made_of_a_pure_one():
         with pytest.raises(TypeError, match="compiled-engine"):
             v.data = pure.Value(2.0)
         assert v.data == 1.0
+
+
+def test_a_pure_value_is_not_made_of_a_compiled_one():
+    from microgpt import available_engines, get_engine
+    if "compiled" not in available_engines():
+        pytest.skip("the compiled engine is not built here")
+    pure, compiled = get_engine("pure"), get_engine("compiled")
+    with compiled.graph():
+        c = compiled.Value(3.0)
+        with pytest.raises(TypeError, match="one engine"):
+            pure.Value(c)
+        # a user-defined node over a compiled Value: refused by backward, before any grad is written
+        r = pure.Value(1.0, (c,), (2.0,))
+        with pytest.raises(TypeError, match="one engine"):
+            r.backward()
+        assert c.grad == 0 and r.grad == 0
 
 
 # ---------------------------------------------------------------- 10. the names data set's cache, offline
