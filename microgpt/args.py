@@ -4,6 +4,7 @@
 was given. What the commands do is in cli.py.
 """
 import argparse
+import sys
 
 from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR
 from .errors import UsageError
@@ -15,6 +16,14 @@ DEFAULTS = RunSettings()
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _print_message(self, message, file=None):
+        # argparse drops a failed write of --help in silence; here it is an OSError
+        # (flushed at once), which the command line reports as output it cannot write
+        if message:
+            file = file if file is not None else sys.stderr
+            file.write(message)
+            file.flush()
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -36,13 +45,16 @@ def flag(setting):
 
 # ---------------------------------------------------------------- value types
 
-def whole_number(text, minimum, requirement):
+def whole_number(text, minimum, requirement, maximum=None):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+    if maximum is not None and value > maximum:
+        shown = str(value) if len(str(value)) <= 24 else f"a number of {len(str(value))} digits"
+        raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {shown}")
     return value
 
 
@@ -52,6 +64,19 @@ def positive_int(text):
 
 def non_negative_int(text):
     return whole_number(text, 0, "0 or more")
+
+
+# Counts that only make a command run longer, bounded so that a typo cannot ask for
+# years of work: samples printed (train, sample), and bench's steps and runs.
+MAX_SAMPLES = 1_000_000
+MAX_BENCH_STEPS = 1_000_000  # --steps and --warmup each
+MAX_BENCH_REPEAT = 1_000
+
+
+def bounded(minimum, requirement, maximum):
+    def parse(text):
+        return whole_number(text, minimum, requirement, maximum)
+    return parse
 
 
 def positive_int_list(text):
@@ -128,7 +153,8 @@ def add_train(sub):
     t.add_argument("--learning-rate", type=positive_float, default=DEFAULTS.learning_rate, action=Given,
                    help="Adam learning rate at step 0")
     t.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
-    t.add_argument("--num-samples", type=int, default=20, help="names to sample after training")
+    t.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
+                   help=f"names to sample after training (at most {MAX_SAMPLES:,})")
     t.add_argument("--log", metavar="FILE", help="write one JSON object per step (JSON Lines; "
                    "appended to when resuming)")
     t.add_argument("-o", "--out-dir", metavar="DIR", help="write the checkpoint DIR/checkpoint.json at the "
@@ -156,12 +182,15 @@ def add_bench(sub):
         "Exit status 1 if exact engines disagree.")
     b.add_argument("-i", "--input", metavar="FILE", help=INPUT_HELP)
     b.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the one random generator")
-    b.add_argument("--steps", type=positive_int, default=5, help="timed training steps per engine")
-    b.add_argument("--warmup", type=non_negative_int, default=1,
-                   help="untimed steps before the timed ones (their losses are compared too)")
-    b.add_argument("--repeat", type=positive_int, default=3,
+    b.add_argument("--steps", type=bounded(1, "positive", MAX_BENCH_STEPS), default=5,
+                   help=f"timed training steps per engine (at most {MAX_BENCH_STEPS:,})")
+    b.add_argument("--warmup", type=bounded(0, "0 or more", MAX_BENCH_STEPS), default=1,
+                   help=f"untimed steps before the timed ones (their losses are compared too; "
+                   f"at most {MAX_BENCH_STEPS:,})")
+    b.add_argument("--repeat", type=bounded(1, "positive", MAX_BENCH_REPEAT), default=3,
                    help="runs of the same steps per engine, engines taking turns; each step counts "
-                   "its fastest run, so a busy moment of the machine does not skew one engine")
+                   "its fastest run, so a busy moment of the machine does not skew one engine "
+                   f"(at most {MAX_BENCH_REPEAT:,})")
     b.add_argument("--n-layer", type=positive_int_list, default=[DEFAULTS.n_layer], metavar="N[,N...]",
                    help="transformer layers (a comma list sweeps)")
     b.add_argument("--n-embd", type=positive_int_list, default=[DEFAULTS.n_embd], metavar="N[,N...]",
@@ -182,7 +211,8 @@ def add_sample(sub):
                        "Without --seed the checkpoint's random generator continues, so sampling a "
                        "finished run prints the samples 'train' printed.")
     s.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
-    s.add_argument("--num-samples", type=non_negative_int, default=20, help="how many samples")
+    s.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
+                   help=f"how many samples (at most {MAX_SAMPLES:,})")
     s.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
     s.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K most likely tokens only")
     s.add_argument("--prompt", metavar="PREFIX", default="", help="start every sample with PREFIX")

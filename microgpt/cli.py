@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import stat
 import sys
 
 from . import bench, rundir
@@ -21,7 +22,7 @@ from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, Se
 from .model import init_state_dict, parameters
 from .progress import OutputError, Progress
 from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train
-from .signals import StopSignals, ignore_stop_signals, signal_name
+from .signals import StopSignals, Terminated, ignore_stop_signals, raise_on_termination, signal_name
 from .state import restore_weights
 from .train import count_cut_documents, make_sampler, sample
 
@@ -58,6 +59,14 @@ def check_log_path(args, ckpt, out_dir):
         return
     if "\0" in args.log:
         raise UsageError("--log: a path cannot hold a NUL character")
+    try:
+        mode = os.stat(args.log).st_mode
+    except OSError:
+        mode = 0  # not there (created), or not to be opened: the open reports it
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        # opening a FIFO for writing waits for a reader, maybe for ever; a socket cannot be opened
+        raise UsageError(f"--log {args.log} is a {'FIFO' if stat.S_ISFIFO(mode) else 'socket'}, "
+                         f"not a file; give a regular file (or a device such as /dev/null)")
     inputs = []
     if args.input:
         inputs.append(("the --input file", args.input))
@@ -120,6 +129,7 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
             log = open(args.log, "a" if ckpt is not None else "w", encoding="utf-8")
         except OSError as e:
             raise UsageError(f"cannot write log file {args.log}: {e.strerror or e}") from None
+    progress = None
     try:
         print_run_summary(run, args)
         progress = Progress(args.steps, sys.stdout, log)
@@ -147,6 +157,10 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         if where is not None:
             print(f"checkpoint: {where} (step {run.trainer.step} of {args.steps})")
         return 0
+    except KeyboardInterrupt:  # Ctrl-C without --out-dir: end a progress line left open, once
+        if progress is not None:
+            progress.end_line()
+        raise
     except OutputError as e:
         progress.end_line = lambda: None
         where = f"; the checkpoint of step {run.trainer.step} is saved to {e.saved}" if e.saved else ""
@@ -244,12 +258,20 @@ def cmd_bench(args):
               file=sys.stderr, flush=True)
 
     try:
-        report = bench.run(configs, names, input_path=args.input, seed=args.seed, steps=args.steps,
-                           warmup=args.warmup, repeat=args.repeat,
-                           on_run=announce if sys.stderr.isatty() and not args.json else None)
+        # a signal ends the worker under way too: subprocess.run kills and waits for its
+        # child on any exception (KeyboardInterrupt for Ctrl-C, Terminated for the others)
+        with raise_on_termination():
+            report = bench.run(configs, names, input_path=args.input, seed=args.seed, steps=args.steps,
+                               warmup=args.warmup, repeat=args.repeat,
+                               on_run=announce if sys.stderr.isatty() and not args.json else None)
     except BenchError as e:
         print(f"microgpt: error: {e}", file=sys.stderr)
         return 1
+    except Terminated as stop:
+        ignore_stop_signals()  # the process is ending
+        print(f"microgpt: {signal_name(stop.signum)}: benchmark stopped, its worker ended",
+              file=sys.stderr, flush=True)
+        return 128 + stop.signum
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -264,6 +286,10 @@ def cmd_bench(args):
 
 def cmd_plot(args):
     from .plot import plot_log
+    if "\0" in args.out:
+        raise UsageError("--out: a path cannot hold a NUL character")
+    if same_file(args.out, args.log):  # as train's --log: by real path, or by device and inode
+        raise UsageError(f"--out {args.out} is the log file {args.log}; choose another image file")
     plot_log(args.log, args.out)
     print(f"wrote {args.out}")
     return 0
@@ -312,5 +338,5 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         ignore_stop_signals()  # the process is ending: a second Ctrl-C must not end it in a traceback
-        print("\nmicrogpt: interrupted", file=sys.stderr)
+        print("microgpt: interrupted", file=sys.stderr)
         return 130

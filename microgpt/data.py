@@ -99,10 +99,13 @@ def download_names(dest, url=None):
     return raw
 
 
-def write_atomic(path, raw):
-    """Write bytes so that path holds either its old content or all of the new one."""
+def write_atomic(path, raw, make_folder=True):
+    """Write bytes so that path holds either its old content or all of the new one.
+    make_folder: create path's folder (and its parents) if missing; else a missing
+    folder is an OSError (ENOENT) and nothing is created."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if make_folder:
+        os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
         # mkstemp makes the file private (0600); give it the mode open() would

@@ -1,10 +1,47 @@
 """``microgpt plot``: the loss curve of a ``train --log`` file (matplotlib, optional)."""
 import io
 import json
+import math
 import os
+import stat
 
 from .data import read_bytes, write_atomic
 from .errors import DataError
+
+MAX_STEP = 2**63 - 1  # as train's --steps
+MAX_LOSS = 1e300  # beyond it, the axes' arithmetic (a range, its ticks) can overflow a float
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _step(path, lineno, value):
+    """A record's step as an int: a whole number in 0..MAX_STEP, else DataError."""
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise DataError(f"{path} line {lineno}: step {value!r} is not a whole number")
+        value = int(value)
+    if not 0 <= value <= MAX_STEP:
+        raise DataError(f"{path} line {lineno}: step {_short(value)} is out of range (0 to {MAX_STEP})")
+    return value
+
+
+def _loss(path, lineno, key, value):
+    """A record's loss as a float: finite, at most MAX_LOSS in size, else DataError."""
+    try:
+        x = float(value)
+    except OverflowError:  # an integer beyond any float
+        x = math.inf
+    if not (math.isfinite(x) and abs(x) <= MAX_LOSS):
+        raise DataError(f"{path} line {lineno}: {key} {_short(value)} is not a finite number "
+                        f"of size at most {MAX_LOSS:g}")
+    return x
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 
 
 def read_log(path):
@@ -30,12 +67,13 @@ def read_log(path):
         except (RecursionError, ValueError) as e:  # nested too deep, an integer too long
             raise DataError(f"{path} line {lineno} cannot be read as a log record "
                             f"({'nested too deep' if isinstance(e, RecursionError) else e})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        if not isinstance(record, dict) or not _is_number(record.get("step")):
             continue  # the samples line, or anything newer we do not plot
-        if isinstance(record.get("loss"), (int, float)):
-            train[record["step"]] = record["loss"]
-        if isinstance(record.get("val_loss"), (int, float)):
-            val[record["step"]] = record["val_loss"]
+        step = _step(path, lineno, record["step"])
+        if _is_number(record.get("loss")):
+            train[step] = _loss(path, lineno, "loss", record["loss"])
+        if _is_number(record.get("val_loss")):
+            val[step] = _loss(path, lineno, "val_loss", record["val_loss"])
     if not train:
         raise DataError(f"{path} has no training steps to plot (expected lines like "
                         f"{{\"step\": 1, \"loss\": 3.3}} from 'microgpt train --log')")
@@ -63,8 +101,28 @@ def import_pyplot():
     return plt
 
 
+def check_out(out):
+    """Refuse an image path that is there and not a regular file (a FIFO, a device, a
+    directory: replacing it would destroy it), or whose folder does not exist."""
+    try:
+        info = os.stat(out)
+    except FileNotFoundError:
+        folder = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(folder):
+            raise DataError(f"cannot write {out}: its folder {folder} does not exist") from None
+        return
+    except OSError as e:
+        raise DataError(f"cannot write {out}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{out} is there and is not a regular file (a device, a FIFO or a directory); "
+                        f"name a new or a regular image file")
+
+
 def plot_log(path, out):
-    """Draw the training loss (and its moving average, and any validation loss) into out."""
+    """Draw the training loss (and its moving average, and any validation loss) into out:
+    a temporary file in out's folder renamed over it, so out holds the whole image or
+    what it held before. out must be a regular file or not exist, in an existing folder."""
+    check_out(out)
     train, val = read_log(path)
     fmt = os.path.splitext(out)[1][1:].lower() or "png"
     plt = import_pyplot()
@@ -89,9 +147,12 @@ def plot_log(path, out):
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=100)
+    except (ArithmeticError, ValueError) as e:  # the accepted numbers are bounded; a last guard
+        raise DataError(f"cannot draw {path}: its numbers are out of matplotlib's range ({e})") from None
     finally:
         plt.close(fig)
+    check_out(out)  # again: drawing takes a while
     try:
-        write_atomic(out, buf.getvalue())
+        write_atomic(out, buf.getvalue(), make_folder=False)
     except OSError as e:
         raise DataError(f"cannot write {out}: {e.strerror or e}") from None

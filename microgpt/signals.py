@@ -59,3 +59,40 @@ def ignore_stop_signals():
 def signal_name(signum):
     """How a user calls the signal: Ctrl-C for SIGINT, else its name (SIGTERM, SIGHUP)."""
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the program stands (see raise_on_termination).
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` swallows it."""
+
+    def __init__(self, signum):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+class raise_on_termination:
+    """While active, SIGTERM and SIGHUP raise Terminated, as Ctrl-C raises KeyboardInterrupt,
+    so that cleanup on the way out runs (a child process killed and waited for) instead of
+    the process ending at once; on exit the previous handlers are put back."""
+
+    SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
+
+    def __init__(self):
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        raise Terminated(signum)
+
+    def __enter__(self):
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        return False
