@@ -193,6 +193,32 @@ def assert_one_error_line(err):
     return lines[0]
 
 
+def refused(argv, status=2):
+    """Run the CLI in-process: it ends with `status` and one error line; returns the line."""
+    got, out, err = run_main(argv)
+    assert got == status, err
+    return assert_one_error_line(err)
+
+
+def other_name_for(path, spelling, tmp_path):
+    """The same file (one in tmp_path) under another name: "same" (the path
+    itself), "dotdot" (through x/..), "symlink" or "hardlink"."""
+    if spelling == "same":
+        return path
+    if spelling == "dotdot":
+        (tmp_path / "x").mkdir(exist_ok=True)
+        return tmp_path / "x" / ".." / path.name
+    other = tmp_path / f"{spelling}{path.suffix}"
+    (os.symlink if spelling == "symlink" else os.link)(path, other)
+    return other
+
+
+# a small text to train on, and flags for a tiny model on the pure engine
+SMALL_DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
+              "mallory", "oscar", "peggy", "trent", "victor", "walter"]
+TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure"]
+
+
 def sample_lines(out):
     return [line for line in out.splitlines() if line.startswith("sample ")]
 

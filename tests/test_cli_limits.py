@@ -10,28 +10,20 @@ import subprocess
 import time
 
 import pytest
-from support import (PACKAGE_PARENT, assert_one_error_line, child_env, module_argv, run_main, run_module,
-                     start_module, write_docs)
+from support import (PACKAGE_PARENT, SMALL_DOCS, TINY, assert_one_error_line, child_env, module_argv,
+                     other_name_for, refused, run_main, run_module, start_module, write_docs)
 
 from microgpt import rundir
 from microgpt.args import MAX_BENCH_REPEAT, MAX_BENCH_STEPS, MAX_SAMPLES, build_parser
 from microgpt.errors import UsageError
 
-DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
-        "mallory", "oscar", "peggy", "trent", "victor", "walter"]
-TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure"]
+DOCS = SMALL_DOCS
 HUGE = 10 ** 20
 
 
 @pytest.fixture
 def docs_txt(tmp_path):
     return write_docs(tmp_path / "v.txt", DOCS)
-
-
-def refused(argv, status=2):
-    got, out, err = run_main(argv)
-    assert got == status, err
-    return assert_one_error_line(err)
 
 
 def write_log(path, records):
@@ -94,14 +86,7 @@ def test_plot_draws_a_many_step_log_of_huge_losses(tmp_path):
 def test_plot_out_that_is_the_log_is_refused(tmp_path, spelling):
     log = write_log(tmp_path / "log.png", GOOD)
     before = log.read_bytes()
-    (tmp_path / "x").mkdir()
-    out = {"same": log, "dotdot": tmp_path / "x" / ".." / "log.png"}.get(spelling)
-    if spelling == "symlink":
-        out = tmp_path / "link.png"
-        os.symlink(log, out)
-    elif spelling == "hardlink":
-        out = tmp_path / "hard.png"
-        os.link(log, out)
+    out = other_name_for(log, spelling, tmp_path)
     line = refused(["plot", log, "--out", out])
     assert "--out" in line and "log" in line
     assert log.read_bytes() == before

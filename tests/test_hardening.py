@@ -6,25 +6,18 @@ import os
 import time
 
 import pytest
-from support import assert_one_error_line, edit_checkpoint, reseal_checkpoint, run_main, write_docs
+from support import (SMALL_DOCS, TINY, assert_one_error_line, edit_checkpoint, other_name_for, refused,
+                     reseal_checkpoint, run_main, write_docs)
 
 from microgpt import CheckpointError, checkpoint, rundir
 from microgpt.data import names_path
 
-DOCS = ["anna", "bob", "carla", "david", "eve", "frank", "grace", "heidi", "ivan", "judy",
-        "mallory", "oscar", "peggy", "trent", "victor", "walter"]
-TINY = ["--n-embd", "8", "--n-head", "2", "--block-size", "8", "--engine", "pure"]
+DOCS = SMALL_DOCS
 
 
 @pytest.fixture
 def docs_txt(tmp_path):
     return write_docs(tmp_path / "v.txt", DOCS)
-
-
-def refused(argv, status=2):
-    got, out, err = run_main(argv)
-    assert got == status, err
-    return assert_one_error_line(err)
 
 
 @pytest.fixture
@@ -39,14 +32,7 @@ def tiny_run(docs_txt, tmp_path):
 @pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "hardlink"])
 def test_log_that_is_the_input_is_refused(docs_txt, tmp_path, spelling):
     before = docs_txt.read_bytes()
-    (tmp_path / "x").mkdir()
-    log = {"same": docs_txt, "dotdot": tmp_path / "x" / ".." / "v.txt"}.get(spelling)
-    if spelling == "symlink":
-        log = tmp_path / "link.txt"
-        os.symlink(docs_txt, log)
-    elif spelling == "hardlink":
-        log = tmp_path / "hard.txt"
-        os.link(docs_txt, log)
+    log = other_name_for(docs_txt, spelling, tmp_path)
     line = refused(["train", "-i", docs_txt, *TINY, "--steps", 1, "--log", log])
     assert "--log" in line and "--input" in line
     assert docs_txt.read_bytes() == before
