@@ -35,6 +35,12 @@ checked = _engine.checked
 FULL_CHECK_NODES = 5_000_000
 SOME_TARGETS = 2
 
+# A sampler's recording costs about what the model code takes for 4 to 5
+# blocks of positions (measured at n_embd 16 and 64); the sampler records once
+# the model code has computed this many blocks' worth for that temperature, so
+# a few names never pay for a recording, and many pay for it at most twice.
+RECORD_AFTER_BLOCKS = 4
+
 
 class ReplayedLoss:
     """The loss of a replayed step: ``.data`` now, ``.backward()`` in C."""
@@ -146,9 +152,9 @@ def record(sd, config, params, table, tokens, temperature=None, forward_only=Fal
 class Sampler:
     """train.ModelSampler's interface, replayed: one recording a temperature (a
     whole block, each position's -log(probs[target]) with a target sampling
-    ignores; made when a second document is asked for, the first runs the model
-    code), then each position is one call into C, whose cache is the tape's
-    values of the positions before it. A recording refused, or a position an
+    ignores; made once the model code has sampled RECORD_AFTER_BLOCKS blocks'
+    worth of positions), then each position is one call into C, whose cache is
+    the tape's values of the positions before it. A recording refused, or a position an
     operation of which would raise, takes the model code, from the document's
     first position (the same floats: the model code is what was recorded)."""
 
@@ -157,16 +163,15 @@ class Sampler:
         self.params = parameters(sd)
         self.table = token_table(sd)
         self.tapes = {}            # float(temperature) -> (tape, why there is none)
-        self.asked = {}            # float(temperature) -> documents asked for
         self.model = ModelSampler(sd, config)
+        self.record_after = RECORD_AFTER_BLOCKS * config.block_size  # positions
+        self.before_recording = {}  # float(temperature) -> positions the model code computed
         self.model_positions = 0   # positions the model code computed where no replay could
 
     def document(self, temperature):
         key = float(temperature)
-        self.asked[key] = self.asked.get(key, 0) + 1
-        if key not in self.tapes and self.asked[key] == 1:
-            # a recording costs about one document of the model code: made from the second on
-            return self.model.document(temperature)
+        if key not in self.tapes and self.before_recording.get(key, 0) < self.record_after:
+            return self.counted(self.model.document(temperature), key)
         if key not in self.tapes:
             self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0], temperature,
                                      forward_only=True)
@@ -174,6 +179,12 @@ class Sampler:
         if tape is None:
             return self.model.document(temperature)
         return ReplayedDocument(self, tape, temperature).step
+
+    def counted(self, step, key):
+        def counting_step(token_id, pos_id, want=True):
+            self.before_recording[key] = self.before_recording.get(key, 0) + 1
+            return step(token_id, pos_id, want)
+        return counting_step
 
 
 class ReplayedDocument:

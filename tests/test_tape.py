@@ -114,12 +114,14 @@ def test_training_goes_on_right_after_the_parameters_move(name):
     assert run(name, reclaim=True) == run("compiled", reclaim=False)
 
 
-def samples_of(name, temperature, n=12, **kwargs):
+def samples_of(name, temperature, n=12, record_after=0, **kwargs):
     from microgpt.train import make_sampler, sample
     t = trainer(name)
     for _ in range(15):
         t.train_step()
     sampler = make_sampler(t.engine, t.sd, t.config)
+    if record_after is not None and hasattr(sampler, "record_after"):
+        sampler.record_after = record_after  # (0: record at once)
     random.seed(5)
     return [sample(t.engine, t.sd, t.config, t.tokenizer, temperature, sampler=sampler, **kwargs)
             for _ in range(n)], sampler, t
@@ -137,12 +139,16 @@ def test_replayed_sampling_draws_the_model_codes_names(temperature, kwargs):
         tape.backward()
 
 
-def test_a_sampler_records_once_a_second_document_is_asked_for():
-    # one document by the model code costs about what a recording does
-    _, sampler, _ = samples_of("replay", 0.5, n=1)
-    assert sampler.tapes == {}
-    _, sampler, _ = samples_of("replay", 0.5, n=2)
+def test_a_sampler_records_once_the_model_code_has_sampled_a_few_blocks():
+    # a recording costs about what 4 to 5 blocks of positions of the model code do
+    want, _, _ = samples_of("compiled", 0.5, n=30)
+    got, sampler, _ = samples_of("replay", 0.5, n=30, record_after=None)
+    assert got == want
+    assert sampler.record_after == 4 * 16
     assert list(sampler.tapes) == [0.5] and sampler.tapes[0.5][0] is not None
+    assert sampler.before_recording[0.5] >= sampler.record_after
+    _, few, _ = samples_of("replay", 0.5, n=2, record_after=None)
+    assert few.tapes == {}, "two names never pay for a recording"
 
 
 def test_sampling_a_recording_cannot_serve_takes_the_model_code():
@@ -173,7 +179,7 @@ def test_a_sampled_position_that_cannot_be_replayed_takes_the_model_code():
     # (its cache), and continues it: the same names
     from microgpt.train import sample
     want, _, _ = samples_of("compiled", 0.5)
-    _, sampler, t = samples_of("replay", 0.5, n=2)  # (its recording is made at the second)
+    _, sampler, t = samples_of("replay", 0.5, n=1)  # (its recording is made at once)
     tape, _ = sampler.tapes[0.5]
     sampler.tapes[0.5] = (FailsAt(tape, 2), None)
     random.seed(5)
