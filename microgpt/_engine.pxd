@@ -93,12 +93,10 @@ cdef extern from "tape.h":
         int32_t verify_shifts
 
     tape_t *tape_build(arena_t *a, const record_t *r, const char **why) nogil
-    status_t tape_forward_from(tape_t *t, const arena_t *a, const node_t *params,
-                               const int32_t *tokens, int32_t start, int32_t n) nogil
     double tape_prob(const tape_t *t, int32_t p, int32_t v) nogil
     void tape_free(tape_t *t) nogil
     status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
-                          const int32_t *tokens, int32_t n) nogil
+                          const int32_t *tokens, int32_t start, int32_t n) nogil
     int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) nogil
     size_t tape_bytes(const tape_t *t) nogil
 
@@ -124,15 +122,24 @@ cdef class Value:
     cdef epoch_t epoch                      # must equal arena.a.epoch[index] to be valid
 
 
+cdef class Rows:
+    cdef Arena arena                        # where the Values live
+    cdef tuple values                       # the Values (they keep their nodes live)
+    cdef int64_t n
+    cdef node_t *idx                        # (n,) each Value's node row, as last taken
+    cdef epoch_t *epochs                    # (n,) ... and the epoch that node was made in
+    cdef int64_t block_at                   # idx[i] == block_at + i for every i, or -1
+    cdef bint taken                         # idx and epochs have been taken
+    cdef uint64_t moves                     # arena.moves when they were taken
+    cdef epoch_t checked_at                 # the arena's epoch when they were last checked
+
+    cdef int refresh(self) except -1
+
+
 cdef class Tape:
     cdef tape_t *t                          # the recorded step (C-owned, freed in __dealloc__)
     cdef Arena arena                        # where its parameters live
-    cdef list params                        # the parameter Values, in the optimizer's order
-    cdef node_t *param_nodes                # their node indices (checked live on every replay)
-    cdef epoch_t *param_epochs              # ... and the epochs those nodes were made in
-    cdef bint loaded                        # param_nodes and param_epochs have been taken
-    cdef uint64_t loaded_moves              # ... at this arena.moves
-    cdef epoch_t loaded_at                  # the arena's epoch when they were checked
+    cdef Rows params                        # the parameter Values, in the optimizer's order, and their rows
     cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
     cdef bint forward_only                  # built without the backward's checks: no backward()
 

@@ -84,8 +84,6 @@ cdef class Tape:
 
     def __dealloc__(self):
         tape_free(self.t)
-        free(self.param_nodes)
-        free(self.param_epochs)
         free(self.tokens)
 
     @property
@@ -114,60 +112,16 @@ cdef class Tape:
                     params_in_one_block=self.t.params_at >= 0)
 
     cdef int load_params(self) except -1:
-        """Check every parameter is alive, and take its node index now. After
-        the first time, while no handle has changed node (arena.moves), a C
-        loop checks the nodes taken still are the ones made then (their
-        epochs); otherwise the Values are asked again (which raises if a
-        parameter was released)."""
-        cdef int64_t k, P = len(self.params)
-        cdef arena_t *a = &self.arena.a
-        cdef node_t i
-        if self.loaded and self.arena.moves != self.loaded_moves:
-            pass  # a handle changed node since: ask the Values
-        elif self.loaded and self.t.params_at >= 0:  # one block: one comparison of epochs
-            if (self.t.params_at + P <= a.n_nodes and
-                    memcmp(&a.epoch[self.t.params_at], self.param_epochs, P * sizeof(epoch_t)) == 0):
-                self.loaded_at = a.cur_epoch
-                return 0
-        elif self.loaded:
-            for k in range(P):
-                i = self.param_nodes[k]
-                if i >= a.n_nodes or a.epoch[i] != self.param_epochs[k]:
-                    break
-            else:
-                self.loaded_at = a.cur_epoch
-                return 0
-        cdef Value p
-        for k in range(P):
-            p = <Value>self.params[k]
-            if not alive(p):
-                raise StaleValueError("a parameter's node was released; create parameters "
-                                      "outside any graph() scope")
-            self.param_nodes[k] = p.index
-            self.param_epochs[k] = p.epoch
-        self.t.params_at = self.param_nodes[0] if P > 0 else -1
-        for k in range(P):
-            if self.param_nodes[k] != self.t.params_at + k:
-                self.t.params_at = -1
-                break
-        self.loaded = True
-        self.loaded_moves = self.arena.moves
-        self.loaded_at = a.cur_epoch
+        """The parameters' rows now (Rows.refresh: raises if one was released),
+        and whether they are one block of nodes (the replay copies them as one)."""
+        self.params.refresh()
+        self.t.params_at = self.params.block_at
         return 0
 
     def forward(self, tokens):
-        cdef int64_t n = len(tokens) - 1, p
-        if not 1 <= n <= self.t.n_pos:
-            raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
-        for p in range(n + 1):
-            tok = tokens[p]
-            if not 0 <= tok < min(self.t.table_rows, self.t.n_cand):
-                raise ValueError(f"token id {tok} is outside the recorded vocabulary")
-            self.tokens[p] = tok
-        self.load_params()
-        if tape_forward(self.t, &self.arena.a, self.param_nodes, self.tokens, <int32_t>n) != OP_OK:
-            return None
-        return self.t.loss
+        """The forward of every position of tokens (len(tokens) - 1 of them);
+        the loss, or None if an operation would raise."""
+        return self.forward_from(tokens, 0)
 
     def forward_from(self, tokens, int start):
         """The forward of positions start .. len(tokens) - 2 only: the positions
@@ -186,8 +140,8 @@ cdef class Tape:
                 raise ValueError(f"token id {tok} is outside the recorded vocabulary")
             self.tokens[p] = tok
         self.load_params()
-        if tape_forward_from(self.t, &self.arena.a, self.param_nodes, self.tokens, <int32_t>start,
-                             <int32_t>n) != OP_OK:
+        if tape_forward(self.t, &self.arena.a, self.params.idx, self.tokens, <int32_t>start,
+                        <int32_t>n) != OP_OK:
             self.t.n_used = 0  # nothing after a failed position can be trusted
             return None
         return self.t.loss
@@ -204,9 +158,8 @@ cdef class Tape:
             raise RuntimeError("this tape was built for forward passes only (a sampler's)")
         if self.t.n_used == 0:
             raise RuntimeError("backward() of a tape needs a forward() first")
-        if self.arena.a.cur_epoch != self.loaded_at:  # a release since forward: check again
-            self.load_params()
-        return bool(tape_backward(self.t, &self.arena.a, self.param_nodes, self.tokens))
+        self.load_params()  # (nothing to do unless the arena released or moved since forward)
+        return bool(tape_backward(self.t, &self.arena.a, self.params.idx, self.tokens))
 
 
 def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_end, list losses,
@@ -224,15 +177,13 @@ def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_en
     cdef Tape tape = Tape.__new__(Tape)
     tape.arena = arena
     tape.forward_only = verify_shifts < 0
-    tape.params = list(params)
+    tape.params = Rows(arena, params)
     cdef node_t *ints = <node_t *>malloc((P + N + 2 * N * V + D + n_src + 1) * sizeof(node_t))
     cdef int64_t *longs = <int64_t *>malloc((N + D + 1) * sizeof(int64_t))
     cdef int32_t *toks = <int32_t *>malloc((N + 1) * sizeof(int32_t))
     cdef double *signs = <double *>malloc((D + 1) * sizeof(double))
-    tape.param_nodes = <node_t *>malloc((P + 1) * sizeof(node_t))
-    tape.param_epochs = <epoch_t *>malloc((P + 1) * sizeof(epoch_t))
     tape.tokens = <int32_t *>malloc((N + 1) * sizeof(int32_t))
-    if not (ints and longs and toks and signs and tape.param_nodes and tape.param_epochs and tape.tokens):
+    if not (ints and longs and toks and signs and tape.tokens):
         free(ints); free(longs); free(toks); free(signs)
         raise MemoryError()
     cdef record_t r

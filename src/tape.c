@@ -73,12 +73,7 @@ static inline void put_side(double *x, const int32_t *nodes, double a0, double a
 }
 
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
-                      const int32_t *tokens, int32_t n) {
-    return tape_forward_from(t, a, params, tokens, 0, n);
-}
-
-status_t tape_forward_from(tape_t *t, const arena_t *a, const node_t *params,
-                           const int32_t *tokens, int32_t from, int32_t n) {
+                      const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
     int32_t *arg = t->fwd_arg;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;

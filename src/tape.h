@@ -183,11 +183,13 @@ typedef struct {
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why);
 void tape_free(tape_t *t);
 
-/* Forward over the first n positions for tokens[0..n] (n + 1 ids), parameter
- * values read from the arena; the loss into t->loss. Returns OP_OK or the
- * status an operation raised. */
+/* Forward over positions [from, n) for tokens[0..n] (n + 1 ids), positions
+ * before from as the last forward left them (0: every position; a sampler's
+ * cache grows a position per call); parameter values read from the arena.
+ * The loss, of positions [0, n), into t->loss. Returns OP_OK or the status an
+ * operation raised. */
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
-                      const int32_t *tokens, int32_t n);
+                      const int32_t *tokens, int32_t from, int32_t n);
 /* Backward of the last forward: parameter gradients added to the arena's.
  * A parameter the step reached has a float gradient after it (its int tag is
  * cleared, as float contributions make the pure engine's grad a float).
@@ -196,12 +198,6 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
  * zero for a parent the reference's walk never reached, which is exact only
  * while every local gradient is finite). */
 int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
-
-/* The forward of positions [from, n) only, positions before from as the last
- * forward left them (a sampler's cache, growing a position per call); the
- * parameters are read again. The loss is of positions [0, n). */
-status_t tape_forward_from(tape_t *t, const arena_t *a, const node_t *params,
-                           const int32_t *tokens, int32_t from, int32_t n);
 
 /* probs[v] at position p after a forward: x[cand[p * n_cand + v]]. */
 static inline double tape_prob(const tape_t *t, int32_t p, int32_t v) {

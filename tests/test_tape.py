@@ -114,6 +114,19 @@ def test_training_goes_on_right_after_the_parameters_move(name):
     assert run(name, reclaim=True) == run("compiled", reclaim=False)
 
 
+def test_a_replay_refuses_a_parameter_moved_to_another_arena():
+    # Adam and the tape take their parameters' rows the same way (Rows)
+    from microgpt import ArenaMismatchError
+    from microgpt._engine import Arena
+    t = trainer("replay")
+    t.train_step()
+    other = Arena()
+    with other.graph():
+        t.params[5].__init__(1.0, (other.value(0.0),), (1.0,))  # now a node of the other arena
+        with pytest.raises(ArenaMismatchError):
+            t.document_loss.tape.forward(t.tokens_at(1))
+
+
 def samples_of(name, temperature, n=12, record_after=0, **kwargs):
     from microgpt.train import make_sampler, sample
     t = trainer(name)
