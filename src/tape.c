@@ -56,6 +56,13 @@ size_t tape_bytes(const tape_t *t) {
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
 
+/* the parameters' numbers from an arena column (data or grad): one block
+ * copy where they are consecutive nodes */
+static inline void read_params(double *dst, const double *column, const tape_t *t, const node_t *params) {
+    if (t->params_at >= 0) memcpy(dst, column + t->params_at, (size_t)t->n_params * sizeof *dst);
+    else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
+}
+
 /* the four gradients of a side-by-side group of backward entries b, b-1, b-2, b-3 */
 static inline void put_pulled(double *g, const int32_t *entry_b, double a0, double a1, double a2, double a3) {
     g[entry_b[0]] = a0;
@@ -78,8 +85,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     int32_t *arg = t->fwd_arg;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
     const uint8_t *code = t->fwd_code;
-    if (t->params_at >= 0) memcpy(x, a->data + t->params_at, (size_t)t->n_params * sizeof *x);
-    else for (int32_t k = 0; k < t->n_params; ++k) x[k] = a->data[params[k]];
+    read_params(x, a->data, t, params);
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q >= from && q < n) {
@@ -275,8 +281,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         g[L] = acc;
     }
     /* parameters: each is read at most once a position; positions last to first */
-    if (t->params_at >= 0) memcpy(g, a->grad + t->params_at, (size_t)P * sizeof *g);
-    else for (int32_t k = 0; k < P; ++k) g[k] = a->grad[params[k]];
+    read_params(g, a->grad, t, params);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
     const int32_t *arg = t->fwd_arg, *pair = t->dot_pair;
