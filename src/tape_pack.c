@@ -44,6 +44,19 @@ static int64_t mark_matvecs(tape_t *t, int64_t nf) {
     return found;
 }
 
+/* Do backward entries b and e read the same parents, in the same order, with
+ * e's weights `shift` places before b's (and `reach` more still inside the
+ * values)? Then they are entries of one vector read by one matrix's rows. */
+static int rows_of_one_vector(const tape_t *t, int64_t b, int64_t e, int32_t shift, int32_t reach) {
+    int64_t k0 = t->pull_start[b], kk = t->pull_start[e], count = t->pull_start[b + 1] - k0;
+    if (t->pull_start[e + 1] - kk != count) return 0;
+    for (int64_t j = 0; j < count; ++j)
+        if (t->pull_parent[kk + j] != t->pull_parent[k0 + j] || t->pull_src[kk + j] != t->pull_src[k0 + j] - shift
+            || t->pull_src[k0 + j] - shift - reach < 0)
+            return 0;
+    return 1;
+}
+
 static void group_pulls(tape_t *t, int64_t nb) {
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
         int ok = 1;
@@ -60,14 +73,8 @@ static void group_pulls(tape_t *t, int64_t nb) {
         t->bwd_group[b] = 1;
         /* four entries of one vector read by the rows of one matrix: the same
          * parents, and each row's weights side by side (see the backward) */
-        int64_t k0 = t->pull_start[b];
         int mv = 1;
-        for (int k = 1; k < SIDE && mv; ++k) {
-            int64_t kk = t->pull_start[b - k];
-            for (int64_t j = 0; j < count && mv; ++j)
-                mv = t->pull_parent[kk + j] == t->pull_parent[k0 + j]
-                    && t->pull_src[kk + j] == t->pull_src[k0 + j] - k && t->pull_src[k0 + j] - k >= 0;
-        }
+        for (int k = 1; k < SIDE && mv; ++k) mv = rows_of_one_vector(t, b, b - k, k, 0);
         if (mv) t->bwd_group[b] = 2;
         b -= SIDE - 1;
     }
@@ -75,18 +82,10 @@ static void group_pulls(tape_t *t, int64_t nb) {
      * weights still side by side: a whole vector read by a matrix's rows */
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
         if (t->bwd_group[b] != 2) continue;
-        int64_t k0 = t->pull_start[b], count = t->pull_start[b + 1] - k0, e = b;
+        int64_t e = b;
         while (e - SIDE >= SIDE - 1 && b - (e - SIDE) + 1 <= MAX_LANES && t->bwd_group[e - SIDE] == 2
-               && t->pull_start[e - SIDE + 1] - t->pull_start[e - SIDE] == count) {
-            int64_t kk = t->pull_start[e - SIDE];
-            int32_t shift = (int32_t)(b - (e - SIDE));
-            int ok = 1;
-            for (int64_t j = 0; j < count && ok; ++j)
-                ok = t->pull_parent[kk + j] == t->pull_parent[k0 + j]
-                    && t->pull_src[kk + j] == t->pull_src[k0 + j] - shift && t->pull_src[k0 + j] - shift - (SIDE - 1) >= 0;
-            if (!ok) break;
+               && rows_of_one_vector(t, b, e - SIDE, (int32_t)(b - (e - SIDE)), SIDE - 1))
             e -= SIDE;
-        }
         if (e < b) {
             t->bwd_group[b] = 3;
             t->bwd_lanes[b] = (int32_t)(b - e + SIDE);
