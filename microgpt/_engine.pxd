@@ -69,7 +69,7 @@ cdef extern from "tape.h":
         double loss
         int32_t *fwd_end, *bwd_end, *graph_end  # per position: where its instructions / graph nodes end
         int64_t *pull_start, *param_start
-        int32_t *bwd
+        int32_t *bwd, *bwd_lanes
         uint8_t *bwd_group, *fwd_code
 
     ctypedef struct record_t:

@@ -99,13 +99,17 @@ cdef class Tape:
         backward nodes, pulls (gradient terms) and parameter reads."""
         if not 1 <= n <= self.t.n_pos:
             raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
-        cdef int32_t b = self.t.bwd_end[n - 1], i
-        cdef int64_t grouped = 0, by_rows = 0
-        for i in range(3, b):
-            if self.t.bwd_group[i]:
-                grouped += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
-            if self.t.bwd_group[i] == 2:
-                by_rows += self.t.pull_start[i + 1] - self.t.pull_start[i - 3]
+        cdef int32_t b = self.t.bwd_end[n - 1], i = b - 1, width
+        cdef int64_t grouped = 0, by_rows = 0, pulls
+        while i >= 0:  # groups as the backward meets them: the top entry says how many
+            width = (self.t.bwd_lanes[i] if self.t.bwd_group[i] == 3 else
+                     4 if self.t.bwd_group[i] and i >= 3 else 1)
+            pulls = self.t.pull_start[i + 1] - self.t.pull_start[i - width + 1]
+            if width > 1:
+                grouped += pulls
+            if self.t.bwd_group[i] >= 2:
+                by_rows += pulls
+            i -= width
         return dict(nodes=self.t.graph_end[n - 1] - self.t.n_params, kept_nodes=self.t.n_nodes, forward=self.t.fwd_end[n - 1],
                     backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped,
                     pulls_by_matrix_rows=by_rows, other_param_reads=self.t.param_start[n],
