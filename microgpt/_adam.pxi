@@ -46,7 +46,7 @@ cdef class Adam:
         self.rows.refresh()  # each parameter's row now (a reclaim may have moved it)
         cdef arena_t *a = &self.arena.a
         cdef status_t s
-        arena_adam(a, self.rows.idx, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
+        arena_adam(a, self.rows.idx, self.rows.block_at >= 0, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
         if s == OP_ZERODIV:
             raise ZeroDivisionError("float division by zero")
         if s != OP_OK:

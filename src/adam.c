@@ -176,16 +176,15 @@ static int64_t adam_all(ADAM_ARGS) { ADAM_BODY }
 __attribute__((target("avx2,fma"))) static int64_t adam_all_avx2(ADAM_ARGS) { ADAM_BODY }
 #endif
 
-int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
+int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
                    double lr_t, double beta1, double beta2, double eps, int64_t step,
                    status_t *status) {
     double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
     double bias2 = 1 - pow(beta2, (double)step + 1.0);
     *status = OP_OK;
-    int one_block = 1;  /* consecutive nodes (the usual case): read and written as blocks */
     for (int64_t i = 0; i < n; ++i) {
         assert(idx[i] >= 0 && idx[i] < a->n_nodes);
-        one_block &= idx[i] == idx[0] + i;
+        assert(!one_block || idx[i] == idx[0] + i);
     }
 #ifdef HAVE_AVX2_FMA
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))

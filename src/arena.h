@@ -112,8 +112,9 @@ status_t arena_replay(arena_t *a, int64_t from, int *custom);
  * Returns n, or the index of the parameter where Python's arithmetic would
  * have raised (g ** 2 overflowing, a division by zero), with *status saying
  * which; the parameters before it are updated, as far as the reference loop
- * gets. */
-int64_t arena_adam(arena_t *a, const node_t *idx, int64_t n, double *m, double *v,
+ * gets. one_block: idx[i] == idx[0] + i for every i (the caller knows it; the
+ * parameters are then read and written as blocks). */
+int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
                    double lr_t, double beta1, double beta2, double eps, int64_t step,
                    status_t *status);
 
