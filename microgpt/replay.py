@@ -154,9 +154,10 @@ class Sampler:
     whole block, each position's -log(probs[target]) with a target sampling
     ignores; made once the model code has sampled RECORD_AFTER_BLOCKS blocks'
     worth of positions), then each position is one call into C, whose cache is
-    the tape's values of the positions before it. A recording refused, or a position an
-    operation of which would raise, takes the model code, from the document's
-    first position (the same floats: the model code is what was recorded)."""
+    the tape's values of the positions before it. A recording refused, or a
+    position an operation of which would raise, takes the model code, from the
+    document's first position (the same floats: the model code is what was
+    recorded)."""
 
     def __init__(self, sd, config):
         self.sd, self.config = sd, config
