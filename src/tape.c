@@ -79,6 +79,44 @@ static inline void put_side(double *x, const int32_t *nodes, double a0, double a
     x[nodes[3]] = a3;
 }
 
+/* An F_MV4 group's four sums: m0 + 0, then + m_j, each row in its own order
+ * (tape.h, matvec_t). The vector read in place, or through its list. */
+static inline void matvec_forward(double *restrict x, const int32_t *pair, const matvec_t *g) {
+    const double *w0 = x + g->w[0], *w1 = x + g->w[1], *w2 = x + g->w[2], *w3 = x + g->w[3];
+    double a0, a1, a2, a3;
+    if (g->vec >= 0) {
+        const double *v = x + g->vec;
+        a0 = w0[0] * v[0] + x[g->init[0]];
+        a1 = w1[0] * v[0] + x[g->init[1]];
+        a2 = w2[0] * v[0] + x[g->init[2]];
+        a3 = w3[0] * v[0] + x[g->init[3]];
+        for (int32_t j = 1; j < g->len; ++j) {
+            a0 = a0 + w0[j] * v[j];
+            a1 = a1 + w1[j] * v[j];
+            a2 = a2 + w2[j] * v[j];
+            a3 = a3 + w3[j] * v[j];
+        }
+    } else {
+        const int32_t *v = pair + g->pairs + 1;
+        double xv = x[v[0]];
+        a0 = w0[0] * xv + x[g->init[0]];
+        a1 = w1[0] * xv + x[g->init[1]];
+        a2 = w2[0] * xv + x[g->init[2]];
+        a3 = w3[0] * xv + x[g->init[3]];
+        for (int32_t j = 1; j < g->len; ++j) {
+            xv = x[v[2 * j]];
+            a0 = a0 + w0[j] * xv;
+            a1 = a1 + w1[j] * xv;
+            a2 = a2 + w2[j] * xv;
+            a3 = a3 + w3[j] * xv;
+        }
+    }
+    x[g->top[0]] = a0;
+    x[g->top[1]] = a1;
+    x[g->top[2]] = a2;
+    x[g->top[3]] = a3;
+}
+
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
@@ -133,25 +171,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             i += SIDE - 1;
             break;
         }
-        case F_MV4: {
-            const int32_t *v = pair + A[0] + 1;  /* the vector: every other entry of row 0's list */
-            const double *w0 = x + pair[A[0]], *w1 = x + pair[A[3]], *w2 = x + pair[A[6]], *w3 = x + pair[A[9]];
-            double xv = x[v[0]];
-            double a0 = w0[0] * xv + x[A[1]];
-            double a1 = w1[0] * xv + x[A[4]];
-            double a2 = w2[0] * xv + x[A[7]];
-            double a3 = w3[0] * xv + x[A[10]];
-            for (int32_t j = 1; j < A[2] / 2; ++j) {
-                xv = x[v[2 * j]];
-                a0 = a0 + w0[j] * xv;
-                a1 = a1 + w1[j] * xv;
-                a2 = a2 + w2[j] * xv;
-                a3 = a3 + w3[j] * xv;
-            }
-            put_side(x, fwd + i, a0, a1, a2, a3);
+        case F_MV4:
+            matvec_forward(x, pair, t->mv + A[0]);
             i += SIDE - 1;
             break;
-        }
         case F_COPY:
             x[L] = x[A[0]];
             x_lg[L] = x_lg[A[0]];
@@ -183,13 +206,25 @@ static void add_row(double *restrict acc, const double *restrict w, double gt, i
     for (int32_t i = 0; i < lanes; ++i) acc[i] = acc[i] + w[i] * gt;
 }
 
-/* Four rows of one matrix: parameter w_c[j] adds v[j] * g_c (its product's
- * local grad is the vector's entry, the product's gradient its row's). The
- * rows are distinct parameters, the vector other nodes: nothing here aliases. */
-static void rows_grads(double *restrict g0, double *restrict g1, double *restrict g2, double *restrict g3,
-                       double t0, double t1, double t2, double t3,
-                       const double *restrict x, const int32_t *restrict v, int32_t len) {
-    for (int32_t j = 0; j < len; ++j) {
+/* An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
+ * grad is the vector's entry, the product's gradient its row's). The rows
+ * are distinct parameters, the vector other nodes: nothing here aliases. */
+static void matvec_grads(double *restrict g, const double *restrict x, const int32_t *pair, const matvec_t *m) {
+    double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];
+    double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];
+    double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];
+    if (m->vec >= 0) {
+        const double *restrict v = x + m->vec;
+        for (int32_t j = 0; j < m->len; ++j) {
+            g0[j] += v[j] * t0;
+            g1[j] += v[j] * t1;
+            g2[j] += v[j] * t2;
+            g3[j] += v[j] * t3;
+        }
+        return;
+    }
+    const int32_t *restrict v = pair + m->pairs + 1;
+    for (int32_t j = 0; j < m->len; ++j) {
         double xv = x[v[2 * j]];
         g0[j] += xv * t0;
         g1[j] += xv * t1;
@@ -284,13 +319,9 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     read_params(g, a->grad, t, params);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    const int32_t *arg = t->fwd_arg, *pair = t->dot_pair;
     for (int32_t q = n - 1; q >= 0; --q) {
-        for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q]; ++m) {  /* matrix rows */
-            const int32_t *A = arg + 3 * (int64_t)t->mv[m], *top4 = t->fwd + t->mv[m];
-            rows_grads(g + pair[A[0]], g + pair[A[3]], g + pair[A[6]], g + pair[A[9]],
-                       g[top4[0]], g[top4[1]], g[top4[2]], g[top4[3]], x, pair + A[0] + 1, A[2] / 2);
-        }
+        for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q]; ++m)  /* matrix rows */
+            matvec_grads(g, x, t->dot_pair, t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }

@@ -55,6 +55,19 @@ typedef enum {
     K_INTERIOR = 7   /* a node inside such a chain: no value of its own, its gradient the top's */
 } kind_t;
 
+/* Four rows of one matrix times one vector (an F_MV4 group, forward
+ * instructions ins..ins+3): chain c sums x[w[c] + j] * v[j] for j = 0..len-1
+ * from x[init[c]] into x[top[c]]; the rows are consecutive parameters. The
+ * vector's entries v[j] are x[vec + j] where they are consecutive nodes
+ * (vec >= 0: a layer's outputs), else x[dot_pair[pairs + 2 j + 1]] (every
+ * other entry of row 0's list: heads' outputs side by side). All that the
+ * forward and the parameters' gradients read of the group, in one record. */
+typedef struct {
+    int32_t w[4], top[4], init[4];
+    int32_t vec, len, ins;
+    int64_t pairs;
+} matvec_t;
+
 typedef struct {
     /* sizes */
     int32_t n_params;       /* P */
@@ -86,7 +99,7 @@ typedef struct {
     int32_t *fwd_end;
     int32_t *dot_pair;      /* each chain's products' two children, in order */
     int64_t n_pairs;
-    int32_t *mv;            /* the F_MV4 groups (four rows of one matrix times one vector) */
+    matvec_t *mv;           /* the F_MV4 groups (four rows of one matrix times one vector) */
     int32_t *mv_end;        /* ... position p's end */
 
     /* the backward: nodes that take a gradient, creation order (run reversed);

@@ -24,8 +24,7 @@ static void group_dots(tape_t *t, int64_t nf) {
 /* A group of four chains that are four rows of one matrix times one vector:
  * chain c's k-th product is w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k
  * and v[k] the same node for the four. The same products and sums, read
- * through a row's first parameter and one list of the vector. Returns how
- * many groups were found. */
+ * through one record (matvec_t). Returns how many groups were found. */
 static int64_t mark_matvecs(tape_t *t, int64_t nf) {
     int64_t found = 0;
     for (int64_t i = 0; i + SIDE <= nf; ++i) {
@@ -186,6 +185,30 @@ inner:
 }
 #undef RENUM
 
+/* Each F_MV4 group's record (tape.h), once the nodes are numbered as the
+ * replay numbers them: its instruction's first operand becomes the record's
+ * index. Where the vector's entries are consecutive nodes (a layer's
+ * outputs, made one after another), the replay reads them in place. */
+static void matvec_records(tape_t *t) {
+    int32_t n_mv = t->mv_end[t->n_pos - 1];
+    for (int32_t k = 0; k < n_mv; ++k) {
+        matvec_t *g = t->mv + k;
+        int32_t *A = t->fwd_arg + 3 * (int64_t)g->ins;
+        g->pairs = A[0];
+        g->len = A[2] / 2;
+        const int32_t *v = t->dot_pair + g->pairs + 1;  /* the vector: every other entry of row 0's list */
+        g->vec = v[0];
+        for (int32_t j = 1; j < g->len && g->vec >= 0; ++j)
+            if (v[2 * j] != v[0] + j) g->vec = -1;
+        for (int c = 0; c < SIDE; ++c) {
+            g->w[c] = t->dot_pair[A[3 * c]];
+            g->init[c] = A[3 * c + 1];
+            g->top[c] = t->fwd[g->ins + c];
+        }
+        A[0] = k;
+    }
+}
+
 /* The replay's program from the checked node lists: the forward's and the
  * backward's instruction lists, the pulls with their local gradients' places,
  * a chain's inner products replaced by its top wherever their gradient is
@@ -302,7 +325,7 @@ const char *tape_pack(tape_t *t) {
         for (int32_t i = 0; i < (int32_t)nf; ++i) {
             while (i >= t->fwd_end[p]) t->mv_end[p++] = k;
             if (t->fwd_code[i] != F_MV4) continue;
-            t->mv[k++] = i;
+            t->mv[k++].ins = i;
             for (int c = 0; c < SIDE; ++c) in_mv[t->fwd[i + c]] = 1;
         }
         while (p < N) t->mv_end[p++] = k;
@@ -370,6 +393,8 @@ const char *tape_pack(tape_t *t) {
     free(top);
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
     t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->npull_edge = NULL; t->param_edge = NULL;
-    return renumber(t);
+    const char *why = renumber(t);
+    if (why == NULL) matvec_records(t);
+    return why;
 }
 
