@@ -201,28 +201,47 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     return OP_OK;
 }
 
-/* acc[i] += w[i] * gt, each lane its own sum (the compiler may run several lanes per instruction) */
-static void add_row(double *restrict acc, const double *restrict w, double gt, int32_t lanes) {
+/* The backward's two loops over a matrix's rows that run across lanes (the
+ * lanes independent, so the compiler may take several at once): a row's
+ * weights times its sum's gradient into the vector's gradients, and a
+ * group's vector times each row's gradient into the rows' own. Each lane is
+ * the same multiply and add whatever the width (nothing fused:
+ * -ffp-contract=off); on processors with AVX2 they run four lanes wide. */
+#define ADD_ROW_BODY                                                  \
     for (int32_t i = 0; i < lanes; ++i) acc[i] = acc[i] + w[i] * gt;
-}
 
-/* An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
- * grad is the vector's entry, the product's gradient its row's). The rows
- * are distinct parameters, the vector other nodes: nothing here aliases. */
-static void matvec_grads(double *restrict g, const double *restrict x, const int32_t *pair, const matvec_t *m) {
+/* An F_MV4 group's parameters read in place: w_c[j] adds v[j] * g_c (its
+ * product's local grad is the vector's entry, the product's gradient its
+ * row's). The rows are distinct parameters, the vector other nodes: nothing
+ * here aliases. */
+#define ROWS_GRADS_BODY                                                                    \
+    double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];                        \
+    double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];                        \
+    double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];    \
+    const double *restrict v = x + m->vec;                                                \
+    for (int32_t j = 0; j < m->len; ++j) {                                                \
+        g0[j] += v[j] * t0;                                                               \
+        g1[j] += v[j] * t1;                                                               \
+        g2[j] += v[j] * t2;                                                               \
+        g3[j] += v[j] * t3;                                                               \
+    }
+
+#define ADD_ROW_ARGS double *restrict acc, const double *restrict w, double gt, int32_t lanes
+#define ROWS_GRADS_ARGS double *restrict g, const double *restrict x, const matvec_t *m
+static void add_row(ADD_ROW_ARGS) { ADD_ROW_BODY }
+static void rows_grads(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
+#if defined(__GNUC__) && defined(__x86_64__)
+#define HAVE_AVX2 1
+__attribute__((target("avx2"))) static void add_row_avx2(ADD_ROW_ARGS) { ADD_ROW_BODY }
+__attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
+#endif
+
+/* An F_MV4 group's parameters whose vector is read through its list (as
+ * rows_grads, one entry at a time). */
+static void rows_grads_listed(double *restrict g, const double *restrict x, const int32_t *pair, const matvec_t *m) {
     double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];
     double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];
     double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];
-    if (m->vec >= 0) {
-        const double *restrict v = x + m->vec;
-        for (int32_t j = 0; j < m->len; ++j) {
-            g0[j] += v[j] * t0;
-            g1[j] += v[j] * t1;
-            g2[j] += v[j] * t2;
-            g3[j] += v[j] * t3;
-        }
-        return;
-    }
     const int32_t *restrict v = pair + m->pairs + 1;
     for (int32_t j = 0; j < m->len; ++j) {
         double xv = x[v[2 * j]];
@@ -239,6 +258,14 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const double *x = t->x;
     const int32_t *pp = t->pull_parent, *src = t->pull_src, *pb = t->pull_block;
     const int64_t *ps = t->pull_start;
+    void (*row_add)(ADD_ROW_ARGS) = add_row;
+    void (*row_grads)(ROWS_GRADS_ARGS) = rows_grads;
+#ifdef HAVE_AVX2
+    if (__builtin_cpu_supports("avx2")) {
+        row_add = add_row_avx2;
+        row_grads = rows_grads_avx2;
+    }
+#endif
 
     /* the tail: loss = s * (1/n) with grad 1, then the chain of adds: each loss gets this */
     double g_s = 0.0 + (1.0 / n) * 1.0;
@@ -253,7 +280,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
             double acc[MAX_LANES];  /* acc[i]: entry b - (lanes - 1 - i), whose weight is w[i] */
             for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
             for (int64_t j = 0; j < count; ++j)
-                if (p0[j] < end) add_row(acc, x + s0[j] - (lanes - 1), g[p0[j]], lanes);
+                if (p0[j] < end) row_add(acc, x + s0[j] - (lanes - 1), g[p0[j]], lanes);
             for (int32_t i = 0; i < lanes; ++i) g[t->bwd[b - (lanes - 1 - i)]] = acc[i];
             b -= lanes - 1;
             continue;
@@ -321,7 +348,8 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const int64_t *pstart = t->param_start;
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q]; ++m)  /* matrix rows */
-            matvec_grads(g, x, t->dot_pair, t->mv + m);
+            if (t->mv[m].vec >= 0) row_grads(g, x, t->mv + m);
+            else rows_grads_listed(g, x, t->dot_pair, t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }
