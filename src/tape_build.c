@@ -40,7 +40,7 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
 
 static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
     int32_t q = t->npull_parent[i], blk = t->npull_block[i];
-    int32_t e = t->npull_edge[i];
+    int64_t e = t->npull_edge[i];
     t->npull_parent[i] = t->npull_parent[j];
     t->npull_edge[i] = t->npull_edge[j];
     t->npull_block[i] = t->npull_block[j];
@@ -190,7 +190,6 @@ static const char *build(builder_t *b) {
     t->n_cand = V;
     b->arena_edge0 = a->child_start[r->rec_start];
     t->n_edges = a->child_start[end] - b->arena_edge0;
-    if (t->n_edges >= INT32_MAX) return "the step is too large to record (2**31 edges or more)";
 
     /* parameters: arena node -> slot */
     int32_t *pmap = NULL;
@@ -222,7 +221,7 @@ static const char *build(builder_t *b) {
         while (i >= r->pos_end[p]) ++p;
         t->pos[L] = p;
         t->op[L] = a->op[i];
-        t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
+        t->child_start[L] = a->child_start[i] - b->arena_edge0;
         if (a->op[i] == OP_CUSTOM) why = "the step has a user-defined node (its local grads were given)";
         else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; t->operand[L] = a->data[i]; }
         else { t->kind[L] = K_OP; t->operand[L] = a->operand[i]; }
@@ -233,7 +232,7 @@ static const char *build(builder_t *b) {
         }
     }
     for (int32_t L = 0; L < P; ++L) t->child_start[L] = 0;  /* parameters have no edges */
-    t->child_start[n] = (int32_t)E;
+    t->child_start[n] = E;
     for (int32_t q = 0; q < N; ++q) {
         t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
         t->loss_node[q] = local_of(r, pmap, end, r->loss_node[q]);
@@ -263,7 +262,8 @@ static const char *build(builder_t *b) {
     if (why) { free(pmap); return why; }
 
     /* candidates and the target edges */
-    int32_t *cand_of = b->rank;  /* local node -> p * V + v, or -1 (rank's room: the walks come later) */
+    int32_t *cand_of = NULL;  /* local node -> p * V + v, or -1 */
+    if (!NEW(cand_of, n)) { free(pmap); return "out of memory"; }
     for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
     for (int64_t j = 0; j < (int64_t)N * V && why == NULL; ++j) {
         int32_t L = local_of(r, pmap, end, r->cand[j]);
@@ -282,7 +282,7 @@ static const char *build(builder_t *b) {
         }
     for (int32_t q = 0; q < N && why == NULL; ++q)
         if (t->target_edge[q] < 0) why = "a position's loss does not read probs[target]";
-    if (why) { free(pmap); return why; }
+    if (why) { free(pmap); free(cand_of); return why; }
 
     /* the tail: ((losses[0] + 0) + losses[1] + ...) * (1 / N), built just after the last position */
     {
@@ -314,6 +314,7 @@ static const char *build(builder_t *b) {
             if (cand_of[c] >= 0 || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
         }
+    free(cand_of);
     if (why) { free(pmap); return why; }
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
@@ -322,9 +323,8 @@ static const char *build(builder_t *b) {
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
-        int32_t *fill = b->rank;  /* rank's room again */
-        int64_t *pfill = NULL;
-        if (!NEW(pfill, N)) { free(pmap); return "out of memory"; }
+        int64_t *fill = NULL, *pfill = NULL;
+        if (!NEW(fill, n) || !NEW(pfill, N)) { free(fill); free(pfill); free(pmap); return "out of memory"; }
         for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
         for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
         for (int32_t L = P; L < n; ++L)
@@ -332,14 +332,15 @@ static const char *build(builder_t *b) {
                 int32_t c = t->child[e];
                 if (c < P) {
                     int64_t k = pfill[t->pos[L]]++;
-                    t->param_edge[k] = (int32_t)e;
+                    t->param_edge[k] = e;
                     t->param_parent[k] = L;
                 } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
                     int64_t k = fill[c]++;
                     t->npull_parent[k] = L;
-                    t->npull_edge[k] = (int32_t)e;
+                    t->npull_edge[k] = e;
                 }
             }
+        free(fill);
         free(pfill);
     }
 
@@ -417,8 +418,6 @@ static const char *build(builder_t *b) {
         if ((why = verify(b, shift)) != NULL) return why;
     }
     fuse_dots(t);
-    t->scratch = b->rank;  /* the walks are done: tape_pack's room */
-    b->rank = NULL;
     return tape_pack(t);
 }
 

@@ -114,7 +114,8 @@ static int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
 #define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
 static const char *renumber(tape_t *t) {
     int32_t n = t->n_nodes, N = t->n_pos, m = 0;
-    int32_t *nw = t->scratch;
+    int32_t *nw = NULL;
+    if (!NEW(nw, n)) return "out of memory";
     for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
     int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
     uint8_t *op = NULL;
@@ -122,7 +123,7 @@ static const char *renumber(tape_t *t) {
     int32_t *pos = NULL;
     if (!NEW(op, m) || !NEW(operand, m) || !NEW(pos, m) || !NEW(x, 2 * (int64_t)m + 1) || !NEW(grad, m)
         || !NEW(t->graph_end, N)) {
-        free(op); free(operand); free(pos); free(x); free(grad);
+        free(op); free(operand); free(pos); free(x); free(grad); free(nw);
         return "out of memory";
     }
     /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
@@ -170,16 +171,16 @@ static const char *renumber(tape_t *t) {
         SRC(t->param_src[k]);
     }
 #undef SRC
+    free(nw);
     free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
     t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
     free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free(t->child);
-    free(t->scratch);
-    t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL; t->scratch = NULL;
+    t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL;
     t->n_edges = 0;
     t->n_nodes = m;
     return NULL;
 inner:
-    free(op); free(operand); free(pos); free(x); free(grad);
+    free(nw); free(op); free(operand); free(pos); free(x); free(grad);
     return "a chain's inner node is read from outside it";
 }
 #undef RENUM
@@ -214,10 +215,10 @@ static void matvec_records(tape_t *t) {
  * read; then the builder's node-indexed lists are freed. */
 const char *tape_pack(tape_t *t) {
     int32_t n = t->n_nodes, P = t->n_params, N = t->n_pos;
-    int32_t *top = NULL, *last_pow = t->scratch;  /* the scratch: last_pow, then ins_of, then renumber's */
-    if (!NEW(top, n) || !NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
+    int32_t *top = NULL, *last_pow = NULL;
+    if (!NEW(top, n) || !NEW(last_pow, n) || !NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
         || !NEW(t->bwd, n) || !NEW(t->bwd_end, N) || !NEW(t->pull_start, n + 1)) {
-        free(top);
+        free(top); free(last_pow);
         return "out of memory";
     }
     for (int32_t L = 0; L < n; ++L) { top[L] = L; last_pow[L] = -1; }
@@ -229,7 +230,7 @@ const char *tape_pack(tape_t *t) {
             for (int32_t m = s + 3; m < L; m += 2) top[m] = L;
             n_pairs += L - s;
         }
-    if (!NEW(t->dot_pair, n_pairs)) { free(top); return "out of memory"; }
+    if (!NEW(t->dot_pair, n_pairs)) { free(top); free(last_pow); return "out of memory"; }
     t->n_pairs = n_pairs;
 
     /* the forward */
@@ -255,7 +256,7 @@ const char *tape_pack(tape_t *t) {
         default: {
             int64_t edges = t->child_start[L + 1] - t->child_start[L];
             if (t->op[L] == OP_ADD || t->op[L] == OP_MUL) {
-                if (edges != 2) { free(top); return "an operation with an unexpected number of children"; }
+                if (edges != 2) { free(top); free(last_pow); return "an operation with an unexpected number of children"; }
                 code = t->op[L] == OP_ADD ? F_ADD : F_MUL;
             } else if (lg_src(t, L, t->child_start[L]) >= 0 && edges == 1) {
                 code = F_ONE_CHILD;
@@ -269,7 +270,7 @@ const char *tape_pack(tape_t *t) {
                     }
                 }
             } else {
-                free(top);
+                free(top); free(last_pow);
                 return "an operation the replay does not know";
             }
         }
@@ -278,12 +279,13 @@ const char *tape_pack(tape_t *t) {
         t->fwd_code[nf++] = code;
     }
     while (q < N) t->fwd_end[q++] = (int32_t)nf;
+    free(last_pow);
 
     /* each instruction's operands, and where the slots are among them */
-    int32_t *ins_of = t->scratch;
-    if (!NEW(t->fwd_arg, 3 * nf) || !NEW(t->target_arg, N)
+    int32_t *ins_of = NULL;
+    if (!NEW(t->fwd_arg, 3 * nf) || !NEW(ins_of, n) || !NEW(t->target_arg, N)
         || !NEW(t->token_arg, t->n_token_edges) || !NEW(t->first_pos, P)) {
-        free(top);
+        free(top); free(ins_of);
         return "out of memory";
     }
     for (int64_t i = 0; i < nf; ++i) {
@@ -307,6 +309,7 @@ const char *tape_pack(tape_t *t) {
         int32_t owner = t->param_parent[t->token_param[j]];  /* an addition or one-child operation */
         t->token_arg[j] = 3 * (int64_t)ins_of[owner] + (t->token_edge[j] - t->child_start[owner]);
     }
+    free(ins_of);
     for (int32_t k = 0; k < P; ++k) t->first_pos[k] = INT32_MAX;
     for (int32_t p = N - 1; p >= 0; --p)
         for (int64_t j = t->param_start[p]; j < t->param_start[p + 1]; ++j) {
