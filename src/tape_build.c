@@ -39,8 +39,7 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
 }
 
 static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
-    int32_t q = t->npull_parent[i], blk = t->npull_block[i];
-    int64_t e = t->npull_edge[i];
+    int32_t q = t->npull_parent[i], e = t->npull_edge[i], blk = t->npull_block[i];
     t->npull_parent[i] = t->npull_parent[j];
     t->npull_edge[i] = t->npull_edge[j];
     t->npull_block[i] = t->npull_block[j];
@@ -190,6 +189,7 @@ static const char *build(builder_t *b) {
     t->n_cand = V;
     b->arena_edge0 = a->child_start[r->rec_start];
     t->n_edges = a->child_start[end] - b->arena_edge0;
+    if (t->n_edges > INT32_MAX) return "the step is too large to record";
 
     /* parameters: arena node -> slot */
     int32_t *pmap = NULL;
@@ -221,7 +221,7 @@ static const char *build(builder_t *b) {
         while (i >= r->pos_end[p]) ++p;
         t->pos[L] = p;
         t->op[L] = a->op[i];
-        t->child_start[L] = a->child_start[i] - b->arena_edge0;
+        t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
         if (a->op[i] == OP_CUSTOM) why = "the step has a user-defined node (its local grads were given)";
         else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; t->operand[L] = a->data[i]; }
         else { t->kind[L] = K_OP; t->operand[L] = a->operand[i]; }
@@ -232,7 +232,7 @@ static const char *build(builder_t *b) {
         }
     }
     for (int32_t L = 0; L < P; ++L) t->child_start[L] = 0;  /* parameters have no edges */
-    t->child_start[n] = E;
+    t->child_start[n] = (int32_t)E;
     for (int32_t q = 0; q < N; ++q) {
         t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
         t->loss_node[q] = local_of(r, pmap, end, r->loss_node[q]);
@@ -323,7 +323,8 @@ static const char *build(builder_t *b) {
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
-        int64_t *fill = NULL, *pfill = NULL;
+        int32_t *fill = NULL;
+        int64_t *pfill = NULL;
         if (!NEW(fill, n) || !NEW(pfill, N)) { free(fill); free(pfill); free(pmap); return "out of memory"; }
         for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
         for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
@@ -332,12 +333,12 @@ static const char *build(builder_t *b) {
                 int32_t c = t->child[e];
                 if (c < P) {
                     int64_t k = pfill[t->pos[L]]++;
-                    t->param_edge[k] = e;
+                    t->param_edge[k] = (int32_t)e;
                     t->param_parent[k] = L;
                 } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
-                    int64_t k = fill[c]++;
+                    int32_t k = fill[c]++;
                     t->npull_parent[k] = L;
-                    t->npull_edge[k] = e;
+                    t->npull_edge[k] = (int32_t)e;
                 }
             }
         free(fill);
