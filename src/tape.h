@@ -160,6 +160,9 @@ typedef struct {
     int32_t *npull_edge;    /* the parent's edge that reads this node */
     int32_t *npull_block;
     int32_t *param_edge;    /* the edge of each parameter read */
+    int32_t *scratch;       /* n_nodes: room the builder's short-lived node-indexed lists take
+                             * in turn (memory touched for the first time costs far more than
+                             * memory used again) */
 
     /* where the last replay stopped */
     int32_t n_used;         /* positions of the last forward */

@@ -10,7 +10,8 @@ typedef struct {
     arena_t *a;             /* its walk scratch and target edges are borrowed (and put back) */
     const record_t *r;
     tape_t *t;
-    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached */
+    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
+                             * (t->scratch, once the pull lists are filled) */
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
 } builder_t;
 
@@ -154,8 +155,8 @@ static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
  * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
  * Nothing that something else refers to (a derived number's source) is inner. */
 static void fuse_dots(tape_t *t) {
-    uint8_t *source = calloc((size_t)t->n_nodes, 1);
-    if (source == NULL) return;  /* no fusion: the plain instructions are as exact */
+    uint8_t *source = (uint8_t *)t->scratch;  /* the walks are done with it */
+    memset(source, 0, (size_t)t->n_nodes);
     for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
     for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
         int32_t c0 = s + 1, a = s + 2;
@@ -172,7 +173,6 @@ static void fuse_dots(tape_t *t) {
         for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
         s = a;
     }
-    free(source);
 }
 
 static const char *build(builder_t *b) {
@@ -207,7 +207,7 @@ static const char *build(builder_t *b) {
         || !NEW(t->pos, n) || !NEW(t->reached, P)
         || !NEW(t->aux, n) || !NEW(t->dot_at, n) || !NEW(t->child, E) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N) || !NEW(t->target_src, N)
-        || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
+        || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n) || !NEW(t->param_start, N + 1)) {
         free(pmap);
         return "out of memory";
     }
@@ -262,8 +262,7 @@ static const char *build(builder_t *b) {
     if (why) { free(pmap); return why; }
 
     /* candidates and the target edges */
-    int32_t *cand_of = NULL;  /* local node -> p * V + v, or -1 */
-    if (!NEW(cand_of, n)) { free(pmap); return "out of memory"; }
+    int32_t *cand_of = t->scratch;  /* local node -> p * V + v, or -1 (until the pulls are counted) */
     for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
     for (int64_t j = 0; j < (int64_t)N * V && why == NULL; ++j) {
         int32_t L = local_of(r, pmap, end, r->cand[j]);
@@ -282,7 +281,7 @@ static const char *build(builder_t *b) {
         }
     for (int32_t q = 0; q < N && why == NULL; ++q)
         if (t->target_edge[q] < 0) why = "a position's loss does not read probs[target]";
-    if (why) { free(pmap); free(cand_of); return why; }
+    if (why) { free(pmap); return why; }
 
     /* the tail: ((losses[0] + 0) + losses[1] + ...) * (1 / N), built just after the last position */
     {
@@ -314,7 +313,6 @@ static const char *build(builder_t *b) {
             if (cand_of[c] >= 0 || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
         }
-    free(cand_of);
     if (why) { free(pmap); return why; }
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
@@ -323,9 +321,9 @@ static const char *build(builder_t *b) {
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
-        int32_t *fill = NULL;
+        int32_t *fill = t->scratch;  /* cand_of is done with */
         int64_t *pfill = NULL;
-        if (!NEW(fill, n) || !NEW(pfill, N)) { free(fill); free(pfill); free(pmap); return "out of memory"; }
+        if (!NEW(pfill, N)) { free(pmap); return "out of memory"; }
         for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
         for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
         for (int32_t L = P; L < n; ++L)
@@ -341,7 +339,6 @@ static const char *build(builder_t *b) {
                     t->npull_edge[k] = (int32_t)e;
                 }
             }
-        free(fill);
         free(pfill);
     }
 
@@ -387,6 +384,7 @@ static const char *build(builder_t *b) {
     if (why) return why;
 
     /* the backward order of the recorded targets; rotating nodes */
+    b->rank = t->scratch;  /* fill is done with */
     walk(b);
     for (int32_t c = P; c < n; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
@@ -428,7 +426,6 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     t->params_at = -1;
     builder_t b = {a, r, t, NULL, 0};
     *why = build(&b);
-    free(b.rank);
     if (*why != NULL) { tape_free(t); return NULL; }
     return t;
 }
