@@ -158,7 +158,8 @@ typedef struct {
     int32_t *npull_start;   /* n_nodes + 1 */
     int32_t *npull_parent;
     int32_t *npull_edge;    /* the parent's edge that reads this node */
-    int32_t *npull_block;
+    int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the
+                             * rest is never written: calloc'd pages untouched cost nothing) */
     int32_t *param_edge;    /* the edge of each parameter read */
     int32_t *scratch;       /* n_nodes: room the builder's short-lived node-indexed lists take
                              * in turn (memory touched for the first time costs far more than

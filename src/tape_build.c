@@ -39,14 +39,19 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     return t->npull_edge[i] < t->npull_edge[j];
 }
 
-static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
-    int32_t q = t->npull_parent[i], e = t->npull_edge[i], blk = t->npull_block[i];
+/* Blocks exist only where sorting by block (a rotating node's entries): the
+ * rest of npull_block is never touched. */
+static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
+    int32_t q = t->npull_parent[i], e = t->npull_edge[i];
     t->npull_parent[i] = t->npull_parent[j];
     t->npull_edge[i] = t->npull_edge[j];
-    t->npull_block[i] = t->npull_block[j];
     t->npull_parent[j] = q;
     t->npull_edge[j] = e;
-    t->npull_block[j] = blk;
+    if (by_block) {
+        int32_t blk = t->npull_block[i];
+        t->npull_block[i] = t->npull_block[j];
+        t->npull_block[j] = blk;
+    }
 }
 
 /* Sort pull entries [lo, hi) stably (insertion sort). By rank, the entries
@@ -57,10 +62,10 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
 static void sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
     if (!by_block)
-        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j);
+        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
     for (int64_t i = lo + 1; i < hi; ++i)
         for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j)
-            swap_pulls(t, j, j - 1);
+            swap_pulls(t, j, j - 1, by_block);
 }
 
 /* Which logit of its position node q belongs to: the logits' sums are built
@@ -393,13 +398,13 @@ static const char *build(builder_t *b) {
         int32_t first = -2, mixed = 0, none = 0;
         for (int64_t k = lo; k < hi; ++k) {
             int32_t blk = block_of(b, t->npull_parent[k]);
-            t->npull_block[k] = blk;
             if (blk < 0) none = 1;
             if (first == -2) first = blk;
             else if (blk != first) mixed = 1;
         }
-        if (!mixed) { for (int64_t k = lo; k < hi; ++k) t->npull_block[k] = -1; continue; }
+        if (!mixed) continue;  /* its blocks are never read: not written (most of the pulls) */
         if (none) return "a node is read by several logits and by something else";
+        for (int64_t k = lo; k < hi; ++k) t->npull_block[k] = block_of(b, t->npull_parent[k]);
         sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
         t->kind[c] = K_ROTATE;
         for (int64_t k = lo; k < hi; ++k)

@@ -353,7 +353,7 @@ const char *tape_pack(tape_t *t) {
             int32_t parent = t->npull_parent[j];
             t->pull_parent[k_out] = top[parent];
             t->pull_src[k_out] = lg_src(t, parent, t->npull_edge[j]);
-            t->pull_block[k_out] = t->npull_block[j];
+            t->pull_block[k_out] = k == K_ROTATE ? t->npull_block[j] : -1;  /* only theirs are written */
         }
     }
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
