@@ -21,6 +21,15 @@ static int32_t local_of(const record_t *r, const int32_t *pmap, int64_t end, nod
     return -1;
 }
 
+/* t->operand is calloc'd: +0.0 (all bits zero, unlike -0.0) is there already.
+ * Most nodes are sums and products, whose operand is that: not writing it
+ * leaves most of the array's pages untouched. */
+static void put_operand(tape_t *t, int32_t L, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    if (bits != 0) t->operand[L] = v;
+}
+
 /* Must pull entry i come before entry j?
  * By rank: the order in which the walk whose ranks are in b->rank added the
  * parents: reverse post-order, so the higher rank first; a parent the walk
@@ -228,8 +237,8 @@ static const char *build(builder_t *b) {
         t->op[L] = a->op[i];
         t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
         if (a->op[i] == OP_CUSTOM) why = "the step has a user-defined node (its local grads were given)";
-        else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; t->operand[L] = a->data[i]; }
-        else { t->kind[L] = K_OP; t->operand[L] = a->operand[i]; }
+        else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; put_operand(t, L, a->data[i]); }
+        else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }
         for (int64_t e = a->child_start[i]; e < a->child_start[i + 1] && why == NULL; ++e) {
             int32_t c = local_of(r, pmap, end, a->child[e]);
             if (c < 0) why = "the step reads a node made before recording that is not a parameter";
