@@ -157,7 +157,6 @@ typedef struct {
     /* building only (freed when the tape is built): node-indexed pull lists */
     int32_t *npull_start;   /* n_nodes + 1 */
     int32_t *npull_parent;
-    int32_t *npull_edge;    /* the parent's edge that reads this node */
     int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the
                              * rest is never written: calloc'd pages untouched cost nothing) */
     int32_t *param_edge;    /* the edge of each parameter read */

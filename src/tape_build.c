@@ -35,7 +35,8 @@ static void put_operand(tape_t *t, int32_t L, double v) {
  * parents: reverse post-order, so the higher rank first; a parent the walk
  * never reached (dead for these targets: an unchosen candidate and what only
  * it reads) first, as it would be if its target were chosen; two edges of one
- * parent in edge order.
+ * parent (x * x, x + x) are alike: the local gradient is the same at either,
+ * and a pull keeps only its parent.
  * By block (a rotating node's canonical order): the higher logit first. */
 static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     const tape_t *t = b->t;
@@ -44,18 +45,15 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
     int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
     if (r1 != r2) return r1 > r2;
-    if (q1 != q2) return q1 > q2;
-    return t->npull_edge[i] < t->npull_edge[j];
+    return q1 > q2;
 }
 
 /* Blocks exist only where sorting by block (a rotating node's entries): the
  * rest of npull_block is never touched. */
 static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
-    int32_t q = t->npull_parent[i], e = t->npull_edge[i];
+    int32_t q = t->npull_parent[i];
     t->npull_parent[i] = t->npull_parent[j];
-    t->npull_edge[i] = t->npull_edge[j];
     t->npull_parent[j] = q;
-    t->npull_edge[j] = e;
     if (by_block) {
         int32_t blk = t->npull_block[i];
         t->npull_block[i] = t->npull_block[j];
@@ -331,7 +329,7 @@ static const char *build(builder_t *b) {
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
     int64_t n_pulls = t->npull_start[n];
-    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_edge, n_pulls) || !NEW(t->npull_block, n_pulls)
+    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_block, n_pulls)
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
@@ -348,9 +346,7 @@ static const char *build(builder_t *b) {
                     t->param_edge[k] = (int32_t)e;
                     t->param_parent[k] = L;
                 } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
-                    int32_t k = fill[c]++;
-                    t->npull_parent[k] = L;
-                    t->npull_edge[k] = (int32_t)e;
+                    t->npull_parent[fill[c]++] = L;
                 }
             }
         free(pfill);

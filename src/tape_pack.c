@@ -352,7 +352,9 @@ const char *tape_pack(tape_t *t) {
         for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
             int32_t parent = t->npull_parent[j];
             t->pull_parent[k_out] = top[parent];
-            t->pull_src[k_out] = lg_src(t, parent, t->npull_edge[j]);
+            int64_t e = t->child_start[parent];  /* its first edge that reads L: a parent that reads */
+            while (t->child[e] != L) ++e;        /* L twice (x * x, x + x) has the same local grad at both */
+            t->pull_src[k_out] = lg_src(t, parent, e);
             t->pull_block[k_out] = k == K_ROTATE ? t->npull_block[j] : -1;  /* only theirs are written */
         }
     }
@@ -387,8 +389,8 @@ const char *tape_pack(tape_t *t) {
         t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
     }
     free(top);
-    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
-    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->npull_edge = NULL; t->param_edge = NULL;
+    free(t->npull_start); free(t->npull_parent); free(t->npull_block); free(t->param_edge);
+    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->param_edge = NULL;
     const char *why = renumber(t);
     free(t->scratch);
     t->scratch = NULL;
