@@ -154,7 +154,8 @@ typedef struct {
     int64_t *src_start;     /* n_derived + 1 */
     int32_t *src;           /* local indices */
 
-    /* building only (freed when the tape is built): node-indexed pull lists */
+    /* building only (freed when the tape is built): node-indexed pull lists (a chain's
+     * inner nodes have none: each is read once, by the next node of its chain) */
     int32_t *npull_start;   /* n_nodes + 1 */
     int32_t *npull_parent;
     int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the

@@ -1,9 +1,10 @@
 /* tape_build.c: a tape from a recorded step, checked so that it can be
  * replayed exactly: the step's graph copied out of the arena with local
  * indices, what varies declared (token and target slots, derived numbers),
- * the pull lists sorted into the reference's backward order and that order's
- * rule checked against real depth-first walks for other targets, chains
- * fused; then tape_pack.c makes the replay's program. */
+ * chains fused, the pull lists (none for a chain's inner nodes) sorted into
+ * the reference's backward order and that order's rule checked against real
+ * depth-first walks for other targets; then tape_pack.c makes the replay's
+ * program. */
 #include "tape_internal.h"
 
 typedef struct {
@@ -122,11 +123,12 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
 }
 
 /* Does the last walk, made with the recorded targets shifted by `shift` at
- * every position, follow the tape's rule at every node it reached? */
+ * every position, follow the tape's rule at every node it reached? (A chain's
+ * inner nodes have one parent each: nothing to order.) */
 static int rule_holds(const builder_t *b, int32_t shift) {
     const tape_t *t = b->t;
     for (int32_t c = t->n_params; c < t->n_nodes; ++c)
-        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0
+        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE || t->kind[c] == K_DOT) && b->rank[c] >= 0
             && !order_holds(b, c, (b->r->tokens[t->pos[c] + 1] + shift) % t->n_cand))
             return 0;
     return 1;
@@ -150,10 +152,15 @@ static const char *verify(builder_t *b, int32_t shift) {
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
 }
 
-/* Is node m a product read only by node reader? */
-static int product_for(const tape_t *t, int32_t m, int32_t reader) {
-    return t->kind[m] == K_OP && t->op[m] == OP_MUL && t->npull_start[m + 1] - t->npull_start[m] == 1
-        && t->npull_parent[t->npull_start[m]] == reader;
+/* How many edges read node m: fuse_dots runs on the counts, before they are
+ * summed into the pull lists' starts. */
+static int32_t readers(const tape_t *t, int32_t m) {
+    return t->npull_start[m + 1];
+}
+
+/* Is node m a product read once? (By the addition the caller found reading it.) */
+static int product_read_once(const tape_t *t, int32_t m) {
+    return t->kind[m] == K_OP && t->op[m] == OP_MUL && readers(t, m) == 1;
 }
 
 /* Is node a the addition (x, y) of two children? */
@@ -165,19 +172,20 @@ static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
 
 /* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
  * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
- * Nothing that something else refers to (a derived number's source) is inner. */
+ * Nothing that something else refers to (a derived number's source) is inner,
+ * nor a rotating node (marked before). */
 static void fuse_dots(tape_t *t) {
-    uint8_t *source = (uint8_t *)t->scratch;  /* the walks are done with it */
+    uint8_t *source = (uint8_t *)t->scratch;  /* the rotation marks are done with it */
     memset(source, 0, (size_t)t->n_nodes);
     for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
     for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
         int32_t c0 = s + 1, a = s + 2;
         if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
-              && product_for(t, s, a) && !source[s]))
+              && product_read_once(t, s) && !source[s]))
             continue;
         while (a + 2 < t->n_nodes && t->pos[a + 2] == t->pos[s] && adds(t, a + 2, a, a + 1)
-               && product_for(t, a + 1, a + 2) && !source[a] && !source[a + 1]
-               && t->npull_start[a + 1] - t->npull_start[a] == 1)
+               && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
+               && readers(t, a) == 1)
             a += 2;
         t->kind[a] = K_DOT;
         t->aux[a] = s;
@@ -274,7 +282,7 @@ static const char *build(builder_t *b) {
     if (why) { free(pmap); return why; }
 
     /* candidates and the target edges */
-    int32_t *cand_of = t->scratch;  /* local node -> p * V + v, or -1 (until the pulls are counted) */
+    int32_t *cand_of = t->scratch;  /* local node -> p * V + v, or -1 (until the target edges are found) */
     for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
     for (int64_t j = 0; j < (int64_t)N * V && why == NULL; ++j) {
         int32_t L = local_of(r, pmap, end, r->cand[j]);
@@ -315,17 +323,31 @@ static const char *build(builder_t *b) {
         if (!ok) why = "the loss is not the mean of the positions' losses";
     }
 
-    /* who reads each node: parameters by position, the rest into pull lists */
+    /* who reads each node: parameters by position, the rest into pull lists;
+     * a node read by several logits rotates (checked further once its pull
+     * list is sorted) */
+    int32_t *first_block = t->scratch;  /* the logit of a node's first reader (-2: none yet; cand_of is done with) */
+    for (int32_t L = 0; L < n; ++L) first_block[L] = -2;
     int64_t n_param_edges = 0;
     for (int32_t L = P; L < n && why == NULL; ++L)
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) { n_param_edges++; t->param_start[t->pos[L] + 1]++; continue; }
             if (t->kind[c] == K_SEED) { why = "a position's loss is read inside the step"; break; }
-            if (cand_of[c] >= 0 || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
+            if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
+            int32_t blk = block_of(b, L);
+            if (first_block[c] == -2) first_block[c] = blk;
+            else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
         }
     if (why) { free(pmap); return why; }
+
+    /* chains, before the pull lists are filled: their inner nodes take none
+     * (each is read once, by the next node of its chain, and its gradient is
+     * the top's) */
+    fuse_dots(t);
+    for (int32_t L = P; L < n; ++L)
+        if (t->kind[L] == K_INTERIOR) t->npull_start[L + 1] = 0;
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
     int64_t n_pulls = t->npull_start[n];
@@ -333,7 +355,7 @@ static const char *build(builder_t *b) {
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
-        int32_t *fill = t->scratch;  /* cand_of is done with */
+        int32_t *fill = t->scratch;  /* fuse_dots is done with it */
         int64_t *pfill = NULL;
         if (!NEW(pfill, N)) { free(pmap); return "out of memory"; }
         for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
@@ -400,18 +422,12 @@ static const char *build(builder_t *b) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
         if (hi - lo < 1) continue;
         sort_pulls(b, lo, hi, 0);
-        int32_t first = -2, mixed = 0, none = 0;
+        if (t->kind[c] != K_ROTATE) continue;  /* its blocks are never read: not written (most of the pulls) */
         for (int64_t k = lo; k < hi; ++k) {
-            int32_t blk = block_of(b, t->npull_parent[k]);
-            if (blk < 0) none = 1;
-            if (first == -2) first = blk;
-            else if (blk != first) mixed = 1;
+            t->npull_block[k] = block_of(b, t->npull_parent[k]);
+            if (t->npull_block[k] < 0) return "a node is read by several logits and by something else";
         }
-        if (!mixed) continue;  /* its blocks are never read: not written (most of the pulls) */
-        if (none) return "a node is read by several logits and by something else";
-        for (int64_t k = lo; k < hi; ++k) t->npull_block[k] = block_of(b, t->npull_parent[k]);
         sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
-        t->kind[c] = K_ROTATE;
         for (int64_t k = lo; k < hi; ++k)
             if (t->pos[t->npull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
     }
@@ -426,7 +442,6 @@ static const char *build(builder_t *b) {
         if (shift < 1) shift = 1;
         if ((why = verify(b, shift)) != NULL) return why;
     }
-    fuse_dots(t);
     return tape_pack(t);
 }
 
