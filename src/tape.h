@@ -79,7 +79,9 @@ typedef struct {
     uint8_t *kind;          /* kind_t */
     uint8_t *op;            /* op_t */
     double *operand;        /* K_OP pow: k; K_CONST: the value; K_DERIVED: the sign */
-    int64_t *child_start;   /* n_nodes + 1: node i's edges [child_start[i], child_start[i+1]) */
+    int32_t *child_start;   /* n_nodes + 1: node i's edges [child_start[i], child_start[i+1])
+                             * (the builder's edge indices are int32: a step of 2**31 edges
+                             * or more is refused) */
     int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
     int32_t *aux;           /* K_DOT: its chain's first product; a shared pow: the node it copies */
     int32_t *dot_at;        /* K_DOT: its chain's first pair in dot_pair */
@@ -152,12 +154,16 @@ typedef struct {
     int64_t *src_start;     /* n_derived + 1 */
     int32_t *src;           /* local indices */
 
-    /* building only (freed when the tape is built): node-indexed pull lists */
-    int64_t *npull_start;   /* n_nodes + 1 */
+    /* building only (freed when the tape is built): node-indexed pull lists (a chain's
+     * inner nodes have none: each is read once, by the next node of its chain) */
+    int32_t *npull_start;   /* n_nodes + 1 */
     int32_t *npull_parent;
-    int64_t *npull_edge;    /* the parent's edge that reads this node */
-    int32_t *npull_block;
-    int64_t *param_edge;    /* the edge of each parameter read */
+    int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the
+                             * rest is never written: calloc'd pages untouched cost nothing) */
+    int32_t *param_edge;    /* the edge of each parameter read */
+    int32_t *scratch;       /* n_nodes: room the builder's short-lived node-indexed lists take
+                             * in turn (memory touched for the first time costs far more than
+                             * memory used again) */
 
     /* where the last replay stopped */
     int32_t n_used;         /* positions of the last forward */

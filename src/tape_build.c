@@ -1,16 +1,18 @@
 /* tape_build.c: a tape from a recorded step, checked so that it can be
  * replayed exactly: the step's graph copied out of the arena with local
  * indices, what varies declared (token and target slots, derived numbers),
- * the pull lists sorted into the reference's backward order and that order's
- * rule checked against real depth-first walks for other targets, chains
- * fused; then tape_pack.c makes the replay's program. */
+ * chains fused, the pull lists (none for a chain's inner nodes) sorted into
+ * the reference's backward order and that order's rule checked against real
+ * depth-first walks for other targets; then tape_pack.c makes the replay's
+ * program. */
 #include "tape_internal.h"
 
 typedef struct {
     arena_t *a;             /* its walk scratch and target edges are borrowed (and put back) */
     const record_t *r;
     tape_t *t;
-    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached */
+    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
+                             * (t->scratch, once the pull lists are filled) */
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
 } builder_t;
 
@@ -20,12 +22,22 @@ static int32_t local_of(const record_t *r, const int32_t *pmap, int64_t end, nod
     return -1;
 }
 
+/* t->operand is calloc'd: +0.0 (all bits zero, unlike -0.0) is there already.
+ * Most nodes are sums and products, whose operand is that: not writing it
+ * leaves most of the array's pages untouched. */
+static void put_operand(tape_t *t, int32_t L, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    if (bits != 0) t->operand[L] = v;
+}
+
 /* Must pull entry i come before entry j?
  * By rank: the order in which the walk whose ranks are in b->rank added the
  * parents: reverse post-order, so the higher rank first; a parent the walk
  * never reached (dead for these targets: an unchosen candidate and what only
  * it reads) first, as it would be if its target were chosen; two edges of one
- * parent in edge order.
+ * parent (x * x, x + x) are alike: the local gradient is the same at either,
+ * and a pull keeps only its parent.
  * By block (a rotating node's canonical order): the higher logit first. */
 static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     const tape_t *t = b->t;
@@ -34,19 +46,20 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
     int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
     if (r1 != r2) return r1 > r2;
-    if (q1 != q2) return q1 > q2;
-    return t->npull_edge[i] < t->npull_edge[j];
+    return q1 > q2;
 }
 
-static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
-    int32_t q = t->npull_parent[i], blk = t->npull_block[i];
-    int64_t e = t->npull_edge[i];
+/* Blocks exist only where sorting by block (a rotating node's entries): the
+ * rest of npull_block is never touched. */
+static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
+    int32_t q = t->npull_parent[i];
     t->npull_parent[i] = t->npull_parent[j];
-    t->npull_edge[i] = t->npull_edge[j];
-    t->npull_block[i] = t->npull_block[j];
     t->npull_parent[j] = q;
-    t->npull_edge[j] = e;
-    t->npull_block[j] = blk;
+    if (by_block) {
+        int32_t blk = t->npull_block[i];
+        t->npull_block[i] = t->npull_block[j];
+        t->npull_block[j] = blk;
+    }
 }
 
 /* Sort pull entries [lo, hi) stably (insertion sort). By rank, the entries
@@ -57,10 +70,10 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j) {
 static void sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
     if (!by_block)
-        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j);
+        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
     for (int64_t i = lo + 1; i < hi; ++i)
         for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j)
-            swap_pulls(t, j, j - 1);
+            swap_pulls(t, j, j - 1, by_block);
 }
 
 /* Which logit of its position node q belongs to: the logits' sums are built
@@ -110,11 +123,12 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
 }
 
 /* Does the last walk, made with the recorded targets shifted by `shift` at
- * every position, follow the tape's rule at every node it reached? */
+ * every position, follow the tape's rule at every node it reached? (A chain's
+ * inner nodes have one parent each: nothing to order.) */
 static int rule_holds(const builder_t *b, int32_t shift) {
     const tape_t *t = b->t;
     for (int32_t c = t->n_params; c < t->n_nodes; ++c)
-        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE) && b->rank[c] >= 0
+        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE || t->kind[c] == K_DOT) && b->rank[c] >= 0
             && !order_holds(b, c, (b->r->tokens[t->pos[c] + 1] + shift) % t->n_cand))
             return 0;
     return 1;
@@ -138,10 +152,15 @@ static const char *verify(builder_t *b, int32_t shift) {
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
 }
 
-/* Is node m a product read only by node reader? */
-static int product_for(const tape_t *t, int32_t m, int32_t reader) {
-    return t->kind[m] == K_OP && t->op[m] == OP_MUL && t->npull_start[m + 1] - t->npull_start[m] == 1
-        && t->npull_parent[t->npull_start[m]] == reader;
+/* How many edges read node m: fuse_dots runs on the counts, before they are
+ * summed into the pull lists' starts. */
+static int32_t readers(const tape_t *t, int32_t m) {
+    return t->npull_start[m + 1];
+}
+
+/* Is node m a product read once? (By the addition the caller found reading it.) */
+static int product_read_once(const tape_t *t, int32_t m) {
+    return t->kind[m] == K_OP && t->op[m] == OP_MUL && readers(t, m) == 1;
 }
 
 /* Is node a the addition (x, y) of two children? */
@@ -153,19 +172,20 @@ static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
 
 /* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
  * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
- * Nothing that something else refers to (a derived number's source) is inner. */
+ * Nothing that something else refers to (a derived number's source) is inner,
+ * nor a rotating node (marked before). */
 static void fuse_dots(tape_t *t) {
-    uint8_t *source = calloc((size_t)t->n_nodes, 1);
-    if (source == NULL) return;  /* no fusion: the plain instructions are as exact */
+    uint8_t *source = (uint8_t *)t->scratch;  /* the rotation marks are done with it */
+    memset(source, 0, (size_t)t->n_nodes);
     for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
     for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
         int32_t c0 = s + 1, a = s + 2;
         if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
-              && product_for(t, s, a) && !source[s]))
+              && product_read_once(t, s) && !source[s]))
             continue;
         while (a + 2 < t->n_nodes && t->pos[a + 2] == t->pos[s] && adds(t, a + 2, a, a + 1)
-               && product_for(t, a + 1, a + 2) && !source[a] && !source[a + 1]
-               && t->npull_start[a + 1] - t->npull_start[a] == 1)
+               && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
+               && readers(t, a) == 1)
             a += 2;
         t->kind[a] = K_DOT;
         t->aux[a] = s;
@@ -173,7 +193,6 @@ static void fuse_dots(tape_t *t) {
         for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
         s = a;
     }
-    free(source);
 }
 
 static const char *build(builder_t *b) {
@@ -190,6 +209,7 @@ static const char *build(builder_t *b) {
     t->n_cand = V;
     b->arena_edge0 = a->child_start[r->rec_start];
     t->n_edges = a->child_start[end] - b->arena_edge0;
+    if (t->n_edges > INT32_MAX) return "the step is too large to record";
 
     /* parameters: arena node -> slot */
     int32_t *pmap = NULL;
@@ -207,7 +227,7 @@ static const char *build(builder_t *b) {
         || !NEW(t->pos, n) || !NEW(t->reached, P)
         || !NEW(t->aux, n) || !NEW(t->dot_at, n) || !NEW(t->child, E) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N) || !NEW(t->target_src, N)
-        || !NEW(t->cand, (int64_t)N * V) || !NEW(b->rank, n) || !NEW(t->param_start, N + 1)) {
+        || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n) || !NEW(t->param_start, N + 1)) {
         free(pmap);
         return "out of memory";
     }
@@ -221,10 +241,10 @@ static const char *build(builder_t *b) {
         while (i >= r->pos_end[p]) ++p;
         t->pos[L] = p;
         t->op[L] = a->op[i];
-        t->child_start[L] = a->child_start[i] - b->arena_edge0;
+        t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
         if (a->op[i] == OP_CUSTOM) why = "the step has a user-defined node (its local grads were given)";
-        else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; t->operand[L] = a->data[i]; }
-        else { t->kind[L] = K_OP; t->operand[L] = a->operand[i]; }
+        else if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; put_operand(t, L, a->data[i]); }
+        else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }
         for (int64_t e = a->child_start[i]; e < a->child_start[i + 1] && why == NULL; ++e) {
             int32_t c = local_of(r, pmap, end, a->child[e]);
             if (c < 0) why = "the step reads a node made before recording that is not a parameter";
@@ -232,7 +252,7 @@ static const char *build(builder_t *b) {
         }
     }
     for (int32_t L = 0; L < P; ++L) t->child_start[L] = 0;  /* parameters have no edges */
-    t->child_start[n] = E;
+    t->child_start[n] = (int32_t)E;
     for (int32_t q = 0; q < N; ++q) {
         t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
         t->loss_node[q] = local_of(r, pmap, end, r->loss_node[q]);
@@ -262,8 +282,7 @@ static const char *build(builder_t *b) {
     if (why) { free(pmap); return why; }
 
     /* candidates and the target edges */
-    int32_t *cand_of = NULL;  /* local node -> p * V + v, or -1 */
-    if (!NEW(cand_of, n)) { free(pmap); return "out of memory"; }
+    int32_t *cand_of = t->scratch;  /* local node -> p * V + v, or -1 (until the target edges are found) */
     for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
     for (int64_t j = 0; j < (int64_t)N * V && why == NULL; ++j) {
         int32_t L = local_of(r, pmap, end, r->cand[j]);
@@ -282,7 +301,7 @@ static const char *build(builder_t *b) {
         }
     for (int32_t q = 0; q < N && why == NULL; ++q)
         if (t->target_edge[q] < 0) why = "a position's loss does not read probs[target]";
-    if (why) { free(pmap); free(cand_of); return why; }
+    if (why) { free(pmap); return why; }
 
     /* the tail: ((losses[0] + 0) + losses[1] + ...) * (1 / N), built just after the last position */
     {
@@ -304,27 +323,41 @@ static const char *build(builder_t *b) {
         if (!ok) why = "the loss is not the mean of the positions' losses";
     }
 
-    /* who reads each node: parameters by position, the rest into pull lists */
+    /* who reads each node: parameters by position, the rest into pull lists;
+     * a node read by several logits rotates (checked further once its pull
+     * list is sorted) */
+    int32_t *first_block = t->scratch;  /* the logit of a node's first reader (-2: none yet; cand_of is done with) */
+    for (int32_t L = 0; L < n; ++L) first_block[L] = -2;
     int64_t n_param_edges = 0;
     for (int32_t L = P; L < n && why == NULL; ++L)
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) { n_param_edges++; t->param_start[t->pos[L] + 1]++; continue; }
             if (t->kind[c] == K_SEED) { why = "a position's loss is read inside the step"; break; }
-            if (cand_of[c] >= 0 || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
+            if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
+            int32_t blk = block_of(b, L);
+            if (first_block[c] == -2) first_block[c] = blk;
+            else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
         }
-    free(cand_of);
     if (why) { free(pmap); return why; }
+
+    /* chains, before the pull lists are filled: their inner nodes take none
+     * (each is read once, by the next node of its chain, and its gradient is
+     * the top's) */
+    fuse_dots(t);
+    for (int32_t L = P; L < n; ++L)
+        if (t->kind[L] == K_INTERIOR) t->npull_start[L + 1] = 0;
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
     int64_t n_pulls = t->npull_start[n];
-    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_edge, n_pulls) || !NEW(t->npull_block, n_pulls)
+    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_block, n_pulls)
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges)) { free(pmap); return "out of memory"; }
     {
-        int64_t *fill = NULL, *pfill = NULL;
-        if (!NEW(fill, n) || !NEW(pfill, N)) { free(fill); free(pfill); free(pmap); return "out of memory"; }
+        int32_t *fill = t->scratch;  /* fuse_dots is done with it */
+        int64_t *pfill = NULL;
+        if (!NEW(pfill, N)) { free(pmap); return "out of memory"; }
         for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
         for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
         for (int32_t L = P; L < n; ++L)
@@ -332,15 +365,12 @@ static const char *build(builder_t *b) {
                 int32_t c = t->child[e];
                 if (c < P) {
                     int64_t k = pfill[t->pos[L]]++;
-                    t->param_edge[k] = e;
+                    t->param_edge[k] = (int32_t)e;
                     t->param_parent[k] = L;
                 } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
-                    int64_t k = fill[c]++;
-                    t->npull_parent[k] = L;
-                    t->npull_edge[k] = e;
+                    t->npull_parent[fill[c]++] = L;
                 }
             }
-        free(fill);
         free(pfill);
     }
 
@@ -386,23 +416,18 @@ static const char *build(builder_t *b) {
     if (why) return why;
 
     /* the backward order of the recorded targets; rotating nodes */
+    b->rank = t->scratch;  /* fill is done with */
     walk(b);
     for (int32_t c = P; c < n; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
         if (hi - lo < 1) continue;
         sort_pulls(b, lo, hi, 0);
-        int32_t first = -2, mixed = 0, none = 0;
+        if (t->kind[c] != K_ROTATE) continue;  /* its blocks are never read: not written (most of the pulls) */
         for (int64_t k = lo; k < hi; ++k) {
-            int32_t blk = block_of(b, t->npull_parent[k]);
-            t->npull_block[k] = blk;
-            if (blk < 0) none = 1;
-            if (first == -2) first = blk;
-            else if (blk != first) mixed = 1;
+            t->npull_block[k] = block_of(b, t->npull_parent[k]);
+            if (t->npull_block[k] < 0) return "a node is read by several logits and by something else";
         }
-        if (!mixed) { for (int64_t k = lo; k < hi; ++k) t->npull_block[k] = -1; continue; }
-        if (none) return "a node is read by several logits and by something else";
         sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
-        t->kind[c] = K_ROTATE;
         for (int64_t k = lo; k < hi; ++k)
             if (t->pos[t->npull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
     }
@@ -417,7 +442,6 @@ static const char *build(builder_t *b) {
         if (shift < 1) shift = 1;
         if ((why = verify(b, shift)) != NULL) return why;
     }
-    fuse_dots(t);
     return tape_pack(t);
 }
 
@@ -427,7 +451,6 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     t->params_at = -1;
     builder_t b = {a, r, t, NULL, 0};
     *why = build(&b);
-    free(b.rank);
     if (*why != NULL) { tape_free(t); return NULL; }
     return t;
 }

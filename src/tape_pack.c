@@ -114,8 +114,7 @@ static int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
 #define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
 static const char *renumber(tape_t *t) {
     int32_t n = t->n_nodes, N = t->n_pos, m = 0;
-    int32_t *nw = NULL;
-    if (!NEW(nw, n)) return "out of memory";
+    int32_t *nw = t->scratch;
     for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
     int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
     uint8_t *op = NULL;
@@ -123,7 +122,7 @@ static const char *renumber(tape_t *t) {
     int32_t *pos = NULL;
     if (!NEW(op, m) || !NEW(operand, m) || !NEW(pos, m) || !NEW(x, 2 * (int64_t)m + 1) || !NEW(grad, m)
         || !NEW(t->graph_end, N)) {
-        free(op); free(operand); free(pos); free(x); free(grad); free(nw);
+        free(op); free(operand); free(pos); free(x); free(grad);
         return "out of memory";
     }
     /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
@@ -171,7 +170,6 @@ static const char *renumber(tape_t *t) {
         SRC(t->param_src[k]);
     }
 #undef SRC
-    free(nw);
     free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
     t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
     free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free(t->child);
@@ -180,7 +178,7 @@ static const char *renumber(tape_t *t) {
     t->n_nodes = m;
     return NULL;
 inner:
-    free(nw); free(op); free(operand); free(pos); free(x); free(grad);
+    free(op); free(operand); free(pos); free(x); free(grad);
     return "a chain's inner node is read from outside it";
 }
 #undef RENUM
@@ -215,10 +213,11 @@ static void matvec_records(tape_t *t) {
  * read; then the builder's node-indexed lists are freed. */
 const char *tape_pack(tape_t *t) {
     int32_t n = t->n_nodes, P = t->n_params, N = t->n_pos;
-    int32_t *top = NULL, *last_pow = NULL;
-    if (!NEW(top, n) || !NEW(last_pow, n) || !NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
+    /* the builder's scratch serves last_pow, ins_of, in_mv and renumber's map in turn */
+    int32_t *top = NULL, *last_pow = t->scratch;
+    if (!NEW(top, n) || !NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
         || !NEW(t->bwd, n) || !NEW(t->bwd_end, N) || !NEW(t->pull_start, n + 1)) {
-        free(top); free(last_pow);
+        free(top);
         return "out of memory";
     }
     for (int32_t L = 0; L < n; ++L) { top[L] = L; last_pow[L] = -1; }
@@ -230,7 +229,7 @@ const char *tape_pack(tape_t *t) {
             for (int32_t m = s + 3; m < L; m += 2) top[m] = L;
             n_pairs += L - s;
         }
-    if (!NEW(t->dot_pair, n_pairs)) { free(top); free(last_pow); return "out of memory"; }
+    if (!NEW(t->dot_pair, n_pairs)) { free(top); return "out of memory"; }
     t->n_pairs = n_pairs;
 
     /* the forward */
@@ -256,7 +255,7 @@ const char *tape_pack(tape_t *t) {
         default: {
             int64_t edges = t->child_start[L + 1] - t->child_start[L];
             if (t->op[L] == OP_ADD || t->op[L] == OP_MUL) {
-                if (edges != 2) { free(top); free(last_pow); return "an operation with an unexpected number of children"; }
+                if (edges != 2) { free(top); return "an operation with an unexpected number of children"; }
                 code = t->op[L] == OP_ADD ? F_ADD : F_MUL;
             } else if (lg_src(t, L, t->child_start[L]) >= 0 && edges == 1) {
                 code = F_ONE_CHILD;
@@ -270,7 +269,7 @@ const char *tape_pack(tape_t *t) {
                     }
                 }
             } else {
-                free(top); free(last_pow);
+                free(top);
                 return "an operation the replay does not know";
             }
         }
@@ -279,13 +278,13 @@ const char *tape_pack(tape_t *t) {
         t->fwd_code[nf++] = code;
     }
     while (q < N) t->fwd_end[q++] = (int32_t)nf;
-    free(last_pow);
 
     /* each instruction's operands, and where the slots are among them */
-    int32_t *ins_of = NULL;
-    if (!NEW(t->fwd_arg, 3 * nf) || !NEW(ins_of, n) || !NEW(t->target_arg, N)
+    int32_t *ins_of = t->scratch;  /* last_pow is done with */
+    memset(ins_of, 0, (size_t)n * sizeof *ins_of);
+    if (!NEW(t->fwd_arg, 3 * nf) || !NEW(t->target_arg, N)
         || !NEW(t->token_arg, t->n_token_edges) || !NEW(t->first_pos, P)) {
-        free(top); free(ins_of);
+        free(top);
         return "out of memory";
     }
     for (int64_t i = 0; i < nf; ++i) {
@@ -309,7 +308,6 @@ const char *tape_pack(tape_t *t) {
         int32_t owner = t->param_parent[t->token_param[j]];  /* an addition or one-child operation */
         t->token_arg[j] = 3 * (int64_t)ins_of[owner] + (t->token_edge[j] - t->child_start[owner]);
     }
-    free(ins_of);
     for (int32_t k = 0; k < P; ++k) t->first_pos[k] = INT32_MAX;
     for (int32_t p = N - 1; p >= 0; --p)
         for (int64_t j = t->param_start[p]; j < t->param_start[p + 1]; ++j) {
@@ -318,8 +316,9 @@ const char *tape_pack(tape_t *t) {
         }
     group_dots(t, nf);
     int64_t n_mv = mark_matvecs(t, nf);
-    uint8_t *in_mv = NULL;  /* the tops of the chains in those groups */
-    if (!NEW(t->mv, n_mv) || !NEW(t->mv_end, N) || !NEW(in_mv, n)) { free(top); free(in_mv); return "out of memory"; }
+    uint8_t *in_mv = (uint8_t *)t->scratch;  /* the tops of the chains in those groups (ins_of is done with) */
+    memset(in_mv, 0, (size_t)n);
+    if (!NEW(t->mv, n_mv) || !NEW(t->mv_end, N)) { free(top); return "out of memory"; }
     {
         int32_t k = 0, p = 0;
         for (int32_t i = 0; i < (int32_t)nf; ++i) {
@@ -353,8 +352,10 @@ const char *tape_pack(tape_t *t) {
         for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
             int32_t parent = t->npull_parent[j];
             t->pull_parent[k_out] = top[parent];
-            t->pull_src[k_out] = lg_src(t, parent, t->npull_edge[j]);
-            t->pull_block[k_out] = t->npull_block[j];
+            int64_t e = t->child_start[parent];  /* its first edge that reads L: a parent that reads */
+            while (t->child[e] != L) ++e;        /* L twice (x * x, x + x) has the same local grad at both */
+            t->pull_src[k_out] = lg_src(t, parent, e);
+            t->pull_block[k_out] = k == K_ROTATE ? t->npull_block[j] : -1;  /* only theirs are written */
         }
     }
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
@@ -366,34 +367,33 @@ const char *tape_pack(tape_t *t) {
     /* parameter reads: a matrix row's are made by the backward from the
      * group's own lists (each parameter is read once a position, so a
      * position's reads may go in any order); the rest are kept, in order */
-    int64_t *moved_to = NULL;
-    if (!NEW(moved_to, t->param_start[N])) { free(top); free(in_mv); return "out of memory"; }
-    int64_t kept = 0;
+    int64_t kept = 0, tok = 0;  /* token_param lists reads in ascending order: each follows its read */
     for (int32_t p = 0; p < N; ++p) {
         int64_t from = t->param_start[p];
         t->param_start[p] = kept;
         for (int64_t j = from; j < t->param_start[p + 1]; ++j) {
             int32_t parent = t->param_parent[j];
-            moved_to[j] = -1;
-            if (t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top[parent]]) continue;
-            moved_to[j] = kept;
-            t->param_child[kept] = t->child[t->param_edge[j]];
-            t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
-            t->param_parent[kept++] = top[parent];
+            int64_t moved_to = -1;
+            if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top[parent]])) {
+                moved_to = kept;
+                t->param_child[kept] = t->child[t->param_edge[j]];
+                t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
+                t->param_parent[kept++] = top[parent];
+            }
+            while (tok < t->n_token_edges && t->token_param[tok] == j) t->token_param[tok++] = moved_to;
         }
     }
     t->param_start[N] = kept;
-    for (int64_t j = 0; j < t->n_token_edges; ++j) t->token_param[j] = moved_to[t->token_param[j]];
-    free(moved_to);
-    free(in_mv);
     for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
         if (t->op[t->target_owner[p]] == OP_MUL) { free(top); return "probs[target] is read by a product"; }
         t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
     }
     free(top);
-    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
-    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->npull_edge = NULL; t->param_edge = NULL;
+    free(t->npull_start); free(t->npull_parent); free(t->npull_block); free(t->param_edge);
+    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->param_edge = NULL;
     const char *why = renumber(t);
+    free(t->scratch);
+    t->scratch = NULL;
     if (why == NULL) matvec_records(t);
     return why;
 }
