@@ -79,37 +79,29 @@ static inline void put_side(double *x, const int32_t *nodes, double a0, double a
     x[nodes[3]] = a3;
 }
 
+/* An F_MV4 group's vector: its entries in place where they are consecutive
+ * nodes, else gathered from row 0's list (every other entry) into buf
+ * (MAX_LANES long: mark_matvecs takes no longer rows). */
+static inline const double *matvec_vector(const double *x, const int32_t *pair, const matvec_t *g, double *buf) {
+    if (g->vec >= 0) return x + g->vec;
+    const int32_t *v = pair + g->pairs + 1;
+    for (int32_t j = 0; j < g->len; ++j) buf[j] = x[v[2 * j]];
+    return buf;
+}
+
 /* An F_MV4 group's four sums: m0 + 0, then + m_j, each row in its own order
- * (tape.h, matvec_t). The vector read in place, or through its list. */
-static inline void matvec_forward(double *restrict x, const int32_t *pair, const matvec_t *g) {
+ * (tape.h, matvec_t); v is the group's vector (matvec_vector). */
+static inline void matvec_forward(double *x, const double *v, const matvec_t *g) {
     const double *w0 = x + g->w[0], *w1 = x + g->w[1], *w2 = x + g->w[2], *w3 = x + g->w[3];
-    double a0, a1, a2, a3;
-    if (g->vec >= 0) {
-        const double *v = x + g->vec;
-        a0 = w0[0] * v[0] + x[g->init[0]];
-        a1 = w1[0] * v[0] + x[g->init[1]];
-        a2 = w2[0] * v[0] + x[g->init[2]];
-        a3 = w3[0] * v[0] + x[g->init[3]];
-        for (int32_t j = 1; j < g->len; ++j) {
-            a0 = a0 + w0[j] * v[j];
-            a1 = a1 + w1[j] * v[j];
-            a2 = a2 + w2[j] * v[j];
-            a3 = a3 + w3[j] * v[j];
-        }
-    } else {
-        const int32_t *v = pair + g->pairs + 1;
-        double xv = x[v[0]];
-        a0 = w0[0] * xv + x[g->init[0]];
-        a1 = w1[0] * xv + x[g->init[1]];
-        a2 = w2[0] * xv + x[g->init[2]];
-        a3 = w3[0] * xv + x[g->init[3]];
-        for (int32_t j = 1; j < g->len; ++j) {
-            xv = x[v[2 * j]];
-            a0 = a0 + w0[j] * xv;
-            a1 = a1 + w1[j] * xv;
-            a2 = a2 + w2[j] * xv;
-            a3 = a3 + w3[j] * xv;
-        }
+    double a0 = w0[0] * v[0] + x[g->init[0]];
+    double a1 = w1[0] * v[0] + x[g->init[1]];
+    double a2 = w2[0] * v[0] + x[g->init[2]];
+    double a3 = w3[0] * v[0] + x[g->init[3]];
+    for (int32_t j = 1; j < g->len; ++j) {
+        a0 = a0 + w0[j] * v[j];
+        a1 = a1 + w1[j] * v[j];
+        a2 = a2 + w2[j] * v[j];
+        a3 = a3 + w3[j] * v[j];
     }
     x[g->top[0]] = a0;
     x[g->top[1]] = a1;
@@ -171,10 +163,13 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             i += SIDE - 1;
             break;
         }
-        case F_MV4:
-            matvec_forward(x, pair, t->mv + A[0]);
+        case F_MV4: {
+            const matvec_t *g = t->mv + A[0];
+            double buf[MAX_LANES];
+            matvec_forward(x, matvec_vector(x, pair, g, buf), g);
             i += SIDE - 1;
             break;
+        }
         case F_COPY:
             x[L] = x[A[0]];
             x_lg[L] = x_lg[A[0]];
@@ -210,15 +205,14 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
 #define ADD_ROW_BODY                                                  \
     for (int32_t i = 0; i < lanes; ++i) acc[i] = acc[i] + w[i] * gt;
 
-/* An F_MV4 group's parameters read in place: w_c[j] adds v[j] * g_c (its
- * product's local grad is the vector's entry, the product's gradient its
- * row's). The rows are distinct parameters, the vector other nodes: nothing
- * here aliases. */
+/* An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
+ * grad is the vector's entry, the product's gradient its row's; v is the
+ * group's vector, matvec_vector). The rows are distinct parameters, the
+ * vector other nodes or a copy of them: nothing here aliases. */
 #define ROWS_GRADS_BODY                                                                    \
     double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];                        \
     double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];                        \
     double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];    \
-    const double *restrict v = x + m->vec;                                                \
     for (int32_t j = 0; j < m->len; ++j) {                                                \
         g0[j] += v[j] * t0;                                                               \
         g1[j] += v[j] * t1;                                                               \
@@ -227,7 +221,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     }
 
 #define ADD_ROW_ARGS double *restrict acc, const double *restrict w, double gt, int32_t lanes
-#define ROWS_GRADS_ARGS double *restrict g, const double *restrict x, const matvec_t *m
+#define ROWS_GRADS_ARGS double *restrict g, const double *restrict v, const matvec_t *m
 static void add_row(ADD_ROW_ARGS) { ADD_ROW_BODY }
 static void rows_grads(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -235,22 +229,6 @@ static void rows_grads(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
 __attribute__((target("avx2"))) static void add_row_avx2(ADD_ROW_ARGS) { ADD_ROW_BODY }
 __attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
 #endif
-
-/* An F_MV4 group's parameters whose vector is read through its list (as
- * rows_grads, one entry at a time). */
-static void rows_grads_listed(double *restrict g, const double *restrict x, const int32_t *pair, const matvec_t *m) {
-    double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];
-    double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];
-    double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];
-    const int32_t *restrict v = pair + m->pairs + 1;
-    for (int32_t j = 0; j < m->len; ++j) {
-        double xv = x[v[2 * j]];
-        g0[j] += xv * t0;
-        g1[j] += xv * t1;
-        g2[j] += xv * t2;
-        g3[j] += xv * t3;
-    }
-}
 
 int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
     int32_t n = t->n_used, end = t->pos_end[n - 1], P = t->n_params, V = t->n_cand;
@@ -346,10 +324,10 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     read_params(g, a->grad, t, params);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
+    double buf[MAX_LANES];  /* a listed vector's entries (matvec_vector) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q]; ++m)  /* matrix rows */
-            if (t->mv[m].vec >= 0) row_grads(g, x, t->mv + m);
-            else rows_grads_listed(g, x, t->dot_pair, t->mv + m);
+            row_grads(g, matvec_vector(x, t->dot_pair, t->mv + m, buf), t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }

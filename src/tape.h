@@ -60,7 +60,8 @@ typedef enum {
  * from x[init[c]] into x[top[c]]; the rows are consecutive parameters. The
  * vector's entries v[j] are x[vec + j] where they are consecutive nodes
  * (vec >= 0: a layer's outputs), else x[dot_pair[pairs + 2 j + 1]] (every
- * other entry of row 0's list: heads' outputs side by side). All that the
+ * other entry of row 0's list: heads' outputs side by side), gathered into
+ * a copy before the rows read it. All that the
  * forward and the parameters' gradients read of the group, in one record. */
 typedef struct {
     int32_t w[4], top[4], init[4];

@@ -23,7 +23,8 @@ enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4 };
  * the backward sums four nodes' pulls at once where none is a parent of
  * another. Each sum is the same sequence of additions as alone. */
 #define SIDE 4
-#define MAX_LANES 1024  /* the longest vector summed as a run (its sums live on the stack) */
+#define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
+                         * sums, or a gathered copy of it, live on the stack) */
 
 /* tape_pack.c: the replay's program from the builder's checked node lists
  * (kinds, pull lists in the reference's order, parameter reads); frees those

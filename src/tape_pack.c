@@ -23,8 +23,9 @@ static void group_dots(tape_t *t, int64_t nf) {
 
 /* A group of four chains that are four rows of one matrix times one vector:
  * chain c's k-th product is w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k
- * and v[k] the same node for the four. The same products and sums, read
- * through one record (matvec_t). Returns how many groups were found. */
+ * and v[k] the same node for the four, at most MAX_LANES long. The same
+ * products and sums, read through one record (matvec_t). Returns how many
+ * groups were found. */
 static int64_t mark_matvecs(tape_t *t, int64_t nf) {
     int64_t found = 0;
     for (int64_t i = 0; i + SIDE <= nf; ++i) {
@@ -37,6 +38,7 @@ static int64_t mark_matvecs(tape_t *t, int64_t nf) {
                 ok = pc[j] == pc[0] + j / 2 && pc[0] + A[2] / 2 <= t->n_params
                     && pc[j + 1] == p0[j + 1] && pc[j + 1] >= t->n_params;
         }
+        ok = ok && A[2] / 2 <= MAX_LANES;  /* a vector gathered by the replay fits its buffer */
         if (ok) { t->fwd_code[i] = F_MV4; found++; }
         i += SIDE - 1;
     }
