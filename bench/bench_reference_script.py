@@ -5,12 +5,16 @@ with its own pure-Python Value against the same script with `from microgpt impor
 
 Both run the same steps of the run (WARMUP untimed, then ROUNDS timed; step k trains on
 document k), so the
-medians compare like with like; the summary prints the pure/compiled ratio. A third
-variant, a Value that does nothing, measures what the script's own Python costs. The script
-runs as a user runs it: no graph() scope, Python's garbage collector on, the swapped
-script's memory reclaimed by the arena as it fills.
+medians compare like with like; the summary prints the pure/compiled ratio. Two more
+variants measure what the script itself costs, whatever Value it runs: a Value that does
+nothing written in Python (no-op), and the same written in Cython (no-op-c, built here with
+pyximport; skipped where Cython or a C compiler is missing). pure over no-op-c is the most
+that any Value class implemented in C could gain on this script. The script runs as a user
+runs it: no graph() scope, Python's garbage collector on, the swapped script's memory
+reclaimed by the arena as it fills.
 """
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,8 @@ import pytest
 import microgpt
 from microgpt import available_engines
 
-SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "scripts" / "reference.py"
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE.parent / "tests" / "scripts" / "reference.py"
 BEGIN, END = "# --- the Value class: begin ---", "# --- the Value class: end ---"
 NUM_STEPS = 1000
 ROUNDS = 10
@@ -26,9 +31,10 @@ WARMUP = 2
 _losses = {}
 
 
-# The floor: a Value whose every operation does nothing (returns itself). What a step
-# costs with it is the script's own Python (generators, zips, its Adam loop), which
-# every Value class pays; pure time over this is the most any Value could gain.
+# A Value whose every operation does nothing (returns itself), written in Python. A step
+# with it costs the script's own Python (generators, zips, its Adam loop) plus a Python
+# method call per operation; bench/do_nothing_value.pyx is the same class in C (no-op-c),
+# whose step is the floor for a Value implemented in C.
 NO_OP_VALUE = """class Value:
     __slots__ = ("data", "grad")
 
@@ -51,13 +57,36 @@ NO_OP_VALUE = """class Value:
 """
 
 
+def build_do_nothing_c(tmp_path):
+    """bench/do_nothing_value.pyx compiled into tmp_path; skips without Cython or a compiler."""
+    try:
+        import pyximport
+    except ImportError:
+        pytest.skip("no-op-c needs Cython (pip install cython)")
+    importer = pyximport.install(build_dir=str(tmp_path / "pyxbuild"), language_level=3, inplace=False)
+    sys.path.insert(0, str(HERE))
+    try:
+        import do_nothing_value  # noqa: F401 (the swapped script imports it by name)
+    except Exception as e:  # no C compiler, or the build failed
+        pytest.skip(f"no-op-c could not be built: {type(e).__name__}: {e}")
+    finally:
+        sys.path.remove(str(HERE))
+        pyximport.uninstall(*importer)
+
+
+SWAPS = {"compiled": "from microgpt import Value", "no-op": NO_OP_VALUE,
+         "no-op-c": "from do_nothing_value import Value"}
+
+
 def load_script(tmp_path, variant):
     """The script as a module: as it is (pure), with its Value class swapped for the
-    drop-in import (compiled), or for the do-nothing class (no-op)."""
+    drop-in import (compiled), or for a do-nothing class (no-op, no-op-c)."""
     path = SCRIPT
+    if variant == "no-op-c":
+        build_do_nothing_c(tmp_path)
     if variant != "pure":
         head, rest = SCRIPT.read_text(encoding="utf-8").split(BEGIN)
-        swap = "from microgpt import Value" if variant == "compiled" else NO_OP_VALUE
+        swap = SWAPS[variant]
         path = tmp_path / f"reference_{variant}.py"
         path.write_text(head + swap + rest.split(END)[1], encoding="utf-8")
     spec = importlib.util.spec_from_file_location(f"reference_script_{variant.replace('-', '_')}", path)
@@ -66,7 +95,7 @@ def load_script(tmp_path, variant):
     return module
 
 
-VARIANTS = ["pure", "no-op"] + (["compiled"] if "compiled" in available_engines() else [])
+VARIANTS = ["pure", "no-op", "no-op-c"] + (["compiled"] if "compiled" in available_engines() else [])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -194,12 +194,12 @@ def pytest_terminal_summary(terminalreporter, config):
         if "pure" not in g:
             continue
         pm, pn = g["pure"]
-        for other in ("compiled", "replay"):
+        for other in ("compiled", "replay", "no-op", "no-op-c"):  # the last two: the script's floors
             if other in g:
                 om, on = g[other]
                 lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / {other} {om * 1e3:.3f} ms = "
                              f"{pm / om:.1f}x; min {pn * 1e3:.2f} / {on * 1e3:.3f} ms = {pn / on:.1f}x")
     if lines:
-        terminalreporter.write_sep("-", "ratios (pure/compiled, pure/replay)")
+        terminalreporter.write_sep("-", "ratios (pure over compiled, replay; over the do-nothing Values: the ceilings)")
         for line in lines:
             terminalreporter.write_line(line)
