@@ -57,6 +57,9 @@ cdef extern from "arena.h":
     double adam_square(double g) nogil
     double adam_sqrt(double x) nogil
     node_t arena_leaf(arena_t *a, uint8_t op, double x) nogil
+    int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) nogil
+    node_t arena_push_const(arena_t *a, double c, int is_int) nogil
+    node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) nogil
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil
 

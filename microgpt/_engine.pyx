@@ -28,6 +28,7 @@ cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memset
+from cpython.object cimport PyTypeObject, destructor
 from array import array
 
 from .errors import ArenaMismatchError, StaleValueError
@@ -75,20 +76,24 @@ cdef int raise_nomem() except -1:
     raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
 
 
-cdef int remember(Arena arena, node_t i, Value h) except -1:
+cdef int grow_handles(Arena arena, node_t i, Value h) except -1:
+    """Make room for node i in the handle table (as many rows as the arena's columns)."""
+    cdef int64_t cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
+    cdef PyObject **t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
+    if t == NULL:
+        h.arena = None  # a handle outside the table could not keep its node: never alive
+        raise_nomem()
+    memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
+    arena.handles = t
+    arena.handles_cap = cap
+    return 0
+
+
+cdef inline int remember(Arena arena, node_t i, Value h) except -1:
     """Note h as node i's handle (a borrowed pointer: h's dealloc clears it).
     Every live handle is in the table: that is how reclaiming finds what is held."""
-    cdef int64_t cap
-    cdef PyObject **t
     if i >= arena.handles_cap:
-        cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
-        t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
-        if t == NULL:
-            h.arena = None  # a handle outside the table could not keep its node: never alive
-            raise_nomem()
-        memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
-        arena.handles = t
-        arena.handles_cap = cap
+        grow_handles(arena, i, h)
     arena.handles[i] = <PyObject *>h
     return 0
 
@@ -102,17 +107,39 @@ cdef inline void forget(Value h) noexcept:
         arena.handles[h.index] = NULL
 
 
-cdef inline Value make(Arena arena, node_t i):
+# A handle's deallocation: forget, then the type's own (Cython's: drop the arena
+# reference, keep the object on the type's freelist). Installed in the type's
+# slot instead of a __dealloc__ method, which Cython wraps in a save and restore
+# of the pending exception (~50 instructions, on every one of a step's ~60,000
+# handles); forget can neither raise nor run Python code.
+cdef destructor value_free
+
+
+cdef void value_dealloc(PyObject *o) noexcept:
+    forget(<Value>o)
+    value_free(o)
+
+
+value_free = (<PyTypeObject *>Value).tp_dealloc
+(<PyTypeObject *>Value).tp_dealloc = value_dealloc
+
+
+cdef inline Value new_handle(Arena arena, node_t i):
     """The handle for node i (just appended): a new object, the node's one handle
     (a handle left at index i by a released node is stale and stays so)."""
-    if i < 0:
-        raise_nomem()
     cdef Value h = Value.__new__(Value)
     h.arena = arena
     h.index = i
     h.epoch = arena.a.cur_epoch
     remember(arena, i, h)
     return h
+
+
+cdef inline Value make(Arena arena, node_t i):
+    """new_handle, or MemoryError where the append failed (i < 0)."""
+    if i < 0:
+        raise_nomem()
+    return new_handle(arena, i)
 
 
 cdef int reclaim(Arena arena) except -1:
@@ -154,15 +181,18 @@ cdef int reclaim(Arena arena) except -1:
 cdef inline int make_room(Arena arena, int64_t nodes, int64_t edges) except -1:
     """Before appending up to nodes nodes with edges edges: when the columns are
     full, reclaim first, and grow only if that left less than half of them free.
-    Called before an operation reads the node indices it appends with (they may move)."""
+    Called before an operation reads the node indices it appends with (they may
+    move). On return there is room, or MemoryError was raised."""
     cdef arena_t *a = &arena.a
     if a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges:
         return 0
     reclaim(arena)
     if 2 * (a.n_nodes + nodes) > a.cap_nodes:
-        arena_grow_nodes(a, 2 * (a.n_nodes + nodes))  # on failure the append itself grows or fails
+        arena_grow_nodes(a, 2 * (a.n_nodes + nodes))  # on failure, the exact room below
     if 2 * (a.n_edges + edges) > a.cap_edges:
         arena_grow_edges(a, 2 * (a.n_edges + edges))
+    if arena_reserve(a, nodes, edges) != OP_OK:
+        raise_nomem()
     return 0
 
 

@@ -10,7 +10,7 @@ cdef inline void spoil(Arena arena, str why):
         arena.spoiled = why
 
 
-cdef Value binary(uint8_t op, Value x, object y):
+cdef inline Value binary(int op, Value x, object y):
     """x + y (OP_ADD, local grads (1, 1)) or x * y (OP_MUL, local grads (y, x)).
 
     A number y becomes an OP_CONST leaf just before the node, as the pure engine
@@ -18,38 +18,26 @@ cdef Value binary(uint8_t op, Value x, object y):
     checks, then the appends: nothing is appended for an operation that raises,
     and nothing can be released between the checks and the appends.
     """
-    cdef Value o = None
-    cdef double c = 0.0
+    cdef Arena arena
+    cdef node_t j
+    cdef double c
     if type(y) is Value:
-        o = <Value>y
+        check(x)
+        arena = x.arena
+        if (<Value>y).arena is not arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+        check(<Value>y)
+        make_room(arena, 1, 2)  # may move nodes: indices are read after it
+        j = (<Value>y).index
     else:
         c = <double>y
-    check(x)
-    cdef node_t j
-    if o is not None:
-        if o.arena is not x.arena:
-            raise ArenaMismatchError("cannot combine Values from two different arenas")
-        check(o)
-        make_room(x.arena, 1, 2)  # may move nodes: indices are read after it
-        j = o.index
-    else:
-        make_room(x.arena, 2, 2)
-        j = arena_leaf(&x.arena.a, OP_CONST, c)
-        if j < 0:
-            raise_nomem()
-        set_int_tag(x.arena, j, TAG_DATA_INT, y)
-        if x.arena.recording and type(y) is DerivedNumber:
-            note_derived(x.arena, j, y)
-    cdef node_t kids[2]
-    cdef double lg[2]
-    cdef double out
-    kids[0] = x.index
-    kids[1] = j
-    if op == OP_ADD:
-        op_add(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
-    else:
-        op_mul(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
-    return make_tagged(x.arena, arena_node(&x.arena.a, op, out, 0.0, 2, kids, lg), op, 0)
+        check(x)
+        arena = x.arena
+        make_room(arena, 2, 2)
+        j = arena_push_const(&arena.a, c, isinstance(y, int))
+        if arena.recording and type(y) is DerivedNumber:
+            note_derived(arena, j, y)
+    return new_handle(arena, arena_push_binary(&arena.a, op, x.index, j))
 
 
 cdef Value power(Value x, object k):
@@ -136,9 +124,6 @@ cdef class Value:
         self.index = i
         self.epoch = arena.a.cur_epoch
         remember(arena, i, self)
-
-    def __dealloc__(self):
-        forget(self)
 
     # -- the two columns users read and write (a recording cannot follow a
     #    number out of the graph: reading or writing one while recording spoils it)

@@ -166,6 +166,52 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
     return arena_set_node(a, a->n_nodes++, op, x, operand);
 }
 
+/* The int tags of a + b (OP_ADD) or a * b (OP_MUL), from the operands'
+ * TAG_DATA_INT bits da, db (0 or 1): the local grads' lg_int, written to lgi[0..1]
+ * (add (1, 1), mul (b, a)), and the node's TAG_DATA_INT bit, returned (int op int
+ * is an int). Branch-free: the per-operation path runs it on every add and mul. */
+static inline int binary_tags(int op, int da, int db, uint8_t *lgi) {
+    assert((da | db) <= 1);
+    int add = op == OP_ADD;
+    lgi[0] = (uint8_t)(add | db);
+    lgi[1] = (uint8_t)(add | da);
+    return da & db;
+}
+
+/* ---- the per-operation path's appends: the caller made room (arena_reserve) ---- */
+
+/* Append a number an operation wrapped as an OP_CONST leaf; is_int: it was a
+ * Python int. Returns its index. */
+static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
+    assert(a->n_nodes < a->cap_nodes);
+    node_t i = arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0);
+    a->tag[i] = (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0));
+    return i;
+}
+
+/* Append x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y: its value and
+ * local grads (ops.h), its edges and its int tags. Returns its index. */
+static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
+    assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
+    assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
+    double out, lg[2];
+    if (op == OP_ADD)
+        op_add(a->data[x], a->data[y], &out, lg);
+    else
+        op_mul(a->data[x], a->data[y], &out, lg);
+    int64_t e = a->n_edges;
+    a->child[e] = x;
+    a->child[e + 1] = y;
+    a->local_grad[e] = lg[0];
+    a->local_grad[e + 1] = lg[1];
+    int data_int = binary_tags(op, a->tag[x] & TAG_DATA_INT, a->tag[y] & TAG_DATA_INT, a->lg_int + e);
+    a->n_edges = e + 2;
+    if (data_int && out == 0.0) out = 0.0;  /* an int is never -0.0 (0 * -1 is the int 0) */
+    node_t i = arena_set_node(a, a->n_nodes++, (uint8_t)op, out, 0.0);
+    a->tag[i] = (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0));
+    return i;
+}
+
 /* Set the int tags of node i (already appended, its children's tags set) as the
  * pure engine's types come out of op's arithmetic; k_int: OP_POW's exponent was
  * an int. Leaves, constants and custom nodes are tagged by their maker. An int
@@ -178,8 +224,7 @@ static inline void arena_tag(arena_t *a, int64_t i, int op, int k_int) {
     if (a->child_start[i + 1] > e) d0 = a->tag[c[0]] & TAG_DATA_INT;
     if (a->child_start[i + 1] > e + 1) d1 = a->tag[c[1]] & TAG_DATA_INT;
     switch (op) {
-    case OP_ADD: data_int = d0 && d1; lgi[0] = lgi[1] = 1; break;      /* (1, 1) */
-    case OP_MUL: data_int = d0 && d1; lgi[0] = d1 != 0; lgi[1] = d0 != 0; break;  /* (b, a) */
+    case OP_ADD: case OP_MUL: data_int = binary_tags(op, d0, d1, lgi); break;
     case OP_POW: {  /* int ** int >= 0 is an int; k * x ** (k - 1) too when k - 1 >= 0 */
         double k = a->operand[i];
         data_int = d0 && k_int && k >= 0.0;
