@@ -18,6 +18,7 @@ fast path: it releases the nodes made inside it at once; a handle to a
 released node raises StaleValueError on any use.
 
 The parts, one job each (Cython includes, compiled as one module):
+    _handles.pxi the Value handles' life: made, noted in the handle table, freed
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
@@ -28,7 +29,6 @@ cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memset
-from cpython.object cimport PyTypeObject, destructor
 from array import array
 
 from .errors import ArenaMismatchError, StaleValueError
@@ -76,72 +76,6 @@ cdef int raise_nomem() except -1:
     raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
 
 
-cdef int grow_handles(Arena arena, node_t i, Value h) except -1:
-    """Make room for node i in the handle table (as many rows as the arena's columns)."""
-    cdef int64_t cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
-    cdef PyObject **t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
-    if t == NULL:
-        h.arena = None  # a handle outside the table could not keep its node: never alive
-        raise_nomem()
-    memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
-    arena.handles = t
-    arena.handles_cap = cap
-    return 0
-
-
-cdef inline int remember(Arena arena, node_t i, Value h) except -1:
-    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it).
-    Every live handle is in the table: that is how reclaiming finds what is held."""
-    if i >= arena.handles_cap:
-        grow_handles(arena, i, h)
-    arena.handles[i] = <PyObject *>h
-    return 0
-
-
-cdef inline void forget(Value h) noexcept:
-    """Clear h's entry in its arena's handle table, if it is h's."""
-    if <object>h.arena is None:
-        return
-    cdef Arena arena = h.arena
-    if h.index < arena.handles_cap and arena.handles[h.index] == <PyObject *>h:
-        arena.handles[h.index] = NULL
-
-
-# A handle's deallocation: forget, then the type's own (Cython's: drop the arena
-# reference, keep the object on the type's freelist). Installed in the type's
-# slot instead of a __dealloc__ method, which Cython wraps in a save and restore
-# of the pending exception (~50 instructions, on every one of a step's ~60,000
-# handles); forget can neither raise nor run Python code.
-cdef destructor value_free
-
-
-cdef void value_dealloc(PyObject *o) noexcept:
-    forget(<Value>o)
-    value_free(o)
-
-
-value_free = (<PyTypeObject *>Value).tp_dealloc
-(<PyTypeObject *>Value).tp_dealloc = value_dealloc
-
-
-cdef inline Value new_handle(Arena arena, node_t i):
-    """The handle for node i (just appended): a new object, the node's one handle
-    (a handle left at index i by a released node is stale and stays so)."""
-    cdef Value h = Value.__new__(Value)
-    h.arena = arena
-    h.index = i
-    h.epoch = arena.a.cur_epoch
-    remember(arena, i, h)
-    return h
-
-
-cdef inline Value make(Arena arena, node_t i):
-    """new_handle, or MemoryError where the append failed (i < 0)."""
-    if i < 0:
-        raise_nomem()
-    return new_handle(arena, i)
-
-
 cdef int reclaim(Arena arena) except -1:
     """Reclaim the nodes above arena.pinned that no handle reaches, directly or
     through live parents (src/arena.c arena_reclaim), and re-point the live
@@ -186,6 +120,11 @@ cdef inline int make_room(Arena arena, int64_t nodes, int64_t edges) except -1:
     cdef arena_t *a = &arena.a
     if a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges:
         return 0
+    return make_room_when_full(arena, nodes, edges)
+
+
+cdef int make_room_when_full(Arena arena, int64_t nodes, int64_t edges) except -1:
+    cdef arena_t *a = &arena.a
     reclaim(arena)
     if 2 * (a.n_nodes + nodes) > a.cap_nodes:
         arena_grow_nodes(a, 2 * (a.n_nodes + nodes))  # on failure, the exact room below
@@ -206,6 +145,7 @@ cdef int raise_status(status_t s) except -1:
     raise_nomem()
 
 
+include "_handles.pxi"
 include "_arena.pxi"
 include "_value.pxi"
 include "_rows.pxi"

@@ -92,8 +92,7 @@ cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nog
 
 
 @cython.final  # a subclass would get CPython's generic operator slots, which reorder operands
-@cython.no_gc
-@cython.freelist(4096)
+@cython.no_gc  # its dealloc and freelist: _handles.pxi
 @cython.auto_pickle(False)
 cdef class Value:
     """A scalar in the graph: a handle (arena, index) with the pure Value's API."""

@@ -1,0 +1,95 @@
+# The life of a Value handle: made for a new node, noted in its arena's handle
+# table (node -> its one live handle), forgotten and kept for reuse when freed.
+# Every operation makes one and a step drops ~60,000, so this is written to
+# cost a few dozen instructions each way. Included by _engine.pyx.
+from cpython.object cimport PyTypeObject, freefunc
+from cpython.ref cimport Py_DECREF
+
+cdef extern from *:
+    """
+    /* A handle from the freelist as a new reference: its refcount set to 1
+     * (CPython's own freelists revive their objects the same way). */
+    static inline PyObject *microgpt_revive(PyObject *o) { _Py_NewReference(o); return o; }
+    """
+    Value revive "microgpt_revive" (PyObject *o)
+
+
+# Freed handles kept for reuse (their arena reference dropped). Cython's own
+# freelist would zero the object, store None and then the arena, and wraps a
+# __dealloc__ method in a save and restore of the pending exception; these do
+# only what a handle needs, and forget can neither raise nor run Python code.
+cdef enum:
+    FREE_HANDLES = 8192
+cdef PyObject *free_handles[FREE_HANDLES]
+cdef int n_free = 0
+cdef freefunc value_tp_free = (<PyTypeObject *>Value).tp_free
+
+
+cdef void value_dealloc(PyObject *o) noexcept:
+    """The type's dealloc slot (set below, instead of Cython's)."""
+    global n_free
+    forget(<Value>o)
+    (<Value>o).arena = None  # drops the arena reference (which may free the arena)
+    if n_free < FREE_HANDLES:
+        free_handles[n_free] = o
+        n_free += 1
+    else:
+        Py_DECREF(None)  # the reference just stored
+        value_tp_free(o)
+
+
+(<PyTypeObject *>Value).tp_dealloc = value_dealloc
+
+
+cdef inline Value new_handle(Arena arena, node_t i):
+    """The handle for node i (just appended): a new object, the node's one handle
+    (a handle left at index i by a released node is stale and stays so)."""
+    global n_free
+    cdef Value h
+    if n_free > 0:
+        n_free -= 1
+        h = revive(free_handles[n_free])
+    else:
+        h = Value.__new__(Value)
+    h.arena = arena
+    h.index = i
+    h.epoch = arena.a.cur_epoch
+    remember(arena, i, h)
+    return h
+
+
+cdef inline Value make(Arena arena, node_t i):
+    """new_handle, or MemoryError where the append failed (i < 0)."""
+    if i < 0:
+        raise_nomem()
+    return new_handle(arena, i)
+
+
+cdef int grow_handles(Arena arena, node_t i, Value h) except -1:
+    """Make room for node i in the handle table (as many rows as the arena's columns)."""
+    cdef int64_t cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
+    cdef PyObject **t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
+    if t == NULL:
+        h.arena = None  # a handle outside the table could not keep its node: never alive
+        raise_nomem()
+    memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
+    arena.handles = t
+    arena.handles_cap = cap
+    return 0
+
+
+cdef inline int remember(Arena arena, node_t i, Value h) except -1:
+    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it).
+    Every live handle is in the table: that is how reclaiming finds what is held."""
+    if i >= arena.handles_cap:
+        grow_handles(arena, i, h)
+    arena.handles[i] = <PyObject *>h
+    return 0
+
+
+cdef inline void forget(Value h) noexcept:
+    """Clear h's entry in its arena's handle table, if it is h's."""
+    if <object>h.arena is None:
+        return
+    if h.index < h.arena.handles_cap and h.arena.handles[h.index] == <PyObject *>h:
+        h.arena.handles[h.index] = NULL
