@@ -100,41 +100,52 @@ int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
     if (from >= n) return 0;
     node_t *child = a->child;
     int64_t *start = a->child_start;
+    double *local_grad = a->local_grad;
+    uint8_t *lg_int = a->lg_int;
+    double *data = a->data, *grad = a->grad, *operand = a->operand;
+    uint8_t *op = a->op, *tag = a->tag;
+    epoch_t *epoch = a->epoch;
+    uint32_t *visit = a->visit;
+    node_t *k = keep - from;  /* k[i] is node i's entry */
 
     /* mark: a live node makes its children live (they lie below it) */
     for (int64_t i = n - 1; i >= from; --i) {
-        if (!keep[i - from]) continue;
-        keep[i - from] = 1;
-        for (int64_t e = start[i]; e < start[i + 1]; ++e)
-            if (child[e] >= from) keep[child[e] - from] = 1;
+        if (!k[i]) continue;
+        k[i] = 1;
+        for (int64_t e = start[i], end = start[i + 1]; e < end; ++e)
+            if (child[e] >= from) k[child[e]] = 1;
     }
+
+    /* the live nodes below the first reclaimed one stay where they are */
+    int64_t i = from;
+    for (; i < n && k[i]; ++i) k[i] = (node_t)i;
 
     /* slide: w is the next free node row, we the next free edge row. Node i's
      * old edges start at e0; start[i + 1] is read before row w + 1 <= i + 1
      * is written, so every old bound is read before it is overwritten. */
-    int64_t w = from, we = start[from], e0 = start[from];
-    for (int64_t i = from; i < n; ++i) {
+    int64_t w = i, we = start[i], e0 = start[i];
+    for (; i < n; ++i) {
         int64_t e1 = start[i + 1];
-        if (!keep[i - from]) {
-            keep[i - from] = -1;
+        if (!k[i]) {
+            k[i] = -1;
             e0 = e1;
             continue;
         }
         for (int64_t e = e0; e < e1; ++e, ++we) {
             node_t c = child[e];
-            child[we] = c >= from ? keep[c - from] : c;  /* c < i: already renumbered */
-            a->local_grad[we] = a->local_grad[e];
-            a->lg_int[we] = a->lg_int[e];
+            child[we] = c >= from ? k[c] : c;  /* c < i: already renumbered */
+            local_grad[we] = local_grad[e];
+            lg_int[we] = lg_int[e];
         }
-        a->data[w] = a->data[i];
-        a->grad[w] = a->grad[i];
-        a->operand[w] = a->operand[i];
-        a->op[w] = a->op[i];
-        a->tag[w] = a->tag[i];
-        a->epoch[w] = a->epoch[i];
-        a->visit[w] = a->visit[i];
+        data[w] = data[i];
+        grad[w] = grad[i];
+        operand[w] = operand[i];
+        op[w] = op[i];
+        tag[w] = tag[i];
+        epoch[w] = epoch[i];
+        visit[w] = visit[i];
         start[w + 1] = we;
-        keep[i - from] = (node_t)w;
+        k[i] = (node_t)w;
         ++w;
         e0 = e1;
     }

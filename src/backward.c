@@ -70,15 +70,24 @@ int64_t arena_backward(arena_t *a, node_t root) {
     for (int64_t t = n - 1; t >= 0; --t) {
         node_t v = topo[t];
         double gv = grad[v];
-        int gv_int = (tag[v] & TAG_GRAD_INT) != 0;
-        for (int64_t e = start[v]; e < start[v + 1]; ++e) {
+        int64_t e = start[v], end = start[v + 1];  /* read once: the tag writes below are bytes */
+        if (!(tag[v] & TAG_GRAD_INT)) {  /* float * anything is a float: the common path */
+            for (; e < end; ++e) {
+                node_t c = child[e];
+                tag[c] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+                grad[c] += lg[e] * gv;
+            }
+            continue;
+        }
+        for (; e < end; ++e) {
+            node_t c = child[e];
             double d = lg[e] * gv;
-            if (gv_int && lg_int[e]) {
+            if (lg_int[e]) {
                 if (d == 0.0) d = 0.0;  /* an int product is never -0.0 */
             } else {
-                tag[child[e]] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+                tag[c] &= (uint8_t)~TAG_GRAD_INT;
             }
-            grad[child[e]] += d;
+            grad[c] += d;
         }
     }
     return n;
