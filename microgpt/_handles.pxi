@@ -7,9 +7,18 @@ from cpython.ref cimport Py_DECREF
 
 cdef extern from *:
     """
-    /* A handle from the freelist as a new reference: its refcount set to 1
-     * (CPython's own freelists revive their objects the same way). */
-    static inline PyObject *microgpt_revive(PyObject *o) { _Py_NewReference(o); return o; }
+    /* A handle from the freelist as a new reference: its refcount set to 1.
+     * _Py_NewReference (what CPython's own freelists call) also counts it in
+     * debug builds and moves tracemalloc's record of the block to this line;
+     * a release build skips that call (tracemalloc keeps the first line). */
+    static inline PyObject *microgpt_revive(PyObject *o) {
+    #if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS)
+        _Py_NewReference(o);
+    #else
+        Py_SET_REFCNT(o, 1);
+    #endif
+        return o;
+    }
     """
     Value revive "microgpt_revive" (PyObject *o)
 

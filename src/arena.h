@@ -132,22 +132,29 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
     return OP_OK;
 }
 
-/* Fill node i's columns; its edges [child_start[i], n_edges) are already written. */
-static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand) {
-    a->data[i] = x;
-    a->grad[i] = 0.0;
-    a->operand[i] = operand;
-    a->op[i] = op;
-    a->tag[i] = TAG_GRAD_INT;
-    a->epoch[i] = a->cur_epoch;
-    a->child_start[i + 1] = a->n_edges;
+/* Fill node i's columns; its edges [child_start[i], n_edges) are already written.
+ * Every column pointer is read before the first store (a byte store may alias
+ * the struct, which would make the compiler read them again after it). */
+static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
+                                    uint8_t tag) {
+    double *data = a->data, *grad = a->grad, *opnd = a->operand;
+    uint8_t *opc = a->op, *tg = a->tag;
+    epoch_t *epoch = a->epoch, cur = a->cur_epoch;
+    int64_t *start = a->child_start, n_edges = a->n_edges;
+    data[i] = x;
+    grad[i] = 0.0;
+    opnd[i] = operand;
+    opc[i] = op;
+    tg[i] = tag;
+    epoch[i] = cur;
+    start[i + 1] = n_edges;
     return (node_t)i;
 }
 
 /* Append a node with no children; returns its index or -1 (out of memory). */
 static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
     if (arena_reserve(a, 1, 0)) return -1;
-    return arena_set_node(a, a->n_nodes++, op, x, 0.0);
+    return arena_set_node(a, a->n_nodes++, op, x, 0.0, TAG_GRAD_INT);
 }
 
 /* Append a node of op over n children c (n <= 2 here, or any n for OP_CUSTOM)
@@ -163,7 +170,7 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
         a->lg_int[e + j] = 0;
     }
     a->n_edges = e + n;
-    return arena_set_node(a, a->n_nodes++, op, x, operand);
+    return arena_set_node(a, a->n_nodes++, op, x, operand, TAG_GRAD_INT);
 }
 
 /* The int tags of a + b (OP_ADD) or a * b (OP_MUL), from the operands'
@@ -184,9 +191,8 @@ static inline int binary_tags(int op, int da, int db, uint8_t *lgi) {
  * Python int. Returns its index. */
 static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
     assert(a->n_nodes < a->cap_nodes);
-    node_t i = arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0);
-    a->tag[i] = (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0));
-    return i;
+    return arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0,
+                          (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0)));
 }
 
 /* Append x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y: its value and
@@ -194,22 +200,29 @@ static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
 static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
+    const double *data = a->data;
+    const uint8_t *tag = a->tag;
+    node_t *child = a->child;
+    double *local_grad = a->local_grad;
+    uint8_t *lg_int = a->lg_int;
+    int64_t e = a->n_edges, i = a->n_nodes;
     double out, lg[2];
     if (op == OP_ADD)
-        op_add(a->data[x], a->data[y], &out, lg);
+        op_add(data[x], data[y], &out, lg);
     else
-        op_mul(a->data[x], a->data[y], &out, lg);
-    int64_t e = a->n_edges;
-    a->child[e] = x;
-    a->child[e + 1] = y;
-    a->local_grad[e] = lg[0];
-    a->local_grad[e + 1] = lg[1];
-    int data_int = binary_tags(op, a->tag[x] & TAG_DATA_INT, a->tag[y] & TAG_DATA_INT, a->lg_int + e);
+        op_mul(data[x], data[y], &out, lg);
+    int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lg_int + e);
+    /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
+     * int-tagged operand is) */
+    if (op == OP_MUL && data_int) out += 0.0;
+    child[e] = x;
+    child[e + 1] = y;
+    local_grad[e] = lg[0];
+    local_grad[e + 1] = lg[1];
     a->n_edges = e + 2;
-    if (data_int && out == 0.0) out = 0.0;  /* an int is never -0.0 (0 * -1 is the int 0) */
-    node_t i = arena_set_node(a, a->n_nodes++, (uint8_t)op, out, 0.0);
-    a->tag[i] = (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0));
-    return i;
+    a->n_nodes = i + 1;
+    return arena_set_node(a, i, (uint8_t)op, out, 0.0,
+                          (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
 }
 
 /* Set the int tags of node i (already appended, its children's tags set) as the
