@@ -78,34 +78,17 @@ cdef int raise_nomem() except -1:
 
 cdef int reclaim(Arena arena) except -1:
     """Reclaim the nodes above arena.pinned that no handle reaches, directly or
-    through live parents (src/arena.c arena_reclaim), and re-point the live
-    handles at their nodes' new rows. Not while a step is recorded: a recording
-    notes node indices. Returns the number of nodes reclaimed."""
+    through live parents (src/arena.c arena_reclaim), and re-point the handles
+    of the nodes that moved at their new rows. Not while a step is recorded: a
+    recording notes node indices. Returns the number of nodes reclaimed."""
     cdef arena_t *a = &arena.a
-    cdef int64_t lo = arena.pinned, n = a.n_nodes, i, top
-    if arena.recording or lo >= n:
+    cdef int64_t moved, i
+    if arena.recording or arena.pinned >= a.n_nodes:
         return 0
-    cdef node_t *keep = <node_t *>malloc((n - lo) * sizeof(node_t))
-    if keep == NULL:
-        return 0  # growing instead is always correct
-    memset(keep, 0, (n - lo) * sizeof(node_t))
-    top = n if n < arena.handles_cap else arena.handles_cap
-    cdef PyObject *h
-    for i in range(lo, top):
-        h = arena.handles[i]
-        if h != NULL:
-            if (<Value>h).epoch == a.epoch[i]:
-                keep[i - lo] = 1
-            else:
-                arena.handles[i] = NULL  # a stale handle (its node was released): off the table
-    cdef int64_t freed = arena_reclaim(a, lo, keep)
-    for i in range(lo, top):  # new rows are never above old ones: one pass upwards
-        h = arena.handles[i]
-        if h != NULL:
-            arena.handles[i] = NULL
-            (<Value>h).index = keep[i - lo]
-            arena.handles[keep[i - lo]] = h
-    free(keep)
+    cdef int64_t freed = arena_reclaim(a, arena.pinned, &moved)
+    for i in range(moved, a.n_nodes):
+        if a.held[i] != NULL:
+            (<Value>a.held[i]).index = <node_t>i
     arena.reclaimed += freed
     if freed > 0:
         arena.moves += 1

@@ -74,31 +74,17 @@ cdef inline Value make(Arena arena, node_t i):
     return new_handle(arena, i)
 
 
-cdef int grow_handles(Arena arena, node_t i, Value h) except -1:
-    """Make room for node i in the handle table (as many rows as the arena's columns)."""
-    cdef int64_t cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
-    cdef PyObject **t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
-    if t == NULL:
-        h.arena = None  # a handle outside the table could not keep its node: never alive
-        raise_nomem()
-    memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
-    arena.handles = t
-    arena.handles_cap = cap
-    return 0
-
-
-cdef inline int remember(Arena arena, node_t i, Value h) except -1:
-    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it).
-    Every live handle is in the table: that is how reclaiming finds what is held."""
-    if i >= arena.handles_cap:
-        grow_handles(arena, i, h)
-    arena.handles[i] = <PyObject *>h
-    return 0
+cdef inline void remember(Arena arena, node_t i, Value h) noexcept:
+    """Note h as node i's handle in the arena's held column (a borrowed pointer:
+    h's dealloc clears it). Every live handle is there: that is how reclaiming
+    finds what is held, and how a node's one handle is found again."""
+    arena.a.held[i] = <void *>h
 
 
 cdef inline void forget(Value h) noexcept:
-    """Clear h's entry in its arena's handle table, if it is h's."""
+    """Clear h's entry in its arena's held column, if it is h's (a stale handle's
+    entry was cleared when its node was released, and may name a newer handle)."""
     if <object>h.arena is None:
         return
-    if h.index < h.arena.handles_cap and h.arena.handles[h.index] == <PyObject *>h:
-        h.arena.handles[h.index] = NULL
+    if h.arena.a.held[h.index] == <void *>h:
+        h.arena.a.held[h.index] = NULL

@@ -353,10 +353,8 @@ cdef node_t custom_node(Arena arena, double x, object children, object local_gra
 cdef Value make_existing(Arena arena, node_t i):
     """The handle to an existing node: its live handle if it has one, else a new one."""
     cdef Value h
-    if i < arena.handles_cap and arena.handles[i] != NULL:
-        h = <Value>arena.handles[i]
-        if h.epoch == arena.a.epoch[i]:
-            return h
+    if arena.a.held[i] != NULL:  # only live handles are held
+        return <Value>arena.a.held[i]
     h = Value.__new__(Value)
     h.arena = arena
     h.index = i

@@ -10,6 +10,7 @@ size_t arena_node_bytes(void) {
         + 2 * sizeof(uint8_t)       /* op, tag */
         + sizeof(epoch_t)           /* epoch */
         + sizeof(uint32_t)          /* visit (backward scratch) */
+        + sizeof(void *)            /* held */
         + sizeof(int64_t)           /* child_start */
         + sizeof(node_t)            /* topo (backward scratch) */
         + sizeof(node_t) + sizeof(int64_t);  /* DFS stack (backward scratch) */
@@ -33,7 +34,7 @@ int arena_init(arena_t *a) {
 
 void arena_free(arena_t *a) {
     free(a->data); free(a->grad); free(a->operand); free(a->op); free(a->tag); free(a->epoch);
-    free(a->visit); free(a->child_start); free(a->child); free(a->local_grad); free(a->lg_int);
+    free(a->visit); free(a->held); free(a->child_start); free(a->child); free(a->local_grad); free(a->lg_int);
     free(a->topo); free(a->stack_node); free(a->stack_edge);
     memset(a, 0, sizeof *a);
 }
@@ -66,11 +67,15 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         grow((void **)&a->stack_node, cap, sizeof(node_t)) ||
         grow((void **)&a->stack_edge, cap, sizeof(int64_t)))
         return OP_NOMEM;
-    /* a new visit column starts unvisited */
+    /* new visit and held rows start unvisited and not held */
     uint32_t *visit = realloc(a->visit, (size_t)cap * sizeof(uint32_t));
     if (visit == NULL) return OP_NOMEM;
     memset(visit + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(uint32_t));
     a->visit = visit;
+    void **held = realloc(a->held, (size_t)cap * sizeof(void *));
+    if (held == NULL) return OP_NOMEM;
+    memset(held + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(void *));
+    a->held = held;
     a->cap_nodes = cap;
     return OP_OK;
 }
@@ -94,9 +99,10 @@ void arena_release(arena_t *a, int64_t mark) {
     a->cur_epoch++;
 }
 
-int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
+int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     int64_t n = a->n_nodes;
     if (from < 0) from = 0;
+    *moved = n;
     if (from >= n) return 0;
     node_t *child = a->child;
     int64_t *start = a->child_start;
@@ -106,19 +112,24 @@ int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
     uint8_t *op = a->op, *tag = a->tag;
     epoch_t *epoch = a->epoch;
     uint32_t *visit = a->visit;
-    node_t *k = keep - from;  /* k[i] is node i's entry */
-
-    /* mark: a live node makes its children live (they lie below it) */
+    void **held = a->held;
+    /* mark: a live node makes its children live (they lie below it); a live
+     * node's visit column gets a fresh stamp (a backward's scratch, free now) */
+    uint32_t live = arena_stamp(a);
     for (int64_t i = n - 1; i >= from; --i) {
-        if (!k[i]) continue;
-        k[i] = 1;
+        if (visit[i] != live && !held[i]) continue;
+        visit[i] = live;
         for (int64_t e = start[i], end = start[i + 1]; e < end; ++e)
-            if (child[e] >= from) k[child[e]] = 1;
+            if (child[e] >= from) visit[child[e]] = live;
     }
 
-    /* the live nodes below the first reclaimed one stay where they are */
+    /* k[i]: live node i's new row (the backward's topo scratch; only live rows
+     * are written, and only live rows are read: a live node's children are live).
+     * The live nodes below the first reclaimed one stay where they are. */
+    node_t *k = a->topo;
     int64_t i = from;
-    for (; i < n && k[i]; ++i) k[i] = (node_t)i;
+    for (; i < n && visit[i] == live; ++i) k[i] = (node_t)i;
+    *moved = i;
 
     /* slide: w is the next free node row, we the next free edge row. Node i's
      * old edges start at e0; start[i + 1] is read before row w + 1 <= i + 1
@@ -126,8 +137,7 @@ int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
     int64_t w = i, we = start[i], e0 = start[i];
     for (; i < n; ++i) {
         int64_t e1 = start[i + 1];
-        if (!k[i]) {
-            k[i] = -1;
+        if (visit[i] != live) {
             e0 = e1;
             continue;
         }
@@ -143,7 +153,8 @@ int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
         op[w] = op[i];
         tag[w] = tag[i];
         epoch[w] = epoch[i];
-        visit[w] = visit[i];
+        visit[w] = live;
+        held[w] = held[i];
         start[w + 1] = we;
         k[i] = (node_t)w;
         ++w;

@@ -12,10 +12,16 @@
  * part are recognised as stale: a handle is valid while index < n_nodes and
  * epoch[index] equals the epoch it was created with.
  *
- * Reclaiming (arena_reclaim) drops the nodes nothing reaches and slides the
- * rest down in order, each with its epoch: a live handle is re-pointed by its
- * owner, and a stale one stays stale (the nodes of its epoch all lie below the
- * mark it was released at, and sliding only moves nodes down).
+ * The held column names each node's live handle (an opaque pointer: the
+ * Python object, which C never reads), or NULL. A new node's row starts NULL,
+ * so below n_nodes it only ever names live handles (rows past the end may
+ * still name handles of released nodes: nothing reads them).
+ *
+ * Reclaiming (arena_reclaim) drops the nodes no handle reaches and slides the
+ * rest down in order, each with its epoch and its held entry: the owner then
+ * re-points each moved handle at its new row, and a stale one stays stale (the
+ * nodes of its epoch all lie below the mark it was released at, and sliding
+ * only moves nodes down).
  */
 #ifndef MICROGPT_ARENA_H
 #define MICROGPT_ARENA_H
@@ -24,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ops.h"
 
@@ -38,7 +45,8 @@ typedef struct {
     uint8_t *op;           /* op_t */
     uint8_t *tag;          /* TAG_* bits: which of the node's numbers the pure engine holds as ints */
     epoch_t *epoch;        /* arena epoch when the node was created */
-    uint32_t *visit;       /* scratch for backward: stamp of the last walk that reached it */
+    uint32_t *visit;       /* scratch: stamp of the last walk that reached it (backward, reclaim) */
+    void **held;           /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */
     int64_t *child_start;  /* n_nodes + 1 entries: node i's edges are [child_start[i], child_start[i+1]) */
     int64_t n_nodes, cap_nodes;
 
@@ -49,7 +57,7 @@ typedef struct {
     int64_t n_edges, cap_edges;
 
     /* backward scratch, grown with the node columns */
-    node_t *topo;          /* depth-first post-order of the last walk */
+    node_t *topo;          /* depth-first post-order of the last walk (a reclaim's new rows) */
     node_t *stack_node;    /* explicit DFS stack: node, and the next edge to visit */
     int64_t *stack_edge;
 
@@ -78,18 +86,28 @@ int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
 
-/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c).
- * keep: n_nodes - from entries, keep[i - from] nonzero for the nodes held
- * from outside (a handle, an optimizer). A node is live if kept or a child of
- * a live node: children have smaller indices than their parents, so one sweep
- * from the top down marks everything reachable. Live nodes then slide down in
- * creation order (their columns, edges and epochs with them; child indices
- * remapped), so children stay below parents and every node keeps its floats.
- * On return keep[i - from] is node i's new index, or -1 if it was reclaimed.
- * Nodes below from are neither moved nor reclaimed (they may still be
- * children). The epoch is bumped: whatever cached node indices checks it.
- * Returns the number of nodes reclaimed. */
-int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep);
+/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c). A
+ * node is live if held (a handle names it) or a child of a live node:
+ * children have smaller indices than their parents, so one sweep from the top
+ * down marks everything reachable. Live nodes then slide down in creation
+ * order (their columns, edges, epochs and held entries with them; child
+ * indices remapped), so children stay below parents and every node keeps its
+ * floats. Nodes below from are neither moved
+ * nor reclaimed (they may still be children). The epoch is bumped: whatever
+ * cached node indices checks it. Returns the number of nodes reclaimed; the
+ * live nodes that moved are the rows from *moved to n_nodes. */
+int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+
+/* A fresh stamp for a walk that marks nodes in the visit column (a backward's
+ * depth-first order, a reclaim's live nodes): no node carries it yet. */
+static inline uint32_t arena_stamp(arena_t *a) {
+    uint32_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
+        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+        stamp = a->cur_visit = 1;
+    }
+    return stamp;
+}
 
 /* backward.c: the reference's order. The depth-first post-order from root over
  * children in order, each node once, written to a->topo; returns its length. */
@@ -141,12 +159,14 @@ static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x,
     uint8_t *opc = a->op, *tg = a->tag;
     epoch_t *epoch = a->epoch, cur = a->cur_epoch;
     int64_t *start = a->child_start, n_edges = a->n_edges;
+    void **held = a->held;
     data[i] = x;
     grad[i] = 0.0;
     opnd[i] = operand;
     opc[i] = op;
     tg[i] = tag;
     epoch[i] = cur;
+    held[i] = NULL;  /* rows past the end may name old handles: a new node names none */
     start[i + 1] = n_edges;
     return (node_t)i;
 }

@@ -1,19 +1,13 @@
 /* backward.c: the reference's backward order, walked without recursion. */
 #include "arena.h"
 
-#include <string.h>
-
 /* Depth-first post-order from root, children in order, each node once: the
  * reference's recursive build_topo with an explicit stack. A frame is
  * (node, next edge); a node is marked when pushed, as the recursion marks it
  * on entry. */
 int64_t arena_topo(arena_t *a, node_t root) {
     assert(root >= 0 && root < a->n_nodes);
-    uint32_t stamp = ++a->cur_visit;
-    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
-        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
-        stamp = a->cur_visit = 1;
-    }
+    uint32_t stamp = arena_stamp(a);
     const int64_t *start = a->child_start;
     const node_t *child = a->child;
     uint32_t *visit = a->visit;
