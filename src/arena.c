@@ -131,34 +131,36 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     for (; i < n && visit[i] == live; ++i) k[i] = (node_t)i;
     *moved = i;
 
-    /* slide: w is the next free node row, we the next free edge row. Node i's
-     * old edges start at e0; start[i + 1] is read before row w + 1 <= i + 1
-     * is written, so every old bound is read before it is overwritten. */
-    int64_t w = i, we = start[i], e0 = start[i];
-    for (; i < n; ++i) {
-        int64_t e1 = start[i + 1];
-        if (visit[i] != live) {
-            e0 = e1;
-            continue;
+    /* slide, a run of consecutive live nodes [i0, i1) at a time: its rows move
+     * down to w, its edges down to we (moves, as blocks), its children are
+     * renumbered. Rows and edges only move down, and each run's bounds are read
+     * before the rows below them are written. */
+    int64_t w = i, we = start[i];
+    while (i < n) {
+        while (i < n && visit[i] != live) ++i;
+        if (i == n) break;
+        int64_t i0 = i;
+        while (i < n && visit[i] == live) ++i;
+        int64_t len = i - i0, e0 = start[i0], ne = start[i] - e0, shift = e0 - we;
+        for (int64_t j = 0; j < len; ++j) k[i0 + j] = (node_t)(w + j);
+        for (int64_t j = 0; j < ne; ++j) {
+            node_t c = child[e0 + j];
+            child[we + j] = c >= from ? k[c] : c;  /* c < its parent: already renumbered */
         }
-        for (int64_t e = e0; e < e1; ++e, ++we) {
-            node_t c = child[e];
-            child[we] = c >= from ? k[c] : c;  /* c < i: already renumbered */
-            local_grad[we] = local_grad[e];
-            lg_int[we] = lg_int[e];
+        for (int64_t j = 0; j < ne; ++j) local_grad[we + j] = local_grad[e0 + j];
+        for (int64_t j = 0; j < ne; ++j) lg_int[we + j] = lg_int[e0 + j];
+        for (int64_t j = 1; j <= len; ++j) start[w + j] = start[i0 + j] - shift;
+        for (int64_t j = 0; j < len; ++j) {
+            data[w + j] = data[i0 + j];
+            grad[w + j] = grad[i0 + j];
+            operand[w + j] = operand[i0 + j];
+            op[w + j] = op[i0 + j];
+            tag[w + j] = tag[i0 + j];
+            epoch[w + j] = epoch[i0 + j];
+            held[w + j] = held[i0 + j];
         }
-        data[w] = data[i];
-        grad[w] = grad[i];
-        operand[w] = operand[i];
-        op[w] = op[i];
-        tag[w] = tag[i];
-        epoch[w] = epoch[i];
-        visit[w] = live;
-        held[w] = held[i];
-        start[w + 1] = we;
-        k[i] = (node_t)w;
-        ++w;
-        e0 = e1;
+        w += len;
+        we += ne;
     }
     int64_t freed = n - w;
     a->n_nodes = w;
