@@ -114,6 +114,7 @@ cdef class Arena:
     cdef uint64_t moves                     # bumped whenever a live handle's node changes (a reclaim
                                             #   that moved nodes, Value.__init__ on a live handle):
                                             #   node indices cached before it must be taken again
+    cdef unsigned long scope_thread         # the thread whose graph() scopes are open, if any
 
 
 cdef class Value:
