@@ -8,9 +8,11 @@ logits divided by the temperature, until BOS or the end of the block.
 Engine-agnostic: the engine hands over its ``Value``, its ``Adam`` and a
 ``graph()`` scope; the loop never asks which engine it runs on.
 """
+import math
 import random
 import time
 
+from .errors import DataError
 from .model import gpt, softmax, parameters
 
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
@@ -194,7 +196,14 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
     with engine.graph():
         step = sampler.document(temperature)
         for pos_id in range(config.block_size):
-            weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            try:
+                weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            except ArithmeticError as e:  # a weight so large that the forward overflows
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id}: {e})") from None
+            if weights is not None and not all(map(math.isfinite, weights)):
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id} the next token's probabilities are not finite)")
             if pos_id < len(forced):  # still reading the prefix: its next character is given
                 token_id = forced[pos_id]
                 continue
