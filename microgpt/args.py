@@ -155,7 +155,8 @@ INPUT_HELP = ("UTF-8 text, one document per line "
 
 def add_engine_arg(p):
     p.add_argument("--engine", default=None, metavar="{" + ",".join(ENGINE_CHOICES) + "}",
-                   help=f"engine to run (default: ${ENGINE_ENV_VAR}, else auto: compiled when built)")
+                   help=f"engine to run (default: ${ENGINE_ENV_VAR}, else auto: replay when the compiled "
+                   "extension is built, else pure)")
 
 
 def add_train(sub):
