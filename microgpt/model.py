@@ -85,17 +85,22 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
-def gpt(sd, config, token_id, pos_id, keys, values):
+def gpt(sd, config, token_id, pos_id, keys, values, watch=None):
     """Logits (vocab_size,) for one token at one position.
 
     keys[li] and values[li] are the layer's cache: one (n_embd,) list per position
     seen so far in this document; this call appends the current position's.
+    watch, when given, is shown the Values as each stage ends, as watch(stage, xs):
+    "embedding", "layer{li}.head{h}" (the attention weights), "layer{li}.attention",
+    "layer{li}.mlp", "lm_head". It only looks (``microgpt explain`` draws from it).
     """
     n_head, head_dim = config.n_head, config.head_dim
     tok_emb = sd["wte"][token_id]  # (n_embd,)
     pos_emb = sd["wpe"][pos_id]  # (n_embd,)
     x = [t + p for t, p in zip(tok_emb, pos_emb)]
     x = rmsnorm(x)
+    if watch is not None:
+        watch("embedding", x)
 
     for li in range(config.n_layer):
         # 1) multi-head attention
@@ -115,11 +120,15 @@ def gpt(sd, config, token_id, pos_id, keys, values):
             attn_logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim ** 0.5
                            for t in range(len(k_h))]  # (T,)
             attn_weights = softmax(attn_logits)  # (T,)
+            if watch is not None:
+                watch(f"layer{li}.head{h}", attn_weights)
             head_out = [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h)))
                         for j in range(head_dim)]  # (head_dim,)
             x_attn.extend(head_out)
         x = linear(x_attn, sd[f"layer{li}.attn_wo"])
         x = [a + b for a, b in zip(x, x_residual)]
+        if watch is not None:
+            watch(f"layer{li}.attention", x)
         # 2) MLP
         x_residual = x
         x = rmsnorm(x)
@@ -127,5 +136,10 @@ def gpt(sd, config, token_id, pos_id, keys, values):
         x = [xi.relu() for xi in x]
         x = linear(x, sd[f"layer{li}.mlp_fc2"])  # (n_embd,)
         x = [a + b for a, b in zip(x, x_residual)]
+        if watch is not None:
+            watch(f"layer{li}.mlp", x)
 
-    return linear(x, sd["lm_head"])  # (vocab_size,)
+    logits = linear(x, sd["lm_head"])  # (vocab_size,)
+    if watch is not None:
+        watch("lm_head", logits)
+    return logits

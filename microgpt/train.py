@@ -16,13 +16,14 @@ from .model import gpt, softmax, parameters
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
 
 
-def document_loss(sd, config, tokens, observe=None, temperature=None):
+def document_loss(sd, config, tokens, observe=None, temperature=None, watch=None):
     """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions.
 
     observe(logits, probs, loss_t), when given, sees each position once it is
     built (a recorder notes where it ends; see replay.py). temperature, when
     given, divides the logits first, as the sampler does (a replayed sampler
-    records its positions through this; training never passes it).
+    records its positions through this; training never passes it). watch is
+    handed to gpt (model.py), which shows it each stage's Values.
     """
     n = min(config.block_size, len(tokens) - 1)
     keys = [[] for _ in range(config.n_layer)]
@@ -30,7 +31,7 @@ def document_loss(sd, config, tokens, observe=None, temperature=None):
     losses = []
     for pos_id in range(n):
         token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
-        logits = gpt(sd, config, token_id, pos_id, keys, values)
+        logits = gpt(sd, config, token_id, pos_id, keys, values, watch)
         probs = softmax(logits if temperature is None else [l / temperature for l in logits])
         loss_t = -probs[target_id].log()
         losses.append(loss_t)
