@@ -97,9 +97,10 @@ class Browser:
                 return reply["result"]
             self.events.append(reply)
 
-    def wait_for(self, method):
+    def wait_for(self, method, since=0):
+        """Wait for an event of method after the first `since` events."""
         deadline = time.monotonic() + self.timeout
-        while not any(e.get("method") == method for e in self.events):
+        while not any(e.get("method") == method for e in self.events[since:]):
             self.events.append(self._read_message(deadline))
 
     def open(self, path, width=1280, height=900, dark=False):
@@ -107,8 +108,9 @@ class Browser:
                   deviceScaleFactor=1, mobile=False)
         self.call("Emulation.setEmulatedMedia", session=True,
                   features=[{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}])
+        since = len(self.events)
         self.call("Page.navigate", session=True, url="file://" + os.path.abspath(path))
-        self.wait_for("Page.loadEventFired")
+        self.wait_for("Page.loadEventFired", since)
 
     def evaluate(self, expression):
         result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)

@@ -35,6 +35,7 @@ circle.val { fill:var(--val); } .col { fill:var(--fg); fill-opacity:0; } .col:ho
 .track { fill:var(--dot); } .dot { fill:var(--dot); stroke:var(--line); } .empty { fill:var(--dot); opacity:.4; }
 .part0 { fill:var(--p0); } .part1 { fill:var(--p1); } .part2 { fill:var(--p2); }
 [data-tip]:hover > rect:last-of-type, rect[data-tip]:hover { stroke:var(--fg); stroke-width:1; }
+.maps { margin-bottom:12px; }
 .positions, .maps, .row { display:flex; flex-wrap:wrap; gap:14px 18px; align-items:flex-start; }
 .names { columns:3 220px; font-size:18px; } .names li { margin:2px 0; }
 .ch { display:inline-block; min-width:1.1em; text-align:center; margin-right:1px; border-radius:3px;

@@ -96,8 +96,9 @@ def coloured(name, probs, temperature):
 def attention(trace, tokenizer, config):
     tokens = trace["tokens"][:-1]
     labels = [f"{i}:{'BOS' if t == tokenizer.bos else label(tokenizer.chars[t])}" for i, t in enumerate(tokens)]
-    maps = []
+    layers = []
     for li in range(config.n_layer):
+        maps = []
         for h in range(config.n_head):
             rows = trace["attention"][f"layer{li}.head{h}"]
             cells = [row + [None] * (len(rows) - len(row)) for row in rows]
@@ -106,10 +107,10 @@ def attention(trace, tokenizer, config):
                 fill=lambda v: 'class="empty"' if v is None else f'fill="#7048e8" fill-opacity="{v:.3f}"',
                 tip=lambda i, j, v: (f"{labels[i]} attends to {labels[j]}: weight {v:.6f}" if v is not None
                                      else "a later position: not seen")))
+        layers.append('<div class="maps">' + "".join(f'<div class="map">{m}</div>' for m in maps) + "</div>")
     intro = ("Each head's attention weights for that name: row <i>t</i> is the softmax over positions 0..<i>t</i> "
              "that position <i>t</i> uses to mix the values; darker is more weight, hover for the number.")
-    return section("attention", "3. Attention", intro, '<div class="maps">' + "".join(
-        f'<div class="map">{m}</div>' for m in maps) + "</div>")
+    return section("attention", "3. Attention", intro, "".join(layers))
 
 
 def embeddings(wte, pca, share, tokenizer, mats, total):

@@ -92,7 +92,7 @@ def line_chart(series, hover, *, width=900, height=300, xlabel="step", ylabel="l
     return svg(width, height, "".join(out), f"{ylabel} by {xlabel}")
 
 
-def bar_rows(rows, *, width=150, row_h=16, label_w=22, title=None):
+def bar_rows(rows, *, width=160, row_h=16, label_w=32, title=None):
     """Horizontal bars, one per row: (label, value in 0..1, fill, tip). A title on top."""
     top = 18 if title else 2
     out = [text(2, 13, title, cls="lbl strong")] if title else []
@@ -157,8 +157,8 @@ def stacked_bars(rows, parts, *, width=900, row_h=26, label_w=150, unit=""):
             x += w
         total = sum(vals)
         out.append(text(x + 6, y + row_h / 2 + 4, f"{total:,.0f}" if unit == "" else f"{total:,.3g}{unit}"))
-    ly = 4 + len(rows) * row_h + 14
-    for k, (name, cls) in enumerate(parts):
+    ly = 4 + len(rows) * row_h + (14 if len(parts) > 1 else -8)
+    for k, (name, cls) in enumerate(parts if len(parts) > 1 else []):
         out.append(f'<rect class="{cls}" x="{label_w + 140 * k}" y="{ly - 10}" width="12" height="12"/>')
         out.append(text(label_w + 140 * k + 16, ly, name))
     return svg(width, ly + 8, "".join(out), "stacked bars")
