@@ -271,3 +271,17 @@ def test_a_failed_write_keeps_the_earlier_page(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(explain, "write_atomic", full_disk)
     refused(["-o", tiny_run / "run", "--out", out], "No space left on device")
     assert out.read_text() == "the earlier page"
+
+
+def test_pca_is_numpys_up_to_sign(tiny_run):
+    """The projection (plain Python, no dependency) against numpy's SVD of the centred rows."""
+    np = pytest.importorskip("numpy")
+    wte = rundir.load(tiny_run / "run").weights["wte"]
+    coords, share = numbers.pca_2d(wte)
+    x = np.array(wte) - np.array(wte).mean(axis=0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    for k in range(2):
+        ours, theirs = np.array([c[k] for c in coords]), u[:, k] * s[k]
+        sign = 1.0 if ours @ theirs >= 0 else -1.0
+        assert np.allclose(ours, sign * theirs, atol=1e-7)
+        assert share[k] == pytest.approx(s[k] ** 2 / (s ** 2).sum())

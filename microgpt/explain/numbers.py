@@ -7,8 +7,6 @@ import random
 import time
 from contextlib import contextmanager
 
-import numpy as np
-
 from .. import _pure
 from ..model import gpt, init_state_dict, softmax
 from ..state import restore_weights
@@ -98,15 +96,41 @@ def matrices(ckpt):
     return [(name, r, c, r * c / total) for name, r, c in sizes], total
 
 
-def pca_2d(rows):
-    """The rows (one per token) projected on their two main directions: (n, 2) floats,
-    and the share of the variance each direction explains."""
-    x = np.asarray(rows, dtype=float)
-    x = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    var = s ** 2
-    share = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
-    return (u[:, :2] * s[:2]).tolist(), share.tolist()
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def pca_2d(rows, iterations=500):
+    """The rows (one per token) projected on their two main directions: [(x, y)] and the
+    share of the variance each direction explains. Plain Python (power iteration on the
+    centred rows, the first direction projected out for the second): no dependency."""
+    n, d = len(rows), len(rows[0])
+    mean = [sum(r[j] for r in rows) / n for j in range(d)]
+    x = [[r[j] - mean[j] for j in range(d)] for r in rows]  # (n, d)
+    total = sum(v * v for r in x for v in r)
+    directions = []
+    for _ in range(2):
+        v = max(x, key=lambda r: dot(r, r))  # a start with a part along the main direction
+        for _ in range(iterations):
+            xv = [dot(r, v) for r in x]
+            w = [sum(x[i][j] * xv[i] for i in range(n)) for j in range(d)]  # X^T X v
+            for u in directions:
+                c = dot(w, u)
+                w = [a - c * b for a, b in zip(w, u)]
+            norm = dot(w, w) ** 0.5
+            if norm <= 1e-12 * (total or 1):  # no variance left in any other direction
+                w = [0.0] * d
+                break
+            w = [a / norm for a in w]
+            done = max(abs(a - b) for a, b in zip(w, v)) < 1e-10
+            v = w
+            if done:
+                break
+        biggest = max(range(d), key=lambda j: abs(w[j]))
+        directions.append([-a for a in w] if w[biggest] < 0 else w)  # a fixed sign
+    coords = [(dot(r, directions[0]), dot(r, directions[1])) for r in x]
+    share = [sum(c[k] ** 2 for c in coords) / total if total else 0.0 for k in range(2)]
+    return coords, share
 
 
 # ---------------------------------------------------------------- one training step's graph
