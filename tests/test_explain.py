@@ -247,6 +247,7 @@ def test_refusals(tiny_run, tmp_path):
     refused(["-o", tmp_path / "damaged", "--out", out], "checkpoint", out=out)
     refused(["-o", run, "--prompt", "Zoë!", "--out", out], "'Z'", "'ë'", "'!'", "vocabulary", out=out)
     refused(["-o", run, "--prompt", "abcdefgh", "--out", out], "at most 7", out=out)
+    refused(["-o", run, "--prompt", "", "--out", out], "--prompt is empty", out=out)
     other = tmp_path / "other.jsonl"
     lines = (tiny_run / "log.jsonl").read_text().splitlines()
     record = json.loads(lines[5])

@@ -32,7 +32,7 @@ def check_prompt(prompt, tokenizer, config):
 
 
 def check_out_path(out, run_dir, log, bench):
-    check_out(out)
+    check_out(out, "page file")
     folder = os.path.dirname(os.path.abspath(out))
     if not os.access(folder, os.W_OK):
         raise DataError(f"cannot write {out}: its folder {folder} is not writable")
@@ -67,6 +67,8 @@ def build(run_dir, *, log=None, prompt=None, temperature=0.5, seed=None, bench=N
     config, tokenizer = ckpt.config, Tokenizer(ckpt.chars)
     if prompt is not None:
         check_prompt(prompt, tokenizer, config)
+        if not prompt:
+            raise DataError("--prompt is empty: give a name, or leave --prompt out to follow a sampled one")
     log_data = read_log(log, ckpt) if log else None
     bench_data = read_bench(bench, config) if bench else None
 
@@ -103,7 +105,7 @@ def explain(run_dir, out=None, **options):
     out = out or os.path.join(run_dir, "explain.html")
     check_out_path(out, run_dir, options.get("log"), options.get("bench"))
     html, _ = build(run_dir, **options)
-    check_out(out)  # again: building takes a moment
+    check_out(out, "page file")  # again: building takes a moment
     try:
         write_atomic(out, html.encode("utf-8"), make_folder=False)
     except OSError as e:

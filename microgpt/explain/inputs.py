@@ -41,6 +41,9 @@ def read_log(path, ckpt):
             raise DataError(f"--log {path} is not this run's: it logs step {step}, and the run has "
                             f"{ckpt.num_steps} steps")
         if _is_number(record.get("val_loss")):
+            if not ckpt.val_fraction:
+                raise DataError(f"--log {path} is not this run's: it has a validation loss (line {lineno}), "
+                                f"and the run holds out no documents")
             val[step] = _loss(path, lineno, "val_loss", record["val_loss"])
         if _is_number(record.get("loss")):
             lr = record.get("lr")
