@@ -43,7 +43,7 @@ def check_out_path(out, run_dir, log, bench):
             raise DataError(f"--out {out} is {what}; choose another file")
 
 
-def run_facts(ckpt, params):
+def run_facts(ckpt, params, sampler):
     c = ckpt.config
     try:
         docs, _, sha = load_documents(ckpt.data_path)
@@ -57,8 +57,8 @@ def run_facts(ckpt, params):
                          f"(linear decay to 0), seed {ckpt.seed}"),
             ("data", f"{ckpt.data_path} (SHA-256 {ckpt.data_sha256[:12]}…), documents: {documents}"
                      + (f", {ckpt.val_fraction:.0%} held out for validation" if ckpt.val_fraction else "")),
-            ("engine", "this page's figures: the pure engine (the specification); every exact engine "
-                       "gives the same numbers, bit for bit")]
+            ("engines", f"the names were drawn on the {sampler} engine, every other figure computed on the "
+                        "pure engine (the specification): exact engines give the same numbers, bit for bit")]
 
 
 def build(run_dir, *, log=None, prompt=None, temperature=0.5, seed=None, bench=None):
@@ -83,7 +83,7 @@ def build(run_dir, *, log=None, prompt=None, temperature=0.5, seed=None, bench=N
     pca, share = numbers.pca_2d(wte)
     mats, total = numbers.matrices(ckpt)
 
-    body = [sections.training(log_data, run_facts(ckpt, total), log),
+    body = [sections.training(log_data, run_facts(ckpt, total, fast.name), log),
             sections.walkthrough(trace, names, tokenizer, temperature, prompt is not None),
             sections.attention(trace, tokenizer, config),
             sections.embeddings(wte, pca, share, tokenizer, mats, total),
