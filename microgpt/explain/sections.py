@@ -45,11 +45,13 @@ def training(log, facts, log_path):
     if log["val"]:
         series.append(("val", log["val"], "validation loss", True))
     group = -(-len(steps) // MAX_COLUMNS)
+    val = dict(log["val"])
     hover = []
     for i in range(0, len(steps), group):
         j = min(i + group, len(steps)) - 1
         tip = (f"step {steps[i]}" + (f"–{steps[j]}" if j > i else "") +
                f" · loss {fmt(losses[i])} (smoothed {fmt(smooth[i])}) · lr {fmt(lrs[i])}")
+        tip += "".join(f" · validation loss {fmt(val[s])} at step {s}" for s in steps[i:j + 1] if s in val)
         hover.append((steps[i] - 0.5, steps[j] + 0.5, tip))
     chart = line_chart(series, hover)
     intro = (f"The loss of each step's document, from the log <code>{esc(log_path)}</code>, with its running "
@@ -159,7 +161,12 @@ def computation(steps, params, bench):
     if bench is not None:
         cfg, engines, same = bench
         parts = [("forward", "part0"), ("backward", "part1"), ("optimizer", "part2")]
-        bars = [(e["engine"], [e["ms"][p] for p, _ in parts],
+        pure = next((e["step_ms"] for e in engines if e["engine"] == "pure"), None)
+
+        def name(e):
+            faster = pure / e["step_ms"] if pure and e["step_ms"] > 0 and e["engine"] != "pure" else None
+            return e["engine"] + (f" ({faster:,.0f}× pure)" if faster else "")
+        bars = [(name(e), [e["ms"][p] for p, _ in parts],
                  [f"{e['engine']} {p}: {e['ms'][p]:.3f} ms (step median {e['step_ms']:.3f} ms)" for p, _ in parts])
                 for e in engines]
         where = "this run's configuration" if same else \

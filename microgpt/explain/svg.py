@@ -156,7 +156,8 @@ def stacked_bars(rows, parts, *, width=900, row_h=26, label_w=150, unit=""):
                        f'height="{row_h - 6}" data-tip="{esc(tip)}"/>')
             x += w
         total = sum(vals)
-        out.append(text(x + 6, y + row_h / 2 + 4, f"{total:,.0f}" if unit == "" else f"{total:,.3g}{unit}"))
+        shown = f"{total:,.0f}" if unit == "" or total >= 100 else f"{total:.3g}"
+        out.append(text(x + 6, y + row_h / 2 + 4, shown + unit))
     ly = 4 + len(rows) * row_h + (14 if len(parts) > 1 else -8)
     for k, (name, cls) in enumerate(parts if len(parts) > 1 else []):
         out.append(f'<rect class="{cls}" x="{label_w + 140 * k}" y="{ly - 10}" width="12" height="12"/>')
