@@ -1,6 +1,6 @@
 """The command line: each cmd_* function checks its flags, calls the library and prints.
 
-(~300 lines: four commands and the wording of every library error in flag terms.)
+(~350 lines: five commands and the wording of every library error in flag terms.)
 
 Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
 benchmark); the library's messages are worded here with the flags that set
