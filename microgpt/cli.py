@@ -1,6 +1,6 @@
 """The command line: each cmd_* function checks its flags, calls the library and prints.
 
-(~300 lines: four commands and the wording of every library error in flag terms.)
+(~350 lines: five commands and the wording of every library error in flag terms.)
 
 Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
 benchmark); the library's messages are worded here with the flags that set
@@ -246,9 +246,6 @@ def bench_engines(text):
 
 def cmd_bench(args):
     names = bench_engines(args.engines)
-    bad = [n for n in args.n_embd if n % args.n_head]
-    if bad:
-        raise UsageError(f"--n-embd {','.join(map(str, bad))} is not divisible by --n-head {args.n_head}")
     configs = bench.configurations(args.n_layer, args.n_embd, args.block_size, args.n_head)
     for cfg in configs:  # the vocabulary is not known yet: a lower bound of the parameters
         check_sizes(RunSettings(**cfg), vocab_size=1)
@@ -295,7 +292,19 @@ def cmd_plot(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench, "sample": cmd_sample, "plot": cmd_plot}
+def cmd_explain(args):
+    from .explain import explain
+    for flag_name, path in (("--out", args.out), ("--log", args.log), ("--bench", args.bench)):
+        if path is not None and "\0" in path:
+            raise UsageError(f"{flag_name}: a path cannot hold a NUL character")
+    out, seconds = explain(args.out_dir, args.out, log=args.log, prompt=args.prompt,
+                           temperature=args.temperature, seed=args.seed, bench=args.bench)
+    print(f"wrote {out} ({os.path.getsize(out) / 1024:.0f} KiB in {seconds:.1f} s)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "bench": cmd_bench, "sample": cmd_sample, "plot": cmd_plot,
+            "explain": cmd_explain}
 
 
 def worded(error):

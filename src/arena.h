@@ -131,9 +131,11 @@ status_t arena_replay(arena_t *a, int64_t from, int *custom);
  * have raised (g ** 2 overflowing, a division by zero), with *status saying
  * which; the parameters before it are updated, as far as the reference loop
  * gets. one_block: idx[i] == idx[0] + i for every i (the caller knows it; the
- * parameters are then read and written as blocks). */
+ * parameters are then read and written as blocks). No index may appear twice
+ * (a block reads every grad before it zeroes any). t: the exponent of the bias
+ * corrections, step + 1 as Python computes it (a double, as float ** t takes it). */
 int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
-                   double lr_t, double beta1, double beta2, double eps, int64_t step,
+                   double lr_t, double beta1, double beta2, double eps, double t,
                    status_t *status);
 
 /* pow(g, 2.0) and pow(x, 0.5), the same doubles, mostly without calling pow (adam.c) */
@@ -216,7 +218,9 @@ static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
 }
 
 /* Append x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y: its value and
- * local grads (ops.h), its edges and its int tags. Returns its index. */
+ * local grads (ops.h), its edges and its int tags. Returns its index, or -1
+ * with nothing appended where two ints give a result no double holds (inf: the
+ * pure engine's int is exact, and the caller refuses it). */
 static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
@@ -232,6 +236,7 @@ static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     else
         op_mul(data[x], data[y], &out, lg);
     int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lg_int + e);
+    if (data_int && !isfinite(out)) return -1;  /* lg_int + e is past n_edges: nothing appended */
     /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
      * int-tagged operand is) */
     if (op == OP_MUL && data_int) out += 0.0;
