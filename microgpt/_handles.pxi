@@ -50,21 +50,28 @@ cdef void value_dealloc(PyObject *o) noexcept:
 (<PyTypeObject *>Value).tp_dealloc = value_dealloc
 
 
-cdef inline Value new_handle(Arena arena, node_t i):
-    """The handle for node i (just appended): a new object, the node's one handle
-    (a handle left at index i by a released node is stale and stays so)."""
+cdef inline Value fresh_handle():
+    """A handle object not yet attached to a node (from the freelist if it has one)."""
     global n_free
-    cdef Value h
     if n_free > 0:
         n_free -= 1
-        h = revive(free_handles[n_free])
-    else:
-        h = Value.__new__(Value)
+        return revive(free_handles[n_free])
+    return Value.__new__(Value)
+
+
+cdef inline Value attach(Value h, Arena arena, node_t i):
+    """h made node i's handle (i just appended): the node's one handle (a handle
+    left at index i by a released node is stale and stays so)."""
     h.arena = arena
     h.index = i
     h.epoch = arena.a.cur_epoch
     remember(arena, i, h)
     return h
+
+
+cdef inline Value new_handle(Arena arena, node_t i):
+    """A new handle for node i, just appended."""
+    return attach(fresh_handle(), arena, i)
 
 
 cdef inline Value make(Arena arena, node_t i):

@@ -39,10 +39,11 @@ cdef inline Value binary(int op, Value x, object y):
         j = arena_push_const(&arena.a, c, isinstance(y, int))
         if arena.recording and type(y) is DerivedNumber:
             note_derived(arena, j, y)
+    cdef Value h = fresh_handle()  # first: nothing may fail between the append and noting h
     cdef node_t i = arena_push_binary(&arena.a, op, x.index, j)
     if i < 0:  # int op int beyond a double's range: nothing appended
         int_overflow(arena, -1 if type(y) is Value else j)
-    return new_handle(arena, i)
+    return attach(h, arena, i)
 
 
 cdef int int_overflow(Arena arena, node_t const) except -1:

@@ -13,9 +13,10 @@
  * epoch[index] equals the epoch it was created with.
  *
  * The held column names each node's live handle (an opaque pointer: the
- * Python object, which C never reads), or NULL. A new node's row starts NULL,
- * so below n_nodes it only ever names live handles (rows past the end may
- * still name handles of released nodes: nothing reads them).
+ * Python object, which C never reads), or NULL. A new node's row starts NULL
+ * or names its new handle, so below n_nodes it only ever names live handles
+ * (rows past the end may still name handles of released nodes: nothing reads
+ * them).
  *
  * Reclaiming (arena_reclaim) drops the nodes no handle reaches and slides the
  * rest down in order, each with its epoch and its held entry: the owner then
@@ -153,6 +154,9 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
 }
 
 /* Fill node i's columns; its edges [child_start[i], n_edges) are already written.
+ * Not its held row: rows past the end may still name handles of released or
+ * moved nodes, so each append below either clears it or is followed at once by
+ * its maker noting the node's handle there (arena_push_binary).
  * Every column pointer is read before the first store (a byte store may alias
  * the struct, which would make the compiler read them again after it). */
 static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
@@ -161,14 +165,12 @@ static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x,
     uint8_t *opc = a->op, *tg = a->tag;
     epoch_t *epoch = a->epoch, cur = a->cur_epoch;
     int64_t *start = a->child_start, n_edges = a->n_edges;
-    void **held = a->held;
     data[i] = x;
     grad[i] = 0.0;
     opnd[i] = operand;
     opc[i] = op;
     tg[i] = tag;
     epoch[i] = cur;
-    held[i] = NULL;  /* rows past the end may name old handles: a new node names none */
     start[i + 1] = n_edges;
     return (node_t)i;
 }
@@ -176,6 +178,7 @@ static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x,
 /* Append a node with no children; returns its index or -1 (out of memory). */
 static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
     if (arena_reserve(a, 1, 0)) return -1;
+    a->held[a->n_nodes] = NULL;
     return arena_set_node(a, a->n_nodes++, op, x, 0.0, TAG_GRAD_INT);
 }
 
@@ -192,6 +195,7 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
         a->lg_int[e + j] = 0;
     }
     a->n_edges = e + n;
+    a->held[a->n_nodes] = NULL;
     return arena_set_node(a, a->n_nodes++, op, x, operand, TAG_GRAD_INT);
 }
 
@@ -213,12 +217,14 @@ static inline int binary_tags(int op, int da, int db, uint8_t *lgi) {
  * Python int. Returns its index. */
 static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
     assert(a->n_nodes < a->cap_nodes);
+    a->held[a->n_nodes] = NULL;  /* a constant has no handle */
     return arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0,
                           (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0)));
 }
 
 /* Append x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y: its value and
- * local grads (ops.h), its edges and its int tags. Returns its index, or -1
+ * local grads (ops.h), its edges and its int tags; the caller notes its
+ * handle in its held row at once (nothing runs in between). Returns its index, or -1
  * with nothing appended where two ints give a result no double holds (inf: the
  * pure engine's int is exact, and the caller refuses it). */
 static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {

@@ -11,9 +11,9 @@ int64_t arena_topo(arena_t *a, node_t root) {
     const int64_t *start = a->child_start;
     const node_t *child = a->child;
     uint32_t *visit = a->visit;
-    node_t *topo = a->topo, *snode = a->stack_node;
+    node_t *out = a->topo, *snode = a->stack_node;
     int64_t *sedge = a->stack_edge;
-    int64_t n = 0, top = 0;
+    int64_t top = 0;
 
     /* v is the node being scanned, its next edge e of [.., end); the stack
      * holds the ancestors being scanned, each with the edge to resume at */
@@ -24,11 +24,11 @@ int64_t arena_topo(arena_t *a, node_t root) {
         while (e < end) {
             node_t c = child[e++];
             assert(c >= 0 && c < v);  /* children come before their parent */
-            if (visit[c] == stamp) continue;
+            if (__builtin_expect(visit[c] == stamp, 1)) continue;
             visit[c] = stamp;
             int64_t c_start = start[c], c_end = start[c + 1];
             if (c_start == c_end) {  /* a leaf: its push and pop would put it right here */
-                topo[n++] = c;
+                *out++ = c;
                 continue;
             }
             snode[top] = v;  /* descend into c; come back to v's edge e */
@@ -38,14 +38,14 @@ int64_t arena_topo(arena_t *a, node_t root) {
             e = c_start;
             end = c_end;
         }
-        topo[n++] = v;  /* every child done: post-order */
+        *out++ = v;  /* every child done: post-order */
         if (top == 0) break;
         --top;
         v = snode[top];
         e = sedge[top];
         end = start[v + 1];
     }
-    return n;
+    return out - a->topo;
 }
 
 int64_t arena_backward(arena_t *a, node_t root) {
