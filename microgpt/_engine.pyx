@@ -55,7 +55,11 @@ cdef inline bint alive(Value v) noexcept:
     by Value.__new__ without __init__ has no arena and is never alive."""
     if <object>v.arena is None:
         return False
-    cdef arena_t *a = &v.arena.a
+    return alive_in(v, &v.arena.a)
+
+
+cdef inline bint alive_in(Value v, arena_t *a) noexcept:
+    """alive(v), for a v known to belong to the arena a."""
     return v.index < a.n_nodes and a.epoch[v.index] == v.epoch
 
 
@@ -104,10 +108,13 @@ cdef inline int make_room(Arena arena, int64_t nodes, int64_t edges) except -1:
     full, reclaim first, and grow only if that left less than half of them free.
     Called before an operation reads the node indices it appends with (they may
     move). On return there is room, or MemoryError was raised."""
-    cdef arena_t *a = &arena.a
-    if a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges:
+    if has_room(&arena.a, nodes, edges):
         return 0
     return make_room_when_full(arena, nodes, edges)
+
+
+cdef inline bint has_room(arena_t *a, int64_t nodes, int64_t edges) noexcept:
+    return a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges
 
 
 cdef int make_room_when_full(Arena arena, int64_t nodes, int64_t edges) except -1:

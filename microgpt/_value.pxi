@@ -20,30 +20,39 @@ cdef inline Value binary(int op, Value x, object y):
     checks, then the appends: nothing is appended for an operation that raises,
     and nothing can be released between the checks and the appends.
     """
-    cdef Arena arena
+    # x holds a reference to its arena for the whole call: the arena is read
+    # through x (no reference of its own to take and drop), its columns through a
+    cdef arena_t *a
     cdef node_t j
     cdef double c
     if type(y) is Value:
         check(x)
-        arena = x.arena
-        if (<Value>y).arena is not arena:
+        if (<Value>y).arena is not x.arena:
             raise ArenaMismatchError("cannot combine Values from two different arenas")
-        check(<Value>y)
-        make_room(arena, 1, 2)  # may move nodes: indices are read after it
+        a = &x.arena.a
+        if not alive_in(<Value>y, a):
+            raise_stale(<Value>y)
+        if not has_room(a, 1, 2):
+            make_room_when_full(x.arena, 1, 2)  # may move nodes: indices are read after it
         j = (<Value>y).index
     else:
         c = <double>y
         check(x)
-        arena = x.arena
-        make_room(arena, 2, 2)
-        j = arena_push_const(&arena.a, c, isinstance(y, int))
-        if arena.recording and type(y) is DerivedNumber:
-            note_derived(arena, j, y)
+        a = &x.arena.a
+        if not has_room(a, 2, 2):
+            make_room_when_full(x.arena, 2, 2)
+        j = arena_push_const(a, c, isinstance(y, int))
+        if x.arena.recording and type(y) is DerivedNumber:
+            note_derived(x.arena, j, y)
     cdef Value h = fresh_handle()  # first: nothing may fail between the append and noting h
-    cdef node_t i = arena_push_binary(&arena.a, op, x.index, j)
+    cdef node_t i = arena_push_binary(a, op, x.index, j)
     if i < 0:  # int op int beyond a double's range: nothing appended
-        int_overflow(arena, -1 if type(y) is Value else j)
-    return attach(h, arena, i)
+        int_overflow(x.arena, -1 if type(y) is Value else j)
+    h.arena = x.arena
+    h.index = i
+    h.epoch = a.cur_epoch
+    a.held[i] = <void *>h  # remember(), without the arena object
+    return h
 
 
 cdef int int_overflow(Arena arena, node_t const) except -1:

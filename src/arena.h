@@ -35,6 +35,12 @@
 
 #include "ops.h"
 
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)  /* a hint for the register allocator's hot path */
+#else
+#define LIKELY(x) (x)
+#endif
+
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
 typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
 
