@@ -16,9 +16,9 @@ import sys
 from . import bench, rundir
 from . import engine as engines
 from .args import build_parser, flag
-from .checkpoint import MAX_STEPS
 from .data import Tokenizer, names_path
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
+from .limits import MAX_STEPS
 from .model import init_state_dict, parameters
 from .progress import OutputError, Progress
 from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train

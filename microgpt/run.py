@@ -15,9 +15,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from . import rundir
-from .checkpoint import Checkpoint, size_problem
+from .checkpoint import Checkpoint
 from .data import NAMES_SHA256, Tokenizer, load_documents
 from .errors import ArenaMismatchError, CheckpointError, SettingError
+from .limits import size_problem
 from .model import Config, init_state_dict
 from .progress import OutputError
 from .signals import StopSignals
@@ -72,7 +73,7 @@ def resume_settings(settings, ckpt, given=frozenset()):
 
 
 def check_sizes(settings, vocab_size=None):
-    """Refuse model sizes above the limits (checkpoint.MAX_SIZES, MAX_PARAMETERS)
+    """Refuse model sizes above the limits (limits.MAX_SIZES, MAX_PARAMETERS)
     before anything is built; vocab_size None checks the sizes one by one only."""
     sizes = {name: getattr(settings, name) for name in ("n_layer", "n_embd", "block_size", "n_head")}
     if vocab_size is not None:
