@@ -75,6 +75,11 @@ def _format(value, indent=0):
     if isinstance(value, list) and value and isinstance(value[0], list):
         items = [pad + " " + _format(v, indent + 1) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (os.fsdecode's lone surrogates):
+            return json.dumps(value)  # \udcff escapes, which json.loads gives back as they were
     return json.dumps(value, ensure_ascii=False)
 
 

@@ -3,8 +3,10 @@ softmax of the logits divided by the temperature, until BOS or the end of the
 block. The probabilities come from the engine's Sampler (replay records one),
 else from the model code (model.ModelSampler).
 """
+import math
 import random
 
+from .errors import DataError
 from .model import ModelSampler
 
 
@@ -33,7 +35,14 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
     with engine.graph():
         step = sampler.document(temperature)
         for pos_id in range(config.block_size):
-            weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            try:
+                weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            except ArithmeticError as e:  # a weight so large that the forward overflows
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id}: {e})") from None
+            if weights is not None and not all(map(math.isfinite, weights)):
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id} the next token's probabilities are not finite)")
             if pos_id < len(forced):  # still reading the prefix: its next character is given
                 token_id = forced[pos_id]
                 continue
