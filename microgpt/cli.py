@@ -16,15 +16,16 @@ import sys
 from . import bench, rundir
 from . import engine as engines
 from .args import build_parser, flag
-from .checkpoint import MAX_STEPS
 from .data import Tokenizer, names_path
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
+from .limits import MAX_STEPS
 from .model import init_state_dict, parameters
 from .progress import OutputError, Progress
-from .run import Diverged, RunSettings, Stopped, build_run, check_sizes, resume_settings, train
+from .run import RunSettings, build_run, check_sizes, resume_settings
+from .sampling import make_sampler, sample
 from .signals import StopSignals, Terminated, ignore_stop_signals, raise_on_termination, signal_name
 from .state import restore_weights
-from .train import count_cut_documents, make_sampler, sample
+from .train import Diverged, Stopped, count_cut_documents, train
 
 
 def resolve_engine(name):
