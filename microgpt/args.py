@@ -169,6 +169,7 @@ def add_train(sub):
     t.add_argument("--eval-every", type=positive_int, metavar="N",
                    help="also report the validation loss every N steps (needs --val-fraction)")
     t.set_defaults(given=frozenset())
+    add_torch_args(t, train=True)
 
 
 def add_bench(sub):
@@ -218,6 +219,7 @@ def add_sample(sub):
     s.add_argument("--prompt", metavar="PREFIX", default="", help="start every sample with PREFIX")
     s.add_argument("--seed", type=int, help="reseed the generator (default: continue the checkpoint's)")
     add_engine_arg(s)
+    add_torch_args(s)
 
 
 def add_plot(sub):
@@ -229,11 +231,43 @@ def add_plot(sub):
                     help="image to write; the format follows the extension (png, svg, pdf)")
 
 
+TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")
+TORCH_DTYPES = ("float64", "float32", "bfloat16")
+
+
+def add_torch_args(p, train=False):
+    """The torch engine's flags (--engine torch; refused with another engine)."""
+    g = p.add_argument_group("the torch engine (--engine torch; pip install 'microgpt-arena[torch]')")
+    g.add_argument("--device", choices=TORCH_DEVICES, help="where to run: auto is CUDA when present, else the CPU")
+    g.add_argument("--dtype", choices=TORCH_DTYPES, help="float64 (the default on the CPU), float32 (the "
+                   "default on a GPU), or bfloat16 (autocast over float32 weights)")
+    g.add_argument("--threads", type=positive_int, metavar="N", help="torch's threads on the CPU (default 1: "
+                   "a step of this small model is many small operations)")
+    if train:
+        g.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, action=Given, metavar="B",
+                       help="documents a step, the next B in order, padded and masked; the loss is the mean "
+                       "of theirs (1 is the reference; the scalar engines train 1)")
+        g.add_argument("--nproc-per-node", type=positive_int, default=1, metavar="N",
+                       help="train in N processes with DistributedDataParallel (gloo on the CPU, NCCL on "
+                       "CUDA), each on its share of the batch (--batch-size must divide evenly)")
+
+
+def add_export(sub):
+    e = sub.add_parser("export", help="write a run's weights as safetensors", formatter_class=HelpFormatter,
+                       description="Write the weights of the run in DIR as named tensors (the state dict's "
+                       "names and shapes) to a safetensors file, the model's config in its metadata. Needs "
+                       "the torch extra (pip install 'microgpt-arena[torch]').")
+    e.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    e.add_argument("--out", metavar="FILE", required=True, help="the .safetensors file to write")
+    e.add_argument("--dtype", choices=TORCH_DTYPES, default="float64",
+                   help="the tensors' dtype (float64 holds the checkpoint's weights exactly)")
+
+
 def build_parser():
     parser = Parser(prog="microgpt", description="Train a tiny GPT on scalar autograd Values.",
                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for add in (add_train, add_bench, add_sample, add_plot):
+    for add in (add_train, add_bench, add_sample, add_plot, add_export):
         add(sub)
     return parser
