@@ -292,6 +292,8 @@ def bench_engines(text):
     available = engines.available_engines()
     if text is None:
         return available
+    if engines.torch_available():
+        available = available + ["torch"]  # (never by default: it is not exact)
     names = list(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     if not names:
         raise UsageError("--engines needs at least one engine name")
@@ -299,6 +301,8 @@ def bench_engines(text):
         if name not in engines.CHOICES or name == "auto":
             raise UsageError(f"--engines: unknown engine {name!r}: choose from "
                              f"{', '.join(c for c in engines.CHOICES if c != 'auto')}")
+        if name == "torch" and name not in available:
+            raise UsageError(f"--engines: the torch engine needs PyTorch: {engines.TORCH_INSTALL}")
         if name not in available:
             raise UsageError(f"--engines: the {name} engine is not built in this installation "
                              f"(available: {', '.join(available)})")

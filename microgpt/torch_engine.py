@@ -89,7 +89,7 @@ class TorchEngine:
         text = f"torch, device {self.device}, dtype {self.dtype_name}"
         if self.device.type == "cpu":
             n = torch.get_num_threads()
-            text += f", {n} thread{"s" * (n > 1)}"
+            text += f", {n} thread{'s' * (n > 1)}"
         if self.world_size > 1:
             text += f", {self.world_size} processes"
         return text
