@@ -155,8 +155,9 @@ def add_train(sub):
     t.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
     t.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
                    help=f"names to sample after training (at most {MAX_SAMPLES:,})")
-    t.add_argument("--log", metavar="FILE", help="write one JSON object per step (JSON Lines; "
-                   "appended to when resuming)")
+    t.add_argument("--log", "--log-file", dest="log", metavar="FILE", help="write one JSON object per step "
+                   "(JSON Lines; appended to when resuming); --log-file is the same flag under torchrun, "
+                   "whose parser takes --log for its --log-dir")
     t.add_argument("-o", "--out-dir", metavar="DIR", help="write the checkpoint DIR/checkpoint.json at the "
                    "end, every --save-every steps, and on Ctrl-C or SIGTERM (then exit 130)")
     t.add_argument("--save-every", type=positive_int, metavar="N",

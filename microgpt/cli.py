@@ -350,7 +350,10 @@ def cmd_bench(args):
 
 
 def cmd_export(args):
-    engines.import_torch_engine("microgpt export")
+    try:
+        engines.import_torch_engine("microgpt export")
+    except engines.EngineError as e:
+        raise UsageError(str(e)) from None
     from .export import export_safetensors
     if "\0" in args.out:
         raise UsageError("--out: a path cannot hold a NUL character")

@@ -43,6 +43,7 @@ def launch(nproc, argv):
     # set after parsing: the launcher's parser would claim abbreviations of its own
     # flags among ours (--log for its --log-dir)
     launcher.training_script_args = list(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (else the launcher sets it, with a warning)
     try:
         run(launcher)
     except ChildFailedError as e:
