@@ -153,11 +153,26 @@ def train_in_process_group(args, eng):
     try:
         if eng.rank == 0:
             return train_run(args, eng)
-        args.log, args.num_samples = None, 0
-        with open(os.devnull, "w", encoding="utf-8") as quiet, redirect_stdout(quiet):
-            return train_run(args, eng, saves=False)
+        return train_in_silence(args, eng)
     finally:
         distributed.teardown()
+
+
+def train_in_silence(args, eng):
+    """A process other than rank 0: no output, log, samples or checkpoint. A stop signal
+    is only noted: rank 0 stops the run and saves it, and this process ends when the group
+    breaks (quietly after a signal, else with one line)."""
+    import torch.distributed as dist
+    args.log, args.num_samples = None, 0
+    with StopSignals(linger=True) as stop, open(os.devnull, "w", encoding="utf-8") as quiet:
+        try:
+            with redirect_stdout(quiet):
+                return train_run(args, eng, saves=False)
+        except (RuntimeError, dist.DistError) as e:
+            if stop.requested is not None:
+                return 130
+            print(f"microgpt: error: process {eng.rank}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+            return 1
 
 
 def train_run(args, eng, saves=True):

@@ -8,7 +8,9 @@ WORLD_SIZE, LOCAL_RANK), joins the process group (gloo on the CPU, NCCL on
 CUDA) and trains its share of every batch (torch_engine.TorchTrainer); rank 0
 alone prints, logs and saves.
 """
+import logging
 import os
+import signal
 
 from .errors import UsageError
 
@@ -37,8 +39,14 @@ def without_flag(argv, flag):
 def launch(nproc, argv):
     """Run `python -m microgpt ARGV` in nproc processes on this machine (torch's
     launcher, standalone: a rendezvous on a free local port); returns rank 0's exit status."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
+    # the launcher's own notes (the processes it starts and signals) are not the user's business;
+    # the processes say what happened
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     launcher = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "microgpt"])
     # set after parsing: the launcher's parser would claim abbreviations of its own
     # flags among ours (--log for its --log-dir)
@@ -50,6 +58,9 @@ def launch(nproc, argv):
         failures = sorted(e.failures.items())
         rank, failure = failures[0]
         return failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
+    except SignalException as e:
+        # Ctrl-C or SIGTERM: the launcher passed it on and waited; rank 0 said what it saved
+        return 130 if e.sigval == signal.SIGINT else 128 + int(e.sigval)
     return 0
 
 
