@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import (assert_one_error_line, load_golden, refused, run_main, run_module, sample_texts, child_env,
@@ -255,6 +256,17 @@ def test_export_writes_the_checkpoints_weights(trained, tmp_path):
     model = from_safetensors(str(out))  # the README's three lines
     assert isinstance(model, GPT) and model.config == ckpt.config
     assert model.state_dict()["wte"].tolist() == ckpt.weights["wte"]
+
+
+def test_the_readmes_three_lines_load_an_export(trained, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = readme.split("so an exported file loads in three lines:\n\n```python\n")[1].split("```")[0]
+    assert len(code.strip().splitlines()) == 3
+    assert run_main(["export", "-o", trained, "--out", tmp_path / "model.safetensors"])[0] == 0
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(code, scope)
+    assert scope["model"].state_dict()["lm_head"].tolist() == rundir.load(trained).weights["lm_head"]
 
 
 def test_export_in_float32(trained, tmp_path):
