@@ -125,15 +125,22 @@ class Adam:
             offset += n
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
+        self.scratch_a, self.scratch_b = torch.empty_like(self.flat), torch.empty_like(self.flat)
 
     @torch.no_grad()
     def step(self, lr_t, step):
-        b1, b2, g = self.beta1, self.beta2, self.grad
-        self.m.mul_(b1).add_((1 - b1) * g)
-        self.v.mul_(b2).add_((1 - b2) * g ** 2)
-        m_hat = self.m / (1 - b1 ** (step + 1))
-        v_hat = self.v / (1 - b2 ** (step + 1))
-        self.flat.sub_(lr_t * m_hat / (v_hat ** 0.5 + self.eps))
+        # in place, through two scratch vectors: a large model's fresh temporaries would cost
+        # more than the arithmetic (each a new mapping of memory); every product and sum is
+        # still rounded once, in the reference's order
+        b1, b2, g, a, b = self.beta1, self.beta2, self.grad, self.scratch_a, self.scratch_b
+        # m = beta1 * m + (1 - beta1) * grad
+        self.m.mul_(b1).add_(torch.mul(g, 1 - b1, out=a))
+        # v = beta2 * v + (1 - beta2) * grad ** 2
+        self.v.mul_(b2).add_(torch.mul(g, g, out=a).mul_(1 - b2))
+        # p -= lr_t * m_hat / (v_hat ** 0.5 + eps), m_hat = m / (1 - beta1 ** t), v_hat likewise
+        torch.div(self.m, 1 - b1 ** (step + 1), out=a).mul_(lr_t)
+        torch.div(self.v, 1 - b2 ** (step + 1), out=b).sqrt_().add_(self.eps)
+        self.flat.sub_(a.div_(b))
         g.zero_()
 
     def get_state(self):
