@@ -10,6 +10,8 @@ cdef class Adam:
     cdef int64_t n
     cdef readonly list params
     cdef readonly double beta1, beta2, eps
+    cdef list cuts             # [0, ..., n]: runs with no parameter twice (tied weights
+                               # start a new run, read after the update before them)
 
     def __cinit__(self, params, double beta1=0.85, double beta2=0.99, double eps=1e-8):
         self.params = list(params)
@@ -34,19 +36,38 @@ cdef class Adam:
             self.v[i] = 0.0
         if self.n > 0:
             self.rows = Rows(self.arena, self.params)
+        self.cuts = [0]
+        seen = set()
+        for i in range(self.n):
+            if id(self.params[i]) in seen:  # the same Value again: its update must see the one before
+                self.cuts.append(i)
+                seen = set()
+            seen.add(id(self.params[i]))
+        self.cuts.append(self.n)
 
     def __dealloc__(self):
         free(self.m)
         free(self.v)
 
-    def step(self, double lr_t, int64_t step):
-        """Update every parameter with learning rate lr_t at step (from 0), zero its grad."""
+    def step(self, double lr_t, step):
+        """Update every parameter with learning rate lr_t at step (from 0), zero its grad.
+        A parameter listed twice (tied weights) is updated twice, the second time
+        with the zeroed grad the first left, as the pure engine's loop does."""
         if self.n == 0:
             return
+        cdef double t = <double>(step + 1)  # as the pure engine's beta1 ** (step + 1) takes it
         self.rows.refresh()  # each parameter's row now (a reclaim may have moved it)
         cdef arena_t *a = &self.arena.a
-        cdef status_t s
-        arena_adam(a, self.rows.idx, self.rows.block_at >= 0, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, step, &s)
+        cdef status_t s = OP_OK
+        cdef int64_t k, lo, hi
+        if len(self.cuts) == 2:
+            arena_adam(a, self.rows.idx, self.rows.block_at >= 0, self.n, self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, t, &s)
+        else:
+            for k in range(len(self.cuts) - 1):
+                lo, hi = self.cuts[k], self.cuts[k + 1]
+                arena_adam(a, self.rows.idx + lo, 0, hi - lo, self.m + lo, self.v + lo, lr_t, self.beta1, self.beta2, self.eps, t, &s)
+                if s != OP_OK:
+                    break
         if s == OP_ZERODIV:
             raise ZeroDivisionError("float division by zero")
         if s != OP_OK:

@@ -1,6 +1,11 @@
 # Arena: owns the columns of one graph store (src/arena.h); graph scopes release to a mark.
 # Included by _engine.pyx.
 
+from cpython.pythread cimport PyThread_get_thread_ident
+
+THREADS = ("give each thread its own Arena() (arena.value(x), arena.graph()): a graph() "
+           "scope releases every node made in its arena while it was open, by any thread")
+
 @cython.auto_pickle(False)
 cdef class Arena:
     """Owns the columns of one graph store; frees them on collection.
@@ -149,6 +154,11 @@ cdef class GraphScope:
     def __enter__(self):
         if self.mark >= 0:
             raise RuntimeError("this graph scope is already open")
+        cdef unsigned long me = PyThread_get_thread_ident()
+        if self.arena.open_scopes > 0 and self.arena.scope_thread != me:
+            raise RuntimeError("graph scopes of one arena cannot be open in two threads at once: "
+                               + THREADS)
+        self.arena.scope_thread = me
         self.mark = self.arena.a.n_nodes
         self.pinned = self.arena.pinned
         self.arena.pinned = self.mark  # reclaiming never moves what lies below the mark

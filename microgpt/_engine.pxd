@@ -52,7 +52,7 @@ cdef extern from "arena.h":
     int64_t arena_backward(arena_t *a, node_t root) nogil
     status_t arena_replay(arena_t *a, int64_t start, int *custom) nogil
     int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
-                       double lr_t, double beta1, double beta2, double eps, int64_t step,
+                       double lr_t, double beta1, double beta2, double eps, double t,
                        status_t *status) nogil
     double adam_square(double g) nogil
     double adam_sqrt(double x) nogil
@@ -114,6 +114,7 @@ cdef class Arena:
     cdef uint64_t moves                     # bumped whenever a live handle's node changes (a reclaim
                                             #   that moved nodes, Value.__init__ on a live handle):
                                             #   node indices cached before it must be taken again
+    cdef unsigned long scope_thread         # the thread whose graph() scopes are open, if any
 
 
 cdef class Value:

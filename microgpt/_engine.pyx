@@ -29,6 +29,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memset
 from array import array
+import threading
 
 from .errors import ArenaMismatchError, StaleValueError
 
@@ -60,9 +61,12 @@ cdef inline bint alive(Value v) noexcept:
 cdef int raise_stale(Value v) except -1:
     if <object>v.arena is None:
         raise StaleValueError("this Value was never initialised (made by Value.__new__ without __init__)")
+    cdef str threads = ""
+    if threading.active_count() > 1:  # another thread's scope may have released it
+        threads = "; with several threads, " + THREADS
     raise StaleValueError(
         "this Value belongs to a graph that was released (its graph() scope ended); "
-        "read .data inside the scope, or create it outside")
+        "read .data inside the scope, or create it outside" + threads)
 
 
 cdef inline int check(Value v) except -1:

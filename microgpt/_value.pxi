@@ -4,6 +4,8 @@
 # appends exactly the nodes the pure engine (_pure.py) creates; its arithmetic
 # is src/ops.h, the same C a replay runs. Included by _engine.pyx.
 
+from libc.math cimport isfinite
+
 cdef inline void spoil(Arena arena, str why):
     """While a step is recorded, note what makes the recording unreplayable."""
     if arena.recording and arena.spoiled is None:
@@ -49,7 +51,19 @@ cdef Value binary(uint8_t op, Value x, object y):
         op_add(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
     else:
         op_mul(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
+    if not isfinite(out) and x.arena.a.tag[x.index] & x.arena.a.tag[j] & TAG_DATA_INT:
+        int_overflow(x.arena, j if o is None else -1)
     return make_tagged(x.arena, arena_node(&x.arena.a, op, out, 0.0, 2, kids, lg), op, 0)
+
+
+cdef int int_overflow(Arena arena, node_t const) except -1:
+    """Two ints whose exact sum or product a double cannot hold (the pure engine
+    keeps Python's int): refused as float() refuses such an int, rather than
+    carried on as an int that is infinite. const: the constant just appended, or -1."""
+    if const >= 0:
+        arena_release(&arena.a, const)  # the operation appends nothing
+    raise OverflowError("int too large to convert to float (the compiled engine holds "
+                        "numbers as doubles)")
 
 
 cdef Value power(Value x, object k):
@@ -88,8 +102,9 @@ cdef inline void set_int_tag(Arena arena, node_t i, uint8_t bit, object number):
 
 
 cdef inline object present(double x, bint is_int):
-    """A number as the pure engine holds it: an int where its tag says so."""
-    return int(x) if is_int else x
+    """A number as the pure engine holds it: an int where its tag says so (a
+    grad summed beyond a double's range is inf: no int can say that)."""
+    return int(x) if is_int and isfinite(x) else x
 
 
 cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nogil, uint8_t op):
@@ -120,6 +135,12 @@ cdef class Value:
         if type(data) is DerivedNumber:
             spoil(arena, "a number derived from data became a new Value")
         cdef node_t i
+        # one snapshot of each: user code (a __float__, __iter__ or __len__) may
+        # change the given sequences while they are read; tuples cannot change
+        if type(children) is not tuple:
+            children = tuple(children)
+        if type(local_grads) is not tuple:
+            local_grads = tuple(local_grads)
         if len(children) == 0 and len(local_grads) == 0:
             make_room(arena, 1, 0)
             i = arena_leaf(&arena.a, OP_LEAF, x)
@@ -309,7 +330,7 @@ def _detached_value(data, grad):
     return v
 
 
-cdef Arena custom_arena(object children, object local_grads):
+cdef Arena custom_arena(tuple children, tuple local_grads):
     """The arena of a user-defined node's children, after checking them."""
     if len(children) != len(local_grads):
         raise ValueError(f"a Value with {len(children)} children needs as many local grads, "
@@ -329,9 +350,10 @@ cdef Arena custom_arena(object children, object local_grads):
     return arena
 
 
-cdef node_t custom_node(Arena arena, double x, object children, object local_grads) except -2:
+cdef node_t custom_node(Arena arena, double x, tuple children, tuple local_grads) except -2:
     """Append an OP_CUSTOM node: the local grads are converted first (Python code may
-    run), then the children are checked again, then the node is appended."""
+    run), then the children are checked again, then the node is appended. Both are
+    snapshots (tuples) whose items custom_arena checked: Python code cannot change them."""
     cdef Py_ssize_t n = len(children), j
     cdef node_t *kids = <node_t *>malloc(n * sizeof(node_t) + 1)
     cdef double *lg = <double *>malloc(n * sizeof(double) + 1)
@@ -348,8 +370,10 @@ cdef node_t custom_node(Arena arena, double x, object children, object local_gra
                 spoil(arena, "a number derived from data became a local gradient")
             lg[j] = <double>g
             lg_int[j] = isinstance(g, int)
-        for c in children:
+        for c in children:  # that Python code may have released a child, or moved it (__init__)
             check(<Value>c)
+            if (<Value>c).arena is not arena:
+                raise ArenaMismatchError("cannot combine Values from two different arenas")
         make_room(arena, 1, n)  # before the children's indices are read: they may move
         for j, c in enumerate(children):
             kids[j] = (<Value>c).index

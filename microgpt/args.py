@@ -45,16 +45,38 @@ def flag(setting):
 
 # ---------------------------------------------------------------- value types
 
-def whole_number(text, minimum, requirement, maximum=None):
+SHOWN_CHARS = 24  # a flag's text longer than this is described in an error line, not repeated
+
+
+def shown(text, quote=False):
+    """A flag's text as an error line gives it: as it is if short, else its size."""
+    text = str(text)
+    if len(text) <= SHOWN_CHARS:
+        return repr(text) if quote else text
+    digits = text.strip().lstrip("+-").replace("_", "")
+    if digits.isdigit():
+        return f"a number of {len(digits)} digits"
+    return f"{text[:SHOWN_CHARS]!r}... ({len(text)} characters)"
+
+
+def integer(text):
+    """Any whole number, as int() reads it (a seed)."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        digits = text.strip().lstrip("+-").replace("_", "")
+        if digits.isdigit():  # int() refuses more digits than sys.get_int_max_str_digits()
+            raise argparse.ArgumentTypeError(f"expected at most {sys.get_int_max_str_digits()} digits, "
+                                             f"got {shown(text)}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {shown(text, quote=True)}") from None
+
+
+def whole_number(text, minimum, requirement, maximum=None):
+    value = integer(text)
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {shown(value)}")
     if maximum is not None and value > maximum:
-        shown = str(value) if len(str(value)) <= 24 else f"a number of {len(str(value))} digits"
-        raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {shown}")
+        raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {shown(value)}")
     return value
 
 
@@ -82,7 +104,7 @@ def bounded(minimum, requirement, maximum):
 def positive_int_list(text):
     parts = [part.strip() for part in text.split(",")]
     if not all(parts):
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {shown(text, quote=True)}")
     return list(dict.fromkeys(positive_int(part) for part in parts))  # duplicates run once
 
 
@@ -90,20 +112,20 @@ def number(text):
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {shown(text, quote=True)}") from None
 
 
 def fraction(text):
     value = number(text)
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {shown(text)}")
     return value
 
 
 def positive_float(text):
     value = number(text)
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {shown(text)}")
     return value
 
 
@@ -113,7 +135,7 @@ MIN_TEMPERATURE = 1e-6  # below it, logits divided by the temperature can overfl
 def temperature(text):
     value = positive_float(text)
     if value < MIN_TEMPERATURE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_TEMPERATURE:g}, got {text}")
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TEMPERATURE:g}, got {shown(text)}")
     return value
 
 
@@ -133,14 +155,15 @@ INPUT_HELP = ("UTF-8 text, one document per line "
 
 def add_engine_arg(p):
     p.add_argument("--engine", default=None, metavar="{" + ",".join(ENGINE_CHOICES) + "}",
-                   help=f"engine to run (default: ${ENGINE_ENV_VAR}, else auto: compiled when built)")
+                   help=f"engine to run (default: ${ENGINE_ENV_VAR}, else auto: replay when the compiled "
+                   "extension is built, else pure)")
 
 
 def add_train(sub):
     t = sub.add_parser("train", help="train on a text file and print samples", formatter_class=HelpFormatter,
                        description="Train the GPT, one document per step, then print samples.")
     t.add_argument("-i", "--input", metavar="FILE", action=Given, help=INPUT_HELP)
-    t.add_argument("--seed", type=int, default=DEFAULTS.seed, action=Given, help="seed of the one random generator")
+    t.add_argument("--seed", type=integer, default=DEFAULTS.seed, action=Given, help="seed of the one random generator")
     t.add_argument("--n-layer", type=positive_int, default=DEFAULTS.n_layer, action=Given, help="transformer layers")
     t.add_argument("--n-embd", type=positive_int, default=DEFAULTS.n_embd, action=Given, help="embedding width")
     t.add_argument("--block-size", type=positive_int, default=DEFAULTS.block_size, action=Given,
@@ -183,7 +206,7 @@ def add_bench(sub):
         "exactly. Comma lists for --n-layer, --n-embd and --block-size sweep every combination. "
         "Exit status 1 if exact engines disagree.")
     b.add_argument("-i", "--input", metavar="FILE", help=INPUT_HELP)
-    b.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of the one random generator")
+    b.add_argument("--seed", type=integer, default=DEFAULTS.seed, help="seed of the one random generator")
     b.add_argument("--steps", type=bounded(1, "positive", MAX_BENCH_STEPS), default=5,
                    help=f"timed training steps per engine (at most {MAX_BENCH_STEPS:,})")
     b.add_argument("--warmup", type=bounded(0, "0 or more", MAX_BENCH_STEPS), default=1,
@@ -218,7 +241,7 @@ def add_sample(sub):
     s.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
     s.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K most likely tokens only")
     s.add_argument("--prompt", metavar="PREFIX", default="", help="start every sample with PREFIX")
-    s.add_argument("--seed", type=int, help="reseed the generator (default: continue the checkpoint's)")
+    s.add_argument("--seed", type=integer, help="reseed the generator (default: continue the checkpoint's)")
     add_engine_arg(s)
     add_torch_args(s)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .errors import CheckpointError
-from .model import Config
+from .model import Config, parameter_count
 
 FORMAT = "microgpt-checkpoint"
 VERSION = 2               # version 2 added the content checksum
@@ -33,21 +33,19 @@ MAX_STEPS = 2 ** 63 - 1  # steps a run may count to (the flag --steps and traini
 MAX_CHECKPOINT_BYTES = 1 << 30  # a checkpoint file larger than this is refused unread
 
 
-def parameter_count(vocab_size, n_layer, n_embd, block_size):
-    """The number of weights of a model of these sizes (model.init_state_dict's layout)."""
-    return (2 * vocab_size + block_size) * n_embd + n_layer * 12 * n_embd * n_embd
-
-
 def size_problem(sizes):
-    """What is wrong with a model's sizes (a dict with some of MAX_SIZES' keys), or None.
+    """What is wrong with a model's sizes (a dict with some of MAX_SIZES' keys), or None:
+    the one statement of the model-size rules (limits, n_head dividing n_embd).
 
     The names in the message are settings, as ``{name}`` (a SettingError template)."""
     for name, limit in MAX_SIZES.items():
         value = sizes.get(name)
         if value is not None and value > limit:
             return f"{{{name}}} {value} is above the limit of {limit}"
+    if "n_embd" in sizes and "n_head" in sizes and sizes["n_embd"] % sizes["n_head"]:
+        return f"{{n_embd}} {sizes['n_embd']} is not divisible by {{n_head}} {sizes['n_head']}"
     if all(k in sizes for k in ("vocab_size", "n_layer", "n_embd", "block_size")):
-        count = parameter_count(sizes["vocab_size"], sizes["n_layer"], sizes["n_embd"], sizes["block_size"])
+        count = parameter_count(Config(**{k: sizes[k] for k in ("vocab_size", "n_layer", "n_embd", "block_size")}))
         if count > MAX_PARAMETERS:
             return (f"the model would have {count:,} parameters, above the limit of {MAX_PARAMETERS:,} "
                     f"(lower {{n_embd}}, {{n_layer}} or {{block_size}})")
@@ -103,6 +101,11 @@ def _format(value, indent=0):
     if isinstance(value, list) and value and isinstance(value[0], list):
         items = [pad + " " + _format(v, indent + 1) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (os.fsdecode's lone surrogates):
+            return json.dumps(value)  # \udcff escapes, which json.loads gives back as they were
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -253,8 +256,6 @@ def from_dict(obj, path="checkpoint"):
     problem = size_problem(sizes)
     if problem is not None:
         raise _Bad("config: " + problem.replace("{", "").replace("}", ""))
-    if sizes["n_embd"] % sizes["n_head"]:
-        raise _Bad(f"config n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}")
     config = Config(init_std=_get(cfg, "init_std", float, "config."), **sizes)
 
     chars = _get(obj, "vocab", list, "")

@@ -326,9 +326,6 @@ def bench_engines(text):
 
 def cmd_bench(args):
     names = bench_engines(args.engines)
-    bad = [n for n in args.n_embd if n % args.n_head]
-    if bad:
-        raise UsageError(f"--n-embd {','.join(map(str, bad))} is not divisible by --n-head {args.n_head}")
     configs = bench.configurations(args.n_layer, args.n_embd, args.block_size, args.n_head)
     for cfg in configs:  # the vocabulary is not known yet: a lower bound of the parameters
         check_sizes(RunSettings(**cfg), vocab_size=1)

@@ -5,10 +5,13 @@ input file the names data set is used: looked up in a cache directory and, when
 absent, downloaded once, checked against its SHA-256 and written atomically.
 """
 import hashlib
+import http.client
 import os
 import stat
 import tempfile
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from .errors import DataError, NamesDataError
@@ -16,7 +19,8 @@ from .errors import DataError, NamesDataError
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 MAX_INPUT_BYTES = 256 * 1024 * 1024  # an input file larger than this is refused, unread
-DOWNLOAD_TIMEOUT = 20  # seconds; an offline machine fails at once, a slow one gets time
+DOWNLOAD_TIMEOUT = 20  # seconds any one wait may take; an offline machine fails at once
+DOWNLOAD_DEADLINE = 120  # seconds the whole download may take (a server may send a byte at a time)
 
 
 def cache_dir():
@@ -84,9 +88,8 @@ def download_names(dest, url=None):
     """Download the names data set to dest, verified and written atomically; returns the bytes."""
     url = url or os.environ.get("MICROGPT_NAMES_URL") or NAMES_URL
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-            raw = response.read(MAX_INPUT_BYTES + 1)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+        raw = _fetch(url)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, DataError) as e:
         reason = getattr(e, "reason", None) or e
         raise NamesDataError(f"the names data set is not in the cache ({dest}) and cannot be downloaded "
                              f"from {url} ({reason}): copy names.txt (SHA-256 {NAMES_SHA256[:16]}...) to "
@@ -97,6 +100,43 @@ def download_names(dest, url=None):
                              f"{NAMES_SHA256}; nothing was saved to {dest}")
     write_atomic(dest, raw)
     return raw
+
+
+def _fetch(url):
+    """The bytes at url (at most MAX_INPUT_BYTES + 1 of them). A file: URL is read
+    as an input file is (a FIFO or a device is refused, not waited on); anything
+    else is fetched by a worker thread, waited for at most DOWNLOAD_DEADLINE seconds
+    in all (the socket's timeout bounds each wait, not their sum)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"a file: URL names a file on this machine, not on {parts.netloc}")
+        return read_bytes(urllib.request.url2pathname(parts.path))
+    got, stop = {}, threading.Event()
+
+    def work():
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+                chunks, size = [], 0
+                while size <= MAX_INPUT_BYTES and not stop.is_set():
+                    chunk = response.read(min(1 << 16, MAX_INPUT_BYTES + 1 - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                got["raw"] = b"".join(chunks)
+        except BaseException as e:  # handed to the caller's thread
+            got["error"] = e
+
+    worker = threading.Thread(target=work, name="microgpt-download", daemon=True)
+    worker.start()
+    worker.join(DOWNLOAD_DEADLINE)
+    if worker.is_alive():
+        stop.set()  # the worker stops at its next read; nothing it fetched is used
+        raise TimeoutError(f"the download did not finish within {DOWNLOAD_DEADLINE} s")
+    if "error" in got:
+        raise got["error"]
+    return got["raw"]
 
 
 def write_atomic(path, raw, make_folder=True):
@@ -151,7 +191,13 @@ def load_names():
     replaced: the line names it, both checksums, and what to do."""
     path = names_path()
     if os.path.lexists(path):
-        raw = read_bytes(path)
+        try:
+            raw = read_bytes(path)
+        except DataError as e:
+            what = (f"is a symbolic link to {os.readlink(path)}, which does not exist"
+                    if not os.path.exists(path) and os.path.islink(path) else f"cannot be used ({e})")
+            raise NamesDataError(f"the cached names data set {path} {what}: delete it (microgpt then "
+                                 f"downloads the data set again) or put the right names.txt there") from None
         got = sha256_bytes(raw)
         if got != NAMES_SHA256:
             raise NamesDataError(f"the cached names data set {path} has SHA-256 {got}, not the data set's "

@@ -1,9 +1,12 @@
 """The GPT, one position at a time, on scalar Values.
 
 This file is the reference model, line by line: the parameters drawn in order
-from the one global generator, then linear, softmax, rmsnorm and gpt. It never
-names an engine: it is handed a ``Value`` class and uses only its operators,
-``.exp()``, ``.log()``, ``.relu()`` and one helper, ``max_data``.
+from the one global generator, then linear, softmax, rmsnorm and gpt, and what
+training and sampling are made of: a document read one position at a time
+through a key/value cache, its loss, and the sampler's next-token probabilities.
+It never names an engine: it is handed a ``Value`` class and uses only its
+operators, ``.exp()``, ``.log()``, ``.relu()`` and one helper, ``max_data``.
+The engines and the trainer both import it; it imports neither.
 """
 import random
 from dataclasses import dataclass, asdict
@@ -31,22 +34,28 @@ def matrix(Value, nout, nin, std):
     return [[Value(random.gauss(0, std)) for _ in range(nin)] for _ in range(nout)]
 
 
+def layout(config):
+    """{name: (nout, nin)}: the model's matrices, in the reference's order of drawing."""
+    c = config
+    shapes = {"wte": (c.vocab_size, c.n_embd), "wpe": (c.block_size, c.n_embd), "lm_head": (c.vocab_size, c.n_embd)}
+    for i in range(c.n_layer):
+        shapes[f"layer{i}.attn_wq"] = (c.n_embd, c.n_embd)
+        shapes[f"layer{i}.attn_wk"] = (c.n_embd, c.n_embd)
+        shapes[f"layer{i}.attn_wv"] = (c.n_embd, c.n_embd)
+        shapes[f"layer{i}.attn_wo"] = (c.n_embd, c.n_embd)
+        shapes[f"layer{i}.mlp_fc1"] = (4 * c.n_embd, c.n_embd)
+        shapes[f"layer{i}.mlp_fc2"] = (c.n_embd, 4 * c.n_embd)
+    return shapes
+
+
+def parameter_count(config):
+    """How many weights a model of config has (vocab_size, n_layer, n_embd and block_size count)."""
+    return sum(nout * nin for nout, nin in layout(config).values())
+
+
 def init_state_dict(Value, config):
     """The weights, drawn in the reference's order. Returns {name: (nout, nin) list of rows}."""
-    c, std = config, config.init_std
-    sd = {
-        "wte": matrix(Value, c.vocab_size, c.n_embd, std),
-        "wpe": matrix(Value, c.block_size, c.n_embd, std),
-        "lm_head": matrix(Value, c.vocab_size, c.n_embd, std),
-    }
-    for i in range(c.n_layer):
-        sd[f"layer{i}.attn_wq"] = matrix(Value, c.n_embd, c.n_embd, std)
-        sd[f"layer{i}.attn_wk"] = matrix(Value, c.n_embd, c.n_embd, std)
-        sd[f"layer{i}.attn_wv"] = matrix(Value, c.n_embd, c.n_embd, std)
-        sd[f"layer{i}.attn_wo"] = matrix(Value, c.n_embd, c.n_embd, std)
-        sd[f"layer{i}.mlp_fc1"] = matrix(Value, 4 * c.n_embd, c.n_embd, std)
-        sd[f"layer{i}.mlp_fc2"] = matrix(Value, c.n_embd, 4 * c.n_embd, std)
-    return sd
+    return {name: matrix(Value, nout, nin, config.init_std) for name, (nout, nin) in layout(config).items()}
 
 
 def parameters(state_dict):
@@ -129,3 +138,64 @@ def gpt(sd, config, token_id, pos_id, keys, values):
         x = [a + b for a, b in zip(x, x_residual)]
 
     return linear(x, sd["lm_head"])  # (vocab_size,)
+
+
+def reader(sd, config, temperature=None):
+    """A new document, read one position at a time (positions in order from 0).
+
+    Returns read(token_id, pos_id, want=True) -> (logits, probs): the logits for
+    the next token, and their softmax (the logits divided by temperature first,
+    when given, as the sampler does), or None when not wanted (the position
+    only fills the key/value cache). This is the one key/value-cache loop of
+    both training (document_loss) and sampling (ModelSampler).
+    """
+    keys = [[] for _ in range(config.n_layer)]  # per layer: one (n_embd,) list per position read
+    values = [[] for _ in range(config.n_layer)]
+
+    def read(token_id, pos_id, want=True):
+        logits = gpt(sd, config, token_id, pos_id, keys, values)
+        if not want:
+            return logits, None
+        return logits, softmax(logits if temperature is None else [l / temperature for l in logits])
+    return read
+
+
+def document_loss(sd, config, tokens, observe=None, temperature=None):
+    """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions.
+
+    observe(logits, probs, loss_t), when given, sees each position once it is
+    built (a recorder notes where it ends; see replay.py). temperature, when
+    given, divides the logits first, as the sampler does (a replayed sampler
+    records its positions through this; training never passes it).
+    """
+    n = min(config.block_size, len(tokens) - 1)
+    read = reader(sd, config, temperature)
+    losses = []
+    for pos_id in range(n):
+        token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
+        logits, probs = read(token_id, pos_id)
+        loss_t = -probs[target_id].log()
+        losses.append(loss_t)
+        if observe is not None:
+            observe(logits, probs, loss_t)
+    return (1 / n) * sum(losses)
+
+
+class ModelSampler:
+    """The next token's probabilities, one position at a time, by the model code:
+    the reference's sampler (pure, compiled). An engine may bring its own with
+    this interface (replay.py's Sampler)."""
+
+    def __init__(self, sd, config):
+        self.sd, self.config = sd, config
+
+    def document(self, temperature):
+        """A new document: step(token_id, pos_id, want) feeds the token at pos_id
+        (positions in order from 0) and returns the next token's probabilities
+        (softmax of the logits / temperature) as floats, or None if not wanted."""
+        read = reader(self.sd, self.config, temperature)
+
+        def step(token_id, pos_id, want=True):
+            _, probs = read(token_id, pos_id, want)
+            return None if probs is None else [p.data for p in probs]
+        return step

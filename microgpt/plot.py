@@ -5,10 +5,10 @@ import math
 import os
 import stat
 
+from .checkpoint import MAX_STEPS as MAX_STEP  # a logged step is one a run can count to
 from .data import read_bytes, write_atomic
 from .errors import DataError
 
-MAX_STEP = 2**63 - 1  # as train's --steps
 MAX_LOSS = 1e300  # beyond it, the axes' arithmetic (a range, its ticks) can overflow a float
 
 

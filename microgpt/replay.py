@@ -23,8 +23,7 @@ exactly as the reference does.
 """
 from . import _engine
 from ._engine import Adam, ArenaMismatchError, StaleValueError, Value, default_arena, graph  # noqa: F401
-from .model import parameters
-from .train import ModelSampler, document_loss
+from .model import ModelSampler, document_loss, parameters
 
 name = "replay"
 checked = _engine.checked

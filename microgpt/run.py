@@ -10,6 +10,8 @@ and decides when to evaluate and to save.
 import math
 import os
 import random
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from . import rundir
@@ -84,8 +86,6 @@ def check_sizes(settings, vocab_size=None):
 
 def make_config(settings, vocab_size):
     check_sizes(settings, vocab_size)
-    if settings.n_embd % settings.n_head:
-        raise SettingError(f"{{n_embd}} {settings.n_embd} is not divisible by {{n_head}} {settings.n_head}")
     return Config(vocab_size=vocab_size, n_layer=settings.n_layer, n_embd=settings.n_embd,
                   block_size=settings.block_size, n_head=settings.n_head, init_std=settings.init_std)
 
@@ -108,16 +108,17 @@ class Run:
         return dict(seed=self.settings.seed, val_fraction=self.settings.val_fraction,
                     data_path=os.path.abspath(self.data_path), data_sha256=self.data_sha256)
 
-    def save(self, directory):
-        """Checkpoint the run as it stands, the global generator included; returns the path.
-        A state holding a non-finite number is never written: NonFinite is raised instead."""
-        ckpt = capture(self.trainer, **self._identity())
-        if not all_finite(ckpt):
-            raise NonFinite("the weights or the optimizer's moments are not finite")
+    def save(self, directory, snap=None):
+        """Checkpoint the run as it stands (the global generator included), or snap (a
+        Snapshot taken earlier), into directory; returns the path. The one way a run is
+        saved. A state holding a non-finite number is never written: None is returned."""
+        if snap is not None:  # a snapshot is finite (snapshot() checked it)
+            ckpt = checkpoint_of(snap, self.trainer, **self._identity())
+        else:
+            ckpt = capture(self.trainer, **self._identity())
+            if not all_finite(ckpt):
+                return None
         return rundir.save(ckpt, directory)
-
-    def save_snapshot(self, snap, directory):
-        return rundir.save(checkpoint_of(snap, self.trainer, **self._identity()), directory)
 
 
 def build_run(engine, settings, resume=None):
@@ -175,13 +176,6 @@ class Stopped(Exception):
         self.signum, self.step, self.where, self.ignored = signum, step, where, ignored
 
 
-SNAPSHOT_EVERY = 10  # steps between the in-memory copies of a run's state (out_dir, no save_every)
-
-
-class NonFinite(Exception):
-    """The training state stopped being finite (raised inside a step's bookkeeping)."""
-
-
 class Diverged(Exception):
     """Training stopped being finite at step; nothing non-finite was saved.
 
@@ -193,86 +187,96 @@ class Diverged(Exception):
         self.step, self.what, self.saved, self.saved_step = step, what, saved, saved_step
 
 
+SNAPSHOT_EVERY = 10  # steps between the in-memory copies of a run's state (out_dir, no save_every)
+NOT_FINITE = "the weights or the optimizer's moments are not finite"
+# what an operation raises inside a step when the numbers run away (ArenaMismatchError,
+# a ValueError too, is a misuse and is let through)
+MATH_ERRORS = (OverflowError, ZeroDivisionError, ValueError)
+
+
 def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, signals=None):
     """Train run to its last step, reporting each step to progress (a Progress).
 
-    The validation loss is reported at the last step and every eval_every steps;
-    with out_dir the run is saved every save_every steps and at the end, and
-    Ctrl-C, SIGTERM or SIGHUP stop it after the step under way: it is saved (later
-    signals are ignored until the save is done) and Stopped is raised. signals: the
-    StopSignals to use (default: a new one, which restores the handlers on exit).
-    Returns the checkpoint's path (None without out_dir).
+    Each step: forward, backward, update (the trainer's train_step), then log,
+    evaluate (the validation loss, at the last step and every eval_every steps)
+    and save (with out_dir: every save_every steps, and at the end). Returns the
+    checkpoint's path (None without out_dir).
 
-    A non-finite loss, or a math error (domain, overflow) raised by a step,
-    raises Diverged before anything of that step is reported or saved. With
-    out_dir and no save_every, the state is copied in memory every
+    With out_dir, Ctrl-C, SIGTERM or SIGHUP stop the run after the step under
+    way: it is saved (later signals are ignored until the save is done) and
+    Stopped is raised. signals: the StopSignals to use (default: a new one,
+    which restores the handlers on exit). Without out_dir Ctrl-C raises
+    KeyboardInterrupt, as always.
+
+    Divergence: a non-finite loss, or a math error (domain, overflow) raised by
+    a step, raises Diverged before anything of that step is reported or saved.
+    With out_dir and no save_every, the state is copied in memory every
     SNAPSHOT_EVERY steps (and checked finite), and on divergence the last
     finite state is saved: the state before the failing step when a math error
     stopped it (Adam had not run), else the last copy; with save_every the last
-    checkpoint saved stays as it is.
+    checkpoint saved stays as it is. The log or stdout failing raises
+    OutputError, the run saved first (with out_dir, when finite).
     """
-    trainer = run.trainer
+    trainer, val_docs = run.trainer, run.val_docs
     stop = signals if signals is not None else StopSignals()
     keep_last = out_dir is not None and not save_every
-    last = {"snap": snapshot(trainer) if keep_last else None}
-
-    class _Stop(Exception):
-        pass
-
-    def on_step(step, loss, lr, dt):
-        if not math.isfinite(loss):
-            raise NonFinite(f"the loss is {loss}")
-        progress(step, loss, lr, dt)
-        if run.val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
-            val_loss = trainer.validation_loss(run.val_docs)
-            if not math.isfinite(val_loss):
-                raise NonFinite(f"the validation loss is {val_loss}")
-            progress.validation(step, val_loss)
-        if out_dir and save_every and step % save_every == 0 and step < trainer.num_steps:
-            run.save(out_dir)
-        if keep_last and step % SNAPSHOT_EVERY == 0:
-            snap = snapshot(trainer)
-            if snap is None:
-                raise NonFinite("the weights or the optimizer's moments are not finite")
-            last["snap"] = snap
-        if stop.requested is not None:
-            raise _Stop
+    last_finite = snapshot(trainer) if keep_last else None  # what a divergence saves
 
     def diverged(step, what, snap=None):
-        snap = snap or last["snap"]
+        snap = snap or last_finite
         if snap is None:
             return Diverged(step, what)
-        return Diverged(step, what, run.save_snapshot(snap, out_dir), snap.step)
+        return Diverged(step, what, run.save(out_dir, snap), snap.step)
 
     try:
-        if out_dir is None:
-            trainer.run(on_step=on_step)  # Ctrl-C: KeyboardInterrupt, as always
-            return None
-        with stop:
-            try:
-                trainer.run(on_step=on_step)
-            except _Stop:
-                pass
+        with stop if out_dir is not None else nullcontext():
+            while trainer.step < trainer.num_steps:
+                t0 = time.perf_counter()
+                try:
+                    step, loss, lr = trainer.train_step()  # forward, backward, update
+                except ArenaMismatchError:  # Values of two arenas: a misuse, not a divergence
+                    raise
+                except MATH_ERRORS as e:  # raised before Adam's update: the weights are the last step's
+                    raise diverged(trainer.step + 1, str(e) or type(e).__name__,
+                                   snapshot(trainer) if keep_last else None) from None
+                if not math.isfinite(loss):
+                    raise diverged(step, f"the loss is {loss}")
+                progress(step, loss, lr, time.perf_counter() - t0)  # log
+
+                if val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
+                    try:
+                        val_loss = trainer.validation_loss(val_docs)  # evaluate
+                    except MATH_ERRORS as e:  # (the step just ran: these are the weights' own numbers)
+                        raise diverged(step, f"the validation loss: {str(e) or type(e).__name__}",
+                                       snapshot(trainer) if keep_last else None) from None
+                    if not math.isfinite(val_loss):
+                        raise diverged(step, f"the validation loss is {val_loss}")
+                    progress.validation(step, val_loss)
+
+                if out_dir and save_every and step % save_every == 0 and step < trainer.num_steps:
+                    if run.save(out_dir) is None:  # save
+                        raise diverged(step, NOT_FINITE)
+                if keep_last and step % SNAPSHOT_EVERY == 0:
+                    copy = snapshot(trainer)  # or keep a copy in memory
+                    if copy is None:
+                        raise diverged(step, NOT_FINITE)
+                    last_finite = copy
+                if stop.requested is not None:  # a signal came during the step: stop between two
+                    break
+
+            if out_dir is None:
+                return None
             # saved under the handlers: a signal now is only counted, and the save finishes;
             # the generator as training left it, so sampling repeats what follows
             where = run.save(out_dir)
+            if where is None:
+                raise diverged(trainer.step, NOT_FINITE)
             if stop.requested is not None:
                 raise Stopped(stop.requested, trainer.step, where, stop.ignored)
             return where
-    except NonFinite as e:
-        raise diverged(trainer.step, str(e)) from None
     except (OutputError, OSError) as e:
         # the log or stdout failed between two steps: keep the run's progress
         error = e if isinstance(e, OutputError) else OutputError(f"cannot write output: {e.strerror or e}")
         if out_dir is not None:
-            try:
-                error.saved = run.save(out_dir)
-            except NonFinite:
-                pass
+            error.saved = run.save(out_dir)  # (None when not finite)
         raise error from None
-    except (OverflowError, ZeroDivisionError, ValueError) as e:
-        if isinstance(e, ArenaMismatchError):
-            raise
-        # raised inside a step, before Adam's update: the weights are still the last step's
-        now = snapshot(trainer) if keep_last else None
-        raise diverged(trainer.step + 1, str(e) or type(e).__name__, now) from None

@@ -2,6 +2,24 @@
 import signal
 
 
+def install(signals, handler):
+    """Set handler for each of signals; returns the handlers they had. Outside the
+    main thread signals cannot be caught: they stay as they were (and are not returned)."""
+    previous = {}
+    for signum in signals:
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+def restore(previous):
+    """Put back the handlers install() returned."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 class StopSignals:
     """While active, Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the training loop to stop.
 
@@ -32,28 +50,19 @@ class StopSignals:
             self.ignored += 1
 
     def __enter__(self):
-        for signum in self.SIGNALS:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: signals stay as they were
-                pass
+        self._previous = install(self.SIGNALS, self._handle)
         return self
 
     def __exit__(self, *exc):
         if not (self.linger and self.requested is not None):
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
-        self._previous.clear()
+            restore(self._previous)
+        self._previous = {}
         return False
 
 
 def ignore_stop_signals():
     """Ignore the stop signals from now on (a process that is ending on one)."""
-    for signum in StopSignals.SIGNALS:
-        try:
-            signal.signal(signum, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            pass
+    install(StopSignals.SIGNALS, signal.SIG_IGN)
 
 
 def signal_name(signum):
@@ -84,15 +93,10 @@ class raise_on_termination:
         raise Terminated(signum)
 
     def __enter__(self):
-        for signum in self.SIGNALS:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread
-                pass
+        self._previous = install(self.SIGNALS, self._handle)
         return self
 
     def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        restore(self._previous)
+        self._previous = {}
         return False

@@ -1,42 +1,28 @@
-"""The training loop and the sampler, as the reference runs them.
+"""The training step and the sampler, as the reference runs them.
 
-A step is one document: forward (the mean cross-entropy of its positions),
-backward, then Adam with a learning rate that decays linearly to 0 at the last
-step. Sampling starts from BOS and draws each next token from the softmax of the
-logits divided by the temperature, until BOS or the end of the block.
+A step is one document: forward (the mean cross-entropy of its positions,
+model.document_loss), backward, then Adam with a learning rate that decays
+linearly to 0 at the last step. Sampling starts from BOS and draws each next
+token from the softmax of the logits divided by the temperature, until BOS or
+the end of the block. The loop over the steps (log, evaluate, save, stop) is
+run.train.
 
-Engine-agnostic: the engine hands over its ``Value``, its ``Adam`` and a
-``graph()`` scope; the loop never asks which engine it runs on.
+The seam with the engines: an engine hands over its ``Value``, its ``Adam``
+(``Adam(params, beta1, beta2, eps).step(lr_t, step)`` and ``get_state()`` /
+``set_state(m, v)``) and a ``graph()`` scope, and may bring a ``DocumentLoss``
+(forward: ``loss = DocumentLoss(sd, config)(tokens)``, with ``loss.data`` and
+``loss.backward()``) and a ``Sampler`` (model.ModelSampler's interface). The
+trainer never asks which engine it runs on; engines import the model, never
+this module.
 """
+import math
 import random
 import time
 
-from .model import gpt, softmax, parameters
+from .errors import DataError
+from .model import ModelSampler, document_loss, parameters
 
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
-
-
-def document_loss(sd, config, tokens, observe=None, temperature=None):
-    """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions.
-
-    observe(logits, probs, loss_t), when given, sees each position once it is
-    built (a recorder notes where it ends; see replay.py). temperature, when
-    given, divides the logits first, as the sampler does (a replayed sampler
-    records its positions through this; training never passes it).
-    """
-    n = min(config.block_size, len(tokens) - 1)
-    keys = [[] for _ in range(config.n_layer)]
-    values = [[] for _ in range(config.n_layer)]
-    losses = []
-    for pos_id in range(n):
-        token_id, target_id = tokens[pos_id], tokens[pos_id + 1]
-        logits = gpt(sd, config, token_id, pos_id, keys, values)
-        probs = softmax(logits if temperature is None else [l / temperature for l in logits])
-        loss_t = -probs[target_id].log()
-        losses.append(loss_t)
-        if observe is not None:
-            observe(logits, probs, loss_t)
-    return (1 / n) * sum(losses)
 
 
 class ModelCode:
@@ -50,7 +36,13 @@ class ModelCode:
 
 
 class Trainer:
-    """Owns the weights' optimizer state and runs steps 0..num_steps-1."""
+    """Owns the weights' optimizer state and runs steps 0..num_steps-1.
+
+    run.train drives it through train_step (forward, backward, update, each a
+    method), validation_loss, and its step, params, optimizer and sd (state.py
+    saves and restores those). An engine that keeps its weights in its own form
+    plugs in at those same steps, not with a loop of its own.
+    """
 
     def __init__(self, engine, sd, config, docs, tokenizer, num_steps, learning_rate=0.01):
         self.engine = engine
@@ -110,9 +102,10 @@ class Trainer:
     def run(self, on_step=None):
         """Train to num_steps; on_step(step, loss, lr, seconds) after each step.
 
-        Whatever on_step raises stops the run between two steps, with the
-        weights, the optimizer state and self.step consistent (a checkpoint
-        taken then resumes exactly).
+        The bare loop (tests, benchmarks, scripts); a run's loop, which logs,
+        evaluates, saves and stops, is run.train. Whatever on_step raises stops
+        the run between two steps, with the weights, the optimizer state and
+        self.step consistent (a checkpoint taken then resumes exactly).
         """
         while self.step < self.num_steps:
             t0 = time.perf_counter()
@@ -153,30 +146,6 @@ def top_k_weights(weights, k):
     return [w if i in kept else 0.0 for i, w in enumerate(weights)]
 
 
-class ModelSampler:
-    """The next token's probabilities, one position at a time, by the model code:
-    the reference's sampler, with a key/value cache per document (pure, compiled).
-    An engine may bring its own with this interface (replay.py)."""
-
-    def __init__(self, sd, config):
-        self.sd, self.config = sd, config
-
-    def document(self, temperature):
-        """A new document: step(token_id, pos_id, want) feeds the token at pos_id
-        (positions in order from 0) and returns the next token's probabilities
-        (softmax of the logits / temperature) as floats, or None if not wanted."""
-        keys = [[] for _ in range(self.config.n_layer)]
-        values = [[] for _ in range(self.config.n_layer)]
-
-        def step(token_id, pos_id, want=True):
-            logits = gpt(self.sd, self.config, token_id, pos_id, keys, values)
-            if not want:
-                return None
-            probs = softmax([l / temperature for l in logits])
-            return [p.data for p in probs]
-        return step
-
-
 def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix="", sampler=None):
     """Draw one document from the model with the global generator; returns its text.
 
@@ -194,7 +163,14 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
     with engine.graph():
         step = sampler.document(temperature)
         for pos_id in range(config.block_size):
-            weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            try:
+                weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            except ArithmeticError as e:  # a weight so large that the forward overflows
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id}: {e})") from None
+            if weights is not None and not all(map(math.isfinite, weights)):
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id} the next token's probabilities are not finite)")
             if pos_id < len(forced):  # still reading the prefix: its next character is given
                 token_id = forced[pos_id]
                 continue

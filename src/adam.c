@@ -177,10 +177,10 @@ __attribute__((target("avx2,fma"))) static int64_t adam_all_avx2(ADAM_ARGS) { AD
 #endif
 
 int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
-                   double lr_t, double beta1, double beta2, double eps, int64_t step,
+                   double lr_t, double beta1, double beta2, double eps, double t,
                    status_t *status) {
-    double bias1 = 1 - pow(beta1, (double)step + 1.0);  /* = step + 1 exactly below 2**53 */
-    double bias2 = 1 - pow(beta2, (double)step + 1.0);
+    double bias1 = 1 - pow(beta1, t);
+    double bias2 = 1 - pow(beta2, t);
     *status = OP_OK;
     for (int64_t i = 0; i < n; ++i) {
         assert(idx[i] >= 0 && idx[i] < a->n_nodes);

@@ -113,9 +113,11 @@ status_t arena_replay(arena_t *a, int64_t from, int *custom);
  * have raised (g ** 2 overflowing, a division by zero), with *status saying
  * which; the parameters before it are updated, as far as the reference loop
  * gets. one_block: idx[i] == idx[0] + i for every i (the caller knows it; the
- * parameters are then read and written as blocks). */
+ * parameters are then read and written as blocks). No index may appear twice
+ * (a block reads every grad before it zeroes any). t: the exponent of the bias
+ * corrections, step + 1 as Python computes it (a double, as float ** t takes it). */
 int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
-                   double lr_t, double beta1, double beta2, double eps, int64_t step,
+                   double lr_t, double beta1, double beta2, double eps, double t,
                    status_t *status);
 
 /* pow(g, 2.0) and pow(x, 0.5), the same doubles, mostly without calling pow (adam.c) */

@@ -138,6 +138,26 @@ def test_train_help_shows_every_default():
         assert flag in entries, (flag, sorted(entries))
 
 
+def test_help_says_what_auto_picks():
+    from microgpt import get_engine
+    from microgpt.engine import available_engines
+    auto = get_engine("auto").name
+    assert auto == ("replay" if "replay" in available_engines() else "pure")
+    for command in ("train", "sample"):
+        proc = run_module([command, "--help"], COLUMNS="80")
+        assert proc.returncode == 0, proc.stderr
+        assert "auto: replay when the compiled extension is built, else pure" in help_entries(proc.stdout)["--engine"]
+
+
+def test_the_installed_package_names_its_licence():
+    import importlib.metadata
+    import pathlib
+    meta = importlib.metadata.metadata("microgpt-arena")
+    assert meta["License"] == "MIT"
+    licence = pathlib.Path(__file__).resolve().parent.parent / "LICENSE"
+    assert licence.read_text().startswith("MIT License")
+
+
 def run_console_script(args, timeout=120):
     exe = shutil.which("microgpt")
     if exe is None:

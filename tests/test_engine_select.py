@@ -1,4 +1,4 @@
-"""Choosing an engine: explicit name > $MICROGPT_ENGINE > auto (compiled when built, else pure)."""
+"""Choosing an engine: explicit name > $MICROGPT_ENGINE > auto (replay when built, else pure)."""
 import pytest
 
 import microgpt
