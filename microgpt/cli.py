@@ -223,9 +223,10 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
             return 1
         print("\n--- inference (new, hallucinated names) ---")
         samples = []
-        sampler = make_sampler(eng, run.sd, run.config)  # one for every sample (replay: one recording)
+        sd = run.trainer.sd  # the trained weights (the torch engine brings its Weights up to date here)
+        sampler = make_sampler(eng, sd, run.config)  # one for every sample (replay: one recording)
         for i in range(args.num_samples):
-            samples.append(sample(eng, run.sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
+            samples.append(sample(eng, sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
             print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)
         progress.record({"samples": samples})
         if where is not None:

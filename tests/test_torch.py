@@ -23,9 +23,8 @@ else:
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
 
 from microgpt import get_engine, rundir  # noqa: E402
-from microgpt.model import Config, init_state_dict, parameters  # noqa: E402
+from microgpt.model import Config, document_loss, init_state_dict, parameters  # noqa: E402
 from microgpt.run import RunSettings, build_run  # noqa: E402
-from microgpt.train import document_loss  # noqa: E402
 
 GOLDEN_REL = 1e-12   # float64 losses against the reference's over 1000 steps
 RESUME_REL = 1e-9    # a continuation on torch against the exact engine's, and DDP against one process
