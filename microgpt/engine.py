@@ -12,8 +12,8 @@ in C; it also exports DocumentLoss, which the trainer uses in place of the
 model code (replay.py).
 
 The torch engine (torch_engine.py, the optional extra ``[torch]``) is an
-object holding its device and dtype; it brings its own Trainer (a batch of
-documents a step, DistributedDataParallel) and Sampler. It is not exact, so
+object holding its device and dtype; it brings its own Sampler, and trains
+batches of documents (run.py gives it torch_train.TorchTrainer). It is not exact, so
 ``available_engines()`` (the exact ones, tested with ==) leaves it out and
 "auto" never picks it.
 

@@ -157,10 +157,12 @@ def build_run(engine, settings, resume=None):
 
 
 def make_trainer(engine, sd, config, docs, tokenizer, settings):
-    """The engine's own trainer (torch: batches), else train.Trainer, one document a step."""
-    if hasattr(engine, "Trainer"):
-        return engine.Trainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate,
-                              batch_size=settings.batch_size)
+    """torch_train.TorchTrainer for an engine that trains batches (torch), else train.Trainer,
+    one document a step."""
+    if getattr(engine, "trains_batches", False):
+        from .torch_train import TorchTrainer
+        return TorchTrainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate,
+                            batch_size=settings.batch_size)
     if settings.batch_size != 1:
         raise SettingError(f"{{batch_size}} {settings.batch_size}: the {engine.name} engine trains one document "
                            f"a step, as the reference; batches need the torch engine")

@@ -161,7 +161,7 @@ def measure(spec):
             phases.append(seconds)
     peak_rss, rss_growth = rss.stop()
 
-    if not hasattr(eng, "Adam"):  # the torch engine: tensors, no graph of nodes to count
+    if getattr(eng, "trains_batches", False):  # the torch engine: tensors, no graph of nodes to count
         return {"engine": eng.name, "params": len(parameters(sd)), "phases": phases, "nodes_per_step": None,
                 "bytes_per_node": None, "bytes_per_node_with_backward": None,
                 "peak_rss_bytes": peak_rss, "rss_growth_bytes": rss_growth, "losses": losses}
