@@ -230,12 +230,16 @@ def add_bench(sub):
     b.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
+def add_run_dir_arg(p):
+    p.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+
+
 def add_sample(sub):
     s = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=HelpFormatter,
                        description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
                        "Without --seed the checkpoint's random generator continues, so sampling a "
                        "finished run prints the samples 'train' printed.")
-    s.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    add_run_dir_arg(s)
     s.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
                    help=f"how many samples (at most {MAX_SAMPLES:,})")
     s.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
@@ -281,7 +285,7 @@ def add_export(sub):
                        description="Write the weights of the run in DIR as named tensors (the state dict's "
                        "names and shapes) to a safetensors file, the model's config in its metadata. Needs "
                        "the torch extra (pip install 'microgpt-arena[torch]').")
-    e.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    add_run_dir_arg(e)
     e.add_argument("--out", metavar="FILE", required=True, help="the .safetensors file to write")
     e.add_argument("--dtype", choices=TORCH_DTYPES, default="float64",
                    help="the tensors' dtype (float64 holds the checkpoint's weights exactly)")
