@@ -1,6 +1,7 @@
 """The command line: each cmd_* function checks its flags, calls the library and prints.
 
-(~300 lines: four commands and the wording of every library error in flag terms.)
+(~450 lines: five commands, the torch engine's options and processes, and the
+wording of every library error in flag terms.)
 
 Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
 benchmark); the library's messages are worded here with the flags that set
