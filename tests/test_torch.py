@@ -294,6 +294,8 @@ def test_unknown_dtype_and_missing_gpu_are_one_line():
     assert "--dtype" in refused(["train", "--engine", "torch", "--dtype", "float8", "--steps", 1])
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in refused(["train", "--engine", "torch", "--device", "cuda", "--steps", 1])
+    if not torch.backends.mps.is_available():
+        assert "--device mps" in refused(["train", "--engine", "torch", "--device", "mps", "--steps", 1])
 
 
 # --- without torch ---------------------------------------------------------------------
