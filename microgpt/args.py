@@ -259,6 +259,24 @@ def add_plot(sub):
                     help="image to write; the format follows the extension (png, svg, pdf)")
 
 
+def add_explain(sub):
+    e = sub.add_parser("explain", help="a trained run on one HTML page: loss, attention, embeddings",
+                       formatter_class=HelpFormatter,
+                       description="Write one self-contained HTML page (it opens from disk, offline) that "
+                       "shows a run saved by 'microgpt train --out-dir DIR' from the inside: the loss curve, "
+                       "a name position by position with the next characters' probabilities, every head's "
+                       "attention, the embeddings, and the nodes one training step builds. The figures come "
+                       "from the model code run on the pure engine.")
+    add_run_dir_arg(e)
+    e.add_argument("--log", metavar="FILE", help="the run's 'train --log' file, for the loss curve")
+    e.add_argument("--prompt", metavar="NAME", help="the name to follow position by position "
+                   "(default: the first sampled name)")
+    e.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature of the names shown")
+    e.add_argument("--seed", type=int, help="reseed the generator (default: continue the checkpoint's)")
+    e.add_argument("--bench", metavar="FILE", help="a 'microgpt bench --json' report: each engine's time split")
+    e.add_argument("--out", metavar="FILE", help="the page to write (default: DIR/explain.html)")
+
+
 TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")
 TORCH_DTYPES = ("float64", "float32", "bfloat16")
 
@@ -296,6 +314,6 @@ def build_parser():
                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for add in (add_train, add_bench, add_sample, add_plot, add_export):
+    for add in (add_train, add_bench, add_sample, add_plot, add_explain, add_export):
         add(sub)
     return parser

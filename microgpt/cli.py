@@ -1,6 +1,6 @@
 """The command line: each cmd_* function checks its flags, calls the library and prints.
 
-(~450 lines: five commands, the torch engine's options and processes, and the
+(~450 lines: six commands, the torch engine's options and processes, and the
 wording of every library error in flag terms.)
 
 Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
@@ -391,7 +391,19 @@ def cmd_plot(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "bench": cmd_bench, "sample": cmd_sample, "plot": cmd_plot, "export": cmd_export}
+def cmd_explain(args):
+    from .explain import explain
+    for flag_name, path in (("--out", args.out), ("--log", args.log), ("--bench", args.bench)):
+        if path is not None and "\0" in path:
+            raise UsageError(f"{flag_name}: a path cannot hold a NUL character")
+    out, seconds = explain(args.out_dir, args.out, log=args.log, prompt=args.prompt,
+                           temperature=args.temperature, seed=args.seed, bench=args.bench)
+    print(f"wrote {out} ({os.path.getsize(out) / 1024:.0f} KiB in {seconds:.1f} s)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "bench": cmd_bench, "sample": cmd_sample, "plot": cmd_plot,
+            "explain": cmd_explain, "export": cmd_export}
 
 
 def worded(error):

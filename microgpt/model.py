@@ -94,17 +94,22 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
-def gpt(sd, config, token_id, pos_id, keys, values):
+def gpt(sd, config, token_id, pos_id, keys, values, watch=None):
     """Logits (vocab_size,) for one token at one position.
 
     keys[li] and values[li] are the layer's cache: one (n_embd,) list per position
     seen so far in this document; this call appends the current position's.
+    watch, when given, is shown the Values as each stage ends, as watch(stage, xs):
+    "embedding", "layer{li}.head{h}" (the attention weights), "layer{li}.attention",
+    "layer{li}.mlp", "lm_head". It only looks (``microgpt explain`` draws from it).
     """
     n_head, head_dim = config.n_head, config.head_dim
     tok_emb = sd["wte"][token_id]  # (n_embd,)
     pos_emb = sd["wpe"][pos_id]  # (n_embd,)
     x = [t + p for t, p in zip(tok_emb, pos_emb)]
     x = rmsnorm(x)
+    if watch is not None:
+        watch("embedding", x)
 
     for li in range(config.n_layer):
         # 1) multi-head attention
@@ -124,11 +129,15 @@ def gpt(sd, config, token_id, pos_id, keys, values):
             attn_logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim ** 0.5
                            for t in range(len(k_h))]  # (T,)
             attn_weights = softmax(attn_logits)  # (T,)
+            if watch is not None:
+                watch(f"layer{li}.head{h}", attn_weights)
             head_out = [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h)))
                         for j in range(head_dim)]  # (head_dim,)
             x_attn.extend(head_out)
         x = linear(x_attn, sd[f"layer{li}.attn_wo"])
         x = [a + b for a, b in zip(x, x_residual)]
+        if watch is not None:
+            watch(f"layer{li}.attention", x)
         # 2) MLP
         x_residual = x
         x = rmsnorm(x)
@@ -136,40 +145,47 @@ def gpt(sd, config, token_id, pos_id, keys, values):
         x = [xi.relu() for xi in x]
         x = linear(x, sd[f"layer{li}.mlp_fc2"])  # (n_embd,)
         x = [a + b for a, b in zip(x, x_residual)]
+        if watch is not None:
+            watch(f"layer{li}.mlp", x)
 
-    return linear(x, sd["lm_head"])  # (vocab_size,)
+    logits = linear(x, sd["lm_head"])  # (vocab_size,)
+    if watch is not None:
+        watch("lm_head", logits)
+    return logits
 
 
-def reader(sd, config, temperature=None):
+def reader(sd, config, temperature=None, watch=None):
     """A new document, read one position at a time (positions in order from 0).
 
     Returns read(token_id, pos_id, want=True) -> (logits, probs): the logits for
     the next token, and their softmax (the logits divided by temperature first,
     when given, as the sampler does), or None when not wanted (the position
-    only fills the key/value cache). This is the one key/value-cache loop of
-    both training (document_loss) and sampling (ModelSampler).
+    only fills the key/value cache); watch is handed to gpt. This is the one
+    key/value-cache loop of both training (document_loss) and sampling
+    (ModelSampler).
     """
     keys = [[] for _ in range(config.n_layer)]  # per layer: one (n_embd,) list per position read
     values = [[] for _ in range(config.n_layer)]
 
     def read(token_id, pos_id, want=True):
-        logits = gpt(sd, config, token_id, pos_id, keys, values)
+        logits = gpt(sd, config, token_id, pos_id, keys, values, watch)
         if not want:
             return logits, None
         return logits, softmax(logits if temperature is None else [l / temperature for l in logits])
     return read
 
 
-def document_loss(sd, config, tokens, observe=None, temperature=None):
+def document_loss(sd, config, tokens, observe=None, temperature=None, watch=None):
     """Mean cross-entropy over the first min(block_size, len(tokens) - 1) positions.
 
     observe(logits, probs, loss_t), when given, sees each position once it is
     built (a recorder notes where it ends; see replay.py). temperature, when
     given, divides the logits first, as the sampler does (a replayed sampler
-    records its positions through this; training never passes it).
+    records its positions through this; training never passes it). watch is
+    handed to gpt, which shows it each stage's Values (microgpt explain).
     """
     n = min(config.block_size, len(tokens) - 1)
-    read = reader(sd, config, temperature)
+    read = reader(sd, config, temperature, watch)
     losses = []
     for pos_id in range(n):
         token_id, target_id = tokens[pos_id], tokens[pos_id + 1]

@@ -101,8 +101,8 @@ def import_pyplot():
     return plt
 
 
-def check_out(out):
-    """Refuse an image path that is there and not a regular file (a FIFO, a device, a
+def check_out(out, what="image file"):
+    """Refuse an output path that is there and not a regular file (a FIFO, a device, a
     directory: replacing it would destroy it), or whose folder does not exist."""
     try:
         info = os.stat(out)
@@ -115,7 +115,7 @@ def check_out(out):
         raise DataError(f"cannot write {out}: {e.strerror or e}") from None
     if not stat.S_ISREG(info.st_mode):
         raise DataError(f"{out} is there and is not a regular file (a device, a FIFO or a directory); "
-                        f"name a new or a regular image file")
+                        f"name a new or a regular {what}")
 
 
 def plot_log(path, out):
