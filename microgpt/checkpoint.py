@@ -6,18 +6,20 @@ Floats are written with ``repr`` and read back bit for bit. Loading only parses
 JSON: nothing in a file is ever executed, and a pickle is refused by name.
 Every file is sealed with a content checksum (``content_sha256``): an edit of
 any value after the save is refused before a field is read.
-Files and run directories are ``rundir.py``'s job; moving a trainer's state in
-and out of a Checkpoint is ``state.py``'s.
+Reading one field of untrusted JSON (a finite number, the matrices, the
+generator's state) is ``jsonfields.py``'s job; the model's size limits are
+``limits.py``'s; files and run directories are ``rundir.py``'s; moving a
+trainer's state in and out of a Checkpoint is ``state.py``'s.
 """
 import hashlib
 import json
-import math
-import random
 from dataclasses import dataclass
 
 from . import __version__
 from .errors import CheckpointError
-from .model import Config, parameter_count
+from .jsonfields import Invalid, field, generator_state, matrices
+from .limits import MAX_STEPS, size_problem
+from .model import Config
 
 FORMAT = "microgpt-checkpoint"
 VERSION = 2               # version 2 added the content checksum
@@ -25,31 +27,7 @@ UNSEALED_VERSIONS = (1,)  # written before checksums existed: read, checked fiel
 CHECKSUM_KEY = "content_sha256"
 CONFIG_FIELDS = ("vocab_size", "n_layer", "n_embd", "block_size", "n_head", "init_std")
 
-# The largest model microgpt builds (README, "Limits and failure behaviour"): every size
-# is checked against these before a single weight is allocated.
-MAX_SIZES = {"n_layer": 256, "n_embd": 4096, "block_size": 4096, "n_head": 4096, "vocab_size": 65536}
-MAX_PARAMETERS = 10_000_000
-MAX_STEPS = 2 ** 63 - 1  # steps a run may count to (the flag --steps and training.num_steps)
 MAX_CHECKPOINT_BYTES = 1 << 30  # a checkpoint file larger than this is refused unread
-
-
-def size_problem(sizes):
-    """What is wrong with a model's sizes (a dict with some of MAX_SIZES' keys), or None:
-    the one statement of the model-size rules (limits, n_head dividing n_embd).
-
-    The names in the message are settings, as ``{name}`` (a SettingError template)."""
-    for name, limit in MAX_SIZES.items():
-        value = sizes.get(name)
-        if value is not None and value > limit:
-            return f"{{{name}}} {value} is above the limit of {limit}"
-    if "n_embd" in sizes and "n_head" in sizes and sizes["n_embd"] % sizes["n_head"]:
-        return f"{{n_embd}} {sizes['n_embd']} is not divisible by {{n_head}} {sizes['n_head']}"
-    if all(k in sizes for k in ("vocab_size", "n_layer", "n_embd", "block_size")):
-        count = parameter_count(Config(**{k: sizes[k] for k in ("vocab_size", "n_layer", "n_embd", "block_size")}))
-        if count > MAX_PARAMETERS:
-            return (f"the model would have {count:,} parameters, above the limit of {MAX_PARAMETERS:,} "
-                    f"(lower {{n_embd}}, {{n_layer}} or {{block_size}})")
-    return None
 
 
 @dataclass
@@ -67,20 +45,24 @@ class Checkpoint:
     rng_state: tuple     # random.getstate()
     data_path: str
     data_sha256: str
+    batch_size: int = 1  # documents a step (the torch engine's batches); written only when not 1
 
 
 # --- to and from JSON ---------------------------------------------------------
 
 def to_dict(ckpt):
     version, state, gauss_next = ckpt.rng_state
+    training = {"step": ckpt.step, "num_steps": ckpt.num_steps, "learning_rate": ckpt.learning_rate,
+                "seed": ckpt.seed, "val_fraction": ckpt.val_fraction}
+    if ckpt.batch_size != 1:
+        training["batch_size"] = ckpt.batch_size
     return {
         "format": FORMAT,
         "version": VERSION,
         "written_by": f"microgpt {__version__}",
         "config": ckpt.config.as_dict(),
         "vocab": list(ckpt.chars),
-        "training": {"step": ckpt.step, "num_steps": ckpt.num_steps, "learning_rate": ckpt.learning_rate,
-                     "seed": ckpt.seed, "val_fraction": ckpt.val_fraction},
+        "training": training,
         "data": {"path": ckpt.data_path, "sha256": ckpt.data_sha256},
         "rng_state": [version, list(state), gauss_next],
         "weights": ckpt.weights,
@@ -146,7 +128,7 @@ def loads(raw, path="checkpoint"):
         _check_header(obj, path)
         _check_seal(obj, path)
         return from_dict(obj, path)
-    except _Bad as e:
+    except Invalid as e:
         raise CheckpointError(f"{path} is not a valid checkpoint: {e}") from None
     except (RecursionError, ValueError, OverflowError) as e:
         raise CheckpointError(f"{path} is not a valid checkpoint ({_first_line(e)})") from None
@@ -155,63 +137,6 @@ def loads(raw, path="checkpoint"):
 def _first_line(error):
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
-
-
-class _Bad(Exception):
-    pass
-
-
-def _get(obj, key, kind, where):
-    if not isinstance(obj, dict) or key not in obj:
-        raise _Bad(f"{where}{key} is missing")
-    value = obj[key]
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            value = _finite(value, f"{where}{key}")
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise _Bad(f"{where}{key} should be {kind.__name__ if isinstance(kind, type) else kind}, "
-                   f"got {type(value).__name__}")
-    return value
-
-
-def _matrices(obj, where):
-    if not isinstance(obj, dict):
-        raise _Bad(f"{where} should be an object of matrices")
-    out = {}
-    for name, rows in obj.items():
-        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-            raise _Bad(f"{where}.{name} should be a list of rows")
-        try:
-            out[name] = [[_number(x) for x in row] for row in rows]
-        except TypeError:
-            raise _Bad(f"{where}.{name} holds something that is not a number") from None
-        except (ValueError, OverflowError):
-            raise _Bad(f"{where}.{name} holds a number that is not finite") from None
-    return out
-
-
-def _number(x):
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise TypeError
-    x = float(x)  # OverflowError for an integer beyond a float
-    if not math.isfinite(x):
-        raise ValueError
-    return x
-
-
-def _finite(value, what):
-    try:
-        value = float(value)
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value):
-        raise _Bad(f"{what} should be a finite number, got {value}")
-    return value
 
 
 def _check_header(obj, path):
@@ -243,86 +168,61 @@ def from_dict(obj, path="checkpoint"):
     """A Checkpoint of a parsed checkpoint object, every field checked (the content
     checksum is loads()' to check: it is a property of the file)."""
     _check_header(obj, path)
-    cfg = _get(obj, "config", dict, "")
+    cfg = field(obj, "config", dict)
     if set(cfg) != set(CONFIG_FIELDS):
-        raise _Bad(f"config should have the fields {', '.join(CONFIG_FIELDS)}")
-    sizes = {k: _get(cfg, k, int, "config.") for k in CONFIG_FIELDS if k != "init_std"}
+        raise Invalid(f"config should have the fields {', '.join(CONFIG_FIELDS)}")
+    sizes = {k: field(cfg, k, int, "config.") for k in CONFIG_FIELDS if k != "init_std"}
     if any(v <= 0 for v in sizes.values()):
-        raise _Bad("config sizes must be positive")
+        raise Invalid("config sizes must be positive")
     problem = size_problem(sizes)
     if problem is not None:
-        raise _Bad("config: " + problem.replace("{", "").replace("}", ""))
-    config = Config(init_std=_get(cfg, "init_std", float, "config."), **sizes)
+        raise Invalid("config: " + problem.replace("{", "").replace("}", ""))
+    config = Config(init_std=field(cfg, "init_std", float, "config."), **sizes)
 
-    chars = _get(obj, "vocab", list, "")
+    chars = field(obj, "vocab", list)
     if not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
-        raise _Bad("vocab should be a list of distinct single characters")
+        raise Invalid("vocab should be a list of distinct single characters")
     if config.vocab_size != len(chars) + 1:
-        raise _Bad(f"vocab has {len(chars)} characters but config.vocab_size is {config.vocab_size}")
+        raise Invalid(f"vocab has {len(chars)} characters but config.vocab_size is {config.vocab_size}")
 
-    tr = _get(obj, "training", dict, "")
-    step, num_steps = _get(tr, "step", int, "training."), _get(tr, "num_steps", int, "training.")
+    tr = field(obj, "training", dict)
+    step, num_steps = field(tr, "step", int, "training."), field(tr, "num_steps", int, "training.")
     if num_steps > MAX_STEPS:
-        raise _Bad(f"training.num_steps is above the limit of {MAX_STEPS}")
+        raise Invalid(f"training.num_steps is above the limit of {MAX_STEPS}")
     if not 0 <= step <= num_steps or num_steps <= 0:
-        raise _Bad(f"training.step {step} is not within 0..num_steps {num_steps}")
-    learning_rate = _get(tr, "learning_rate", float, "training.")
+        raise Invalid(f"training.step {step} is not within 0..num_steps {num_steps}")
+    learning_rate = field(tr, "learning_rate", float, "training.")
     if not learning_rate > 0:
-        raise _Bad(f"training.learning_rate should be above 0, got {learning_rate}")
-    seed = _get(tr, "seed", int, "training.")
-    val_fraction = _get(tr, "val_fraction", float, "training.")
+        raise Invalid(f"training.learning_rate should be above 0, got {learning_rate}")
+    seed = field(tr, "seed", int, "training.")
+    val_fraction = field(tr, "val_fraction", float, "training.")
     if not 0 <= val_fraction < 1:
-        raise _Bad(f"training.val_fraction should be at least 0 and below 1, got {val_fraction}")
+        raise Invalid(f"training.val_fraction should be at least 0 and below 1, got {val_fraction}")
+    batch_size = field(tr, "batch_size", int, "training.") if "batch_size" in tr else 1
+    if batch_size < 1:
+        raise Invalid(f"training.batch_size should be positive, got {batch_size}")
 
-    data = _get(obj, "data", dict, "")
-    data_path, data_sha256 = _get(data, "path", str, "data."), _get(data, "sha256", str, "data.")
+    data = field(obj, "data", dict)
+    data_path, data_sha256 = field(data, "path", str, "data."), field(data, "sha256", str, "data.")
     if "\0" in data_path or not data_path:
-        raise _Bad("data.path should be a non-empty path without NUL characters")
+        raise Invalid("data.path should be a non-empty path without NUL characters")
 
-    rng = _get(obj, "rng_state", list, "")
-    rng_state = _rng_state(rng)
+    rng = field(obj, "rng_state", list)
+    rng_state = generator_state(rng)
 
-    weights = _matrices(_get(obj, "weights", dict, ""), "weights")
-    opt = _get(obj, "optimizer", dict, "")
-    adam_m = _matrices(_get(opt, "m", dict, "optimizer."), "optimizer.m")
-    adam_v = _matrices(_get(opt, "v", dict, "optimizer."), "optimizer.v")
+    weights = matrices(field(obj, "weights", dict), "weights")
+    opt = field(obj, "optimizer", dict)
+    adam_m = matrices(field(opt, "m", dict, "optimizer."), "optimizer.m")
+    adam_v = matrices(field(opt, "v", dict, "optimizer."), "optimizer.v")
     if any(x < 0 for rows in adam_v.values() for row in rows for x in row):
-        raise _Bad("optimizer.v holds a negative number (second moments are squares)")
+        raise Invalid("optimizer.v holds a negative number (second moments are squares)")
     for what, moments in (("optimizer.m", adam_m), ("optimizer.v", adam_v)):
         if list(moments) != list(weights):
-            raise _Bad(f"{what} should hold the same matrices as weights")
+            raise Invalid(f"{what} should hold the same matrices as weights")
         for name, rows in moments.items():
             if [len(r) for r in rows] != [len(r) for r in weights[name]]:
-                raise _Bad(f"{what} '{name}' is not shaped like weights '{name}'")
+                raise Invalid(f"{what} '{name}' is not shaped like weights '{name}'")
     return Checkpoint(config=config, chars=chars, weights=weights, adam_m=adam_m, adam_v=adam_v,
                       step=step, num_steps=num_steps, learning_rate=learning_rate, seed=seed,
                       val_fraction=val_fraction, rng_state=rng_state, data_path=data_path,
-                      data_sha256=data_sha256)
-
-
-def _rng_state(rng):
-    bad = _Bad("rng_state should be [version, [625 integers], null or a float]")
-    if len(rng) != 3 or not isinstance(rng[1], list) or not all(type(x) is int for x in rng[1]):
-        raise bad
-    words = rng[1]
-    if len(words) != 625 or not all(0 <= x < 2 ** 32 for x in words[:624]) or not 0 <= words[624] <= 624:
-        raise _Bad("rng_state should hold 624 words of 32 bits and a position from 0 to 624")
-    gauss_next = rng[2]
-    if gauss_next is not None:
-        if isinstance(gauss_next, bool) or not isinstance(gauss_next, (int, float)):
-            raise bad
-        try:
-            gauss_next = float(gauss_next)
-        except OverflowError:
-            raise bad from None
-        if not math.isfinite(gauss_next):  # the next gauss() would return it
-            raise _Bad("rng_state's next Gaussian should be null or a finite float")
-    state = (rng[0], tuple(rng[1]), gauss_next)
-    probe = random.Random()
-    try:
-        probe.setstate(state)  # checks it now, on a private generator
-    except (TypeError, ValueError, OverflowError):
-        raise bad from None
-    return state
-
-
+                      data_sha256=data_sha256, batch_size=batch_size)

@@ -5,15 +5,12 @@ import math
 import os
 import stat
 
-from .checkpoint import MAX_STEPS as MAX_STEP  # a logged step is one a run can count to
 from .data import read_bytes, write_atomic
 from .errors import DataError
+from .jsonfields import finite, is_number, short
+from .limits import MAX_STEPS as MAX_STEP  # a logged step is one a run can count to
 
 MAX_LOSS = 1e300  # beyond it, the axes' arithmetic (a range, its ticks) can overflow a float
-
-
-def _is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _step(path, lineno, value):
@@ -23,25 +20,17 @@ def _step(path, lineno, value):
             raise DataError(f"{path} line {lineno}: step {value!r} is not a whole number")
         value = int(value)
     if not 0 <= value <= MAX_STEP:
-        raise DataError(f"{path} line {lineno}: step {_short(value)} is out of range (0 to {MAX_STEP})")
+        raise DataError(f"{path} line {lineno}: step {short(value)} is out of range (0 to {MAX_STEP})")
     return value
 
 
 def _loss(path, lineno, key, value):
     """A record's loss as a float: finite, at most MAX_LOSS in size, else DataError."""
-    try:
-        x = float(value)
-    except OverflowError:  # an integer beyond any float
-        x = math.inf
-    if not (math.isfinite(x) and abs(x) <= MAX_LOSS):
-        raise DataError(f"{path} line {lineno}: {key} {_short(value)} is not a finite number "
+    x = finite(value)
+    if x is None or abs(x) > MAX_LOSS:
+        raise DataError(f"{path} line {lineno}: {key} {short(value)} is not a finite number "
                         f"of size at most {MAX_LOSS:g}")
     return x
-
-
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 
 
 def read_log(path):
@@ -67,12 +56,12 @@ def read_log(path):
         except (RecursionError, ValueError) as e:  # nested too deep, an integer too long
             raise DataError(f"{path} line {lineno} cannot be read as a log record "
                             f"({'nested too deep' if isinstance(e, RecursionError) else e})") from None
-        if not isinstance(record, dict) or not _is_number(record.get("step")):
+        if not isinstance(record, dict) or not is_number(record.get("step")):
             continue  # the samples line, or anything newer we do not plot
         step = _step(path, lineno, record["step"])
-        if _is_number(record.get("loss")):
+        if is_number(record.get("loss")):
             train[step] = _loss(path, lineno, "loss", record["loss"])
-        if _is_number(record.get("val_loss")):
+        if is_number(record.get("val_loss")):
             val[step] = _loss(path, lineno, "val_loss", record["val_loss"])
     if not train:
         raise DataError(f"{path} has no training steps to plot (expected lines like "

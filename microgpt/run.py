@@ -1,28 +1,24 @@
-"""A run: built from its settings (or a checkpoint), trained, evaluated and saved.
+"""A run: built from its settings (or a checkpoint), and saved.
 
 ``build_run`` is the one place that turns settings into a trainer, in the
 reference's order of random draws: seed the one global generator, load the
 documents, shuffle them, build the tokenizer, hold out the validation
 documents, draw the weights. A resumed run then takes the checkpoint's weights,
-Adam's moments, its step and the generator's state. ``train`` runs the steps
-and decides when to evaluate and to save.
+Adam's moments, its step and the generator's state. ``Run.save`` is the one
+way a run is written. The loop that trains it is train.py's ``train``.
 """
-import math
 import os
 import random
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from . import rundir
-from .checkpoint import Checkpoint, size_problem
+from .checkpoint import Checkpoint
 from .data import NAMES_SHA256, Tokenizer, load_documents
-from .errors import ArenaMismatchError, CheckpointError, SettingError
+from .errors import CheckpointError, SettingError
+from .limits import size_problem
 from .model import Config, init_state_dict
-from .progress import OutputError
-from .signals import StopSignals
-from .state import all_finite, capture, checkpoint_of, restore_optimizer, restore_weights, snapshot
-from .train import Trainer, split_documents
+from .state import all_finite, capture, checkpoint_of, restore_optimizer, restore_weights
+from .train import Diverged, Stopped, Trainer, split_documents, train  # noqa: F401 (a run's loop; importable here, as before)
 
 
 @dataclass
@@ -38,6 +34,7 @@ class RunSettings:
     steps: int = 1000          # the learning rate decays linearly to 0 at the last step
     learning_rate: float = 0.01
     val_fraction: float = 0.0  # the last documents after the shuffle are held out
+    batch_size: int = 1        # documents a step (the torch engine; the reference trains one)
 
 
 # settings that define a run: a resumed run takes them from its checkpoint
@@ -49,6 +46,7 @@ RUN_SETTINGS = {
     "n_head": lambda c: c.config.n_head,
     "learning_rate": lambda c: c.learning_rate,
     "val_fraction": lambda c: c.val_fraction,
+    "batch_size": lambda c: c.batch_size,
 }
 
 
@@ -72,7 +70,7 @@ def resume_settings(settings, ckpt, given=frozenset()):
 
 
 def check_sizes(settings, vocab_size=None):
-    """Refuse model sizes above the limits (checkpoint.MAX_SIZES, MAX_PARAMETERS)
+    """Refuse model sizes above the limits (limits.MAX_SIZES, MAX_PARAMETERS)
     before anything is built; vocab_size None checks the sizes one by one only."""
     sizes = {name: getattr(settings, name) for name in ("n_layer", "n_embd", "block_size", "n_head")}
     if vocab_size is not None:
@@ -147,123 +145,21 @@ def build_run(engine, settings, resume=None):
     sd = init_state_dict(engine.Value, config)
     if resume is not None:
         restore_weights(resume, sd)
-    trainer = Trainer(engine, sd, config, train_docs, tokenizer, settings.steps, settings.learning_rate)
+    trainer = make_trainer(engine, sd, config, train_docs, tokenizer, settings)
     if resume is not None:
         restore_optimizer(resume, trainer)
         random.setstate(resume.rng_state)  # where the interrupted run's generator stood
     return Run(engine, settings, docs, val_docs, tokenizer, config, sd, trainer, data_path, data_sha256, resume)
 
 
-class Stopped(Exception):
-    """A signal stopped the run between two steps; its checkpoint was saved.
-    ignored: how many more signals came while it was stopping (and did nothing)."""
-
-    def __init__(self, signum, step, where, ignored=0):
-        super().__init__(f"stopped at step {step}")
-        self.signum, self.step, self.where, self.ignored = signum, step, where, ignored
-
-
-class Diverged(Exception):
-    """Training stopped being finite at step; nothing non-finite was saved.
-
-    what: what happened, in words; saved: the path of the checkpoint written of
-    the last finite state, or None; saved_step: its step."""
-
-    def __init__(self, step, what, saved=None, saved_step=None):
-        super().__init__(f"training diverged at step {step}: {what}")
-        self.step, self.what, self.saved, self.saved_step = step, what, saved, saved_step
-
-
-SNAPSHOT_EVERY = 10  # steps between the in-memory copies of a run's state (out_dir, no save_every)
-NOT_FINITE = "the weights or the optimizer's moments are not finite"
-# what an operation raises inside a step when the numbers run away (ArenaMismatchError,
-# a ValueError too, is a misuse and is let through)
-MATH_ERRORS = (OverflowError, ZeroDivisionError, ValueError)
-
-
-def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, signals=None):
-    """Train run to its last step, reporting each step to progress (a Progress).
-
-    Each step: forward, backward, update (the trainer's train_step), then log,
-    evaluate (the validation loss, at the last step and every eval_every steps)
-    and save (with out_dir: every save_every steps, and at the end). Returns the
-    checkpoint's path (None without out_dir).
-
-    With out_dir, Ctrl-C, SIGTERM or SIGHUP stop the run after the step under
-    way: it is saved (later signals are ignored until the save is done) and
-    Stopped is raised. signals: the StopSignals to use (default: a new one,
-    which restores the handlers on exit). Without out_dir Ctrl-C raises
-    KeyboardInterrupt, as always.
-
-    Divergence: a non-finite loss, or a math error (domain, overflow) raised by
-    a step, raises Diverged before anything of that step is reported or saved.
-    With out_dir and no save_every, the state is copied in memory every
-    SNAPSHOT_EVERY steps (and checked finite), and on divergence the last
-    finite state is saved: the state before the failing step when a math error
-    stopped it (Adam had not run), else the last copy; with save_every the last
-    checkpoint saved stays as it is. The log or stdout failing raises
-    OutputError, the run saved first (with out_dir, when finite).
-    """
-    trainer, val_docs = run.trainer, run.val_docs
-    stop = signals if signals is not None else StopSignals()
-    keep_last = out_dir is not None and not save_every
-    last_finite = snapshot(trainer) if keep_last else None  # what a divergence saves
-
-    def diverged(step, what, snap=None):
-        snap = snap or last_finite
-        if snap is None:
-            return Diverged(step, what)
-        return Diverged(step, what, run.save(out_dir, snap), snap.step)
-
-    try:
-        with stop if out_dir is not None else nullcontext():
-            while trainer.step < trainer.num_steps:
-                t0 = time.perf_counter()
-                try:
-                    step, loss, lr = trainer.train_step()  # forward, backward, update
-                except ArenaMismatchError:  # Values of two arenas: a misuse, not a divergence
-                    raise
-                except MATH_ERRORS as e:  # raised before Adam's update: the weights are the last step's
-                    raise diverged(trainer.step + 1, str(e) or type(e).__name__,
-                                   snapshot(trainer) if keep_last else None) from None
-                if not math.isfinite(loss):
-                    raise diverged(step, f"the loss is {loss}")
-                progress(step, loss, lr, time.perf_counter() - t0)  # log
-
-                if val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
-                    try:
-                        val_loss = trainer.validation_loss(val_docs)  # evaluate
-                    except MATH_ERRORS as e:  # (the step just ran: these are the weights' own numbers)
-                        raise diverged(step, f"the validation loss: {str(e) or type(e).__name__}",
-                                       snapshot(trainer) if keep_last else None) from None
-                    if not math.isfinite(val_loss):
-                        raise diverged(step, f"the validation loss is {val_loss}")
-                    progress.validation(step, val_loss)
-
-                if out_dir and save_every and step % save_every == 0 and step < trainer.num_steps:
-                    if run.save(out_dir) is None:  # save
-                        raise diverged(step, NOT_FINITE)
-                if keep_last and step % SNAPSHOT_EVERY == 0:
-                    copy = snapshot(trainer)  # or keep a copy in memory
-                    if copy is None:
-                        raise diverged(step, NOT_FINITE)
-                    last_finite = copy
-                if stop.requested is not None:  # a signal came during the step: stop between two
-                    break
-
-            if out_dir is None:
-                return None
-            # saved under the handlers: a signal now is only counted, and the save finishes;
-            # the generator as training left it, so sampling repeats what follows
-            where = run.save(out_dir)
-            if where is None:
-                raise diverged(trainer.step, NOT_FINITE)
-            if stop.requested is not None:
-                raise Stopped(stop.requested, trainer.step, where, stop.ignored)
-            return where
-    except (OutputError, OSError) as e:
-        # the log or stdout failed between two steps: keep the run's progress
-        error = e if isinstance(e, OutputError) else OutputError(f"cannot write output: {e.strerror or e}")
-        if out_dir is not None:
-            error.saved = run.save(out_dir)  # (None when not finite)
-        raise error from None
+def make_trainer(engine, sd, config, docs, tokenizer, settings):
+    """torch_train.TorchTrainer for an engine that trains batches (torch), else train.Trainer,
+    one document a step."""
+    if getattr(engine, "trains_batches", False):
+        from .torch_train import TorchTrainer
+        return TorchTrainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate,
+                            batch_size=settings.batch_size)
+    if settings.batch_size != 1:
+        raise SettingError(f"{{batch_size}} {settings.batch_size}: the {engine.name} engine trains one document "
+                           f"a step, as the reference; batches need the torch engine")
+    return Trainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate)

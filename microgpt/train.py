@@ -1,11 +1,11 @@
-"""The training step and the sampler, as the reference runs them.
+"""The training loop, as the reference runs it, with what a long run needs.
 
 A step is one document: forward (the mean cross-entropy of its positions,
 model.document_loss), backward, then Adam with a learning rate that decays
-linearly to 0 at the last step. Sampling starts from BOS and draws each next
-token from the softmax of the logits divided by the temperature, until BOS or
-the end of the block. The loop over the steps (log, evaluate, save, stop) is
-run.train.
+linearly to 0 at the last step (Trainer.train_step). ``train`` is the loop
+over the steps: forward, backward, update, log, evaluate, save, with the rules
+for stopping on a signal and for divergence as plain checks in it. Sampling
+is sampling.py's; building a run (settings, data, weights, resuming) is run.py's.
 
 The seam with the engines: an engine hands over its ``Value``, its ``Adam``
 (``Adam(params, beta1, beta2, eps).step(lr_t, step)`` and ``get_state()`` /
@@ -16,11 +16,15 @@ trainer never asks which engine it runs on; engines import the model, never
 this module.
 """
 import math
-import random
 import time
+from contextlib import nullcontext
 
-from .errors import DataError
-from .model import ModelSampler, document_loss, parameters
+from .errors import ArenaMismatchError
+from .model import document_loss, parameters
+from .progress import OutputError
+from .sampling import make_sampler, sample, top_k_weights  # noqa: F401 (importable from here, as before)
+from .signals import StopSignals
+from .state import snapshot
 
 BETA1, BETA2, EPS = 0.85, 0.99, 1e-8
 
@@ -38,7 +42,7 @@ class ModelCode:
 class Trainer:
     """Owns the weights' optimizer state and runs steps 0..num_steps-1.
 
-    run.train drives it through train_step (forward, backward, update, each a
+    train() below drives it through train_step (forward, backward, update, each a
     method), validation_loss, and its step, params, optimizer and sd (state.py
     saves and restores those). An engine that keeps its weights in its own form
     plugs in at those same steps, not with a loop of its own.
@@ -103,7 +107,7 @@ class Trainer:
         """Train to num_steps; on_step(step, loss, lr, seconds) after each step.
 
         The bare loop (tests, benchmarks, scripts); a run's loop, which logs,
-        evaluates, saves and stops, is run.train. Whatever on_step raises stops
+        evaluates, saves and stops, is train() below. Whatever on_step raises stops
         the run between two steps, with the weights, the optimizer state and
         self.step consistent (a checkpoint taken then resumes exactly).
         """
@@ -138,51 +142,117 @@ def count_cut_documents(docs, block_size):
     return sum(1 for doc in docs if len(doc) + 1 > block_size)
 
 
-def top_k_weights(weights, k):
-    """Keep the k largest weights (ties: the lower token id first), zero the rest."""
-    if k >= len(weights):
-        return weights
-    kept = set(sorted(range(len(weights)), key=lambda i: -weights[i])[:k])
-    return [w if i in kept else 0.0 for i, w in enumerate(weights)]
+class Stopped(Exception):
+    """A signal stopped the run between two steps; its checkpoint was saved.
+    ignored: how many more signals came while it was stopping (and did nothing)."""
+
+    def __init__(self, signum, step, where, ignored=0):
+        super().__init__(f"stopped at step {step}")
+        self.signum, self.step, self.where, self.ignored = signum, step, where, ignored
 
 
-def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix="", sampler=None):
-    """Draw one document from the model with the global generator; returns its text.
+class Diverged(Exception):
+    """Training stopped being finite at step; nothing non-finite was saved.
 
-    prefix: characters fed after BOS before sampling starts; the returned text
-    begins with it. top_k: sample among the k most likely tokens only. With the
-    defaults this is exactly the reference's sampler. sampler: where the
-    probabilities come from (made once for many samples, it keeps what it can,
-    such as a replay's recording); by default the engine's, else the model code.
+    what: what happened, in words; saved: the path of the checkpoint written of
+    the last finite state, or None; saved_step: its step."""
+
+    def __init__(self, step, what, saved=None, saved_step=None):
+        super().__init__(f"training diverged at step {step}: {what}")
+        self.step, self.what, self.saved, self.saved_step = step, what, saved, saved_step
+
+
+SNAPSHOT_EVERY = 10  # steps between the in-memory copies of a run's state (out_dir, no save_every)
+NOT_FINITE = "the weights or the optimizer's moments are not finite"
+# what an operation raises inside a step when the numbers run away (ArenaMismatchError,
+# a ValueError too, is a misuse and is let through)
+MATH_ERRORS = (OverflowError, ZeroDivisionError, ValueError)
+
+
+def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, signals=None):
+    """Train run (a run.Run: its trainer, val_docs and save) to its last step,
+    reporting each step to progress (a Progress).
+
+    Each step: forward, backward, update (the trainer's train_step), then log,
+    evaluate (the validation loss, at the last step and every eval_every steps)
+    and save (with out_dir: every save_every steps, and at the end). Returns the
+    checkpoint's path (None without out_dir).
+
+    With out_dir, Ctrl-C, SIGTERM or SIGHUP stop the run after the step under
+    way: it is saved (later signals are ignored until the save is done) and
+    Stopped is raised. signals: the StopSignals to use (default: a new one,
+    which restores the handlers on exit). Without out_dir Ctrl-C raises
+    KeyboardInterrupt, as always.
+
+    Divergence: a non-finite loss, or a math error (domain, overflow) raised by
+    a step, raises Diverged before anything of that step is reported or saved.
+    With out_dir and no save_every, the state is copied in memory every
+    SNAPSHOT_EVERY steps (and checked finite), and on divergence the last
+    finite state is saved: the state before the failing step when a math error
+    stopped it (Adam had not run), else the last copy; with save_every the last
+    checkpoint saved stays as it is. The log or stdout failing raises
+    OutputError, the run saved first (with out_dir, when finite).
     """
-    if sampler is None:
-        sampler = make_sampler(engine, sd, config)
-    token_id = tokenizer.bos
-    forced = tokenizer.encode(prefix)
-    chars = list(prefix)
-    with engine.graph():
-        step = sampler.document(temperature)
-        for pos_id in range(config.block_size):
-            try:
-                weights = step(token_id, pos_id, want=pos_id >= len(forced))
-            except ArithmeticError as e:  # a weight so large that the forward overflows
-                raise DataError(f"cannot sample: the model's weights are too large to compute with "
-                                f"(at position {pos_id}: {e})") from None
-            if weights is not None and not all(map(math.isfinite, weights)):
-                raise DataError(f"cannot sample: the model's weights are too large to compute with "
-                                f"(at position {pos_id} the next token's probabilities are not finite)")
-            if pos_id < len(forced):  # still reading the prefix: its next character is given
-                token_id = forced[pos_id]
-                continue
-            if top_k is not None:
-                weights = top_k_weights(weights, top_k)
-            token_id = random.choices(range(tokenizer.vocab_size), weights=weights)[0]
-            if token_id == tokenizer.bos:
-                break
-            chars.append(tokenizer.chars[token_id])
-    return "".join(chars)
+    trainer, val_docs = run.trainer, run.val_docs
+    stop = signals if signals is not None else StopSignals()
+    keep_last = out_dir is not None and not save_every
+    last_finite = snapshot(trainer) if keep_last else None  # what a divergence saves
 
+    def diverged(step, what, snap=None):
+        snap = snap or last_finite
+        if snap is None:
+            return Diverged(step, what)
+        return Diverged(step, what, run.save(out_dir, snap), snap.step)
 
-def make_sampler(engine, sd, config):
-    """The engine's sampler (replay records one), else the model code's."""
-    return getattr(engine, "Sampler", ModelSampler)(sd, config)
+    try:
+        with stop if out_dir is not None else nullcontext():
+            while trainer.step < trainer.num_steps:
+                t0 = time.perf_counter()
+                try:
+                    step, loss, lr = trainer.train_step()  # forward, backward, update
+                except ArenaMismatchError:  # Values of two arenas: a misuse, not a divergence
+                    raise
+                except MATH_ERRORS as e:  # raised before Adam's update: the weights are the last step's
+                    raise diverged(trainer.step + 1, str(e) or type(e).__name__,
+                                   snapshot(trainer) if keep_last else None) from None
+                if not math.isfinite(loss):
+                    raise diverged(step, f"the loss is {loss}")
+                progress(step, loss, lr, time.perf_counter() - t0)  # log
+
+                if val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
+                    try:
+                        val_loss = trainer.validation_loss(val_docs)  # evaluate
+                    except MATH_ERRORS as e:  # (the step just ran: these are the weights' own numbers)
+                        raise diverged(step, f"the validation loss: {str(e) or type(e).__name__}",
+                                       snapshot(trainer) if keep_last else None) from None
+                    if not math.isfinite(val_loss):
+                        raise diverged(step, f"the validation loss is {val_loss}")
+                    progress.validation(step, val_loss)
+
+                if out_dir and save_every and step % save_every == 0 and step < trainer.num_steps:
+                    if run.save(out_dir) is None:  # save
+                        raise diverged(step, NOT_FINITE)
+                if keep_last and step % SNAPSHOT_EVERY == 0:
+                    copy = snapshot(trainer)  # or keep a copy in memory
+                    if copy is None:
+                        raise diverged(step, NOT_FINITE)
+                    last_finite = copy
+                if stop.requested is not None:  # a signal came during the step: stop between two
+                    break
+
+            if out_dir is None:
+                return None
+            # saved under the handlers: a signal now is only counted, and the save finishes;
+            # the generator as training left it, so sampling repeats what follows
+            where = run.save(out_dir)
+            if where is None:
+                raise diverged(trainer.step, NOT_FINITE)
+            if stop.requested is not None:
+                raise Stopped(stop.requested, trainer.step, where, stop.ignored)
+            return where
+    except (OutputError, OSError) as e:
+        # the log or stdout failed between two steps: keep the run's progress
+        error = e if isinstance(e, OutputError) else OutputError(f"cannot write output: {e.strerror or e}")
+        if out_dir is not None:
+            error.saved = run.save(out_dir)  # (None when not finite)
+        raise error from None

@@ -262,6 +262,16 @@ def test_refusals(tiny_run, tmp_path):
     refused(["-o", run, "--bench", tmp_path / "bench.json", "--out", out], "microgpt bench --json", out=out)
 
 
+def test_a_bench_time_beyond_a_float_is_refused_in_one_line(tiny_run, tmp_path):
+    phases = {f"{phase}_ms": 1.0 for phase in ("forward", "backward", "optimizer")}
+    result = {"engine": "pure", "ms_per_step": {"median": 3.0}, **phases, "backward_ms": 10 ** 400}
+    report = {"configs": [{"n_layer": 1, "n_embd": 8, "block_size": 8, "n_head": 2, "results": [result]}]}
+    (tmp_path / "bench.json").write_text(json.dumps(report))
+    out = tmp_path / "page.html"
+    refused(["-o", tiny_run / "run", "--bench", tmp_path / "bench.json", "--out", out], "microgpt bench --json",
+            out=out)
+
+
 def test_a_failed_write_keeps_the_earlier_page(tiny_run, tmp_path, monkeypatch):
     out = tmp_path / "page.html"
     out.write_text("the earlier page")

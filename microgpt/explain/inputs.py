@@ -1,11 +1,11 @@
 """What `microgpt explain` reads besides the run: the training log and a benchmark report,
 each checked, with one line saying what is wrong (a DataError)."""
 import json
-import math
 
 from ..data import read_bytes
 from ..errors import DataError
-from ..plot import _is_number, _loss, _step
+from ..jsonfields import finite, is_number
+from ..plot import _loss, _step
 
 
 def read_json_lines(path, what):
@@ -34,18 +34,18 @@ def read_log(path, ckpt):
         except (json.JSONDecodeError, RecursionError, ValueError):
             raise DataError(f"--log {path} line {lineno} is not JSON: expected a log written by "
                             f"'microgpt train --log'") from None
-        if not isinstance(record, dict) or not _is_number(record.get("step")):
+        if not isinstance(record, dict) or not is_number(record.get("step")):
             continue  # the samples line
         step = _step(path, lineno, record["step"])
         if step > ckpt.num_steps:
             raise DataError(f"--log {path} is not this run's: it logs step {step}, and the run has "
                             f"{ckpt.num_steps} steps")
-        if _is_number(record.get("val_loss")):
+        if is_number(record.get("val_loss")):
             if not ckpt.val_fraction:
                 raise DataError(f"--log {path} is not this run's: it has a validation loss (line {lineno}), "
                                 f"and the run holds out no documents")
             val[step] = _loss(path, lineno, "val_loss", record["val_loss"])
-        if _is_number(record.get("loss")):
+        if is_number(record.get("loss")):
             lr = record.get("lr")
             expected = ckpt.learning_rate * (1 - (step - 1) / ckpt.num_steps)
             if lr != expected:
@@ -78,9 +78,9 @@ def read_bench(path, config):
                 break
         engines = []
         for r in chosen["results"]:
-            ms = {phase: float(r[f"{phase}_ms"]) for phase in BENCH_PHASES}
-            if not all(math.isfinite(x) and x >= 0 for x in ms.values()):
-                raise ValueError("a time is not a number")
+            ms = {phase: finite(r[f"{phase}_ms"]) for phase in BENCH_PHASES}
+            if not all(x is not None and x >= 0 for x in ms.values()):
+                raise ValueError("a time is not a finite number")
             engines.append({"engine": str(r["engine"]), "step_ms": float(r["ms_per_step"]["median"]),
                             "ms": ms})
         if not engines:

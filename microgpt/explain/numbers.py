@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from .. import _pure
 from ..model import document_loss, gpt, init_state_dict, softmax
 from ..state import restore_weights
-from ..train import make_sampler, sample
+from ..sampling import make_sampler, sample
 
 
 def label(ch):

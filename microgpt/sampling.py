@@ -1,0 +1,60 @@
+"""Sampling, as the reference does it: from BOS, each next token drawn from the
+softmax of the logits divided by the temperature, until BOS or the end of the
+block. The probabilities come from the engine's Sampler (replay records one),
+else from the model code (model.ModelSampler).
+"""
+import math
+import random
+
+from .errors import DataError
+from .model import ModelSampler
+
+
+def top_k_weights(weights, k):
+    """Keep the k largest weights (ties: the lower token id first), zero the rest."""
+    if k >= len(weights):
+        return weights
+    kept = set(sorted(range(len(weights)), key=lambda i: -weights[i])[:k])
+    return [w if i in kept else 0.0 for i, w in enumerate(weights)]
+
+
+def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix="", sampler=None):
+    """Draw one document from the model with the global generator; returns its text.
+
+    prefix: characters fed after BOS before sampling starts; the returned text
+    begins with it. top_k: sample among the k most likely tokens only. With the
+    defaults this is exactly the reference's sampler. sampler: where the
+    probabilities come from (made once for many samples, it keeps what it can,
+    such as a replay's recording); by default the engine's, else the model code.
+    """
+    if sampler is None:
+        sampler = make_sampler(engine, sd, config)
+    token_id = tokenizer.bos
+    forced = tokenizer.encode(prefix)
+    chars = list(prefix)
+    with engine.graph():
+        step = sampler.document(temperature)
+        for pos_id in range(config.block_size):
+            try:
+                weights = step(token_id, pos_id, want=pos_id >= len(forced))
+            except ArithmeticError as e:  # a weight so large that the forward overflows
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id}: {e})") from None
+            if weights is not None and not all(map(math.isfinite, weights)):
+                raise DataError(f"cannot sample: the model's weights are too large to compute with "
+                                f"(at position {pos_id} the next token's probabilities are not finite)")
+            if pos_id < len(forced):  # still reading the prefix: its next character is given
+                token_id = forced[pos_id]
+                continue
+            if top_k is not None:
+                weights = top_k_weights(weights, top_k)
+            token_id = random.choices(range(tokenizer.vocab_size), weights=weights)[0]
+            if token_id == tokenizer.bos:
+                break
+            chars.append(tokenizer.chars[token_id])
+    return "".join(chars)
+
+
+def make_sampler(engine, sd, config):
+    """The engine's sampler (replay records one), else the model code's."""
+    return getattr(engine, "Sampler", ModelSampler)(sd, config)
