@@ -36,9 +36,9 @@
 #include "ops.h"
 
 #if defined(__GNUC__)
-#define LIKELY(x) __builtin_expect(!!(x), 1)  /* a hint for the register allocator's hot path */
+#define ARENA_LIKELY(x) __builtin_expect(!!(x), 1)  /* a hint for the register allocator's hot path */
 #else
-#define LIKELY(x) (x)
+#define ARENA_LIKELY(x) (x)
 #endif
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */

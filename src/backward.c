@@ -24,7 +24,7 @@ int64_t arena_topo(arena_t *a, node_t root) {
         while (e < end) {
             node_t c = child[e++];
             assert(c >= 0 && c < v);  /* children come before their parent */
-            if (LIKELY(visit[c] == stamp)) continue;  /* about half the edges */
+            if (ARENA_LIKELY(visit[c] == stamp)) continue;  /* about half the edges */
             visit[c] = stamp;
             int64_t c_start = start[c], c_end = start[c + 1];
             if (c_start == c_end) {  /* a leaf: its push and pop would put it right here */
