@@ -25,7 +25,16 @@ except EngineError as _error:
             raise EngineError(f"microgpt.{name}: {_engine_error}")
         raise AttributeError(f"module 'microgpt' has no attribute {name!r}")
 else:
-    Value, graph, Adam = _drop_in.Value, _drop_in.graph, _drop_in.Adam
+    if _drop_in.name == "torch":  # it trains tensors: it has no scalar Value to drop in
+        _engine_error = EngineError("the torch engine has no scalar Value; the drop-in names come from "
+                                    "pure, compiled or replay")
+
+        def __getattr__(name):
+            if name in _DROP_IN:
+                raise EngineError(f"microgpt.{name}: {_engine_error}")
+            raise AttributeError(f"module 'microgpt' has no attribute {name!r}")
+    else:
+        Value, graph, Adam = _drop_in.Value, _drop_in.graph, _drop_in.Adam
 
 __all__ = ["Value", "graph", "Adam", "get_engine", "available_engines", "__version__",
            "StaleValueError", "ArenaMismatchError", "EngineError", "DataError", "CheckpointError", "UsageError",

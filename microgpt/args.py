@@ -91,8 +91,9 @@ def add_train(sub):
     t.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
     t.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
                    help=f"names to sample after training (at most {MAX_SAMPLES:,})")
-    t.add_argument("--log", metavar="FILE", help="write one JSON object per step (JSON Lines; "
-                   "appended to when resuming)")
+    t.add_argument("--log", "--log-file", dest="log", metavar="FILE", help="write one JSON object per step "
+                   "(JSON Lines; appended to when resuming); --log-file is the same flag under torchrun, "
+                   "whose parser takes --log for its --log-dir")
     t.add_argument("-o", "--out-dir", metavar="DIR", help="write the checkpoint DIR/checkpoint.json at the "
                    "end, every --save-every steps, and on Ctrl-C or SIGTERM (then exit 130)")
     t.add_argument("--save-every", type=positive_int, metavar="N",
@@ -105,6 +106,7 @@ def add_train(sub):
     t.add_argument("--eval-every", type=positive_int, metavar="N",
                    help="also report the validation loss every N steps (needs --val-fraction)")
     t.set_defaults(given=frozenset())
+    add_torch_args(t, train=True)
 
 
 def add_bench(sub):
@@ -141,12 +143,16 @@ def add_bench(sub):
     b.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
+def add_run_dir_arg(p):
+    p.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+
+
 def add_sample(sub):
     s = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=HelpFormatter,
                        description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
                        "Without --seed the checkpoint's random generator continues, so sampling a "
                        "finished run prints the samples 'train' printed.")
-    s.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    add_run_dir_arg(s)
     s.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
                    help=f"how many samples (at most {MAX_SAMPLES:,})")
     s.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
@@ -154,6 +160,7 @@ def add_sample(sub):
     s.add_argument("--prompt", metavar="PREFIX", default="", help="start every sample with PREFIX")
     s.add_argument("--seed", type=integer, help="reseed the generator (default: continue the checkpoint's)")
     add_engine_arg(s)
+    add_torch_args(s)
 
 
 def add_plot(sub):
@@ -173,7 +180,7 @@ def add_explain(sub):
                        "a name position by position with the next characters' probabilities, every head's "
                        "attention, the embeddings, and the nodes one training step builds. The figures come "
                        "from the model code run on the pure engine.")
-    e.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    add_run_dir_arg(e)
     e.add_argument("--log", metavar="FILE", help="the run's 'train --log' file, for the loss curve")
     e.add_argument("--prompt", metavar="NAME", help="the name to follow position by position "
                    "(default: the first sampled name)")
@@ -183,11 +190,43 @@ def add_explain(sub):
     e.add_argument("--out", metavar="FILE", help="the page to write (default: DIR/explain.html)")
 
 
+TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")
+TORCH_DTYPES = ("float64", "float32", "bfloat16")
+
+
+def add_torch_args(p, train=False):
+    """The torch engine's flags (--engine torch; refused with another engine)."""
+    g = p.add_argument_group("the torch engine (--engine torch; pip install 'microgpt-arena[torch]')")
+    g.add_argument("--device", choices=TORCH_DEVICES, help="where to run: auto is CUDA when present, else the CPU")
+    g.add_argument("--dtype", choices=TORCH_DTYPES, help="float64 (the default on the CPU), float32 (the "
+                   "default on a GPU), or bfloat16 (autocast over float32 weights)")
+    g.add_argument("--threads", type=positive_int, metavar="N", help="torch's threads on the CPU (default 1: "
+                   "a step of this small model is many small operations)")
+    if train:
+        g.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, action=Given, metavar="B",
+                       help="documents a step, the next B in order, padded and masked; the loss is the mean "
+                       "of theirs (1 is the reference; the scalar engines train 1)")
+        g.add_argument("--nproc-per-node", type=positive_int, default=1, metavar="N",
+                       help="train in N processes with DistributedDataParallel (gloo on the CPU, NCCL on "
+                       "CUDA), each on its share of the batch (--batch-size must divide evenly)")
+
+
+def add_export(sub):
+    e = sub.add_parser("export", help="write a run's weights as safetensors", formatter_class=HelpFormatter,
+                       description="Write the weights of the run in DIR as named tensors (the state dict's "
+                       "names and shapes) to a safetensors file, the model's config in its metadata. Needs "
+                       "the torch extra (pip install 'microgpt-arena[torch]').")
+    add_run_dir_arg(e)
+    e.add_argument("--out", metavar="FILE", required=True, help="the .safetensors file to write")
+    e.add_argument("--dtype", choices=TORCH_DTYPES, default="float64",
+                   help="the tensors' dtype (float64 holds the checkpoint's weights exactly)")
+
+
 def build_parser():
     parser = Parser(prog="microgpt", description="Train a tiny GPT on scalar autograd Values.",
                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for add in (add_train, add_bench, add_sample, add_plot, add_explain):
+    for add in (add_train, add_bench, add_sample, add_plot, add_explain, add_export):
         add(sub)
     return parser

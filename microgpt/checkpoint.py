@@ -45,20 +45,24 @@ class Checkpoint:
     rng_state: tuple     # random.getstate()
     data_path: str
     data_sha256: str
+    batch_size: int = 1  # documents a step (the torch engine's batches); written only when not 1
 
 
 # --- to and from JSON ---------------------------------------------------------
 
 def to_dict(ckpt):
     version, state, gauss_next = ckpt.rng_state
+    training = {"step": ckpt.step, "num_steps": ckpt.num_steps, "learning_rate": ckpt.learning_rate,
+                "seed": ckpt.seed, "val_fraction": ckpt.val_fraction}
+    if ckpt.batch_size != 1:
+        training["batch_size"] = ckpt.batch_size
     return {
         "format": FORMAT,
         "version": VERSION,
         "written_by": f"microgpt {__version__}",
         "config": ckpt.config.as_dict(),
         "vocab": list(ckpt.chars),
-        "training": {"step": ckpt.step, "num_steps": ckpt.num_steps, "learning_rate": ckpt.learning_rate,
-                     "seed": ckpt.seed, "val_fraction": ckpt.val_fraction},
+        "training": training,
         "data": {"path": ckpt.data_path, "sha256": ckpt.data_sha256},
         "rng_state": [version, list(state), gauss_next],
         "weights": ckpt.weights,
@@ -194,6 +198,9 @@ def from_dict(obj, path="checkpoint"):
     val_fraction = field(tr, "val_fraction", float, "training.")
     if not 0 <= val_fraction < 1:
         raise Invalid(f"training.val_fraction should be at least 0 and below 1, got {val_fraction}")
+    batch_size = field(tr, "batch_size", int, "training.") if "batch_size" in tr else 1
+    if batch_size < 1:
+        raise Invalid(f"training.batch_size should be positive, got {batch_size}")
 
     data = field(obj, "data", dict)
     data_path, data_sha256 = field(data, "path", str, "data."), field(data, "sha256", str, "data.")
@@ -218,4 +225,4 @@ def from_dict(obj, path="checkpoint"):
     return Checkpoint(config=config, chars=chars, weights=weights, adam_m=adam_m, adam_v=adam_v,
                       step=step, num_steps=num_steps, learning_rate=learning_rate, seed=seed,
                       val_fraction=val_fraction, rng_state=rng_state, data_path=data_path,
-                      data_sha256=data_sha256)
+                      data_sha256=data_sha256, batch_size=batch_size)

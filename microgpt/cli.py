@@ -1,6 +1,7 @@
 """The command line: each cmd_* function checks its flags, calls the library and prints.
 
-(~350 lines: five commands and the wording of every library error in flag terms.)
+(~450 lines: six commands, the torch engine's options and processes, and the
+wording of every library error in flag terms.)
 
 Errors become one line, ``microgpt: error: ...``, exit status 2 (1 for a failed
 benchmark); the library's messages are worded here with the flags that set
@@ -12,8 +13,9 @@ import os
 import random
 import stat
 import sys
+from contextlib import redirect_stdout
 
-from . import bench, rundir
+from . import bench, distributed, rundir
 from . import engine as engines
 from .args import build_parser, flag
 from .data import Tokenizer, names_path
@@ -36,6 +38,24 @@ def resolve_engine(name):
     if engines.requested(name) == "auto" and eng.name == "pure":
         print("microgpt: note: the compiled engine is not built in this installation; "
               "running the pure engine (same results, much slower)", file=sys.stderr)
+    return eng
+
+
+TORCH_OPTIONS = ("device", "dtype", "threads")
+
+
+def engine_for(args):
+    """The engine --engine names, the torch engine with its options (--device, --dtype,
+    --threads); those options with another engine are refused."""
+    eng = resolve_engine(args.engine)
+    options = {name: getattr(args, name, None) for name in TORCH_OPTIONS}
+    if eng.name == "torch":
+        return type(eng)(**options)
+    given = [name for name, value in options.items() if value is not None]
+    if given or getattr(args, "nproc_per_node", 1) > 1:
+        flag_name = given[0] if given else "nproc_per_node"
+        raise UsageError(f"{flag(flag_name)} is an option of the torch engine (--engine torch); "
+                         f"this run's engine is {eng.name}")
     return eng
 
 
@@ -88,7 +108,8 @@ def check_log_path(args, ckpt, out_dir):
 def settings_from(args):
     return RunSettings(input=args.input, seed=args.seed, n_layer=args.n_layer, n_embd=args.n_embd,
                        block_size=args.block_size, n_head=args.n_head, steps=args.steps,
-                       learning_rate=args.learning_rate, val_fraction=args.val_fraction)
+                       learning_rate=args.learning_rate, val_fraction=args.val_fraction,
+                       batch_size=args.batch_size)
 
 
 def cmd_train(args):
@@ -102,8 +123,62 @@ def cmd_train(args):
     check_sizes(args)
     if args.steps > MAX_STEPS:
         raise UsageError(f"--steps {args.steps} is above the limit of {MAX_STEPS}")
-    eng = resolve_engine(args.engine)
+    eng = engine_for(args)
+    if args.nproc_per_node > 1:
+        return launch_processes(args)
+    if distributed.world_size_from_env() > 1:
+        return train_in_process_group(args, eng)
+    return train_run(args, eng)
 
+
+def launch_processes(args):
+    """--nproc-per-node N: this command again in N processes (torch's launcher)."""
+    batch_size = args.batch_size
+    if args.resume and "batch_size" not in args.given:
+        batch_size = rundir.load(args.resume).batch_size
+    if batch_size % args.nproc_per_node:
+        raise UsageError(f"--batch-size {batch_size} does not divide evenly among --nproc-per-node "
+                         f"{args.nproc_per_node} processes")
+    if distributed.world_size_from_env() > 1:
+        raise UsageError("--nproc-per-node: this process was itself started by torchrun; give the "
+                         "processes to torchrun only")
+    return distributed.launch(args.nproc_per_node, distributed.without_flag(args.argv, "--nproc-per-node"))
+
+
+def train_in_process_group(args, eng):
+    """One of several processes (started by torchrun or --nproc-per-node): rank 0 prints,
+    logs, samples and saves; the others train in silence."""
+    if eng.name != "torch":
+        raise UsageError(f"this process was started by torchrun (WORLD_SIZE {distributed.world_size_from_env()}): "
+                         f"training in several processes needs --engine torch")
+    distributed.setup(eng)
+    try:
+        if eng.rank == 0:
+            return train_run(args, eng)
+        return train_in_silence(args, eng)
+    finally:
+        distributed.teardown()
+
+
+def train_in_silence(args, eng):
+    """A process other than rank 0: no output, log, samples or checkpoint. A stop signal
+    is only noted: rank 0 stops the run and saves it, and this process ends when the group
+    breaks (quietly after a signal, else with one line)."""
+    import torch.distributed as dist
+    args.log, args.num_samples = None, 0
+    with StopSignals(linger=True) as stop, open(os.devnull, "w", encoding="utf-8") as quiet:
+        try:
+            with redirect_stdout(quiet):
+                return train_run(args, eng, saves=False)
+        except (RuntimeError, dist.DistError) as e:
+            if stop.requested is not None:
+                return 130
+            print(f"microgpt: error: process {eng.rank}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+            return 1
+
+
+def train_run(args, eng, saves=True):
+    out_dir = (args.out_dir or args.resume) if saves else None
     ckpt = None
     if args.resume:
         ckpt = rundir.load(args.resume)
@@ -150,9 +225,10 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
             return 1
         print("\n--- inference (new, hallucinated names) ---")
         samples = []
-        sampler = make_sampler(eng, run.sd, run.config)  # one for every sample (replay: one recording)
+        sd = run.trainer.sd  # the trained weights (the torch engine brings its Weights up to date here)
+        sampler = make_sampler(eng, sd, run.config)  # one for every sample (replay: one recording)
         for i in range(args.num_samples):
-            samples.append(sample(eng, run.sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
+            samples.append(sample(eng, sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
             print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)
         progress.record({"samples": samples})
         if where is not None:
@@ -187,7 +263,9 @@ def diverged_line(e, args):
 
 def print_run_summary(run, args):
     trainer = run.trainer
-    print(f"engine: {run.engine.name}")
+    print(f"engine: {getattr(run.engine, 'label', run.engine.name)}")
+    if getattr(trainer, "batch_size", 1) != 1:
+        print(f"batch size: {trainer.batch_size} documents a step")
     print(f"num docs: {len(run.docs)}")
     print(f"vocab size: {run.tokenizer.vocab_size}")
     print(f"num params: {len(parameters(run.sd))}")
@@ -202,7 +280,7 @@ def print_run_summary(run, args):
 
 
 def cmd_sample(args):
-    eng = resolve_engine(args.engine)
+    eng = engine_for(args)
     ckpt = rundir.load(args.out_dir)
     config, tokenizer = ckpt.config, Tokenizer(ckpt.chars)
     prompt = args.prompt
@@ -232,6 +310,8 @@ def bench_engines(text):
     available = engines.available_engines()
     if text is None:
         return available
+    if engines.torch_available():
+        available = available + ["torch"]  # (never by default: it is not exact)
     names = list(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     if not names:
         raise UsageError("--engines needs at least one engine name")
@@ -239,6 +319,8 @@ def bench_engines(text):
         if name not in engines.CHOICES or name == "auto":
             raise UsageError(f"--engines: unknown engine {name!r}: choose from "
                              f"{', '.join(c for c in engines.CHOICES if c != 'auto')}")
+        if name == "torch" and name not in available:
+            raise UsageError(f"--engines: the torch engine needs PyTorch: {engines.TORCH_INSTALL}")
         if name not in available:
             raise UsageError(f"--engines: the {name} engine is not built in this installation "
                              f"(available: {', '.join(available)})")
@@ -282,6 +364,23 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_export(args):
+    try:
+        engines.import_torch_engine("microgpt export")
+    except engines.EngineError as e:
+        raise UsageError(str(e)) from None
+    from .export import export_safetensors
+    if "\0" in args.out:
+        raise UsageError("--out: a path cannot hold a NUL character")
+    ckpt = rundir.load(args.out_dir)
+    if os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a directory; give the file to write")
+    count = export_safetensors(ckpt, args.out, args.dtype)
+    print(f"wrote {args.out}: {count} tensors ({args.dtype}) of {rundir.checkpoint_path(args.out_dir)}, "
+          f"step {ckpt.step}")
+    return 0
+
+
 def cmd_plot(args):
     from .plot import plot_log
     if "\0" in args.out:
@@ -305,7 +404,7 @@ def cmd_explain(args):
 
 
 COMMANDS = {"train": cmd_train, "bench": cmd_bench, "sample": cmd_sample, "plot": cmd_plot,
-            "explain": cmd_explain}
+            "explain": cmd_explain, "export": cmd_export}
 
 
 def worded(error):
@@ -329,6 +428,7 @@ def main(argv=None):
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # (--nproc-per-node starts it again)
         status = COMMANDS[args.command](args)
         sys.stdout.flush()
         return status

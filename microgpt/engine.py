@@ -1,7 +1,7 @@
 """The one place that picks an engine.
 
-An engine is a module with the same small interface:
-    name        "pure", "compiled" or "replay"
+An engine is a module (or an object) with the same small interface:
+    name        "pure", "compiled", "replay" or "torch"
     Value       the scalar autograd node (``_pure.Value`` is its specification)
     graph()     a context manager scoping one graph; the compiled engine
                 releases the nodes created inside it on exit
@@ -11,6 +11,12 @@ The replay engine is the compiled one plus a recorded training step replayed
 in C; it also exports DocumentLoss, which the trainer uses in place of the
 model code (replay.py).
 
+The torch engine (torch_engine.py, the optional extra ``[torch]``) is an
+object holding its device and dtype; it brings its own Sampler, and trains
+batches of documents (run.py gives it torch_train.TorchTrainer). It is not exact, so
+``available_engines()`` (the exact ones, tested with ==) leaves it out and
+"auto" never picks it.
+
 Choice: an explicit name > $MICROGPT_ENGINE > "auto" (replay when the
 extension is built, else pure).
 """
@@ -18,7 +24,8 @@ import os
 
 from .errors import EngineError
 
-CHOICES = ("auto", "pure", "compiled", "replay")
+CHOICES = ("auto", "pure", "compiled", "replay", "torch")
+TORCH_INSTALL = "pip install 'microgpt-arena[torch]' (PyTorch and safetensors)"
 ENV_VAR = "MICROGPT_ENGINE"
 
 
@@ -46,6 +53,8 @@ def get_engine(name=None):
     name = requested(name)
     if name not in CHOICES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(CHOICES)}")
+    if name == "torch":
+        return import_torch_engine().TorchEngine()
     if name == "pure":
         from . import _pure
         return _pure
@@ -65,3 +74,21 @@ def get_engine(name=None):
 def available_engines():
     """Names of the engines that can run here, pure first."""
     return ["pure"] + (["compiled", "replay"] if compiled_available() else [])
+
+
+def import_torch_engine(what="the torch engine"):
+    """The torch_engine module; EngineError (one line: how to install) without PyTorch."""
+    try:
+        from . import torch_engine
+    except ImportError as e:
+        raise EngineError(f"{what} needs PyTorch, which is not installed here ({e.name or e}): "
+                          f"{TORCH_INSTALL}") from None
+    return torch_engine
+
+
+def torch_available():
+    try:
+        import_torch_engine()
+    except EngineError:
+        return False
+    return True

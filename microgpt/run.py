@@ -34,6 +34,7 @@ class RunSettings:
     steps: int = 1000          # the learning rate decays linearly to 0 at the last step
     learning_rate: float = 0.01
     val_fraction: float = 0.0  # the last documents after the shuffle are held out
+    batch_size: int = 1        # documents a step (the torch engine; the reference trains one)
 
 
 # settings that define a run: a resumed run takes them from its checkpoint
@@ -45,6 +46,7 @@ RUN_SETTINGS = {
     "n_head": lambda c: c.config.n_head,
     "learning_rate": lambda c: c.learning_rate,
     "val_fraction": lambda c: c.val_fraction,
+    "batch_size": lambda c: c.batch_size,
 }
 
 
@@ -143,8 +145,21 @@ def build_run(engine, settings, resume=None):
     sd = init_state_dict(engine.Value, config)
     if resume is not None:
         restore_weights(resume, sd)
-    trainer = Trainer(engine, sd, config, train_docs, tokenizer, settings.steps, settings.learning_rate)
+    trainer = make_trainer(engine, sd, config, train_docs, tokenizer, settings)
     if resume is not None:
         restore_optimizer(resume, trainer)
         random.setstate(resume.rng_state)  # where the interrupted run's generator stood
     return Run(engine, settings, docs, val_docs, tokenizer, config, sd, trainer, data_path, data_sha256, resume)
+
+
+def make_trainer(engine, sd, config, docs, tokenizer, settings):
+    """torch_train.TorchTrainer for an engine that trains batches (torch), else train.Trainer,
+    one document a step."""
+    if getattr(engine, "trains_batches", False):
+        from .torch_train import TorchTrainer
+        return TorchTrainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate,
+                            batch_size=settings.batch_size)
+    if settings.batch_size != 1:
+        raise SettingError(f"{{batch_size}} {settings.batch_size}: the {engine.name} engine trains one document "
+                           f"a step, as the reference; batches need the torch engine")
+    return Trainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate)

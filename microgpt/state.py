@@ -37,6 +37,7 @@ def capture(trainer, *, seed, val_fraction, data_path, data_sha256):
         rng_state=random.getstate(),
         data_path=data_path,
         data_sha256=data_sha256,
+        batch_size=getattr(trainer, "batch_size", 1),
     )
 
 
@@ -77,7 +78,8 @@ def checkpoint_of(snap, trainer, *, seed, val_fraction, data_path, data_sha256):
                       weights=_shaped(snap.weights, sd), adam_m=_shaped(snap.m, sd),
                       adam_v=_shaped(snap.v, sd), step=snap.step, num_steps=trainer.num_steps,
                       learning_rate=trainer.learning_rate, seed=seed, val_fraction=val_fraction,
-                      rng_state=snap.rng_state, data_path=data_path, data_sha256=data_sha256)
+                      rng_state=snap.rng_state, data_path=data_path, data_sha256=data_sha256,
+                      batch_size=getattr(trainer, "batch_size", 1))
 
 
 def _check_shapes(what, rows_by_name, sd):

@@ -179,7 +179,7 @@ def test_console_script_help_lists_every_command():
     assert proc.stdout.startswith("usage: microgpt [-h] COMMAND ...")
     # each command on a line of its own, with its one-line description
     listed = re.findall(r"^    (\w+)\s+(\S.*)$", proc.stdout, re.M)
-    assert [name for name, _ in listed] == ["train", "bench", "sample", "plot", "explain"]
+    assert [name for name, _ in listed] == ["train", "bench", "sample", "plot", "explain", "export"]
     assert all(len(text) > 10 for _, text in listed)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import SMALL_DOCS, TINY, edit_checkpoint, refused, run_main, write_docs
+from support import PACKAGE_PARENT, SMALL_DOCS, TINY, child_env, edit_checkpoint, refused, run_main, write_docs
 
 from microgpt import available_engines, data, get_engine, rundir
 from microgpt.errors import ArenaMismatchError, NamesDataError, StaleValueError
@@ -56,7 +56,10 @@ print("ok")
 @needs_compiled
 def test_custom_node_over_a_list_that_grows_while_read_does_not_crash():
     # in a child process: before the fix this was a segmentation fault
-    done = subprocess.run([sys.executable, "-c", GROWS_WHILE_READ], capture_output=True, text=True, timeout=60)
+    # (run where the package under test is imported from: a source checkout in the working
+    # directory would shadow an installed build)
+    done = subprocess.run([sys.executable, "-c", GROWS_WHILE_READ], capture_output=True, text=True, timeout=60,
+                          cwd=PACKAGE_PARENT, env=child_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 

@@ -8,7 +8,7 @@ import pathlib
 import re
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "microgpt"
-ENGINES = ("engine", "_pure", "_engine", "replay")  # engine.py and what it picks among
+ENGINES = ("engine", "_pure", "_engine", "replay", "torch_engine")  # engine.py and what it picks among
 ABOVE_ENGINES = ("train", "run", "cli")
 
 

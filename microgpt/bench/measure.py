@@ -161,6 +161,11 @@ def measure(spec):
             phases.append(seconds)
     peak_rss, rss_growth = rss.stop()
 
+    if getattr(eng, "trains_batches", False):  # the torch engine: tensors, no graph of nodes to count
+        return {"engine": eng.name, "params": len(parameters(sd)), "phases": phases, "nodes_per_step": None,
+                "bytes_per_node": None, "bytes_per_node_with_backward": None,
+                "peak_rss_bytes": peak_rss, "rss_growth_bytes": rss_growth, "losses": losses}
+
     # untimed passes over the timed steps' documents: nodes per step, bytes per node
     timed_tokens = [trainer.tokens_at(s) for s in range(spec["warmup"], total)]
     positions = [min(config.block_size, len(tokens) - 1) for tokens in timed_tokens]

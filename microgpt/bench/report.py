@@ -40,6 +40,10 @@ def _ms(x):
     return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
+def _count(x):
+    return "-" if x is None else f"{x:.0f}"
+
+
 LEFT_ALIGNED = ("engine", "losses")
 
 
@@ -73,11 +77,13 @@ def print_report(report):
         for r in c["results"]:
             t = r["ms_per_step"]
             agree = "-" if c["agree"] is None else ("== all" if c["agree"] else "DIFFER")
+            if "max_rel_diff" in r:  # an engine that is not exact: how far from the exact ones
+                agree = f"max rel {r['max_rel_diff']:.1e} vs {r['diff_against']}"
             row = [r["engine"], _ms(t["median"]), f"{_ms(t['min'])}-{_ms(t['max'])}",
                    "-" if r["speedup"] is None else f"{r['speedup']:.1f}x",
                    _ms(r["forward_ms"]), _ms(r["backward_ms"]), _ms(r["optimizer_ms"]),
-                   f"{r['nodes_per_step']:.0f}", f"{r['bytes_per_node']:.0f}",
-                   f"{r['bytes_per_node_with_backward']:.0f}",
+                   _count(r["nodes_per_step"]), _count(r["bytes_per_node"]),
+                   _count(r["bytes_per_node_with_backward"]),
                    _mib(r["peak_rss_bytes"]), _mib(r["rss_growth_bytes"]), agree]
             rows.append(([c["n_layer"], c["n_embd"], c["block_size"]] if sweep else []) + row)
     print()
@@ -92,9 +98,13 @@ def print_report(report):
     print("peak RSS: VmHWM while stepping (the worker process's; ru_maxrss where VmHWM cannot be reset); "
           "RSS growth: that peak minus the RSS before the first step.")
     for c in report["configs"]:
+        where = f" at {config_label(c)}" if sweep else ""
+        for r in c["results"]:
+            if "max_rel_diff" in r:
+                print(f"losses{where}: {r['engine']} within {r['max_rel_diff']:.1e} (relative) of "
+                      f"{r['diff_against']}'s (the torch engine is not exact; it has no graph of nodes to count)")
         if c["agree"] is None:
             continue
-        where = f" at {config_label(c)}" if sweep else ""
         n = report["steps"] + report["warmup"]
         if c["agree"]:
             print(f"losses{where}: identical (==) on all {n} steps across {', '.join(report['engines'])}")
