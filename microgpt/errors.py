@@ -7,6 +7,20 @@ to do next where an error calls for it.
 """
 import re
 
+SHOWN_CHARS = 24  # a value longer than this is described in an error line, not repeated
+
+
+def shown(text, quote=False):
+    """A value (a flag's text, a number read from a file) as an error line gives it:
+    as it is if short (quote: as repr), else its size."""
+    text = str(text)
+    if len(text) <= SHOWN_CHARS:
+        return repr(text) if quote else text
+    digits = text.strip().lstrip("+-").replace("_", "")
+    if digits.isdigit():
+        return f"a number of {len(digits)} digits"
+    return f"{text[:SHOWN_CHARS]!r}... ({len(text)} characters)"
+
 
 class StaleValueError(RuntimeError):
     """A Value whose graph was released (its node no longer exists)."""

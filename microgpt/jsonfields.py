@@ -9,6 +9,8 @@ Invalid, whose message names it (``where`` + key, as ``training.step``).
 import math
 import random
 
+from .errors import shown
+
 
 class Invalid(Exception):
     """A field of a parsed JSON object that cannot be used; the message says which and why."""
@@ -39,7 +41,7 @@ def field(obj, key, kind, where=""):
     if kind is float:
         if is_number(value):
             if finite(value) is None:
-                raise Invalid(f"{where}{key} should be a finite number, got {short(value)}")
+                raise Invalid(f"{where}{key} should be a finite number, got {shown(value)}")
             return finite(value)
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -90,9 +92,3 @@ def generator_state(rng, where="rng_state"):
     except (TypeError, ValueError, OverflowError):
         raise bad from None
     return state
-
-
-def short(value):
-    """A value as an error line shows it: its repr, or its length when that is long."""
-    text = repr(value)
-    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"

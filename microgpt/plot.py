@@ -6,8 +6,8 @@ import os
 import stat
 
 from .data import read_bytes, write_atomic
-from .errors import DataError
-from .jsonfields import finite, is_number, short
+from .errors import DataError, shown
+from .jsonfields import finite, is_number
 from .limits import MAX_STEPS as MAX_STEP  # a logged step is one a run can count to
 
 MAX_LOSS = 1e300  # beyond it, the axes' arithmetic (a range, its ticks) can overflow a float
@@ -20,7 +20,7 @@ def _step(path, lineno, value):
             raise DataError(f"{path} line {lineno}: step {value!r} is not a whole number")
         value = int(value)
     if not 0 <= value <= MAX_STEP:
-        raise DataError(f"{path} line {lineno}: step {short(value)} is out of range (0 to {MAX_STEP})")
+        raise DataError(f"{path} line {lineno}: step {shown(value)} is out of range (0 to {MAX_STEP})")
     return value
 
 
@@ -28,7 +28,7 @@ def _loss(path, lineno, key, value):
     """A record's loss as a float: finite, at most MAX_LOSS in size, else DataError."""
     x = finite(value)
     if x is None or abs(x) > MAX_LOSS:
-        raise DataError(f"{path} line {lineno}: {key} {short(value)} is not a finite number "
+        raise DataError(f"{path} line {lineno}: {key} {shown(value)} is not a finite number "
                         f"of size at most {MAX_LOSS:g}")
     return x
 
