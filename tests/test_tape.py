@@ -53,7 +53,8 @@ def test_replayed_training_equals_the_model_code(config):
     runner = replay.document_loss
     assert runner.refused is None and runner.tape is not None
     assert runner.model_steps == 0, "every step after a recording was replayed"
-    assert runner.recordings == 1, "one recording serves every document"
+    # 8 positions, then the block (16) for the first longer name: each later document fits
+    assert runner.recordings <= 2 and runner.tape.n_pos == min(16, replay.config.block_size)
 
 
 def test_parameters_that_are_not_one_block_of_nodes():
@@ -133,8 +134,8 @@ def samples_of(name, temperature, n=12, record_after=0, **kwargs):
     for _ in range(15):
         t.train_step()
     sampler = make_sampler(t.engine, t.sd, t.config)
-    if record_after is not None and hasattr(sampler, "record_after"):
-        sampler.record_after = record_after  # (0: record at once)
+    if record_after is not None and hasattr(sampler, "record_after_blocks"):
+        sampler.record_after_blocks = record_after  # (0: record at once)
     random.seed(5)
     return [sample(t.engine, t.sd, t.config, t.tokenizer, temperature, sampler=sampler, **kwargs)
             for _ in range(n)], sampler, t
@@ -157,11 +158,22 @@ def test_a_sampler_records_once_the_model_code_has_sampled_a_few_blocks():
     want, _, _ = samples_of("compiled", 0.5, n=30)
     got, sampler, _ = samples_of("replay", 0.5, n=30, record_after=None)
     assert got == want
-    assert sampler.record_after == 4 * 16
-    assert list(sampler.tapes) == [0.5] and sampler.tapes[0.5][0] is not None
-    assert sampler.before_recording[0.5] >= sampler.record_after
+    tape = sampler.tapes[0.5][0]
+    assert list(sampler.tapes) == [0.5] and tape is not None
+    # four times the recording's length, before it was made (it may have grown since)
+    assert sampler.before_recording[0.5] >= 4 * 8
+    assert sampler.record_after(0.5) == 4 * tape.n_pos
     _, few, _ = samples_of("replay", 0.5, n=2, record_after=None)
     assert few.tapes == {}, "two names never pay for a recording"
+
+
+def test_a_sampled_document_longer_than_the_recording_records_again():
+    # the sampler's first recording holds 8 positions (nothing longer sampled yet);
+    # a 12-character prefix outgrows it: 16 positions, the document's so far computed again
+    want, _, _ = samples_of("compiled", 0.5, n=4, prefix="emmaemmaemma")
+    got, sampler, _ = samples_of("replay", 0.5, n=4, prefix="emmaemmaemma")
+    assert got == want
+    assert sampler.tapes[0.5][0].n_pos == 16 and sampler.model_positions == 0
 
 
 def test_sampling_a_recording_cannot_serve_takes_the_model_code():
@@ -178,7 +190,7 @@ class FailsAt:
     """A tape whose forward fails at one position (as when an operation would raise)."""
 
     def __init__(self, tape, pos):
-        self.tape, self.pos = tape, pos
+        self.tape, self.pos, self.n_pos = tape, pos, tape.n_pos
 
     def forward_from(self, tokens, start):
         return None if start == self.pos else self.tape.forward_from(tokens, start)
@@ -227,9 +239,9 @@ def test_every_length_and_target_gives_the_model_codes_gradients():
     assert replay.document_loss.recordings == 1 and replay.document_loss.model_steps == 0
 
 
-def test_one_recording_of_a_whole_block_serves_every_document():
+def test_one_recording_serves_every_document_it_holds():
     t = trainer("replay", docs=["ab", "abcabc", "a"], block_size=8)
-    t.train_step()  # a short document records the whole block, its tokens repeated
+    t.train_step()  # a short document records 8 positions (MIN_RECORDED), its tokens repeated
     assert t.document_loss.tape.n_pos == 8
     for _ in range(5):
         t.train_step()
@@ -238,6 +250,22 @@ def test_one_recording_of_a_whole_block_serves_every_document():
     for _ in range(6):
         compiled.train_step()
     assert state(t) == state(compiled)
+
+
+def test_a_longer_document_records_again_twice_as_long():
+    # the recording holds as many positions as the documents so far need, rounded
+    # up to a power of two: a block of 32 is recorded only when a document needs it
+    docs = ["ab", "abcdefghijkl", "a", "abcdefghijklmnopqrstu", "abc", "abcdefghijklmnopqrstuvwxyzabcdefgh"]
+    replay, compiled = trainer("replay", docs=docs, block_size=32), trainer("compiled", docs=docs, block_size=32)
+    lengths = []
+    for _ in range(len(docs)):
+        replay.train_step()
+        lengths.append(replay.document_loss.tape.n_pos)
+    assert lengths == [8, 16, 16, 32, 32, 32]
+    assert replay.document_loss.recordings == 3 and replay.document_loss.model_steps == 0
+    for _ in range(len(docs)):
+        compiled.train_step()
+    assert state(replay) == state(compiled)
 
 
 def test_validation_replays_forward_only_and_matches():
