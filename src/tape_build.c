@@ -14,6 +14,8 @@ typedef struct {
     int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
                              * (t->scratch, once the pull lists are filled) */
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
+    int64_t *keys;          /* sort_pulls' room for a long list's keys (keys_cap of them) */
+    int64_t keys_cap;
 } builder_t;
 
 static int32_t local_of(const record_t *r, const int32_t *pmap, int64_t end, node_t i) {
@@ -62,18 +64,53 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
     }
 }
 
-/* Sort pull entries [lo, hi) stably (insertion sort). By rank, the entries
- * come in creation order, mostly the reverse of the order sought, so they are
- * reversed first (the order by rank is total: the result is the same) and the
- * sort has little left to do; a long list (a vector read by every row of a
- * wide matrix) then costs no more than a short one. */
-static void sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
+/* A pull entry's place in the order by rank, as one number: the higher
+ * first, so (rank, parent) descending; a parent never reached ranks above
+ * every reached one. */
+static int64_t rank_key(const builder_t *b, int32_t q) {
+    int64_t r = b->rank[q] < 0 ? INT32_MAX : b->rank[q];
+    return (r << 31) | q;
+}
+
+static int descending(const void *x, const void *y) {
+    int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
+    return (a < c) - (a > c);
+}
+
+/* Sort a long list by rank: the order is total (rank, then parent), so an
+ * unstable sort of the keys gives the one result. 0, or -1 out of memory. */
+static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
     tape_t *t = b->t;
-    if (!by_block)
+    if (hi - lo > b->keys_cap) {
+        free(b->keys);
+        b->keys_cap = 2 * (hi - lo);
+        if (!NEW(b->keys, b->keys_cap)) return -1;
+    }
+    for (int64_t k = lo; k < hi; ++k) b->keys[k - lo] = rank_key(b, t->npull_parent[k]);
+    qsort(b->keys, (size_t)(hi - lo), sizeof *b->keys, descending);
+    for (int64_t k = lo; k < hi; ++k) t->npull_parent[k] = (int32_t)(b->keys[k - lo] & INT32_MAX);
+    return 0;
+}
+
+/* Sort pull entries [lo, hi) stably. By rank, the entries come in creation
+ * order, mostly the reverse of the order sought, so they are reversed first
+ * and kept if that is the order; a short list is then sorted by insertion, a
+ * long one (a vector read by every row of a wide matrix) by its keys. By
+ * block, stably by insertion (a rotating node's few parents). 0, or -1 out of
+ * memory. */
+static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
+    tape_t *t = b->t;
+    if (!by_block) {
         for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
+        int64_t k = lo + 1;
+        while (k < hi && precedes(b, 0, k - 1, k)) ++k;
+        if (k >= hi) return 0;
+        if (hi - lo > 32) return sort_by_rank(b, lo, hi);
+    }
     for (int64_t i = lo + 1; i < hi; ++i)
         for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j)
             swap_pulls(t, j, j - 1, by_block);
+    return 0;
 }
 
 /* Which logit of its position node q belongs to: the logits' sums are built
@@ -421,7 +458,7 @@ static const char *build(builder_t *b) {
     for (int32_t c = P; c < n; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
         if (hi - lo < 1) continue;
-        sort_pulls(b, lo, hi, 0);
+        if (sort_pulls(b, lo, hi, 0) < 0) return "out of memory";
         if (t->kind[c] != K_ROTATE) continue;  /* its blocks are never read: not written (most of the pulls) */
         for (int64_t k = lo; k < hi; ++k) {
             t->npull_block[k] = block_of(b, t->npull_parent[k]);
@@ -449,8 +486,9 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     tape_t *t = calloc(1, sizeof *t);
     if (t == NULL) { *why = "out of memory"; return NULL; }
     t->params_at = -1;
-    builder_t b = {a, r, t, NULL, 0};
+    builder_t b = {a, r, t, NULL, 0, NULL, 0};
     *why = build(&b);
+    free(b.keys);
     if (*why != NULL) { tape_free(t); return NULL; }
     return t;
 }
