@@ -4,6 +4,12 @@ This file is the reference model, line by line: the parameters drawn in order
 from the one global generator, then linear, softmax, rmsnorm and gpt. It never
 names an engine: it is handed a ``Value`` class and uses only its operators,
 ``.exp()``, ``.log()``, ``.relu()`` and one helper, ``max_data``.
+
+Recorder contract (the replay engine, microgpt/replay.py): a recorded step is
+this code's graph, node for node; the recorder only recognises shapes in it to
+run them faster, and checks each before it relies on it. What it recognises
+is stated beside the code below ("recorder:"); code written otherwise still
+replays exactly (or is refused, and the model code runs), only slower.
 """
 import random
 from dataclasses import dataclass, asdict
@@ -56,6 +62,9 @@ def parameters(state_dict):
 
 def linear(x, w):
     # x: (nin,), w: (nout, nin) -> (nout,)
+    # recorder: each sum(w * x ...) is a chain (w0 * x0 + 0, then + w_k * x_k, each
+    # product and partial sum read once) replayed as one loop in the same order; four
+    # rows of consecutive parameters times one vector, as one matrix-row group
     return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
 
 
@@ -73,6 +82,9 @@ def max_data(values):
 def softmax(logits):
     # subtracting the largest logit keeps exp in range; it is a plain number,
     # which every (val - max_val) wraps as a constant leaf of the graph
+    # recorder: max_data's number is recomputed at each replay from these logits (only
+    # its negation may follow it into the graph: other arithmetic on it is refused);
+    # e / total is e * total ** -1, one pow of total kept for every e
     max_val = max_data(logits)
     exps = [(val - max_val).exp() for val in logits]
     total = sum(exps)

@@ -210,6 +210,11 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, sign
         if not math.isfinite(loss):
             raise NonFinite(f"the loss is {loss}")
         progress(step, loss, lr, dt)
+        refused = getattr(trainer.document_loss, "refused", None)  # (replay: a recording refused)
+        if refused is not None and not last.get("refused"):
+            last["refused"] = True
+            progress.note(f"microgpt: note: the model code runs every step (the step cannot be "
+                          f"replayed: {refused})")
         if run.val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
             val_loss = trainer.validation_loss(run.val_docs)
             if not math.isfinite(val_loss):

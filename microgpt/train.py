@@ -36,7 +36,20 @@ def document_loss(sd, config, tokens, observe=None, temperature=None):
         losses.append(loss_t)
         if observe is not None:
             observe(logits, probs, loss_t)
-    return (1 / n) * sum(losses)
+    return mean_of(losses)
+
+
+def mean_of(losses):
+    """The document's loss: the mean of its positions' losses.
+
+    Recorder contract (replay): a recording recognises this mean as written
+    here, node for node: sum() from Value(0), adding the losses left to right,
+    then times the constant 1 / n (the tape's builder checks it). A mean written
+    otherwise (``sum(losses[1:], losses[0])``: the same floats but for the sign
+    of a zero) is refused: every step then runs the model code, and
+    ``microgpt train`` says so in one line.
+    """
+    return (1 / len(losses)) * sum(losses)
 
 
 class ModelCode:
