@@ -22,7 +22,7 @@ The parts, one job each (Cython includes, compiled as one module):
     _value.pxi   the operations and the Value handle
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
     _adam.pxi    Adam over parameter nodes
-    _tape.pxi    recording a step and replaying it (src/tape.h)
+    _tape.pxi    recording a step and replaying it (src/tape/)
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t

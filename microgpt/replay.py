@@ -5,7 +5,7 @@ The first step runs the model code through the compiled engine over as many
 positions as the document needs, rounded up to a power of two (the document's
 tokens, repeated to fill them: a recording's token and target slots do not
 depend on which tokens it was made with) while the arena notes what a replay
-needs (src/tape.h): where each position ends, the probs each position's loss
+needs (src/tape/tape.h): where each position ends, the probs each position's loss
 picks its target from, the token table's rows the positions read, and the
 numbers derived from data (the softmax maxima, through ``model.max_data``).
 Every later step of up to that many positions is replayed from the recording

@@ -1,0 +1,81 @@
+/* renumber.c: one index space for what a replay keeps (tape_pack's last step). */
+#include "internal.h"
+
+/* After packing, nothing refers to a chain's inner nodes (their gradients are
+ * the top's, their values are never kept), and they are most of a step's
+ * nodes. Number the rest 0.. in the same order (parameters first, as they
+ * were), rewrite every reference, and keep per node only what a replay reads:
+ * op, operand, position, value, local grad slot, gradient. The edge lists and
+ * node kinds the builder needed go. */
+#define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
+const char *renumber(tape_t *t) {
+    int32_t n = t->n_nodes, N = t->n_pos, m = 0;
+    int32_t *nw = t->scratch;
+    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
+    int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
+    uint8_t *op = NULL;
+    double *operand = NULL, *x = NULL, *grad = NULL;
+    int32_t *pos = NULL;
+    if (!NEW(op, m) || !NEW(operand, m) || !NEW(pos, m) || !NEW(x, 2 * (int64_t)m + 1) || !NEW(grad, m)
+        || !NEW(t->graph_end, N)) {
+        free(op); free(operand); free(pos); free(x); free(grad);
+        return "out of memory";
+    }
+    /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
+#define SRC(v) do { int32_t s_ = (v), r_ = s_ == 2 * n ? 2 * m : s_ >= n ? nw[s_ - n] : nw[s_]; \
+                     if (r_ < 0) goto inner;                                                  \
+                     (v) = s_ == 2 * n ? r_ : s_ >= n ? m + r_ : r_; } while (0)
+    for (int32_t L = 0; L < n; ++L) {
+        if (nw[L] < 0) continue;
+        op[nw[L]] = t->op[L];
+        operand[nw[L]] = t->operand[L];
+        pos[nw[L]] = t->pos[L];
+        if (L >= t->n_params && t->kind[L] == K_CONST) x[nw[L]] = t->operand[L];  /* constants never change */
+    }
+    x[2 * (int64_t)m] = 1.0;
+    for (int32_t p = 0; p < N; ++p) {
+        t->graph_end[p] = t->pos_end[p];
+        int32_t e = t->pos_end[p];
+        while (e < n && nw[e] < 0) ++e;  /* the first kept node past position p */
+        t->pos_end[p] = e < n ? nw[e] : m;
+        RENUM(t->loss_node[p]);
+        RENUM(t->target_owner[p]);
+        SRC(t->target_src[p]);
+    }
+    for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j) RENUM(t->cand[j]);
+    for (int64_t j = 0; j < t->n_derived; ++j) RENUM(t->derived_node[j]);
+    for (int64_t j = 0; j < t->src_start[t->n_derived]; ++j) RENUM(t->src[j]);
+    for (int64_t i = 0; i < n_fwd; ++i) {
+        int32_t *A = t->fwd_arg + 3 * i;
+        switch (t->fwd_code[i]) {
+        case F_ADD: case F_MUL: RENUM(A[0]); RENUM(A[1]); break;
+        case F_ONE_CHILD: case F_COPY: RENUM(A[0]); break;
+        case F_DOT: case F_DOT4: case F_MV4: RENUM(A[1]); break;  /* a group's members are F_DOT or F_DOT4 too */
+        default: break;  /* F_DERIVED: an index of the derived list */
+        }
+        RENUM(t->fwd[i]);
+    }
+    for (int64_t j = 0; j < t->n_pairs; ++j) RENUM(t->dot_pair[j]);
+    for (int64_t b = 0; b < n_bwd; ++b) RENUM(t->bwd[b]);
+    for (int64_t k = 0; k < t->pull_start[n_bwd]; ++k) {
+        RENUM(t->pull_parent[k]);
+        SRC(t->pull_src[k]);
+    }
+    for (int64_t k = 0; k < t->param_start[N]; ++k) {
+        RENUM(t->param_parent[k]);
+        SRC(t->param_src[k]);
+    }
+#undef SRC
+    free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
+    t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
+    free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free(t->child);
+    t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL;
+    t->n_edges = 0;
+    t->n_nodes = m;
+    return NULL;
+inner:
+    free(op); free(operand); free(pos); free(x); free(grad);
+    return "a chain's inner node is read from outside it";
+}
+#undef RENUM
+
