@@ -3,7 +3,7 @@
 This file is the reference model, line by line: the parameters drawn in order
 from the one global generator, then linear, softmax, rmsnorm and gpt. It never
 names an engine: it is handed a ``Value`` class and uses only its operators,
-``.exp()``, ``.log()``, ``.relu()`` and one helper, ``max_data``.
+``.exp()``, ``.log()``, ``.relu()`` and two helpers, ``dot`` and ``max_data``.
 
 Recorder contract (the replay engine, microgpt/replay.py): a recorded step is
 this code's graph, node for node; the recorder only recognises shapes in it to
@@ -60,12 +60,23 @@ def parameters(state_dict):
     return [p for mat in state_dict.values() for row in mat for p in row]
 
 
+def dot(w, x):
+    """sum(wi * xi for wi, xi in zip(w, x)): a node, and the nodes it sums.
+
+    A Value class may supply its own (``Value.dot``): the compiled engine does,
+    making the very nodes this sum makes, in the same order, in one call. It
+    is the same graph either way.
+    """
+    own = getattr(type(w[0]), "dot", None)
+    return own(w, x) if own is not None else sum(wi * xi for wi, xi in zip(w, x))
+
+
 def linear(x, w):
     # x: (nin,), w: (nout, nin) -> (nout,)
-    # recorder: each sum(w * x ...) is a chain (w0 * x0 + 0, then + w_k * x_k, each
-    # product and partial sum read once) replayed as one loop in the same order; four
-    # rows of consecutive parameters times one vector, as one matrix-row group
-    return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+    # recorder: each row's sum of products is a chain (w0 * x0 + 0, then + w_k * x_k,
+    # each product and partial sum read once) replayed as one loop in the same order;
+    # four rows of consecutive parameters times one vector, as one matrix-row group
+    return [dot(wo, x) for wo in w]
 
 
 def max_data(values):
