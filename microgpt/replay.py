@@ -45,8 +45,9 @@ RECORD_AFTER_BLOCKS = 4
 
 # The shortest recording: a recording's cost grows with its positions, and
 # recording again for a longer document costs at most what the longer one
-# does, so lengths double from here (at most the block).
-MIN_RECORDED = 8
+# does, so lengths double from here (at most the block). 16: a default block,
+# and the names' longest (15 characters): the names never record twice.
+MIN_RECORDED = 16
 
 
 def recorded_length(n, block_size):
