@@ -45,16 +45,19 @@ RECORD_AFTER_BLOCKS = 4
 
 # The shortest recording: a recording's cost grows with its positions, and
 # recording again for a longer document costs at most what the longer one
-# does, so lengths double from here (at most the block). 16: a default block,
-# and the names' longest (15 characters): the names never record twice.
+# does, so lengths double from here (at most the block). 16 for training: a
+# default block, and the names' longest (15 characters): the names never record
+# twice. 8 for a sampler, whose documents are mostly short (a sampled name
+# rarely needs more than 8 positions): it records sooner and holds less.
 MIN_RECORDED = 16
+MIN_SAMPLER_RECORDED = 8
 
 
-def recorded_length(n, block_size):
+def recorded_length(n, block_size, shortest=MIN_RECORDED):
     """Positions to record for a document of n positions: the next power of two
-    from MIN_RECORDED, at most the block. Lengths double, so the recordings of a
+    from `shortest`, at most the block. Lengths double, so the recordings of a
     run cost at most twice what its longest document's does."""
-    length = MIN_RECORDED
+    length = shortest
     while length < n:
         length *= 2
     return min(length, block_size)
@@ -198,7 +201,11 @@ class Sampler:
 
     def record_after(self, key):
         """Positions the model code samples at this temperature before a recording."""
-        return self.record_after_blocks * recorded_length(self.longest.get(key, 1), self.config.block_size)
+        return self.record_after_blocks * self.length(self.longest.get(key, 1))
+
+    def length(self, positions):
+        """Positions a recording for documents of `positions` holds."""
+        return recorded_length(positions, self.config.block_size, MIN_SAMPLER_RECORDED)
 
     def document(self, temperature):
         key = float(temperature)
@@ -216,7 +223,7 @@ class Sampler:
         if key not in self.tapes or (tape is not None and tape.n_pos < positions):
             self.tapes.pop(key, None)  # (the old tape is freed before the new is made)
             self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0],
-                                     recorded_length(positions, self.config.block_size), key,
+                                     self.length(positions), key,
                                      forward_only=True)
         return self.tapes[key][0]
 

@@ -161,14 +161,14 @@ def test_a_sampler_records_once_the_model_code_has_sampled_a_few_blocks():
     tape = sampler.tapes[0.5][0]
     assert list(sampler.tapes) == [0.5] and tape is not None
     # four times the recording's length, before it was made (it may have grown since)
-    assert sampler.before_recording[0.5] >= 4 * 16
+    assert sampler.before_recording[0.5] >= 4 * 8  # (8: MIN_SAMPLER_RECORDED)
     assert sampler.record_after(0.5) == 4 * tape.n_pos
     _, few, _ = samples_of("replay", 0.5, n=2, record_after=None)
     assert few.tapes == {}, "two names never pay for a recording"
 
 
 def test_a_sampled_document_longer_than_the_recording_records_again():
-    # the sampler's first recording holds 16 positions (nothing longer sampled yet);
+    # the sampler's first recording holds 8 positions (nothing longer sampled yet);
     # a 20-character prefix outgrows it: 32 positions, the document's so far computed again
     kwargs = dict(n=4, prefix="emmaolivia" * 2, config=dict(block_size=32))
     want, _, _ = samples_of("compiled", 0.5, **kwargs)
