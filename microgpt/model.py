@@ -135,10 +135,9 @@ def gpt(sd, config, token_id, pos_id, keys, values):
             q_h = q[hs:hs + head_dim]  # (head_dim,)
             k_h = [ki[hs:hs + head_dim] for ki in keys[li]]  # (T, head_dim)
             v_h = [vi[hs:hs + head_dim] for vi in values[li]]  # (T, head_dim)
-            attn_logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim ** 0.5
-                           for t in range(len(k_h))]  # (T,)
+            attn_logits = [dot(q_h, k_t) / head_dim ** 0.5 for k_t in k_h]  # (T,)
             attn_weights = softmax(attn_logits)  # (T,)
-            head_out = [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h)))
+            head_out = [dot(attn_weights, [v_t[j] for v_t in v_h])
                         for j in range(head_dim)]  # (head_dim,)
             x_attn.extend(head_out)
         x = linear(x_attn, sd[f"layer{li}.attn_wo"])
