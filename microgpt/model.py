@@ -67,7 +67,7 @@ def dot(w, x):
     making the very nodes this sum makes, in the same order, in one call. It
     is the same graph either way.
     """
-    own = getattr(type(w[0]), "dot", None)
+    own = getattr(type(w[0]), "dot", None) if len(w) else None
     return own(w, x) if own is not None else sum(wi * xi for wi, xi in zip(w, x))
 
 

@@ -92,3 +92,30 @@ def test_a_sum_written_another_way_replays_unfused_and_exactly(monkeypatch):
     unfused = t.document_loss.tape.counts(8)
     assert unfused["forward"] > 2 * fused["forward"]
     assert unfused["kept_nodes"] > 2 * fused["kept_nodes"]
+
+
+@pytest.mark.parametrize("name", ["pure", "compiled"])
+def test_dot_makes_the_nodes_the_plain_sum_makes(name):
+    # the compiled engine's Value.dot appends what sum(wi * xi ...) appends, node for
+    # node: values, ops, children, local grads, int tags and gradients; an empty sum is 0
+    eng = get_engine(name)
+    w = [eng.Value(1.5), eng.Value(2), eng.Value(-0.25)]
+    x = [eng.Value(3), eng.Value(4), eng.Value(0.5)]
+    with eng.graph():
+        fast, plain = model.dot(w, x), sum(wi * xi for wi, xi in zip(w, x))
+
+        def shape(v, seen):
+            if id(v) in seen:
+                return ("seen",)
+            seen.add(id(v))
+            kids = tuple(shape(c, seen) for c in v._children)
+            return (repr(v), getattr(v, "op", None), tuple(map(repr, v._local_grads)), kids)
+
+        assert shape(fast, set()) == shape(plain, set())
+        fast.backward()
+        fast_grads = [repr(v) for v in w + x]
+        for v in w + x:
+            v.grad = 0
+        plain.backward()
+        assert fast_grads == [repr(v) for v in w + x]
+    assert model.dot([], []) == 0
