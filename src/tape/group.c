@@ -121,3 +121,41 @@ void matvec_records(tape_t *t) {
     }
 }
 
+
+/* The backward reads a matrix-row group's pulls from its top entry only (the
+ * same parents for every lane, the weights side by side): the other lanes'
+ * lists are dropped, most of a step's pulls. The entries are met as the
+ * backward meets them, from the last down; a replay of fewer positions starts
+ * at a position's loss, never inside a group (a loss is never grouped), and
+ * so meets the same groups. 0, or -1 out of memory. */
+int drop_unread_pulls(tape_t *t, int64_t nb) {
+    uint8_t *unread = NULL;
+    if (!NEW(unread, nb)) return -1;
+    for (int64_t b = nb - 1; b >= 0; --b) {
+        int32_t width = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : t->bwd_group[b] && b >= SIDE - 1 ? SIDE : 1;
+        if (t->bwd_group[b] >= 2 && width > 1)
+            for (int32_t k = 1; k < width; ++k) unread[b - k] = 1;
+        b -= width - 1;
+    }
+    int64_t out = 0, lo = t->pull_start[0];
+    for (int64_t b = 0; b < nb; ++b) {
+        int64_t hi = t->pull_start[b + 1];
+        t->pull_start[b] = out;
+        for (int64_t k = lo; k < hi && !unread[b]; ++k, ++out) {
+            t->pull_parent[out] = t->pull_parent[k];
+            t->pull_src[out] = t->pull_src[k];
+            t->pull_block[out] = t->pull_block[k];
+        }
+        lo = hi;
+    }
+    t->pull_start[nb] = out;
+    free(unread);
+    size_t keep = (size_t)(out > 0 ? out : 1);
+    int32_t *pp = realloc(t->pull_parent, keep * sizeof *pp);
+    if (pp != NULL) t->pull_parent = pp;
+    int32_t *ps = realloc(t->pull_src, keep * sizeof *ps);
+    if (ps != NULL) t->pull_src = ps;
+    int32_t *pb = realloc(t->pull_block, keep * sizeof *pb);
+    if (pb != NULL) t->pull_block = pb;
+    return 0;
+}

@@ -111,7 +111,8 @@ struct tape {
     uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (SIDE);
                              * 2: ... and they are a vector read by the rows of one matrix: the
                              * same parents, entry b-k's weight k before entry b's;
-                             * 3: a run of bwd_lanes[b] such entries (several groups of 2) */
+                             * 3: a run of bwd_lanes[b] such entries (several groups of 2);
+                             * of a group of 2 or 3 only entry b keeps its pull list */
     int32_t *bwd_lanes;
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
@@ -219,10 +220,12 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e);
 void group_dots(tape_t *t, int64_t nf);
 int64_t mark_matvecs(tape_t *t, int64_t nf);
 void group_pulls(tape_t *t, int64_t nb);
+int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
 
 /* renumber.c */
 const char *renumber(tape_t *t);
+int keep_read_pairs(tape_t *t);
 
 /* An F_MV4 group's vector: its entries in place where they are consecutive
  * nodes, else gathered from row 0's list (every other entry) into buf

@@ -172,6 +172,7 @@ const char *tape_pack(tape_t *t) {
     if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) { free(top); return "out of memory"; }
     for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
     group_pulls(t, nb);
+    if (drop_unread_pulls(t, nb) < 0) { free(top); return "out of memory"; }
 
     /* parameter reads: a matrix row's are made by the backward from the
      * group's own lists (each parameter is read once a position, so a
@@ -204,6 +205,7 @@ const char *tape_pack(tape_t *t) {
     free(t->scratch);
     t->scratch = NULL;
     if (why == NULL) matvec_records(t);
+    if (why == NULL && keep_read_pairs(t) < 0) why = "out of memory";
     return why;
 }
 

@@ -79,3 +79,39 @@ inner:
 }
 #undef RENUM
 
+
+/* The chains' lists of products (dot_pair) that a replay reads: an F_DOT's
+ * or an F_DOT4's, and a matrix-row group's vector where it is listed (row 0's
+ * list); a group whose vector is read in place keeps none (its record holds
+ * the rows). Called once the groups' records are made. 0, or -1 out of memory. */
+int keep_read_pairs(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1], kept = 0;
+    int32_t *pairs = NULL;
+    if (!NEW(pairs, t->n_pairs)) return -1;
+    for (int64_t i = 0; i < nf; ++i) {
+        int32_t *A = t->fwd_arg + 3 * i;
+        int chains = t->fwd_code[i] == F_DOT4 ? SIDE : t->fwd_code[i] == F_DOT ? 1 : 0;
+        for (int c = 0; c < chains; ++c) {  /* an F_DOT4's chains are instructions i .. i + 3 */
+            int32_t *Ac = A + 3 * c;
+            memcpy(pairs + kept, t->dot_pair + Ac[0], (size_t)Ac[2] * sizeof *pairs);
+            Ac[0] = (int32_t)kept;
+            kept += Ac[2];
+        }
+        if (t->fwd_code[i] == F_MV4) {
+            matvec_t *g = t->mv + A[0];
+            if (g->vec < 0) {
+                memcpy(pairs + kept, t->dot_pair + g->pairs, (size_t)(2 * g->len) * sizeof *pairs);
+                g->pairs = kept;
+                kept += 2 * g->len;
+            } else {
+                g->pairs = -1;
+            }
+        }
+        if (chains == SIDE || t->fwd_code[i] == F_MV4) i += SIDE - 1;
+    }
+    free(t->dot_pair);
+    int32_t *shrunk = realloc(pairs, (size_t)(kept > 0 ? kept : 1) * sizeof *pairs);
+    t->dot_pair = shrunk != NULL ? shrunk : pairs;
+    t->n_pairs = kept;
+    return 0;
+}

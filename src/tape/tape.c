@@ -73,7 +73,10 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     int32_t b = t->bwd_end[n - 1], i = b - 1;
     while (i >= 0) {
         int32_t width = t->bwd_group[i] == 3 ? t->bwd_lanes[i] : t->bwd_group[i] && i >= SIDE - 1 ? SIDE : 1;
-        int64_t pulls = t->pull_start[i + 1] - t->pull_start[i - width + 1];
+        int64_t pulls = t->bwd_group[i] >= 2 && width > 1  /* one list, read for every lane */
+            ? (t->pull_start[i + 1] - t->pull_start[i]) * width
+            : t->pull_start[i + 1] - t->pull_start[i - width + 1];
+        c.pulls += pulls;
         if (width > 1) c.pulls_side_by_side += pulls;
         if (t->bwd_group[i] >= 2) c.pulls_by_matrix_rows += pulls;
         i -= width;
@@ -82,7 +85,6 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.kept_nodes = t->n_nodes;
     c.forward = t->fwd_end[n - 1];
     c.backward = b;
-    c.pulls = t->pull_start[b];
     c.other_param_reads = t->param_start[n];
     return c;
 }
