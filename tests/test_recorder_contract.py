@@ -119,3 +119,21 @@ def test_dot_makes_the_nodes_the_plain_sum_makes(name):
         plain.backward()
         assert fast_grads == [repr(v) for v in w + x]
     assert model.dot([], []) == 0
+
+
+def test_a_softmax_summed_backwards_is_refused_by_the_backward_order_check(monkeypatch):
+    # the recorder's rule for a node every logit reads: its gradient adds the logits'
+    # terms highest first, the target's last, as the reference's depth-first walk
+    # does when the total sums the exps in order. Summed in reverse, the walk meets
+    # the logits in the other order: the build's walk sees it, and the step is refused
+    def softmax_summed_backwards(logits):
+        max_val = model.max_data(logits)
+        exps = [(val - max_val).exp() for val in logits]
+        total = sum(reversed(exps))
+        return [e / total for e in exps]
+
+    monkeypatch.setattr(train, "softmax", softmax_summed_backwards)
+    losses, weights, t = run("replay", steps=3)
+    assert (losses, weights) == run("compiled", steps=3)[:2]
+    assert t.document_loss.tape is None
+    assert "does not follow the tape's rule" in t.document_loss.refused

@@ -197,6 +197,8 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     for (size_t k = 0; k < sizeof phases / sizeof *phases && *why == NULL; ++k) *why = phases[k](&b);
     free(b.pmap);
     free(b.keys);
+    free(b.stack_node);
+    free(b.stack_edge);
     b.pmap = NULL;
     if (*why == NULL) *why = tape_pack(t);
     if (*why != NULL) { tape_free(t); return NULL; }

@@ -187,7 +187,7 @@ typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV
 /* The builder's working state (build.c, order.c): what it borrows, and what
  * it owns until tape_build's one cleanup. */
 typedef struct {
-    arena_t *a;             /* its walk scratch and target edges are borrowed (and put back) */
+    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail) */
     const record_t *r;
     tape_t *t;
     int32_t *pmap;          /* arena node below the recording -> parameter slot, or -1 */
@@ -197,6 +197,8 @@ typedef struct {
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
     int64_t *keys;          /* sort_pulls' room for a long list's keys (keys_cap of them) */
     int64_t keys_cap;
+    int32_t *stack_node, *stack_edge;  /* the walk's stack (stack_cap entries) */
+    int64_t stack_cap;
 } builder_t;
 
 /* reads.c: phases of tape_build (build.c) */

@@ -99,17 +99,56 @@ int32_t block_of(const builder_t *b, int32_t q) {
     return (int32_t)((a - lo) / width);
 }
 
-/* ranks of every local node in the walk from root as the arena's edges are now */
-static void walk(builder_t *b) {
-    arena_t *a = b->a;
-    tape_t *t = b->t;
-    for (int32_t i = 0; i < t->n_nodes; ++i) b->rank[i] = -1;
-    int64_t n = arena_topo(a, b->r->root);
-    int64_t end = b->r->pos_end[b->r->n_pos - 1];
-    for (int64_t k = 0; k < n; ++k) {
-        node_t i = a->topo[k];
-        if (i >= b->r->rec_start && i < end) b->rank[b->r->n_params + (i - b->r->rec_start)] = (int32_t)k;
+/* Room for the walk's stack: `depth` entries. 0, or -1 out of memory. */
+static int stack_room(builder_t *b, int64_t depth) {
+    if (depth <= b->stack_cap) return 0;
+    int64_t cap = 2 * depth;
+    int32_t *node = realloc(b->stack_node, (size_t)cap * sizeof *node);
+    if (node != NULL) b->stack_node = node;
+    int32_t *edge = realloc(b->stack_edge, (size_t)cap * sizeof *edge);
+    if (edge != NULL) b->stack_edge = edge;
+    if (node == NULL || edge == NULL) return -1;
+    b->stack_cap = cap;
+    return 0;
+}
+
+/* The rank of every local node in the reference's depth-first post-order
+ * (children in order, each node once), as the copied edges are now. The walk
+ * from the mean enters sum(losses) first, whose additions (check_tail) enter
+ * losses[0], then losses[1], ...: the same walk as one from each loss in turn
+ * with one visited set. -2 marks a node entered and not yet finished. 0, or
+ * -1 out of memory. */
+static int walk(builder_t *b) {
+    const tape_t *t = b->t;
+    const int32_t *start = t->child_start, *child = t->child;
+    int32_t *rank = b->rank, k = 0;
+    for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;
+    for (int32_t q = 0; q < t->n_pos; ++q) {
+        int32_t v = t->loss_node[q];
+        int64_t e = start[v], end = start[v + 1], top = 0;
+        if (rank[v] != -1) continue;
+        rank[v] = -2;
+        for (;;) {
+            while (e < end) {
+                int32_t c = child[e++];
+                if (rank[c] != -1) continue;
+                if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
+                if (stack_room(b, top + 1) < 0) return -1;
+                b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
+                b->stack_edge[top++] = (int32_t)e;
+                rank[c] = -2;
+                v = c;
+                e = start[c];
+                end = start[c + 1];
+            }
+            rank[v] = k++;  /* every child done: post-order */
+            if (top == 0) break;
+            v = b->stack_node[--top];
+            e = b->stack_edge[top];
+            end = start[v + 1];
+        }
     }
+    return 0;
 }
 
 /* Does the last walk add node c's parents in the order the tape will, with
@@ -145,19 +184,19 @@ static int rule_holds(const builder_t *b, int32_t shift) {
 
 /* Point every position's target edge at its target shifted by `shift`. */
 static void point_targets(builder_t *b, int32_t shift) {
-    const tape_t *t = b->t;
+    tape_t *t = b->t;
     int32_t V = t->n_cand;
     for (int32_t p = 0; p < t->n_pos; ++p)
-        b->a->child[b->arena_edge0 + t->target_edge[p]] =
-            b->r->cand[(int64_t)p * V + (b->r->tokens[p + 1] + shift) % V];
+        t->child[t->target_edge[p]] = t->cand[(int64_t)p * V + (b->r->tokens[p + 1] + shift) % V];
 }
 
 /* Check the backward rule against a real walk for other targets. */
 static const char *verify(builder_t *b, int32_t shift) {
     point_targets(b, shift);
-    walk(b);
-    int ok = rule_holds(b, shift);
+    int walked = walk(b);
+    int ok = walked == 0 && rule_holds(b, shift);
     point_targets(b, 0);  /* the recorded targets back */
+    if (walked < 0) return "out of memory";
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
 }
 
@@ -210,7 +249,7 @@ void fuse_dots(tape_t *t) {
 const char *order_pulls(builder_t *b) {
     tape_t *t = b->t;
     b->rank = t->scratch;  /* the builder's fill is done with */
-    walk(b);
+    if (walk(b) < 0) return "out of memory";
     for (int32_t c = t->n_params; c < t->n_nodes; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
         if (hi - lo < 1) continue;
