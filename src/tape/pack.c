@@ -16,6 +16,12 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
     }
 }
 
+/* The node whose gradient stands for L's: a chain's top for its inner
+ * products (their tops are kept in aux, unused there), else L itself. */
+static int32_t top_of(const tape_t *t, int32_t L) {
+    return t->kind[L] == K_INTERIOR ? t->aux[L] : L;
+}
+
 /* The replay's program from the checked node lists: the forward's and the
  * backward's instruction lists, the pulls with their local gradients' places,
  * a chain's inner products replaced by its top wherever their gradient is
@@ -23,22 +29,21 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
 const char *tape_pack(tape_t *t) {
     int32_t n = t->n_nodes, P = t->n_params, N = t->n_pos;
     /* the builder's scratch serves last_pow, ins_of, in_mv and renumber's map in turn */
-    int32_t *top = NULL, *last_pow = t->scratch;
-    if (!NEW(top, n) || !NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
+    int32_t *last_pow = t->scratch;
+    if (!NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
         || !NEW(t->bwd, n) || !NEW(t->bwd_end, N) || !NEW(t->pull_start, n + 1)) {
-        free(top);
         return "out of memory";
     }
-    for (int32_t L = 0; L < n; ++L) { top[L] = L; last_pow[L] = -1; }
+    for (int32_t L = 0; L < n; ++L) last_pow[L] = -1;
     int64_t n_pairs = 0;
     for (int32_t L = P; L < n; ++L)
         if (t->kind[L] == K_DOT) {
             int32_t s = t->aux[L];
-            top[s] = L;
-            for (int32_t m = s + 3; m < L; m += 2) top[m] = L;
+            t->aux[s] = L;  /* an inner product's top (top_of) */
+            for (int32_t m = s + 3; m < L; m += 2) t->aux[m] = L;
             n_pairs += L - s;
         }
-    if (!NEW(t->dot_pair, n_pairs)) { free(top); return "out of memory"; }
+    if (!NEW(t->dot_pair, n_pairs)) return "out of memory";
     t->n_pairs = n_pairs;
 
     /* the forward */
@@ -64,7 +69,7 @@ const char *tape_pack(tape_t *t) {
         default: {
             int64_t edges = t->child_start[L + 1] - t->child_start[L];
             if (t->op[L] == OP_ADD || t->op[L] == OP_MUL) {
-                if (edges != 2) { free(top); return "an operation with an unexpected number of children"; }
+                if (edges != 2) return "an operation with an unexpected number of children";
                 code = t->op[L] == OP_ADD ? F_ADD : F_MUL;
             } else if (lg_src(t, L, t->child_start[L]) >= 0 && edges == 1) {
                 code = F_ONE_CHILD;
@@ -78,7 +83,6 @@ const char *tape_pack(tape_t *t) {
                     }
                 }
             } else {
-                free(top);
                 return "an operation the replay does not know";
             }
         }
@@ -93,7 +97,6 @@ const char *tape_pack(tape_t *t) {
     memset(ins_of, 0, (size_t)n * sizeof *ins_of);
     if (!NEW(t->fwd_arg, 3 * nf) || !NEW(t->target_arg, N)
         || !NEW(t->token_arg, t->n_token_edges) || !NEW(t->first_pos, P)) {
-        free(top);
         return "out of memory";
     }
     for (int64_t i = 0; i < nf; ++i) {
@@ -127,7 +130,7 @@ const char *tape_pack(tape_t *t) {
     int64_t n_mv = mark_matvecs(t, nf);
     uint8_t *in_mv = (uint8_t *)t->scratch;  /* the tops of the chains in those groups (ins_of is done with) */
     memset(in_mv, 0, (size_t)n);
-    if (!NEW(t->mv, n_mv) || !NEW(t->mv_end, N)) { free(top); return "out of memory"; }
+    if (!NEW(t->mv, n_mv) || !NEW(t->mv_end, N)) return "out of memory";
     {
         int32_t k = 0, p = 0;
         for (int32_t i = 0; i < (int32_t)nf; ++i) {
@@ -146,7 +149,6 @@ const char *tape_pack(tape_t *t) {
         if (k == K_OP || k == K_ROTATE || k == K_DOT) n_pulls += t->npull_start[L + 1] - t->npull_start[L];
     }
     if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_src, n_pulls) || !NEW(t->pull_block, n_pulls)) {
-        free(top);
         return "out of memory";
     }
     q = 0;
@@ -160,19 +162,19 @@ const char *tape_pack(tape_t *t) {
         if (k == K_SEED || k == K_CANDIDATE) continue;  /* their gradient comes from a slot */
         for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
             int32_t parent = t->npull_parent[j];
-            t->pull_parent[k_out] = top[parent];
+            t->pull_parent[k_out] = top_of(t, parent);
             int64_t e = t->child_start[parent];  /* its first edge that reads L: a parent that reads */
             while (t->child[e] != L) ++e;        /* L twice (x * x, x + x) has the same local grad at both */
             t->pull_src[k_out] = lg_src(t, parent, e);
-            t->pull_block[k_out] = k == K_ROTATE ? t->npull_block[j] : -1;  /* only theirs are written */
+            if (k == K_ROTATE) t->pull_block[k_out] = t->npull_block[j];  /* only theirs are read */
         }
     }
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
     t->pull_start[nb] = k_out;
-    if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) { free(top); return "out of memory"; }
+    if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) return "out of memory";
     for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
     group_pulls(t, nb);
-    if (drop_unread_pulls(t, nb) < 0) { free(top); return "out of memory"; }
+    if (drop_unread_pulls(t, nb) < 0) return "out of memory";
 
     /* parameter reads: a matrix row's are made by the backward from the
      * group's own lists (each parameter is read once a position, so a
@@ -184,21 +186,20 @@ const char *tape_pack(tape_t *t) {
         for (int64_t j = from; j < t->param_start[p + 1]; ++j) {
             int32_t parent = t->param_parent[j];
             int64_t moved_to = -1;
-            if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top[parent]])) {
+            if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top_of(t, parent)])) {
                 moved_to = kept;
                 t->param_child[kept] = t->child[t->param_edge[j]];
                 t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
-                t->param_parent[kept++] = top[parent];
+                t->param_parent[kept++] = top_of(t, parent);
             }
             while (tok < t->n_token_edges && t->token_param[tok] == j) t->token_param[tok++] = moved_to;
         }
     }
     t->param_start[N] = kept;
     for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
-        if (t->op[t->target_owner[p]] == OP_MUL) { free(top); return "probs[target] is read by a product"; }
+        if (t->op[t->target_owner[p]] == OP_MUL) return "probs[target] is read by a product";
         t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
     }
-    free(top);
     free(t->npull_start); free(t->npull_parent); free(t->npull_block); free(t->param_edge);
     t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->param_edge = NULL;
     const char *why = renumber(t);
