@@ -82,7 +82,8 @@ struct tape {
                              * or more is refused) */
     int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
     int32_t *aux;           /* K_DOT: its chain's first product; a shared pow: the node it copies */
-    int32_t *dot_at;        /* K_DOT: its chain's first pair in dot_pair */
+    int32_t *dot_at;        /* an F_DOT instruction's first pair in dot_pair (by instruction: the
+                             * few written of its n_nodes are all its pages that are touched) */
     double *x;              /* 2 n + 1 numbers: x[i] node i's value, x[n + i] the local grad of
                              * one-child node i, x[2 n] = 1.0 (an addition's local grads) */
     double *grad;           /* gradients (a chain's inner nodes have none: readers use its top's) */

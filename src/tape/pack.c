@@ -58,7 +58,7 @@ const char *tape_pack(tape_t *t) {
         case K_DERIVED: code = F_DERIVED; break;
         case K_DOT: {
             int32_t s = t->aux[L];
-            t->dot_at[L] = (int32_t)pair;
+            t->dot_at[nf] = (int32_t)pair;  /* (this instruction's: nf is its index) */
             for (int32_t m = s; m < L; m += (m == s ? 3 : 2)) {
                 t->dot_pair[pair++] = t->child[t->child_start[m]];
                 t->dot_pair[pair++] = t->child[t->child_start[m] + 1];
@@ -107,7 +107,7 @@ const char *tape_pack(tape_t *t) {
         case F_ADD: case F_MUL: A[0] = t->child[e]; A[1] = t->child[e + 1]; break;
         case F_ONE_CHILD: A[0] = t->child[e]; break;
         case F_COPY: A[0] = t->aux[L]; break;
-        case F_DOT: A[0] = t->dot_at[L]; A[1] = t->aux[L] + 1; A[2] = L - t->aux[L]; break;
+        case F_DOT: A[0] = t->dot_at[i]; A[1] = t->aux[L] + 1; A[2] = L - t->aux[L]; break;
         default: break;  /* F_DERIVED: below */
         }
     }
