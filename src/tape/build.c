@@ -44,7 +44,7 @@ static const char *take_sizes(builder_t *b) {
     if (t->n_edges > INT32_MAX) return "the step is too large to record";
     int32_t n = t->n_nodes;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
-        || !NEW(t->pos, n) || !NEW(t->reached, P) || !NEW(t->aux, n) || !NEW(t->dot_at, n)
+        || !NEW(t->reached, P) || !NEW(t->aux, n) || !NEW(t->dot_at, n)
         || !NEW(t->child, t->n_edges) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
         || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n)
@@ -71,13 +71,12 @@ static const char *copy_graph(builder_t *b) {
     const arena_t *a = b->a;
     const record_t *r = b->r;
     tape_t *t = b->t;
-    int32_t P = t->n_params, N = t->n_pos, p = 0;
+    int32_t P = t->n_params, N = t->n_pos;
     int64_t end = r->pos_end[N - 1];
-    for (int32_t k = 0; k < P; ++k) { t->kind[k] = K_CONST; t->pos[k] = -1; }
+    for (int32_t q = 0; q < N; ++q) t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
+    for (int32_t k = 0; k < P; ++k) t->kind[k] = K_CONST;
     for (int64_t i = r->rec_start; i < end; ++i) {
         int32_t L = (int32_t)(P + (i - r->rec_start));
-        while (i >= r->pos_end[p]) ++p;
-        t->pos[L] = p;
         t->op[L] = a->op[i];
         t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
         if (a->op[i] == OP_CUSTOM) return "the step has a user-defined node (its local grads were given)";
@@ -92,9 +91,8 @@ static const char *copy_graph(builder_t *b) {
     for (int32_t L = 0; L < P; ++L) t->child_start[L] = 0;  /* parameters have no edges */
     t->child_start[t->n_nodes] = (int32_t)t->n_edges;
     for (int32_t q = 0; q < N; ++q) {
-        t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
         t->loss_node[q] = local_of(b, r->loss_node[q]);
-        if (t->loss_node[q] < 0 || t->pos[t->loss_node[q]] != q) return "a position's loss is not in its position";
+        if (t->loss_node[q] < 0 || pos_of(t, t->loss_node[q]) != q) return "a position's loss is not in its position";
         t->kind[t->loss_node[q]] = K_SEED;
     }
     return NULL;
@@ -135,7 +133,7 @@ static const char *find_targets(builder_t *b) {
     for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
     for (int64_t j = 0; j < (int64_t)N * V; ++j) {
         int32_t L = local_of(b, r->cand[j]);
-        if (L < P || t->pos[L] != j / V || t->kind[L] != K_OP || cand_of[L] >= 0)
+        if (L < P || pos_of(t, L) != j / V || t->kind[L] != K_OP || cand_of[L] >= 0)
             return "a candidate is not a node of its position";
         t->cand[j] = L;
         cand_of[L] = (int32_t)j;
@@ -147,7 +145,7 @@ static const char *find_targets(builder_t *b) {
             int32_t c = t->child[e], j = c >= 0 ? cand_of[c] : -1;
             if (j < 0) continue;
             int32_t q = j / V;
-            if (t->pos[L] != q || t->target_edge[q] >= 0 || j % V != r->tokens[q + 1])
+            if (pos_of(t, L) != q || t->target_edge[q] >= 0 || j % V != r->tokens[q + 1])
                 return "probs is read other than at the target";
             t->target_edge[q] = e;
             t->target_owner[q] = L;

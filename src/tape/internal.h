@@ -80,7 +80,8 @@ struct tape {
     int32_t *child_start;   /* n_nodes + 1: node i's edges [child_start[i], child_start[i+1])
                              * (the builder's edge indices are int32: a step of 2**31 edges
                              * or more is refused) */
-    int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
+    int32_t *pos;           /* a kept node's position (-1: a parameter); made by renumber (the
+                             * builder finds a node's by pos_of) */
     int32_t *aux;           /* K_DOT: its chain's first product; a shared pow: the node it copies */
     int32_t *dot_at;        /* an F_DOT instruction's first pair in dot_pair (by instruction: the
                              * few written of its n_nodes are all its pages that are touched) */
@@ -229,6 +230,19 @@ void matvec_records(tape_t *t);
 /* renumber.c */
 const char *renumber(tape_t *t);
 int keep_read_pairs(tape_t *t);
+
+/* The position node L belongs to (-1: a parameter), from the positions' ends:
+ * a builder's node has no position of its own (a node-sized array less); the
+ * replay's kept nodes do (pos). */
+static inline int32_t pos_of(const tape_t *t, int32_t L) {
+    if (L < t->n_params) return -1;
+    int32_t lo = 0, hi = t->n_pos - 1;  /* the first position whose end is past L */
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (L < t->pos_end[mid]) hi = mid; else lo = mid + 1;
+    }
+    return lo;
+}
 
 /* An F_MV4 group's vector: its entries in place where they are consecutive
  * nodes, else gathered from row 0's list (every other entry) into buf

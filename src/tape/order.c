@@ -90,7 +90,7 @@ static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
  * (logit[v-1], logit[v]]. -1: none. */
 int32_t block_of(const builder_t *b, int32_t q) {
     const tape_t *t = b->t;
-    int32_t p = t->pos[q], V = t->n_cand;
+    int32_t p = pos_of(t, q), V = t->n_cand;
     if (p < 0 || V < 2) return -1;
     const node_t *lg = b->r->logit + (int64_t)p * V;
     int64_t width = (int64_t)lg[1] - lg[0];
@@ -177,7 +177,7 @@ static int rule_holds(const builder_t *b, int32_t shift) {
     const tape_t *t = b->t;
     for (int32_t c = t->n_params; c < t->n_nodes; ++c)
         if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE || t->kind[c] == K_DOT) && b->rank[c] >= 0
-            && !order_holds(b, c, (b->r->tokens[t->pos[c] + 1] + shift) % t->n_cand))
+            && !order_holds(b, c, (b->r->tokens[pos_of(t, c) + 1] + shift) % t->n_cand))
             return 0;
     return 1;
 }
@@ -231,7 +231,7 @@ void fuse_dots(tape_t *t) {
         if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
               && product_read_once(t, s) && !source[s]))
             continue;
-        while (a + 2 < t->n_nodes && t->pos[a + 2] == t->pos[s] && adds(t, a + 2, a, a + 1)
+        while (a + 2 < t->n_nodes && pos_of(t, a + 2) == pos_of(t, s) && adds(t, a + 2, a, a + 1)
                && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
                && readers(t, a) == 1)
             a += 2;
@@ -261,7 +261,7 @@ const char *order_pulls(builder_t *b) {
         }
         sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
         for (int64_t k = lo; k < hi; ++k)
-            if (t->pos[t->npull_parent[k]] != t->pos[c]) return "a node is read by logits of another position";
+            if (pos_of(t, t->npull_parent[k]) != pos_of(t, c)) return "a node is read by logits of another position";
     }
     if (!rule_holds(b, 0))
         return "the backward order of the recorded step does not follow the tape's rule";

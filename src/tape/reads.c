@@ -15,7 +15,7 @@ const char *count_readers(builder_t *b) {
     for (int32_t L = P; L < n; ++L)
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
-            if (c < P) { b->n_param_edges++; t->param_start[t->pos[L] + 1]++; continue; }
+            if (c < P) { b->n_param_edges++; t->param_start[pos_of(t, L) + 1]++; continue; }
             if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
             if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
@@ -51,7 +51,7 @@ const char *fill_reads(builder_t *b) {
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) {
-                int64_t k = pfill[t->pos[L]]++;
+                int64_t k = pfill[pos_of(t, L)]++;
                 t->param_edge[k] = (int32_t)e;
                 t->param_parent[k] = L;
             } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {

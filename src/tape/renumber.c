@@ -25,11 +25,12 @@ const char *renumber(tape_t *t) {
 #define SRC(v) do { int32_t s_ = (v), r_ = s_ == 2 * n ? 2 * m : s_ >= n ? nw[s_ - n] : nw[s_]; \
                      if (r_ < 0) goto inner;                                                  \
                      (v) = s_ == 2 * n ? r_ : s_ >= n ? m + r_ : r_; } while (0)
-    for (int32_t L = 0; L < n; ++L) {
+    for (int32_t L = 0, p = 0; L < n; ++L) {
+        while (L >= t->n_params && L >= t->pos_end[p]) ++p;
         if (nw[L] < 0) continue;
         op[nw[L]] = t->op[L];
         operand[nw[L]] = t->operand[L];
-        pos[nw[L]] = t->pos[L];
+        pos[nw[L]] = L < t->n_params ? -1 : p;
         if (L >= t->n_params && t->kind[L] == K_CONST) x[nw[L]] = t->operand[L];  /* constants never change */
     }
     x[2 * (int64_t)m] = 1.0;
