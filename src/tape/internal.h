@@ -210,6 +210,7 @@ const char *token_slots(builder_t *b);
 
 /* order.c */
 int32_t block_of(const builder_t *b, int32_t q);  /* the logit of its position node q is in, or -1 */
+int32_t block_at(const builder_t *b, int32_t q, int32_t p);  /* ... node q of position p */
 void fuse_dots(tape_t *t);
 const char *order_pulls(builder_t *b);     /* sorted, rotations found, the rule checked */
 const char *verify_targets(builder_t *b);  /* ... against walks for other targets */

@@ -89,8 +89,13 @@ static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
  * one after another with the same number of nodes, so logit v's are the nodes
  * (logit[v-1], logit[v]]. -1: none. */
 int32_t block_of(const builder_t *b, int32_t q) {
+    return block_at(b, q, pos_of(b->t, q));
+}
+
+/* ... node q of position p */
+int32_t block_at(const builder_t *b, int32_t q, int32_t p) {
     const tape_t *t = b->t;
-    int32_t p = pos_of(t, q), V = t->n_cand;
+    int32_t V = t->n_cand;
     if (p < 0 || V < 2) return -1;
     const node_t *lg = b->r->logit + (int64_t)p * V;
     int64_t width = (int64_t)lg[1] - lg[0];

@@ -12,17 +12,19 @@ const char *count_readers(builder_t *b) {
     int32_t *first_block = t->scratch;  /* the logit of a node's first reader (-2: none yet) */
     for (int32_t L = 0; L < n; ++L) first_block[L] = -2;
     b->n_param_edges = 0;
-    for (int32_t L = P; L < n; ++L)
+    for (int32_t L = P, p = 0; L < n; ++L) {
+        while (L >= t->pos_end[p]) ++p;  /* L's position */
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
-            if (c < P) { b->n_param_edges++; t->param_start[pos_of(t, L) + 1]++; continue; }
+            if (c < P) { b->n_param_edges++; t->param_start[p + 1]++; continue; }
             if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
             if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
-            int32_t blk = block_of(b, L);
+            int32_t blk = block_at(b, L, p);
             if (first_block[c] == -2) first_block[c] = blk;
             else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
         }
+    }
     return NULL;
 }
 
@@ -47,17 +49,19 @@ const char *fill_reads(builder_t *b) {
     int32_t *fill = t->scratch;  /* fuse_dots is done with it */
     for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
     for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
-    for (int32_t L = P; L < n; ++L)
+    for (int32_t L = P, p = 0; L < n; ++L) {
+        while (L >= t->pos_end[p]) ++p;  /* L's position */
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) {
-                int64_t k = pfill[pos_of(t, L)]++;
+                int64_t k = pfill[p]++;
                 t->param_edge[k] = (int32_t)e;
                 t->param_parent[k] = L;
             } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
                 t->npull_parent[fill[c]++] = L;
             }
         }
+    }
     free(pfill);
     return NULL;
 }
