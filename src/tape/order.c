@@ -236,7 +236,8 @@ void fuse_dots(tape_t *t) {
         if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
               && product_read_once(t, s) && !source[s]))
             continue;
-        while (a + 2 < t->n_nodes && pos_of(t, a + 2) == pos_of(t, s) && adds(t, a + 2, a, a + 1)
+        int32_t end = t->pos_end[pos_of(t, s)];  /* a chain stays in its position */
+        while (a + 2 < end && adds(t, a + 2, a, a + 1)
                && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
                && readers(t, a) == 1)
             a += 2;
