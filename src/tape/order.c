@@ -142,11 +142,28 @@ static int walk(builder_t *b) {
                 b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
+                if (t->kind[c] == K_DOT) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
                 e = start[c];
                 end = start[c + 1];
             }
             rank[v] = k++;  /* every child done: post-order */
+            if (t->kind[v] == K_INTERIOR) {
+                /* a chain's product (chains are read once, so met only here): the
+                 * walk down its additions would finish it, then the constant 0
+                 * after the first, then the addition that reads it; then the
+                 * next product, or, after the top, the chain's reader */
+                int32_t a = v + 1;
+                if (t->kind[a] == K_CONST) rank[a++] = k++;
+                rank[a] = k++;
+                if (t->kind[a] != K_DOT) {
+                    v = a + 1;
+                    rank[v] = -2;
+                    e = start[v];
+                    end = start[v + 1];
+                    continue;
+                }
+            }
             if (top == 0) break;
             v = b->stack_node[--top];
             e = b->stack_edge[top];
