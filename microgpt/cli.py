@@ -18,10 +18,11 @@ from contextlib import redirect_stdout
 from . import bench, distributed, rundir
 from . import engine as engines
 from .args import build_parser, flag
-from .data import Tokenizer, names_path
+from .data import Tokenizer, names_path, same_file
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
 from .limits import MAX_STEPS
 from .model import init_state_dict, parameters
+from .plot import check_out_path
 from .progress import OutputError, Progress
 from .run import RunSettings, build_run, check_sizes, resume_settings
 from .sampling import make_sampler, sample
@@ -61,17 +62,6 @@ def engine_for(args):
 
 def same_path(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
-
-
-def same_file(a, b):
-    """Whether two paths name one file: the same real path, or (both existing) one inode."""
-    if same_path(a, b):
-        return True
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except (OSError, ValueError):
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def check_log_path(args, ckpt, out_dir):
@@ -373,8 +363,7 @@ def cmd_export(args):
     if "\0" in args.out:
         raise UsageError("--out: a path cannot hold a NUL character")
     ckpt = rundir.load(args.out_dir)
-    if os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} is a directory; give the file to write")
+    check_out_path(args.out, args.out_dir, what="safetensors file")
     count = export_safetensors(ckpt, args.out, args.dtype)
     print(f"wrote {args.out}: {count} tensors ({args.dtype}) of {rundir.checkpoint_path(args.out_dir)}, "
           f"step {ckpt.step}")
