@@ -345,6 +345,7 @@ def test_without_torch_it_says_how_to_install(argv, tmp_path):
     assert proc.returncode == 2
     line = assert_one_error_line(proc.stderr)
     assert "pip install 'microgpt-arena[torch]'" in line
+    assert 'pip install ".[torch]"' in line  # as the README says it
 
 
 def test_auto_never_picks_torch():
