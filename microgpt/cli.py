@@ -230,6 +230,8 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         raise
     except OutputError as e:
         progress.end_line = lambda: None
+        if e.broken_pipe:
+            raise BrokenPipeError from None  # main ends it quietly (the run is saved, with -o)
         where = f"; the checkpoint of step {run.trainer.step} is saved to {e.saved}" if e.saved else ""
         print(f"microgpt: error: {e}{where}", file=sys.stderr, flush=True)
         return 1

@@ -228,7 +228,33 @@ def test_a_huge_count_is_one_line_from_the_command_line(argv):
     assert argv[1] in line and "at most" in line
 
 
-# ---------------------------------------------------------------- 6. a stopped bench ends its worker
+# ---------------------------------------------------------------- 7. a reader that goes away
+
+@pytest.mark.parametrize("engine", ["pure", "auto", "torch"])
+@pytest.mark.parametrize("out_dir", [False, True], ids=["no -o", "-o"])
+def test_a_reader_that_goes_away_ends_train_quietly(docs_txt, tmp_path, engine, out_dir):
+    """`microgpt train | head -1`: no line on stderr, status 1, and with -o the run saved."""
+    if engine == "torch" and os.environ.get("MICROGPT_REQUIRE_TORCH") != "1":
+        pytest.importorskip("torch")
+    run_dir = tmp_path / "run"
+    argv = ["train", "-i", docs_txt, *TINY[:-2], "--engine", engine, "--steps", 100000, "--num-samples", 0]
+    child = start_module(argv + (["-o", run_dir] if out_dir else []))
+    try:
+        assert child.stdout.readline()  # (stdout is a pipe: lines come in blocks)
+        child.stdout.close()  # the reader goes away
+        err = child.stderr.read()
+        status = child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert [line for line in err.splitlines() if not line.startswith("microgpt: note:")] == []
+    assert status == 1
+    if out_dir:
+        assert rundir.load(run_dir).step >= 1
+
+
+# ---------------------------------------------------------------- 8. a stopped bench ends its worker
 
 def _children(pid):
     """The pids of pid's child processes, from /proc."""
@@ -292,7 +318,7 @@ def test_a_signal_to_bench_ends_its_worker(docs_txt, signame, status, line):
                 os.kill(pid, signal.SIGKILL)
 
 
-# ---------------------------------------------------------------- 7. Ctrl-C without --out-dir: one line
+# ---------------------------------------------------------------- 9. Ctrl-C without --out-dir: one line
 
 def test_ctrl_c_without_out_dir_is_one_line(docs_txt):
     child = start_module(["train", "-i", docs_txt, *TINY, "--steps", 100000, "--num-samples", 0])
