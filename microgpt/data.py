@@ -179,6 +179,21 @@ def _fsync_directory(folder):
         os.close(fd)
 
 
+def same_path(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def same_file(a, b):
+    """Whether two paths name one file: the same real path, or (both existing) one inode."""
+    if same_path(a, b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def names_path():
     return os.path.join(cache_dir(), "names.txt")
 
