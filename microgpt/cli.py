@@ -20,7 +20,7 @@ from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, Se
 from .limits import MAX_STEPS
 from .model import init_state_dict
 from .run import RunSettings, check_sizes
-from .sampling import make_sampler, sample
+from .sampling import check_prompt, make_sampler, sample
 from .signals import Terminated, ignore_stop_signals, raise_on_termination, signal_name
 from .state import restore_weights
 
@@ -78,13 +78,7 @@ def cmd_sample(args):
     ckpt = rundir.load(args.out_dir)
     config, tokenizer = ckpt.config, Tokenizer(ckpt.chars)
     prompt = args.prompt
-    unknown = list(dict.fromkeys(ch for ch in prompt if ch not in tokenizer.stoi))
-    if unknown:
-        raise UsageError(f"--prompt has characters outside the model's vocabulary: "
-                         f"{', '.join(repr(ch) for ch in unknown)} (vocabulary: {''.join(tokenizer.chars)!r})")
-    if len(prompt) > config.block_size - 1:
-        raise UsageError(f"--prompt is {len(prompt)} characters; the model's block of {config.block_size} "
-                         f"tokens holds at most {config.block_size - 1} after the start token")
+    check_prompt(prompt, tokenizer, config.block_size)
     sd = init_state_dict(eng.Value, config)  # the layout; the weights come next
     restore_weights(ckpt, sd)
     if args.seed is not None:
