@@ -1,4 +1,4 @@
-"""The extension list: microgpt._engine, from microgpt/_engine.pyx and src/*.c.
+"""The extension list: microgpt._engine, from microgpt/_engine.pyx, src/*.c and src/tape/*.c.
 
 The build is optional: where no C compiler (or no Cython) is at hand the
 package installs with the pure engine only and says so.
@@ -66,7 +66,7 @@ def extensions():
         return []
     ext = Extension(
         "microgpt._engine",
-        sources=["microgpt/_engine.pyx"] + sorted(glob.glob("src/*.c")),
+        sources=["microgpt/_engine.pyx"] + sorted(glob.glob("src/*.c")) + sorted(glob.glob("src/tape/*.c")),
         include_dirs=["src"],
         extra_compile_args=CFLAGS + (["-UNDEBUG"] if CHECKED else []),  # C asserts on
         define_macros=[("MICROGPT_CHECKED", "1" if CHECKED else "0")],

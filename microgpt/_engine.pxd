@@ -1,7 +1,7 @@
 # The compiled engine's contract with C: the headers of src/, declared for
 # Cython, and the fields of the three Python types over them: Arena (owns one
 # arena_t), Value (a handle into an arena), Tape (owns one recorded step).
-# Sizes and layouts are C's (src/arena.h, src/tape.h); nothing here repeats them.
+# Sizes and layouts are C's (src/arena.h, src/tape/tape.h); nothing here repeats them.
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from cpython.ref cimport PyObject
 
@@ -60,17 +60,13 @@ cdef extern from "arena.h":
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil
 
-cdef extern from "tape.h":
+cdef extern from "tape/tape.h":
     ctypedef struct tape_t:
-        int32_t n_params, n_nodes, n_pos, n_cand
-        int32_t table_rows
-        int32_t n_used                      # positions of the last forward (0: none yet)
-        int64_t params_at                   # the parameters' first node if they are one block, else -1
-        double loss
-        int32_t *fwd_end, *bwd_end, *graph_end  # per position: where its instructions / graph nodes end
-        int64_t *pull_start, *param_start
-        int32_t *bwd, *bwd_lanes
-        uint8_t *bwd_group, *fwd_code
+        pass
+
+    ctypedef struct tape_counts_t:
+        int64_t nodes, kept_nodes, forward, backward, pulls
+        int64_t pulls_side_by_side, pulls_by_matrix_rows, other_param_reads
 
     ctypedef struct record_t:
         const node_t *params
@@ -93,11 +89,18 @@ cdef extern from "tape.h":
         int32_t verify_shifts
 
     tape_t *tape_build(arena_t *a, const record_t *r, const char **why) nogil
-    double tape_prob(const tape_t *t, int32_t p, int32_t v) nogil
     void tape_free(tape_t *t) nogil
     status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                           const int32_t *tokens, int32_t start, int32_t n) nogil
     int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) nogil
+    void tape_set_params_at(tape_t *t, int64_t at) nogil
+    int tape_params_in_one_block(const tape_t *t) nogil
+    int32_t tape_positions(const tape_t *t) nogil
+    int32_t tape_computed(const tape_t *t) nogil
+    int32_t tape_token_limit(const tape_t *t) nogil
+    double tape_loss(const tape_t *t) nogil
+    double tape_prob(const tape_t *t, int32_t p, int32_t v) nogil
+    tape_counts_t tape_counts(const tape_t *t, int32_t n) nogil
     size_t tape_bytes(const tape_t *t) nogil
 
 
@@ -143,5 +146,6 @@ cdef class Tape:
     cdef Rows params                        # the parameter Values, in the optimizer's order, and their rows
     cdef int32_t *tokens                    # the last forward's token ids (n_pos + 1)
     cdef bint forward_only                  # built without the backward's checks: no backward()
+    cdef int32_t n_cand                     # candidates (probs) per position
 
     cdef int load_params(self) except -1

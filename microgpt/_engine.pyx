@@ -20,9 +20,10 @@ released node raises StaleValueError on any use.
 The parts, one job each (Cython includes, compiled as one module):
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
+    _dot.pxi     a sum of products in one call (model.dot's hook)
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
     _adam.pxi    Adam over parameter nodes
-    _tape.pxi    recording a step and replaying it (src/tape.h)
+    _tape.pxi    recording a step and replaying it (src/tape/)
 """
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -182,6 +183,7 @@ cdef int raise_status(status_t s) except -1:
 
 include "_arena.pxi"
 include "_value.pxi"
+include "_dot.pxi"
 include "_rows.pxi"
 include "_adam.pxi"
 include "_tape.pxi"

@@ -1,4 +1,4 @@
-# Recording a step and replaying it (src/tape.h). A recording is an ordinary
+# Recording a step and replaying it (src/tape/tape.h). A recording is an ordinary
 # step of the per-operation path with three things noted on the side: where
 # each position ends, the numbers derived from data (DerivedNumber), and
 # anything that spoils it (a .data read the recorder was not told about, a
@@ -74,7 +74,7 @@ cdef node_t node_of(Arena arena, object v) except -2:
 
 
 cdef class Tape:
-    """A recorded step of up to n_pos positions, replayed in C (src/tape.h).
+    """A recorded step of up to n_pos positions, replayed in C (src/tape/tape.h).
 
     ``forward(tokens)`` returns the mean loss over len(tokens) - 1 positions
     (None if an operation would raise: the caller then runs the model code,
@@ -88,7 +88,7 @@ cdef class Tape:
 
     @property
     def n_pos(self):
-        return self.t.n_pos
+        return tape_positions(self.t)
 
     @property
     def nbytes(self):
@@ -97,29 +97,19 @@ cdef class Tape:
     def counts(self, int n):
         """What a replay of n positions runs: nodes, forward instructions,
         backward nodes, pulls (gradient terms) and parameter reads."""
-        if not 1 <= n <= self.t.n_pos:
-            raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
-        cdef int32_t b = self.t.bwd_end[n - 1], i = b - 1, width
-        cdef int64_t grouped = 0, by_rows = 0, pulls
-        while i >= 0:  # groups as the backward meets them: the top entry says how many
-            width = (self.t.bwd_lanes[i] if self.t.bwd_group[i] == 3 else
-                     4 if self.t.bwd_group[i] and i >= 3 else 1)
-            pulls = self.t.pull_start[i + 1] - self.t.pull_start[i - width + 1]
-            if width > 1:
-                grouped += pulls
-            if self.t.bwd_group[i] >= 2:
-                by_rows += pulls
-            i -= width
-        return dict(nodes=self.t.graph_end[n - 1] - self.t.n_params, kept_nodes=self.t.n_nodes, forward=self.t.fwd_end[n - 1],
-                    backward=b, pulls=self.t.pull_start[b], pulls_side_by_side=grouped,
-                    pulls_by_matrix_rows=by_rows, other_param_reads=self.t.param_start[n],
-                    params_in_one_block=self.t.params_at >= 0)
+        if not 1 <= n <= tape_positions(self.t):
+            raise ValueError(f"the tape holds 1 to {tape_positions(self.t)} positions, not {n}")
+        cdef tape_counts_t c = tape_counts(self.t, n)
+        return dict(nodes=c.nodes, kept_nodes=c.kept_nodes, forward=c.forward, backward=c.backward,
+                    pulls=c.pulls, pulls_side_by_side=c.pulls_side_by_side,
+                    pulls_by_matrix_rows=c.pulls_by_matrix_rows, other_param_reads=c.other_param_reads,
+                    params_in_one_block=bool(tape_params_in_one_block(self.t)))
 
     cdef int load_params(self) except -1:
         """The parameters' rows now (Rows.refresh: raises if one was released),
         and whether they are one block of nodes (the replay copies them as one)."""
         self.params.refresh()
-        self.t.params_at = self.params.block_at
+        tape_set_params_at(self.t, self.params.block_at)
         return 0
 
     def forward(self, tokens):
@@ -134,33 +124,32 @@ cdef class Tape:
         computed with). Returns the loss over every position, or None if an
         operation would raise."""
         cdef int64_t n = len(tokens) - 1, p
-        if not 1 <= n <= self.t.n_pos:
-            raise ValueError(f"the tape holds 1 to {self.t.n_pos} positions, not {n}")
-        if not 0 <= start < n or (start > 0 and self.t.n_used < start):
+        if not 1 <= n <= tape_positions(self.t):
+            raise ValueError(f"the tape holds 1 to {tape_positions(self.t)} positions, not {n}")
+        if not 0 <= start < n or (start > 0 and tape_computed(self.t) < start):
             raise ValueError(f"positions from {start} need the ones before it computed")
         for p in range(start, n + 1):
             tok = tokens[p]
-            if not 0 <= tok < min(self.t.table_rows, self.t.n_cand):
+            if not 0 <= tok < tape_token_limit(self.t):
                 raise ValueError(f"token id {tok} is outside the recorded vocabulary")
             self.tokens[p] = tok
         self.load_params()
         if tape_forward(self.t, &self.arena.a, self.params.idx, self.tokens, <int32_t>start,
                         <int32_t>n) != OP_OK:
-            self.t.n_used = 0  # nothing after a failed position can be trusted
-            return None
-        return self.t.loss
+            return None  # (and no position counts as computed)
+        return tape_loss(self.t)
 
     def probs(self, int p):
         """The candidates' values (probs) at position p after a forward over it."""
-        if not 0 <= p < self.t.n_used:
+        if not 0 <= p < tape_computed(self.t):
             raise ValueError(f"position {p} has not been computed")
         cdef int32_t v
-        return [tape_prob(self.t, p, v) for v in range(self.t.n_cand)]
+        return [tape_prob(self.t, p, v) for v in range(self.n_cand)]
 
     def backward(self):
         if self.forward_only:
             raise RuntimeError("this tape was built for forward passes only (a sampler's)")
-        if self.t.n_used == 0:
+        if tape_computed(self.t) == 0:
             raise RuntimeError("backward() of a tape needs a forward() first")
         self.load_params()  # (nothing to do unless the arena released or moved since forward)
         return bool(tape_backward(self.t, &self.arena.a, self.params.idx, self.tokens))
@@ -181,6 +170,7 @@ def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_en
     cdef Tape tape = Tape.__new__(Tape)
     tape.arena = arena
     tape.forward_only = verify_shifts < 0
+    tape.n_cand = <int32_t>V
     tape.params = Rows(arena, params)
     cdef node_t *ints = <node_t *>malloc((P + N + 2 * N * V + D + n_src + 1) * sizeof(node_t))
     cdef int64_t *longs = <int64_t *>malloc((N + D + 1) * sizeof(int64_t))

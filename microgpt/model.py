@@ -5,8 +5,14 @@ from the one global generator, then linear, softmax, rmsnorm and gpt, and what
 training and sampling are made of: a document read one position at a time
 through a key/value cache, its loss, and the sampler's next-token probabilities.
 It never names an engine: it is handed a ``Value`` class and uses only its
-operators, ``.exp()``, ``.log()``, ``.relu()`` and one helper, ``max_data``.
-The engines and the trainer both import it; it imports neither.
+operators, ``.exp()``, ``.log()``, ``.relu()`` and two helpers, ``dot`` and
+``max_data``. The engines and the trainer both import it; it imports neither.
+
+Recorder contract (the replay engine, microgpt/replay.py): a recorded step is
+this code's graph, node for node; the recorder only recognises shapes in it to
+run them faster, and checks each before it relies on it. What it recognises
+is stated beside the code below ("recorder:"); code written otherwise still
+replays exactly (or is refused, and the model code runs), only slower.
 """
 import random
 from dataclasses import dataclass, asdict
@@ -63,9 +69,23 @@ def parameters(state_dict):
     return [p for mat in state_dict.values() for row in mat for p in row]
 
 
+def dot(w, x):
+    """sum(wi * xi for wi, xi in zip(w, x)): a node, and the nodes it sums.
+
+    A Value class may supply its own (``Value.dot``): the compiled engine does,
+    making the very nodes this sum makes, in the same order, in one call. It
+    is the same graph either way.
+    """
+    own = getattr(type(w[0]), "dot", None) if len(w) else None
+    return own(w, x) if own is not None else sum(wi * xi for wi, xi in zip(w, x))
+
+
 def linear(x, w):
     # x: (nin,), w: (nout, nin) -> (nout,)
-    return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+    # recorder: each row's sum of products is a chain (w0 * x0 + 0, then + w_k * x_k,
+    # each product and partial sum read once) replayed as one loop in the same order;
+    # four rows of consecutive parameters times one vector, as one matrix-row group
+    return [dot(wo, x) for wo in w]
 
 
 def max_data(values):
@@ -82,6 +102,9 @@ def max_data(values):
 def softmax(logits):
     # subtracting the largest logit keeps exp in range; it is a plain number,
     # which every (val - max_val) wraps as a constant leaf of the graph
+    # recorder: max_data's number is recomputed at each replay from these logits (only
+    # its negation may follow it into the graph: other arithmetic on it is refused);
+    # e / total is e * total ** -1, one pow of total kept for every e
     max_val = max_data(logits)
     exps = [(val - max_val).exp() for val in logits]
     total = sum(exps)
@@ -126,12 +149,11 @@ def gpt(sd, config, token_id, pos_id, keys, values, watch=None):
             q_h = q[hs:hs + head_dim]  # (head_dim,)
             k_h = [ki[hs:hs + head_dim] for ki in keys[li]]  # (T, head_dim)
             v_h = [vi[hs:hs + head_dim] for vi in values[li]]  # (T, head_dim)
-            attn_logits = [sum(q_h[j] * k_h[t][j] for j in range(head_dim)) / head_dim ** 0.5
-                           for t in range(len(k_h))]  # (T,)
+            attn_logits = [dot(q_h, k_t) / head_dim ** 0.5 for k_t in k_h]  # (T,)
             attn_weights = softmax(attn_logits)  # (T,)
             if watch is not None:
                 watch(f"layer{li}.head{h}", attn_weights)
-            head_out = [sum(attn_weights[t] * v_h[t][j] for t in range(len(v_h)))
+            head_out = [dot(attn_weights, [v_t[j] for v_t in v_h])
                         for j in range(head_dim)]  # (head_dim,)
             x_attn.extend(head_out)
         x = linear(x_attn, sd[f"layer{li}.attn_wo"])
@@ -194,7 +216,20 @@ def document_loss(sd, config, tokens, observe=None, temperature=None, watch=None
         losses.append(loss_t)
         if observe is not None:
             observe(logits, probs, loss_t)
-    return (1 / n) * sum(losses)
+    return mean_of(losses)
+
+
+def mean_of(losses):
+    """The document's loss: the mean of its positions' losses.
+
+    Recorder contract (replay): a recording recognises this mean as written
+    here, node for node: sum() from Value(0), adding the losses left to right,
+    then times the constant 1 / n (the tape's builder checks it). A mean written
+    otherwise (``sum(losses[1:], losses[0])``: the same floats but for the sign
+    of a zero) is refused: every step then runs the model code, and
+    ``microgpt train`` says so in one line.
+    """
+    return (1 / len(losses)) * sum(losses)
 
 
 class ModelSampler:

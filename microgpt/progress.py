@@ -48,6 +48,11 @@ class Progress:
             print(file=self.out, flush=True)
             self.line_open = False
 
+    def note(self, text):
+        """A line of its own between two steps (a note on how the run is computed)."""
+        self.end_line()
+        print(text, file=self.out, flush=self.tty)
+
     def validation(self, step, val_loss):
         """The validation loss after step: a line of its own, and a log record."""
         self.end_line()

@@ -1,18 +1,20 @@
 """The replay engine: the compiled engine, with the training step recorded once
 and replayed in C.
 
-The first step runs the model code through the compiled engine over a whole
-block of positions (the document's tokens, repeated to fill the block: a
-recording's token and target slots do not depend on which tokens it was made
-with) while the arena notes what a replay needs (src/tape.h): where each
-position ends, the probs each position's loss picks its target from, the token
-table's rows the positions read, and the numbers derived from data (the softmax
-maxima, through ``model.max_data``). Every later step of up to that many
-positions is replayed from the recording in C: forward, backward, with the
-same floats, bit for bit; that first step too, replayed from the fresh
-recording. Adam is the compiled engine's, in C too. The sampler (Sampler) is
-recorded the same way, once per temperature, and replayed forward a position
-at a time.
+The first step runs the model code through the compiled engine over as many
+positions as the document needs, rounded up to a power of two (the document's
+tokens, repeated to fill them: a recording's token and target slots do not
+depend on which tokens it was made with) while the arena notes what a replay
+needs (src/tape/tape.h): where each position ends, the probs each position's loss
+picks its target from, the token table's rows the positions read, and the
+numbers derived from data (the softmax maxima, through ``model.max_data``).
+Every later step of up to that many positions is replayed from the recording
+in C: forward, backward, with the same floats, bit for bit; that first step
+too, replayed from the fresh recording. A longer document records again, twice
+as long (at most the block): names of up to 16 characters never pay for a
+block of 64 positions. Adam is the compiled engine's, in C too. The sampler
+(Sampler) is recorded the same way, once per temperature and length, and
+replayed forward a position at a time.
 
 What a recording cannot serve goes back to the model code, never to a guess:
 a recording that met something it cannot follow (a ``.data`` read, a
@@ -40,6 +42,25 @@ SOME_TARGETS = 2
 # a few names never pay for a recording, and many pay for it at most twice.
 RECORD_AFTER_BLOCKS = 4
 
+# The shortest recording: a recording's cost grows with its positions, and
+# recording again for a longer document costs at most what the longer one
+# does, so lengths double from here (at most the block). 16 for training: a
+# default block, and the names' longest (15 characters): the names never record
+# twice. 8 for a sampler, whose documents are mostly short (a sampled name
+# rarely needs more than 8 positions): it records sooner and holds less.
+MIN_RECORDED = 16
+MIN_SAMPLER_RECORDED = 8
+
+
+def recorded_length(n, block_size, shortest=MIN_RECORDED):
+    """Positions to record for a document of n positions: the next power of two
+    from `shortest`, at most the block. Lengths double, so the recordings of a
+    run cost at most twice what its longest document's does."""
+    length = shortest
+    while length < n:
+        length *= 2
+    return min(length, block_size)
+
 
 class ReplayedLoss:
     """The loss of a replayed step: ``.data`` now, ``.backward()`` in C."""
@@ -54,7 +75,8 @@ class ReplayedLoss:
 
 
 class DocumentLoss:
-    """document_loss(sd, config, tokens), recorded once (a whole block) and replayed.
+    """document_loss(sd, config, tokens), recorded (as many positions as the
+    documents have needed, rounded up) and replayed.
 
     Call it with a document's tokens inside a ``graph()`` scope; it returns the
     loss (a ReplayedLoss, or a Value when the model code ran), whose
@@ -65,7 +87,7 @@ class DocumentLoss:
         self.sd, self.config = sd, config
         self.params = parameters(sd)
         self.table = token_table(sd)
-        self.tape = None       # the recording of a whole block
+        self.tape = None       # the recording (tape.n_pos positions)
         self.refused = None    # why steps cannot be replayed (then the model code runs every step)
         self.recordings = 0
         self.model_steps = 0   # steps the model code computed where no replay could
@@ -74,9 +96,9 @@ class DocumentLoss:
     def __call__(self, tokens):
         n = min(self.config.block_size, len(tokens) - 1)
         tokens = list(tokens[:n + 1])
-        if self.tape is None and self.refused is None:
-            self.record(tokens)
-        if self.tape is not None:  # it holds a whole block: every document fits
+        if self.refused is None and (self.tape is None or n > self.tape.n_pos):
+            self.record(tokens)  # the first document, or one longer than the recording
+        if self.tape is not None and n <= self.tape.n_pos:
             try:
                 loss = self.tape.forward(tokens)
             except ValueError:  # a token outside the vocabulary: the model code says what
@@ -95,9 +117,13 @@ class DocumentLoss:
             document_loss(self.sd, self.config, loss._tokens).backward()
 
     def record(self, tokens):
-        """Record a whole block (the document's tokens, repeated); keep the tape
-        or the reason there is none."""
-        self.tape, self.refused = record(self.sd, self.config, self.params, self.table, tokens)
+        """Record recorded_length(positions of tokens) positions (the document's
+        tokens, repeated); keep the tape or the reason there is none. A tape it
+        replaces is freed first: one recording is held at a time."""
+        n = min(self.config.block_size, len(tokens) - 1)
+        self.tape = None
+        self.tape, self.refused = record(self.sd, self.config, self.params, self.table, tokens,
+                                         recorded_length(n, self.config.block_size))
         self.recordings += 1
 
 
@@ -111,14 +137,15 @@ def token_table(sd):
     return offset, len(sd["wte"]), len(sd["wte"][0])
 
 
-def record(sd, config, params, table, tokens, temperature=None, forward_only=False):
-    """Run the model code once over a whole block of positions (tokens repeated
-    to fill it: a recording's slots do not depend on which tokens it was made
-    with) while the arena notes the step; returns (tape, None), or (None, why
-    it cannot be replayed). The graph it built is released with the caller's
-    scope. temperature: the sampler's, which divides the logits. forward_only:
-    the backward order is not checked for other targets (a sampler's tape)."""
-    block = config.block_size + 1
+def record(sd, config, params, table, tokens, positions, temperature=None, forward_only=False):
+    """Run the model code once over `positions` positions (at most the block;
+    tokens repeated to fill them: a recording's slots do not depend on which
+    tokens it was made with) while the arena notes the step; returns (tape,
+    None), or (None, why it cannot be replayed). The graph it built is released
+    with the caller's scope. temperature: the sampler's, which divides the
+    logits. forward_only: the backward order is not checked for other targets
+    (a sampler's tape)."""
+    block = min(positions, config.block_size) + 1
     tokens = (list(tokens) * (block // len(tokens) + 1))[:block]
     arena = params[0].arena
     start = len(arena)
@@ -149,14 +176,16 @@ def record(sd, config, params, table, tokens, temperature=None, forward_only=Fal
 
 
 class Sampler:
-    """train.ModelSampler's interface, replayed: one recording a temperature (a
-    whole block, each position's -log(probs[target]) with a target sampling
-    ignores; made once the model code has sampled RECORD_AFTER_BLOCKS blocks'
-    worth of positions), then each position is one call into C, whose cache is
-    the tape's values of the positions before it. A recording refused, or a
-    position an operation of which would raise, takes the model code, from the
-    document's first position (the same floats: the model code is what was
-    recorded)."""
+    """train.ModelSampler's interface, replayed: a recording a temperature (as
+    many positions as the longest document sampled so far, rounded up as
+    recorded_length does; each position's -log(probs[target]) with a target
+    sampling ignores; made once the model code has sampled RECORD_AFTER_BLOCKS
+    times that many positions), then each position is one call into C, whose
+    cache is the tape's values of the positions before it. A document that
+    outgrows the recording records again, twice as long, and computes its
+    positions so far on it. A recording refused, or a position an operation of
+    which would raise, takes the model code, from the document's first position
+    (the same floats: the model code is what was recorded)."""
 
     def __init__(self, sd, config):
         self.sd, self.config = sd, config
@@ -164,25 +193,46 @@ class Sampler:
         self.table = token_table(sd)
         self.tapes = {}            # float(temperature) -> (tape, why there is none)
         self.model = ModelSampler(sd, config)
-        self.record_after = RECORD_AFTER_BLOCKS * config.block_size  # positions
+        self.record_after_blocks = RECORD_AFTER_BLOCKS
         self.before_recording = {}  # float(temperature) -> positions the model code computed
+        self.longest = {}          # float(temperature) -> positions of the longest document
         self.model_positions = 0   # positions the model code computed where no replay could
+
+    def record_after(self, key):
+        """Positions the model code samples at this temperature before a recording."""
+        return self.record_after_blocks * self.length(self.longest.get(key, 1))
+
+    def length(self, positions):
+        """Positions a recording for documents of `positions` holds."""
+        return recorded_length(positions, self.config.block_size, MIN_SAMPLER_RECORDED)
 
     def document(self, temperature):
         key = float(temperature)
-        if key not in self.tapes and self.before_recording.get(key, 0) < self.record_after:
+        if key not in self.tapes and self.before_recording.get(key, 0) < self.record_after(key):
             return self.counted(self.model.document(temperature), key)
-        if key not in self.tapes:
-            self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0], temperature,
-                                     forward_only=True)
-        tape, _ = self.tapes[key]
+        tape = self.tape_for(key, self.longest.get(key, 1))
         if tape is None:
             return self.model.document(temperature)
-        return ReplayedDocument(self, tape, temperature).step
+        return ReplayedDocument(self, key, tape, temperature).step
+
+    def tape_for(self, key, positions):
+        """The tape at this temperature, recorded again if it holds fewer than
+        `positions` positions; None if a recording was refused."""
+        tape, _ = self.tapes.get(key, (None, None))
+        if key not in self.tapes or (tape is not None and tape.n_pos < positions):
+            self.tapes.pop(key, None)  # (the old tape is freed before the new is made)
+            self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0],
+                                     self.length(positions), key,
+                                     forward_only=True)
+        return self.tapes[key][0]
+
+    def fed(self, key, pos_id):
+        self.longest[key] = max(self.longest.get(key, 1), pos_id + 1)
 
     def counted(self, step, key):
         def counting_step(token_id, pos_id, want=True):
             self.before_recording[key] = self.before_recording.get(key, 0) + 1
+            self.fed(key, pos_id)
             return step(token_id, pos_id, want)
         return counting_step
 
@@ -190,8 +240,8 @@ class Sampler:
 class ReplayedDocument:
     """One sampled document on a tape: the tokens fed so far are its cache."""
 
-    def __init__(self, sampler, tape, temperature):
-        self.sampler, self.tape, self.temperature = sampler, tape, temperature
+    def __init__(self, sampler, key, tape, temperature):
+        self.sampler, self.key, self.tape, self.temperature = sampler, key, tape, temperature
         self.tokens = []
         self.model_step = None  # the model code, once a position could not be replayed
 
@@ -200,7 +250,12 @@ class ReplayedDocument:
             if pos_id != len(self.tokens):
                 raise RuntimeError("a document's positions are fed in order from 0")
             self.tokens.append(token_id)
-            loss = self.tape.forward_from(self.tokens + [0], pos_id)  # (0: a target never read)
+            self.sampler.fed(self.key, pos_id)
+            loss, start = None, pos_id
+            if pos_id >= self.tape.n_pos:  # longer than the recording: a longer one, from position 0
+                self.tape, start = self.sampler.tape_for(self.key, pos_id + 1), 0
+            if self.tape is not None:
+                loss = self.tape.forward_from(self.tokens + [0], start)  # (0: a target never read)
             if loss is not None:
                 return self.tape.probs(pos_id) if want else None
             self.model_step = self.sampler.model.document(self.temperature)

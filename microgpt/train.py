@@ -197,6 +197,7 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, sign
     stop = signals if signals is not None else StopSignals()
     keep_last = out_dir is not None and not save_every
     last_finite = snapshot(trainer) if keep_last else None  # what a divergence saves
+    told_refused = False  # whether the note that a step cannot be replayed was printed
 
     def diverged(step, what, snap=None):
         snap = snap or last_finite
@@ -218,6 +219,11 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, sign
                 if not math.isfinite(loss):
                     raise diverged(step, f"the loss is {loss}")
                 progress(step, loss, lr, time.perf_counter() - t0)  # log
+                refused = getattr(getattr(trainer, "document_loss", None), "refused", None)  # (replay)
+                if refused is not None and not told_refused:
+                    progress.note(f"microgpt: note: the model code runs every step (the step cannot be "
+                                  f"replayed: {refused})")
+                    told_refused = True
 
                 if val_docs and (step == trainer.num_steps or (eval_every and step % eval_every == 0)):
                     try:

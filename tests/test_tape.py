@@ -53,7 +53,8 @@ def test_replayed_training_equals_the_model_code(config):
     runner = replay.document_loss
     assert runner.refused is None and runner.tape is not None
     assert runner.model_steps == 0, "every step after a recording was replayed"
-    assert runner.recordings == 1, "one recording serves every document"
+    # 16 positions (MIN_RECORDED) or the block if shorter: every later name fits
+    assert runner.recordings == 1 and runner.tape.n_pos == min(16, replay.config.block_size)
 
 
 def test_parameters_that_are_not_one_block_of_nodes():
@@ -127,14 +128,14 @@ def test_a_replay_refuses_a_parameter_moved_to_another_arena():
             t.document_loss.tape.forward(t.tokens_at(1))
 
 
-def samples_of(name, temperature, n=12, record_after=0, **kwargs):
+def samples_of(name, temperature, n=12, record_after=0, config=None, **kwargs):
     from microgpt.train import make_sampler, sample
-    t = trainer(name)
+    t = trainer(name, **(config or {}))
     for _ in range(15):
         t.train_step()
     sampler = make_sampler(t.engine, t.sd, t.config)
-    if record_after is not None and hasattr(sampler, "record_after"):
-        sampler.record_after = record_after  # (0: record at once)
+    if record_after is not None and hasattr(sampler, "record_after_blocks"):
+        sampler.record_after_blocks = record_after  # (0: record at once)
     random.seed(5)
     return [sample(t.engine, t.sd, t.config, t.tokenizer, temperature, sampler=sampler, **kwargs)
             for _ in range(n)], sampler, t
@@ -157,11 +158,23 @@ def test_a_sampler_records_once_the_model_code_has_sampled_a_few_blocks():
     want, _, _ = samples_of("compiled", 0.5, n=30)
     got, sampler, _ = samples_of("replay", 0.5, n=30, record_after=None)
     assert got == want
-    assert sampler.record_after == 4 * 16
-    assert list(sampler.tapes) == [0.5] and sampler.tapes[0.5][0] is not None
-    assert sampler.before_recording[0.5] >= sampler.record_after
+    tape = sampler.tapes[0.5][0]
+    assert list(sampler.tapes) == [0.5] and tape is not None
+    # four times the recording's length, before it was made (it may have grown since)
+    assert sampler.before_recording[0.5] >= 4 * 8  # (8: MIN_SAMPLER_RECORDED)
+    assert sampler.record_after(0.5) == 4 * tape.n_pos
     _, few, _ = samples_of("replay", 0.5, n=2, record_after=None)
     assert few.tapes == {}, "two names never pay for a recording"
+
+
+def test_a_sampled_document_longer_than_the_recording_records_again():
+    # the sampler's first recording holds 8 positions (nothing longer sampled yet);
+    # a 20-character prefix outgrows it: 32 positions, the document's so far computed again
+    kwargs = dict(n=4, prefix="emmaolivia" * 2, config=dict(block_size=32))
+    want, _, _ = samples_of("compiled", 0.5, **kwargs)
+    got, sampler, _ = samples_of("replay", 0.5, **kwargs)
+    assert got == want
+    assert sampler.tapes[0.5][0].n_pos == 32 and sampler.model_positions == 0
 
 
 def test_sampling_a_recording_cannot_serve_takes_the_model_code():
@@ -178,7 +191,7 @@ class FailsAt:
     """A tape whose forward fails at one position (as when an operation would raise)."""
 
     def __init__(self, tape, pos):
-        self.tape, self.pos = tape, pos
+        self.tape, self.pos, self.n_pos = tape, pos, tape.n_pos
 
     def forward_from(self, tokens, start):
         return None if start == self.pos else self.tape.forward_from(tokens, start)
@@ -227,9 +240,9 @@ def test_every_length_and_target_gives_the_model_codes_gradients():
     assert replay.document_loss.recordings == 1 and replay.document_loss.model_steps == 0
 
 
-def test_one_recording_of_a_whole_block_serves_every_document():
+def test_one_recording_serves_every_document_it_holds():
     t = trainer("replay", docs=["ab", "abcabc", "a"], block_size=8)
-    t.train_step()  # a short document records the whole block, its tokens repeated
+    t.train_step()  # a short document records the block (8: below MIN_RECORDED), its tokens repeated
     assert t.document_loss.tape.n_pos == 8
     for _ in range(5):
         t.train_step()
@@ -238,6 +251,23 @@ def test_one_recording_of_a_whole_block_serves_every_document():
     for _ in range(6):
         compiled.train_step()
     assert state(t) == state(compiled)
+
+
+def test_a_longer_document_records_again_twice_as_long():
+    # the recording holds as many positions as the documents so far need, rounded
+    # up to a power of two from 16: a block of 64 is recorded only when a document needs it
+    alphabet = "abcdefghijklmnopqrstuvwxyz"
+    docs = ["ab", alphabet[:20], "a", (alphabet * 2)[:40], "abc", (alphabet * 3)[:70]]
+    replay, compiled = trainer("replay", docs=docs, block_size=64), trainer("compiled", docs=docs, block_size=64)
+    lengths = []
+    for _ in range(len(docs)):
+        replay.train_step()
+        lengths.append(replay.document_loss.tape.n_pos)
+    assert lengths == [16, 32, 32, 64, 64, 64]
+    assert replay.document_loss.recordings == 3 and replay.document_loss.model_steps == 0
+    for _ in range(len(docs)):
+        compiled.train_step()
+    assert state(replay) == state(compiled)
 
 
 def test_validation_replays_forward_only_and_matches():

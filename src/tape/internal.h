@@ -1,23 +1,16 @@
-/* tape.h: a recorded training step, replayed in C.
- *
- * A tape is built once from a step's graph while it is still in the arena
- * (positions 0..N-1 of one document, then the mean of their losses), and then
- * serves every document of up to N positions: the graph for n positions is the
- * first n positions of the recorded one plus the mean of their n losses.
- *
- * Local node indices: 0..P-1 are the parameters (their values are loaded from
- * the arena at every replay, their gradients added back to it), P.. are the
- * recorded nodes in creation order. What varies between documents is declared
- * when the tape is built, never guessed, and checked:
- *   token slots    the edges that read row tokens[p] of one parameter table
- *                  (the token embedding): re-pointed at every replay;
- *   target slots   the one edge of position p that reads probs[tokens[p + 1]]
- *                  from p's candidates: re-pointed at every replay;
- *   derived        constants computed from data in Python (the softmax's
- *                  largest logit, negated): recomputed from their sources.
+/* internal.h: the tape's layout and what its files share (not part of the
+ * public contract, tape.h).
+ *   build.c     a recorded step copied out of the arena, its slots declared and
+ *               checked; each phase a function (builder_t holds the working state)
+ *   order.c     the pull lists in the reference's backward order, the rule
+ *               checked against real depth-first walks; chains found
+ *   pack.c      the replay's program from the checked node lists
+ *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
+ *   renumber.c  one index space for what the replay keeps
+ *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
- * one K_DOT instruction: the same products and additions in the same order,
+ * one F_DOT instruction: the same products and additions in the same order,
  * kept in a register. Its inner nodes' gradients are the top's: each has one
  * reader with local gradient 1, and 0.0 + 1.0 * g is g for any gradient a sum
  * from 0.0 can give (never -0.0); so whatever reads an inner node's gradient
@@ -35,13 +28,17 @@
  * the walk enters the target's logit first, so a node read by every logit (the
  * final hidden state) adds the target's term last. Such "rotating" nodes keep
  * their parents with the index of the logit each belongs to, and a replay puts
- * the target's last. tape_build checks this rule against real depth-first
- * walks for other targets; a graph it does not fit is refused (not replayed).
- */
-#ifndef MICROGPT_TAPE_H
-#define MICROGPT_TAPE_H
+ * the target's last. order.c checks this rule against real depth-first walks
+ * for other targets; a graph it does not fit is refused (not replayed). */
+#ifndef MICROGPT_TAPE_INTERNAL_H
+#define MICROGPT_TAPE_INTERNAL_H
 
-#include "arena.h"
+#include "tape.h"
+
+#include <limits.h>
+#include <string.h>
+
+#define NEW(p, n) ((p) = calloc((size_t)((n) > 0 ? (n) : 1), sizeof *(p)))
 
 /* How a recorded node is recomputed forward and how its gradient is found. */
 typedef enum {
@@ -69,7 +66,7 @@ typedef struct {
     int64_t pairs;
 } matvec_t;
 
-typedef struct {
+struct tape {
     /* sizes */
     int32_t n_params;       /* P */
     int32_t n_nodes;        /* n: P + recorded nodes (positions only; the tail is computed) */
@@ -83,9 +80,11 @@ typedef struct {
     int32_t *child_start;   /* n_nodes + 1: node i's edges [child_start[i], child_start[i+1])
                              * (the builder's edge indices are int32: a step of 2**31 edges
                              * or more is refused) */
-    int32_t *pos;           /* the position a recorded node belongs to (-1: a parameter) */
+    int32_t *pos;           /* a kept node's position (-1: a parameter); made by renumber (the
+                             * builder finds a node's by pos_of) */
     int32_t *aux;           /* K_DOT: its chain's first product; a shared pow: the node it copies */
-    int32_t *dot_at;        /* K_DOT: its chain's first pair in dot_pair */
+    int32_t *dot_at;        /* an F_DOT instruction's first pair in dot_pair (by instruction: the
+                             * few written of its n_nodes are all its pages that are touched) */
     double *x;              /* 2 n + 1 numbers: x[i] node i's value, x[n + i] the local grad of
                              * one-child node i, x[2 n] = 1.0 (an addition's local grads) */
     double *grad;           /* gradients (a chain's inner nodes have none: readers use its top's) */
@@ -97,7 +96,7 @@ typedef struct {
 
     /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
     int32_t *fwd;
-    uint8_t *fwd_code;      /* how (F_* in tape_internal.h) */
+    uint8_t *fwd_code;      /* how (fwd_code_t) */
     int32_t *fwd_arg;       /* 3 each: its operands (children, or where its chain's list is) */
     int32_t *fwd_end;
     int32_t *dot_pair;      /* each chain's products' two children, in order */
@@ -111,10 +110,11 @@ typedef struct {
     int32_t *bwd;
     int32_t *bwd_end;       /* position p's end */
     uint8_t *bwd_kind;      /* the node's kind_t */
-    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (tape_internal.h);
+    uint8_t *bwd_group;     /* 1: entries b, b-1, b-2, b-3 are summed side by side (SIDE);
                              * 2: ... and they are a vector read by the rows of one matrix: the
                              * same parents, entry b-k's weight k before entry b's;
-                             * 3: a run of bwd_lanes[b] such entries (several groups of 2) */
+                             * 3: a run of bwd_lanes[b] such entries (several groups of 2);
+                             * of a group of 2 or 3 only entry b keeps its pull list */
     int32_t *bwd_lanes;
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
@@ -171,60 +171,88 @@ typedef struct {
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
     double loss;            /* its loss */
-} tape_t;
+};
 
-/* What the recorder hands tape_build: the step's graph in the arena, and what
- * varies. Arena indices everywhere. */
+/* How the forward computes a node. */
+typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4 } fwd_code_t;
+
+/* Side by side. A sum in a register waits for its last addition (a few cycles)
+ * before the next; four independent sums of the same length, each added in
+ * its own order, fill those cycles. The forward runs four chains of one
+ * length at once (the rows of one matrix) where none reads another's result;
+ * the backward sums four nodes' pulls at once where none is a parent of
+ * another. Each sum is the same sequence of additions as alone. */
+#define SIDE 4
+#define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
+                         * sums, or a gathered copy of it, live on the stack) */
+
+/* The builder's working state (build.c, order.c): what it borrows, and what
+ * it owns until tape_build's one cleanup. */
 typedef struct {
-    const node_t *params;      /* P parameter nodes, in the optimizer's order */
-    int32_t n_params;
-    int64_t rec_start;         /* first node made while recording */
-    int32_t n_pos;
-    const int64_t *pos_end;    /* one past each position's last node (n_pos) */
-    const node_t *loss_node;   /* each position's loss */
-    node_t root;               /* the mean of the losses: the tail follows pos_end[N-1] */
-    int32_t n_cand;
-    const node_t *cand;        /* n_pos * n_cand: probs[v] of position p */
-    const node_t *logit;       /* n_pos * n_cand: logits[v] of position p */
-    const int32_t *tokens;     /* n_pos + 1 token ids the recording was made with */
-    int32_t table_slot0, table_rows, table_cols;  /* the token table, in parameter slots */
-    int64_t n_derived;
-    const node_t *derived_node;
-    const double *derived_sign;
-    const int64_t *src_start;
-    const node_t *src;
-    int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one;
-                                * -1 = none: a forward-only tape, whose backward must not run) */
-} record_t;
+    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail) */
+    const record_t *r;
+    tape_t *t;
+    int32_t *pmap;          /* arena node below the recording -> parameter slot, or -1 */
+    int64_t n_param_edges;
+    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
+                             * (t->scratch, once the pull lists are filled) */
+    int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
+    int64_t *keys;          /* sort_pulls' room for a long list's keys (keys_cap of them) */
+    int64_t keys_cap;
+    int32_t *stack_node, *stack_edge;  /* the walk's stack (stack_cap entries) */
+    int64_t stack_cap;
+} builder_t;
 
-/* Build a tape; returns NULL with *why set to a static reason when the
- * recording cannot be replayed exactly (the caller keeps the per-operation
- * path), or on out of memory (*why says so). The arena is left as it was. */
-tape_t *tape_build(arena_t *a, const record_t *r, const char **why);
-void tape_free(tape_t *t);
+/* reads.c: phases of tape_build (build.c) */
+const char *count_readers(builder_t *b);
+const char *fill_reads(builder_t *b);
+const char *token_slots(builder_t *b);
 
-/* Forward over positions [from, n) for tokens[0..n] (n + 1 ids), positions
- * before from as the last forward left them (0: every position; a sampler's
- * cache grows a position per call); parameter values read from the arena.
- * The loss, of positions [0, n), into t->loss. Returns OP_OK or the status an
- * operation raised. */
-status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
-                      const int32_t *tokens, int32_t from, int32_t n);
-/* Backward of the last forward: parameter gradients added to the arena's.
- * A parameter the step reached has a float gradient after it (its int tag is
- * cleared, as float contributions make the pure engine's grad a float).
- * Returns 1; or 0, writing nothing, when a parameter's gradient is not finite:
- * then the caller takes the per-operation path for the step (a replay adds a
- * zero for a parent the reference's walk never reached, which is exact only
- * while every local gradient is finite). */
-int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
+/* order.c */
+int32_t block_of(const builder_t *b, int32_t q);  /* the logit of its position node q is in, or -1 */
+int32_t block_at(const builder_t *b, int32_t q, int32_t p);  /* ... node q of position p */
+void fuse_dots(tape_t *t);
+const char *order_pulls(builder_t *b);     /* sorted, rotations found, the rule checked */
+const char *verify_targets(builder_t *b);  /* ... against walks for other targets */
 
-/* probs[v] at position p after a forward: x[cand[p * n_cand + v]]. */
-static inline double tape_prob(const tape_t *t, int32_t p, int32_t v) {
-    return t->x[t->cand[(int64_t)p * t->n_cand + v]];
+/* pack.c: the replay's program from the builder's checked node lists
+ * (kinds, pull lists in the reference's order, parameter reads); frees those
+ * lists and keeps only the nodes a replay reads. NULL, or why not. */
+const char *tape_pack(tape_t *t);
+int32_t lg_src(const tape_t *t, int32_t L, int64_t e);
+
+/* group.c */
+void group_dots(tape_t *t, int64_t nf);
+int64_t mark_matvecs(tape_t *t, int64_t nf);
+void group_pulls(tape_t *t, int64_t nb);
+int drop_unread_pulls(tape_t *t, int64_t nb);
+void matvec_records(tape_t *t);
+
+/* renumber.c */
+const char *renumber(tape_t *t);
+int keep_read_pairs(tape_t *t);
+
+/* The position node L belongs to (-1: a parameter), from the positions' ends:
+ * a builder's node has no position of its own (a node-sized array less); the
+ * replay's kept nodes do (pos). */
+static inline int32_t pos_of(const tape_t *t, int32_t L) {
+    if (L < t->n_params) return -1;
+    int32_t lo = 0, hi = t->n_pos - 1;  /* the first position whose end is past L */
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (L < t->pos_end[mid]) hi = mid; else lo = mid + 1;
+    }
+    return lo;
 }
 
-/* Bytes the tape holds. */
-size_t tape_bytes(const tape_t *t);
+/* An F_MV4 group's vector: its entries in place where they are consecutive
+ * nodes, else gathered from row 0's list (every other entry) into buf
+ * (MAX_LANES long: mark_matvecs takes no longer rows). */
+static inline const double *matvec_vector(const double *x, const int32_t *pair, const matvec_t *g, double *buf) {
+    if (g->vec >= 0) return x + g->vec;
+    const int32_t *v = pair + g->pairs + 1;
+    for (int32_t j = 0; j < g->len; ++j) buf[j] = x[v[2 * j]];
+    return buf;
+}
 
 #endif

@@ -1,60 +1,5 @@
-/* tape.c: replaying a tape (forward, backward), and its size and freeing.
- * Building it is tape_build.c and tape_pack.c; the layout is tape.h. */
-#include "tape_internal.h"
-
-void tape_free(tape_t *t) {
-    if (t == NULL) return;
-    free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
-    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
-    free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
-    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
-    free(t->pull_block);
-    free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
-    free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
-    free(t->target_src); free(t->cand);
-    free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
-    free(t->derived_node); free(t->src_start); free(t->src);
-    free(t->npull_start); free(t->npull_parent); free(t->npull_block);
-    free(t->param_edge); free(t->scratch); free(t->graph_end);
-    free(t);
-}
-
-/* the built tape's sizes: every count below is set once build() has succeeded */
-typedef struct {
-    int64_t n_fwd, n_bwd, n_pulls, n_param_reads;
-} counts_t;
-
-static counts_t counts_of(const tape_t *t) {
-    counts_t c;
-    c.n_fwd = t->fwd_end[t->n_pos - 1];
-    c.n_bwd = t->bwd_end[t->n_pos - 1];
-    c.n_pulls = t->pull_start[c.n_bwd];
-    c.n_param_reads = t->param_start[t->n_pos];
-    return c;
-}
-
-size_t tape_bytes(const tape_t *t) {
-    size_t n = (size_t)t->n_nodes, N = (size_t)t->n_pos;
-    counts_t c = counts_of(t);
-    size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
-    return n * (sizeof *t->op + sizeof *t->operand + sizeof *t->pos + 2 * sizeof *t->x + sizeof *t->grad)
-        + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
-        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
-        + (size_t)t->n_pairs * sizeof *t->dot_pair
-        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->bwd_lanes + sizeof *t->pull_start)
-        + sizeof *t->pull_start
-        + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
-        + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
-        + (N + 1) * sizeof *t->param_start
-        + (size_t)t->mv_end[N - 1] * sizeof *t->mv
-        + N * (sizeof *t->mv_end + sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end
-               + sizeof *t->graph_end + sizeof *t->loss_node + sizeof *t->target_edge
-               + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
-        + N * (size_t)t->n_cand * sizeof *t->cand
-        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
-                                      + sizeof *t->token_pos + sizeof *t->token_col)
-        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
-}
+/* replay.c: running a tape, forward and backward (the layout: internal.h). */
+#include "internal.h"
 
 /* the parameters' numbers from an arena column (data or grad): one block
  * copy where they are consecutive nodes */
@@ -77,16 +22,6 @@ static inline void put_side(double *x, const int32_t *nodes, double a0, double a
     x[nodes[1]] = a1;
     x[nodes[2]] = a2;
     x[nodes[3]] = a3;
-}
-
-/* An F_MV4 group's vector: its entries in place where they are consecutive
- * nodes, else gathered from row 0's list (every other entry) into buf
- * (MAX_LANES long: mark_matvecs takes no longer rows). */
-static inline const double *matvec_vector(const double *x, const int32_t *pair, const matvec_t *g, double *buf) {
-    if (g->vec >= 0) return x + g->vec;
-    const int32_t *v = pair + g->pairs + 1;
-    for (int32_t j = 0; j < g->len; ++j) buf[j] = x[v[2 * j]];
-    return buf;
 }
 
 /* An F_MV4 group's four sums: m0 + 0, then + m_j, each row in its own order
@@ -184,7 +119,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
         }
         default: {  /* F_ONE_CHILD */
             status_t st = op_apply(t->op[L], &x[A[0]], t->operand[L], t->operand[L] - 1.0, &x[L], &x_lg[L]);
-            if (st != OP_OK) return st;
+            if (st != OP_OK) {
+                t->n_used = 0;  /* nothing after a failed position can be trusted */
+                return st;
+            }
         }
         }
     }

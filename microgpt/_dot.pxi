@@ -1,0 +1,57 @@
+# A sum of products in one call: the hook behind model.dot (Value.dot). The
+# model code's sum(wi * xi for wi, xi in zip(w, x)) makes, in this order, the
+# product w0 * x0, the constant 0 (sum's start) and w0 * x0 + 0 (the start is
+# added on the right, as Value.__radd__ does), then each w_k * x_k and the
+# running sum plus it. This appends those very nodes, with the same arithmetic
+# (src/ops.h) and int tags, without a Python object per node. Included by
+# _engine.pyx.
+
+
+cdef object dot_nodes(object w, object x):
+    """The sum's Value, or None where the operands are not two lists of live
+    Values of one arena (the caller then runs the Python sum, which raises or
+    mixes engines as it does everywhere else)."""
+    if type(w) is not list or type(x) is not list:
+        return None
+    cdef list wl = <list>w, xl = <list>x
+    cdef Py_ssize_t n = min(len(wl), len(xl)), k
+    if n == 0 or type(wl[0]) is not Value:
+        return None
+    cdef Arena arena = (<Value>wl[0]).arena
+    cdef object a, b
+    for k in range(n):
+        a, b = wl[k], xl[k]
+        if type(a) is not Value or type(b) is not Value:
+            return None
+        if (<Value>a).arena is not arena or (<Value>b).arena is not arena:
+            return None
+        if not alive(<Value>a) or not alive(<Value>b):
+            return None
+    make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
+    cdef arena_t *ar = &arena.a
+    cdef node_t kids[2]
+    cdef double lg[2]
+    cdef double out
+    cdef node_t m, zero, acc = -1
+    for k in range(n):
+        kids[0] = (<Value>wl[k]).index
+        kids[1] = (<Value>xl[k]).index
+        op_mul(ar.data[kids[0]], ar.data[kids[1]], &out, lg)
+        m = arena_node(ar, OP_MUL, out, 0.0, 2, kids, lg)
+        if m < 0:
+            raise_nomem()
+        arena_tag(ar, m, OP_MUL, 0)
+        if k == 0:
+            zero = arena_leaf(ar, OP_CONST, 0.0)
+            if zero < 0:
+                raise_nomem()
+            ar.tag[zero] |= TAG_DATA_INT  # sum's start is the int 0
+            kids[0], kids[1] = m, zero
+        else:
+            kids[0], kids[1] = acc, m
+        op_add(ar.data[kids[0]], ar.data[kids[1]], &out, lg)
+        acc = arena_node(ar, OP_ADD, out, 0.0, 2, kids, lg)
+        if acc < 0:
+            raise_nomem()
+        arena_tag(ar, acc, OP_ADD, 0)
+    return make(arena, acc)

@@ -1,0 +1,204 @@
+/* build.c: a tape from a recorded step, checked so that it can be replayed
+ * exactly. Each phase is a function of the builder (internal.h, builder_t)
+ * returning NULL or why the step cannot be replayed; tape_build runs them in
+ * turn and cleans up in one place:
+ *   take_sizes, map_params, copy_graph   the step's graph out of the arena,
+ *                                        local indices, one edge list
+ *   declare_derived, find_targets        what varies: derived numbers, target slots
+ *   check_tail                           the loss is the mean as model.mean_of builds it
+ *   count_readers, fill_reads, token_slots (reads.c)  pull lists and parameter reads
+ *   fuse_dots, order_pulls, verify_targets (order.c)  chains; the backward order
+ *   tape_pack (pack.c)                   the replay's program */
+#include "internal.h"
+
+static int32_t local_of(const builder_t *b, node_t i) {
+    const record_t *r = b->r;
+    int64_t end = r->pos_end[r->n_pos - 1];
+    if (i >= r->rec_start && i < end) return (int32_t)(r->n_params + (i - r->rec_start));
+    if (i >= 0 && i < r->rec_start) return b->pmap[i];
+    return -1;
+}
+
+/* t->operand is calloc'd: +0.0 (all bits zero, unlike -0.0) is there already.
+ * Most nodes are sums and products, whose operand is that: not writing it
+ * leaves most of the array's pages untouched. */
+static void put_operand(tape_t *t, int32_t L, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    if (bits != 0) t->operand[L] = v;
+}
+
+static const char *take_sizes(builder_t *b) {
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int32_t P = r->n_params, N = r->n_pos, V = r->n_cand;
+    if (N < 1 || V < 1) return "nothing to record";
+    int64_t end = r->pos_end[N - 1], M = end - r->rec_start;
+    if (M < 1 || (int64_t)P + M > INT32_MAX) return "nothing to record";
+    t->n_params = P;
+    t->n_nodes = (int32_t)(P + M);
+    t->n_pos = N;
+    t->n_cand = V;
+    b->arena_edge0 = b->a->child_start[r->rec_start];
+    t->n_edges = b->a->child_start[end] - b->arena_edge0;
+    if (t->n_edges > INT32_MAX) return "the step is too large to record";
+    int32_t n = t->n_nodes;
+    if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
+        || !NEW(t->reached, P) || !NEW(t->aux, n) || !NEW(t->dot_at, n)
+        || !NEW(t->child, t->n_edges) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
+        || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
+        || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n)
+        || !NEW(t->param_start, N + 1))
+        return "out of memory";
+    return NULL;
+}
+
+/* parameters: arena node -> slot */
+static const char *map_params(builder_t *b) {
+    const record_t *r = b->r;
+    if (!NEW(b->pmap, r->rec_start)) return "out of memory";
+    for (int64_t i = 0; i < r->rec_start; ++i) b->pmap[i] = -1;
+    for (int32_t k = 0; k < r->n_params; ++k) {
+        node_t i = r->params[k];
+        if (i < 0 || i >= r->rec_start || b->pmap[i] >= 0) return "a parameter is not a node made before recording";
+        b->pmap[i] = k;
+    }
+    return NULL;
+}
+
+/* nodes and edges, in creation order; each position's loss */
+static const char *copy_graph(builder_t *b) {
+    const arena_t *a = b->a;
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int32_t P = t->n_params, N = t->n_pos;
+    int64_t end = r->pos_end[N - 1];
+    for (int32_t q = 0; q < N; ++q) t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
+    for (int32_t k = 0; k < P; ++k) t->kind[k] = K_CONST;
+    for (int64_t i = r->rec_start; i < end; ++i) {
+        int32_t L = (int32_t)(P + (i - r->rec_start));
+        t->op[L] = a->op[i];
+        t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
+        if (a->op[i] == OP_CUSTOM) return "the step has a user-defined node (its local grads were given)";
+        if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; put_operand(t, L, a->data[i]); }
+        else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }
+        for (int64_t e = a->child_start[i]; e < a->child_start[i + 1]; ++e) {
+            int32_t c = local_of(b, a->child[e]);
+            if (c < 0) return "the step reads a node made before recording that is not a parameter";
+            t->child[e - b->arena_edge0] = c;
+        }
+    }
+    for (int32_t L = 0; L < P; ++L) t->child_start[L] = 0;  /* parameters have no edges */
+    t->child_start[t->n_nodes] = (int32_t)t->n_edges;
+    for (int32_t q = 0; q < N; ++q) {
+        t->loss_node[q] = local_of(b, r->loss_node[q]);
+        if (t->loss_node[q] < 0 || pos_of(t, t->loss_node[q]) != q) return "a position's loss is not in its position";
+        t->kind[t->loss_node[q]] = K_SEED;
+    }
+    return NULL;
+}
+
+/* derived constants: sign * max over sources made before them */
+static const char *declare_derived(builder_t *b) {
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int32_t P = t->n_params;
+    t->n_derived = r->n_derived;
+    if (!NEW(t->derived_node, r->n_derived) || !NEW(t->src_start, r->n_derived + 1)
+        || !NEW(t->src, r->src_start[r->n_derived]))
+        return "out of memory";
+    t->src_start[r->n_derived] = r->src_start[r->n_derived];
+    for (int64_t j = 0; j < r->n_derived; ++j) {
+        int32_t L = local_of(b, r->derived_node[j]);
+        if (L < P || t->kind[L] != K_CONST) return "a derived number is not a constant of the step";
+        t->derived_node[j] = L;
+        t->kind[L] = K_DERIVED;
+        t->operand[L] = r->derived_sign[j];
+        t->src_start[j] = r->src_start[j];
+        for (int64_t s = r->src_start[j]; s < r->src_start[j + 1]; ++s) {
+            int32_t S = local_of(b, r->src[s]);
+            if (S < P || S >= L) return "a derived number comes from nodes outside the step";
+            t->src[s] = S;
+        }
+    }
+    return NULL;
+}
+
+/* candidates, and each position's one edge that reads probs[target] */
+static const char *find_targets(builder_t *b) {
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int32_t P = t->n_params, N = t->n_pos, V = t->n_cand, n = t->n_nodes;
+    int32_t *cand_of = t->scratch;  /* local node -> p * V + v, or -1 */
+    for (int32_t L = 0; L < n; ++L) cand_of[L] = -1;
+    for (int64_t j = 0; j < (int64_t)N * V; ++j) {
+        int32_t L = local_of(b, r->cand[j]);
+        if (L < P || pos_of(t, L) != j / V || t->kind[L] != K_OP || cand_of[L] >= 0)
+            return "a candidate is not a node of its position";
+        t->cand[j] = L;
+        cand_of[L] = (int32_t)j;
+        t->kind[L] = K_CANDIDATE;
+    }
+    for (int32_t q = 0; q < N; ++q) t->target_edge[q] = -1;
+    for (int32_t L = P; L < n; ++L)
+        for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e], j = c >= 0 ? cand_of[c] : -1;
+            if (j < 0) continue;
+            int32_t q = j / V;
+            if (pos_of(t, L) != q || t->target_edge[q] >= 0 || j % V != r->tokens[q + 1])
+                return "probs is read other than at the target";
+            t->target_edge[q] = e;
+            t->target_owner[q] = L;
+        }
+    for (int32_t q = 0; q < N; ++q)
+        if (t->target_edge[q] < 0) return "a position's loss does not read probs[target]";
+    return NULL;
+}
+
+/* the tail, as model.mean_of builds it just after the last position:
+ * ((0 + losses[0]) ... + losses[N-1]) * (1 / N), i.e. const 0, the N adds
+ * (losses[0] + 0 first: sum() adds its start on the right), const 1/N, mul */
+static const char *check_tail(builder_t *b) {
+    const arena_t *a = b->a;
+    const record_t *r = b->r;
+    int32_t N = r->n_pos;
+    node_t zero = (node_t)r->pos_end[N - 1], s = -1;
+    int ok = a->op[zero] == OP_CONST && a->data[zero] == 0.0;
+    for (int32_t q = 0; q < N && ok; ++q) {
+        node_t add = zero + 1 + q;
+        int64_t e = a->child_start[add];
+        ok = a->op[add] == OP_ADD && a->child_start[add + 1] - e == 2
+            && a->child[e] == (q == 0 ? r->loss_node[0] : s)
+            && a->child[e + 1] == (q == 0 ? zero : r->loss_node[q]);
+        s = add;
+    }
+    node_t c = zero + 1 + N, root = c + 1;
+    ok = ok && root == r->root && a->op[c] == OP_CONST && a->data[c] == 1.0 / N
+        && a->op[root] == OP_MUL && a->child[a->child_start[root]] == s
+        && a->child[a->child_start[root] + 1] == c;
+    return ok ? NULL : "the loss is not the mean of the positions' losses";
+}
+
+tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
+    tape_t *t = calloc(1, sizeof *t);
+    if (t == NULL) { *why = "out of memory"; return NULL; }
+    t->params_at = -1;
+    builder_t b = {0};
+    b.a = a;
+    b.r = r;
+    b.t = t;
+    const char *(*const phases[])(builder_t *) = {
+        take_sizes, map_params, copy_graph, declare_derived, find_targets, check_tail,
+        count_readers, fill_reads, token_slots, order_pulls, verify_targets,
+    };
+    *why = NULL;
+    for (size_t k = 0; k < sizeof phases / sizeof *phases && *why == NULL; ++k) *why = phases[k](&b);
+    free(b.pmap);
+    free(b.keys);
+    free(b.stack_node);
+    free(b.stack_edge);
+    b.pmap = NULL;
+    if (*why == NULL) *why = tape_pack(t);
+    if (*why != NULL) { tape_free(t); return NULL; }
+    return t;
+}

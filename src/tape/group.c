@@ -1,0 +1,161 @@
+/* group.c: instructions side by side (internal.h, SIDE): four chains of one
+ * length, four rows of one matrix times one vector (one record, matvec_t),
+ * and in the backward four entries, or a whole vector, whose sums are
+ * independent. Each sum keeps its own operations in its own order. */
+#include "internal.h"
+
+/* Four F_DOT chains of one length at one position, none reading another's top. */
+void group_dots(tape_t *t, int64_t nf) {
+    for (int64_t i = 0; i + SIDE <= nf; ++i) {
+        int ok = 1;
+        int32_t L0 = t->fwd[i];
+        for (int k = 0; k < SIDE && ok; ++k) {
+            int32_t L = t->fwd[i + k];
+            ok = t->fwd_code[i + k] == F_DOT && L - t->aux[L] == L0 - t->aux[L0] && pos_of(t, L) == pos_of(t, L0);
+            if (!ok) break;
+            const int32_t *pr = t->dot_pair + t->dot_at[i + k];
+            for (int32_t j = 0; j < L - t->aux[L] && ok; ++j)  /* reads no top of the group */
+                for (int m = 0; m < k && ok; ++m) ok = pr[j] != t->fwd[i + m];
+        }
+        if (!ok) continue;
+        t->fwd_code[i] = F_DOT4;
+        i += SIDE - 1;
+    }
+}
+
+/* A group of four chains that are four rows of one matrix times one vector:
+ * chain c's k-th product is w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k
+ * and v[k] the same node for the four, at most MAX_LANES long. The same
+ * products and sums, read through one record (matvec_t). Returns how many
+ * groups were found. */
+int64_t mark_matvecs(tape_t *t, int64_t nf) {
+    int64_t found = 0;
+    for (int64_t i = 0; i + SIDE <= nf; ++i) {
+        if (t->fwd_code[i] != F_DOT4) continue;
+        const int32_t *A = t->fwd_arg + 3 * i, *p0 = t->dot_pair + A[0];
+        int ok = 1;
+        for (int c = 0; c < SIDE && ok; ++c) {
+            const int32_t *pc = t->dot_pair + A[3 * c];
+            for (int32_t j = 0; j < A[2] && ok; j += 2)
+                ok = pc[j] == pc[0] + j / 2 && pc[0] + A[2] / 2 <= t->n_params
+                    && pc[j + 1] == p0[j + 1] && pc[j + 1] >= t->n_params;
+        }
+        ok = ok && A[2] / 2 <= MAX_LANES;  /* a vector gathered by the replay fits its buffer */
+        if (ok) { t->fwd_code[i] = F_MV4; found++; }
+        i += SIDE - 1;
+    }
+    return found;
+}
+
+/* Do backward entries b and e read the same parents, in the same order, with
+ * e's weights `shift` places before b's (and `reach` more still inside the
+ * values)? Then they are entries of one vector read by one matrix's rows. */
+static int rows_of_one_vector(const tape_t *t, int64_t b, int64_t e, int32_t shift, int32_t reach) {
+    int64_t k0 = t->pull_start[b], kk = t->pull_start[e], count = t->pull_start[b + 1] - k0;
+    if (t->pull_start[e + 1] - kk != count) return 0;
+    for (int64_t j = 0; j < count; ++j)
+        if (t->pull_parent[kk + j] != t->pull_parent[k0 + j] || t->pull_src[kk + j] != t->pull_src[k0 + j] - shift
+            || t->pull_src[k0 + j] - shift - reach < 0)
+            return 0;
+    return 1;
+}
+
+void group_pulls(tape_t *t, int64_t nb) {
+    for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
+        int ok = 1;
+        int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+        for (int k = 0; k < SIDE && ok; ++k) {
+            int64_t e = b - k;
+            int32_t L = t->bwd[e];
+            ok = (t->kind[L] == K_OP || t->kind[L] == K_DOT) && count > 1
+                && t->pull_start[e + 1] - t->pull_start[e] == count;
+            for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
+                for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
+        }
+        if (!ok) continue;
+        t->bwd_group[b] = 1;
+        /* four entries of one vector read by the rows of one matrix: the same
+         * parents, and each row's weights side by side (see the backward) */
+        int mv = 1;
+        for (int k = 1; k < SIDE && mv; ++k) mv = rows_of_one_vector(t, b, b - k, k, 0);
+        if (mv) t->bwd_group[b] = 2;
+        b -= SIDE - 1;
+    }
+    /* runs of such groups, one after another, over the same parents with their
+     * weights still side by side: a whole vector read by a matrix's rows */
+    for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
+        if (t->bwd_group[b] != 2) continue;
+        int64_t e = b;
+        while (e - SIDE >= SIDE - 1 && b - (e - SIDE) + 1 <= MAX_LANES && t->bwd_group[e - SIDE] == 2
+               && rows_of_one_vector(t, b, e - SIDE, (int32_t)(b - (e - SIDE)), SIDE - 1))
+            e -= SIDE;
+        if (e < b) {
+            t->bwd_group[b] = 3;
+            t->bwd_lanes[b] = (int32_t)(b - e + SIDE);
+        }
+        b = e - (SIDE - 1);
+    }
+}
+
+/* Each F_MV4 group's record (tape.h), once the nodes are numbered as the
+ * replay numbers them: its instruction's first operand becomes the record's
+ * index. Where the vector's entries are consecutive nodes (a layer's
+ * outputs, made one after another), the replay reads them in place. */
+void matvec_records(tape_t *t) {
+    int32_t n_mv = t->mv_end[t->n_pos - 1];
+    for (int32_t k = 0; k < n_mv; ++k) {
+        matvec_t *g = t->mv + k;
+        int32_t *A = t->fwd_arg + 3 * (int64_t)g->ins;
+        g->pairs = A[0];
+        g->len = A[2] / 2;
+        const int32_t *v = t->dot_pair + g->pairs + 1;  /* the vector: every other entry of row 0's list */
+        g->vec = v[0];
+        for (int32_t j = 1; j < g->len && g->vec >= 0; ++j)
+            if (v[2 * j] != v[0] + j) g->vec = -1;
+        for (int c = 0; c < SIDE; ++c) {
+            g->w[c] = t->dot_pair[A[3 * c]];
+            g->init[c] = A[3 * c + 1];
+            g->top[c] = t->fwd[g->ins + c];
+        }
+        A[0] = k;
+    }
+}
+
+
+/* The backward reads a matrix-row group's pulls from its top entry only (the
+ * same parents for every lane, the weights side by side): the other lanes'
+ * lists are dropped, most of a step's pulls. The entries are met as the
+ * backward meets them, from the last down; a replay of fewer positions starts
+ * at a position's loss, never inside a group (a loss is never grouped), and
+ * so meets the same groups. 0, or -1 out of memory. */
+int drop_unread_pulls(tape_t *t, int64_t nb) {
+    uint8_t *unread = NULL;
+    if (!NEW(unread, nb)) return -1;
+    for (int64_t b = nb - 1; b >= 0; --b) {
+        int32_t width = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : t->bwd_group[b] && b >= SIDE - 1 ? SIDE : 1;
+        if (t->bwd_group[b] >= 2 && width > 1)
+            for (int32_t k = 1; k < width; ++k) unread[b - k] = 1;
+        b -= width - 1;
+    }
+    int64_t out = 0, lo = t->pull_start[0];
+    for (int64_t b = 0; b < nb; ++b) {
+        int64_t hi = t->pull_start[b + 1];
+        t->pull_start[b] = out;
+        for (int64_t k = lo; k < hi && !unread[b]; ++k, ++out) {
+            t->pull_parent[out] = t->pull_parent[k];
+            t->pull_src[out] = t->pull_src[k];
+            t->pull_block[out] = t->pull_block[k];
+        }
+        lo = hi;
+    }
+    t->pull_start[nb] = out;
+    free(unread);
+    size_t keep = (size_t)(out > 0 ? out : 1);
+    int32_t *pp = realloc(t->pull_parent, keep * sizeof *pp);
+    if (pp != NULL) t->pull_parent = pp;
+    int32_t *ps = realloc(t->pull_src, keep * sizeof *ps);
+    if (ps != NULL) t->pull_src = ps;
+    int32_t *pb = realloc(t->pull_block, keep * sizeof *pb);
+    if (pb != NULL) t->pull_block = pb;
+    return 0;
+}

@@ -1,0 +1,309 @@
+/* order.c: the backward's order. Each node's pull list (the parents whose
+ * gradients it adds) sorted into the order the reference's depth-first walk
+ * adds them; the rotating nodes' rule (the target's logit last) checked
+ * against that walk and against walks for other targets; and the chains
+ * sum(w * x ...) found, whose inner nodes take no pull list. */
+#include "internal.h"
+
+/* Must pull entry i come before entry j?
+ * By rank: the order in which the walk whose ranks are in b->rank added the
+ * parents: reverse post-order, so the higher rank first; a parent the walk
+ * never reached (dead for these targets: an unchosen candidate and what only
+ * it reads) first, as it would be if its target were chosen; two edges of one
+ * parent (x * x, x + x) are alike: the local gradient is the same at either,
+ * and a pull keeps only its parent.
+ * By block (a rotating node's canonical order): the higher logit first. */
+static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
+    const tape_t *t = b->t;
+    if (by_block) return t->npull_block[i] > t->npull_block[j];
+    int32_t q1 = t->npull_parent[i], q2 = t->npull_parent[j];
+    int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
+    int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
+    if (r1 != r2) return r1 > r2;
+    return q1 > q2;
+}
+
+/* Blocks exist only where sorting by block (a rotating node's entries): the
+ * rest of npull_block is never touched. */
+static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
+    int32_t q = t->npull_parent[i];
+    t->npull_parent[i] = t->npull_parent[j];
+    t->npull_parent[j] = q;
+    if (by_block) {
+        int32_t blk = t->npull_block[i];
+        t->npull_block[i] = t->npull_block[j];
+        t->npull_block[j] = blk;
+    }
+}
+
+/* A pull entry's place in the order by rank, as one number: the higher
+ * first, so (rank, parent) descending; a parent never reached ranks above
+ * every reached one. */
+static int64_t rank_key(const builder_t *b, int32_t q) {
+    int64_t r = b->rank[q] < 0 ? INT32_MAX : b->rank[q];
+    return (r << 31) | q;
+}
+
+static int descending(const void *x, const void *y) {
+    int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
+    return (a < c) - (a > c);
+}
+
+/* Sort a long list by rank: the order is total (rank, then parent), so an
+ * unstable sort of the keys gives the one result. 0, or -1 out of memory. */
+static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
+    tape_t *t = b->t;
+    if (hi - lo > b->keys_cap) {
+        free(b->keys);
+        b->keys_cap = 2 * (hi - lo);
+        if (!NEW(b->keys, b->keys_cap)) return -1;
+    }
+    for (int64_t k = lo; k < hi; ++k) b->keys[k - lo] = rank_key(b, t->npull_parent[k]);
+    qsort(b->keys, (size_t)(hi - lo), sizeof *b->keys, descending);
+    for (int64_t k = lo; k < hi; ++k) t->npull_parent[k] = (int32_t)(b->keys[k - lo] & INT32_MAX);
+    return 0;
+}
+
+/* Sort pull entries [lo, hi) stably. By rank, the entries come in creation
+ * order, mostly the reverse of the order sought, so they are reversed first
+ * and kept if that is the order; a short list is then sorted by insertion, a
+ * long one (a vector read by every row of a wide matrix) by its keys. By
+ * block, stably by insertion (a rotating node's few parents). 0, or -1 out of
+ * memory. */
+static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
+    tape_t *t = b->t;
+    if (!by_block) {
+        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
+        int64_t k = lo + 1;
+        while (k < hi && precedes(b, 0, k - 1, k)) ++k;
+        if (k >= hi) return 0;
+        if (hi - lo > 32) return sort_by_rank(b, lo, hi);
+    }
+    for (int64_t i = lo + 1; i < hi; ++i)
+        for (int64_t j = i; j > lo && precedes(b, by_block, j, j - 1); --j)
+            swap_pulls(t, j, j - 1, by_block);
+    return 0;
+}
+
+/* Which logit of its position node q belongs to: the logits' sums are built
+ * one after another with the same number of nodes, so logit v's are the nodes
+ * (logit[v-1], logit[v]]. -1: none. */
+int32_t block_of(const builder_t *b, int32_t q) {
+    return block_at(b, q, pos_of(b->t, q));
+}
+
+/* ... node q of position p */
+int32_t block_at(const builder_t *b, int32_t q, int32_t p) {
+    const tape_t *t = b->t;
+    int32_t V = t->n_cand;
+    if (p < 0 || V < 2) return -1;
+    const node_t *lg = b->r->logit + (int64_t)p * V;
+    int64_t width = (int64_t)lg[1] - lg[0];
+    int64_t lo = (int64_t)lg[0] - width + 1, a = q - t->n_params + b->r->rec_start;
+    if (width <= 0 || a < lo || a > lg[V - 1]) return -1;
+    return (int32_t)((a - lo) / width);
+}
+
+/* Room for the walk's stack: `depth` entries. 0, or -1 out of memory. */
+static int stack_room(builder_t *b, int64_t depth) {
+    if (depth <= b->stack_cap) return 0;
+    int64_t cap = 2 * depth;
+    int32_t *node = realloc(b->stack_node, (size_t)cap * sizeof *node);
+    if (node != NULL) b->stack_node = node;
+    int32_t *edge = realloc(b->stack_edge, (size_t)cap * sizeof *edge);
+    if (edge != NULL) b->stack_edge = edge;
+    if (node == NULL || edge == NULL) return -1;
+    b->stack_cap = cap;
+    return 0;
+}
+
+/* The rank of every local node in the reference's depth-first post-order
+ * (children in order, each node once), as the copied edges are now. The walk
+ * from the mean enters sum(losses) first, whose additions (check_tail) enter
+ * losses[0], then losses[1], ...: the same walk as one from each loss in turn
+ * with one visited set. -2 marks a node entered and not yet finished. 0, or
+ * -1 out of memory. */
+static int walk(builder_t *b) {
+    const tape_t *t = b->t;
+    const int32_t *start = t->child_start, *child = t->child;
+    int32_t *rank = b->rank, k = 0;
+    for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;
+    for (int32_t q = 0; q < t->n_pos; ++q) {
+        int32_t v = t->loss_node[q];
+        int64_t e = start[v], end = start[v + 1], top = 0;
+        if (rank[v] != -1) continue;
+        rank[v] = -2;
+        for (;;) {
+            while (e < end) {
+                int32_t c = child[e++];
+                if (rank[c] != -1) continue;
+                if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
+                if (stack_room(b, top + 1) < 0) return -1;
+                b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
+                b->stack_edge[top++] = (int32_t)e;
+                rank[c] = -2;
+                if (t->kind[c] == K_DOT) c = t->aux[c];  /* a chain: its first product (below) */
+                v = c;
+                e = start[c];
+                end = start[c + 1];
+            }
+            rank[v] = k++;  /* every child done: post-order */
+            if (t->kind[v] == K_INTERIOR) {
+                /* a chain's product (chains are read once, so met only here): the
+                 * walk down its additions would finish it, then the constant 0
+                 * after the first, then the addition that reads it; then the
+                 * next product, or, after the top, the chain's reader */
+                int32_t a = v + 1;
+                if (t->kind[a] == K_CONST) rank[a++] = k++;
+                rank[a] = k++;
+                if (t->kind[a] != K_DOT) {
+                    v = a + 1;
+                    rank[v] = -2;
+                    e = start[v];
+                    end = start[v + 1];
+                    continue;
+                }
+            }
+            if (top == 0) break;
+            v = b->stack_node[--top];
+            e = b->stack_edge[top];
+            end = start[v + 1];
+        }
+    }
+    return 0;
+}
+
+/* Does the last walk add node c's parents in the order the tape will, with
+ * target tgt at c's position? Parents the walk did not reach add zeros and
+ * may stand anywhere. */
+static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
+    const tape_t *t = b->t;
+    int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
+    int32_t last = INT32_MAX;
+    for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
+        for (int64_t k = lo; k < hi; ++k) {
+            if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
+            int32_t r = b->rank[t->npull_parent[k]];
+            if (r < 0) continue;
+            if (r > last) return 0;
+            last = r;
+        }
+    }
+    return 1;
+}
+
+/* Does the last walk, made with the recorded targets shifted by `shift` at
+ * every position, follow the tape's rule at every node it reached? (A chain's
+ * inner nodes have one parent each: nothing to order.) */
+static int rule_holds(const builder_t *b, int32_t shift) {
+    const tape_t *t = b->t;
+    for (int32_t c = t->n_params; c < t->n_nodes; ++c)
+        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE || t->kind[c] == K_DOT) && b->rank[c] >= 0
+            && !order_holds(b, c, (b->r->tokens[pos_of(t, c) + 1] + shift) % t->n_cand))
+            return 0;
+    return 1;
+}
+
+/* Point every position's target edge at its target shifted by `shift`. */
+static void point_targets(builder_t *b, int32_t shift) {
+    tape_t *t = b->t;
+    int32_t V = t->n_cand;
+    for (int32_t p = 0; p < t->n_pos; ++p)
+        t->child[t->target_edge[p]] = t->cand[(int64_t)p * V + (b->r->tokens[p + 1] + shift) % V];
+}
+
+/* Check the backward rule against a real walk for other targets. */
+static const char *verify(builder_t *b, int32_t shift) {
+    point_targets(b, shift);
+    int walked = walk(b);
+    int ok = walked == 0 && rule_holds(b, shift);
+    point_targets(b, 0);  /* the recorded targets back */
+    if (walked < 0) return "out of memory";
+    return ok ? NULL : "the backward order for another target does not follow the tape's rule";
+}
+
+/* How many edges read node m: fuse_dots runs on the counts, before they are
+ * summed into the pull lists' starts. */
+static int32_t readers(const tape_t *t, int32_t m) {
+    return t->npull_start[m + 1];
+}
+
+/* Is node m a product read once? (By the addition the caller found reading it.) */
+static int product_read_once(const tape_t *t, int32_t m) {
+    return t->kind[m] == K_OP && t->op[m] == OP_MUL && readers(t, m) == 1;
+}
+
+/* Is node a the addition (x, y) of two children? */
+static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
+    int64_t e = t->child_start[a];
+    return t->kind[a] == K_OP && t->op[a] == OP_ADD && t->child_start[a + 1] - e == 2
+        && t->child[e] == x && t->child[e + 1] == y;
+}
+
+/* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
+ * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
+ * Nothing that something else refers to (a derived number's source) is inner,
+ * nor a rotating node (marked before). */
+void fuse_dots(tape_t *t) {
+    uint8_t *source = (uint8_t *)t->scratch;  /* the rotation marks are done with it */
+    memset(source, 0, (size_t)t->n_nodes);
+    for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
+    for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
+        int32_t c0 = s + 1, a = s + 2;
+        if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
+              && product_read_once(t, s) && !source[s]))
+            continue;
+        int32_t end = t->pos_end[pos_of(t, s)];  /* a chain stays in its position */
+        while (a + 2 < end && adds(t, a + 2, a, a + 1)
+               && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
+               && readers(t, a) == 1)
+            a += 2;
+        t->kind[a] = K_DOT;
+        t->aux[a] = s;
+        t->kind[s] = K_INTERIOR;
+        for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
+        s = a;
+    }
+}
+
+/* The backward order of the recorded targets: every pull list sorted by the
+ * walk's ranks; a rotating node's then by logit (the canonical order); and
+ * the rule checked against the recorded walk. */
+const char *order_pulls(builder_t *b) {
+    tape_t *t = b->t;
+    b->rank = t->scratch;  /* the builder's fill is done with */
+    if (walk(b) < 0) return "out of memory";
+    for (int32_t c = t->n_params; c < t->n_nodes; ++c) {
+        int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
+        if (hi - lo < 1) continue;
+        if (sort_pulls(b, lo, hi, 0) < 0) return "out of memory";
+        if (t->kind[c] != K_ROTATE) continue;  /* its blocks are never read: not written (most of the pulls) */
+        for (int64_t k = lo; k < hi; ++k) {
+            t->npull_block[k] = block_of(b, t->npull_parent[k]);
+            if (t->npull_block[k] < 0) return "a node is read by several logits and by something else";
+        }
+        sort_pulls(b, lo, hi, 1);  /* the canonical order: by logit, highest first */
+        for (int64_t k = lo; k < hi; ++k)
+            if (pos_of(t, t->npull_parent[k]) != pos_of(t, c)) return "a node is read by logits of another position";
+    }
+    if (!rule_holds(b, 0))
+        return "the backward order of the recorded step does not follow the tape's rule";
+    return NULL;
+}
+
+/* The same rule for other targets, against real walks: every other target,
+ * or r->verify_shifts of them spread over the vocabulary, or none (a
+ * forward-only tape: its backward is never run). */
+const char *verify_targets(builder_t *b) {
+    const record_t *r = b->r;
+    int32_t V = b->t->n_cand;
+    int32_t shifts = r->verify_shifts < 0 ? 0
+        : r->verify_shifts == 0 || r->verify_shifts >= V ? V - 1 : r->verify_shifts;
+    for (int32_t k = 1; k <= shifts; ++k) {
+        int32_t shift = shifts == V - 1 ? k : (int32_t)(((int64_t)k * (V - 1)) / shifts);
+        if (shift < 1) shift = 1;
+        const char *why = verify(b, shift);
+        if (why != NULL) return why;
+    }
+    return NULL;
+}

@@ -1,0 +1,212 @@
+/* pack.c: the replay's program, from the node lists the builder checked
+ * (build.c, reads.c, order.c). Every rewrite here keeps each number's
+ * operations and their order: it only changes how they are found
+ * (internal.h). */
+#include "internal.h"
+
+/* Where the local gradient of node L's edge e is when the backward runs:
+ * the other factor's value, L's own slot, or the 1.0; -1 for none. */
+int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
+    int64_t e0 = t->child_start[L];
+    switch (t->op[L]) {
+    case OP_ADD: return 2 * t->n_nodes;
+    case OP_MUL: return t->child[e == e0 ? e0 + 1 : e0];
+    case OP_POW: case OP_LOG: case OP_EXP: case OP_RELU: return t->n_nodes + L;
+    default: return -1;
+    }
+}
+
+/* The node whose gradient stands for L's: a chain's top for its inner
+ * products (their tops are kept in aux, unused there), else L itself. */
+static int32_t top_of(const tape_t *t, int32_t L) {
+    return t->kind[L] == K_INTERIOR ? t->aux[L] : L;
+}
+
+/* The replay's program from the checked node lists: the forward's and the
+ * backward's instruction lists, the pulls with their local gradients' places,
+ * a chain's inner products replaced by its top wherever their gradient is
+ * read; then the builder's node-indexed lists are freed. */
+const char *tape_pack(tape_t *t) {
+    int32_t n = t->n_nodes, P = t->n_params, N = t->n_pos;
+    /* the builder's scratch serves last_pow, ins_of, in_mv and renumber's map in turn */
+    int32_t *last_pow = t->scratch;
+    if (!NEW(t->fwd, n) || !NEW(t->fwd_code, n) || !NEW(t->fwd_end, N)
+        || !NEW(t->bwd, n) || !NEW(t->bwd_end, N) || !NEW(t->pull_start, n + 1)) {
+        return "out of memory";
+    }
+    for (int32_t L = 0; L < n; ++L) last_pow[L] = -1;
+    int64_t n_pairs = 0;
+    for (int32_t L = P; L < n; ++L)
+        if (t->kind[L] == K_DOT) {
+            int32_t s = t->aux[L];
+            t->aux[s] = L;  /* an inner product's top (top_of) */
+            for (int32_t m = s + 3; m < L; m += 2) t->aux[m] = L;
+            n_pairs += L - s;
+        }
+    if (!NEW(t->dot_pair, n_pairs)) return "out of memory";
+    t->n_pairs = n_pairs;
+
+    /* the forward */
+    int64_t nf = 0, pair = 0;
+    int32_t q = 0;
+    for (int32_t L = P; L < n; ++L) {
+        while (L >= t->pos_end[q]) t->fwd_end[q++] = (int32_t)nf;
+        uint8_t code;
+        switch (t->kind[L]) {
+        case K_CONST: continue;
+        case K_INTERIOR: continue;
+        case K_DERIVED: code = F_DERIVED; break;
+        case K_DOT: {
+            int32_t s = t->aux[L];
+            t->dot_at[nf] = (int32_t)pair;  /* (this instruction's: nf is its index) */
+            for (int32_t m = s; m < L; m += (m == s ? 3 : 2)) {
+                t->dot_pair[pair++] = t->child[t->child_start[m]];
+                t->dot_pair[pair++] = t->child[t->child_start[m] + 1];
+            }
+            code = F_DOT;
+            break;
+        }
+        default: {
+            int64_t edges = t->child_start[L + 1] - t->child_start[L];
+            if (t->op[L] == OP_ADD || t->op[L] == OP_MUL) {
+                if (edges != 2) return "an operation with an unexpected number of children";
+                code = t->op[L] == OP_ADD ? F_ADD : F_MUL;
+            } else if (lg_src(t, L, t->child_start[L]) >= 0 && edges == 1) {
+                code = F_ONE_CHILD;
+                if (t->op[L] == OP_POW) {  /* the same pow of the same node as the last: copy it */
+                    int32_t c = t->child[t->child_start[L]], k = last_pow[c];
+                    if (k >= 0 && memcmp(&t->operand[k], &t->operand[L], sizeof(double)) == 0) {
+                        code = F_COPY;
+                        t->aux[L] = k;
+                    } else {
+                        last_pow[c] = L;
+                    }
+                }
+            } else {
+                return "an operation the replay does not know";
+            }
+        }
+        }
+        t->fwd[nf] = L;
+        t->fwd_code[nf++] = code;
+    }
+    while (q < N) t->fwd_end[q++] = (int32_t)nf;
+
+    /* each instruction's operands, and where the slots are among them */
+    int32_t *ins_of = t->scratch;  /* last_pow is done with */
+    memset(ins_of, 0, (size_t)n * sizeof *ins_of);
+    if (!NEW(t->fwd_arg, 3 * nf) || !NEW(t->target_arg, N)
+        || !NEW(t->token_arg, t->n_token_edges) || !NEW(t->first_pos, P)) {
+        return "out of memory";
+    }
+    for (int64_t i = 0; i < nf; ++i) {
+        int32_t L = t->fwd[i], *A = t->fwd_arg + 3 * i;
+        int64_t e = t->child_start[L];
+        ins_of[L] = (int32_t)i;
+        switch (t->fwd_code[i]) {
+        case F_ADD: case F_MUL: A[0] = t->child[e]; A[1] = t->child[e + 1]; break;
+        case F_ONE_CHILD: A[0] = t->child[e]; break;
+        case F_COPY: A[0] = t->aux[L]; break;
+        case F_DOT: A[0] = t->dot_at[i]; A[1] = t->aux[L] + 1; A[2] = L - t->aux[L]; break;
+        default: break;  /* F_DERIVED: below */
+        }
+    }
+    for (int64_t j = 0; j < t->n_derived; ++j) t->fwd_arg[3 * (int64_t)ins_of[t->derived_node[j]]] = (int32_t)j;
+    for (int32_t p = 0; p < N; ++p) {
+        int32_t owner = t->target_owner[p];
+        t->target_arg[p] = 3 * (int64_t)ins_of[owner] + (t->target_edge[p] - t->child_start[owner]);
+    }
+    for (int64_t j = 0; j < t->n_token_edges; ++j) {
+        int32_t owner = t->param_parent[t->token_param[j]];  /* an addition or one-child operation */
+        t->token_arg[j] = 3 * (int64_t)ins_of[owner] + (t->token_edge[j] - t->child_start[owner]);
+    }
+    for (int32_t k = 0; k < P; ++k) t->first_pos[k] = INT32_MAX;
+    for (int32_t p = N - 1; p >= 0; --p)
+        for (int64_t j = t->param_start[p]; j < t->param_start[p + 1]; ++j) {
+            int32_t c = t->child[t->param_edge[j]];
+            if (c < t->table_slot0 || c >= t->table_slot0 + t->table_rows * t->table_cols) t->first_pos[c] = p;
+        }
+    group_dots(t, nf);
+    int64_t n_mv = mark_matvecs(t, nf);
+    uint8_t *in_mv = (uint8_t *)t->scratch;  /* the tops of the chains in those groups (ins_of is done with) */
+    memset(in_mv, 0, (size_t)n);
+    if (!NEW(t->mv, n_mv) || !NEW(t->mv_end, N)) return "out of memory";
+    {
+        int32_t k = 0, p = 0;
+        for (int32_t i = 0; i < (int32_t)nf; ++i) {
+            while (i >= t->fwd_end[p]) t->mv_end[p++] = k;
+            if (t->fwd_code[i] != F_MV4) continue;
+            t->mv[k++].ins = i;
+            for (int c = 0; c < SIDE; ++c) in_mv[t->fwd[i + c]] = 1;
+        }
+        while (p < N) t->mv_end[p++] = k;
+    }
+
+    /* the backward: every node that takes a gradient */
+    int64_t nb = 0, n_pulls = 0;
+    for (int32_t L = P; L < n; ++L) {
+        uint8_t k = t->kind[L];
+        if (k == K_OP || k == K_ROTATE || k == K_DOT) n_pulls += t->npull_start[L + 1] - t->npull_start[L];
+    }
+    if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_src, n_pulls) || !NEW(t->pull_block, n_pulls)) {
+        return "out of memory";
+    }
+    q = 0;
+    int64_t k_out = 0;
+    for (int32_t L = P; L < n; ++L) {
+        while (L >= t->pos_end[q]) t->bwd_end[q++] = (int32_t)nb;
+        uint8_t k = t->kind[L];
+        if (k == K_CONST || k == K_DERIVED || k == K_INTERIOR) continue;
+        t->bwd[nb] = L;
+        t->pull_start[nb++] = k_out;
+        if (k == K_SEED || k == K_CANDIDATE) continue;  /* their gradient comes from a slot */
+        for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
+            int32_t parent = t->npull_parent[j];
+            t->pull_parent[k_out] = top_of(t, parent);
+            int64_t e = t->child_start[parent];  /* its first edge that reads L: a parent that reads */
+            while (t->child[e] != L) ++e;        /* L twice (x * x, x + x) has the same local grad at both */
+            t->pull_src[k_out] = lg_src(t, parent, e);
+            if (k == K_ROTATE) t->pull_block[k_out] = t->npull_block[j];  /* only theirs are read */
+        }
+    }
+    while (q < N) t->bwd_end[q++] = (int32_t)nb;
+    t->pull_start[nb] = k_out;
+    if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) return "out of memory";
+    for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
+    group_pulls(t, nb);
+    if (drop_unread_pulls(t, nb) < 0) return "out of memory";
+
+    /* parameter reads: a matrix row's are made by the backward from the
+     * group's own lists (each parameter is read once a position, so a
+     * position's reads may go in any order); the rest are kept, in order */
+    int64_t kept = 0, tok = 0;  /* token_param lists reads in ascending order: each follows its read */
+    for (int32_t p = 0; p < N; ++p) {
+        int64_t from = t->param_start[p];
+        t->param_start[p] = kept;
+        for (int64_t j = from; j < t->param_start[p + 1]; ++j) {
+            int32_t parent = t->param_parent[j];
+            int64_t moved_to = -1;
+            if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top_of(t, parent)])) {
+                moved_to = kept;
+                t->param_child[kept] = t->child[t->param_edge[j]];
+                t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
+                t->param_parent[kept++] = top_of(t, parent);
+            }
+            while (tok < t->n_token_edges && t->token_param[tok] == j) t->token_param[tok++] = moved_to;
+        }
+    }
+    t->param_start[N] = kept;
+    for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
+        if (t->op[t->target_owner[p]] == OP_MUL) return "probs[target] is read by a product";
+        t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
+    }
+    free(t->npull_start); free(t->npull_parent); free(t->npull_block); free(t->param_edge);
+    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->param_edge = NULL;
+    const char *why = renumber(t);
+    free(t->scratch);
+    t->scratch = NULL;
+    if (why == NULL) matvec_records(t);
+    if (why == NULL && keep_read_pairs(t) < 0) why = "out of memory";
+    return why;
+}
+

@@ -1,0 +1,122 @@
+/* reads.c: who reads each node. Parameters are read by position (the token
+ * table's reads become token slots); every other node gets a pull list, the
+ * parents whose gradients it adds (order.c sorts them). Phases of tape_build
+ * (build.c): NULL, or why the step cannot be replayed. */
+#include "internal.h"
+
+/* Count each node's readers (a parameter's by position); a node read by
+ * several logits rotates (checked further once its pull list is sorted). */
+const char *count_readers(builder_t *b) {
+    tape_t *t = b->t;
+    int32_t P = t->n_params, n = t->n_nodes;
+    int32_t *first_block = t->scratch;  /* the logit of a node's first reader (-2: none yet) */
+    for (int32_t L = 0; L < n; ++L) first_block[L] = -2;
+    b->n_param_edges = 0;
+    for (int32_t L = P, p = 0; L < n; ++L) {
+        while (L >= t->pos_end[p]) ++p;  /* L's position */
+        for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e];
+            if (c < P) { b->n_param_edges++; t->param_start[p + 1]++; continue; }
+            if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
+            if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
+            t->npull_start[c + 1]++;
+            int32_t blk = block_at(b, L, p);
+            if (first_block[c] == -2) first_block[c] = blk;
+            else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
+        }
+    }
+    return NULL;
+}
+
+/* Chains first (fuse_dots, on the counts): their inner nodes take no pull
+ * list (each is read once, by the next node of its chain, and its gradient
+ * is the top's). Then the lists and the parameter reads, filled in creation
+ * order. */
+const char *fill_reads(builder_t *b) {
+    tape_t *t = b->t;
+    int32_t P = t->n_params, N = t->n_pos, n = t->n_nodes;
+    fuse_dots(t);
+    for (int32_t L = P; L < n; ++L)
+        if (t->kind[L] == K_INTERIOR) t->npull_start[L + 1] = 0;
+    for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
+    for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
+    int64_t n_pulls = t->npull_start[n], n_param_edges = b->n_param_edges;
+    int64_t *pfill = NULL;
+    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_block, n_pulls)
+        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
+        || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges) || !NEW(pfill, N))
+        return "out of memory";
+    int32_t *fill = t->scratch;  /* fuse_dots is done with it */
+    for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
+    for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
+    for (int32_t L = P, p = 0; L < n; ++L) {
+        while (L >= t->pos_end[p]) ++p;  /* L's position */
+        for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e];
+            if (c < P) {
+                int64_t k = pfill[p]++;
+                t->param_edge[k] = (int32_t)e;
+                t->param_parent[k] = L;
+            } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
+                t->npull_parent[fill[c]++] = L;
+            }
+        }
+    }
+    free(pfill);
+    return NULL;
+}
+
+/* Every read of the token table at position p is of row tokens[p], each
+ * column once, and by an addition or a one-child operation (a product's
+ * other child would take its local grad from the row: not followed). */
+static const char *check_table_reads(builder_t *b, int32_t *seen) {
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int64_t table_end = (int64_t)r->table_slot0 + (int64_t)r->table_rows * r->table_cols;
+    for (int32_t k = 0; k < t->n_params; ++k) seen[k] = -1;
+    t->n_token_edges = 0;
+    for (int32_t q = 0; q < t->n_pos; ++q) {
+        int32_t cols = 0;
+        for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
+            int64_t e = t->param_edge[k];
+            int32_t c = t->child[e];
+            if (seen[c] == q) return "a parameter is read twice at one position";
+            seen[c] = q;
+            if (c < r->table_slot0 || c >= table_end) continue;
+            int32_t row = (c - r->table_slot0) / r->table_cols, col = (c - r->table_slot0) % r->table_cols;
+            if (row != r->tokens[q]) return "the token table is read at a row other than the token's";
+            if (t->op[t->param_parent[k]] == OP_MUL) return "the token table is read by a product";
+            t->token_edge[t->n_token_edges] = e;
+            t->token_param[t->n_token_edges] = k;
+            t->token_pos[t->n_token_edges] = q;
+            t->token_col[t->n_token_edges] = col;
+            t->n_token_edges++;
+            cols++;
+        }
+        if (cols != r->table_cols) return "a position does not read exactly one row of the token table";
+    }
+    return NULL;
+}
+
+/* token slots: the token table's reads, re-pointed at every replay */
+const char *token_slots(builder_t *b) {
+    const record_t *r = b->r;
+    tape_t *t = b->t;
+    int64_t table_end = (int64_t)r->table_slot0 + (int64_t)r->table_rows * r->table_cols, n_tok = 0;
+    t->table_slot0 = r->table_slot0;
+    t->table_rows = r->table_rows;
+    t->table_cols = r->table_cols;
+    for (int64_t k = 0; k < b->n_param_edges; ++k) {
+        int32_t c = t->child[t->param_edge[k]];
+        if (c >= r->table_slot0 && c < table_end) n_tok++;
+    }
+    int32_t *seen = NULL;
+    const char *why = NULL;
+    if (!NEW(t->token_edge, n_tok) || !NEW(t->token_param, n_tok) || !NEW(t->token_pos, n_tok)
+        || !NEW(t->token_col, n_tok) || !NEW(seen, t->n_params))
+        why = "out of memory";
+    else
+        why = check_table_reads(b, seen);
+    free(seen);
+    return why;
+}

@@ -1,0 +1,118 @@
+/* renumber.c: one index space for what a replay keeps (tape_pack's last step). */
+#include "internal.h"
+
+/* After packing, nothing refers to a chain's inner nodes (their gradients are
+ * the top's, their values are never kept), and they are most of a step's
+ * nodes. Number the rest 0.. in the same order (parameters first, as they
+ * were), rewrite every reference, and keep per node only what a replay reads:
+ * op, operand, position, value, local grad slot, gradient. The edge lists and
+ * node kinds the builder needed go. */
+#define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
+const char *renumber(tape_t *t) {
+    int32_t n = t->n_nodes, N = t->n_pos, m = 0;
+    int32_t *nw = t->scratch;
+    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
+    int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
+    uint8_t *op = NULL;
+    double *operand = NULL, *x = NULL, *grad = NULL;
+    int32_t *pos = NULL;
+    if (!NEW(op, m) || !NEW(operand, m) || !NEW(pos, m) || !NEW(x, 2 * (int64_t)m + 1) || !NEW(grad, m)
+        || !NEW(t->graph_end, N)) {
+        free(op); free(operand); free(pos); free(x); free(grad);
+        return "out of memory";
+    }
+    /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
+#define SRC(v) do { int32_t s_ = (v), r_ = s_ == 2 * n ? 2 * m : s_ >= n ? nw[s_ - n] : nw[s_]; \
+                     if (r_ < 0) goto inner;                                                  \
+                     (v) = s_ == 2 * n ? r_ : s_ >= n ? m + r_ : r_; } while (0)
+    for (int32_t L = 0, p = 0; L < n; ++L) {
+        while (L >= t->n_params && L >= t->pos_end[p]) ++p;
+        if (nw[L] < 0) continue;
+        op[nw[L]] = t->op[L];
+        operand[nw[L]] = t->operand[L];
+        pos[nw[L]] = L < t->n_params ? -1 : p;
+        if (L >= t->n_params && t->kind[L] == K_CONST) x[nw[L]] = t->operand[L];  /* constants never change */
+    }
+    x[2 * (int64_t)m] = 1.0;
+    for (int32_t p = 0; p < N; ++p) {
+        t->graph_end[p] = t->pos_end[p];
+        int32_t e = t->pos_end[p];
+        while (e < n && nw[e] < 0) ++e;  /* the first kept node past position p */
+        t->pos_end[p] = e < n ? nw[e] : m;
+        RENUM(t->loss_node[p]);
+        RENUM(t->target_owner[p]);
+        SRC(t->target_src[p]);
+    }
+    for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j) RENUM(t->cand[j]);
+    for (int64_t j = 0; j < t->n_derived; ++j) RENUM(t->derived_node[j]);
+    for (int64_t j = 0; j < t->src_start[t->n_derived]; ++j) RENUM(t->src[j]);
+    for (int64_t i = 0; i < n_fwd; ++i) {
+        int32_t *A = t->fwd_arg + 3 * i;
+        switch (t->fwd_code[i]) {
+        case F_ADD: case F_MUL: RENUM(A[0]); RENUM(A[1]); break;
+        case F_ONE_CHILD: case F_COPY: RENUM(A[0]); break;
+        case F_DOT: case F_DOT4: case F_MV4: RENUM(A[1]); break;  /* a group's members are F_DOT or F_DOT4 too */
+        default: break;  /* F_DERIVED: an index of the derived list */
+        }
+        RENUM(t->fwd[i]);
+    }
+    for (int64_t j = 0; j < t->n_pairs; ++j) RENUM(t->dot_pair[j]);
+    for (int64_t b = 0; b < n_bwd; ++b) RENUM(t->bwd[b]);
+    for (int64_t k = 0; k < t->pull_start[n_bwd]; ++k) {
+        RENUM(t->pull_parent[k]);
+        SRC(t->pull_src[k]);
+    }
+    for (int64_t k = 0; k < t->param_start[N]; ++k) {
+        RENUM(t->param_parent[k]);
+        SRC(t->param_src[k]);
+    }
+#undef SRC
+    free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
+    t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
+    free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free(t->child);
+    t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL;
+    t->n_edges = 0;
+    t->n_nodes = m;
+    return NULL;
+inner:
+    free(op); free(operand); free(pos); free(x); free(grad);
+    return "a chain's inner node is read from outside it";
+}
+#undef RENUM
+
+
+/* The chains' lists of products (dot_pair) that a replay reads: an F_DOT's
+ * or an F_DOT4's, and a matrix-row group's vector where it is listed (row 0's
+ * list); a group whose vector is read in place keeps none (its record holds
+ * the rows). Called once the groups' records are made. 0, or -1 out of memory. */
+int keep_read_pairs(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1], kept = 0;
+    int32_t *pairs = NULL;
+    if (!NEW(pairs, t->n_pairs)) return -1;
+    for (int64_t i = 0; i < nf; ++i) {
+        int32_t *A = t->fwd_arg + 3 * i;
+        int chains = t->fwd_code[i] == F_DOT4 ? SIDE : t->fwd_code[i] == F_DOT ? 1 : 0;
+        for (int c = 0; c < chains; ++c) {  /* an F_DOT4's chains are instructions i .. i + 3 */
+            int32_t *Ac = A + 3 * c;
+            memcpy(pairs + kept, t->dot_pair + Ac[0], (size_t)Ac[2] * sizeof *pairs);
+            Ac[0] = (int32_t)kept;
+            kept += Ac[2];
+        }
+        if (t->fwd_code[i] == F_MV4) {
+            matvec_t *g = t->mv + A[0];
+            if (g->vec < 0) {
+                memcpy(pairs + kept, t->dot_pair + g->pairs, (size_t)(2 * g->len) * sizeof *pairs);
+                g->pairs = kept;
+                kept += 2 * g->len;
+            } else {
+                g->pairs = -1;
+            }
+        }
+        if (chains == SIDE || t->fwd_code[i] == F_MV4) i += SIDE - 1;
+    }
+    free(t->dot_pair);
+    int32_t *shrunk = realloc(pairs, (size_t)(kept > 0 ? kept : 1) * sizeof *pairs);
+    t->dot_pair = shrunk != NULL ? shrunk : pairs;
+    t->n_pairs = kept;
+    return 0;
+}

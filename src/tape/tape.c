@@ -1,0 +1,90 @@
+/* tape.c: a tape's sizes, counts and accessors, and freeing it. */
+#include "internal.h"
+
+void tape_free(tape_t *t) {
+    if (t == NULL) return;
+    free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
+    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
+    free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
+    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
+    free(t->pull_block);
+    free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
+    free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
+    free(t->target_src); free(t->cand);
+    free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
+    free(t->derived_node); free(t->src_start); free(t->src);
+    free(t->npull_start); free(t->npull_parent); free(t->npull_block);
+    free(t->param_edge); free(t->scratch); free(t->graph_end);
+    free(t);
+}
+
+/* the built tape's sizes: every count below is set once build() has succeeded */
+typedef struct {
+    int64_t n_fwd, n_bwd, n_pulls, n_param_reads;
+} counts_t;
+
+static counts_t counts_of(const tape_t *t) {
+    counts_t c;
+    c.n_fwd = t->fwd_end[t->n_pos - 1];
+    c.n_bwd = t->bwd_end[t->n_pos - 1];
+    c.n_pulls = t->pull_start[c.n_bwd];
+    c.n_param_reads = t->param_start[t->n_pos];
+    return c;
+}
+
+size_t tape_bytes(const tape_t *t) {
+    size_t n = (size_t)t->n_nodes, N = (size_t)t->n_pos;
+    counts_t c = counts_of(t);
+    size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
+    return n * (sizeof *t->op + sizeof *t->operand + sizeof *t->pos + 2 * sizeof *t->x + sizeof *t->grad)
+        + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
+        + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
+        + (size_t)t->n_pairs * sizeof *t->dot_pair
+        + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->bwd_lanes + sizeof *t->pull_start)
+        + sizeof *t->pull_start
+        + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
+        + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
+        + (N + 1) * sizeof *t->param_start
+        + (size_t)t->mv_end[N - 1] * sizeof *t->mv
+        + N * (sizeof *t->mv_end + sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end
+               + sizeof *t->graph_end + sizeof *t->loss_node + sizeof *t->target_edge
+               + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
+        + N * (size_t)t->n_cand * sizeof *t->cand
+        + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
+                                      + sizeof *t->token_pos + sizeof *t->token_col)
+        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
+}
+
+int32_t tape_positions(const tape_t *t) { return t->n_pos; }
+int32_t tape_computed(const tape_t *t) { return t->n_used; }
+int32_t tape_token_limit(const tape_t *t) { return t->table_rows < t->n_cand ? t->table_rows : t->n_cand; }
+double tape_loss(const tape_t *t) { return t->loss; }
+void tape_set_params_at(tape_t *t, int64_t at) { t->params_at = at; }
+int tape_params_in_one_block(const tape_t *t) { return t->params_at >= 0; }
+
+double tape_prob(const tape_t *t, int32_t p, int32_t v) {
+    return t->x[t->cand[(int64_t)p * t->n_cand + v]];
+}
+
+/* Backward groups are counted as the backward meets them: a group's top
+ * entry says how many entries it spans (a run of a vector's lanes, whole). */
+tape_counts_t tape_counts(const tape_t *t, int32_t n) {
+    tape_counts_t c = {0};
+    int32_t b = t->bwd_end[n - 1], i = b - 1;
+    while (i >= 0) {
+        int32_t width = t->bwd_group[i] == 3 ? t->bwd_lanes[i] : t->bwd_group[i] && i >= SIDE - 1 ? SIDE : 1;
+        int64_t pulls = t->bwd_group[i] >= 2 && width > 1  /* one list, read for every lane */
+            ? (t->pull_start[i + 1] - t->pull_start[i]) * width
+            : t->pull_start[i + 1] - t->pull_start[i - width + 1];
+        c.pulls += pulls;
+        if (width > 1) c.pulls_side_by_side += pulls;
+        if (t->bwd_group[i] >= 2) c.pulls_by_matrix_rows += pulls;
+        i -= width;
+    }
+    c.nodes = t->graph_end[n - 1] - t->n_params;
+    c.kept_nodes = t->n_nodes;
+    c.forward = t->fwd_end[n - 1];
+    c.backward = b;
+    c.other_param_reads = t->param_start[n];
+    return c;
+}
