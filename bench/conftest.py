@@ -199,6 +199,12 @@ def pytest_terminal_summary(terminalreporter, config):
                 om, on = g[other]
                 lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / {other} {om * 1e3:.3f} ms = "
                              f"{pm / om:.1f}x; min {pn * 1e3:.2f} / {on * 1e3:.3f} ms = {pn / on:.1f}x")
+    for bench in session.benchmarks:  # bench_instructions.py: counts, not times
+        info = bench.extra_info if bench and not bench.has_error else {}
+        if "instructions_per_step" in info:
+            lines.append(f"{bench.group} (callgrind, steps {info['steps']}): compiled "
+                         f"{info['instructions_per_step'] / 1e6:.1f} M / do-nothing C Value "
+                         f"{info['floor_instructions_per_step'] / 1e6:.1f} M = {info['ratio']:.2f}x")
     if lines:
         terminalreporter.write_sep("-", "ratios (pure over compiled, replay; over the do-nothing Values: the ceilings)")
         for line in lines:

@@ -23,8 +23,7 @@ cdef class Arena:
         self.derived = []
 
     def __dealloc__(self):
-        arena_free(&self.a)
-        free(self.handles)  # every handle held a reference to this arena: none is left
+        arena_free(&self.a)  # every handle held a reference to this arena: none is left
 
     def value(self, data):
         """A new leaf Value in this arena."""

@@ -30,6 +30,7 @@ cdef extern from "arena.h":
         uint8_t *op                         # op_t                   (per node)
         uint8_t *tag                        # TAG_* int tags         (per node)
         epoch_t *epoch                      # epoch at creation      (per node)
+        void **held                         # its live handle or NULL (per node)
         int64_t *child_start                # node i's edges: [child_start[i], child_start[i+1])
         int64_t n_nodes, cap_nodes
         node_t *child                       # the child's index      (per edge)
@@ -46,7 +47,7 @@ cdef extern from "arena.h":
     int arena_init(arena_t *a) nogil
     void arena_free(arena_t *a) nogil
     void arena_release(arena_t *a, int64_t mark) nogil
-    int64_t arena_reclaim(arena_t *a, int64_t start, node_t *keep) nogil
+    int64_t arena_reclaim(arena_t *a, int64_t start, int64_t *moved) nogil
     int arena_grow_nodes(arena_t *a, int64_t need) nogil
     int arena_grow_edges(arena_t *a, int64_t need) nogil
     int64_t arena_backward(arena_t *a, node_t root) nogil
@@ -57,6 +58,9 @@ cdef extern from "arena.h":
     double adam_square(double g) nogil
     double adam_sqrt(double x) nogil
     node_t arena_leaf(arena_t *a, uint8_t op, double x) nogil
+    int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) nogil
+    node_t arena_push_const(arena_t *a, double c, int is_int) nogil
+    node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) nogil
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil
 
@@ -110,8 +114,6 @@ cdef class Arena:
     cdef bint recording                     # a step is being recorded (see Recording)
     cdef object spoiled                     # why the recording cannot be replayed, or None
     cdef list derived                       # (const node, sign, source nodes) noted while recording
-    cdef PyObject **handles                 # node -> its live Value handle (borrowed; cleared by
-    cdef int64_t handles_cap                #   the handle's dealloc), so one object per node
     cdef int64_t pinned                     # nodes below it are never moved: a scope's or mark()'s mark
     cdef int64_t reclaimed                  # nodes reclaimed so far (for inspection)
     cdef uint64_t moves                     # bumped whenever a live handle's node changes (a reclaim

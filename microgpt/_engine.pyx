@@ -18,6 +18,7 @@ fast path: it releases the nodes made inside it at once; a handle to a
 released node raises StaleValueError on any use.
 
 The parts, one job each (Cython includes, compiled as one module):
+    _handles.pxi the Value handles' life: made, noted in the handle table, freed
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
     _dot.pxi     a sum of products in one call (model.dot's hook)
@@ -55,7 +56,11 @@ cdef inline bint alive(Value v) noexcept:
     by Value.__new__ without __init__ has no arena and is never alive."""
     if <object>v.arena is None:
         return False
-    cdef arena_t *a = &v.arena.a
+    return alive_in(v, &v.arena.a)
+
+
+cdef inline bint alive_in(Value v, arena_t *a) noexcept:
+    """alive(v), for a v known to belong to the arena a."""
     return v.index < a.n_nodes and a.epoch[v.index] == v.epoch
 
 
@@ -80,76 +85,19 @@ cdef int raise_nomem() except -1:
     raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
 
 
-cdef int remember(Arena arena, node_t i, Value h) except -1:
-    """Note h as node i's handle (a borrowed pointer: h's dealloc clears it).
-    Every live handle is in the table: that is how reclaiming finds what is held."""
-    cdef int64_t cap
-    cdef PyObject **t
-    if i >= arena.handles_cap:
-        cap = arena.a.cap_nodes if arena.a.cap_nodes > i else <int64_t>i + 1
-        t = <PyObject **>realloc(arena.handles, cap * sizeof(PyObject *))
-        if t == NULL:
-            h.arena = None  # a handle outside the table could not keep its node: never alive
-            raise_nomem()
-        memset(t + arena.handles_cap, 0, (cap - arena.handles_cap) * sizeof(PyObject *))
-        arena.handles = t
-        arena.handles_cap = cap
-    arena.handles[i] = <PyObject *>h
-    return 0
-
-
-cdef inline void forget(Value h) noexcept:
-    """Clear h's entry in its arena's handle table, if it is h's."""
-    if <object>h.arena is None:
-        return
-    cdef Arena arena = h.arena
-    if h.index < arena.handles_cap and arena.handles[h.index] == <PyObject *>h:
-        arena.handles[h.index] = NULL
-
-
-cdef inline Value make(Arena arena, node_t i):
-    """The handle for node i (just appended): a new object, the node's one handle
-    (a handle left at index i by a released node is stale and stays so)."""
-    if i < 0:
-        raise_nomem()
-    cdef Value h = Value.__new__(Value)
-    h.arena = arena
-    h.index = i
-    h.epoch = arena.a.cur_epoch
-    remember(arena, i, h)
-    return h
-
-
 cdef int reclaim(Arena arena) except -1:
     """Reclaim the nodes above arena.pinned that no handle reaches, directly or
-    through live parents (src/arena.c arena_reclaim), and re-point the live
-    handles at their nodes' new rows. Not while a step is recorded: a recording
-    notes node indices. Returns the number of nodes reclaimed."""
+    through live parents (src/arena.c arena_reclaim), and re-point the handles
+    of the nodes that moved at their new rows. Not while a step is recorded: a
+    recording notes node indices. Returns the number of nodes reclaimed."""
     cdef arena_t *a = &arena.a
-    cdef int64_t lo = arena.pinned, n = a.n_nodes, i, top
-    if arena.recording or lo >= n:
+    cdef int64_t moved, i
+    if arena.recording or arena.pinned >= a.n_nodes:
         return 0
-    cdef node_t *keep = <node_t *>malloc((n - lo) * sizeof(node_t))
-    if keep == NULL:
-        return 0  # growing instead is always correct
-    memset(keep, 0, (n - lo) * sizeof(node_t))
-    top = n if n < arena.handles_cap else arena.handles_cap
-    cdef PyObject *h
-    for i in range(lo, top):
-        h = arena.handles[i]
-        if h != NULL:
-            if (<Value>h).epoch == a.epoch[i]:
-                keep[i - lo] = 1
-            else:
-                arena.handles[i] = NULL  # a stale handle (its node was released): off the table
-    cdef int64_t freed = arena_reclaim(a, lo, keep)
-    for i in range(lo, top):  # new rows are never above old ones: one pass upwards
-        h = arena.handles[i]
-        if h != NULL:
-            arena.handles[i] = NULL
-            (<Value>h).index = keep[i - lo]
-            arena.handles[keep[i - lo]] = h
-    free(keep)
+    cdef int64_t freed = arena_reclaim(a, arena.pinned, &moved)
+    for i in range(moved, a.n_nodes):
+        if a.held[i] != NULL:
+            (<Value>a.held[i]).index = <node_t>i
     arena.reclaimed += freed
     if freed > 0:
         arena.moves += 1
@@ -159,15 +107,26 @@ cdef int reclaim(Arena arena) except -1:
 cdef inline int make_room(Arena arena, int64_t nodes, int64_t edges) except -1:
     """Before appending up to nodes nodes with edges edges: when the columns are
     full, reclaim first, and grow only if that left less than half of them free.
-    Called before an operation reads the node indices it appends with (they may move)."""
-    cdef arena_t *a = &arena.a
-    if a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges:
+    Called before an operation reads the node indices it appends with (they may
+    move). On return there is room, or MemoryError was raised."""
+    if has_room(&arena.a, nodes, edges):
         return 0
+    return make_room_when_full(arena, nodes, edges)
+
+
+cdef inline bint has_room(arena_t *a, int64_t nodes, int64_t edges) noexcept:
+    return a.n_nodes + nodes <= a.cap_nodes and a.n_edges + edges <= a.cap_edges
+
+
+cdef int make_room_when_full(Arena arena, int64_t nodes, int64_t edges) except -1:
+    cdef arena_t *a = &arena.a
     reclaim(arena)
     if 2 * (a.n_nodes + nodes) > a.cap_nodes:
-        arena_grow_nodes(a, 2 * (a.n_nodes + nodes))  # on failure the append itself grows or fails
+        arena_grow_nodes(a, 2 * (a.n_nodes + nodes))  # on failure, the exact room below
     if 2 * (a.n_edges + edges) > a.cap_edges:
         arena_grow_edges(a, 2 * (a.n_edges + edges))
+    if arena_reserve(a, nodes, edges) != OP_OK:
+        raise_nomem()
     return 0
 
 
@@ -181,6 +140,7 @@ cdef int raise_status(status_t s) except -1:
     raise_nomem()
 
 
+include "_handles.pxi"
 include "_arena.pxi"
 include "_value.pxi"
 include "_dot.pxi"

@@ -12,7 +12,7 @@ cdef inline void spoil(Arena arena, str why):
         arena.spoiled = why
 
 
-cdef Value binary(uint8_t op, Value x, object y):
+cdef inline Value binary(int op, Value x, object y):
     """x + y (OP_ADD, local grads (1, 1)) or x * y (OP_MUL, local grads (y, x)).
 
     A number y becomes an OP_CONST leaf just before the node, as the pure engine
@@ -20,40 +20,39 @@ cdef Value binary(uint8_t op, Value x, object y):
     checks, then the appends: nothing is appended for an operation that raises,
     and nothing can be released between the checks and the appends.
     """
-    cdef Value o = None
-    cdef double c = 0.0
+    # x holds a reference to its arena for the whole call: the arena is read
+    # through x (no reference of its own to take and drop), its columns through a
+    cdef arena_t *a
+    cdef node_t j
+    cdef double c
     if type(y) is Value:
-        o = <Value>y
+        check(x)
+        if (<Value>y).arena is not x.arena:
+            raise ArenaMismatchError("cannot combine Values from two different arenas")
+        a = &x.arena.a
+        if not alive_in(<Value>y, a):
+            raise_stale(<Value>y)
+        if not has_room(a, 1, 2):
+            make_room_when_full(x.arena, 1, 2)  # may move nodes: indices are read after it
+        j = (<Value>y).index
     else:
         c = <double>y
-    check(x)
-    cdef node_t j
-    if o is not None:
-        if o.arena is not x.arena:
-            raise ArenaMismatchError("cannot combine Values from two different arenas")
-        check(o)
-        make_room(x.arena, 1, 2)  # may move nodes: indices are read after it
-        j = o.index
-    else:
-        make_room(x.arena, 2, 2)
-        j = arena_leaf(&x.arena.a, OP_CONST, c)
-        if j < 0:
-            raise_nomem()
-        set_int_tag(x.arena, j, TAG_DATA_INT, y)
+        check(x)
+        a = &x.arena.a
+        if not has_room(a, 2, 2):
+            make_room_when_full(x.arena, 2, 2)
+        j = arena_push_const(a, c, isinstance(y, int))
         if x.arena.recording and type(y) is DerivedNumber:
             note_derived(x.arena, j, y)
-    cdef node_t kids[2]
-    cdef double lg[2]
-    cdef double out
-    kids[0] = x.index
-    kids[1] = j
-    if op == OP_ADD:
-        op_add(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
-    else:
-        op_mul(x.arena.a.data[x.index], x.arena.a.data[j], &out, lg)
-    if not isfinite(out) and x.arena.a.tag[x.index] & x.arena.a.tag[j] & TAG_DATA_INT:
-        int_overflow(x.arena, j if o is None else -1)
-    return make_tagged(x.arena, arena_node(&x.arena.a, op, out, 0.0, 2, kids, lg), op, 0)
+    cdef Value h = fresh_handle()  # first: nothing may fail between the append and noting h
+    cdef node_t i = arena_push_binary(a, op, x.index, j)
+    if i < 0:  # int op int beyond a double's range: nothing appended
+        int_overflow(x.arena, -1 if type(y) is Value else j)
+    h.arena = x.arena
+    h.index = i
+    h.epoch = a.cur_epoch
+    a.held[i] = <void *>h  # remember(), without the arena object
+    return h
 
 
 cdef int int_overflow(Arena arena, node_t const) except -1:
@@ -119,8 +118,7 @@ cdef Value unary(Value x, status_t (*f)(double, double *, double *) noexcept nog
 
 
 @cython.final  # a subclass would get CPython's generic operator slots, which reorder operands
-@cython.no_gc
-@cython.freelist(4096)
+@cython.no_gc  # its dealloc and freelist: _handles.pxi
 @cython.auto_pickle(False)
 cdef class Value:
     """A scalar in the graph: a handle (arena, index) with the pure Value's API."""
@@ -157,9 +155,6 @@ cdef class Value:
         self.index = i
         self.epoch = arena.a.cur_epoch
         remember(arena, i, self)
-
-    def __dealloc__(self):
-        forget(self)
 
     # -- the two columns users read and write (a recording cannot follow a
     #    number out of the graph: reading or writing one while recording spoils it)
@@ -400,10 +395,8 @@ cdef node_t custom_node(Arena arena, double x, tuple children, tuple local_grads
 cdef Value make_existing(Arena arena, node_t i):
     """The handle to an existing node: its live handle if it has one, else a new one."""
     cdef Value h
-    if i < arena.handles_cap and arena.handles[i] != NULL:
-        h = <Value>arena.handles[i]
-        if h.epoch == arena.a.epoch[i]:
-            return h
+    if arena.a.held[i] != NULL:  # only live handles are held
+        return <Value>arena.a.held[i]
     h = Value.__new__(Value)
     h.arena = arena
     h.index = i

@@ -10,6 +10,7 @@ size_t arena_node_bytes(void) {
         + 2 * sizeof(uint8_t)       /* op, tag */
         + sizeof(epoch_t)           /* epoch */
         + sizeof(uint32_t)          /* visit (backward scratch) */
+        + sizeof(void *)            /* held */
         + sizeof(int64_t)           /* child_start */
         + sizeof(node_t)            /* topo (backward scratch) */
         + sizeof(node_t) + sizeof(int64_t);  /* DFS stack (backward scratch) */
@@ -33,7 +34,7 @@ int arena_init(arena_t *a) {
 
 void arena_free(arena_t *a) {
     free(a->data); free(a->grad); free(a->operand); free(a->op); free(a->tag); free(a->epoch);
-    free(a->visit); free(a->child_start); free(a->child); free(a->local_grad); free(a->lg_int);
+    free(a->visit); free(a->held); free(a->child_start); free(a->child); free(a->local_grad); free(a->lg_int);
     free(a->topo); free(a->stack_node); free(a->stack_edge);
     memset(a, 0, sizeof *a);
 }
@@ -66,11 +67,15 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         grow((void **)&a->stack_node, cap, sizeof(node_t)) ||
         grow((void **)&a->stack_edge, cap, sizeof(int64_t)))
         return OP_NOMEM;
-    /* a new visit column starts unvisited */
+    /* new visit and held rows start unvisited and not held */
     uint32_t *visit = realloc(a->visit, (size_t)cap * sizeof(uint32_t));
     if (visit == NULL) return OP_NOMEM;
     memset(visit + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(uint32_t));
     a->visit = visit;
+    void **held = realloc(a->held, (size_t)cap * sizeof(void *));
+    if (held == NULL) return OP_NOMEM;
+    memset(held + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(void *));
+    a->held = held;
     a->cap_nodes = cap;
     return OP_OK;
 }
@@ -94,49 +99,68 @@ void arena_release(arena_t *a, int64_t mark) {
     a->cur_epoch++;
 }
 
-int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep) {
+int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     int64_t n = a->n_nodes;
     if (from < 0) from = 0;
+    *moved = n;
     if (from >= n) return 0;
     node_t *child = a->child;
     int64_t *start = a->child_start;
-
-    /* mark: a live node makes its children live (they lie below it) */
+    double *local_grad = a->local_grad;
+    uint8_t *lg_int = a->lg_int;
+    double *data = a->data, *grad = a->grad, *operand = a->operand;
+    uint8_t *op = a->op, *tag = a->tag;
+    epoch_t *epoch = a->epoch;
+    uint32_t *visit = a->visit;
+    void **held = a->held;
+    /* mark: a live node makes its children live (they lie below it); a live
+     * node's visit column gets a fresh stamp (a backward's scratch, free now) */
+    uint32_t live = arena_stamp(a);
     for (int64_t i = n - 1; i >= from; --i) {
-        if (!keep[i - from]) continue;
-        keep[i - from] = 1;
-        for (int64_t e = start[i]; e < start[i + 1]; ++e)
-            if (child[e] >= from) keep[child[e] - from] = 1;
+        if (visit[i] != live && !held[i]) continue;
+        visit[i] = live;
+        for (int64_t e = start[i], end = start[i + 1]; e < end; ++e)
+            if (child[e] >= from) visit[child[e]] = live;
     }
 
-    /* slide: w is the next free node row, we the next free edge row. Node i's
-     * old edges start at e0; start[i + 1] is read before row w + 1 <= i + 1
-     * is written, so every old bound is read before it is overwritten. */
-    int64_t w = from, we = start[from], e0 = start[from];
-    for (int64_t i = from; i < n; ++i) {
-        int64_t e1 = start[i + 1];
-        if (!keep[i - from]) {
-            keep[i - from] = -1;
-            e0 = e1;
-            continue;
+    /* k[i]: live node i's new row (the backward's topo scratch; only live rows
+     * are written, and only live rows are read: a live node's children are live).
+     * The live nodes below the first reclaimed one stay where they are. */
+    node_t *k = a->topo;
+    int64_t i = from;
+    for (; i < n && visit[i] == live; ++i) k[i] = (node_t)i;
+    *moved = i;
+
+    /* slide, a run of consecutive live nodes [i0, i1) at a time: its rows move
+     * down to w, its edges down to we (moves, as blocks), its children are
+     * renumbered. Rows and edges only move down, and each run's bounds are read
+     * before the rows below them are written. */
+    int64_t w = i, we = start[i];
+    while (i < n) {
+        while (i < n && visit[i] != live) ++i;
+        if (i == n) break;
+        int64_t i0 = i;
+        while (i < n && visit[i] == live) ++i;
+        int64_t len = i - i0, e0 = start[i0], ne = start[i] - e0, shift = e0 - we;
+        for (int64_t j = 0; j < len; ++j) k[i0 + j] = (node_t)(w + j);
+        for (int64_t j = 0; j < ne; ++j) {
+            node_t c = child[e0 + j];
+            child[we + j] = c >= from ? k[c] : c;  /* c < its parent: already renumbered */
         }
-        for (int64_t e = e0; e < e1; ++e, ++we) {
-            node_t c = child[e];
-            child[we] = c >= from ? keep[c - from] : c;  /* c < i: already renumbered */
-            a->local_grad[we] = a->local_grad[e];
-            a->lg_int[we] = a->lg_int[e];
+        for (int64_t j = 0; j < ne; ++j) local_grad[we + j] = local_grad[e0 + j];
+        for (int64_t j = 0; j < ne; ++j) lg_int[we + j] = lg_int[e0 + j];
+        for (int64_t j = 1; j <= len; ++j) start[w + j] = start[i0 + j] - shift;
+        for (int64_t j = 0; j < len; ++j) {
+            data[w + j] = data[i0 + j];
+            grad[w + j] = grad[i0 + j];
+            operand[w + j] = operand[i0 + j];
+            op[w + j] = op[i0 + j];
+            tag[w + j] = tag[i0 + j];
+            epoch[w + j] = epoch[i0 + j];
+            held[w + j] = held[i0 + j];
         }
-        a->data[w] = a->data[i];
-        a->grad[w] = a->grad[i];
-        a->operand[w] = a->operand[i];
-        a->op[w] = a->op[i];
-        a->tag[w] = a->tag[i];
-        a->epoch[w] = a->epoch[i];
-        a->visit[w] = a->visit[i];
-        start[w + 1] = we;
-        keep[i - from] = (node_t)w;
-        ++w;
-        e0 = e1;
+        w += len;
+        we += ne;
     }
     int64_t freed = n - w;
     a->n_nodes = w;

@@ -12,10 +12,17 @@
  * part are recognised as stale: a handle is valid while index < n_nodes and
  * epoch[index] equals the epoch it was created with.
  *
- * Reclaiming (arena_reclaim) drops the nodes nothing reaches and slides the
- * rest down in order, each with its epoch: a live handle is re-pointed by its
- * owner, and a stale one stays stale (the nodes of its epoch all lie below the
- * mark it was released at, and sliding only moves nodes down).
+ * The held column names each node's live handle (an opaque pointer: the
+ * Python object, which C never reads), or NULL. A new node's row starts NULL
+ * or names its new handle, so below n_nodes it only ever names live handles
+ * (rows past the end may still name handles of released nodes: nothing reads
+ * them).
+ *
+ * Reclaiming (arena_reclaim) drops the nodes no handle reaches and slides the
+ * rest down in order, each with its epoch and its held entry: the owner then
+ * re-points each moved handle at its new row, and a stale one stays stale (the
+ * nodes of its epoch all lie below the mark it was released at, and sliding
+ * only moves nodes down).
  */
 #ifndef MICROGPT_ARENA_H
 #define MICROGPT_ARENA_H
@@ -24,8 +31,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ops.h"
+
+#if defined(__GNUC__)
+#define ARENA_LIKELY(x) __builtin_expect(!!(x), 1)  /* a hint for the register allocator's hot path */
+#else
+#define ARENA_LIKELY(x) (x)
+#endif
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
 typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
@@ -38,7 +52,8 @@ typedef struct {
     uint8_t *op;           /* op_t */
     uint8_t *tag;          /* TAG_* bits: which of the node's numbers the pure engine holds as ints */
     epoch_t *epoch;        /* arena epoch when the node was created */
-    uint32_t *visit;       /* scratch for backward: stamp of the last walk that reached it */
+    uint32_t *visit;       /* scratch: stamp of the last walk that reached it (backward, reclaim) */
+    void **held;           /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */
     int64_t *child_start;  /* n_nodes + 1 entries: node i's edges are [child_start[i], child_start[i+1]) */
     int64_t n_nodes, cap_nodes;
 
@@ -49,7 +64,7 @@ typedef struct {
     int64_t n_edges, cap_edges;
 
     /* backward scratch, grown with the node columns */
-    node_t *topo;          /* depth-first post-order of the last walk */
+    node_t *topo;          /* depth-first post-order of the last walk (a reclaim's new rows) */
     node_t *stack_node;    /* explicit DFS stack: node, and the next edge to visit */
     int64_t *stack_edge;
 
@@ -78,18 +93,28 @@ int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
 
-/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c).
- * keep: n_nodes - from entries, keep[i - from] nonzero for the nodes held
- * from outside (a handle, an optimizer). A node is live if kept or a child of
- * a live node: children have smaller indices than their parents, so one sweep
- * from the top down marks everything reachable. Live nodes then slide down in
- * creation order (their columns, edges and epochs with them; child indices
- * remapped), so children stay below parents and every node keeps its floats.
- * On return keep[i - from] is node i's new index, or -1 if it was reclaimed.
- * Nodes below from are neither moved nor reclaimed (they may still be
- * children). The epoch is bumped: whatever cached node indices checks it.
- * Returns the number of nodes reclaimed. */
-int64_t arena_reclaim(arena_t *a, int64_t from, node_t *keep);
+/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c). A
+ * node is live if held (a handle names it) or a child of a live node:
+ * children have smaller indices than their parents, so one sweep from the top
+ * down marks everything reachable. Live nodes then slide down in creation
+ * order (their columns, edges, epochs and held entries with them; child
+ * indices remapped), so children stay below parents and every node keeps its
+ * floats. Nodes below from are neither moved
+ * nor reclaimed (they may still be children). The epoch is bumped: whatever
+ * cached node indices checks it. Returns the number of nodes reclaimed; the
+ * live nodes that moved are the rows from *moved to n_nodes. */
+int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+
+/* A fresh stamp for a walk that marks nodes in the visit column (a backward's
+ * depth-first order, a reclaim's live nodes): no node carries it yet. */
+static inline uint32_t arena_stamp(arena_t *a) {
+    uint32_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
+        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+        stamp = a->cur_visit = 1;
+    }
+    return stamp;
+}
 
 /* backward.c: the reference's order. The depth-first post-order from root over
  * children in order, each node once, written to a->topo; returns its length. */
@@ -134,22 +159,33 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
     return OP_OK;
 }
 
-/* Fill node i's columns; its edges [child_start[i], n_edges) are already written. */
-static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand) {
-    a->data[i] = x;
-    a->grad[i] = 0.0;
-    a->operand[i] = operand;
-    a->op[i] = op;
-    a->tag[i] = TAG_GRAD_INT;
-    a->epoch[i] = a->cur_epoch;
-    a->child_start[i + 1] = a->n_edges;
+/* Fill node i's columns; its edges [child_start[i], n_edges) are already written.
+ * Not its held row: rows past the end may still name handles of released or
+ * moved nodes, so each append below either clears it or is followed at once by
+ * its maker noting the node's handle there (arena_push_binary).
+ * Every column pointer is read before the first store (a byte store may alias
+ * the struct, which would make the compiler read them again after it). */
+static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
+                                    uint8_t tag) {
+    double *data = a->data, *grad = a->grad, *opnd = a->operand;
+    uint8_t *opc = a->op, *tg = a->tag;
+    epoch_t *epoch = a->epoch, cur = a->cur_epoch;
+    int64_t *start = a->child_start, n_edges = a->n_edges;
+    data[i] = x;
+    grad[i] = 0.0;
+    opnd[i] = operand;
+    opc[i] = op;
+    tg[i] = tag;
+    epoch[i] = cur;
+    start[i + 1] = n_edges;
     return (node_t)i;
 }
 
 /* Append a node with no children; returns its index or -1 (out of memory). */
 static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
     if (arena_reserve(a, 1, 0)) return -1;
-    return arena_set_node(a, a->n_nodes++, op, x, 0.0);
+    a->held[a->n_nodes] = NULL;
+    return arena_set_node(a, a->n_nodes++, op, x, 0.0, TAG_GRAD_INT);
 }
 
 /* Append a node of op over n children c (n <= 2 here, or any n for OP_CUSTOM)
@@ -165,7 +201,65 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
         a->lg_int[e + j] = 0;
     }
     a->n_edges = e + n;
-    return arena_set_node(a, a->n_nodes++, op, x, operand);
+    a->held[a->n_nodes] = NULL;
+    return arena_set_node(a, a->n_nodes++, op, x, operand, TAG_GRAD_INT);
+}
+
+/* The int tags of a + b (OP_ADD) or a * b (OP_MUL), from the operands'
+ * TAG_DATA_INT bits da, db (0 or 1): the local grads' lg_int, written to lgi[0..1]
+ * (add (1, 1), mul (b, a)), and the node's TAG_DATA_INT bit, returned (int op int
+ * is an int). Branch-free: the per-operation path runs it on every add and mul. */
+static inline int binary_tags(int op, int da, int db, uint8_t *lgi) {
+    assert((da | db) <= 1);
+    int add = op == OP_ADD;
+    lgi[0] = (uint8_t)(add | db);
+    lgi[1] = (uint8_t)(add | da);
+    return da & db;
+}
+
+/* ---- the per-operation path's appends: the caller made room (arena_reserve) ---- */
+
+/* Append a number an operation wrapped as an OP_CONST leaf; is_int: it was a
+ * Python int. Returns its index. */
+static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
+    assert(a->n_nodes < a->cap_nodes);
+    a->held[a->n_nodes] = NULL;  /* a constant has no handle */
+    return arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0,
+                          (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0)));
+}
+
+/* Append x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y: its value and
+ * local grads (ops.h), its edges and its int tags; the caller notes its
+ * handle in its held row at once (nothing runs in between). Returns its index, or -1
+ * with nothing appended where two ints give a result no double holds (inf: the
+ * pure engine's int is exact, and the caller refuses it). */
+static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
+    assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
+    assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
+    const double *data = a->data;
+    const uint8_t *tag = a->tag;
+    node_t *child = a->child;
+    double *local_grad = a->local_grad;
+    uint8_t *lg_int = a->lg_int;
+    int64_t e = a->n_edges, i = a->n_nodes;
+    double out, lg[2];
+    if (op == OP_ADD)
+        op_add(data[x], data[y], &out, lg);
+    else
+        op_mul(data[x], data[y], &out, lg);
+    int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lg_int + e);
+    if (data_int && !isfinite(out)) return -1;  /* lg_int + e is past n_edges: nothing appended */
+    /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
+     * int-tagged operand is) */
+    if (op == OP_MUL && data_int) out += 0.0;
+    child[e] = x;
+    child[e + 1] = y;
+    local_grad[e] = lg[0];
+    local_grad[e + 1] = lg[1];
+    a->n_edges = e + 2;
+    a->n_nodes = i + 1;
+    return arena_set_node(a, i, (uint8_t)op, out, 0.0,
+                          (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
 }
 
 /* Set the int tags of node i (already appended, its children's tags set) as the
@@ -180,8 +274,7 @@ static inline void arena_tag(arena_t *a, int64_t i, int op, int k_int) {
     if (a->child_start[i + 1] > e) d0 = a->tag[c[0]] & TAG_DATA_INT;
     if (a->child_start[i + 1] > e + 1) d1 = a->tag[c[1]] & TAG_DATA_INT;
     switch (op) {
-    case OP_ADD: data_int = d0 && d1; lgi[0] = lgi[1] = 1; break;      /* (1, 1) */
-    case OP_MUL: data_int = d0 && d1; lgi[0] = d1 != 0; lgi[1] = d0 != 0; break;  /* (b, a) */
+    case OP_ADD: case OP_MUL: data_int = binary_tags(op, d0, d1, lgi); break;
     case OP_POW: {  /* int ** int >= 0 is an int; k * x ** (k - 1) too when k - 1 >= 0 */
         double k = a->operand[i];
         data_int = d0 && k_int && k >= 0.0;

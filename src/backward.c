@@ -1,25 +1,19 @@
 /* backward.c: the reference's backward order, walked without recursion. */
 #include "arena.h"
 
-#include <string.h>
-
 /* Depth-first post-order from root, children in order, each node once: the
  * reference's recursive build_topo with an explicit stack. A frame is
  * (node, next edge); a node is marked when pushed, as the recursion marks it
  * on entry. */
 int64_t arena_topo(arena_t *a, node_t root) {
     assert(root >= 0 && root < a->n_nodes);
-    uint32_t stamp = ++a->cur_visit;
-    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
-        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
-        stamp = a->cur_visit = 1;
-    }
+    uint32_t stamp = arena_stamp(a);
     const int64_t *start = a->child_start;
     const node_t *child = a->child;
     uint32_t *visit = a->visit;
-    node_t *topo = a->topo, *snode = a->stack_node;
+    node_t *out = a->topo, *snode = a->stack_node;
     int64_t *sedge = a->stack_edge;
-    int64_t n = 0, top = 0;
+    int64_t top = 0;
 
     /* v is the node being scanned, its next edge e of [.., end); the stack
      * holds the ancestors being scanned, each with the edge to resume at */
@@ -30,11 +24,11 @@ int64_t arena_topo(arena_t *a, node_t root) {
         while (e < end) {
             node_t c = child[e++];
             assert(c >= 0 && c < v);  /* children come before their parent */
-            if (visit[c] == stamp) continue;
+            if (ARENA_LIKELY(visit[c] == stamp)) continue;  /* about half the edges */
             visit[c] = stamp;
             int64_t c_start = start[c], c_end = start[c + 1];
             if (c_start == c_end) {  /* a leaf: its push and pop would put it right here */
-                topo[n++] = c;
+                *out++ = c;
                 continue;
             }
             snode[top] = v;  /* descend into c; come back to v's edge e */
@@ -44,14 +38,14 @@ int64_t arena_topo(arena_t *a, node_t root) {
             e = c_start;
             end = c_end;
         }
-        topo[n++] = v;  /* every child done: post-order */
+        *out++ = v;  /* every child done: post-order */
         if (top == 0) break;
         --top;
         v = snode[top];
         e = sedge[top];
         end = start[v + 1];
     }
-    return n;
+    return out - a->topo;
 }
 
 int64_t arena_backward(arena_t *a, node_t root) {
@@ -70,15 +64,24 @@ int64_t arena_backward(arena_t *a, node_t root) {
     for (int64_t t = n - 1; t >= 0; --t) {
         node_t v = topo[t];
         double gv = grad[v];
-        int gv_int = (tag[v] & TAG_GRAD_INT) != 0;
-        for (int64_t e = start[v]; e < start[v + 1]; ++e) {
+        int64_t e = start[v], end = start[v + 1];  /* read once: the tag writes below are bytes */
+        if (!(tag[v] & TAG_GRAD_INT)) {  /* float * anything is a float: the common path */
+            for (; e < end; ++e) {
+                node_t c = child[e];
+                tag[c] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+                grad[c] += lg[e] * gv;
+            }
+            continue;
+        }
+        for (; e < end; ++e) {
+            node_t c = child[e];
             double d = lg[e] * gv;
-            if (gv_int && lg_int[e]) {
+            if (lg_int[e]) {
                 if (d == 0.0) d = 0.0;  /* an int product is never -0.0 */
             } else {
-                tag[child[e]] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+                tag[c] &= (uint8_t)~TAG_GRAD_INT;
             }
-            grad[child[e]] += d;
+            grad[c] += d;
         }
     }
     return n;

@@ -1,0 +1,77 @@
+"""Instructions per step of the reference script (tests/scripts/reference.py) with its Value
+swapped for the compiled one, against the same script with a Value that does nothing,
+written in Cython (no-op-c, bench/do_nothing_value.pyx): what the compiled Value costs
+over the least any Value implemented in C could cost on this script.
+
+    pytest bench/bench_instructions.py --benchmark-only -s
+
+Counted by valgrind's callgrind, which, unlike a clock, does not move with the machine's
+load. Each class runs the script as a user runs it (`python script NAMES 1000 STEPS`, a
+fresh interpreter, PYTHONHASHSEED fixed) twice, for FIRST and for FIRST + STEPS steps; the
+difference over STEPS is a step of documents FIRST..FIRST + STEPS - 1 with the interpreter's
+start, the imports and the weights' creation cancelled out. Skipped where valgrind is
+missing. The summary prints the counts and their ratio.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from microgpt import available_engines
+from support import PACKAGE_PARENT, child_env, load_golden
+from swapped_script import build_do_nothing_c, write_script
+
+NUM_STEPS = 1000  # the learning-rate schedule's length (the golden run's)
+FIRST, STEPS = 3, 5
+COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def instructions(script, steps, names_txt, pythonpath):
+    """Instructions callgrind counts for the script's first `steps` steps, and its stdout."""
+    env = child_env(PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env["PYTHONPATH"]])
+    env.pop("MICROGPT_ENGINE", None)
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, str(script), str(names_txt), str(NUM_STEPS), str(steps)],
+                          capture_output=True, text=True, timeout=1200, env=env, cwd=PACKAGE_PARENT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(COLLECTED.findall(proc.stderr)[-1]), proc.stdout
+
+
+@pytest.fixture
+def per_step(names_txt, tmp_path):
+    """per_step(variant) -> (instructions per step, the longer run's stdout)."""
+
+    def count(variant):
+        pythonpath = build_do_nothing_c(tmp_path) if variant == "no-op-c" else tmp_path
+        script = write_script(tmp_path, variant)
+        short, _ = instructions(script, FIRST, names_txt, pythonpath)
+        long, out = instructions(script, FIRST + STEPS, names_txt, pythonpath)
+        return (long - short) / STEPS, out
+
+    return count
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None,
+                    reason="valgrind is not installed: the instruction counts need its callgrind tool")
+@pytest.mark.skipif("compiled" not in available_engines(), reason="the compiled engine is not built here")
+def test_instructions_per_step(benchmark, per_step):
+    """Per step: the compiled Value, the do-nothing C Value, and their ratio."""
+    results = {}
+
+    def measure():
+        results["compiled"], results["out"] = per_step("compiled")
+        results["no-op-c"], _ = per_step("no-op-c")
+
+    benchmark.group = "reference-script instructions"
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    losses = [float(line.split()[-1]) for line in results["out"].splitlines() if line.startswith("step ")]
+    assert losses == load_golden("names_default_1000_steps.json")["losses"][:FIRST + STEPS]
+    compiled, floor = results["compiled"], results["no-op-c"]
+    assert 0 < floor < compiled
+    benchmark.extra_info.update(engine="compiled", instructions_per_step=compiled,
+                                floor_instructions_per_step=floor, ratio=compiled / floor,
+                                steps=f"{FIRST}..{FIRST + STEPS - 1}")

@@ -1,0 +1,97 @@
+# The life of a Value handle: made for a new node, noted in its arena's handle
+# table (node -> its one live handle), forgotten and kept for reuse when freed.
+# Every operation makes one and a step drops ~60,000, so this is written to
+# cost a few dozen instructions each way. Included by _engine.pyx.
+from cpython.object cimport PyTypeObject, freefunc
+from cpython.ref cimport Py_DECREF
+
+cdef extern from *:
+    """
+    /* A handle from the freelist as a new reference: its refcount set to 1.
+     * _Py_NewReference (what CPython's own freelists call) also counts it in
+     * debug builds and moves tracemalloc's record of the block to this line;
+     * a release build skips that call (tracemalloc keeps the first line). */
+    static inline PyObject *microgpt_revive(PyObject *o) {
+    #if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS)
+        _Py_NewReference(o);
+    #else
+        Py_SET_REFCNT(o, 1);
+    #endif
+        return o;
+    }
+    """
+    Value revive "microgpt_revive" (PyObject *o)
+
+
+# Freed handles kept for reuse (their arena reference dropped). Cython's own
+# freelist would zero the object, store None and then the arena, and wraps a
+# __dealloc__ method in a save and restore of the pending exception; these do
+# only what a handle needs, and forget can neither raise nor run Python code.
+cdef enum:
+    FREE_HANDLES = 8192
+cdef PyObject *free_handles[FREE_HANDLES]
+cdef int n_free = 0
+cdef freefunc value_tp_free = (<PyTypeObject *>Value).tp_free
+
+
+cdef void value_dealloc(PyObject *o) noexcept:
+    """The type's dealloc slot (set below, instead of Cython's)."""
+    global n_free
+    forget(<Value>o)
+    (<Value>o).arena = None  # drops the arena reference (which may free the arena)
+    if n_free < FREE_HANDLES:
+        free_handles[n_free] = o
+        n_free += 1
+    else:
+        Py_DECREF(None)  # the reference just stored
+        value_tp_free(o)
+
+
+(<PyTypeObject *>Value).tp_dealloc = value_dealloc
+
+
+cdef inline Value fresh_handle():
+    """A handle object not yet attached to a node (from the freelist if it has one)."""
+    global n_free
+    if n_free > 0:
+        n_free -= 1
+        return revive(free_handles[n_free])
+    return Value.__new__(Value)
+
+
+cdef inline Value attach(Value h, Arena arena, node_t i):
+    """h made node i's handle (i just appended): the node's one handle (a handle
+    left at index i by a released node is stale and stays so)."""
+    h.arena = arena
+    h.index = i
+    h.epoch = arena.a.cur_epoch
+    remember(arena, i, h)
+    return h
+
+
+cdef inline Value new_handle(Arena arena, node_t i):
+    """A new handle for node i, just appended."""
+    return attach(fresh_handle(), arena, i)
+
+
+cdef inline Value make(Arena arena, node_t i):
+    """new_handle, or MemoryError where the append failed (i < 0)."""
+    if i < 0:
+        raise_nomem()
+    return new_handle(arena, i)
+
+
+cdef inline void remember(Arena arena, node_t i, Value h) noexcept:
+    """Note h as node i's handle in the arena's held column (a borrowed pointer:
+    h's dealloc clears it). Every live handle is there: that is how reclaiming
+    finds what is held, and how a node's one handle is found again."""
+    arena.a.held[i] = <void *>h
+
+
+cdef inline void forget(Value h) noexcept:
+    """Clear h's entry in its arena's held column, if it is h's (a stale handle's
+    entry was cleared when its node was released, and may name a newer handle)."""
+    if <object>h.arena is None:
+        return
+    if h.arena.a.held[h.index] == <void *>h:
+        h.arena.a.held[h.index] = NULL
