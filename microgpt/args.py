@@ -16,19 +16,6 @@ from .run import RunSettings
 DEFAULTS = RunSettings()
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-    def _print_message(self, message, file=None):
-        # argparse drops a failed write of --help in silence; here it is an OSError
-        # (flushed at once), which the command line reports as output it cannot write
-        if message:
-            file = file if file is not None else sys.stderr
-            file.write(message)
-            file.flush()
-
-
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every real default; a flag that is off unless given (None, "") says nothing."""
 
@@ -39,6 +26,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if isinstance(default, list):  # a comma list option
             return f"{action.help} (default: {','.join(map(str, default))})"
         return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):  # the program and every command show their defaults
+        super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _print_message(self, message, file=None):
+        # argparse drops a failed write of --help in silence; here it is an OSError
+        # (flushed at once), which the command line reports as output it cannot write
+        if message:
+            file = file if file is not None else sys.stderr
+            file.write(message)
+            file.flush()
 
 
 def flag(setting):
@@ -75,7 +78,7 @@ def add_engine_arg(p):
 
 
 def add_train(sub):
-    t = sub.add_parser("train", help="train on a text file and print samples", formatter_class=HelpFormatter,
+    t = sub.add_parser("train", help="train on a text file and print samples",
                        description="Train the GPT, one document per step, then print samples.")
     t.add_argument("-i", "--input", metavar="FILE", action=Given, help=INPUT_HELP)
     t.add_argument("--seed", type=integer, default=DEFAULTS.seed, action=Given, help="seed of the one random generator")
@@ -114,7 +117,6 @@ def add_train(sub):
 def add_bench(sub):
     b = sub.add_parser(
         "bench", help="time every engine on the same training steps, side by side",
-        formatter_class=HelpFormatter,
         description="Run the same training steps on every available engine, each in a fresh process, "
         "and print ms per step (median, min-max), the speedup against pure, forward/backward/optimizer "
         "times, graph nodes per step, bytes per node, peak RSS, and whether the engines' losses agree "
@@ -150,7 +152,7 @@ def add_run_dir_arg(p):
 
 
 def add_sample(sub):
-    s = sub.add_parser("sample", help="sample from a checkpoint", formatter_class=HelpFormatter,
+    s = sub.add_parser("sample", help="sample from a checkpoint",
                        description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
                        "Without --seed the checkpoint's random generator continues, so sampling a "
                        "finished run prints the samples 'train' printed.")
@@ -166,7 +168,7 @@ def add_sample(sub):
 
 
 def add_plot(sub):
-    pl = sub.add_parser("plot", help="draw the loss curve of a --log file", formatter_class=HelpFormatter,
+    pl = sub.add_parser("plot", help="draw the loss curve of a --log file",
                         description="Plot the training (and validation) loss from a 'train --log' file. "
                         "Needs matplotlib (pip install 'microgpt-arena[plot]').")
     pl.add_argument("log", metavar="LOG", help="JSON Lines file written by 'microgpt train --log'")
@@ -176,7 +178,6 @@ def add_plot(sub):
 
 def add_explain(sub):
     e = sub.add_parser("explain", help="a trained run on one HTML page: loss, attention, embeddings",
-                       formatter_class=HelpFormatter,
                        description="Write one self-contained HTML page (it opens from disk, offline) that "
                        "shows a run saved by 'microgpt train --out-dir DIR' from the inside: the loss curve, "
                        "a name position by position with the next characters' probabilities, every head's "
@@ -215,7 +216,7 @@ def add_torch_args(p, train=False):
 
 
 def add_export(sub):
-    e = sub.add_parser("export", help="write a run's weights as safetensors", formatter_class=HelpFormatter,
+    e = sub.add_parser("export", help="write a run's weights as safetensors",
                        description="Write the weights of the run in DIR as named tensors (the state dict's "
                        "names and shapes) to a safetensors file, the model's config in its metadata. Needs "
                        "the torch extra (pip install 'microgpt-arena[torch]').")
@@ -226,8 +227,7 @@ def add_export(sub):
 
 
 def build_parser():
-    parser = Parser(prog="microgpt", description="Train a tiny GPT on scalar autograd Values.",
-                    formatter_class=HelpFormatter)
+    parser = Parser(prog="microgpt", description="Train a tiny GPT on scalar autograd Values.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for add in (add_train, add_bench, add_sample, add_plot, add_explain, add_export):

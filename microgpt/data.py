@@ -139,18 +139,6 @@ def _fetch(url):
     return got["raw"]
 
 
-def same_file(a, b):
-    """Whether two paths name one file: the same real path, or (both existing) one inode
-    (`./x/../v.txt`, symlinks and hard links alike). The rule every output flag follows."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except (OSError, ValueError):
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
 def write_atomic(path, raw, make_folder=True):
     """Write bytes so that path holds either its old content or all of the new one.
     make_folder: create path's folder (and its parents) if missing; else a missing
@@ -189,6 +177,22 @@ def _fsync_directory(folder):
         pass  # some file systems cannot sync a directory; the rename is still atomic
     finally:
         os.close(fd)
+
+
+def same_path(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def same_file(a, b):
+    """Whether two paths name one file: the same real path, or (both existing) one inode
+    (`./x/../v.txt`, symlinks and hard links alike). The rule every output flag follows."""
+    if same_path(a, b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def names_path():

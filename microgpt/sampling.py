@@ -6,8 +6,20 @@ else from the model code (model.ModelSampler).
 import math
 import random
 
-from .errors import DataError
+from .errors import DataError, SettingError
 from .model import ModelSampler
+
+
+def check_prompt(prompt, tokenizer, block_size):
+    """Refuse a prefix the model cannot read (a SettingError naming {prompt}): characters
+    outside the vocabulary, or too long to leave a position of the block to sample."""
+    unknown = list(dict.fromkeys(ch for ch in prompt if ch not in tokenizer.stoi))
+    if unknown:
+        raise SettingError(f"{{prompt}} has characters outside the model's vocabulary: "
+                           f"{', '.join(repr(ch) for ch in unknown)} (vocabulary: {''.join(tokenizer.chars)!r})")
+    if len(prompt) > block_size - 1:
+        raise SettingError(f"{{prompt}} is {len(prompt)} characters; the model's block of {block_size} "
+                           f"tokens holds at most {block_size - 1} after the start token")
 
 
 def top_k_weights(weights, k):

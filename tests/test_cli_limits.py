@@ -341,9 +341,9 @@ def test_ctrl_c_without_out_dir_is_one_line(docs_txt):
 
 
 def test_ctrl_c_on_a_terminal_ends_the_progress_line_once(docs_txt, monkeypatch):
-    from microgpt import cli
+    from microgpt import cli_train
 
-    class TerminalProgress(cli.Progress):
+    class TerminalProgress(cli_train.Progress):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             self.tty = True  # as on a terminal: the progress line ends in \r
@@ -352,8 +352,8 @@ def test_ctrl_c_on_a_terminal_ends_the_progress_line_once(docs_txt, monkeypatch)
         progress(1, 3.3, 0.01, 0.001)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "Progress", TerminalProgress)
-    monkeypatch.setattr(cli, "train", one_step_then_ctrl_c)
+    monkeypatch.setattr(cli_train, "Progress", TerminalProgress)
+    monkeypatch.setattr(cli_train, "train", one_step_then_ctrl_c)
     got, out, err = run_main(["train", "-i", docs_txt, *TINY, "--steps", 5, "--num-samples", 0])
     assert got == 130
     assert err == "microgpt: interrupted\n"

@@ -1,4 +1,4 @@
-"""The package's shape: imports run one way, and the engines sit below the trainer.
+"""The package's shape: imports run one way, the engines sit below the trainer, files stay small.
 
 Read from the source text (no module is imported): each module's imports of
 other microgpt modules, top-level or not, as the edges of a graph.
@@ -6,6 +6,8 @@ other microgpt modules, top-level or not, as the edges of a graph.
 import ast
 import pathlib
 import re
+
+import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "microgpt"
 ENGINES = ("engine", "_pure", "_engine", "replay", "torch_engine")  # engine.py and what it picks among
@@ -94,3 +96,26 @@ def test_no_import_circle():
     below = {name: targets - {"microgpt"} for name, targets in graph.items()}
     for name in below:
         assert name not in reached(below, name), f"{name} imports itself back"
+
+
+# ---------------------------------------------------------------- files stay small
+
+MAX_LINES = 300
+SOURCES = sorted(p for pattern in ("*.py", "*.pyx", "*.pxi", "*.pxd") for p in PACKAGE.rglob(pattern))
+SOURCES += sorted(p for pattern in ("*.c", "*.h") for p in (PACKAGE.parent / "src").rglob(pattern))
+# long and not yet saying why; strict: the mark must go once the file says why (or is split)
+AWAITING_A_WORD = {"src/tape/order.c"}
+
+
+def relative(path):
+    return str(path.relative_to(PACKAGE.parent))
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="over 300 lines, no word on why yet"))
+    if relative(p) in AWAITING_A_WORD else p for p in SOURCES], ids=relative)
+def test_a_long_file_says_why_in_its_first_lines(path):
+    """One job a file: a file over MAX_LINES lines says in its first lines how long it is and why."""
+    lines = path.read_text().splitlines()
+    assert len(lines) <= MAX_LINES or re.search(r"\d+ lines", "\n".join(lines[:12])), \
+        f"{len(lines)} lines and no word on why in the first lines"

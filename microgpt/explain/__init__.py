@@ -13,6 +13,7 @@ from ..data import Tokenizer, load_documents, write_atomic
 from ..engine import get_engine
 from ..errors import DataError
 from ..plot import check_out, check_out_path
+from ..sampling import check_prompt
 from . import numbers, sections
 from .inputs import read_bench, read_log
 from .page import page
@@ -20,15 +21,6 @@ from .page import page
 NUM_SAMPLES = 10
 
 
-def check_prompt(prompt, tokenizer, config):
-    """A prompt the model can read as a whole name: known characters, room for the end."""
-    unknown = list(dict.fromkeys(ch for ch in prompt if ch not in tokenizer.stoi))
-    if unknown:
-        raise DataError(f"--prompt has characters outside the model's vocabulary: "
-                        f"{', '.join(repr(ch) for ch in unknown)} (vocabulary: {''.join(tokenizer.chars)!r})")
-    if len(prompt) > config.block_size - 1:
-        raise DataError(f"--prompt is {len(prompt)} characters; the model's block of {config.block_size} "
-                        f"tokens holds at most {config.block_size - 1} after the start token")
 
 
 def run_facts(ckpt, params, sampler):
@@ -54,7 +46,7 @@ def build(run_dir, *, log=None, prompt=None, temperature=0.5, seed=None, bench=N
     ckpt = rundir.load(run_dir)
     config, tokenizer = ckpt.config, Tokenizer(ckpt.chars)
     if prompt is not None:
-        check_prompt(prompt, tokenizer, config)
+        check_prompt(prompt, tokenizer, config.block_size)
         if not prompt:
             raise DataError("--prompt is empty: give a name, or leave --prompt out to follow a sampled one")
     log_data = read_log(log, ckpt) if log else None
