@@ -10,6 +10,7 @@ import sys
 from .argtypes import bounded, fraction, integer, positive_float, positive_int, positive_int_list, temperature
 from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR
 from .errors import UsageError
+from .limits import MAX_BATCH_SIZE
 from .run import RunSettings
 
 DEFAULTS = RunSettings()
@@ -53,6 +54,7 @@ def flag(setting):
 MAX_SAMPLES = 1_000_000
 MAX_BENCH_STEPS = 1_000_000  # --steps and --warmup each
 MAX_BENCH_REPEAT = 1_000
+MAX_THREADS = 1024  # torch's threads (--threads): far above any CPU's cores, below where torch crashes
 
 
 class Given(argparse.Action):
@@ -201,12 +203,13 @@ def add_torch_args(p, train=False):
     g.add_argument("--device", choices=TORCH_DEVICES, help="where to run: auto is CUDA when present, else the CPU")
     g.add_argument("--dtype", choices=TORCH_DTYPES, help="float64 (the default on the CPU), float32 (the "
                    "default on a GPU), or bfloat16 (autocast over float32 weights)")
-    g.add_argument("--threads", type=positive_int, metavar="N", help="torch's threads on the CPU (default 1: "
-                   "a step of this small model is many small operations)")
+    g.add_argument("--threads", type=bounded(1, "positive", MAX_THREADS), metavar="N", help="torch's threads on "
+                   f"the CPU (default 1: a step of this small model is many small operations; at most {MAX_THREADS:,})")
     if train:
-        g.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, action=Given, metavar="B",
-                       help="documents a step, the next B in order, padded and masked; the loss is the mean "
-                       "of theirs (1 is the reference; the scalar engines train 1)")
+        g.add_argument("--batch-size", type=bounded(1, "positive", MAX_BATCH_SIZE), default=DEFAULTS.batch_size,
+                       action=Given, metavar="B", help="documents a step, the next B in order, padded and masked; "
+                       f"the loss is the mean of theirs (1 is the reference; the scalar engines train 1; at most "
+                       f"{MAX_BATCH_SIZE:,})")
         g.add_argument("--nproc-per-node", type=positive_int, default=1, metavar="N",
                        help="train in N processes with DistributedDataParallel (gloo on the CPU, NCCL on "
                        "CUDA), each on its share of the batch (--batch-size must divide evenly)")

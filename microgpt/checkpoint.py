@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from . import __version__
 from .errors import CheckpointError
 from .jsonfields import Invalid, field, generator_state, matrices
-from .limits import MAX_STEPS, size_problem
+from .limits import MAX_BATCH_SIZE, MAX_STEPS, size_problem
 from .model import Config
 
 FORMAT = "microgpt-checkpoint"
@@ -199,8 +199,8 @@ def from_dict(obj, path="checkpoint"):
     if not 0 <= val_fraction < 1:
         raise Invalid(f"training.val_fraction should be at least 0 and below 1, got {val_fraction}")
     batch_size = field(tr, "batch_size", int, "training.") if "batch_size" in tr else 1
-    if batch_size < 1:
-        raise Invalid(f"training.batch_size should be positive, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise Invalid(f"training.batch_size should be in 1..{MAX_BATCH_SIZE}, got {batch_size}")
 
     data = field(obj, "data", dict)
     data_path, data_sha256 = field(data, "path", str, "data."), field(data, "sha256", str, "data.")

@@ -19,6 +19,7 @@ from .data import Tokenizer, same_file
 from .errors import BenchError, DataError, NamesDataError, RunDirectoryInUse, SettingError, UsageError
 from .limits import MAX_STEPS
 from .model import init_state_dict
+from .plot import check_out_path
 from .run import RunSettings, check_sizes
 from .sampling import check_prompt, make_sampler, sample
 from .signals import Terminated, ignore_stop_signals, raise_on_termination, signal_name
@@ -161,8 +162,7 @@ def cmd_export(args):
     if "\0" in args.out:
         raise UsageError("--out: a path cannot hold a NUL character")
     ckpt = rundir.load(args.out_dir)
-    if os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} is a directory; give the file to write")
+    check_out_path(args.out, args.out_dir, what="safetensors file")
     count = export_safetensors(ckpt, args.out, args.dtype)
     print(f"wrote {args.out}: {count} tensors ({args.dtype}) of {rundir.checkpoint_path(args.out_dir)}, "
           f"step {ckpt.step}")

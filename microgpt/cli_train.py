@@ -5,11 +5,11 @@ run built (or resumed), trained, sampled and saved; every outcome one line.
 import os
 import stat
 import sys
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 from . import distributed, rundir
-from .data import names_path, same_file, same_path
-from .errors import UsageError
+from .data import load_documents, names_path, same_file, same_path
+from .errors import DataError, UsageError
 from .model import parameters
 from .progress import OutputError, Progress
 from .run import RunSettings, build_run, resume_settings
@@ -57,17 +57,27 @@ def settings_from(args):
 
 
 def launch_processes(args):
-    """--nproc-per-node N: this command again in N processes (torch's launcher)."""
-    batch_size = args.batch_size
-    if args.resume and "batch_size" not in args.given:
-        batch_size = rundir.load(args.resume).batch_size
-    if batch_size % args.nproc_per_node:
-        raise UsageError(f"--batch-size {batch_size} does not divide evenly among --nproc-per-node "
-                         f"{args.nproc_per_node} processes")
+    """--nproc-per-node N: this command again in N processes (torch's launcher). What every
+    process would refuse before training is checked here first: one line, nothing launched."""
     if distributed.world_size_from_env() > 1:
         raise UsageError("--nproc-per-node: this process was itself started by torchrun; give the "
                          "processes to torchrun only")
-    return distributed.launch(args.nproc_per_node, distributed.without_flag(args.argv, "--nproc-per-node"))
+    ckpt = None
+    if args.resume:
+        ckpt = rundir.load(args.resume)
+        resume_settings(args, ckpt, args.given)  # (the batch size too)
+    if args.batch_size % args.nproc_per_node:
+        raise UsageError(f"--batch-size {args.batch_size} does not divide evenly among --nproc-per-node "
+                         f"{args.nproc_per_node} processes")
+    out_dir = args.out_dir or args.resume
+    check_log_path(args, ckpt, out_dir)
+    if args.input:
+        load_documents(args.input)
+    if out_dir:  # (a directory made for the check is removed again)
+        resuming_here = ckpt is not None and same_path(out_dir, args.resume)
+        rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here).close()
+    argv = distributed.without_flag(args.argv, "--nproc-per-node")
+    return distributed.launch(args.nproc_per_node, argv, saves=out_dir is not None)
 
 
 def train_in_process_group(args, eng):
@@ -86,20 +96,19 @@ def train_in_process_group(args, eng):
 
 
 def train_in_silence(args, eng):
-    """A process other than rank 0: no output, log, samples or checkpoint. A stop signal
-    is only noted: rank 0 stops the run and saves it, and this process ends when the group
-    breaks (quietly after a signal, else with one line)."""
+    """A process other than rank 0: no output, log, samples, checkpoint or error line (rank 0
+    meets the same errors, or the group breaking, and says it in one line). A stop signal is
+    only noted: rank 0 stops the run and saves it, and this process ends when the group breaks."""
     import torch.distributed as dist
     args.log, args.num_samples = None, 0
     with StopSignals(linger=True) as stop, open(os.devnull, "w", encoding="utf-8") as quiet:
         try:
-            with redirect_stdout(quiet):
+            with redirect_stdout(quiet), redirect_stderr(quiet):
                 return train_run(args, eng, saves=False)
-        except (RuntimeError, dist.DistError) as e:
-            if stop.requested is not None:
-                return 130
-            print(f"microgpt: error: process {eng.rank}: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-            return 1
+        except (UsageError, DataError):
+            return 2
+        except (RuntimeError, dist.DistError):
+            return 130 if stop.requested is not None else 1
 
 
 def train_run(args, eng, saves=True):
@@ -165,6 +174,8 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         raise
     except OutputError as e:
         progress.end_line = lambda: None
+        if e.broken_pipe:
+            raise BrokenPipeError from None  # main ends it quietly (the run is saved, with -o)
         where = f"; the checkpoint of step {run.trainer.step} is saved to {e.saved}" if e.saved else ""
         print(f"microgpt: error: {e}{where}", file=sys.stderr, flush=True)
         return 1

@@ -184,7 +184,8 @@ def same_path(a, b):
 
 
 def same_file(a, b):
-    """Whether two paths name one file: the same real path, or (both existing) one inode."""
+    """Whether two paths name one file: the same real path, or (both existing) one inode
+    (`./x/../v.txt`, symlinks and hard links alike). The rule every output flag follows."""
     if same_path(a, b):
         return True
     try:

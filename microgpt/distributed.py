@@ -36,17 +36,19 @@ def without_flag(argv, flag):
     return out
 
 
-def launch(nproc, argv):
+def launch(nproc, argv, saves=False):
     """Run `python -m microgpt ARGV` in nproc processes on this machine (torch's
-    launcher, standalone: a rendezvous on a free local port); returns rank 0's exit status."""
+    launcher, standalone: a rendezvous on a free local port); returns rank 0's exit status.
+    saves: the run saves when a stop signal comes (-o), and then ends with 130, whichever
+    the signal, as in one process."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
-    # the launcher's own notes (the processes it starts and signals) are not the user's business;
-    # the processes say what happened
+    # the launcher's own notes (the processes it starts and signals, and that one of them
+    # failed) are not the user's business: rank 0 says what happened, in one line
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("torch.distributed"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     launcher = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "microgpt"])
     # set after parsing: the launcher's parser would claim abbreviations of its own
     # flags among ours (--log for its --log-dir)
@@ -60,7 +62,7 @@ def launch(nproc, argv):
         return failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
     except SignalException as e:
         # Ctrl-C or SIGTERM: the launcher passed it on and waited; rank 0 said what it saved
-        return 130 if e.sigval == signal.SIGINT else 128 + int(e.sigval)
+        return 130 if e.sigval == signal.SIGINT or saves else 128 + int(e.sigval)
     return 0
 
 

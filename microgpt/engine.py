@@ -25,7 +25,8 @@ import os
 from .errors import EngineError
 
 CHOICES = ("auto", "pure", "compiled", "replay", "torch")
-TORCH_INSTALL = "pip install 'microgpt-arena[torch]' (PyTorch and safetensors)"
+TORCH_INSTALL = ("pip install \".[torch]\" in the source folder, or pip install 'microgpt-arena[torch]' "
+                 "(PyTorch and safetensors)")  # the README's form first
 ENV_VAR = "MICROGPT_ENGINE"
 
 

@@ -7,34 +7,24 @@ takes them as they are; the config goes into the file's metadata as JSON
 its destination and renamed into place: nothing half-written is left.
 """
 import json
-import os
-import tempfile
 
+from .data import write_atomic
 from .errors import UsageError
 
 
 def export_safetensors(ckpt, path, dtype="float64"):
     """Write ckpt's weights to path as dtype tensors; returns the number of tensors."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from .torch_engine import DTYPES
     tensors = {name: torch.tensor(rows, dtype=torch.float64).to(DTYPES[dtype]).contiguous()
                for name, rows in ckpt.weights.items()}
     metadata = {"format": "microgpt", "config": json.dumps(ckpt.config.as_dict()),
                 "vocab": json.dumps(ckpt.chars, ensure_ascii=False), "step": str(ckpt.step)}
-    folder = os.path.dirname(os.path.abspath(path))
+    raw = save(tensors, metadata=metadata)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".tmp", dir=folder)
+        write_atomic(path, raw, make_folder=False)  # (the mode open() would give, as checkpoints)
     except OSError as e:
-        raise UsageError(f"--out {path}: cannot write in {folder}: {e.strerror or e}") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        raise UsageError(f"--out {path}: cannot write it: {getattr(e, 'strerror', None) or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        raise UsageError(f"--out {path}: cannot write it: {e.strerror or e}") from None
     return len(tensors)

@@ -9,6 +9,7 @@ from .model import Config, parameter_count
 MAX_SIZES = {"n_layer": 256, "n_embd": 4096, "block_size": 4096, "n_head": 4096, "vocab_size": 65536}
 MAX_PARAMETERS = 10_000_000
 MAX_STEPS = 2 ** 63 - 1  # steps a run may count to (the flag --steps and training.num_steps)
+MAX_BATCH_SIZE = 65536  # documents a step (the flag --batch-size and training.batch_size)
 
 
 def size_problem(sizes):

@@ -5,7 +5,8 @@ import math
 import os
 import stat
 
-from .data import read_bytes, write_atomic
+from . import rundir
+from .data import read_bytes, same_file, write_atomic
 from .errors import DataError, shown
 from .jsonfields import finite, is_number
 from .limits import MAX_STEPS as MAX_STEP  # a logged step is one a run can count to
@@ -105,6 +106,19 @@ def check_out(out, what="image file"):
     if not stat.S_ISREG(info.st_mode):
         raise DataError(f"{out} is there and is not a regular file (a device, a FIFO or a directory); "
                         f"name a new or a regular {what}")
+
+
+def check_out_path(out, run_dir, what, log=None, bench=None):
+    """check_out, for a command that reads the run in run_dir (and maybe a --log, a --bench
+    report): refuse an out that would replace one of them, or whose folder is not writable."""
+    check_out(out, what)
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.access(folder, os.W_OK):
+        raise DataError(f"cannot write {out}: its folder {folder} is not writable")
+    for name, path in (("the run's checkpoint", rundir.checkpoint_path(run_dir)), ("the --log file", log),
+                       ("the --bench report", bench)):
+        if path and same_file(path, out):
+            raise DataError(f"--out {out} is {name}; choose another file")
 
 
 def plot_log(path, out):

@@ -7,8 +7,10 @@ from .errors import DataError
 
 class OutputError(DataError):
     """The log or stdout could not be written (a full disk, /dev/full, a closed pipe).
-    saved: the checkpoint written when training stopped for it, if any."""
+    saved: the checkpoint written when training stopped for it, if any; broken_pipe: stdout's
+    reader went away (`| head`), which ends the command without a word."""
     saved = None
+    broken_pipe = False
 
 
 def format_seconds(s):

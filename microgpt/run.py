@@ -145,20 +145,23 @@ def build_run(engine, settings, resume=None):
     sd = init_state_dict(engine.Value, config)
     if resume is not None:
         restore_weights(resume, sd)
-    trainer = make_trainer(engine, sd, config, train_docs, tokenizer, settings)
+    trainer = make_trainer(engine, sd, config, train_docs, tokenizer, settings, resume)
     if resume is not None:
         restore_optimizer(resume, trainer)
         random.setstate(resume.rng_state)  # where the interrupted run's generator stood
     return Run(engine, settings, docs, val_docs, tokenizer, config, sd, trainer, data_path, data_sha256, resume)
 
 
-def make_trainer(engine, sd, config, docs, tokenizer, settings):
+def make_trainer(engine, sd, config, docs, tokenizer, settings, resume=None):
     """torch_train.TorchTrainer for an engine that trains batches (torch), else train.Trainer,
-    one document a step."""
+    one document a step (resume: the Checkpoint continued, whose batch size a refusal names)."""
     if getattr(engine, "trains_batches", False):
         from .torch_train import TorchTrainer
         return TorchTrainer(engine, sd, config, docs, tokenizer, settings.steps, settings.learning_rate,
                             batch_size=settings.batch_size)
+    if resume is not None and resume.batch_size == settings.batch_size != 1:
+        raise SettingError(f"the checkpoint was trained with batches of {resume.batch_size} documents; the "
+                           f"{engine.name} engine trains one document a step: continue it with --engine torch")
     if settings.batch_size != 1:
         raise SettingError(f"{{batch_size}} {settings.batch_size}: the {engine.name} engine trains one document "
                            f"a step, as the reference; batches need the torch engine")

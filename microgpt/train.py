@@ -259,6 +259,7 @@ def train(run, progress, *, eval_every=None, out_dir=None, save_every=None, sign
     except (OutputError, OSError) as e:
         # the log or stdout failed between two steps: keep the run's progress
         error = e if isinstance(e, OutputError) else OutputError(f"cannot write output: {e.strerror or e}")
+        error.broken_pipe = isinstance(e, BrokenPipeError)
         if out_dir is not None:
             error.saved = run.save(out_dir)  # (None when not finite)
         raise error from None

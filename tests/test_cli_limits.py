@@ -14,8 +14,9 @@ from support import (PACKAGE_PARENT, SMALL_DOCS, TINY, assert_one_error_line, ch
                      other_name_for, refused, run_main, run_module, start_module, write_docs)
 
 from microgpt import rundir
-from microgpt.args import MAX_BENCH_REPEAT, MAX_BENCH_STEPS, MAX_SAMPLES, build_parser
+from microgpt.args import MAX_BENCH_REPEAT, MAX_BENCH_STEPS, MAX_SAMPLES, MAX_THREADS, build_parser
 from microgpt.errors import UsageError
+from microgpt.limits import MAX_BATCH_SIZE
 
 DOCS = SMALL_DOCS
 HUGE = 10 ** 20
@@ -191,6 +192,10 @@ def test_help_still_prints_and_exits_0():
     (["bench", "--warmup", MAX_BENCH_STEPS + 1], MAX_BENCH_STEPS),
     (["bench", "--repeat", HUGE], MAX_BENCH_REPEAT),
     (["bench", "--repeat", MAX_BENCH_REPEAT + 1], MAX_BENCH_REPEAT),
+    (["train", "--threads", 100000], MAX_THREADS),  # (torch crashed on it)
+    (["sample", "-o", "D", "--threads", MAX_THREADS + 1], MAX_THREADS),
+    (["train", "--batch-size", HUGE], MAX_BATCH_SIZE),  # (it hung)
+    (["train", "--batch-size", MAX_BATCH_SIZE + 1], MAX_BATCH_SIZE),
 ])
 def test_counts_above_their_maximum_are_refused(argv, limit):
     with pytest.raises(UsageError) as refusal:
@@ -203,6 +208,7 @@ def test_counts_above_their_maximum_are_refused(argv, limit):
 @pytest.mark.parametrize("argv", [
     ["train", "--num-samples", MAX_SAMPLES], ["sample", "-o", "D", "--num-samples", MAX_SAMPLES],
     ["bench", "--steps", MAX_BENCH_STEPS, "--warmup", MAX_BENCH_STEPS, "--repeat", MAX_BENCH_REPEAT],
+    ["train", "--threads", MAX_THREADS, "--batch-size", MAX_BATCH_SIZE],
 ])
 def test_counts_at_their_maximum_are_accepted(argv):
     build_parser().parse_args([str(a) for a in argv])
@@ -214,13 +220,41 @@ def test_counts_at_their_maximum_are_accepted(argv):
     ["sample", "--num-samples", HUGE, "-o", "/nonexistent-run-dir"],
     ["bench", "--steps", HUGE, "--engines", "nosuch"],
     ["bench", "--repeat", HUGE, "--engines", "nosuch"],
+    ["train", "--threads", HUGE, "--steps", 0],
+    ["train", "--batch-size", HUGE, "--steps", 0],
 ])
 def test_a_huge_count_is_one_line_from_the_command_line(argv):
     line = refused(argv)
     assert argv[1] in line and "at most" in line
 
 
-# ---------------------------------------------------------------- 6. a stopped bench ends its worker
+# ---------------------------------------------------------------- 7. a reader that goes away
+
+@pytest.mark.parametrize("engine", ["pure", "auto", "torch"])
+@pytest.mark.parametrize("out_dir", [False, True], ids=["no -o", "-o"])
+def test_a_reader_that_goes_away_ends_train_quietly(docs_txt, tmp_path, engine, out_dir):
+    """`microgpt train | head -1`: no line on stderr, status 1, and with -o the run saved."""
+    if engine == "torch" and os.environ.get("MICROGPT_REQUIRE_TORCH") != "1":
+        pytest.importorskip("torch")
+    run_dir = tmp_path / "run"
+    argv = ["train", "-i", docs_txt, *TINY[:-2], "--engine", engine, "--steps", 100000, "--num-samples", 0]
+    child = start_module(argv + (["-o", run_dir] if out_dir else []))
+    try:
+        assert child.stdout.readline()  # (stdout is a pipe: lines come in blocks)
+        child.stdout.close()  # the reader goes away
+        err = child.stderr.read()
+        status = child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert [line for line in err.splitlines() if not line.startswith("microgpt: note:")] == []
+    assert status == 1
+    if out_dir:
+        assert rundir.load(run_dir).step >= 1
+
+
+# ---------------------------------------------------------------- 8. a stopped bench ends its worker
 
 def _children(pid):
     """The pids of pid's child processes, from /proc."""
@@ -284,7 +318,7 @@ def test_a_signal_to_bench_ends_its_worker(docs_txt, signame, status, line):
                 os.kill(pid, signal.SIGKILL)
 
 
-# ---------------------------------------------------------------- 7. Ctrl-C without --out-dir: one line
+# ---------------------------------------------------------------- 9. Ctrl-C without --out-dir: one line
 
 def test_ctrl_c_without_out_dir_is_one_line(docs_txt):
     child = start_module(["train", "-i", docs_txt, *TINY, "--steps", 100000, "--num-samples", 0])

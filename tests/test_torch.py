@@ -173,7 +173,8 @@ def test_batch_size_is_kept_by_the_checkpoint(tmp_path):
     status, out, err = run_main(["train", "--resume", run_dir, "--steps", 4, "--engine", "torch", "--num-samples", 0])
     assert status == 0 and "batch size: 4" in out, err
     line = refused(["train", "--resume", run_dir, "--steps", 5, "--engine", "replay"])
-    assert "--batch-size 4" in line
+    assert "--batch-size" not in line  # (not given)
+    assert "trained with batches of 4" in line and "--engine torch" in line
     assert "differs from the checkpoint's 4" in refused(["train", "--resume", run_dir, "--steps", 5,
                                                          "--engine", "torch", "--batch-size", 2])
 
@@ -290,6 +291,40 @@ def test_export_failures_are_one_line(case, trained, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))  # nothing half-written
 
 
+@pytest.mark.parametrize("spelling", ["plain", "dotted"])
+def test_export_refuses_to_overwrite_the_runs_checkpoint(spelling, trained, monkeypatch):
+    monkeypatch.chdir(trained.parent)
+    out = {"plain": "run/checkpoint.json", "dotted": "./run/../run/checkpoint.json"}[spelling]
+    before = (trained / "checkpoint.json").read_bytes()
+    assert "checkpoint" in refused(["export", "-o", "run", "--out", out])
+    assert (trained / "checkpoint.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_export_refuses_an_out_that_is_not_a_regular_file(kind, trained, tmp_path):
+    import stat
+    out = tmp_path / "special"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        try:
+            os.mknod(out, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a null device of our own
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    assert "not a regular file" in refused(["export", "-o", trained, "--out", out])
+    mode = os.stat(out).st_mode
+    assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISCHR(mode)  # still there, as it was
+
+
+def test_export_follows_the_umask_as_checkpoints_do(trained, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run_main(["export", "-o", trained, "--out", tmp_path / "m.safetensors"])[0] == 0
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o644
+
+
 def test_unknown_dtype_and_missing_gpu_are_one_line():
     assert "--dtype" in refused(["train", "--engine", "torch", "--dtype", "float8", "--steps", 1])
     if not torch.cuda.is_available():
@@ -311,6 +346,7 @@ def test_without_torch_it_says_how_to_install(argv, tmp_path):
     assert proc.returncode == 2
     line = assert_one_error_line(proc.stderr)
     assert "pip install 'microgpt-arena[torch]'" in line
+    assert 'pip install ".[torch]"' in line  # as the README says it
 
 
 def test_auto_never_picks_torch():

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from support import PACKAGE_PARENT, child_env, refused, run_main, run_module
+from support import PACKAGE_PARENT, assert_one_error_line, child_env, refused, run_main, run_module
 
 if os.environ.get("MICROGPT_REQUIRE_TORCH") == "1":
     import torch  # noqa: F401  (CI: a missing torch fails here, it never skips)
@@ -114,6 +114,53 @@ def test_ctrl_c_saves_once_and_stops_every_process(tmp_path, names_cache):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "checkpoint saved to" in err, err
     assert rundir.load(run_dir).step >= 5
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_to_the_launcher_saves_and_ends_with_130(signame, tmp_path, names_cache):
+    """As in one process (README: 130, whichever the signal)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--engine", "torch", "--batch-size", "2",
+                             "--nproc-per-node", "2", "--steps", "100000", "-o", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=child_env(**env(names_cache)), cwd=PACKAGE_PARENT)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step    5 /"):
+                break
+        proc.send_signal(getattr(signal, signame))  # (kill PID: the launcher alone, which passes it on)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.startswith(f"microgpt: {signame} at step ") and len(err.splitlines()) == 1, err
+    assert rundir.load(run_dir).step >= 5
+
+
+@pytest.mark.parametrize("case", ["existing run", "missing resume", "missing input"])
+def test_a_refused_setting_is_one_line(case, tmp_path, names_cache):
+    run_dir = tmp_path / "run"
+    if case == "existing run":
+        assert run_main(["train", "--engine", "torch", "--steps", 2, "-o", run_dir, "--num-samples", 0])[0] == 0
+    args = {"existing run": ["-o", run_dir], "missing resume": ["--resume", tmp_path / "nope"],
+            "missing input": ["-i", tmp_path / "missing.txt"]}[case]
+    proc = run_module(["train", "--engine", "torch", "--nproc-per-node", 2, "--batch-size", 2, "--steps", 3, *args],
+                      timeout=TIMEOUT, **env(names_cache))
+    assert proc.returncode == 2
+    line = assert_one_error_line(proc.stderr)
+    assert "process" not in line  # rank 0's words, not the group's breaking
+
+
+def test_divergence_in_two_processes_is_one_line(tmp_path, names_cache):
+    run_dir = tmp_path / "div"
+    proc = run_module(["train", "--engine", "torch", "--nproc-per-node", 2, "--learning-rate", "1e300",
+                       "--steps", 50, "--batch-size", 4, "-o", run_dir, "--num-samples", 0],
+                      timeout=TIMEOUT, **env(names_cache))
+    assert proc.returncode == 1
+    line = assert_one_error_line(proc.stderr)
+    assert "diverged" in line and f"is saved to {run_dir}" in line  # (rank 0 saved; the others said nothing)
+    assert rundir.load(run_dir).step == 0
 
 
 def test_batch_must_divide_among_the_processes():

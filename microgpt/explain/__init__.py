@@ -12,7 +12,7 @@ from .. import _pure, rundir
 from ..data import Tokenizer, load_documents, write_atomic
 from ..engine import get_engine
 from ..errors import DataError
-from ..plot import check_out
+from ..plot import check_out, check_out_path
 from ..sampling import check_prompt
 from . import numbers, sections
 from .inputs import read_bench, read_log
@@ -21,16 +21,6 @@ from .page import page
 NUM_SAMPLES = 10
 
 
-def check_out_path(out, run_dir, log, bench):
-    check_out(out, "page file")
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.access(folder, os.W_OK):
-        raise DataError(f"cannot write {out}: its folder {folder} is not writable")
-    for what, path in (("the run's checkpoint", rundir.checkpoint_path(run_dir)), ("the --log file", log),
-                       ("the --bench report", bench)):
-        if path and (os.path.realpath(path) == os.path.realpath(out) or
-                     os.path.exists(out) and os.path.exists(path) and os.path.samefile(path, out)):
-            raise DataError(f"--out {out} is {what}; choose another file")
 
 
 def run_facts(ckpt, params, sampler):
@@ -93,7 +83,7 @@ def explain(run_dir, out=None, **options):
     if not os.path.isdir(run_dir):
         rundir.load(run_dir)  # words the error
     out = out or os.path.join(run_dir, "explain.html")
-    check_out_path(out, run_dir, options.get("log"), options.get("bench"))
+    check_out_path(out, run_dir, "page file", options.get("log"), options.get("bench"))
     html, _ = build(run_dir, **options)
     check_out(out, "page file")  # again: building takes a moment
     try:
