@@ -113,24 +113,17 @@ cdef class Arena:
     def column(self, name):
         """A copy of one column for inspection, as an array.array (numpy.asarray
         wraps it without copying). A copy, because growing the arena moves the
-        columns: a live view could outlive its memory."""
-        cdef int64_t i, n = self.a.n_nodes, e = self.a.n_edges
-        cdef arena_t *a = &self.a
-        if name == "data":
-            return array("d", [a.data[i] for i in range(n)])
-        if name == "grad":
-            return array("d", [a.grad[i] for i in range(n)])
-        if name == "operand":
-            return array("d", [a.operand[i] for i in range(n)])
-        if name == "op":
-            return array("B", [a.op[i] for i in range(n)])
-        if name == "child_start":
-            return array("q", [a.child_start[i] for i in range(n + 1)])
-        if name == "child":
-            return array("i", [a.child[i] for i in range(e)])
-        if name == "local_grad":
-            return array("d", [a.local_grad[i] for i in range(e)])
-        raise KeyError(f"no column {name!r}: data, grad, operand, op, child_start, child, local_grad")
+        columns: a live view could outlive its memory. The columns are arena.h's
+        tables (arena_column)."""
+        cdef const void *rows
+        cdef int64_t n
+        cdef char code
+        cdef size_t size
+        if not isinstance(name, str) or not arena_column(&self.a, name.encode(), &rows, &n, &code, &size):
+            shown = [c for c in arena_column_names().decode().split(", ")
+                     if arena_column(&self.a, c.encode(), &rows, &n, &code, &size)]
+            raise KeyError(f"no column {name!r}: {', '.join(shown)}")
+        return array(chr(code), (<const char *>rows)[:n * size])
 
 
 @cython.auto_pickle(False)

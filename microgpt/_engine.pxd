@@ -23,10 +23,11 @@ cdef extern from "arena.h":
     ctypedef int32_t node_t                 # a node's index in its arena
     ctypedef uint64_t epoch_t               # counts the arena's releases
 
+    # the fields the glue reads (Cython needs them named; the columns' one table,
+    # with every column's type and meaning, is ARENA_NODE_COLUMNS / ARENA_EDGE_COLUMNS)
     ctypedef struct arena_t:
         double *data                        # forward value          (per node)
         double *grad                        # accumulated gradient   (per node)
-        double *operand                     # exponent k of OP_POW   (per node)
         uint8_t *op                         # op_t                   (per node)
         uint8_t *tag                        # TAG_* int tags         (per node)
         epoch_t *epoch                      # epoch at creation      (per node)
@@ -44,6 +45,9 @@ cdef extern from "arena.h":
     void arena_tag(arena_t *a, int64_t i, int op, int k_int) nogil
     size_t arena_node_bytes() nogil
     size_t arena_edge_bytes() nogil
+    int arena_column(const arena_t *a, const char *name, const void **rows, int64_t *n, char *code,
+                     size_t *size) nogil
+    const char *arena_column_names() nogil
     int arena_init(arena_t *a) nogil
     void arena_free(arena_t *a) nogil
     void arena_release(arena_t *a, int64_t mark) nogil

@@ -5,19 +5,14 @@
 
 #define INITIAL_NODES 1024
 
+#define ROW_BYTES(type, name, code, slid, zeroed) + sizeof(type)
+
 size_t arena_node_bytes(void) {
-    return 3 * sizeof(double)       /* data, grad, operand */
-        + 2 * sizeof(uint8_t)       /* op, tag */
-        + sizeof(epoch_t)           /* epoch */
-        + sizeof(uint32_t)          /* visit (backward scratch) */
-        + sizeof(void *)            /* held */
-        + sizeof(int64_t)           /* child_start */
-        + sizeof(node_t)            /* topo (backward scratch) */
-        + sizeof(node_t) + sizeof(int64_t);  /* DFS stack (backward scratch) */
+    return sizeof(int64_t) ARENA_NODE_COLUMNS(ROW_BYTES);  /* child_start, then every node column */
 }
 
 size_t arena_edge_bytes(void) {
-    return sizeof(node_t) + sizeof(double) + sizeof(uint8_t);  /* child, local_grad, lg_int */
+    return 0 ARENA_EDGE_COLUMNS(ROW_BYTES);
 }
 
 int arena_init(arena_t *a) {
@@ -33,19 +28,29 @@ int arena_init(arena_t *a) {
 }
 
 void arena_free(arena_t *a) {
-    free(a->data); free(a->grad); free(a->operand); free(a->op); free(a->tag); free(a->epoch);
-    free(a->visit); free(a->held); free(a->child_start); free(a->child); free(a->local_grad); free(a->lg_int);
-    free(a->topo); free(a->stack_node); free(a->stack_edge);
+#define FREE(type, name, code, slid, zeroed) free(a->name);
+    ARENA_NODE_COLUMNS(FREE)
+    ARENA_EDGE_COLUMNS(FREE)
+#undef FREE
+    free(a->child_start);
     memset(a, 0, sizeof *a);
 }
 
-/* realloc one column to cap elements; on failure the old block stays valid */
-static int grow(void **p, int64_t cap, size_t size) {
-    void *q = realloc(*p, (size_t)cap * size);
+/* realloc one column from old to cap rows of size bytes, the new rows zeroed
+ * if asked; on failure the old block stays valid */
+static int grow(void **p, int64_t old, int64_t cap, size_t size, int zeroed) {
+    char *q = realloc(*p, (size_t)cap * size);
     if (q == NULL) return 1;
+    if (zeroed) memset(q + (size_t)old * size, 0, (size_t)(cap - old) * size);
     *p = q;
     return 0;
 }
+
+/* grow a->name to cap rows (every column of the table, in turn) */
+#define GROW_NODES(type, name, code, slid, zeroed) \
+    || grow((void **)&a->name, a->cap_nodes, cap, sizeof(type), zeroed)
+#define GROW_EDGES(type, name, code, slid, zeroed) \
+    || grow((void **)&a->name, a->cap_edges, cap, sizeof(type), zeroed)
 
 /* Double the node columns until need fits. Every column is grown before the
  * capacity is raised, so a failure leaves the arena consistent. */
@@ -56,26 +61,9 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         if (need > (int64_t)INT32_MAX) return OP_TOO_LARGE;
         cap = INT32_MAX;
     }
-    if (grow((void **)&a->data, cap, sizeof(double)) ||
-        grow((void **)&a->grad, cap, sizeof(double)) ||
-        grow((void **)&a->operand, cap, sizeof(double)) ||
-        grow((void **)&a->op, cap, sizeof(uint8_t)) ||
-        grow((void **)&a->tag, cap, sizeof(uint8_t)) ||
-        grow((void **)&a->epoch, cap, sizeof(epoch_t)) ||
-        grow((void **)&a->child_start, cap + 1, sizeof(int64_t)) ||
-        grow((void **)&a->topo, cap, sizeof(node_t)) ||
-        grow((void **)&a->stack_node, cap, sizeof(node_t)) ||
-        grow((void **)&a->stack_edge, cap, sizeof(int64_t)))
+    if (grow((void **)&a->child_start, a->cap_nodes, cap + 1, sizeof(int64_t), 0)
+        ARENA_NODE_COLUMNS(GROW_NODES))
         return OP_NOMEM;
-    /* new visit and held rows start unvisited and not held */
-    uint32_t *visit = realloc(a->visit, (size_t)cap * sizeof(uint32_t));
-    if (visit == NULL) return OP_NOMEM;
-    memset(visit + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(uint32_t));
-    a->visit = visit;
-    void **held = realloc(a->held, (size_t)cap * sizeof(void *));
-    if (held == NULL) return OP_NOMEM;
-    memset(held + a->cap_nodes, 0, (size_t)(cap - a->cap_nodes) * sizeof(void *));
-    a->held = held;
     a->cap_nodes = cap;
     return OP_OK;
 }
@@ -83,9 +71,7 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
 int arena_grow_edges(arena_t *a, int64_t need) {
     int64_t cap = a->cap_edges ? a->cap_edges : 2 * INITIAL_NODES;
     while (cap < need) cap *= 2;
-    if (grow((void **)&a->child, cap, sizeof(node_t)) ||
-        grow((void **)&a->local_grad, cap, sizeof(double)) ||
-        grow((void **)&a->lg_int, cap, sizeof(uint8_t)))
+    if (0 ARENA_EDGE_COLUMNS(GROW_EDGES))
         return OP_NOMEM;
     a->cap_edges = cap;
     return OP_OK;
@@ -99,6 +85,12 @@ void arena_release(arena_t *a, int64_t mark) {
     a->cur_epoch++;
 }
 
+/* move the run's rows of a slid column down (rows only move down: each is read before it is written) */
+#define SLIDE(type, name, slid, to, from_row, count) \
+    if (slid) { type *col = a->name; for (int64_t j = 0; j < count; ++j) col[to + j] = col[from_row + j]; }
+#define SLIDE_NODES(type, name, code, slid, zeroed) SLIDE(type, name, slid, w, i0, len)
+#define SLIDE_EDGES(type, name, code, slid, zeroed) SLIDE(type, name, slid, we, e0, ne)
+
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     int64_t n = a->n_nodes;
     if (from < 0) from = 0;
@@ -106,11 +98,6 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     if (from >= n) return 0;
     node_t *child = a->child;
     int64_t *start = a->child_start;
-    double *local_grad = a->local_grad;
-    uint8_t *lg_int = a->lg_int;
-    double *data = a->data, *grad = a->grad, *operand = a->operand;
-    uint8_t *op = a->op, *tag = a->tag;
-    epoch_t *epoch = a->epoch;
     uint32_t *visit = a->visit;
     void **held = a->held;
     /* mark: a live node makes its children live (they lie below it); a live
@@ -147,18 +134,9 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
             node_t c = child[e0 + j];
             child[we + j] = c >= from ? k[c] : c;  /* c < its parent: already renumbered */
         }
-        for (int64_t j = 0; j < ne; ++j) local_grad[we + j] = local_grad[e0 + j];
-        for (int64_t j = 0; j < ne; ++j) lg_int[we + j] = lg_int[e0 + j];
+        ARENA_EDGE_COLUMNS(SLIDE_EDGES)
         for (int64_t j = 1; j <= len; ++j) start[w + j] = start[i0 + j] - shift;
-        for (int64_t j = 0; j < len; ++j) {
-            data[w + j] = data[i0 + j];
-            grad[w + j] = grad[i0 + j];
-            operand[w + j] = operand[i0 + j];
-            op[w + j] = op[i0 + j];
-            tag[w + j] = tag[i0 + j];
-            epoch[w + j] = epoch[i0 + j];
-            held[w + j] = held[i0 + j];
-        }
+        ARENA_NODE_COLUMNS(SLIDE_NODES)
         w += len;
         we += ne;
     }
@@ -186,4 +164,22 @@ status_t arena_replay(arena_t *a, int64_t from, int *custom) {
         a->tag[i] |= TAG_GRAD_INT;
     }
     return OP_OK;
+}
+
+int arena_column(const arena_t *a, const char *name, const void **rows, int64_t *n, char *code, size_t *size) {
+#define FIND(type, column, typecode, slid, zeroed, count) \
+    if (typecode && strcmp(name, #column) == 0) { \
+        *rows = a->column; *n = count; *code = (char)typecode; *size = sizeof(type); return 1; \
+    }
+#define FIND_NODE(type, column, typecode, slid, zeroed) FIND(type, column, typecode, slid, zeroed, a->n_nodes)
+#define FIND_EDGE(type, column, typecode, slid, zeroed) FIND(type, column, typecode, slid, zeroed, a->n_edges)
+    ARENA_NODE_COLUMNS(FIND_NODE)
+    ARENA_EDGE_COLUMNS(FIND_EDGE)
+    FIND(int64_t, child_start, 'q', 0, 0, a->n_nodes + 1)
+    return 0;
+}
+
+const char *arena_column_names(void) {
+#define NAME(type, name, code, slid, zeroed) #name ", "
+    return ARENA_NODE_COLUMNS(NAME) ARENA_EDGE_COLUMNS(NAME) "child_start";
 }

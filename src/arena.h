@@ -1,4 +1,6 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
+ * (~310 lines: the layout, every arena function's contract, and the
+ * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
  * order, which is a topological order: a node's children always have smaller
@@ -44,33 +46,41 @@
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
 typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
 
+/* The columns, each stated once: X(type, name, code, slid, zeroed). code: its
+ * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
+ * arena_reclaim moves it with its node (or edge); zeroed: new rows start at 0.
+ * The struct, the bytes a node takes, growth, freeing, the reclaim's slide
+ * and Arena.column all expand these tables. */
+#define ARENA_NODE_COLUMNS(X)  /* n_nodes rows used of cap_nodes */ \
+    X(double,   data,       'd', 1, 0)  /* forward value */ \
+    X(double,   grad,       'd', 1, 0)  /* d(root)/d(node), accumulated by backward */ \
+    X(double,   operand,    'd', 1, 0)  /* the exponent k of OP_POW; 0 elsewhere */ \
+    X(uint8_t,  op,         'B', 1, 0)  /* op_t */ \
+    X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
+    X(epoch_t,  epoch,      'Q', 1, 0)  /* arena epoch when the node was created */ \
+    X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
+    X(uint32_t, visit,      'I', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
+    X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
+    X(node_t,   stack_node, 'i', 0, 0)  /* scratch: the explicit DFS stack's node ... */ \
+    X(int64_t,  stack_edge, 'q', 0, 0)  /* ... and the next edge it visits */
+#define ARENA_EDGE_COLUMNS(X)  /* n_edges rows used of cap_edges */ \
+    X(node_t,   child,      'i', 0, 0)  /* the child's node index (renumbered by a reclaim, not copied) */ \
+    X(double,   local_grad, 'd', 1, 0)  /* d(node)/d(child) */ \
+    X(uint8_t,  lg_int,     'B', 1, 0)  /* 1 where the pure engine's local grad is an int */
+
+#define ARENA_COLUMN_FIELD(type, name, code, slid, zeroed) type *name;
 typedef struct {
-    /* node columns, n_nodes used of cap_nodes */
-    double *data;          /* forward value */
-    double *grad;          /* d(root)/d(node), accumulated by backward */
-    double *operand;       /* the exponent k of OP_POW; 0 elsewhere */
-    uint8_t *op;           /* op_t */
-    uint8_t *tag;          /* TAG_* bits: which of the node's numbers the pure engine holds as ints */
-    epoch_t *epoch;        /* arena epoch when the node was created */
-    uint32_t *visit;       /* scratch: stamp of the last walk that reached it (backward, reclaim) */
-    void **held;           /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */
-    int64_t *child_start;  /* n_nodes + 1 entries: node i's edges are [child_start[i], child_start[i+1]) */
+    ARENA_NODE_COLUMNS(ARENA_COLUMN_FIELD)
+    int64_t *child_start;  /* n_nodes + 1 rows: node i's edges are [child_start[i], child_start[i+1]) */
     int64_t n_nodes, cap_nodes;
 
-    /* edge columns, n_edges used of cap_edges */
-    node_t *child;         /* the child's node index */
-    double *local_grad;    /* d(node)/d(child) */
-    uint8_t *lg_int;       /* 1 where the pure engine's local grad is an int */
+    ARENA_EDGE_COLUMNS(ARENA_COLUMN_FIELD)
     int64_t n_edges, cap_edges;
 
-    /* backward scratch, grown with the node columns */
-    node_t *topo;          /* depth-first post-order of the last walk (a reclaim's new rows) */
-    node_t *stack_node;    /* explicit DFS stack: node, and the next edge to visit */
-    int64_t *stack_edge;
-
     epoch_t cur_epoch;     /* bumped by every release and every reclaim */
-    uint32_t cur_visit;    /* bumped by every backward walk */
+    uint32_t cur_visit;    /* bumped by every walk (backward, reclaim) */
 } arena_t;
+#undef ARENA_COLUMN_FIELD
 
 /* Int tags. The pure engine keeps a Python int where the reference's arithmetic
  * gives one (Value(2), int + int, relu's max(0, x), a grad before any float reached
@@ -86,6 +96,11 @@ typedef struct {
  * edge: the one place that knows the layout's sizes. */
 size_t arena_node_bytes(void);
 size_t arena_edge_bytes(void);
+/* The column called name, for inspection: its rows (*rows of them), its
+ * array.array typecode and the bytes of one row. Returns 0 for a name that is
+ * not a shown column. arena_column_names(): every column's name, ", " between. */
+int arena_column(const arena_t *a, const char *name, const void **rows, int64_t *n, char *code, size_t *size);
+const char *arena_column_names(void);
 
 int arena_init(arena_t *a);
 void arena_free(arena_t *a);

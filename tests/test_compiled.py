@@ -346,3 +346,24 @@ def test_node_indices_follow_creation_order():
     assert [c.node for c in b._children] == [0, 1]
     assert b.node == 2
     assert b._children[1].data == 3 ** -1
+
+
+def test_every_column_of_the_table_is_shown_at_its_length():
+    # the columns are arena.h's tables; Arena.column names every one it shows
+    arena = Arena()
+    a = arena.value(3)
+    b = (a * 2.5 + a).relu()
+    b.backward()
+    with pytest.raises(KeyError) as missing:
+        arena.column("nope")
+    names = str(missing.value).split(": ", 1)[1].rstrip("'\"").split(", ")
+    assert {"data", "grad", "operand", "op", "tag", "epoch", "child_start", "child", "local_grad",
+            "lg_int"} <= set(names)
+    n, e = len(arena), arena.num_edges
+    edge_columns = {"child", "local_grad", "lg_int"}
+    for name in names:
+        rows = len(arena.column(name))
+        assert rows == (n + 1 if name == "child_start" else e if name in edge_columns else n), name
+    assert list(arena.column("tag"))[0] & 1  # Value(3) is an int: TAG_DATA_INT
+    assert list(arena.column("lg_int"))[:2] == [0, 1]  # a * 2.5: d/da is the float 2.5, d/d(2.5) the int 3
+    assert len(set(arena.column("epoch"))) == 1
