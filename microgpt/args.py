@@ -147,16 +147,18 @@ def add_bench(sub):
     b.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
 
 
-def add_run_dir_arg(p):
+def add_run_command(sub, name, summary, description):
+    """A command that reads a run directory (-o DIR): sample, explain, export."""
+    p = sub.add_parser(name, help=summary, description=description)
     p.add_argument("-o", "--out-dir", metavar="DIR", required=True, help="run directory holding checkpoint.json")
+    return p
 
 
 def add_sample(sub):
-    s = sub.add_parser("sample", help="sample from a checkpoint",
-                       description="Print samples from the model saved by 'microgpt train --out-dir DIR'. "
+    s = add_run_command(sub, "sample", "sample from a checkpoint",
+                       "Print samples from the model saved by 'microgpt train --out-dir DIR'. "
                        "Without --seed the checkpoint's random generator continues, so sampling a "
                        "finished run prints the samples 'train' printed.")
-    add_run_dir_arg(s)
     s.add_argument("--num-samples", type=bounded(0, "0 or more", MAX_SAMPLES), default=20,
                    help=f"how many samples (at most {MAX_SAMPLES:,})")
     s.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature")
@@ -177,13 +179,12 @@ def add_plot(sub):
 
 
 def add_explain(sub):
-    e = sub.add_parser("explain", help="a trained run on one HTML page: loss, attention, embeddings",
-                       description="Write one self-contained HTML page (it opens from disk, offline) that "
+    e = add_run_command(sub, "explain", "a trained run on one HTML page: loss, attention, embeddings",
+                       "Write one self-contained HTML page (it opens from disk, offline) that "
                        "shows a run saved by 'microgpt train --out-dir DIR' from the inside: the loss curve, "
                        "a name position by position with the next characters' probabilities, every head's "
                        "attention, the embeddings, and the nodes one training step builds. The figures come "
                        "from the model code run on the pure engine.")
-    add_run_dir_arg(e)
     e.add_argument("--log", metavar="FILE", help="the run's 'train --log' file, for the loss curve")
     e.add_argument("--prompt", metavar="NAME", help="the name to follow position by position "
                    "(default: the first sampled name)")
@@ -216,11 +217,10 @@ def add_torch_args(p, train=False):
 
 
 def add_export(sub):
-    e = sub.add_parser("export", help="write a run's weights as safetensors",
-                       description="Write the weights of the run in DIR as named tensors (the state dict's "
+    e = add_run_command(sub, "export", "write a run's weights as safetensors",
+                       "Write the weights of the run in DIR as named tensors (the state dict's "
                        "names and shapes) to a safetensors file, the model's config in its metadata. Needs "
-                       "the torch extra (pip install 'microgpt-arena[torch]').")
-    add_run_dir_arg(e)
+                       "the torch extra (pip install \".[torch]\" in a checkout).")
     e.add_argument("--out", metavar="FILE", required=True, help="the .safetensors file to write")
     e.add_argument("--dtype", choices=TORCH_DTYPES, default="float64",
                    help="the tensors' dtype (float64 holds the checkpoint's weights exactly)")

@@ -74,7 +74,22 @@ class ReplayedLoss:
         self._runner.backward(self)
 
 
-class DocumentLoss:
+class Recorder:
+    """What a recording of the model code reads of the weights, built once: the
+    state dict, the config, the parameters in order and where the token
+    embedding sits among them. DocumentLoss and Sampler are recorders."""
+
+    def __init__(self, sd, config):
+        self.sd, self.config = sd, config
+        self.params = parameters(sd)
+        self.table = token_table(sd)
+
+    def make_tape(self, tokens, positions, temperature=None, forward_only=False):
+        """record() over these weights: (tape, None) or (None, why not)."""
+        return record(self.sd, self.config, self.params, self.table, tokens, positions, temperature, forward_only)
+
+
+class DocumentLoss(Recorder):
     """document_loss(sd, config, tokens), recorded (as many positions as the
     documents have needed, rounded up) and replayed.
 
@@ -84,9 +99,7 @@ class DocumentLoss:
     """
 
     def __init__(self, sd, config):
-        self.sd, self.config = sd, config
-        self.params = parameters(sd)
-        self.table = token_table(sd)
+        super().__init__(sd, config)
         self.tape = None       # the recording (tape.n_pos positions)
         self.refused = None    # why steps cannot be replayed (then the model code runs every step)
         self.recordings = 0
@@ -122,8 +135,7 @@ class DocumentLoss:
         replaces is freed first: one recording is held at a time."""
         n = min(self.config.block_size, len(tokens) - 1)
         self.tape = None
-        self.tape, self.refused = record(self.sd, self.config, self.params, self.table, tokens,
-                                         recorded_length(n, self.config.block_size))
+        self.tape, self.refused = self.make_tape(tokens, recorded_length(n, self.config.block_size))
         self.recordings += 1
 
 
@@ -175,8 +187,8 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
         return None, str(e)
 
 
-class Sampler:
-    """train.ModelSampler's interface, replayed: a recording a temperature (as
+class Sampler(Recorder):
+    """model.ModelSampler's interface, replayed: a recording a temperature (as
     many positions as the longest document sampled so far, rounded up as
     recorded_length does; each position's -log(probs[target]) with a target
     sampling ignores; made once the model code has sampled RECORD_AFTER_BLOCKS
@@ -188,9 +200,7 @@ class Sampler:
     (the same floats: the model code is what was recorded)."""
 
     def __init__(self, sd, config):
-        self.sd, self.config = sd, config
-        self.params = parameters(sd)
-        self.table = token_table(sd)
+        super().__init__(sd, config)
         self.tapes = {}            # float(temperature) -> (tape, why there is none)
         self.model = ModelSampler(sd, config)
         self.record_after_blocks = RECORD_AFTER_BLOCKS
@@ -221,9 +231,7 @@ class Sampler:
         tape, _ = self.tapes.get(key, (None, None))
         if key not in self.tapes or (tape is not None and tape.n_pos < positions):
             self.tapes.pop(key, None)  # (the old tape is freed before the new is made)
-            self.tapes[key] = record(self.sd, self.config, self.params, self.table, [0],
-                                     self.length(positions), key,
-                                     forward_only=True)
+            self.tapes[key] = self.make_tape([0], self.length(positions), key, forward_only=True)
         return self.tapes[key][0]
 
     def fed(self, key, pos_id):

@@ -103,17 +103,13 @@ def test_no_import_circle():
 MAX_LINES = 300
 SOURCES = sorted(p for pattern in ("*.py", "*.pyx", "*.pxi", "*.pxd") for p in PACKAGE.rglob(pattern))
 SOURCES += sorted(p for pattern in ("*.c", "*.h") for p in (PACKAGE.parent / "src").rglob(pattern))
-# long and not yet saying why; strict: the mark must go once the file says why (or is split)
-AWAITING_A_WORD = {"src/tape/order.c"}
 
 
 def relative(path):
     return str(path.relative_to(PACKAGE.parent))
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="over 300 lines, no word on why yet"))
-    if relative(p) in AWAITING_A_WORD else p for p in SOURCES], ids=relative)
+@pytest.mark.parametrize("path", SOURCES, ids=relative)
 def test_a_long_file_says_why_in_its_first_lines(path):
     """One job a file: a file over MAX_LINES lines says in its first lines how long it is and why."""
     lines = path.read_text().splitlines()

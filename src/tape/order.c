@@ -2,7 +2,10 @@
  * gradients it adds) sorted into the order the reference's depth-first walk
  * adds them; the rotating nodes' rule (the target's logit last) checked
  * against that walk and against walks for other targets; and the chains
- * sum(w * x ...) found, whose inner nodes take no pull list. */
+ * sum(w * x ...) found, whose inner nodes take no pull list.
+ * Some 310 lines, one job: the sort, the rule's check and the chain search
+ * all read the walk's ranks; split, they would pass the builder's state
+ * between files for no reader's gain. */
 #include "internal.h"
 
 /* Must pull entry i come before entry j?
