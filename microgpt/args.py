@@ -172,7 +172,7 @@ def add_sample(sub):
 def add_plot(sub):
     pl = sub.add_parser("plot", help="draw the loss curve of a --log file",
                         description="Plot the training (and validation) loss from a 'train --log' file. "
-                        "Needs matplotlib (pip install 'microgpt-arena[plot]').")
+                        "Needs matplotlib (pip install \".[plot]\" in a checkout).")
     pl.add_argument("log", metavar="LOG", help="JSON Lines file written by 'microgpt train --log'")
     pl.add_argument("--out", metavar="FILE", default="loss.png",
                     help="image to write; the format follows the extension (png, svg, pdf)")

@@ -85,7 +85,7 @@ def import_pyplot():
         import matplotlib
     except ImportError:
         raise DataError("plotting needs matplotlib, which is not installed: "
-                        "pip install matplotlib (or: pip install 'microgpt-arena[plot]')") from None
+                        "pip install matplotlib (or: pip install \".[plot]\" in a checkout)") from None
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
     return plt

@@ -366,6 +366,14 @@ def test_bench_shows_torch_beside_replay_with_the_difference():
     assert "torch within" in out
 
 
+def test_bench_names_only_the_exact_engines_identical():
+    status, out, err = run_main(["bench", "--engines", "compiled,replay,torch", "--steps", 1, "--warmup", 0,
+                                 "--repeat", 1])
+    assert status == 0, err
+    same = [line for line in out.splitlines() if "identical (==)" in line]
+    assert same == ["losses: identical (==) on all 1 steps across compiled, replay"]  # torch: "within"
+
+
 # --- on a GPU ------------------------------------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
