@@ -94,18 +94,26 @@ def test_torchrun_form_leaves_a_whole_checkpoint(tmp_path, names_cache):
     assert len(losses) == 10
 
 
-def test_ctrl_c_saves_once_and_stops_every_process(tmp_path, names_cache):
-    run_dir = tmp_path / "run"
+def start_two_processes_until_step_5(run_dir, names_cache):
+    """A long run in two processes (a session of its own), once it has done 5 steps."""
     proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--engine", "torch", "--batch-size", "2",
                              "--nproc-per-node", "2", "--steps", "100000", "-o", str(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=child_env(**env(names_cache)), cwd=PACKAGE_PARENT)
+    deadline = time.monotonic() + TIMEOUT
+    for line in proc.stdout:
+        if line.startswith("step    5 /"):
+            break
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("the run did not reach step 5")
+    return proc
+
+
+def test_ctrl_c_saves_once_and_stops_every_process(tmp_path, names_cache):
+    run_dir = tmp_path / "run"
+    proc = start_two_processes_until_step_5(run_dir, names_cache)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        for line in proc.stdout:
-            if line.startswith("step    5 /"):
-                break
-            assert time.monotonic() < deadline
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the group
         _, err = proc.communicate(timeout=TIMEOUT)
     finally:
@@ -120,14 +128,8 @@ def test_ctrl_c_saves_once_and_stops_every_process(tmp_path, names_cache):
 def test_a_stop_signal_to_the_launcher_saves_and_ends_with_130(signame, tmp_path, names_cache):
     """As in one process (README: 130, whichever the signal)."""
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "microgpt", "train", "--engine", "torch", "--batch-size", "2",
-                             "--nproc-per-node", "2", "--steps", "100000", "-o", str(run_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env=child_env(**env(names_cache)), cwd=PACKAGE_PARENT)
+    proc = start_two_processes_until_step_5(run_dir, names_cache)
     try:
-        for line in proc.stdout:
-            if line.startswith("step    5 /"):
-                break
         proc.send_signal(getattr(signal, signame))  # (kill PID: the launcher alone, which passes it on)
         _, err = proc.communicate(timeout=TIMEOUT)
     finally:
