@@ -48,9 +48,10 @@ def resolve_device(device):
 
 
 class Adam:
-    """The reference's Adam (ALGORITHM.md, section 5), on one flat vector holding every
-    parameter in params order; the model's parameters and their gradients are views into it.
-    Each line rounds as the reference's does: no fused multiply-add, divisions as divisions."""
+    """The reference's Adam (as _pure.Adam runs it), on one flat vector holding every
+    parameter in params order; the model's parameters and their gradients are views into
+    it. Each line rounds as the reference's does: no fused multiply-add, divisions as
+    divisions."""
 
     def __init__(self, params, beta1, beta2, eps):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
