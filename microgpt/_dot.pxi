@@ -2,8 +2,9 @@
 # model code's sum(wi * xi for wi, xi in zip(w, x)) makes, in this order, the
 # product w0 * x0, the constant 0 (sum's start) and w0 * x0 + 0 (the start is
 # added on the right, as Value.__radd__ does), then each w_k * x_k and the
-# running sum plus it. This appends those very nodes, with the same arithmetic
-# (src/ops.h) and int tags, without a Python object per node. Included by
+# running sum plus it. This appends those very nodes, through the same append
+# as x * y and x + y (arena_push_binary: the arithmetic of src/ops.h, the int tags,
+# an int beyond a double refused), without a Python object per node. Included by
 # _engine.pyx.
 
 
@@ -29,29 +30,29 @@ cdef object dot_nodes(object w, object x):
             return None
     make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
     cdef arena_t *ar = &arena.a
-    cdef node_t kids[2]
-    cdef double lg[2]
-    cdef double out
+    cdef int64_t mark = ar.n_nodes  # what an int beyond a double releases back to
     cdef node_t m, zero, acc = -1
     for k in range(n):
-        kids[0] = (<Value>wl[k]).index
-        kids[1] = (<Value>xl[k]).index
-        op_mul(ar.data[kids[0]], ar.data[kids[1]], &out, lg)
-        m = arena_node(ar, OP_MUL, out, 0.0, 2, kids, lg)
+        m = arena_push_binary(ar, OP_MUL, (<Value>wl[k]).index, (<Value>xl[k]).index)
         if m < 0:
-            raise_nomem()
-        arena_tag(ar, m, OP_MUL, 0)
+            return refuse_int_overflow(arena, mark)
+        ar.held[m] = NULL  # an inner node: no handle
         if k == 0:
             zero = arena_leaf(ar, OP_CONST, 0.0)
             if zero < 0:
                 raise_nomem()
             ar.tag[zero] |= TAG_DATA_INT  # sum's start is the int 0
-            kids[0], kids[1] = m, zero
+            acc = arena_push_binary(ar, OP_ADD, m, zero)
         else:
-            kids[0], kids[1] = acc, m
-        op_add(ar.data[kids[0]], ar.data[kids[1]], &out, lg)
-        acc = arena_node(ar, OP_ADD, out, 0.0, 2, kids, lg)
+            acc = arena_push_binary(ar, OP_ADD, acc, m)
         if acc < 0:
-            raise_nomem()
-        arena_tag(ar, acc, OP_ADD, 0)
+            return refuse_int_overflow(arena, mark)
+        ar.held[acc] = NULL
     return make(arena, acc)
+
+
+cdef object refuse_int_overflow(Arena arena, int64_t mark):
+    """The sum's nodes so far released (none has a handle), then the refusal every
+    int operation beyond a double gets (int_overflow, _value.pxi)."""
+    arena_release(&arena.a, mark)
+    int_overflow(arena, -1)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import PACKAGE_PARENT, SMALL_DOCS, TINY, child_env, edit_checkpoint, refused, run_main, write_docs
 
-from microgpt import available_engines, data, get_engine, rundir
+from microgpt import available_engines, data, get_engine, model, rundir
 from microgpt.errors import ArenaMismatchError, NamesDataError, StaleValueError
 
 pure = get_engine("pure")
@@ -212,6 +212,8 @@ def test_adam_step_that_is_no_number_raises_on_every_engine(engine, step, error)
     ((10 ** 200,), lambda a: a * 10 ** 200, 0),
     ((10 ** 200,), lambda a: 10 ** 200 * a, 0),
     ((2 ** 1023, -2 ** 1023), lambda a, b: a - b, 2),  # -b is made (two nodes), then a + -b fails
+    ((10 ** 200, 10 ** 200), lambda a, b: model.dot([a], [b]), 0),  # the sum of products in one call
+    ((2.0, 3.0, 10 ** 200, 10 ** 200), lambda a, b, c, d: model.dot([a, c], [b, d]), 0),  # none of its nodes
 ])
 def test_int_result_beyond_a_double_raises_at_the_operation(operands, op, kept):
     arena = compiled.default_arena()
