@@ -24,14 +24,17 @@ def world_size_from_env():
 
 
 def without_flag(argv, flag):
-    """argv without `flag VALUE` and `flag=VALUE`."""
+    """argv without `flag VALUE` and `flag=VALUE`, the flag spelled in full or
+    abbreviated as argparse takes it (`--nproc 2`: argparse has already refused
+    an abbreviation that names two flags)."""
     out, skip = [], False
-    for i, arg in enumerate(argv):
+    for arg in argv:
+        name = arg.split("=", 1)[0]
         if skip:
             skip = False
-        elif arg == flag:
-            skip = True
-        elif not arg.startswith(flag + "="):
+        elif name.startswith("--") and len(name) > 2 and flag.startswith(name):
+            skip = "=" not in arg
+        else:
             out.append(arg)
     return out
 

@@ -48,6 +48,14 @@ def two_processes(tmp_path_factory, names_cache):
     return d, runs
 
 
+@pytest.mark.parametrize("given", [["--nproc-per-node", "2"], ["--nproc-per-node=2"], ["--nproc", "2"],
+                                   ["--np=2"]])
+def test_the_processes_are_started_without_the_launchers_flag_however_spelled(given):
+    from microgpt.distributed import without_flag
+    argv = ["train", "--engine", "torch", *given, "--n-embd", "8", "--steps", "3"]
+    assert without_flag(argv, "--nproc-per-node") == ["train", "--engine", "torch", "--n-embd", "8", "--steps", "3"]
+
+
 def test_two_processes_give_one_processs_losses(two_processes):
     d, runs = two_processes
     two, _ = read_log(d / "two.jsonl")
