@@ -189,7 +189,7 @@ def add_explain(sub):
     e.add_argument("--prompt", metavar="NAME", help="the name to follow position by position "
                    "(default: the first sampled name)")
     e.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature of the names shown")
-    e.add_argument("--seed", type=int, help="reseed the generator (default: continue the checkpoint's)")
+    e.add_argument("--seed", type=integer, help="reseed the generator (default: continue the checkpoint's)")
     e.add_argument("--bench", metavar="FILE", help="a 'microgpt bench --json' report: each engine's time split")
     e.add_argument("--out", metavar="FILE", help="the page to write (default: DIR/explain.html)")
 

@@ -147,7 +147,7 @@ class TorchEngine:
 
 
 class Sampler:
-    """train.ModelSampler's interface: the next token's probabilities, one position at a
+    """model.ModelSampler's interface: the next token's probabilities, one position at a
     time (the model run over the document so far: the block is short)."""
 
     def __init__(self, engine, sd, config):

@@ -54,8 +54,8 @@ def trace_name(sd, config, tokenizer, name):
 # ---------------------------------------------------------------- sampled names
 
 class RecordingSampler:
-    """A sampler (train.ModelSampler's interface) that passes another's probabilities
-    through and keeps them: the names are drawn by train.sample, as `microgpt sample`
+    """A sampler (model.ModelSampler's interface) that passes another's probabilities
+    through and keeps them: the names are drawn by sampling.sample, as `microgpt sample`
     draws them, and each drawn token's probability is read back afterwards."""
 
     def __init__(self, inner):
@@ -75,7 +75,7 @@ class RecordingSampler:
 
 
 def sample_names(engine, sd, config, tokenizer, temperature, count):
-    """count names drawn by train.sample from the global generator, each as
+    """count names drawn by sampling.sample from the global generator, each as
     (name, [probability of each drawn character, then of the end when drawn])."""
     sampler = RecordingSampler(make_sampler(engine, sd, config))
     out = []
