@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 
 from .. import _pure
-from ..model import document_loss, gpt, init_state_dict, softmax
+from ..model import document_loss, init_state_dict, reader
 from ..state import restore_weights
 from ..sampling import make_sampler, sample
 
@@ -37,17 +37,16 @@ def trace_name(sd, config, tokenizer, name):
     """
     tokens = [tokenizer.bos] + tokenizer.encode(name) + [tokenizer.bos]
     n = min(config.block_size, len(tokens) - 1)
-    keys = [[] for _ in range(config.n_layer)]
-    values = [[] for _ in range(config.n_layer)]
     attention, probs = {}, []
 
     def watch(stage, xs):
         if ".head" in stage:
             attention.setdefault(stage, []).append([w.data for w in xs])
 
+    read = reader(sd, config, watch=watch)  # the model's one key/value-cache loop
     for pos_id in range(n):
-        logits = gpt(sd, config, tokens[pos_id], pos_id, keys, values, watch)
-        probs.append([p.data for p in softmax(logits)])
+        _, ps = read(tokens[pos_id], pos_id)
+        probs.append([p.data for p in ps])
     return {"tokens": tokens[:n + 1], "probs": probs, "attention": attention}
 
 
