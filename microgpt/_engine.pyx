@@ -21,6 +21,7 @@ The parts, one job each (Cython includes, compiled as one module):
     _handles.pxi the Value handles' life: made, noted in the handle table, freed
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
+    _slots.pxi   x + y and x * y of two Values: the type's own slots, the hot path
     _dot.pxi     a sum of products in one call (model.dot's hook)
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
     _adam.pxi    Adam over parameter nodes
@@ -143,6 +144,7 @@ cdef int raise_status(status_t s) except -1:
 include "_handles.pxi"
 include "_arena.pxi"
 include "_value.pxi"
+include "_slots.pxi"
 include "_dot.pxi"
 include "_rows.pxi"
 include "_adam.pxi"
@@ -151,7 +153,7 @@ include "_tape.pxi"
 
 # ---------------------------------------------------------------- the module's engine API
 
-cdef Arena _default_arena = Arena()
+_default_arena = Arena()
 
 
 def default_arena():

@@ -23,26 +23,32 @@ cdef extern from *:
     Value revive "microgpt_revive" (PyObject *o)
 
 
-# Freed handles kept for reuse (their arena reference dropped). Cython's own
-# freelist would zero the object, store None and then the arena, and wraps a
-# __dealloc__ method in a save and restore of the pending exception; these do
-# only what a handle needs, and forget can neither raise nor run Python code.
+# Freed handles kept for reuse. Cython's own freelist would zero the object,
+# store None and then the arena, and wraps a __dealloc__ method in a save and
+# restore of the pending exception; these do only what a handle needs, and
+# forget can neither raise nor run Python code. A free handle of the default
+# arena keeps its reference to it (that arena lives as long as the module), so
+# the next operation there takes it without touching a reference count; one of
+# another arena drops it (an arena's columns are freed when its last handle goes).
 cdef enum:
     FREE_HANDLES = 8192
 cdef PyObject *free_handles[FREE_HANDLES]
 cdef int n_free = 0
 cdef freefunc value_tp_free = (<PyTypeObject *>Value).tp_free
+cdef Arena _default_arena  # set in _engine.pyx
 
 
 cdef void value_dealloc(PyObject *o) noexcept:
     """The type's dealloc slot (set below, instead of Cython's)."""
     global n_free
     forget(<Value>o)
-    (<Value>o).arena = None  # drops the arena reference (which may free the arena)
     if n_free < FREE_HANDLES:
+        if (<Value>o).arena is not _default_arena:
+            (<Value>o).arena = None  # drops the arena reference (which may free the arena)
         free_handles[n_free] = o
         n_free += 1
     else:
+        (<Value>o).arena = None
         Py_DECREF(None)  # the reference just stored
         value_tp_free(o)
 
