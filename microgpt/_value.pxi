@@ -5,8 +5,10 @@
 # is src/ops.h, the same C a replay runs. Included by _engine.pyx.
 
 from libc.math cimport isfinite
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsDouble
 
-cdef inline void spoil(Arena arena, str why):
+cdef inline void spoil(Arena arena, str why) noexcept:
     """While a step is recorded, note what makes the recording unreplayable."""
     if arena.recording and arena.spoiled is None:
         arena.spoiled = why
@@ -92,12 +94,23 @@ cdef inline Value make_tagged(Arena arena, node_t i, int op, int k_int):
     return make(arena, i)
 
 
-cdef inline void set_int_tag(Arena arena, node_t i, uint8_t bit, object number):
+cdef inline void set_int_tag(Arena arena, node_t i, uint8_t bit, object number) noexcept:
     """Tag bit of node i says whether the number written there is a Python int."""
     if isinstance(number, int):
         arena.a.tag[i] |= bit
     else:
         arena.a.tag[i] &= ~bit
+
+
+cdef inline double as_double(object number) except? -1.0:
+    """float(number) as a double: a float or an int read directly (an Adam loop
+    writes one of each per parameter: .data -= ..., .grad = 0), anything else
+    through its __float__ (which may raise)."""
+    if type(number) is float:
+        return PyFloat_AS_DOUBLE(number)
+    if type(number) is int:
+        return PyLong_AsDouble(number)  # what float(int) runs: OverflowError beyond a double
+    return <double>number
 
 
 cdef inline object present(double x, bint is_int):
@@ -167,7 +180,7 @@ cdef class Value:
 
     @data.setter
     def data(self, value):
-        cdef double x = <double>value
+        cdef double x = as_double(value)
         check(self)
         spoil(self.arena, "a .data was written while recording")
         self.arena.a.data[self.index] = x
@@ -181,7 +194,7 @@ cdef class Value:
 
     @grad.setter
     def grad(self, value):
-        cdef double g = <double>value
+        cdef double g = as_double(value)
         check(self)
         spoil(self.arena, "a .grad was written while recording")
         self.arena.a.grad[self.index] = g

@@ -132,7 +132,8 @@ static inline uint32_t arena_stamp(arena_t *a) {
 }
 
 /* backward.c: the reference's order. The depth-first post-order from root over
- * children in order, each node once, written to a->topo; returns its length. */
+ * children in order, each node once, written to a->topo without the leaves
+ * (the root always); returns its length. */
 int64_t arena_topo(arena_t *a, node_t root);
 /* Backward from root: grad[root] = 1, then for each node of the post-order
  * reversed, for each edge in order, child.grad += local_grad * node.grad.

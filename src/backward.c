@@ -2,9 +2,10 @@
 #include "arena.h"
 
 /* Depth-first post-order from root, children in order, each node once: the
- * reference's recursive build_topo with an explicit stack. A frame is
- * (node, next edge); a node is marked when pushed, as the recursion marks it
- * on entry. */
+ * reference's recursive build_topo with an explicit stack, leaves left out
+ * (backward does nothing at a node without children; the root is always
+ * written). A frame is (node, next edge); a node is marked when pushed, as the
+ * recursion marks it on entry. */
 int64_t arena_topo(arena_t *a, node_t root) {
     assert(root >= 0 && root < a->n_nodes);
     uint32_t stamp = arena_stamp(a);
@@ -27,10 +28,7 @@ int64_t arena_topo(arena_t *a, node_t root) {
             if (ARENA_LIKELY(visit[c] == stamp)) continue;  /* about half the edges */
             visit[c] = stamp;
             int64_t c_start = start[c], c_end = start[c + 1];
-            if (c_start == c_end) {  /* a leaf: its push and pop would put it right here */
-                *out++ = c;
-                continue;
-            }
+            if (c_start == c_end) continue;  /* a leaf: backward has nothing to do there */
             snode[top] = v;  /* descend into c; come back to v's edge e */
             sedge[top] = e;
             ++top;
