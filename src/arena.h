@@ -39,8 +39,12 @@
 
 #if defined(__GNUC__)
 #define ARENA_LIKELY(x) __builtin_expect(!!(x), 1)  /* a hint for the register allocator's hot path */
+/* the per-operation appends: inlined into each caller even where it calls them
+ * twice, so an operation's code is specialised for its op code */
+#define ARENA_APPEND static inline __attribute__((always_inline))
 #else
 #define ARENA_LIKELY(x) (x)
+#define ARENA_APPEND static inline
 #endif
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
@@ -181,7 +185,7 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
  * its maker noting the node's handle there (arena_push_binary).
  * Every column pointer is read before the first store (a byte store may alias
  * the struct, which would make the compiler read them again after it). */
-static inline node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
+ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
                                     uint8_t tag) {
     double *data = a->data, *grad = a->grad, *opnd = a->operand;
     uint8_t *opc = a->op, *tg = a->tag;
@@ -225,7 +229,7 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
  * TAG_DATA_INT bits da, db (0 or 1): the local grads' lg_int, written to lgi[0..1]
  * (add (1, 1), mul (b, a)), and the node's TAG_DATA_INT bit, returned (int op int
  * is an int). Branch-free: the per-operation path runs it on every add and mul. */
-static inline int binary_tags(int op, int da, int db, uint8_t *lgi) {
+ARENA_APPEND int binary_tags(int op, int da, int db, uint8_t *lgi) {
     assert((da | db) <= 1);
     int add = op == OP_ADD;
     lgi[0] = (uint8_t)(add | db);
@@ -237,7 +241,7 @@ static inline int binary_tags(int op, int da, int db, uint8_t *lgi) {
 
 /* Append a number an operation wrapped as an OP_CONST leaf; is_int: it was a
  * Python int. Returns its index. */
-static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
+ARENA_APPEND node_t arena_push_const(arena_t *a, double c, int is_int) {
     assert(a->n_nodes < a->cap_nodes);
     a->held[a->n_nodes] = NULL;  /* a constant has no handle */
     return arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0,
@@ -249,7 +253,7 @@ static inline node_t arena_push_const(arena_t *a, double c, int is_int) {
  * handle in its held row at once (nothing runs in between). Returns its index, or -1
  * with nothing appended where two ints give a result no double holds (inf: the
  * pure engine's int is exact, and the caller refuses it). */
-static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
+ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
     const double *data = a->data;
