@@ -39,18 +39,39 @@ cdef Arena _default_arena  # set in _engine.pyx
 
 
 cdef void value_dealloc(PyObject *o) noexcept:
-    """The type's dealloc slot (set below, instead of Cython's)."""
+    """The type's dealloc slot (set below, instead of Cython's). The common case,
+    a handle of the default arena onto a free list with room, touches no reference
+    count (forget, inline); the rest is release_handle's."""
     global n_free
-    forget(<Value>o)
-    if n_free < FREE_HANDLES:
-        if (<Value>o).arena is not _default_arena:
-            (<Value>o).arena = None  # drops the arena reference (which may free the arena)
+    cdef void **held
+    if (<Value>o).arena is _default_arena and n_free < FREE_HANDLES:
+        held = _default_arena.a.held
+        if held[(<Value>o).index] == <void *>o:
+            held[(<Value>o).index] = NULL
         free_handles[n_free] = o
         n_free += 1
     else:
-        (<Value>o).arena = None
+        release(o)
+
+
+cdef void release_handle(PyObject *o) noexcept:
+    """A freed handle of another arena (or of none) onto the free list without its
+    arena reference, or, the free list full, back to the allocator."""
+    global n_free
+    forget(<Value>o)
+    (<Value>o).arena = None  # drops the arena reference (which may free the arena)
+    if n_free < FREE_HANDLES:
+        free_handles[n_free] = o
+        n_free += 1
+    else:
         Py_DECREF(None)  # the reference just stored
         value_tp_free(o)
+
+
+# called through a pointer, so the compiler keeps it out of value_dealloc (whose
+# common path then saves no registers)
+cdef void (*release)(PyObject *) noexcept
+release = release_handle
 
 
 (<PyTypeObject *>Value).tp_dealloc = value_dealloc
