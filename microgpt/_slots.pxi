@@ -44,7 +44,7 @@ cdef inline PyObject *two_handles(int op, Value x, Value y) noexcept:
     and the free list a handle."""
     if not ready(x, 1) or y.arena is not x.arena or not alive_in(y, &x.arena.a):
         return NULL
-    return hand_out(x.arena, arena_push_binary(&x.arena.a, op, x.index, y.index))
+    return hand_out(x, arena_push_binary(&x.arena.a, op, x.index, y.index))
 
 
 cdef inline PyObject *handle_and_number(int op, Value x, PyObject *y) noexcept:
@@ -67,7 +67,7 @@ cdef inline PyObject *handle_and_number(int op, Value x, PyObject *y) noexcept:
     cdef node_t i = arena_push_binary(a, op, x.index, j)
     if i < 0:
         arena_release(a, j)  # the operation appends nothing; the generic slot raises
-    return hand_out(x.arena, i)
+    return hand_out(x, i)
 
 
 cdef inline bint ready(Value x, int64_t nodes) noexcept:
@@ -77,19 +77,20 @@ cdef inline bint ready(Value x, int64_t nodes) noexcept:
             and has_room(&x.arena.a, nodes, 2))
 
 
-cdef inline PyObject *hand_out(Arena arena, node_t i) noexcept:
-    """A handle from the free list for node i (just appended), or NULL where i < 0
-    (nothing was appended: an int beyond a double)."""
+cdef inline PyObject *hand_out(Value x, node_t i) noexcept:
+    """A handle from the free list for node i of x's arena (just appended), or NULL
+    where i < 0 (nothing was appended: an int beyond a double). The arena is read
+    through x, which holds it (no reference of its own to take and drop)."""
     global n_free
     if i < 0:
         return NULL
     n_free -= 1
     cdef PyObject *h = revive_ptr(free_handles[n_free])
-    if (<Value>h).arena is not arena:  # a free handle keeps the default arena only
-        take_arena(<Value>h, arena)
+    if (<Value>h).arena is not x.arena:  # a free handle keeps the default arena only
+        take_arena(<Value>h, x.arena)
     (<Value>h).index = i
-    (<Value>h).epoch = arena.a.cur_epoch
-    arena.a.held[i] = <void *>h
+    (<Value>h).epoch = x.arena.a.cur_epoch
+    x.arena.a.held[i] = <void *>h
     return h
 
 
