@@ -31,7 +31,7 @@ cdef class Arena:
         make_room(self, 1, 0)
         cdef node_t i = arena_leaf(&self.a, OP_LEAF, x)
         if i >= 0:
-            set_int_tag(self, i, TAG_DATA_INT, data)
+            set_int_tag(&self.a, i, TAG_DATA_INT, data)
         return make(self, i)
 
     def __len__(self):

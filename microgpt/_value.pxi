@@ -94,12 +94,12 @@ cdef inline Value make_tagged(Arena arena, node_t i, int op, int k_int):
     return make(arena, i)
 
 
-cdef inline void set_int_tag(Arena arena, node_t i, uint8_t bit, object number) noexcept:
+cdef inline void set_int_tag(arena_t *a, node_t i, uint8_t bit, object number) noexcept:
     """Tag bit of node i says whether the number written there is a Python int."""
     if isinstance(number, int):
-        arena.a.tag[i] |= bit
+        a.tag[i] |= bit
     else:
-        arena.a.tag[i] &= ~bit
+        a.tag[i] &= ~bit
 
 
 cdef inline double as_double(object number) except? -1.0:
@@ -160,7 +160,7 @@ cdef class Value:
             i = custom_node(arena, x, children, local_grads)
         if i < 0:
             raise_nomem()
-        set_int_tag(arena, i, TAG_DATA_INT, data)
+        set_int_tag(&arena.a, i, TAG_DATA_INT, data)
         if self.arena is not None:  # __init__ called again on a live handle: it moves to the new node
             self.arena.moves += 1
         forget(self)
@@ -170,35 +170,40 @@ cdef class Value:
         remember(arena, i, self)
 
     # -- the two columns users read and write (a recording cannot follow a
-    #    number out of the graph: reading or writing one while recording spoils it)
+    #    number out of the graph: reading or writing one while recording spoils it;
+    #    the arena is read through self, no reference of its own taken for a call)
 
     @property
     def data(self):
         check(self)
-        spoil(self.arena, "a .data was read while recording (declare it: model.max_data)")
+        if self.arena.recording:
+            spoil(self.arena, "a .data was read while recording (declare it: model.max_data)")
         return present(self.arena.a.data[self.index], self.arena.a.tag[self.index] & TAG_DATA_INT)
 
     @data.setter
     def data(self, value):
         cdef double x = as_double(value)
         check(self)
-        spoil(self.arena, "a .data was written while recording")
+        if self.arena.recording:
+            spoil(self.arena, "a .data was written while recording")
         self.arena.a.data[self.index] = x
-        set_int_tag(self.arena, self.index, TAG_DATA_INT, value)
+        set_int_tag(&self.arena.a, self.index, TAG_DATA_INT, value)
 
     @property
     def grad(self):
         check(self)
-        spoil(self.arena, "a .grad was read while recording")
+        if self.arena.recording:
+            spoil(self.arena, "a .grad was read while recording")
         return present(self.arena.a.grad[self.index], self.arena.a.tag[self.index] & TAG_GRAD_INT)
 
     @grad.setter
     def grad(self, value):
         cdef double g = as_double(value)
         check(self)
-        spoil(self.arena, "a .grad was written while recording")
+        if self.arena.recording:
+            spoil(self.arena, "a .grad was written while recording")
         self.arena.a.grad[self.index] = g
-        set_int_tag(self.arena, self.index, TAG_GRAD_INT, value)
+        set_int_tag(&self.arena.a, self.index, TAG_GRAD_INT, value)
 
     @staticmethod
     def max_data(values):

@@ -101,13 +101,14 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     uint32_t *visit = a->visit;
     void **held = a->held;
     /* mark: a live node makes its children live (they lie below it); a live
-     * node's visit column gets a fresh stamp (a backward's scratch, free now) */
+     * node's visit column gets a fresh stamp (a backward's scratch, free now;
+     * children below from are stamped too, harmlessly: only rows from on are read) */
     uint32_t live = arena_stamp(a);
     for (int64_t i = n - 1; i >= from; --i) {
         if (visit[i] != live && !held[i]) continue;
         visit[i] = live;
         for (int64_t e = start[i], end = start[i + 1]; e < end; ++e)
-            if (child[e] >= from) visit[child[e]] = live;
+            visit[child[e]] = live;
     }
 
     /* k[i]: live node i's new row (the backward's topo scratch; only live rows
