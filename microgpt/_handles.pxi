@@ -40,8 +40,9 @@ cdef Arena _default_arena  # set in _engine.pyx
 
 cdef void value_dealloc(PyObject *o) noexcept:
     """The type's dealloc slot (set below, instead of Cython's). The common case,
-    a handle of the default arena onto a free list with room, touches no reference
-    count (forget, inline); the rest is release_handle's."""
+    a handle of the default arena onto a free list with room: forget's work done
+    here (its held row cleared if it is this handle's), no reference count
+    touched. The rest is release_handle's."""
     global n_free
     cdef void **held
     if (<Value>o).arena is _default_arena and n_free < FREE_HANDLES:
