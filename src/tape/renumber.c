@@ -7,11 +7,46 @@
  * were), rewrite every reference, and keep per node only what a replay reads:
  * op, operand, position, value, local grad slot, gradient. The edge lists and
  * node kinds the builder needed go. */
+static int is_const(const tape_t *t, int32_t L) {
+    return L >= t->n_params && t->kind[L] == K_CONST;
+}
+
+/* The recorded constants (every sum's 0, rmsnorm's 1e-5, ...), each value
+ * once, numbered from m on, after every position's nodes: nothing writes
+ * them or takes their gradient, and out of the way the nodes of a vector
+ * (a matrix's row sums, a head's output) are consecutive. How many. */
+static int32_t share_constants(tape_t *t, int32_t *nw, int32_t m) {
+    int32_t cap = 64, count = 0;
+    uint64_t *bits = malloc((size_t)cap * sizeof *bits);
+    if (bits == NULL) return -1;
+    for (int32_t L = t->n_params; L < t->n_nodes; ++L) {
+        if (!is_const(t, L)) continue;
+        uint64_t b;
+        memcpy(&b, &t->operand[L], sizeof b);
+        int32_t k = 0;
+        while (k < count && bits[k] != b) ++k;  /* a step has a handful of distinct constants */
+        if (k == count) {
+            if (count == cap) {
+                uint64_t *more = realloc(bits, (size_t)(cap *= 2) * sizeof *bits);
+                if (more == NULL) { free(bits); return -1; }
+                bits = more;
+            }
+            bits[count++] = b;
+        }
+        nw[L] = m + k;
+    }
+    free(bits);
+    return count;
+}
+
 #define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
 const char *renumber(tape_t *t) {
     int32_t n = t->n_nodes, N = t->n_pos, m = 0;
     int32_t *nw = t->scratch;
-    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
+    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR || is_const(t, L) ? -1 : m++;
+    int32_t n_const = share_constants(t, nw, m);
+    if (n_const < 0) return "out of memory";
+    m += n_const;
     int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
     uint8_t *op = NULL;
     double *operand = NULL, *x = NULL, *grad = NULL;
@@ -27,7 +62,7 @@ const char *renumber(tape_t *t) {
                      (v) = s_ == 2 * n ? r_ : s_ >= n ? m + r_ : r_; } while (0)
     for (int32_t L = 0, p = 0; L < n; ++L) {
         while (L >= t->n_params && L >= t->pos_end[p]) ++p;
-        if (nw[L] < 0) continue;
+        if (nw[L] < 0) continue;  /* (a shared constant is written once per copy: the same numbers) */
         op[nw[L]] = t->op[L];
         operand[nw[L]] = t->operand[L];
         pos[nw[L]] = L < t->n_params ? -1 : p;
@@ -37,8 +72,8 @@ const char *renumber(tape_t *t) {
     for (int32_t p = 0; p < N; ++p) {
         t->graph_end[p] = t->pos_end[p];
         int32_t e = t->pos_end[p];
-        while (e < n && nw[e] < 0) ++e;  /* the first kept node past position p */
-        t->pos_end[p] = e < n ? nw[e] : m;
+        while (e < n && (nw[e] < 0 || is_const(t, e))) ++e;  /* the first kept node past position p */
+        t->pos_end[p] = e < n ? nw[e] : m - n_const;
         RENUM(t->loss_node[p]);
         RENUM(t->target_owner[p]);
         SRC(t->target_src[p]);
