@@ -7,6 +7,7 @@
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
  *   renumber.c  one index space for what the replay keeps
+ *   blocks.c    row blocks and runs for matrix.c's kernels (rows side by side)
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -63,6 +64,8 @@ typedef enum {
 typedef struct {
     int32_t w[4], top[4], init[4];
     int32_t vec, len, ins;
+    int32_t pos, run;       /* its position; 4: it and the next three are one matrix's rows
+                             * times one vector, computed at once (blocks.c), else 1 */
     int64_t pairs;
 } matvec_t;
 
@@ -103,6 +106,16 @@ struct tape {
     int64_t n_pairs;
     matvec_t *mv;           /* the F_MV4 groups (four rows of one matrix times one vector) */
     int32_t *mv_end;        /* ... position p's end */
+    /* row blocks (blocks.c, matrix.c): four consecutive rows of one matrix, parameters
+     * block_w0[b] .. + 4 block_len[b], read by the groups block_mv[block_start[b] ..
+     * block_start[b + 1]), positions last to first. n_blocks 0: none (rows read in place) */
+    int32_t n_blocks;
+    int32_t *block_w0, *block_len, *block_start, *block_mv;
+    double *wt;             /* n_params: each block's weights transposed, wt[w0 + 4 j + c] */
+    int blocks_own_grads;   /* no block's weight is read but by its groups: their gradients are
+                             * summed block by block (else position by position) */
+    const double **block_vp;  /* n_pos each: a block's reads' vectors, their rows' gradients */
+    double *block_gt, *block_vbuf;
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,
@@ -227,6 +240,13 @@ int64_t mark_matvecs(tape_t *t, int64_t nf);
 void group_pulls(tape_t *t, int64_t nb);
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
+
+/* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
+int matrix_plan(tape_t *t);
+void matrix_transpose(tape_t *t);
+void matrix_forward(tape_t *t, const matvec_t *g);
+void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end);
+void matrix_param_grads(tape_t *t, int32_t n);
 
 /* renumber.c */
 const char *renumber(tape_t *t);

@@ -209,6 +209,7 @@ const char *tape_pack(tape_t *t) {
         if (drop_unread_pulls(t, nb) < 0) why = "out of memory";
     }
     if (why == NULL && keep_read_pairs(t) < 0) why = "out of memory";
+    if (why == NULL && matrix_plan(t) < 0) why = "out of memory";
     return why;
 }
 

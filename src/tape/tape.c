@@ -15,6 +15,8 @@ void tape_free(tape_t *t) {
     free(t->derived_node); free(t->src_start); free(t->src);
     free(t->npull_start); free(t->npull_parent); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end);
+    free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
+    free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
     free(t);
 }
 
@@ -52,6 +54,10 @@ size_t tape_bytes(const tape_t *t) {
         + N * (size_t)t->n_cand * sizeof *t->cand
         + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
                                       + sizeof *t->token_pos + sizeof *t->token_col)
+        + (size_t)t->mv_end[N - 1] * (sizeof *t->block_w0 + sizeof *t->block_len + sizeof *t->block_start
+                                      + sizeof *t->block_mv)
+        + (size_t)t->n_params * sizeof *t->wt
+        + (t->block_vp != NULL ? N * (sizeof *t->block_vp + SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
 

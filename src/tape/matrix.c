@@ -1,0 +1,172 @@
+/* matrix.c: a matrix's rows times a vector, forward and backward, with the
+ * lanes of a SIMD register across independent sums (internal.h, matvec_t).
+ *
+ * Every lane is one sum of the reference, in its own order: a multiply, then
+ * an add, never fused (-ffp-contract=off; the AVX2 versions are compiled
+ * without FMA), never reassociated. Only which sums run side by side changes.
+ *   forward   four rows a lane each (a row block's weights transposed once a
+ *             forward into wt: wt[w0 + 4 j + c] = row c's j-th weight), four
+ *             blocks of one matrix times one vector at once;
+ *   backward  a vector's gradients: its entries a lane each, a chunk of rows
+ *             held in registers over every row that reads it;
+ *             a row block's weights' gradients: the weights a lane each,
+ *             positions last to first inside the register (each weight is
+ *             read once a position: that is its order of additions). */
+#include "internal.h"
+
+typedef double v4 __attribute__((vector_size(32)));
+
+static inline v4 load4(const double *p) { v4 r; memcpy(&r, p, sizeof r); return r; }
+static inline void store4(double *p, v4 r) { memcpy(p, &r, sizeof r); }
+
+/* The forward of groups g[0..count-1] (count 1 or 4: rows of one matrix times
+ * one vector v): lane c of block k is g[k]'s row c. */
+#define MATVEC_BODY                                                                      \
+    v4 acc[4];                                                                           \
+    const double *w[4];                                                                  \
+    for (int k = 0; k < count; ++k) {                                                    \
+        w[k] = wt + g[k].w[0];                                                           \
+        v4 init = {x[g[k].init[0]], x[g[k].init[1]], x[g[k].init[2]], x[g[k].init[3]]};  \
+        acc[k] = load4(w[k]) * v[0] + init;                                              \
+    }                                                                                    \
+    if (count == 4)                                                                      \
+        for (int32_t j = 1; j < g->len; ++j) {                                           \
+            double vj = v[j];                                                            \
+            acc[0] = acc[0] + load4(w[0] + 4 * j) * vj;                                  \
+            acc[1] = acc[1] + load4(w[1] + 4 * j) * vj;                                  \
+            acc[2] = acc[2] + load4(w[2] + 4 * j) * vj;                                  \
+            acc[3] = acc[3] + load4(w[3] + 4 * j) * vj;                                  \
+        }                                                                                \
+    else                                                                                 \
+        for (int32_t j = 1; j < g->len; ++j) acc[0] = acc[0] + load4(w[0] + 4 * j) * v[j]; \
+    for (int k = 0; k < count; ++k)                                                      \
+        for (int c = 0; c < SIDE; ++c) x[g[k].top[c]] = acc[k][c];
+
+/* A vector's gradients (a backward group of 2 or 3): acc[i] sums w_r[i] *
+ * g_r over the rows r that read the vector, in the pull list's order; wofs[r]
+ * is where row r's weights for lane 0 are in x, gts[r] its sum's gradient. */
+#define VECGRADS_BODY                                                             \
+    int32_t i = 0;                                                                \
+    for (; i + 16 <= lanes; i += 16) {                                            \
+        v4 a0 = load4(acc + i), a1 = load4(acc + i + 4);                          \
+        v4 a2 = load4(acc + i + 8), a3 = load4(acc + i + 12);                     \
+        for (int32_t r = 0; r < rows; ++r) {                                      \
+            const double *w = x + wofs[r] + i;                                    \
+            double gt = gts[r];                                                   \
+            a0 = a0 + load4(w) * gt;                                              \
+            a1 = a1 + load4(w + 4) * gt;                                          \
+            a2 = a2 + load4(w + 8) * gt;                                          \
+            a3 = a3 + load4(w + 12) * gt;                                         \
+        }                                                                         \
+        store4(acc + i, a0); store4(acc + i + 4, a1);                             \
+        store4(acc + i + 8, a2); store4(acc + i + 12, a3);                        \
+    }                                                                             \
+    for (; i < lanes; i += 4) {  /* lanes: a multiple of SIDE */                  \
+        v4 a0 = load4(acc + i);                                                   \
+        for (int32_t r = 0; r < rows; ++r) a0 = a0 + load4(x + wofs[r] + i) * gts[r]; \
+        store4(acc + i, a0);                                                      \
+    }
+
+/* A row block's weights' gradients: row c's weight j adds v_k[j] * gt[4 k + c]
+ * for its reads k = 0.. (positions last to first); row c's weights at gw + c len. */
+#define BLOCKGRADS_BODY                                                           \
+    int32_t j = 0;                                                                \
+    for (; j + 4 <= len; j += 4) {                                                \
+        v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
+        v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v4 vj = load4(vp[k] + j);                                             \
+            const double *gk = gt + 4 * k;                                        \
+            a0 = a0 + vj * gk[0];                                                 \
+            a1 = a1 + vj * gk[1];                                                 \
+            a2 = a2 + vj * gk[2];                                                 \
+            a3 = a3 + vj * gk[3];                                                 \
+        }                                                                         \
+        store4(gw + j, a0); store4(gw + len + j, a1);                             \
+        store4(gw + 2 * len + j, a2); store4(gw + 3 * len + j, a3);               \
+    }                                                                             \
+    for (; j < len; ++j)                                                          \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            double a = gw[c * len + j];                                           \
+            for (int32_t k = 0; k < reads; ++k) a = a + vp[k][j] * gt[4 * k + c]; \
+            gw[c * len + j] = a;                                                  \
+        }
+
+#define MATVEC_ARGS double *restrict x, const double *restrict wt, const double *v, const matvec_t *g, int count
+#define VECGRADS_ARGS double *restrict acc, const double *x, const int32_t *wofs, const double *gts, int32_t rows, int32_t lanes
+#define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *gt, int32_t reads
+static void matvec_plain(MATVEC_ARGS) { MATVEC_BODY }
+static void vecgrads_plain(VECGRADS_ARGS) { VECGRADS_BODY }
+static void blockgrads_plain(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void matvec_avx2(MATVEC_ARGS) { MATVEC_BODY }
+__attribute__((target("avx2"))) static void vecgrads_avx2(VECGRADS_ARGS) { VECGRADS_BODY }
+__attribute__((target("avx2"))) static void blockgrads_avx2(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
+#define HAVE_AVX2 1
+#endif
+
+static int use_avx2(void) {
+#ifdef HAVE_AVX2
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+/* The row blocks' weights, transposed (wt: n_params numbers, read by blocks only). */
+void matrix_transpose(tape_t *t) {
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        int32_t w0 = t->block_w0[b], len = t->block_len[b];
+        const double *w = t->x + w0;
+        double *dst = t->wt + w0;
+        for (int32_t j = 0; j < len; ++j)
+            for (int c = 0; c < SIDE; ++c) dst[SIDE * j + c] = w[c * len + j];
+    }
+}
+
+/* The forward of F_MV4 group g and, when g->run is 4, the three after it. */
+void matrix_forward(tape_t *t, const matvec_t *g) {
+    double buf[MAX_LANES];
+    const double *v = matvec_vector(t->x, t->dot_pair, g, buf);
+    int count = g->run == SIDE ? SIDE : 1;
+    (use_avx2() ? matvec_avx2 : matvec_plain)(t->x, t->wt, v, g, count);
+}
+
+/* A backward group of 2 or 3 at entry b, `lanes` wide, whose parents' list is
+ * [k0, k1): the entries' gradients, into g. */
+void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end) {
+    enum { CHUNK = 256 };
+    double acc[MAX_LANES], gts[CHUNK];
+    int32_t wofs[CHUNK];
+    void (*kernel)(VECGRADS_ARGS) = use_avx2() ? vecgrads_avx2 : vecgrads_plain;
+    for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
+    while (k0 < k1) {
+        int32_t rows = 0;
+        for (; k0 < k1 && rows < CHUNK; ++k0)
+            if (t->pull_parent[k0] < end) {
+                gts[rows] = t->grad[t->pull_parent[k0]];
+                wofs[rows++] = t->pull_src[k0] - (lanes - 1);
+            }
+        kernel(acc, t->x, wofs, gts, rows, lanes);
+    }
+    for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b - (lanes - 1 - i)]] = acc[i];
+}
+
+/* Every row block's weights' gradients over positions [0, n), last to first
+ * (matrix_plan: no weight of a block is read otherwise). */
+void matrix_param_grads(tape_t *t, int32_t n) {
+    const double **vp = t->block_vp;
+    double *gt = t->block_gt, *vbuf = t->block_vbuf;
+    void (*kernel)(BLOCKGRADS_ARGS) = use_avx2() ? blockgrads_avx2 : blockgrads_plain;
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        int32_t reads = 0, len = t->block_len[b];
+        for (int32_t r = t->block_start[b]; r < t->block_start[b + 1]; ++r) {
+            const matvec_t *g = t->mv + t->block_mv[r];
+            if (g->pos >= n) continue;
+            vp[reads] = matvec_vector(t->x, t->dot_pair, g, vbuf + (int64_t)reads * MAX_LANES);
+            for (int c = 0; c < SIDE; ++c) gt[SIDE * reads + c] = t->grad[g->top[c]];
+            reads++;
+        }
+        kernel(t->grad + t->block_w0[b], len, vp, gt, reads);
+    }
+}
