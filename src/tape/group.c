@@ -158,3 +158,24 @@ int drop_unread_pulls(tape_t *t, int64_t nb) {
     if (pb != NULL) t->pull_block = pb;
     return 0;
 }
+
+/* A softmax's largest logit enters the graph once per logit (each val - m
+ * wraps its own constant), every copy the max of the same logits. A derived
+ * number whose sources are those of the derived number before it at the
+ * same position takes that max instead of a new pass (its second operand,
+ * 1): the same number, without the softmax's square. In the replay's
+ * numbering; positions are computed whole, so the one before is computed. */
+void share_derived(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1], before = -1;
+    for (int64_t i = 0; i < nf; ++i) {
+        if (t->fwd_code[i] != F_DERIVED) continue;
+        int32_t *A = t->fwd_arg + 3 * i, j = A[0];
+        if (before >= 0 && t->pos[t->fwd[before]] == t->pos[t->fwd[i]]) {
+            int32_t k = t->fwd_arg[3 * before];
+            int64_t len = t->src_start[j + 1] - t->src_start[j];
+            A[1] = len == t->src_start[k + 1] - t->src_start[k]
+                && memcmp(t->src + t->src_start[j], t->src + t->src_start[k], (size_t)len * sizeof *t->src) == 0;
+        }
+        before = i;
+    }
+}

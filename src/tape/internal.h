@@ -240,6 +240,7 @@ int64_t mark_matvecs(tape_t *t, int64_t nf);
 void group_pulls(tape_t *t, int64_t nb);
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
+void share_derived(tape_t *t);
 
 /* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
 int matrix_plan(tape_t *t);

@@ -64,6 +64,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
         arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
     int32_t n_fwd = t->fwd_end[n - 1];
+    double m = 0.0;  /* the last derived number's max */
     for (int32_t i = from > 0 ? t->fwd_end[from - 1] : 0; i < n_fwd; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = arg + 3 * (int64_t)i;
@@ -116,10 +117,12 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             x_lg[L] = x_lg[A[0]];
             break;
         case F_DERIVED: {
-            int64_t s = t->src_start[A[0]], s_end = t->src_start[A[0] + 1];
-            double m = x[t->src[s]];
-            for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
-                if (x[t->src[s]] > m) m = x[t->src[s]];
+            if (!A[1]) {  /* (1: the max of the derived number before it, group.c share_derived) */
+                int64_t s = t->src_start[A[0]], s_end = t->src_start[A[0] + 1];
+                m = x[t->src[s]];
+                for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
+                    if (x[t->src[s]] > m) m = x[t->src[s]];
+            }
             x[L] = t->operand[L] < 0 ? -m : m;
             break;
         }
