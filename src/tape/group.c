@@ -179,3 +179,71 @@ void share_derived(tape_t *t) {
         before = i;
     }
 }
+
+/* Entries that alternate with others (a softmax's e * total ** -1, each
+ * after its own copy of the pow: a_t's parents are the head's outputs, the
+ * pow's is a_t) cannot sit side by side where they are. In a window of eight
+ * entries b .. b - 7 of one position, the backward may run b, b-2, b-4, b-6
+ * first and then b-1, b-3, b-5, b-7 if no entry's parent in the window runs
+ * after it: then they are stored in that order (each entry keeps its pull
+ * list, in its order), and group_pulls finds the four alike side by side. */
+static int alike(const tape_t *t, int64_t b, int64_t e) {
+    int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+    return t->bwd_kind[e] == K_OP && t->pull_start[e + 1] - t->pull_start[e] == count && count > 1;
+}
+
+static const int WINDOW[8] = {0, 2, 4, 6, 1, 3, 5, 7};  /* new place k runs old entry b - WINDOW[k] */
+
+static int window_fits(const tape_t *t, int64_t b) {
+    for (int k = 0; k < 8; ++k) {  /* entry run k-th: no parent among those run after it */
+        int64_t e = b - WINDOW[k];
+        if (t->bwd_kind[e] != K_OP && t->bwd_kind[e] != K_DOT) return 0;  /* (all it reads: its pulls) */
+        for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1]; ++j)
+            for (int m = k + 1; m < 8; ++m)
+                if (t->pull_parent[j] == t->bwd[b - WINDOW[m]]) return 0;
+    }
+    return 1;
+}
+
+/* 0, or -1 out of memory */
+int interleave_alike(tape_t *t, int64_t nb) {
+    int64_t cap = 0;
+    int32_t *tmp = NULL;
+    for (int64_t b = nb - 1, q = t->n_pos - 1; b >= 7; --b) {
+        while (q > 0 && b < t->bwd_end[q - 1]) --q;
+        int64_t first = q > 0 ? t->bwd_end[q - 1] : 0;
+        if (b - 7 < first || !alike(t, b, b - 2) || !alike(t, b, b - 4) || !alike(t, b, b - 6)
+            || alike(t, b, b - 1) || !window_fits(t, b))
+            continue;
+        int64_t k0 = t->pull_start[b - 7], len = t->pull_start[b + 1] - k0, at = 0;
+        if (len > cap) {
+            free(tmp);
+            cap = 2 * len;
+            if (!NEW(tmp, 3 * cap)) return -1;
+        }
+        int32_t node[8];
+        uint8_t kind[8];
+        int64_t start[8];
+        for (int k = 7; k >= 0; --k) {  /* new entry b - k, ascending */
+            int64_t e = b - WINDOW[k], s = t->pull_start[e], c = t->pull_start[e + 1] - s;
+            node[k] = t->bwd[e];
+            kind[k] = t->bwd_kind[e];
+            start[k] = k0 + at;
+            memcpy(tmp + at, t->pull_parent + s, (size_t)c * sizeof *tmp);
+            memcpy(tmp + cap + at, t->pull_src + s, (size_t)c * sizeof *tmp);
+            memcpy(tmp + 2 * cap + at, t->pull_block + s, (size_t)c * sizeof *tmp);
+            at += c;
+        }
+        memcpy(t->pull_parent + k0, tmp, (size_t)len * sizeof *tmp);
+        memcpy(t->pull_src + k0, tmp + cap, (size_t)len * sizeof *tmp);
+        memcpy(t->pull_block + k0, tmp + 2 * cap, (size_t)len * sizeof *tmp);
+        for (int k = 0; k < 8; ++k) {
+            t->bwd[b - k] = node[k];
+            t->bwd_kind[b - k] = kind[k];
+            t->pull_start[b - k] = start[k];
+        }
+        b -= 7;
+    }
+    free(tmp);
+    return 0;
+}

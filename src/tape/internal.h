@@ -241,6 +241,7 @@ void group_pulls(tape_t *t, int64_t nb);
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
 void share_derived(tape_t *t);
+int interleave_alike(tape_t *t, int64_t nb);
 
 /* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
 int matrix_plan(tape_t *t);

@@ -206,6 +206,7 @@ const char *tape_pack(tape_t *t) {
     if (why == NULL) {  /* in the replay's numbering, where a vector's entries are consecutive nodes */
         matvec_records(t);
         share_derived(t);
+        if (interleave_alike(t, nb) < 0) why = "out of memory";
         group_pulls(t, nb);
         if (drop_unread_pulls(t, nb) < 0) why = "out of memory";
     }
