@@ -52,6 +52,7 @@ int matrix_plan(tape_t *t) {
     uint8_t *other = NULL;
     if (!NEW(reads, n_mv) || !NEW(t->block_w0, n_mv) || !NEW(t->block_len, n_mv)
         || !NEW(t->block_start, n_mv + 1) || !NEW(t->block_mv, n_mv) || !NEW(t->wt, t->n_params)
+        || !NEW(t->mv_read, n_mv) || !NEW(t->block_pos, n_mv) || !NEW(t->block_vec, n_mv)
         || !NEW(other, t->n_params)) {
         free(reads);
         return -1;
@@ -72,6 +73,9 @@ int matrix_plan(tape_t *t) {
             ok &= g->len == t->block_len[nb - 1] && reads[k].pos != reads[k - 1].pos;
         }
         t->block_mv[k] = reads[k].mv;
+        t->mv_read[reads[k].mv] = k;
+        t->block_pos[k] = g->pos;
+        t->block_vec[k] = g->vec;
     }
     t->block_start[nb] = n_mv;
     t->n_blocks = ok ? nb : 0;
@@ -82,7 +86,7 @@ int matrix_plan(tape_t *t) {
         for (int32_t k = 0; k + SIDE <= n_mv; ++k)
             if (one_run(t, k)) { t->mv[k].run = SIDE; k += SIDE - 1; }
     if (t->blocks_own_grads
-        && (!NEW(t->block_vp, t->n_pos) || !NEW(t->block_gt, SIDE * (int64_t)t->n_pos)
+        && (!NEW(t->block_vp, t->n_pos) || !NEW(t->block_gt, SIDE * (int64_t)n_mv)
             || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)))
         return -1;
     return 0;

@@ -114,8 +114,12 @@ struct tape {
     double *wt;             /* n_params: each block's weights transposed, wt[w0 + 4 j + c] */
     int blocks_own_grads;   /* no block's weight is read but by its groups: their gradients are
                              * summed block by block (else position by position) */
-    const double **block_vp;  /* n_pos each: a block's reads' vectors, their rows' gradients */
-    double *block_gt, *block_vbuf;
+    int32_t *block_pos, *block_vec;  /* by read (block order): its position, its vector in
+                             * place (or -1: the group's record gathers it) */
+    int32_t *mv_read;       /* by group: its read's index in block order */
+    double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
+    const double **block_vp;  /* n_pos: a block's reads' vectors */
+    double *block_vbuf;
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,

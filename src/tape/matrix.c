@@ -153,20 +153,26 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
 }
 
 /* Every row block's weights' gradients over positions [0, n), last to first
- * (matrix_plan: no weight of a block is read otherwise). */
+ * (matrix_plan: no weight of a block is read otherwise). The rows' sums'
+ * gradients are gathered group by group first (in node order, not a block's
+ * scattered positions), then each block runs over its reads in registers. */
 void matrix_param_grads(tape_t *t, int32_t n) {
     const double **vp = t->block_vp;
     double *gt = t->block_gt, *vbuf = t->block_vbuf;
     void (*kernel)(BLOCKGRADS_ARGS) = use_avx2() ? blockgrads_avx2 : blockgrads_plain;
+    for (int32_t k = 0; k < t->mv_end[n - 1]; ++k) {
+        const matvec_t *g = t->mv + k;
+        double *dst = gt + SIDE * (int64_t)t->mv_read[k];
+        for (int c = 0; c < SIDE; ++c) dst[c] = t->grad[g->top[c]];
+    }
     for (int32_t b = 0; b < t->n_blocks; ++b) {
-        int32_t reads = 0, len = t->block_len[b];
-        for (int32_t r = t->block_start[b]; r < t->block_start[b + 1]; ++r) {
-            const matvec_t *g = t->mv + t->block_mv[r];
-            if (g->pos >= n) continue;
-            vp[reads] = matvec_vector(t->x, t->dot_pair, g, vbuf + (int64_t)reads * MAX_LANES);
-            for (int c = 0; c < SIDE; ++c) gt[SIDE * reads + c] = t->grad[g->top[c]];
-            reads++;
+        int32_t r = t->block_start[b], r_end = t->block_start[b + 1], reads = 0;
+        while (r < r_end && t->block_pos[r] >= n) ++r;  /* positions last to first */
+        for (int32_t k = r; k < r_end; ++k, ++reads) {
+            int32_t v = t->block_vec[k];
+            vp[reads] = v >= 0 ? t->x + v
+                               : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], vbuf + (int64_t)reads * MAX_LANES);
         }
-        kernel(t->grad + t->block_w0[b], len, vp, gt, reads);
+        kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gt + SIDE * (int64_t)r, reads);
     }
 }
