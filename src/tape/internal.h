@@ -7,6 +7,7 @@
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
  *   renumber.c  one index space for what the replay keeps
+ *   interleave.c  alternating operations stored side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels (rows side by side)
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
@@ -245,7 +246,6 @@ void group_pulls(tape_t *t, int64_t nb);
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
 void share_derived(tape_t *t);
-int interleave_alike(tape_t *t, int64_t nb);
 
 /* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
 int matrix_plan(tape_t *t);
@@ -253,6 +253,10 @@ void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g);
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end);
 void matrix_param_grads(tape_t *t, int32_t n);
+
+/* interleave.c */
+void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);
+int interleave_alike(tape_t *t, int64_t nb);
 
 /* renumber.c */
 const char *renumber(tape_t *t);

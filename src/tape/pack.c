@@ -111,6 +111,7 @@ const char *tape_pack(tape_t *t) {
         default: break;  /* F_DERIVED: below */
         }
     }
+    interleave_dots(t, nf, ins_of);
     for (int64_t j = 0; j < t->n_derived; ++j) t->fwd_arg[3 * (int64_t)ins_of[t->derived_node[j]]] = (int32_t)j;
     for (int32_t p = 0; p < N; ++p) {
         int32_t owner = t->target_owner[p];
