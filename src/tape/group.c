@@ -60,6 +60,23 @@ static int rows_of_one_vector(const tape_t *t, int64_t b, int64_t e, int32_t shi
     return 1;
 }
 
+/* Or do they read the same values (their local gradients) of parents
+ * `shift` nodes apart, at one position? Then they are entries of vectors
+ * summed entry by entry (a head's values, each entry read by the same entry
+ * of every later position's output, times one attention weight): the four
+ * lanes' parents' gradients are consecutive numbers (see the backward). */
+static int parents_side_by_side(const tape_t *t, int64_t b, int64_t e, int32_t shift) {
+    int64_t k0 = t->pull_start[b], kk = t->pull_start[e], count = t->pull_start[b + 1] - k0;
+    if (t->pull_start[e + 1] - kk != count) return 0;
+    for (int64_t j = 0; j < count; ++j) {
+        int32_t parent = t->pull_parent[k0 + j];
+        if (t->pull_src[kk + j] != t->pull_src[k0 + j] || t->pull_parent[kk + j] != parent - shift
+            || parent - (SIDE - 1) < 0 || t->pos[parent - (SIDE - 1)] != t->pos[parent])
+            return 0;
+    }
+    return 1;
+}
+
 void group_pulls(tape_t *t, int64_t nb) {
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
         int ok = 1;
@@ -78,6 +95,9 @@ void group_pulls(tape_t *t, int64_t nb) {
         int mv = 1;
         for (int k = 1; k < SIDE && mv; ++k) mv = rows_of_one_vector(t, b, b - k, k, 0);
         if (mv) t->bwd_group[b] = 2;
+        int shifted = !mv;
+        for (int k = 1; k < SIDE && shifted; ++k) shifted = parents_side_by_side(t, b, b - k, k);
+        if (shifted) t->bwd_group[b] = 4;
         b -= SIDE - 1;
     }
     /* runs of such groups, one after another, over the same parents with their

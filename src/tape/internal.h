@@ -132,7 +132,8 @@ struct tape {
                              * 2: ... and they are a vector read by the rows of one matrix: the
                              * same parents, entry b-k's weight k before entry b's;
                              * 3: a run of bwd_lanes[b] such entries (several groups of 2);
-                             * of a group of 2 or 3 only entry b keeps its pull list */
+                             * 4: entries b-k read the same values as b, of parents k before b's;
+                             * of a group of 2, 3 or 4 only entry b keeps its pull list */
     int32_t *bwd_lanes;
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
@@ -253,6 +254,7 @@ void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g);
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end);
 void matrix_param_grads(tape_t *t, int32_t n);
+void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);

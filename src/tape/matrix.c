@@ -176,3 +176,27 @@ void matrix_param_grads(tape_t *t, int32_t n) {
         kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gt + SIDE * (int64_t)r, reads);
     }
 }
+
+/* A backward group of 4 at entry b (internal.h): lane i is entry b - 3 + i,
+ * whose parents are entry b's less 3 - i, with the same local gradients
+ * (each lane adds x * g as the entry alone would). dst: the four entries. */
+#define SHIFTED_BODY                                                            \
+    v4 acc = {0.0, 0.0, 0.0, 0.0};                                              \
+    for (int64_t k = k0; k < k1; ++k)                                           \
+        if (pp[k] < end) acc = acc + x[src[k]] * load4(g + pp[k] - (SIDE - 1)); \
+    for (int i = 0; i < SIDE; ++i) g[dst[i]] = acc[i];
+#define SHIFTED_ARGS double *g, const double *x, const int32_t *pp, const int32_t *src, int64_t k0, int64_t k1, \
+                     int32_t end, const int32_t *dst
+static void shifted_plain(SHIFTED_ARGS) { SHIFTED_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void shifted_avx2(SHIFTED_ARGS) { SHIFTED_BODY }
+#endif
+
+void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
+#ifdef HAVE_AVX2
+    void (*kernel)(SHIFTED_ARGS) = use_avx2() ? shifted_avx2 : shifted_plain;
+#else
+    void (*kernel)(SHIFTED_ARGS) = shifted_plain;
+#endif
+    kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
+}

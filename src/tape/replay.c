@@ -187,6 +187,11 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
 
     for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
         int32_t L = t->bwd[b];
+        if (t->bwd_group[b] == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (matrix.c) */
+            shifted_grads(t, b, ps[b], ps[b + 1], end);
+            b -= SIDE - 1;
+            continue;
+        }
         if (t->bwd_group[b] >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
             int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
             matrix_vector_grads(t, b, lanes, ps[b], ps[b + 1], end);

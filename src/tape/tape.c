@@ -86,7 +86,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
             : t->pull_start[i + 1] - t->pull_start[i - width + 1];
         c.pulls += pulls;
         if (width > 1) c.pulls_side_by_side += pulls;
-        if (t->bwd_group[i] >= 2) c.pulls_by_matrix_rows += pulls;
+        if (t->bwd_group[i] == 2 || t->bwd_group[i] == 3) c.pulls_by_matrix_rows += pulls;
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;
