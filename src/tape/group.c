@@ -199,3 +199,22 @@ void share_derived(tape_t *t) {
         before = i;
     }
 }
+
+/* Four chains (an F_DOT4) that read the same node times consecutive nodes
+ * (a head's outputs: chain c sums a_t * v_t[j + c] over t): one register of
+ * four v_t entries times a_t per step (F_SHIFT4). In the replay's numbering,
+ * once the lists read are final (keep_read_pairs). */
+void mark_shifted_dots(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1];
+    for (int64_t i = 0; i + SIDE <= nf; ++i) {
+        if (t->fwd_code[i] != F_DOT4) continue;
+        const int32_t *A = t->fwd_arg + 3 * i, *p0 = t->dot_pair + A[0];
+        int ok = 1;
+        for (int c = 1; c < SIDE && ok; ++c) {
+            const int32_t *pc = t->dot_pair + A[3 * c];
+            for (int32_t j = 0; j < A[2] && ok; j += 2) ok = pc[j] == p0[j] && pc[j + 1] == p0[j + 1] + c;
+        }
+        if (ok) t->fwd_code[i] = F_SHIFT4;
+        i += SIDE - 1;
+    }
+}

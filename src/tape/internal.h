@@ -193,7 +193,7 @@ struct tape {
 };
 
 /* How the forward computes a node. */
-typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4 } fwd_code_t;
+typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4 } fwd_code_t;
 
 /* Side by side. A sum in a register waits for its last addition (a few cycles)
  * before the next; four independent sums of the same length, each added in
@@ -247,6 +247,7 @@ void group_pulls(tape_t *t, int64_t nb);
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
 void share_derived(tape_t *t);
+void mark_shifted_dots(tape_t *t);
 
 /* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
 int matrix_plan(tape_t *t);
@@ -255,6 +256,7 @@ void matrix_forward(tape_t *t, const matvec_t *g);
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end);
 void matrix_param_grads(tape_t *t, int32_t n);
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
+void shifted_dots(tape_t *t, int64_t i);
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);

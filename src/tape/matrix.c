@@ -200,3 +200,24 @@ void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
 #endif
     kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
 }
+
+/* An F_SHIFT4 at instruction i (group.c mark_shifted_dots): chain c's
+ * products x[p[2 j]] * x[p[2 j + 1] + c], each lane summed in its order. */
+#define SHIFT4_BODY                                                                 \
+    const int32_t *A = t->fwd_arg + 3 * i, *p = t->dot_pair + A[0];                 \
+    double *x = t->x;                                                               \
+    v4 init = {x[A[1]], x[A[4]], x[A[7]], x[A[10]]};                                \
+    v4 acc = x[p[0]] * load4(x + p[1]) + init;                                      \
+    for (int32_t j = 2; j < A[2]; j += 2) acc = acc + x[p[j]] * load4(x + p[j + 1]); \
+    for (int c = 0; c < SIDE; ++c) x[t->fwd[i + c]] = acc[c];
+static void shift4_plain(tape_t *t, int64_t i) { SHIFT4_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { SHIFT4_BODY }
+#endif
+
+void shifted_dots(tape_t *t, int64_t i) {
+#ifdef HAVE_AVX2
+    if (use_avx2()) { shift4_avx2(t, i); return; }
+#endif
+    shift4_plain(t, i);
+}

@@ -100,6 +100,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             i += SIDE - 1;
             break;
         }
+        case F_SHIFT4:  /* four chains, the same factor times consecutive nodes (matrix.c) */
+            shifted_dots(t, i);
+            i += SIDE - 1;
+            break;
         case F_MV4: {
             const matvec_t *g = t->mv + A[0];
             if (t->n_blocks > 0) {  /* its rows side by side (and the next three groups': run) */
