@@ -83,7 +83,7 @@ void group_pulls(tape_t *t, int64_t nb) {
         int64_t count = t->pull_start[b + 1] - t->pull_start[b];
         for (int k = 0; k < SIDE && ok; ++k) {
             int64_t e = b - k;
-            ok = (t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT) && count > 1
+            ok = (t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT) && count > 0
                 && t->pull_start[e + 1] - t->pull_start[e] == count;
             for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
                 for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
