@@ -79,22 +79,23 @@ static int parents_side_by_side(const tape_t *t, int64_t b, int64_t e, int32_t s
 
 void group_pulls(tape_t *t, int64_t nb) {
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
-        int ok = 1;
+        int ok = 1, rotating = t->bwd_kind[b] == K_ROTATE;  /* (a vector read by every logit's row) */
         int64_t count = t->pull_start[b + 1] - t->pull_start[b];
         for (int k = 0; k < SIDE && ok; ++k) {
             int64_t e = b - k;
-            ok = (t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT) && count > 0
-                && t->pull_start[e + 1] - t->pull_start[e] == count;
+            ok = (rotating ? t->bwd_kind[e] == K_ROTATE : t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT)
+                && count > 0 && t->pull_start[e + 1] - t->pull_start[e] == count;
             for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
                 for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
         }
         if (!ok) continue;
-        t->bwd_group[b] = 1;
         /* four entries of one vector read by the rows of one matrix: the same
-         * parents, and each row's weights side by side (see the backward) */
+         * parents, and each row's weights side by side (see the backward);
+         * rotating entries only so (their target's row added last, matrix.c) */
         int mv = 1;
         for (int k = 1; k < SIDE && mv; ++k) mv = rows_of_one_vector(t, b, b - k, k, 0);
-        if (mv) t->bwd_group[b] = 2;
+        if (!mv && rotating) continue;
+        t->bwd_group[b] = mv ? 2 : 1;
         int shifted = !mv;
         for (int k = 1; k < SIDE && shifted; ++k) shifted = parents_side_by_side(t, b, b - k, k);
         if (shifted) t->bwd_group[b] = 4;
@@ -106,6 +107,7 @@ void group_pulls(tape_t *t, int64_t nb) {
         if (t->bwd_group[b] != 2) continue;
         int64_t e = b;
         while (e - SIDE >= SIDE - 1 && b - (e - SIDE) + 1 <= MAX_LANES && t->bwd_group[e - SIDE] == 2
+               && t->bwd_kind[e - SIDE] == t->bwd_kind[b]
                && rows_of_one_vector(t, b, e - SIDE, (int32_t)(b - (e - SIDE)), SIDE - 1))
             e -= SIDE;
         if (e < b) {

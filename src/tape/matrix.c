@@ -132,23 +132,33 @@ void matrix_forward(tape_t *t, const matvec_t *g) {
     (use_avx2() ? matvec_avx2 : matvec_plain)(t->x, t->wt, v, g, count);
 }
 
-/* A backward group of 2 or 3 at entry b, `lanes` wide, whose parents' list is
- * [k0, k1): the entries' gradients, into g. */
-void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end) {
+/* The rows of [k0, k1) (a group's pull list) added into acc, a chunk at a
+ * time: all of them (tgt < 0), or those of logits other than tgt (last
+ * 0), or tgt's (last 1). */
+static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt, int last) {
     enum { CHUNK = 256 };
-    double acc[MAX_LANES], gts[CHUNK];
+    double gts[CHUNK];
     int32_t wofs[CHUNK];
     void (*kernel)(VECGRADS_ARGS) = use_avx2() ? vecgrads_avx2 : vecgrads_plain;
-    for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
     while (k0 < k1) {
         int32_t rows = 0;
         for (; k0 < k1 && rows < CHUNK; ++k0)
-            if (t->pull_parent[k0] < end) {
+            if (t->pull_parent[k0] < end && (tgt < 0 || (t->pull_block[k0] == tgt) == last)) {
                 gts[rows] = t->grad[t->pull_parent[k0]];
                 wofs[rows++] = t->pull_src[k0] - (lanes - 1);
             }
         kernel(acc, t->x, wofs, gts, rows, lanes);
     }
+}
+
+/* A backward group of 2 or 3 at entry b, `lanes` wide, whose parents' list is
+ * [k0, k1): the entries' gradients, into g. A rotating vector (read by every
+ * logit, tgt >= 0 the target) adds the target's row last (internal.h). */
+void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt) {
+    double acc[MAX_LANES];
+    for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
+    add_rows(t, acc, lanes, k0, k1, end, tgt, 0);
+    if (tgt >= 0) add_rows(t, acc, lanes, k0, k1, end, tgt, 1);
     for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b - (lanes - 1 - i)]] = acc[i];
 }
 

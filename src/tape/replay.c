@@ -198,7 +198,8 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         }
         if (t->bwd_group[b] >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
             int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
-            matrix_vector_grads(t, b, lanes, ps[b], ps[b + 1], end);
+            int32_t tgt = t->bwd_kind[b] == K_ROTATE ? tokens[t->pos[L] + 1] : -1;
+            matrix_vector_grads(t, b, lanes, ps[b], ps[b + 1], end, tgt);
             b -= lanes - 1;
             continue;
         }
