@@ -60,25 +60,45 @@ static int rows_of_one_vector(const tape_t *t, int64_t b, int64_t e, int32_t shi
     return 1;
 }
 
+/* Or do they read the same values (their local gradients) of parents
+ * `shift` nodes apart, at one position? Then they are entries of vectors
+ * summed entry by entry (a head's values, each entry read by the same entry
+ * of every later position's output, times one attention weight): the four
+ * lanes' parents' gradients are consecutive numbers (see the backward). */
+static int parents_side_by_side(const tape_t *t, int64_t b, int64_t e, int32_t shift) {
+    int64_t k0 = t->pull_start[b], kk = t->pull_start[e], count = t->pull_start[b + 1] - k0;
+    if (t->pull_start[e + 1] - kk != count) return 0;
+    for (int64_t j = 0; j < count; ++j) {
+        int32_t parent = t->pull_parent[k0 + j];
+        if (t->pull_src[kk + j] != t->pull_src[k0 + j] || t->pull_parent[kk + j] != parent - shift
+            || parent - (SIDE - 1) < 0 || t->pos[parent - (SIDE - 1)] != t->pos[parent])
+            return 0;
+    }
+    return 1;
+}
+
 void group_pulls(tape_t *t, int64_t nb) {
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
-        int ok = 1;
+        int ok = 1, rotating = t->bwd_kind[b] == K_ROTATE;  /* (a vector read by every logit's row) */
         int64_t count = t->pull_start[b + 1] - t->pull_start[b];
         for (int k = 0; k < SIDE && ok; ++k) {
             int64_t e = b - k;
-            int32_t L = t->bwd[e];
-            ok = (t->kind[L] == K_OP || t->kind[L] == K_DOT) && count > 1
-                && t->pull_start[e + 1] - t->pull_start[e] == count;
+            ok = (rotating ? t->bwd_kind[e] == K_ROTATE : t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT)
+                && count > 0 && t->pull_start[e + 1] - t->pull_start[e] == count;
             for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
                 for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
         }
         if (!ok) continue;
-        t->bwd_group[b] = 1;
         /* four entries of one vector read by the rows of one matrix: the same
-         * parents, and each row's weights side by side (see the backward) */
+         * parents, and each row's weights side by side (see the backward);
+         * rotating entries only so (their target's row added last, matrix.c) */
         int mv = 1;
         for (int k = 1; k < SIDE && mv; ++k) mv = rows_of_one_vector(t, b, b - k, k, 0);
-        if (mv) t->bwd_group[b] = 2;
+        if (!mv && rotating) continue;
+        t->bwd_group[b] = mv ? 2 : 1;
+        int shifted = !mv;
+        for (int k = 1; k < SIDE && shifted; ++k) shifted = parents_side_by_side(t, b, b - k, k);
+        if (shifted) t->bwd_group[b] = 4;
         b -= SIDE - 1;
     }
     /* runs of such groups, one after another, over the same parents with their
@@ -87,6 +107,7 @@ void group_pulls(tape_t *t, int64_t nb) {
         if (t->bwd_group[b] != 2) continue;
         int64_t e = b;
         while (e - SIDE >= SIDE - 1 && b - (e - SIDE) + 1 <= MAX_LANES && t->bwd_group[e - SIDE] == 2
+               && t->bwd_kind[e - SIDE] == t->bwd_kind[b]
                && rows_of_one_vector(t, b, e - SIDE, (int32_t)(b - (e - SIDE)), SIDE - 1))
             e -= SIDE;
         if (e < b) {
@@ -158,4 +179,44 @@ int drop_unread_pulls(tape_t *t, int64_t nb) {
     int32_t *pb = realloc(t->pull_block, keep * sizeof *pb);
     if (pb != NULL) t->pull_block = pb;
     return 0;
+}
+
+/* A softmax's largest logit enters the graph once per logit (each val - m
+ * wraps its own constant), every copy the max of the same logits. A derived
+ * number whose sources are those of the derived number before it at the
+ * same position takes that max instead of a new pass (its second operand,
+ * 1): the same number, without the softmax's square. In the replay's
+ * numbering; positions are computed whole, so the one before is computed. */
+void share_derived(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1], before = -1;
+    for (int64_t i = 0; i < nf; ++i) {
+        if (t->fwd_code[i] != F_DERIVED) continue;
+        int32_t *A = t->fwd_arg + 3 * i, j = A[0];
+        if (before >= 0 && t->pos[t->fwd[before]] == t->pos[t->fwd[i]]) {
+            int32_t k = t->fwd_arg[3 * before];
+            int64_t len = t->src_start[j + 1] - t->src_start[j];
+            A[1] = len == t->src_start[k + 1] - t->src_start[k]
+                && memcmp(t->src + t->src_start[j], t->src + t->src_start[k], (size_t)len * sizeof *t->src) == 0;
+        }
+        before = i;
+    }
+}
+
+/* Four chains (an F_DOT4) that read the same node times consecutive nodes
+ * (a head's outputs: chain c sums a_t * v_t[j + c] over t): one register of
+ * four v_t entries times a_t per step (F_SHIFT4). In the replay's numbering,
+ * once the lists read are final (keep_read_pairs). */
+void mark_shifted_dots(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1];
+    for (int64_t i = 0; i + SIDE <= nf; ++i) {
+        if (t->fwd_code[i] != F_DOT4) continue;
+        const int32_t *A = t->fwd_arg + 3 * i, *p0 = t->dot_pair + A[0];
+        int ok = 1;
+        for (int c = 1; c < SIDE && ok; ++c) {
+            const int32_t *pc = t->dot_pair + A[3 * c];
+            for (int32_t j = 0; j < A[2] && ok; j += 2) ok = pc[j] == p0[j] && pc[j + 1] == p0[j + 1] + c;
+        }
+        if (ok) t->fwd_code[i] = F_SHIFT4;
+        i += SIDE - 1;
+    }
 }

@@ -7,6 +7,8 @@
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
  *   renumber.c  one index space for what the replay keeps
+ *   interleave.c  alternating operations stored side by side
+ *   blocks.c    row blocks and runs for matrix.c's kernels (rows side by side)
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -63,6 +65,8 @@ typedef enum {
 typedef struct {
     int32_t w[4], top[4], init[4];
     int32_t vec, len, ins;
+    int32_t pos, run;       /* its position; 4: it and the next three are one matrix's rows
+                             * times one vector, computed at once (blocks.c), else 1 */
     int64_t pairs;
 } matvec_t;
 
@@ -103,6 +107,20 @@ struct tape {
     int64_t n_pairs;
     matvec_t *mv;           /* the F_MV4 groups (four rows of one matrix times one vector) */
     int32_t *mv_end;        /* ... position p's end */
+    /* row blocks (blocks.c, matrix.c): four consecutive rows of one matrix, parameters
+     * block_w0[b] .. + 4 block_len[b], read by the groups block_mv[block_start[b] ..
+     * block_start[b + 1]), positions last to first. n_blocks 0: none (rows read in place) */
+    int32_t n_blocks;
+    int32_t *block_w0, *block_len, *block_start, *block_mv;
+    double *wt;             /* n_params: each block's weights transposed, wt[w0 + 4 j + c] */
+    int blocks_own_grads;   /* no block's weight is read but by its groups: their gradients are
+                             * summed block by block (else position by position) */
+    int32_t *block_pos, *block_vec;  /* by read (block order): its position, its vector in
+                             * place (or -1: the group's record gathers it) */
+    int32_t *mv_read;       /* by group: its read's index in block order */
+    double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
+    const double **block_vp;  /* n_pos: a block's reads' vectors */
+    double *block_vbuf;
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,
@@ -114,7 +132,8 @@ struct tape {
                              * 2: ... and they are a vector read by the rows of one matrix: the
                              * same parents, entry b-k's weight k before entry b's;
                              * 3: a run of bwd_lanes[b] such entries (several groups of 2);
-                             * of a group of 2 or 3 only entry b keeps its pull list */
+                             * 4: entries b-k read the same values as b, of parents k before b's;
+                             * of a group of 2, 3 or 4 only entry b keeps its pull list */
     int32_t *bwd_lanes;
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
@@ -174,7 +193,7 @@ struct tape {
 };
 
 /* How the forward computes a node. */
-typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4 } fwd_code_t;
+typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4 } fwd_code_t;
 
 /* Side by side. A sum in a register waits for its last addition (a few cycles)
  * before the next; four independent sums of the same length, each added in
@@ -227,6 +246,21 @@ int64_t mark_matvecs(tape_t *t, int64_t nf);
 void group_pulls(tape_t *t, int64_t nb);
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
+void share_derived(tape_t *t);
+void mark_shifted_dots(tape_t *t);
+
+/* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
+int matrix_plan(tape_t *t);
+void matrix_transpose(tape_t *t);
+void matrix_forward(tape_t *t, const matvec_t *g);
+void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
+void matrix_param_grads(tape_t *t, int32_t n);
+void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
+void shifted_dots(tape_t *t, int64_t i);
+
+/* interleave.c */
+void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);
+int interleave_alike(tape_t *t, int64_t nb);
 
 /* renumber.c */
 const char *renumber(tape_t *t);

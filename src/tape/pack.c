@@ -111,6 +111,7 @@ const char *tape_pack(tape_t *t) {
         default: break;  /* F_DERIVED: below */
         }
     }
+    interleave_dots(t, nf, ins_of);
     for (int64_t j = 0; j < t->n_derived; ++j) t->fwd_arg[3 * (int64_t)ins_of[t->derived_node[j]]] = (int32_t)j;
     for (int32_t p = 0; p < N; ++p) {
         int32_t owner = t->target_owner[p];
@@ -173,8 +174,6 @@ const char *tape_pack(tape_t *t) {
     t->pull_start[nb] = k_out;
     if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) return "out of memory";
     for (int64_t b = 0; b < nb; ++b) t->bwd_kind[b] = t->kind[t->bwd[b]];
-    group_pulls(t, nb);
-    if (drop_unread_pulls(t, nb) < 0) return "out of memory";
 
     /* parameter reads: a matrix row's are made by the backward from the
      * group's own lists (each parameter is read once a position, so a
@@ -205,8 +204,16 @@ const char *tape_pack(tape_t *t) {
     const char *why = renumber(t);
     free(t->scratch);
     t->scratch = NULL;
-    if (why == NULL) matvec_records(t);
+    if (why == NULL) {  /* in the replay's numbering, where a vector's entries are consecutive nodes */
+        matvec_records(t);
+        share_derived(t);
+        if (interleave_alike(t, nb) < 0) why = "out of memory";
+        group_pulls(t, nb);
+        if (drop_unread_pulls(t, nb) < 0) why = "out of memory";
+    }
     if (why == NULL && keep_read_pairs(t) < 0) why = "out of memory";
+    if (why == NULL && matrix_plan(t) < 0) why = "out of memory";
+    if (why == NULL) mark_shifted_dots(t);
     return why;
 }
 

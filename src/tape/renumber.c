@@ -4,21 +4,106 @@
 /* After packing, nothing refers to a chain's inner nodes (their gradients are
  * the top's, their values are never kept), and they are most of a step's
  * nodes. Number the rest 0.. in the same order (parameters first, as they
- * were), rewrite every reference, and keep per node only what a replay reads:
+ * were; a position's nodes one range, a vector read by a matrix's rows
+ * consecutive, the constants last), rewrite every reference, and keep per node only what a replay reads:
  * op, operand, position, value, local grad slot, gradient. The edge lists and
  * node kinds the builder needed go. */
+static int is_const(const tape_t *t, int32_t L) {
+    return L >= t->n_params && t->kind[L] == K_CONST;
+}
+
+/* The recorded constants (every sum's 0, rmsnorm's 1e-5, ...), each value
+ * once, numbered from m on, after every position's nodes: nothing writes
+ * them or takes their gradient, and out of the way the nodes of a vector
+ * (a matrix's row sums, a head's output) are consecutive. How many. */
+static int32_t share_constants(tape_t *t, int32_t *nw, int32_t m) {
+    int32_t cap = 64, count = 0;
+    uint64_t *bits = malloc((size_t)cap * sizeof *bits);
+    if (bits == NULL) return -1;
+    for (int32_t L = t->n_params; L < t->n_nodes; ++L) {
+        if (!is_const(t, L)) continue;
+        uint64_t b;
+        memcpy(&b, &t->operand[L], sizeof b);
+        int32_t k = 0;
+        while (k < count && bits[k] != b) ++k;  /* a step has a handful of distinct constants */
+        if (k == count) {
+            if (count == cap) {
+                uint64_t *more = realloc(bits, (size_t)(cap *= 2) * sizeof *bits);
+                if (more == NULL) { free(bits); return -1; }
+                bits = more;
+            }
+            bits[count++] = b;
+        }
+        nw[L] = m + k;
+    }
+    free(bits);
+    return count;
+}
+
+/* Where a matrix's rows read a vector whose entries are not consecutive
+ * nodes (the heads' outputs side by side: each head's softmax is made
+ * between them), the entries are numbered one after another where the last
+ * is made, all in one position (a position's nodes stay one range): the
+ * replay then reads the vector in place. Marks in nw: -1 not kept, -2 an
+ * entry numbered later, -3 - k the last entry of the k-th such vector
+ * (vec_at[k]: where its entries are, every other number of dot_pair). */
+static int64_t *gather_vectors(tape_t *t, int32_t *nw) {
+    int64_t nf = t->fwd_end[t->n_pos - 1], count = 0;
+    int64_t *vec_at = NULL;
+    if (!NEW(vec_at, nf / SIDE + 1)) return NULL;
+    for (int64_t i = 0; i < nf; ++i) {
+        if (t->fwd_code[i] != F_MV4) continue;
+        const int32_t *A = t->fwd_arg + 3 * i, *v = t->dot_pair + A[0] + 1;
+        int32_t len = A[2] / 2, ok = nw[v[0]] == 0 && v[0] >= t->n_params;
+        for (int32_t j = 1; j < len && ok; ++j)
+            ok = nw[v[2 * j]] == 0 && v[2 * j] > v[2 * j - 2] && pos_of(t, v[2 * j]) == pos_of(t, v[0]);
+        if (ok && len > 1) {
+            for (int32_t j = 0; j + 1 < len; ++j) nw[v[2 * j]] = -2;
+            nw[v[2 * (len - 1)]] = (int32_t)(-3 - count);
+            vec_at[count++] = A[0] + 1;
+        }
+        i += SIDE - 1;
+    }
+    return vec_at;
+}
+
+/* nw: each kept node's number (constants: share_constants), a position's
+ * nodes one range, ending at new_end[p]; how many. -1: out of memory. */
+static int32_t number_nodes(tape_t *t, int32_t *nw, int32_t *new_end) {
+    int32_t n = t->n_nodes, m = 0, p = 0;
+    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR || is_const(t, L) ? -1 : 0;
+    int64_t *vec_at = gather_vectors(t, nw);
+    if (vec_at == NULL) return -1;
+    for (int32_t L = 0; L < n; ++L) {
+        while (L >= t->n_params && L >= t->pos_end[p]) new_end[p++] = m;
+        if (nw[L] == 0) nw[L] = m++;
+        else if (nw[L] <= -3) {  /* a vector's last entry: the vector, in order */
+            const int32_t *v = t->dot_pair + vec_at[-3 - nw[L]];
+            for (int32_t j = 0; v[2 * j] != L; ++j) nw[v[2 * j]] = m++;
+            nw[L] = m++;
+        }
+    }
+    while (p < t->n_pos) new_end[p++] = m;
+    free(vec_at);
+    return m;
+}
+
 #define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
 const char *renumber(tape_t *t) {
-    int32_t n = t->n_nodes, N = t->n_pos, m = 0;
-    int32_t *nw = t->scratch;
-    for (int32_t L = 0; L < n; ++L) nw[L] = t->kind[L] == K_INTERIOR ? -1 : m++;
+    int32_t n = t->n_nodes, N = t->n_pos;
+    int32_t *nw = t->scratch, *new_end = NULL;
+    if (!NEW(new_end, N)) return "out of memory";
+    int32_t m = number_nodes(t, nw, new_end);
+    int32_t n_const = m < 0 ? -1 : share_constants(t, nw, m);
+    if (n_const < 0) { free(new_end); return "out of memory"; }
+    m += n_const;
     int64_t n_fwd = t->fwd_end[N - 1], n_bwd = t->bwd_end[N - 1];
     uint8_t *op = NULL;
     double *operand = NULL, *x = NULL, *grad = NULL;
     int32_t *pos = NULL;
     if (!NEW(op, m) || !NEW(operand, m) || !NEW(pos, m) || !NEW(x, 2 * (int64_t)m + 1) || !NEW(grad, m)
         || !NEW(t->graph_end, N)) {
-        free(op); free(operand); free(pos); free(x); free(grad);
+        free(op); free(operand); free(pos); free(x); free(grad); free(new_end);
         return "out of memory";
     }
     /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
@@ -27,7 +112,7 @@ const char *renumber(tape_t *t) {
                      (v) = s_ == 2 * n ? r_ : s_ >= n ? m + r_ : r_; } while (0)
     for (int32_t L = 0, p = 0; L < n; ++L) {
         while (L >= t->n_params && L >= t->pos_end[p]) ++p;
-        if (nw[L] < 0) continue;
+        if (nw[L] < 0) continue;  /* (a shared constant is written once per copy: the same numbers) */
         op[nw[L]] = t->op[L];
         operand[nw[L]] = t->operand[L];
         pos[nw[L]] = L < t->n_params ? -1 : p;
@@ -36,9 +121,7 @@ const char *renumber(tape_t *t) {
     x[2 * (int64_t)m] = 1.0;
     for (int32_t p = 0; p < N; ++p) {
         t->graph_end[p] = t->pos_end[p];
-        int32_t e = t->pos_end[p];
-        while (e < n && nw[e] < 0) ++e;  /* the first kept node past position p */
-        t->pos_end[p] = e < n ? nw[e] : m;
+        t->pos_end[p] = new_end[p];
         RENUM(t->loss_node[p]);
         RENUM(t->target_owner[p]);
         SRC(t->target_src[p]);
@@ -73,9 +156,10 @@ const char *renumber(tape_t *t) {
     t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL;
     t->n_edges = 0;
     t->n_nodes = m;
+    free(new_end);
     return NULL;
 inner:
-    free(op); free(operand); free(pos); free(x); free(grad);
+    free(op); free(operand); free(pos); free(x); free(grad); free(new_end);
     return "a chain's inner node is read from outside it";
 }
 #undef RENUM

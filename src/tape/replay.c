@@ -51,6 +51,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
     const uint8_t *code = t->fwd_code;
     read_params(x, a->data, t, params);
+    if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q >= from && q < n) {
@@ -63,6 +64,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
         arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
     int32_t n_fwd = t->fwd_end[n - 1];
+    double m = 0.0;  /* the last derived number's max */
     for (int32_t i = from > 0 ? t->fwd_end[from - 1] : 0; i < n_fwd; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = arg + 3 * (int64_t)i;
@@ -98,8 +100,17 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             i += SIDE - 1;
             break;
         }
+        case F_SHIFT4:  /* four chains, the same factor times consecutive nodes (matrix.c) */
+            shifted_dots(t, i);
+            i += SIDE - 1;
+            break;
         case F_MV4: {
             const matvec_t *g = t->mv + A[0];
+            if (t->n_blocks > 0) {  /* its rows side by side (and the next three groups': run) */
+                matrix_forward(t, g);
+                i += SIDE * g->run - 1;
+                break;
+            }
             double buf[MAX_LANES];
             matvec_forward(x, matvec_vector(x, pair, g, buf), g);
             i += SIDE - 1;
@@ -110,10 +121,12 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
             x_lg[L] = x_lg[A[0]];
             break;
         case F_DERIVED: {
-            int64_t s = t->src_start[A[0]], s_end = t->src_start[A[0] + 1];
-            double m = x[t->src[s]];
-            for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
-                if (x[t->src[s]] > m) m = x[t->src[s]];
+            if (!A[1]) {  /* (1: the max of the derived number before it, group.c share_derived) */
+                int64_t s = t->src_start[A[0]], s_end = t->src_start[A[0] + 1];
+                m = x[t->src[s]];
+                for (++s; s < s_end; ++s)  /* Python's max: a later item replaces only if greater */
+                    if (x[t->src[s]] > m) m = x[t->src[s]];
+            }
             x[L] = t->operand[L] < 0 ? -m : m;
             break;
         }
@@ -134,16 +147,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     return OP_OK;
 }
 
-/* The backward's two loops over a matrix's rows that run across lanes (the
- * lanes independent, so the compiler may take several at once): a row's
- * weights times its sum's gradient into the vector's gradients, and a
- * group's vector times each row's gradient into the rows' own. Each lane is
- * the same multiply and add whatever the width (nothing fused:
- * -ffp-contract=off); on processors with AVX2 they run four lanes wide. */
-#define ADD_ROW_BODY                                                  \
-    for (int32_t i = 0; i < lanes; ++i) acc[i] = acc[i] + w[i] * gt;
-
-/* An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
+/* Where a tape has no row blocks (matrix.c), or a block's weights are read
+ * otherwise too: an F_MV4 group's weights' gradients, a position at a time
+ * (lanes across a row: each lane the same multiply and add whatever the
+ * width, nothing fused: -ffp-contract=off). An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
  * grad is the vector's entry, the product's gradient its row's; v is the
  * group's vector, matvec_vector). The rows are distinct parameters, the
  * vector other nodes or a copy of them: nothing here aliases. */
@@ -158,13 +165,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
         g3[j] += v[j] * t3;                                                               \
     }
 
-#define ADD_ROW_ARGS double *restrict acc, const double *restrict w, double gt, int32_t lanes
 #define ROWS_GRADS_ARGS double *restrict g, const double *restrict v, const matvec_t *m
-static void add_row(ADD_ROW_ARGS) { ADD_ROW_BODY }
 static void rows_grads(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
 #if defined(__GNUC__) && defined(__x86_64__)
 #define HAVE_AVX2 1
-__attribute__((target("avx2"))) static void add_row_avx2(ADD_ROW_ARGS) { ADD_ROW_BODY }
 __attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
 #endif
 
@@ -174,11 +178,9 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const double *x = t->x;
     const int32_t *pp = t->pull_parent, *src = t->pull_src, *pb = t->pull_block;
     const int64_t *ps = t->pull_start;
-    void (*row_add)(ADD_ROW_ARGS) = add_row;
     void (*row_grads)(ROWS_GRADS_ARGS) = rows_grads;
 #ifdef HAVE_AVX2
     if (__builtin_cpu_supports("avx2")) {
-        row_add = add_row_avx2;
         row_grads = rows_grads_avx2;
     }
 #endif
@@ -189,33 +191,16 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
 
     for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
         int32_t L = t->bwd[b];
-        if (t->bwd_group[b] == 3) {  /* a whole vector read by a matrix's rows: a row at a time */
-            int32_t lanes = t->bwd_lanes[b];
-            const int32_t *p0 = pp + ps[b], *s0 = src + ps[b];
-            int64_t count = ps[b + 1] - ps[b];
-            double acc[MAX_LANES];  /* acc[i]: entry b - (lanes - 1 - i), whose weight is w[i] */
-            for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
-            for (int64_t j = 0; j < count; ++j)
-                if (p0[j] < end) row_add(acc, x + s0[j] - (lanes - 1), g[p0[j]], lanes);
-            for (int32_t i = 0; i < lanes; ++i) g[t->bwd[b - (lanes - 1 - i)]] = acc[i];
-            b -= lanes - 1;
+        if (t->bwd_group[b] == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (matrix.c) */
+            shifted_grads(t, b, ps[b], ps[b + 1], end);
+            b -= SIDE - 1;
             continue;
         }
-        if (t->bwd_group[b] == 2 && b >= SIDE - 1) {  /* the same, for a vector read by a matrix's rows */
-            const int32_t *p0 = pp + ps[b], *s0 = src + ps[b];
-            int64_t count = ps[b + 1] - ps[b];
-            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-            for (int64_t j = 0; j < count; ++j) {
-                if (p0[j] >= end) continue;
-                double gt = g[p0[j]];
-                const double *w = x + s0[j];
-                a0 = a0 + w[0] * gt;
-                a1 = a1 + w[-1] * gt;
-                a2 = a2 + w[-2] * gt;
-                a3 = a3 + w[-3] * gt;
-            }
-            put_pulled(g, t->bwd + b, a0, a1, a2, a3);
-            b -= SIDE - 1;
+        if (t->bwd_group[b] >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
+            int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
+            int32_t tgt = t->bwd_kind[b] == K_ROTATE ? tokens[t->pos[L] + 1] : -1;
+            matrix_vector_grads(t, b, lanes, ps[b], ps[b + 1], end, tgt);
+            b -= lanes - 1;
             continue;
         }
         if (t->bwd_group[b] && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side (a parent past end adds nothing) */
@@ -263,8 +248,9 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
     double buf[MAX_LANES];  /* a listed vector's entries (matvec_vector) */
+    if (t->blocks_own_grads) matrix_param_grads(t, n);  /* the matrices' rows (each read by them only) */
     for (int32_t q = n - 1; q >= 0; --q) {
-        for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q]; ++m)  /* matrix rows */
+        for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)
             row_grads(g, matvec_vector(x, t->dot_pair, t->mv + m, buf), t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];

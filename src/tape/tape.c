@@ -15,6 +15,9 @@ void tape_free(tape_t *t) {
     free(t->derived_node); free(t->src_start); free(t->src);
     free(t->npull_start); free(t->npull_parent); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end);
+    free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
+    free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
+    free(t->mv_read); free(t->block_pos); free(t->block_vec);
     free(t);
 }
 
@@ -52,6 +55,11 @@ size_t tape_bytes(const tape_t *t) {
         + N * (size_t)t->n_cand * sizeof *t->cand
         + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
                                       + sizeof *t->token_pos + sizeof *t->token_col)
+        + (size_t)t->mv_end[N - 1] * (sizeof *t->block_w0 + sizeof *t->block_len + sizeof *t->block_start
+                                      + sizeof *t->block_mv + sizeof *t->mv_read + sizeof *t->block_pos
+                                      + sizeof *t->block_vec)
+        + (size_t)t->n_params * sizeof *t->wt
+        + (t->block_vp != NULL ? N * sizeof *t->block_vp + (size_t)t->mv_end[N - 1] * SIDE * sizeof *t->block_gt : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }
 
@@ -78,7 +86,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
             : t->pull_start[i + 1] - t->pull_start[i - width + 1];
         c.pulls += pulls;
         if (width > 1) c.pulls_side_by_side += pulls;
-        if (t->bwd_group[i] >= 2) c.pulls_by_matrix_rows += pulls;
+        if (t->bwd_group[i] == 2 || t->bwd_group[i] == 3) c.pulls_by_matrix_rows += pulls;
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;

@@ -1,0 +1,233 @@
+/* matrix.c: a matrix's rows times a vector, forward and backward, with the
+ * lanes of a SIMD register across independent sums (internal.h, matvec_t).
+ *
+ * Every lane is one sum of the reference, in its own order: a multiply, then
+ * an add, never fused (-ffp-contract=off; the AVX2 versions are compiled
+ * without FMA), never reassociated. Only which sums run side by side changes.
+ *   forward   four rows a lane each (a row block's weights transposed once a
+ *             forward into wt: wt[w0 + 4 j + c] = row c's j-th weight), four
+ *             blocks of one matrix times one vector at once;
+ *   backward  a vector's gradients: its entries a lane each, a chunk of rows
+ *             held in registers over every row that reads it;
+ *             a row block's weights' gradients: the weights a lane each,
+ *             positions last to first inside the register (each weight is
+ *             read once a position: that is its order of additions). */
+#include "internal.h"
+
+typedef double v4 __attribute__((vector_size(32)));
+typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* four numbers anywhere */
+#define load4(p) (*(const v4u *)(p))
+#define store4(p, r) (*(v4u *)(p) = (r))
+
+/* The forward of groups g[0..count-1] (count 1 or 4: rows of one matrix times
+ * one vector v): lane c of block k is g[k]'s row c. */
+#define MATVEC_BODY                                                                      \
+    v4 acc[4];                                                                           \
+    const double *w[4];                                                                  \
+    for (int k = 0; k < count; ++k) {                                                    \
+        w[k] = wt + g[k].w[0];                                                           \
+        v4 init = {x[g[k].init[0]], x[g[k].init[1]], x[g[k].init[2]], x[g[k].init[3]]};  \
+        acc[k] = load4(w[k]) * v[0] + init;                                              \
+    }                                                                                    \
+    if (count == 4)                                                                      \
+        for (int32_t j = 1; j < g->len; ++j) {                                           \
+            double vj = v[j];                                                            \
+            acc[0] = acc[0] + load4(w[0] + 4 * j) * vj;                                  \
+            acc[1] = acc[1] + load4(w[1] + 4 * j) * vj;                                  \
+            acc[2] = acc[2] + load4(w[2] + 4 * j) * vj;                                  \
+            acc[3] = acc[3] + load4(w[3] + 4 * j) * vj;                                  \
+        }                                                                                \
+    else                                                                                 \
+        for (int32_t j = 1; j < g->len; ++j) acc[0] = acc[0] + load4(w[0] + 4 * j) * v[j]; \
+    for (int k = 0; k < count; ++k)                                                      \
+        for (int c = 0; c < SIDE; ++c) x[g[k].top[c]] = acc[k][c];
+
+/* A vector's gradients (a backward group of 2 or 3): acc[i] sums w_r[i] *
+ * g_r over the rows r that read the vector, in the pull list's order; wofs[r]
+ * is where row r's weights for lane 0 are in x, gts[r] its sum's gradient. */
+#define VECGRADS_BODY                                                             \
+    int32_t i = 0;                                                                \
+    for (; i + 16 <= lanes; i += 16) {                                            \
+        v4 a0 = load4(acc + i), a1 = load4(acc + i + 4);                          \
+        v4 a2 = load4(acc + i + 8), a3 = load4(acc + i + 12);                     \
+        for (int32_t r = 0; r < rows; ++r) {                                      \
+            const double *w = x + wofs[r] + i;                                    \
+            double gt = gts[r];                                                   \
+            a0 = a0 + load4(w) * gt;                                              \
+            a1 = a1 + load4(w + 4) * gt;                                          \
+            a2 = a2 + load4(w + 8) * gt;                                          \
+            a3 = a3 + load4(w + 12) * gt;                                         \
+        }                                                                         \
+        store4(acc + i, a0); store4(acc + i + 4, a1);                             \
+        store4(acc + i + 8, a2); store4(acc + i + 12, a3);                        \
+    }                                                                             \
+    for (; i < lanes; i += 4) {  /* lanes: a multiple of SIDE */                  \
+        v4 a0 = load4(acc + i);                                                   \
+        for (int32_t r = 0; r < rows; ++r) a0 = a0 + load4(x + wofs[r] + i) * gts[r]; \
+        store4(acc + i, a0);                                                      \
+    }
+
+/* A row block's weights' gradients: row c's weight j adds v_k[j] * gt[4 k + c]
+ * for its reads k = 0.. (positions last to first); row c's weights at gw + c len. */
+#define BLOCKGRADS_BODY                                                           \
+    int32_t j = 0;                                                                \
+    for (; j + 4 <= len; j += 4) {                                                \
+        v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
+        v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v4 vj = load4(vp[k] + j);                                             \
+            const double *gk = gt + 4 * k;                                        \
+            a0 = a0 + vj * gk[0];                                                 \
+            a1 = a1 + vj * gk[1];                                                 \
+            a2 = a2 + vj * gk[2];                                                 \
+            a3 = a3 + vj * gk[3];                                                 \
+        }                                                                         \
+        store4(gw + j, a0); store4(gw + len + j, a1);                             \
+        store4(gw + 2 * len + j, a2); store4(gw + 3 * len + j, a3);               \
+    }                                                                             \
+    for (; j < len; ++j)                                                          \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            double a = gw[c * len + j];                                           \
+            for (int32_t k = 0; k < reads; ++k) a = a + vp[k][j] * gt[4 * k + c]; \
+            gw[c * len + j] = a;                                                  \
+        }
+
+#define MATVEC_ARGS double *restrict x, const double *restrict wt, const double *v, const matvec_t *g, int count
+#define VECGRADS_ARGS double *restrict acc, const double *x, const int32_t *wofs, const double *gts, int32_t rows, int32_t lanes
+#define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *gt, int32_t reads
+static void matvec_plain(MATVEC_ARGS) { MATVEC_BODY }
+static void vecgrads_plain(VECGRADS_ARGS) { VECGRADS_BODY }
+static void blockgrads_plain(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2"))) static void matvec_avx2(MATVEC_ARGS) { MATVEC_BODY }
+__attribute__((target("avx2"))) static void vecgrads_avx2(VECGRADS_ARGS) { VECGRADS_BODY }
+__attribute__((target("avx2"))) static void blockgrads_avx2(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
+#define HAVE_AVX2 1
+#endif
+
+static int use_avx2(void) {
+#ifdef HAVE_AVX2
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+/* The row blocks' weights, transposed (wt: n_params numbers, read by blocks only). */
+void matrix_transpose(tape_t *t) {
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        int32_t w0 = t->block_w0[b], len = t->block_len[b];
+        const double *w = t->x + w0;
+        double *dst = t->wt + w0;
+        for (int32_t j = 0; j < len; ++j)
+            for (int c = 0; c < SIDE; ++c) dst[SIDE * j + c] = w[c * len + j];
+    }
+}
+
+/* The forward of F_MV4 group g and, when g->run is 4, the three after it. */
+void matrix_forward(tape_t *t, const matvec_t *g) {
+    double buf[MAX_LANES];
+    const double *v = matvec_vector(t->x, t->dot_pair, g, buf);
+    int count = g->run == SIDE ? SIDE : 1;
+    (use_avx2() ? matvec_avx2 : matvec_plain)(t->x, t->wt, v, g, count);
+}
+
+/* The rows of [k0, k1) (a group's pull list) added into acc, a chunk at a
+ * time: all of them (tgt < 0), or those of logits other than tgt (last
+ * 0), or tgt's (last 1). */
+static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt, int last) {
+    enum { CHUNK = 256 };
+    double gts[CHUNK];
+    int32_t wofs[CHUNK];
+    void (*kernel)(VECGRADS_ARGS) = use_avx2() ? vecgrads_avx2 : vecgrads_plain;
+    while (k0 < k1) {
+        int32_t rows = 0;
+        for (; k0 < k1 && rows < CHUNK; ++k0)
+            if (t->pull_parent[k0] < end && (tgt < 0 || (t->pull_block[k0] == tgt) == last)) {
+                gts[rows] = t->grad[t->pull_parent[k0]];
+                wofs[rows++] = t->pull_src[k0] - (lanes - 1);
+            }
+        kernel(acc, t->x, wofs, gts, rows, lanes);
+    }
+}
+
+/* A backward group of 2 or 3 at entry b, `lanes` wide, whose parents' list is
+ * [k0, k1): the entries' gradients, into g. A rotating vector (read by every
+ * logit, tgt >= 0 the target) adds the target's row last (internal.h). */
+void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt) {
+    double acc[MAX_LANES];
+    for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
+    add_rows(t, acc, lanes, k0, k1, end, tgt, 0);
+    if (tgt >= 0) add_rows(t, acc, lanes, k0, k1, end, tgt, 1);
+    for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b - (lanes - 1 - i)]] = acc[i];
+}
+
+/* Every row block's weights' gradients over positions [0, n), last to first
+ * (matrix_plan: no weight of a block is read otherwise). The rows' sums'
+ * gradients are gathered group by group first (in node order, not a block's
+ * scattered positions), then each block runs over its reads in registers. */
+void matrix_param_grads(tape_t *t, int32_t n) {
+    const double **vp = t->block_vp;
+    double *gt = t->block_gt, *vbuf = t->block_vbuf;
+    void (*kernel)(BLOCKGRADS_ARGS) = use_avx2() ? blockgrads_avx2 : blockgrads_plain;
+    for (int32_t k = 0; k < t->mv_end[n - 1]; ++k) {
+        const matvec_t *g = t->mv + k;
+        double *dst = gt + SIDE * (int64_t)t->mv_read[k];
+        for (int c = 0; c < SIDE; ++c) dst[c] = t->grad[g->top[c]];
+    }
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        int32_t r = t->block_start[b], r_end = t->block_start[b + 1], reads = 0;
+        while (r < r_end && t->block_pos[r] >= n) ++r;  /* positions last to first */
+        for (int32_t k = r; k < r_end; ++k, ++reads) {
+            int32_t v = t->block_vec[k];
+            vp[reads] = v >= 0 ? t->x + v
+                               : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], vbuf + (int64_t)reads * MAX_LANES);
+        }
+        kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gt + SIDE * (int64_t)r, reads);
+    }
+}
+
+/* A backward group of 4 at entry b (internal.h): lane i is entry b - 3 + i,
+ * whose parents are entry b's less 3 - i, with the same local gradients
+ * (each lane adds x * g as the entry alone would). dst: the four entries. */
+#define SHIFTED_BODY                                                            \
+    v4 acc = {0.0, 0.0, 0.0, 0.0};                                              \
+    for (int64_t k = k0; k < k1; ++k)                                           \
+        if (pp[k] < end) acc = acc + x[src[k]] * load4(g + pp[k] - (SIDE - 1)); \
+    for (int i = 0; i < SIDE; ++i) g[dst[i]] = acc[i];
+#define SHIFTED_ARGS double *g, const double *x, const int32_t *pp, const int32_t *src, int64_t k0, int64_t k1, \
+                     int32_t end, const int32_t *dst
+static void shifted_plain(SHIFTED_ARGS) { SHIFTED_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void shifted_avx2(SHIFTED_ARGS) { SHIFTED_BODY }
+#endif
+
+void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
+#ifdef HAVE_AVX2
+    void (*kernel)(SHIFTED_ARGS) = use_avx2() ? shifted_avx2 : shifted_plain;
+#else
+    void (*kernel)(SHIFTED_ARGS) = shifted_plain;
+#endif
+    kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
+}
+
+/* An F_SHIFT4 at instruction i (group.c mark_shifted_dots): chain c's
+ * products x[p[2 j]] * x[p[2 j + 1] + c], each lane summed in its order. */
+#define SHIFT4_BODY                                                                 \
+    const int32_t *A = t->fwd_arg + 3 * i, *p = t->dot_pair + A[0];                 \
+    double *x = t->x;                                                               \
+    v4 init = {x[A[1]], x[A[4]], x[A[7]], x[A[10]]};                                \
+    v4 acc = x[p[0]] * load4(x + p[1]) + init;                                      \
+    for (int32_t j = 2; j < A[2]; j += 2) acc = acc + x[p[j]] * load4(x + p[j + 1]); \
+    for (int c = 0; c < SIDE; ++c) x[t->fwd[i + c]] = acc[c];
+static void shift4_plain(tape_t *t, int64_t i) { SHIFT4_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { SHIFT4_BODY }
+#endif
+
+void shifted_dots(tape_t *t, int64_t i) {
+#ifdef HAVE_AVX2
+    if (use_avx2()) { shift4_avx2(t, i); return; }
+#endif
+    shift4_plain(t, i);
+}
