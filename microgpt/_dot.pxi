@@ -4,8 +4,12 @@
 # added on the right, as Value.__radd__ does), then each w_k * x_k and the
 # running sum plus it. This appends those very nodes, through the same append
 # as x * y and x + y (arena_push_binary: the arithmetic of src/ops.h, the int tags,
-# an int beyond a double refused), without a Python object per node. Included by
-# _engine.pyx.
+# an int beyond a double refused), without a Python object per node. While a step
+# is recorded compactly (begin_recording(arena, compact=True)), a sum of float
+# products is two nodes instead: the constant 0 and one OP_DOT node over the 2 n operands, with
+# the same value (src/arena.h arena_push_dot): most of a recorded step's nodes are
+# these sums' inner nodes, and the tape's builder takes the chain whole. Included
+# by _engine.pyx.
 
 
 cdef object dot_nodes(object w, object x):
@@ -28,8 +32,10 @@ cdef object dot_nodes(object w, object x):
             return None
         if not alive(<Value>a) or not alive(<Value>b):
             return None
-    make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
     cdef arena_t *ar = &arena.a
+    if arena.compact and arena.recording and floats_only(ar, wl, xl, n):
+        return compact_dot(arena, wl, xl, n)
+    make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
     cdef int64_t mark = ar.n_nodes  # what an int beyond a double releases back to
     cdef node_t m, zero, acc = -1
     for k in range(n):
@@ -56,3 +62,28 @@ cdef object refuse_int_overflow(Arena arena, int64_t mark):
     int operation beyond a double gets (int_overflow, _value.pxi)."""
     arena_release(&arena.a, mark)
     int_overflow(arena, -1)
+
+
+cdef bint floats_only(arena_t *ar, list wl, list xl, Py_ssize_t n) noexcept:
+    """Every product is a float: no product of two ints (an int times a float, as
+    relu's int 0 times a weight, is the float product of their doubles; int
+    products take the node-by-node path: its int tags, -0.0 and refusal of an
+    int beyond a double). The sum of floats from the int 0 is then floats too."""
+    cdef Py_ssize_t k
+    for k in range(n):
+        if ar.tag[(<Value>wl[k]).index] & ar.tag[(<Value>xl[k]).index] & TAG_DATA_INT:
+            return False
+    return True
+
+
+cdef object compact_dot(Arena arena, list wl, list xl, Py_ssize_t n):
+    """The sum as its constant 0 and one OP_DOT node (recording only: no reclaim
+    moves nodes while a step is recorded, but make_room may grow the columns)."""
+    make_room(arena, 2, 2 * n)
+    cdef arena_t *ar = &arena.a
+    cdef node_t *c = ar.child + ar.n_edges
+    cdef Py_ssize_t k
+    for k in range(n):
+        c[2 * k] = (<Value>wl[k]).index
+        c[2 * k + 1] = (<Value>xl[k]).index
+    return make(arena, arena_push_dot(ar, n))

@@ -50,11 +50,15 @@ cdef void note_derived(Arena arena, node_t node, object number):
     arena.derived.append((node, number.sign, number.sources))
 
 
-def begin_recording(Arena arena not None):
-    """Start noting, on arena, what a replay of the step being built needs."""
+def begin_recording(Arena arena not None, bint compact=False):
+    """Start noting, on arena, what a replay of the step being built needs.
+    compact: Value.dot appends each sum of floats as one OP_DOT node (its inner
+    nodes not made; _dot.pxi), a graph only a tape is built from: the arena's
+    backward refuses it."""
     if arena.recording:
         raise RuntimeError("this arena is already recording a step")
     arena.recording = True
+    arena.compact = compact
     arena.spoiled = None
     arena.derived = []
 
@@ -62,6 +66,7 @@ def begin_recording(Arena arena not None):
 def end_recording(Arena arena not None):
     """Stop; returns (why the step cannot be replayed or None, derived numbers)."""
     arena.recording = False
+    arena.compact = False
     derived, arena.derived = arena.derived, []
     return arena.spoiled, derived
 

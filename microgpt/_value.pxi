@@ -273,7 +273,10 @@ cdef class Value:
     def backward(self):
         """Accumulate gradients from this node, in the reference's order (src/backward.c)."""
         check(self)
-        if arena_backward(&self.arena.a, self.index) < 0:
+        cdef int64_t walked = arena_backward(&self.arena.a, self.index)
+        if walked == -2:
+            raise RuntimeError("a recorded step's graph has no backward (its sums are compact)")
+        if walked < 0:
             raise MemoryError("backward ran out of memory")
 
     # -- copies: detached leaves (value and grad), in the default arena

@@ -153,14 +153,36 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
     """Run the model code once over `positions` positions (at most the block;
     tokens repeated to fill them: a recording's slots do not depend on which
     tokens it was made with) while the arena notes the step; returns (tape,
-    None), or (None, why it cannot be replayed). The graph it built is released
-    with the caller's scope. temperature: the sampler's, which divides the
-    logits. forward_only: the backward order is not checked for other targets
-    (a sampler's tape)."""
+    None), or (None, why it cannot be replayed). temperature: the sampler's,
+    which divides the logits. forward_only: the backward order is not checked
+    for other targets (a sampler's tape).
+
+    The recording is compact first (each model.dot one node over its operands,
+    its inner nodes never made: a graph only a tape is built from); one that
+    is refused is made again node by node, so that what is replayed, or the
+    reason it is not, is the node-by-node graph's. Either graph is released
+    once the tape is built (nothing else holds it)."""
     block = min(positions, config.block_size) + 1
     tokens = (list(tokens) * (block // len(tokens) + 1))[:block]
+    tape, why = record_once(sd, config, params, table, tokens, temperature, forward_only, True)
+    if tape is None:
+        tape, why = record_once(sd, config, params, table, tokens, temperature, forward_only, False)
+    return tape, why
+
+
+def record_once(sd, config, params, table, tokens, temperature, forward_only, compact):
+    """record()'s one recording, compact or node by node; its graph released after."""
     arena = params[0].arena
     start = len(arena)
+    try:
+        return build_recording(sd, config, params, table, tokens, temperature, forward_only, compact)
+    finally:
+        arena.release(start)  # (no handle to it is left: the tape holds the parameters only)
+
+
+def build_recording(sd, config, params, table, tokens, temperature, forward_only, compact):
+    arena = params[0].arena
+    start, start_edges = len(arena), arena.num_edges
     ends, losses, cands, logits_rows = [], [], [], []
 
     def observe(logits, probs, loss_t):
@@ -169,7 +191,7 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
         cands.append(probs)
         logits_rows.append(logits)
 
-    _engine.begin_recording(arena)
+    _engine.begin_recording(arena, compact)
     try:
         loss = document_loss(sd, config, tokens, observe, temperature)
     except (ArithmeticError, ValueError) as e:  # (a position's -log(p) of a p that underflowed)
@@ -178,7 +200,8 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
         spoiled, derived = _engine.end_recording(arena)
     if spoiled is not None:
         return None, spoiled
-    size = (len(arena) - start) * len(cands[0])
+    # the walks' work: the edges (a node-by-node graph has about half as many nodes)
+    size = (arena.num_edges - start_edges) // 2 * len(cands[0])
     try:
         return _engine.build_tape(
             arena, params, start, ends, losses, loss, cands, logits_rows, tokens,

@@ -8,6 +8,15 @@
  * between files for no reader's gain. */
 #include "internal.h"
 
+/* The last walk's rank of pull entry k's parent (-1: not reached): of a
+ * compact chain, the rank of its product that reads the node. */
+static int32_t pull_rank(const builder_t *b, int64_t k) {
+    const tape_t *t = b->t;
+    int32_t q = t->npull_parent[k];
+    if (!is_compact(t, q)) return b->rank[q];
+    return b->pair_rank[b->pair_base[q] + (t->npull_edge[k] - t->child_start[q]) / 2];
+}
+
 /* Must pull entry i come before entry j?
  * By rank: the order in which the walk whose ranks are in b->rank added the
  * parents: reverse post-order, so the higher rank first; a parent the walk
@@ -20,8 +29,9 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     const tape_t *t = b->t;
     if (by_block) return t->npull_block[i] > t->npull_block[j];
     int32_t q1 = t->npull_parent[i], q2 = t->npull_parent[j];
-    int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
-    int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
+    int64_t r1 = pull_rank(b, i), r2 = pull_rank(b, j);
+    r1 = r1 < 0 ? INT32_MAX : r1;
+    r2 = r2 < 0 ? INT32_MAX : r2;
     if (r1 != r2) return r1 > r2;
     return q1 > q2;
 }
@@ -29,9 +39,11 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
 /* Blocks exist only where sorting by block (a rotating node's entries): the
  * rest of npull_block is never touched. */
 static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
-    int32_t q = t->npull_parent[i];
+    int32_t q = t->npull_parent[i], e = t->npull_edge[i];
     t->npull_parent[i] = t->npull_parent[j];
     t->npull_parent[j] = q;
+    t->npull_edge[i] = t->npull_edge[j];
+    t->npull_edge[j] = e;
     if (by_block) {
         int32_t blk = t->npull_block[i];
         t->npull_block[i] = t->npull_block[j];
@@ -39,21 +51,22 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
     }
 }
 
-/* A pull entry's place in the order by rank, as one number: the higher
+/* Pull entry k's place in the order by rank, as one number: the higher
  * first, so (rank, parent) descending; a parent never reached ranks above
  * every reached one. */
-static int64_t rank_key(const builder_t *b, int32_t q) {
-    int64_t r = b->rank[q] < 0 ? INT32_MAX : b->rank[q];
-    return (r << 31) | q;
+static int64_t rank_key(const builder_t *b, int64_t k) {
+    int64_t r = pull_rank(b, k);
+    return ((r < 0 ? INT32_MAX : r) << 31) | b->t->npull_parent[k];
 }
 
 static int descending(const void *x, const void *y) {
-    int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
+    int64_t a = ((const pull_key_t *)x)->key, c = ((const pull_key_t *)y)->key;
     return (a < c) - (a > c);
 }
 
-/* Sort a long list by rank: the order is total (rank, then parent), so an
- * unstable sort of the keys gives the one result. 0, or -1 out of memory. */
+/* Sort a long list by rank: the order is total (rank, then parent; two
+ * entries alike in both read the node at edges of one product, alike), so
+ * an unstable sort of the keys gives the one result. 0, or -1 out of memory. */
 static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
     tape_t *t = b->t;
     if (hi - lo > b->keys_cap) {
@@ -61,9 +74,15 @@ static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
         b->keys_cap = 2 * (hi - lo);
         if (!NEW(b->keys, b->keys_cap)) return -1;
     }
-    for (int64_t k = lo; k < hi; ++k) b->keys[k - lo] = rank_key(b, t->npull_parent[k]);
+    for (int64_t k = lo; k < hi; ++k) {
+        b->keys[k - lo].key = rank_key(b, k);
+        b->keys[k - lo].edge = t->npull_edge[k];
+    }
     qsort(b->keys, (size_t)(hi - lo), sizeof *b->keys, descending);
-    for (int64_t k = lo; k < hi; ++k) t->npull_parent[k] = (int32_t)(b->keys[k - lo] & INT32_MAX);
+    for (int64_t k = lo; k < hi; ++k) {
+        t->npull_parent[k] = (int32_t)(b->keys[k - lo].key & INT32_MAX);
+        t->npull_edge[k] = b->keys[k - lo].edge;
+    }
     return 0;
 }
 
@@ -129,15 +148,22 @@ static int stack_room(builder_t *b, int64_t depth) {
 static int walk(builder_t *b) {
     const tape_t *t = b->t;
     const int32_t *start = t->child_start, *child = t->child;
-    int32_t *rank = b->rank, k = 0;
+    int32_t *rank = b->rank, *pair_rank = b->pair_rank, k = 0;
     for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;
+    for (int64_t i = 0; i < b->n_dot_pairs; ++i) pair_rank[i] = -1;
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
         int64_t e = start[v], end = start[v + 1], top = 0;
+        int compact = is_compact(t, v);
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
             while (e < end) {
+                /* a compact chain: past a product's two operands, the walk down its
+                 * inner nodes would finish the product (then the constant 0 or the
+                 * addition that reads it, which nothing else reads) */
+                if (compact && e > start[v] && (e - start[v]) % 2 == 0)
+                    pair_rank[b->pair_base[v] + (e - start[v]) / 2 - 1] = k++;
                 int32_t c = child[e++];
                 if (rank[c] != -1) continue;
                 if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
@@ -145,11 +171,13 @@ static int walk(builder_t *b) {
                 b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
-                if (t->kind[c] == K_DOT) c = t->aux[c];  /* a chain: its first product (below) */
+                compact = is_compact(t, c);
+                if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
                 e = start[c];
                 end = start[c + 1];
             }
+            if (compact) pair_rank[b->pair_base[v] + (e - start[v]) / 2 - 1] = k++;  /* its last product */
             rank[v] = k++;  /* every child done: post-order */
             if (t->kind[v] == K_INTERIOR) {
                 /* a chain's product (chains are read once, so met only here): the
@@ -171,6 +199,7 @@ static int walk(builder_t *b) {
             v = b->stack_node[--top];
             e = b->stack_edge[top];
             end = start[v + 1];
+            compact = is_compact(t, v);
         }
     }
     return 0;
@@ -186,7 +215,7 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
         for (int64_t k = lo; k < hi; ++k) {
             if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
-            int32_t r = b->rank[t->npull_parent[k]];
+            int32_t r = pull_rank(b, k);
             if (r < 0) continue;
             if (r > last) return 0;
             last = r;
@@ -275,6 +304,7 @@ void fuse_dots(tape_t *t) {
 const char *order_pulls(builder_t *b) {
     tape_t *t = b->t;
     b->rank = t->scratch;  /* the builder's fill is done with */
+    if (!NEW(b->pair_rank, b->n_dot_pairs)) return "out of memory";
     if (walk(b) < 0) return "out of memory";
     for (int32_t c = t->n_params; c < t->n_nodes; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];

@@ -11,6 +11,7 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
     switch (t->op[L]) {
     case OP_ADD: return 2 * t->n_nodes;
     case OP_MUL: return t->child[e == e0 ? e0 + 1 : e0];
+    case OP_DOT: return t->child[e0 + ((e - e0) ^ 1)];  /* the other operand of its product */
     case OP_POW: case OP_LOG: case OP_EXP: case OP_RELU: return t->n_nodes + L;
     default: return -1;
     }
@@ -37,7 +38,9 @@ const char *tape_pack(tape_t *t) {
     for (int32_t L = 0; L < n; ++L) last_pow[L] = -1;
     int64_t n_pairs = 0;
     for (int32_t L = P; L < n; ++L)
-        if (t->kind[L] == K_DOT) {
+        if (t->kind[L] == K_DOT && is_compact(t, L)) {
+            n_pairs += dot_len(t, L);
+        } else if (t->kind[L] == K_DOT) {
             int32_t s = t->aux[L];
             t->aux[s] = L;  /* an inner product's top (top_of) */
             for (int32_t m = s + 3; m < L; m += 2) t->aux[m] = L;
@@ -59,7 +62,9 @@ const char *tape_pack(tape_t *t) {
         case K_DOT: {
             int32_t s = t->aux[L];
             t->dot_at[nf] = (int32_t)pair;  /* (this instruction's: nf is its index) */
-            for (int32_t m = s; m < L; m += (m == s ? 3 : 2)) {
+            for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e)
+                t->dot_pair[pair++] = t->child[e];
+            for (int32_t m = s; !is_compact(t, L) && m < L; m += (m == s ? 3 : 2)) {
                 t->dot_pair[pair++] = t->child[t->child_start[m]];
                 t->dot_pair[pair++] = t->child[t->child_start[m] + 1];
             }
@@ -107,7 +112,7 @@ const char *tape_pack(tape_t *t) {
         case F_ADD: case F_MUL: A[0] = t->child[e]; A[1] = t->child[e + 1]; break;
         case F_ONE_CHILD: A[0] = t->child[e]; break;
         case F_COPY: A[0] = t->aux[L]; break;
-        case F_DOT: A[0] = t->dot_at[i]; A[1] = t->aux[L] + 1; A[2] = L - t->aux[L]; break;
+        case F_DOT: A[0] = t->dot_at[i]; A[1] = dot_init(t, L); A[2] = dot_len(t, L); break;
         default: break;  /* F_DERIVED: below */
         }
     }
@@ -163,9 +168,7 @@ const char *tape_pack(tape_t *t) {
         for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
             int32_t parent = t->npull_parent[j];
             t->pull_parent[k_out] = top_of(t, parent);
-            int64_t e = t->child_start[parent];  /* its first edge that reads L: a parent that reads */
-            while (t->child[e] != L) ++e;        /* L twice (x * x, x + x) has the same local grad at both */
-            t->pull_src[k_out] = lg_src(t, parent, e);
+            t->pull_src[k_out] = lg_src(t, parent, t->npull_edge[j]);
             if (k == K_ROTATE) t->pull_block[k_out] = t->npull_block[j];  /* only theirs are read */
         }
     }
@@ -186,7 +189,8 @@ const char *tape_pack(tape_t *t) {
         for (int64_t j = from; j < t->param_start[p + 1]; ++j) {
             int32_t parent = t->param_parent[j];
             int64_t moved_to = -1;
-            if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top_of(t, parent)])) {
+            int in_group = (t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL) || is_compact(t, parent);
+            if (!(in_group && in_mv[top_of(t, parent)])) {
                 moved_to = kept;
                 t->param_child[kept] = t->child[t->param_edge[j]];
                 t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
@@ -197,11 +201,12 @@ const char *tape_pack(tape_t *t) {
     }
     t->param_start[N] = kept;
     for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
-        if (t->op[t->target_owner[p]] == OP_MUL) return "probs[target] is read by a product";
+        if (t->op[t->target_owner[p]] == OP_MUL || is_compact(t, t->target_owner[p]))
+            return "probs[target] is read by a product";
         t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
     }
-    free(t->npull_start); free(t->npull_parent); free(t->npull_block); free(t->param_edge);
-    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->param_edge = NULL;
+    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
+    t->npull_start = NULL; t->npull_parent = NULL; t->npull_edge = NULL; t->npull_block = NULL; t->param_edge = NULL;
     const char *why = renumber(t);
     free(t->scratch);
     t->scratch = NULL;

@@ -42,7 +42,7 @@ const char *fill_reads(builder_t *b) {
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
     int64_t n_pulls = t->npull_start[n], n_param_edges = b->n_param_edges;
     int64_t *pfill = NULL;
-    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_block, n_pulls)
+    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_edge, n_pulls) || !NEW(t->npull_block, n_pulls)
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
         || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges) || !NEW(pfill, N))
         return "out of memory";
@@ -58,7 +58,17 @@ const char *fill_reads(builder_t *b) {
                 t->param_edge[k] = (int32_t)e;
                 t->param_parent[k] = L;
             } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
-                t->npull_parent[fill[c]++] = L;
+                int32_t k = fill[c]++;
+                /* a compact chain's reads of c are its entries in a row: two products
+                 * reading c would take their ranks and local grads apart (x * x, one
+                 * product, reads c at both edges alike) */
+                if (k > t->npull_start[c] && t->npull_parent[k - 1] == L && is_compact(t, L)
+                    && (t->npull_edge[k - 1] - t->child_start[L]) / 2 != (e - t->child_start[L]) / 2) {
+                    free(pfill);
+                    return "a compact sum reads a node in two of its products";
+                }
+                t->npull_parent[k] = L;
+                t->npull_edge[k] = (int32_t)e;
             }
         }
     }
@@ -85,7 +95,8 @@ static const char *check_table_reads(builder_t *b, int32_t *seen) {
             if (c < r->table_slot0 || c >= table_end) continue;
             int32_t row = (c - r->table_slot0) / r->table_cols, col = (c - r->table_slot0) % r->table_cols;
             if (row != r->tokens[q]) return "the token table is read at a row other than the token's";
-            if (t->op[t->param_parent[k]] == OP_MUL) return "the token table is read by a product";
+            if (t->op[t->param_parent[k]] == OP_MUL || t->op[t->param_parent[k]] == OP_DOT)
+                return "the token table is read by a product";
             t->token_edge[t->n_token_edges] = e;
             t->token_param[t->n_token_edges] = k;
             t->token_pos[t->n_token_edges] = q;

@@ -13,7 +13,7 @@ void tape_free(tape_t *t) {
     free(t->target_src); free(t->cand);
     free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
     free(t->derived_node); free(t->src_start); free(t->src);
-    free(t->npull_start); free(t->npull_parent); free(t->npull_block);
+    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end);
     free(t);
 }
