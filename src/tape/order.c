@@ -22,8 +22,9 @@ static int32_t pull_rank(const builder_t *b, int64_t k) {
  * parents: reverse post-order, so the higher rank first; a parent the walk
  * never reached (dead for these targets: an unchosen candidate and what only
  * it reads) first, as it would be if its target were chosen; two edges of one
- * parent (x * x, x + x) are alike: the local gradient is the same at either,
- * and a pull keeps only its parent.
+ * parent by edge (x * x, x + x: alike, the local gradient is the same at
+ * either; a compact chain's two products: the later first, as the walk adds
+ * the later product's term first).
  * By block (a rotating node's canonical order): the higher logit first. */
 static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     const tape_t *t = b->t;
@@ -33,7 +34,8 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     r1 = r1 < 0 ? INT32_MAX : r1;
     r2 = r2 < 0 ? INT32_MAX : r2;
     if (r1 != r2) return r1 > r2;
-    return q1 > q2;
+    if (q1 != q2) return q1 > q2;
+    return t->npull_edge[i] > t->npull_edge[j];  /* a compact chain's later product first, as its node would be */
 }
 
 /* Blocks exist only where sorting by block (a rotating node's entries): the
@@ -60,12 +62,12 @@ static int64_t rank_key(const builder_t *b, int64_t k) {
 }
 
 static int descending(const void *x, const void *y) {
-    int64_t a = ((const pull_key_t *)x)->key, c = ((const pull_key_t *)y)->key;
-    return (a < c) - (a > c);
+    const pull_key_t *a = x, *c = y;
+    if (a->key != c->key) return (a->key < c->key) - (a->key > c->key);
+    return (a->edge < c->edge) - (a->edge > c->edge);
 }
 
-/* Sort a long list by rank: the order is total (rank, then parent; two
- * entries alike in both read the node at edges of one product, alike), so
+/* Sort a long list by rank: the order is total (rank, parent, then edge), so
  * an unstable sort of the keys gives the one result. 0, or -1 out of memory. */
 static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
     tape_t *t = b->t;

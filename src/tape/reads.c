@@ -58,15 +58,9 @@ const char *fill_reads(builder_t *b) {
                 t->param_edge[k] = (int32_t)e;
                 t->param_parent[k] = L;
             } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
+                /* the edge: a compact chain may read c in several products, each
+                 * its own term (its rank and its local grad are the product's) */
                 int32_t k = fill[c]++;
-                /* a compact chain's reads of c are its entries in a row: two products
-                 * reading c would take their ranks and local grads apart (x * x, one
-                 * product, reads c at both edges alike) */
-                if (k > t->npull_start[c] && t->npull_parent[k - 1] == L && is_compact(t, L)
-                    && (t->npull_edge[k - 1] - t->child_start[L]) / 2 != (e - t->child_start[L]) / 2) {
-                    free(pfill);
-                    return "a compact sum reads a node in two of its products";
-                }
                 t->npull_parent[k] = L;
                 t->npull_edge[k] = (int32_t)e;
             }
