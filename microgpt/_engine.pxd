@@ -95,6 +95,7 @@ cdef extern from "tape/tape.h":
         const double *derived_sign
         const int64_t *src_start
         const node_t *src
+        int32_t consume
         int32_t verify_shifts
 
     tape_t *tape_build(arena_t *a, const record_t *r, const char **why) nogil

@@ -162,12 +162,14 @@ cdef class Tape:
 
 def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_end, list losses,
                Value root not None, list cands, list logits, list tokens, int table_slot0,
-               int table_rows, int table_cols, list derived, int verify_shifts=0):
+               int table_rows, int table_cols, list derived, int verify_shifts=0, bint consume=False):
     """A Tape of the step just recorded in arena (its nodes still alive), or
     ReplayRefused. cands and logits: per position, the Values of probs and of
     logits; derived: as end_recording returned it. verify_shifts: how many other
     targets the backward order is checked for (0: all; -1: none, and the tape
-    can only run forward)."""
+    can only run forward). consume: the build rewrites the recorded nodes' edges
+    instead of copying them (the caller releases those nodes after, built or
+    refused, and reads none of them)."""
     cdef int64_t N = len(pos_end), V = len(cands[0]) if cands else 0, P = len(params), k, j, s
     cdef int64_t n_src = sum(len(d[2]) for d in derived), D = len(derived)
     if N == 0 or len(losses) != N or len(cands) != N or len(logits) != N or len(tokens) != N + 1:
@@ -228,6 +230,7 @@ def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_en
         r.src_start = longs + N
         r.src = ints + P + N + 2 * N * V + D
         r.verify_shifts = verify_shifts
+        r.consume = consume
         tape.t = tape_build(&arena.a, &r, &why)
     finally:
         free(ints); free(longs); free(toks); free(signs)

@@ -205,7 +205,8 @@ def build_recording(sd, config, params, table, tokens, temperature, forward_only
     try:
         return _engine.build_tape(
             arena, params, start, ends, losses, loss, cands, logits_rows, tokens,
-            *table, derived, -1 if forward_only else 0 if size <= FULL_CHECK_NODES else SOME_TARGETS), None
+            *table, derived, -1 if forward_only else 0 if size <= FULL_CHECK_NODES else SOME_TARGETS,
+            consume=True), None  # (record_once releases the graph)
     except _engine.ReplayRefused as e:
         return None, str(e)
 

@@ -45,7 +45,7 @@ static const char *take_sizes(builder_t *b) {
     int32_t n = t->n_nodes;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
         || !NEW(t->reached, P) || !NEW(t->aux, n) || !NEW(t->dot_at, n)
-        || !NEW(t->child, t->n_edges) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
+        || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
         || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n)
         || !NEW(t->param_start, N + 1))
@@ -84,6 +84,10 @@ static const char *copy_graph(builder_t *b) {
     int32_t P = t->n_params, N = t->n_pos;
     int64_t end = r->pos_end[N - 1];
     if (!NEW(b->pair_base, t->n_nodes)) return "out of memory";
+    const node_t *arena_child = a->child + b->arena_edge0;  /* read before written, in place */
+    t->child_in_arena = r->consume != 0;
+    if (t->child_in_arena) t->child = (int32_t *)(b->a->child + b->arena_edge0);
+    else if (!NEW(t->child, t->n_edges)) return "out of memory";
     for (int32_t q = 0; q < N; ++q) t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
     for (int32_t k = 0; k < P; ++k) t->kind[k] = K_CONST;
     for (int64_t i = r->rec_start; i < end; ++i) {
@@ -101,7 +105,7 @@ static const char *copy_graph(builder_t *b) {
         }
         else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }
         for (int64_t e = a->child_start[i]; e < a->child_start[i + 1]; ++e) {
-            int32_t c = local_of(b, a->child[e]);
+            int32_t c = local_of(b, arena_child[e - b->arena_edge0]);
             if (c < 0) return "the step reads a node made before recording that is not a parameter";
             t->child[e - b->arena_edge0] = c;
         }

@@ -100,6 +100,8 @@ struct tape {
     /* edges: node i's children, local indices (slots re-pointed per replay) */
     int64_t n_edges;
     int32_t *child;
+    int child_in_arena;     /* child is the recorded nodes' edges in the arena, rewritten
+                             * (record_t consume): not the tape's to free */
 
     /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
     int32_t *fwd;
@@ -215,7 +217,8 @@ static inline int32_t dot_init(const tape_t *t, int32_t L) {
 /* The builder's working state (build.c, order.c): what it borrows, and what
  * it owns until tape_build's one cleanup. */
 typedef struct {
-    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail) */
+    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail), but for
+                             * its recorded edges with r->consume (rewritten by copy_graph) */
     const record_t *r;
     tape_t *t;
     int32_t *pmap;          /* arena node below the recording -> parameter slot, or -1 */
@@ -260,6 +263,12 @@ void matvec_records(tape_t *t);
 /* renumber.c */
 const char *renumber(tape_t *t);
 int keep_read_pairs(tape_t *t);
+
+/* The builder's edges go: freed, unless they are the arena's (consume). */
+static inline void free_child(tape_t *t) {
+    if (!t->child_in_arena) free(t->child);
+    t->child = NULL;
+}
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the

@@ -45,6 +45,9 @@ typedef struct {
     const double *derived_sign;
     const int64_t *src_start;
     const node_t *src;
+    int32_t consume;           /* 1: the build rewrites the recorded nodes' edges in the arena (to
+                                * its own indices) instead of copying them: the caller releases
+                                * those nodes once the tape is built or refused, and reads none */
     int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one;
                                 * -1 = none: a forward-only tape, whose backward must not run) */
 } record_t;
@@ -63,7 +66,7 @@ typedef struct {
 /* Build a tape; returns NULL with *why set to a static reason when the
  * recording cannot be replayed exactly (the caller keeps the per-operation
  * path), or on out of memory (*why is then "out of memory"). The arena is
- * left as it was. */
+ * left as it was, but for the recorded nodes' edges with r->consume. */
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why);
 void tape_free(tape_t *t);
 
