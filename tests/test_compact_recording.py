@@ -55,6 +55,8 @@ def test_a_compact_sum_is_the_plain_sums_value_in_two_nodes():
             s, made, ops = compact_sum(arena, w[:n], x[:n])
             assert bits(s.data) == bits(plain.data)
             assert made == 2 and ops == [1, OP_DOT]  # the constant 0, then the sum
+            assert s.op == "dot" and s._children == tuple(v for pair in zip(w[:n], x[:n]) for v in pair)
+            assert s._local_grads == tuple(v.data for pair in zip(x[:n], w[:n]) for v in pair)
 
 
 def test_a_product_of_two_ints_takes_the_node_by_node_path():
