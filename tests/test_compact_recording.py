@@ -162,3 +162,18 @@ def test_a_compact_recording_leaves_no_nodes_behind():
         t.document_loss(t.tokenizer.document_tokens(DOCS[0]))
         assert len(arena) == before  # the recording's graph released once its tape was built
     assert not math.isnan(t.document_loss.tape.forward(t.tokenizer.document_tokens(DOCS[0])[:3]))
+
+
+def test_a_sum_reading_a_weight_twice_is_refused_both_ways_and_computed_exactly(monkeypatch):
+    # a weight read by two products of one position: its gradient's two terms are
+    # not one row's (refused compact, then node by node, for the same reason)
+    def linear_reading_a_weight_twice(x, w):
+        return [model.dot(wo + [wo[0]], x + [x[-1]]) for wo in w]
+
+    monkeypatch.setattr(model, "linear", linear_reading_a_weight_twice)
+    made = recordings(monkeypatch)
+    losses, weights, t = run("replay")
+    assert (losses, weights) == run("compiled")[:2]
+    why = "a parameter is read twice at one position"
+    assert made == [(True, why), (False, why)]
+    assert t.document_loss.refused == why and t.document_loss.model_steps == 6

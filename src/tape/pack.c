@@ -17,6 +17,27 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
     }
 }
 
+/* Position p's reads of parameters by compact chains (fill_reads stores none:
+ * a compact chain's operands are its own edges), other than the chains in
+ * skip (NULL: none): how many; each written, given room, as a kept read. */
+static int64_t chain_param_reads(const tape_t *t, int32_t p, const uint8_t *skip,
+                                 int32_t *child, int32_t *src, int32_t *parent) {
+    int64_t k = 0;
+    for (int32_t L = p > 0 ? t->pos_end[p - 1] : t->n_params; L < t->pos_end[p]; ++L) {
+        if (!is_compact(t, L) || (skip != NULL && skip[L])) continue;
+        for (int32_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            if (t->child[e] >= t->n_params) continue;
+            if (child != NULL) {
+                child[k] = t->child[e];
+                src[k] = lg_src(t, L, e);
+                parent[k] = L;
+            }
+            k++;
+        }
+    }
+    return k;
+}
+
 /* The node whose gradient stands for L's: a chain's top for its inner
  * products (their tops are kept in aux, unused there), else L itself. */
 static int32_t top_of(const tape_t *t, int32_t L) {
@@ -126,11 +147,15 @@ const char *tape_pack(tape_t *t) {
         t->token_arg[j] = 3 * (int64_t)ins_of[owner] + (t->token_edge[j] - t->child_start[owner]);
     }
     for (int32_t k = 0; k < P; ++k) t->first_pos[k] = INT32_MAX;
-    for (int32_t p = N - 1; p >= 0; --p)
+    for (int32_t p = N - 1; p >= 0; --p) {
         for (int64_t j = t->param_start[p]; j < t->param_start[p + 1]; ++j) {
             int32_t c = t->child[t->param_edge[j]];
             if (c < t->table_slot0 || c >= t->table_slot0 + t->table_rows * t->table_cols) t->first_pos[c] = p;
         }
+        for (int32_t L = p > 0 ? t->pos_end[p - 1] : P; L < t->pos_end[p]; ++L)  /* (never the table's) */
+            for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e)
+                if (t->child[e] < P) t->first_pos[t->child[e]] = p;
+    }
     group_dots(t, nf);
     int64_t n_mv = mark_matvecs(t, nf);
     uint8_t *in_mv = (uint8_t *)t->scratch;  /* the tops of the chains in those groups (ins_of is done with) */
@@ -181,25 +206,34 @@ const char *tape_pack(tape_t *t) {
 
     /* parameter reads: a matrix row's are made by the backward from the
      * group's own lists (each parameter is read once a position, so a
-     * position's reads may go in any order); the rest are kept, in order */
-    int64_t kept = 0, tok = 0;  /* token_param lists reads in ascending order: each follows its read */
+     * position's reads may go in any order); the rest are kept, in order,
+     * each position's compact chains' after its stored reads */
+    int64_t kept = 0, tok = 0, room = t->param_start[N];  /* token_param lists reads in ascending order */
+    for (int32_t p = 0; p < N; ++p) room += chain_param_reads(t, p, in_mv, NULL, NULL, NULL);
+    int32_t *pchild = NULL, *psrc = NULL, *pparent = NULL;
+    if (!NEW(pchild, room) || !NEW(psrc, room) || !NEW(pparent, room)) {
+        free(pchild); free(psrc); free(pparent);
+        return "out of memory";
+    }
     for (int32_t p = 0; p < N; ++p) {
         int64_t from = t->param_start[p];
         t->param_start[p] = kept;
         for (int64_t j = from; j < t->param_start[p + 1]; ++j) {
             int32_t parent = t->param_parent[j];
             int64_t moved_to = -1;
-            int in_group = (t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL) || is_compact(t, parent);
-            if (!(in_group && in_mv[top_of(t, parent)])) {
+            if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top_of(t, parent)])) {
                 moved_to = kept;
-                t->param_child[kept] = t->child[t->param_edge[j]];
-                t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
-                t->param_parent[kept++] = top_of(t, parent);
+                pchild[kept] = t->child[t->param_edge[j]];
+                psrc[kept] = lg_src(t, parent, t->param_edge[j]);
+                pparent[kept++] = top_of(t, parent);
             }
             while (tok < t->n_token_edges && t->token_param[tok] == j) t->token_param[tok++] = moved_to;
         }
+        kept += chain_param_reads(t, p, in_mv, pchild + kept, psrc + kept, pparent + kept);
     }
     t->param_start[N] = kept;
+    free(t->param_child); free(t->param_src); free(t->param_parent);
+    t->param_child = pchild; t->param_src = psrc; t->param_parent = pparent;
     for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
         if (t->op[t->target_owner[p]] == OP_MUL || is_compact(t, t->target_owner[p]))
             return "probs[target] is read by a product";

@@ -16,7 +16,10 @@ const char *count_readers(builder_t *b) {
         while (L >= t->pos_end[p]) ++p;  /* L's position */
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
-            if (c < P) { b->n_param_edges++; t->param_start[p + 1]++; continue; }
+            if (c < P) {  /* (a compact chain's are read from its edges: tape_pack, check_table_reads) */
+                if (!is_compact(t, L)) { b->n_param_edges++; t->param_start[p + 1]++; }
+                continue;
+            }
             if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
             if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
@@ -43,8 +46,7 @@ const char *fill_reads(builder_t *b) {
     int64_t n_pulls = t->npull_start[n], n_param_edges = b->n_param_edges;
     int64_t *pfill = NULL;
     if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_edge, n_pulls) || !NEW(t->npull_block, n_pulls)
-        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
-        || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges) || !NEW(pfill, N))
+        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges) || !NEW(pfill, N))
         return "out of memory";
     int32_t *fill = t->scratch;  /* fuse_dots is done with it */
     for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
@@ -54,6 +56,7 @@ const char *fill_reads(builder_t *b) {
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) {
+                if (is_compact(t, L)) continue;
                 int64_t k = pfill[p]++;
                 t->param_edge[k] = (int32_t)e;
                 t->param_parent[k] = L;
@@ -70,6 +73,21 @@ const char *fill_reads(builder_t *b) {
     return NULL;
 }
 
+/* Position q's compact chains read no parameter that another read at q
+ * reads (seen: the position that last read each), and nothing of the token
+ * table (their reads are products). */
+static const char *check_chain_reads(const tape_t *t, int32_t q, int32_t *seen, int64_t table_end) {
+    for (int32_t L = q > 0 ? t->pos_end[q - 1] : t->n_params; L < t->pos_end[q]; ++L)
+        for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e];
+            if (c >= t->n_params) continue;
+            if (seen[c] == q) return "a parameter is read twice at one position";
+            seen[c] = q;
+            if (c >= t->table_slot0 && c < table_end) return "the token table is read by a product";
+        }
+    return NULL;
+}
+
 /* Every read of the token table at position p is of row tokens[p], each
  * column once, and by an addition or a one-child operation (a product's
  * other child would take its local grad from the row: not followed). */
@@ -81,6 +99,8 @@ static const char *check_table_reads(builder_t *b, int32_t *seen) {
     t->n_token_edges = 0;
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t cols = 0;
+        const char *why = check_chain_reads(t, q, seen, table_end);
+        if (why != NULL) return why;
         for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
             int64_t e = t->param_edge[k];
             int32_t c = t->child[e];
@@ -89,8 +109,7 @@ static const char *check_table_reads(builder_t *b, int32_t *seen) {
             if (c < r->table_slot0 || c >= table_end) continue;
             int32_t row = (c - r->table_slot0) / r->table_cols, col = (c - r->table_slot0) % r->table_cols;
             if (row != r->tokens[q]) return "the token table is read at a row other than the token's";
-            if (t->op[t->param_parent[k]] == OP_MUL || t->op[t->param_parent[k]] == OP_DOT)
-                return "the token table is read by a product";
+            if (t->op[t->param_parent[k]] == OP_MUL) return "the token table is read by a product";
             t->token_edge[t->n_token_edges] = e;
             t->token_param[t->n_token_edges] = k;
             t->token_pos[t->n_token_edges] = q;
