@@ -23,6 +23,10 @@ cdef object dot_nodes(object w, object x):
     if n == 0 or type(wl[0]) is not Value:
         return None
     cdef Arena arena = (<Value>wl[0]).arena
+    if arena is not None and arena.compact and arena.recording:
+        s = compact_dot(arena, wl, xl, n)
+        if s is not False:
+            return s
     cdef object a, b
     for k in range(n):
         a, b = wl[k], xl[k]
@@ -33,8 +37,6 @@ cdef object dot_nodes(object w, object x):
         if not alive(<Value>a) or not alive(<Value>b):
             return None
     cdef arena_t *ar = &arena.a
-    if arena.compact and arena.recording and floats_only(ar, wl, xl, n):
-        return compact_dot(arena, wl, xl, n)
     make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
     cdef int64_t mark = ar.n_nodes  # what an int beyond a double releases back to
     cdef node_t m, zero, acc = -1
@@ -64,26 +66,30 @@ cdef object refuse_int_overflow(Arena arena, int64_t mark):
     int_overflow(arena, -1)
 
 
-cdef bint floats_only(arena_t *ar, list wl, list xl, Py_ssize_t n) noexcept:
-    """Every product is a float: no product of two ints (an int times a float, as
-    relu's int 0 times a weight, is the float product of their doubles; int
-    products take the node-by-node path: its int tags, -0.0 and refusal of an
-    int beyond a double). The sum of floats from the int 0 is then floats too."""
-    cdef Py_ssize_t k
-    for k in range(n):
-        if ar.tag[(<Value>wl[k]).index] & ar.tag[(<Value>xl[k]).index] & TAG_DATA_INT:
-            return False
-    return True
-
-
 cdef object compact_dot(Arena arena, list wl, list xl, Py_ssize_t n):
-    """The sum as its constant 0 and one OP_DOT node (recording only: no reclaim
-    moves nodes while a step is recorded, but make_room may grow the columns)."""
+    """The sum as its constant 0 and one OP_DOT node, the operands checked as they
+    are written (one pass). None where one is not a live Value of this arena (the
+    caller's plain sum raises or mixes engines); False where a product is of two
+    ints (the node-by-node path: its int tags, -0.0 and refusal of an int beyond a
+    double; an int times a float, as relu's int 0 times a weight, is the float
+    product of their doubles, and a sum of floats from the int 0 is floats too).
+    While a step is recorded nothing is reclaimed: make_room may grow the columns
+    but moves no node."""
     make_room(arena, 2, 2 * n)
     cdef arena_t *ar = &arena.a
-    cdef node_t *c = ar.child + ar.n_edges
+    cdef node_t *c = ar.child + ar.n_edges  # past the last edge: nothing is appended until the end
+    cdef const uint8_t *tag = ar.tag
+    cdef bint int_product = False
+    cdef object a, b
     cdef Py_ssize_t k
     for k in range(n):
-        c[2 * k] = (<Value>wl[k]).index
-        c[2 * k + 1] = (<Value>xl[k]).index
+        a, b = wl[k], xl[k]
+        if (type(a) is not Value or type(b) is not Value or (<Value>a).arena is not arena
+                or (<Value>b).arena is not arena or not alive_in(<Value>a, ar) or not alive_in(<Value>b, ar)):
+            return None
+        c[2 * k] = (<Value>a).index
+        c[2 * k + 1] = (<Value>b).index
+        int_product |= (tag[c[2 * k]] & tag[c[2 * k + 1]] & TAG_DATA_INT) != 0
+    if int_product:
+        return False
     return make(arena, arena_push_dot(ar, n))
