@@ -172,15 +172,15 @@ const char *tape_pack(tape_t *t) {
         while (p < N) t->mv_end[p++] = k;
     }
 
-    /* the backward: every node that takes a gradient */
-    int64_t nb = 0, n_pulls = 0;
-    for (int32_t L = P; L < n; ++L) {
-        uint8_t k = t->kind[L];
-        if (k == K_OP || k == K_ROTATE || k == K_DOT) n_pulls += t->npull_start[L + 1] - t->npull_start[L];
-    }
-    if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_src, n_pulls) || !NEW(t->pull_block, n_pulls)) {
-        return "out of memory";
-    }
+    /* the backward: every node that takes a gradient. Only those have pull
+     * lists, in creation order: the builder's lists become the backward's in
+     * place (each entry's parent its top, its edge the local gradient's place;
+     * the blocks as they are) */
+    int64_t nb = 0;
+    t->pull_parent = t->npull_parent;
+    t->pull_src = t->npull_edge;
+    t->pull_block = t->npull_block;
+    t->npull_parent = t->npull_edge = t->npull_block = NULL;
     q = 0;
     int64_t k_out = 0;
     for (int32_t L = P; L < n; ++L) {
@@ -190,13 +190,14 @@ const char *tape_pack(tape_t *t) {
         t->bwd[nb] = L;
         t->pull_start[nb++] = k_out;
         if (k == K_SEED || k == K_CANDIDATE) continue;  /* their gradient comes from a slot */
-        for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
-            int32_t parent = t->npull_parent[j];
+        if (t->npull_start[L] != k_out) return "a node that takes no gradient has a pull list";
+        for (; k_out < t->npull_start[L + 1]; ++k_out) {
+            int32_t parent = t->pull_parent[k_out];
             t->pull_parent[k_out] = top_of(t, parent);
-            t->pull_src[k_out] = lg_src(t, parent, t->npull_edge[j]);
-            if (k == K_ROTATE) t->pull_block[k_out] = t->npull_block[j];  /* only theirs are read */
+            t->pull_src[k_out] = lg_src(t, parent, t->pull_src[k_out]);
         }
     }
+    if (t->npull_start[n] != k_out) return "a node that takes no gradient has a pull list";
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
     t->pull_start[nb] = k_out;
     if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) return "out of memory";
