@@ -155,8 +155,9 @@ static int walk(builder_t *b) {
     for (int64_t i = 0; i < b->n_dot_pairs; ++i) pair_rank[i] = -1;
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
-        int64_t e = start[v], end = start[v + 1], top = 0;
+        int64_t e = start[v], end = start[v + 1], top = 0, e0 = e;
         int compact = is_compact(t, v);
+        int32_t *pr = compact ? pair_rank + b->pair_base[v] : NULL;  /* v's products' ranks */
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
@@ -164,8 +165,7 @@ static int walk(builder_t *b) {
                 /* a compact chain: past a product's two operands, the walk down its
                  * inner nodes would finish the product (then the constant 0 or the
                  * addition that reads it, which nothing else reads) */
-                if (compact && e > start[v] && (e - start[v]) % 2 == 0)
-                    pair_rank[b->pair_base[v] + (e - start[v]) / 2 - 1] = k++;
+                if (compact && e > e0 && (e - e0) % 2 == 0) pr[(e - e0) / 2 - 1] = k++;
                 int32_t c = child[e++];
                 if (rank[c] != -1) continue;
                 if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
@@ -174,12 +174,13 @@ static int walk(builder_t *b) {
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
                 compact = is_compact(t, c);
+                pr = compact ? pair_rank + b->pair_base[c] : NULL;
                 if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
-                e = start[c];
+                e = e0 = start[c];
                 end = start[c + 1];
             }
-            if (compact) pair_rank[b->pair_base[v] + (e - start[v]) / 2 - 1] = k++;  /* its last product */
+            if (compact) pr[(e - e0) / 2 - 1] = k++;  /* its last product */
             rank[v] = k++;  /* every child done: post-order */
             if (t->kind[v] == K_INTERIOR) {
                 /* a chain's product (chains are read once, so met only here): the
@@ -192,7 +193,7 @@ static int walk(builder_t *b) {
                 if (t->kind[a] != K_DOT) {
                     v = a + 1;
                     rank[v] = -2;
-                    e = start[v];
+                    e = e0 = start[v];
                     end = start[v + 1];
                     continue;
                 }
@@ -200,8 +201,10 @@ static int walk(builder_t *b) {
             if (top == 0) break;
             v = b->stack_node[--top];
             e = b->stack_edge[top];
+            e0 = start[v];
             end = start[v + 1];
             compact = is_compact(t, v);
+            pr = compact ? pair_rank + b->pair_base[v] : NULL;
         }
     }
     return 0;
@@ -231,10 +234,13 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
  * inner nodes have one parent each: nothing to order.) */
 static int rule_holds(const builder_t *b, int32_t shift) {
     const tape_t *t = b->t;
-    for (int32_t c = t->n_params; c < t->n_nodes; ++c)
-        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE || t->kind[c] == K_DOT) && b->rank[c] >= 0
-            && !order_holds(b, c, (b->r->tokens[pos_of(t, c) + 1] + shift) % t->n_cand))
-            return 0;
+    for (int32_t c = t->n_params, p = 0; c < t->n_nodes; ++c) {
+        while (c >= t->pos_end[p]) ++p;  /* c's position */
+        uint8_t k = t->kind[c];
+        if (!((k == K_OP || k == K_ROTATE || k == K_DOT) && b->rank[c] >= 0)) continue;
+        int32_t tgt = k == K_ROTATE ? (b->r->tokens[p + 1] + shift) % t->n_cand : -1;  /* (only theirs reads it) */
+        if (!order_holds(b, c, tgt)) return 0;
+    }
     return 1;
 }
 

@@ -54,7 +54,7 @@ typedef struct {
 
 /* What a replay of n positions runs (tape_counts). */
 typedef struct {
-    int64_t nodes;              /* the recorded graph's nodes of those positions */
+    int64_t nodes;              /* the recorded graph's nodes of those positions (a compact sum: 2) */
     int64_t kept_nodes;         /* nodes the tape keeps (a chain's inner nodes are not kept) */
     int64_t forward, backward;  /* forward instructions, backward entries */
     int64_t pulls;              /* gradient terms */
