@@ -14,16 +14,17 @@ const char *count_readers(builder_t *b) {
     b->n_param_edges = 0;
     for (int32_t L = P, p = 0; L < n; ++L) {
         while (L >= t->pos_end[p]) ++p;  /* L's position */
+        int compact = is_compact(t, L);
+        int32_t blk = t->child_start[L + 1] > t->child_start[L] ? block_at(b, L, p) : -1;  /* L's logit */
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) {  /* (a compact chain's are read from its edges: tape_pack, check_table_reads) */
-                if (!is_compact(t, L)) { b->n_param_edges++; t->param_start[p + 1]++; }
+                if (!compact) { b->n_param_edges++; t->param_start[p + 1]++; }
                 continue;
             }
             if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
             if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
-            int32_t blk = block_at(b, L, p);
             if (first_block[c] == -2) first_block[c] = blk;
             else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
         }
