@@ -6,8 +6,9 @@
  *                                        local indices, one edge list
  *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   check_tail                           the loss is the mean as model.mean_of builds it
- *   count_readers, fill_reads, token_slots (reads.c)  pull lists and parameter reads
- *   fuse_dots, order_pulls, verify_targets (order.c)  chains; the backward order
+ *   count_readers, fill_reads, token_slots (reads.c)  pull lists (chains found)
+ *                                        and parameter reads
+ *   order_pulls, verify_targets (order.c)  the backward order
  *   tape_pack (pack.c)                   the replay's program */
 #include "internal.h"
 

@@ -2,8 +2,10 @@
  * public contract, tape.h).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
+ *   reads.c     who reads each node: pull lists, parameter reads, token slots;
+ *               the chains recorded node by node found
  *   order.c     the pull lists in the reference's backward order, the rule
- *               checked against real depth-first walks; chains found
+ *               checked against real depth-first walks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
  *   renumber.c  one index space for what the replay keeps
@@ -243,7 +245,6 @@ const char *token_slots(builder_t *b);
 /* order.c */
 int32_t block_of(const builder_t *b, int32_t q);  /* the logit of its position node q is in, or -1 */
 int32_t block_at(const builder_t *b, int32_t q, int32_t p);  /* ... node q of position p */
-void fuse_dots(tape_t *t);
 const char *order_pulls(builder_t *b);     /* sorted, rotations found, the rule checked */
 const char *verify_targets(builder_t *b);  /* ... against walks for other targets */
 

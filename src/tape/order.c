@@ -1,11 +1,8 @@
 /* order.c: the backward's order. Each node's pull list (the parents whose
  * gradients it adds) sorted into the order the reference's depth-first walk
  * adds them; the rotating nodes' rule (the target's logit last) checked
- * against that walk and against walks for other targets; and the chains
- * sum(w * x ...) found, whose inner nodes take no pull list.
- * Some 310 lines, one job: the sort, the rule's check and the chain search
- * all read the walk's ranks; split, they would pass the builder's state
- * between files for no reader's gain. */
+ * against that walk and against walks for other targets. One job: the sort
+ * and the rule's check both read the walk's ranks. */
 #include "internal.h"
 
 /* The last walk's rank of pull entry k's parent (-1: not reached): of a
@@ -260,50 +257,6 @@ static const char *verify(builder_t *b, int32_t shift) {
     point_targets(b, 0);  /* the recorded targets back */
     if (walked < 0) return "out of memory";
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
-}
-
-/* How many edges read node m: fuse_dots runs on the counts, before they are
- * summed into the pull lists' starts. */
-static int32_t readers(const tape_t *t, int32_t m) {
-    return t->npull_start[m + 1];
-}
-
-/* Is node m a product read once? (By the addition the caller found reading it.) */
-static int product_read_once(const tape_t *t, int32_t m) {
-    return t->kind[m] == K_OP && t->op[m] == OP_MUL && readers(t, m) == 1;
-}
-
-/* Is node a the addition (x, y) of two children? */
-static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
-    int64_t e = t->child_start[a];
-    return t->kind[a] == K_OP && t->op[a] == OP_ADD && t->child_start[a + 1] - e == 2
-        && t->child[e] == x && t->child[e + 1] == y;
-}
-
-/* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
- * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
- * Nothing that something else refers to (a derived number's source) is inner,
- * nor a rotating node (marked before). */
-void fuse_dots(tape_t *t) {
-    uint8_t *source = (uint8_t *)t->scratch;  /* the rotation marks are done with it */
-    memset(source, 0, (size_t)t->n_nodes);
-    for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
-    for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
-        int32_t c0 = s + 1, a = s + 2;
-        if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
-              && product_read_once(t, s) && !source[s]))
-            continue;
-        int32_t end = t->pos_end[pos_of(t, s)];  /* a chain stays in its position */
-        while (a + 2 < end && adds(t, a + 2, a, a + 1)
-               && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
-               && readers(t, a) == 1)
-            a += 2;
-        t->kind[a] = K_DOT;
-        t->aux[a] = s;
-        t->kind[s] = K_INTERIOR;
-        for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
-        s = a;
-    }
 }
 
 /* The backward order of the recorded targets: every pull list sorted by the
