@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h).
+ * public contract, tape.h). About 300 lines: one struct every file reads.
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
  *   reads.c     who reads each node: pull lists, parameter reads, token slots;
