@@ -7,7 +7,8 @@ tokens, repeated to fill them: a recording's token and target slots do not
 depend on which tokens it was made with) while the arena notes what a replay
 needs (src/tape/tape.h): where each position ends, the probs each position's loss
 picks its target from, the token table's rows the positions read, and the
-numbers derived from data (the softmax maxima, through ``model.max_data``).
+numbers derived from data (the softmax maxima, through ``model.max_data``);
+each ``model.dot`` is recorded as one node over its operands (``record``).
 Every later step of up to that many positions is replayed from the recording
 in C: forward, backward, with the same floats, bit for bit; that first step
 too, replayed from the fresh recording. A longer document records again, twice
@@ -181,6 +182,7 @@ def record_once(sd, config, params, table, tokens, temperature, forward_only, co
 
 
 def build_recording(sd, config, params, table, tokens, temperature, forward_only, compact):
+    """The model code run while the arena records, then the tape: (tape, None) or (None, why)."""
     arena = params[0].arena
     start, start_edges = len(arena), arena.num_edges
     ends, losses, cands, logits_rows = [], [], [], []
