@@ -5,8 +5,9 @@
 # running sum plus it. This appends those very nodes, through the same append
 # as x * y and x + y (arena_push_binary: the arithmetic of src/ops.h, the int tags,
 # an int beyond a double refused), without a Python object per node. While a step
-# is recorded compactly (begin_recording(arena, compact=True)), a sum of float
-# products is two nodes instead: the constant 0 and one OP_DOT node over the 2 n operands, with
+# is recorded compactly (begin_recording(arena, compact=True)), or a forward whose
+# values only are read runs (set_compact: a sampler's), a sum of float products is
+# two nodes instead: the constant 0 and one OP_DOT node over the 2 n operands, with
 # the same value (src/arena.h arena_push_dot): most of a recorded step's nodes are
 # these sums' inner nodes, and the tape's builder takes the chain whole. Included
 # by _engine.pyx.
@@ -23,7 +24,7 @@ cdef object dot_nodes(object w, object x):
     if n == 0 or type(wl[0]) is not Value:
         return None
     cdef Arena arena = (<Value>wl[0]).arena
-    if arena is not None and arena.compact and arena.recording:
+    if arena is not None and arena.compact:
         s = compact_dot(arena, wl, xl, n)
         if s is not False:
             return s
@@ -73,8 +74,8 @@ cdef object compact_dot(Arena arena, list wl, list xl, Py_ssize_t n):
     ints (the node-by-node path: its int tags, -0.0 and refusal of an int beyond a
     double; an int times a float, as relu's int 0 times a weight, is the float
     product of their doubles, and a sum of floats from the int 0 is floats too).
-    While a step is recorded nothing is reclaimed: make_room may grow the columns
-    but moves no node."""
+    make_room may reclaim (not while a step is recorded) and so move nodes: the
+    operands' indices are read after it."""
     make_room(arena, 2, 2 * n)
     cdef arena_t *ar = &arena.a
     cdef node_t *c = ar.child + ar.n_edges  # past the last edge: nothing is appended until the end

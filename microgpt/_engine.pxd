@@ -118,7 +118,7 @@ cdef class Arena:
     cdef arena_t a                          # the columns (C-owned, freed in __dealloc__)
     cdef int64_t open_scopes                # graph() scopes entered and not yet exited
     cdef bint recording                     # a step is being recorded (see Recording)
-    cdef bint compact                       # ... and Value.dot appends its sums compactly (OP_DOT)
+    cdef bint compact                       # Value.dot appends its sums compactly (OP_DOT): see set_compact
     cdef object spoiled                     # why the recording cannot be replayed, or None
     cdef list derived                       # (const node, sign, source nodes) noted while recording
     cdef int64_t pinned                     # nodes below it are never moved: a scope's or mark()'s mark

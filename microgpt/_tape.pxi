@@ -63,6 +63,17 @@ def begin_recording(Arena arena not None, bint compact=False):
     arena.derived = []
 
 
+def set_compact(Arena arena not None, bint compact):
+    """Value.dot appends each sum of float products as one OP_DOT node (compact)
+    or node by node, outside a recording (which sets its own): for a forward
+    whose values only are read, such as a sampler's (the arena's backward
+    refuses a compact node). Returns the setting it replaces."""
+    if arena.recording:
+        raise RuntimeError("a recording sets its own way of appending sums")
+    was, arena.compact = arena.compact, compact
+    return was
+
+
 def end_recording(Arena arena not None):
     """Stop; returns (why the step cannot be replayed or None, derived numbers)."""
     arena.recording = False

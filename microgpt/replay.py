@@ -1,5 +1,5 @@
 """The replay engine: the compiled engine, with the training step recorded once
-and replayed in C.
+and replayed in C (some 310 lines: training's and sampling's recorders share record()).
 
 The first step runs the model code through the compiled engine over as many
 positions as the document needs, rounded up to a power of two (the document's
@@ -37,8 +37,9 @@ checked = _engine.checked
 FULL_CHECK_NODES = 5_000_000
 SOME_TARGETS = 2
 
-# A sampler's recording costs about what the model code takes for 4 to 5
-# blocks of positions (measured at n_embd 16 and 64); the sampler records once
+# A sampler's recording costs about what the model code takes for 4 to 8
+# blocks of positions (its sums compact; measured at n_embd 16 and 64, n_layer
+# 1 and 4); the sampler records once
 # the model code has computed this many blocks' worth for that temperature, so
 # a few names never pay for a recording, and many pay for it at most twice.
 RECORD_AFTER_BLOCKS = 4
@@ -234,6 +235,20 @@ class Sampler(Recorder):
         self.longest = {}          # float(temperature) -> positions of the longest document
         self.model_positions = 0   # positions the model code computed where no replay could
 
+    def model_document(self, temperature):
+        """model.ModelSampler's document, its sums compact (each model.dot one node:
+        the same values, a twentieth of the nodes at a large size; only values are
+        read) while each position runs."""
+        step, arena = self.model.document(temperature), self.params[0].arena
+
+        def compact_step(token_id, pos_id, want=True):
+            was = _engine.set_compact(arena, True)
+            try:
+                return step(token_id, pos_id, want)
+            finally:
+                _engine.set_compact(arena, was)
+        return compact_step
+
     def record_after(self, key):
         """Positions the model code samples at this temperature before a recording."""
         return self.record_after_blocks * self.length(self.longest.get(key, 1))
@@ -245,10 +260,10 @@ class Sampler(Recorder):
     def document(self, temperature):
         key = float(temperature)
         if key not in self.tapes and self.before_recording.get(key, 0) < self.record_after(key):
-            return self.counted(self.model.document(temperature), key)
+            return self.counted(self.model_document(temperature), key)
         tape = self.tape_for(key, self.longest.get(key, 1))
         if tape is None:
-            return self.model.document(temperature)
+            return self.model_document(temperature)
         return ReplayedDocument(self, key, tape, temperature).step
 
     def tape_for(self, key, positions):
@@ -292,7 +307,7 @@ class ReplayedDocument:
                 loss = self.tape.forward_from(self.tokens + [0], start)  # (0: a target never read)
             if loss is not None:
                 return self.tape.probs(pos_id) if want else None
-            self.model_step = self.sampler.model.document(self.temperature)
+            self.model_step = self.sampler.model_document(self.temperature)
             for p, tok in enumerate(self.tokens[:-1]):  # the model code's cache, from position 0
                 self.model_step(tok, p, want=False)
             self.sampler.model_positions += len(self.tokens) - 1

@@ -280,7 +280,8 @@ static inline node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
                           (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
 }
 
-/* Append a recorded step's sum(w_k * x_k) over n >= 1 pairs compactly: the
+/* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
+ * forward's whose values only are read: a sampler's): the
  * constant 0 (sum's start, the int 0) and one OP_DOT node over the 2 n
  * children the caller wrote at child[n_edges ..] (w0, x0, w1, x1, ...; every
  * product a float: an int times an int takes the node-by-node path), with the value

@@ -177,3 +177,35 @@ def test_a_sum_reading_a_weight_twice_is_refused_both_ways_and_computed_exactly(
     why = "a parameter is read twice at one position"
     assert made == [(True, why), (False, why)]
     assert t.document_loss.refused == why and t.document_loss.model_steps == 6
+
+
+def test_a_samplers_model_code_sums_compactly_with_the_same_probabilities():
+    t = trainer("replay")
+    sd, config = t.document_loss.sd, t.document_loss.config
+    arena = t.params[0].arena
+    eng = get_engine("replay")
+    sampler = replay.Sampler(sd, config)
+    with eng.graph():
+        mark = len(arena)
+        compact_step = sampler.model_document(0.5)
+        compact = [compact_step(tok, pos) for pos, tok in enumerate([0, 3, 5])]
+        assert OP_DOT in arena.column("op")[mark:]
+    with eng.graph():
+        plain_step = model.ModelSampler(sd, config).document(0.5)
+        plain = [plain_step(tok, pos) for pos, tok in enumerate([0, 3, 5])]
+    assert [list(map(bits, p)) for p in compact] == [list(map(bits, p)) for p in plain]
+    with eng.graph():  # the setting is the position's only
+        mark = len(arena)
+        model.ModelSampler(sd, config).document(0.5)(0, 0)
+        assert OP_DOT not in arena.column("op")[mark:]
+
+
+def test_a_recording_sets_its_own_way_of_appending_sums():
+    arena = _engine.Arena()
+    _engine.begin_recording(arena, True)
+    try:
+        with pytest.raises(RuntimeError, match="its own way"):
+            _engine.set_compact(arena, False)
+    finally:
+        _engine.end_recording(arena)
+    assert _engine.set_compact(arena, True) is False and _engine.set_compact(arena, False) is True
