@@ -91,7 +91,8 @@ cdef class Arena:
             raise_status(s)
         if custom:
             raise ValueError("the graph has a node whose local gradients were given "
-                             "(Value(data, children, local_grads)): it cannot be recomputed")
+                             "(Value(data, children, local_grads)), or a recorded step's compact "
+                             "sum: it cannot be recomputed")
 
     def graph(self):
         """A context manager: nodes made inside it are released on exit."""

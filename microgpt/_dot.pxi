@@ -4,8 +4,13 @@
 # added on the right, as Value.__radd__ does), then each w_k * x_k and the
 # running sum plus it. This appends those very nodes, through the same append
 # as x * y and x + y (arena_push_binary: the arithmetic of src/ops.h, the int tags,
-# an int beyond a double refused), without a Python object per node. Included by
-# _engine.pyx.
+# an int beyond a double refused), without a Python object per node. While a step
+# is recorded compactly (begin_recording(arena, compact=True)), or a forward whose
+# values only are read runs (set_compact: a sampler's), a sum of float products is
+# two nodes instead: the constant 0 and one OP_DOT node over the 2 n operands, with
+# the same value (src/arena.h arena_push_dot): most of a recorded step's nodes are
+# these sums' inner nodes, and the tape's builder takes the chain whole. Included
+# by _engine.pyx.
 
 
 cdef object dot_nodes(object w, object x):
@@ -19,6 +24,10 @@ cdef object dot_nodes(object w, object x):
     if n == 0 or type(wl[0]) is not Value:
         return None
     cdef Arena arena = (<Value>wl[0]).arena
+    if arena is not None and arena.compact:
+        s = compact_dot(arena, wl, xl, n)
+        if s is not False:
+            return s
     cdef object a, b
     for k in range(n):
         a, b = wl[k], xl[k]
@@ -28,8 +37,8 @@ cdef object dot_nodes(object w, object x):
             return None
         if not alive(<Value>a) or not alive(<Value>b):
             return None
-    make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
     cdef arena_t *ar = &arena.a
+    make_room(arena, 2 * n + 1, 4 * n)  # may move nodes: indices are read after it
     cdef int64_t mark = ar.n_nodes  # what an int beyond a double releases back to
     cdef node_t m, zero, acc = -1
     for k in range(n):
@@ -56,3 +65,32 @@ cdef object refuse_int_overflow(Arena arena, int64_t mark):
     int operation beyond a double gets (int_overflow, _value.pxi)."""
     arena_release(&arena.a, mark)
     int_overflow(arena, -1)
+
+
+cdef object compact_dot(Arena arena, list wl, list xl, Py_ssize_t n):
+    """The sum as its constant 0 and one OP_DOT node, the operands checked as they
+    are written (one pass). None where one is not a live Value of this arena (the
+    caller's plain sum raises or mixes engines); False where a product is of two
+    ints (the node-by-node path: its int tags, -0.0 and refusal of an int beyond a
+    double; an int times a float, as relu's int 0 times a weight, is the float
+    product of their doubles, and a sum of floats from the int 0 is floats too).
+    make_room may reclaim (not while a step is recorded) and so move nodes: the
+    operands' indices are read after it."""
+    make_room(arena, 2, 2 * n)
+    cdef arena_t *ar = &arena.a
+    cdef node_t *c = ar.child + ar.n_edges  # past the last edge: nothing is appended until the end
+    cdef const uint8_t *tag = ar.tag
+    cdef bint int_product = False
+    cdef object a, b
+    cdef Py_ssize_t k
+    for k in range(n):
+        a, b = wl[k], xl[k]
+        if (type(a) is not Value or type(b) is not Value or (<Value>a).arena is not arena
+                or (<Value>b).arena is not arena or not alive_in(<Value>a, ar) or not alive_in(<Value>b, ar)):
+            return None
+        c[2 * k] = (<Value>a).index
+        c[2 * k + 1] = (<Value>b).index
+        int_product |= (tag[c[2 * k]] & tag[c[2 * k + 1]] & TAG_DATA_INT) != 0
+    if int_product:
+        return False
+    return make(arena, arena_push_dot(ar, n))

@@ -7,7 +7,7 @@ from cpython.ref cimport PyObject
 
 cdef extern from "ops.h":
     ctypedef enum op_t:
-        OP_LEAF, OP_CONST, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_CUSTOM
+        OP_LEAF, OP_CONST, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_CUSTOM, OP_DOT
 
     ctypedef enum status_t:
         OP_OK, OP_NOMEM, OP_ZERODIV, OP_DOMAIN, OP_RANGE, OP_TOO_LARGE
@@ -41,7 +41,7 @@ cdef extern from "arena.h":
         epoch_t cur_epoch
 
     enum:
-        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT
+        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT, TAG_NO_BACKWARD
     void arena_tag(arena_t *a, int64_t i, int op, int k_int) nogil
     size_t arena_node_bytes() nogil
     size_t arena_edge_bytes() nogil
@@ -65,6 +65,7 @@ cdef extern from "arena.h":
     int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) nogil
     node_t arena_push_const(arena_t *a, double c, int is_int) nogil
     node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) nogil
+    node_t arena_push_dot(arena_t *a, int64_t n) nogil
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil
 
@@ -94,6 +95,7 @@ cdef extern from "tape/tape.h":
         const double *derived_sign
         const int64_t *src_start
         const node_t *src
+        int32_t consume
         int32_t verify_shifts
 
     tape_t *tape_build(arena_t *a, const record_t *r, const char **why) nogil
@@ -116,6 +118,7 @@ cdef class Arena:
     cdef arena_t a                          # the columns (C-owned, freed in __dealloc__)
     cdef int64_t open_scopes                # graph() scopes entered and not yet exited
     cdef bint recording                     # a step is being recorded (see Recording)
+    cdef bint compact                       # Value.dot appends its sums compactly (OP_DOT): see set_compact
     cdef object spoiled                     # why the recording cannot be replayed, or None
     cdef list derived                       # (const node, sign, source nodes) noted while recording
     cdef int64_t pinned                     # nodes below it are never moved: a scope's or mark()'s mark

@@ -47,7 +47,7 @@ cdef extern from *:
 name = "compiled"
 checked = bool(MICROGPT_CHECKED)  # built with MICROGPT_BOUNDSCHECK=1: Cython checks and C asserts
 
-OP_NAMES = ("leaf", "const", "add", "mul", "pow", "log", "exp", "relu", "custom")
+OP_NAMES = ("leaf", "const", "add", "mul", "pow", "log", "exp", "relu", "custom", "dot")
 
 
 # ---------------------------------------------------------------- helpers

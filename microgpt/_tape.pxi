@@ -50,18 +50,34 @@ cdef void note_derived(Arena arena, node_t node, object number):
     arena.derived.append((node, number.sign, number.sources))
 
 
-def begin_recording(Arena arena not None):
-    """Start noting, on arena, what a replay of the step being built needs."""
+def begin_recording(Arena arena not None, bint compact=False):
+    """Start noting, on arena, what a replay of the step being built needs.
+    compact: Value.dot appends each sum of floats as one OP_DOT node (its inner
+    nodes not made; _dot.pxi), a graph only a tape is built from: the arena's
+    backward refuses it."""
     if arena.recording:
         raise RuntimeError("this arena is already recording a step")
     arena.recording = True
+    arena.compact = compact
     arena.spoiled = None
     arena.derived = []
+
+
+def set_compact(Arena arena not None, bint compact):
+    """Value.dot appends each sum of float products as one OP_DOT node (compact)
+    or node by node, outside a recording (which sets its own): for a forward
+    whose values only are read, such as a sampler's (the arena's backward
+    refuses a compact node). Returns the setting it replaces."""
+    if arena.recording:
+        raise RuntimeError("a recording sets its own way of appending sums")
+    was, arena.compact = arena.compact, compact
+    return was
 
 
 def end_recording(Arena arena not None):
     """Stop; returns (why the step cannot be replayed or None, derived numbers)."""
     arena.recording = False
+    arena.compact = False
     derived, arena.derived = arena.derived, []
     return arena.spoiled, derived
 
@@ -157,12 +173,14 @@ cdef class Tape:
 
 def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_end, list losses,
                Value root not None, list cands, list logits, list tokens, int table_slot0,
-               int table_rows, int table_cols, list derived, int verify_shifts=0):
+               int table_rows, int table_cols, list derived, int verify_shifts=0, bint consume=False):
     """A Tape of the step just recorded in arena (its nodes still alive), or
     ReplayRefused. cands and logits: per position, the Values of probs and of
     logits; derived: as end_recording returned it. verify_shifts: how many other
     targets the backward order is checked for (0: all; -1: none, and the tape
-    can only run forward)."""
+    can only run forward). consume: the build rewrites the recorded nodes' edges
+    instead of copying them (the caller releases those nodes after, built or
+    refused, and reads none of them)."""
     cdef int64_t N = len(pos_end), V = len(cands[0]) if cands else 0, P = len(params), k, j, s
     cdef int64_t n_src = sum(len(d[2]) for d in derived), D = len(derived)
     if N == 0 or len(losses) != N or len(cands) != N or len(logits) != N or len(tokens) != N + 1:
@@ -223,6 +241,7 @@ def build_tape(Arena arena not None, list params, int64_t rec_start, list pos_en
         r.src_start = longs + N
         r.src = ints + P + N + 2 * N * V + D
         r.verify_shifts = verify_shifts
+        r.consume = consume
         tape.t = tape_build(&arena.a, &r, &why)
     finally:
         free(ints); free(longs); free(toks); free(signs)

@@ -291,7 +291,10 @@ cdef class Value:
     def backward(self):
         """Accumulate gradients from this node, in the reference's order (src/backward.c)."""
         check(self)
-        if arena_backward(&self.arena.a, self.index) < 0:
+        cdef int64_t walked = arena_backward(&self.arena.a, self.index)
+        if walked == -2:
+            raise RuntimeError("a recorded step's graph has no backward (its sums are compact)")
+        if walked < 0:
             raise MemoryError("backward ran out of memory")
 
     # -- copies: detached leaves (value and grad), in the default arena
@@ -330,9 +333,11 @@ cdef class Value:
     def _local_grads(self):
         check(self)
         cdef arena_t *a = &self.arena.a
-        cdef int64_t e
+        cdef int64_t e, e0 = a.child_start[self.index]
+        if a.op[self.index] == OP_DOT:  # a compact sum keeps none: each is its product's other factor
+            return tuple(a.data[a.child[e0 + ((e - e0) ^ 1)]] for e in range(e0, a.child_start[self.index + 1]))
         return tuple(present(a.local_grad[e], a.lg_int[e])
-                     for e in range(a.child_start[self.index], a.child_start[self.index + 1]))
+                     for e in range(e0, a.child_start[self.index + 1]))
 
     def __repr__(self):
         if not alive(self):

@@ -9,10 +9,11 @@ operators, ``.exp()``, ``.log()``, ``.relu()`` and two helpers, ``dot`` and
 ``max_data``. The engines and the trainer both import it; it imports neither.
 
 Recorder contract (the replay engine, microgpt/replay.py): a recorded step is
-this code's graph, node for node; the recorder only recognises shapes in it to
-run them faster, and checks each before it relies on it. What it recognises
-is stated beside the code below ("recorder:"); code written otherwise still
-replays exactly (or is refused, and the model code runs), only slower.
+this code's graph, node for node (each ``dot`` as one node: see dot); the
+recorder only recognises shapes in it to run them faster, and checks each
+before it relies on it. What it recognises is stated beside the code below
+("recorder:"); code written otherwise still replays exactly (or is refused,
+and the model code runs), only slower.
 """
 import random
 from dataclasses import dataclass, asdict
@@ -75,6 +76,11 @@ def dot(w, x):
     A Value class may supply its own (``Value.dot``): the compiled engine does,
     making the very nodes this sum makes, in the same order, in one call. It
     is the same graph either way.
+
+    recorder: while the replay records a step, the compiled engine's dot makes
+    this sum of float products as one node over its operands (the same value;
+    its inner nodes, most of a step's, are never made) and the tape replays it
+    as the chain below; a recording refused that way is made again node by node
     """
     own = getattr(type(w[0]), "dot", None) if len(w) else None
     return own(w, x) if own is not None else sum(wi * xi for wi, xi in zip(w, x))

@@ -1,5 +1,5 @@
 """The replay engine: the compiled engine, with the training step recorded once
-and replayed in C.
+and replayed in C (some 310 lines: training's and sampling's recorders share record()).
 
 The first step runs the model code through the compiled engine over as many
 positions as the document needs, rounded up to a power of two (the document's
@@ -7,7 +7,8 @@ tokens, repeated to fill them: a recording's token and target slots do not
 depend on which tokens it was made with) while the arena notes what a replay
 needs (src/tape/tape.h): where each position ends, the probs each position's loss
 picks its target from, the token table's rows the positions read, and the
-numbers derived from data (the softmax maxima, through ``model.max_data``).
+numbers derived from data (the softmax maxima, through ``model.max_data``);
+each ``model.dot`` is recorded as one node over its operands (``record``).
 Every later step of up to that many positions is replayed from the recording
 in C: forward, backward, with the same floats, bit for bit; that first step
 too, replayed from the fresh recording. A longer document records again, twice
@@ -36,8 +37,9 @@ checked = _engine.checked
 FULL_CHECK_NODES = 5_000_000
 SOME_TARGETS = 2
 
-# A sampler's recording costs about what the model code takes for 4 to 5
-# blocks of positions (measured at n_embd 16 and 64); the sampler records once
+# A sampler's recording costs about what the model code takes for 4 to 8
+# blocks of positions (its sums compact; measured at n_embd 16 and 64, n_layer
+# 1 and 4); the sampler records once
 # the model code has computed this many blocks' worth for that temperature, so
 # a few names never pay for a recording, and many pay for it at most twice.
 RECORD_AFTER_BLOCKS = 4
@@ -153,14 +155,37 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
     """Run the model code once over `positions` positions (at most the block;
     tokens repeated to fill them: a recording's slots do not depend on which
     tokens it was made with) while the arena notes the step; returns (tape,
-    None), or (None, why it cannot be replayed). The graph it built is released
-    with the caller's scope. temperature: the sampler's, which divides the
-    logits. forward_only: the backward order is not checked for other targets
-    (a sampler's tape)."""
+    None), or (None, why it cannot be replayed). temperature: the sampler's,
+    which divides the logits. forward_only: the backward order is not checked
+    for other targets (a sampler's tape).
+
+    The recording is compact first (each model.dot one node over its operands,
+    its inner nodes never made: a graph only a tape is built from); one that
+    is refused is made again node by node, so that what is replayed, or the
+    reason it is not, is the node-by-node graph's. Either graph is released
+    once the tape is built (nothing else holds it)."""
     block = min(positions, config.block_size) + 1
     tokens = (list(tokens) * (block // len(tokens) + 1))[:block]
+    tape, why = record_once(sd, config, params, table, tokens, temperature, forward_only, True)
+    if tape is None:
+        tape, why = record_once(sd, config, params, table, tokens, temperature, forward_only, False)
+    return tape, why
+
+
+def record_once(sd, config, params, table, tokens, temperature, forward_only, compact):
+    """record()'s one recording, compact or node by node; its graph released after."""
     arena = params[0].arena
     start = len(arena)
+    try:
+        return build_recording(sd, config, params, table, tokens, temperature, forward_only, compact)
+    finally:
+        arena.release(start)  # (no handle to it is left: the tape holds the parameters only)
+
+
+def build_recording(sd, config, params, table, tokens, temperature, forward_only, compact):
+    """The model code run while the arena records, then the tape: (tape, None) or (None, why)."""
+    arena = params[0].arena
+    start, start_edges = len(arena), arena.num_edges
     ends, losses, cands, logits_rows = [], [], [], []
 
     def observe(logits, probs, loss_t):
@@ -169,7 +194,7 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
         cands.append(probs)
         logits_rows.append(logits)
 
-    _engine.begin_recording(arena)
+    _engine.begin_recording(arena, compact)
     try:
         loss = document_loss(sd, config, tokens, observe, temperature)
     except (ArithmeticError, ValueError) as e:  # (a position's -log(p) of a p that underflowed)
@@ -178,11 +203,13 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
         spoiled, derived = _engine.end_recording(arena)
     if spoiled is not None:
         return None, spoiled
-    size = (len(arena) - start) * len(cands[0])
+    # the walks' work: the edges (a node-by-node graph has about half as many nodes)
+    size = (arena.num_edges - start_edges) // 2 * len(cands[0])
     try:
         return _engine.build_tape(
             arena, params, start, ends, losses, loss, cands, logits_rows, tokens,
-            *table, derived, -1 if forward_only else 0 if size <= FULL_CHECK_NODES else SOME_TARGETS), None
+            *table, derived, -1 if forward_only else 0 if size <= FULL_CHECK_NODES else SOME_TARGETS,
+            consume=True), None  # (record_once releases the graph)
     except _engine.ReplayRefused as e:
         return None, str(e)
 
@@ -208,6 +235,20 @@ class Sampler(Recorder):
         self.longest = {}          # float(temperature) -> positions of the longest document
         self.model_positions = 0   # positions the model code computed where no replay could
 
+    def model_document(self, temperature):
+        """model.ModelSampler's document, its sums compact (each model.dot one node:
+        the same values, a twentieth of the nodes at a large size; only values are
+        read) while each position runs."""
+        step, arena = self.model.document(temperature), self.params[0].arena
+
+        def compact_step(token_id, pos_id, want=True):
+            was = _engine.set_compact(arena, True)
+            try:
+                return step(token_id, pos_id, want)
+            finally:
+                _engine.set_compact(arena, was)
+        return compact_step
+
     def record_after(self, key):
         """Positions the model code samples at this temperature before a recording."""
         return self.record_after_blocks * self.length(self.longest.get(key, 1))
@@ -219,10 +260,10 @@ class Sampler(Recorder):
     def document(self, temperature):
         key = float(temperature)
         if key not in self.tapes and self.before_recording.get(key, 0) < self.record_after(key):
-            return self.counted(self.model.document(temperature), key)
+            return self.counted(self.model_document(temperature), key)
         tape = self.tape_for(key, self.longest.get(key, 1))
         if tape is None:
-            return self.model.document(temperature)
+            return self.model_document(temperature)
         return ReplayedDocument(self, key, tape, temperature).step
 
     def tape_for(self, key, positions):
@@ -266,7 +307,7 @@ class ReplayedDocument:
                 loss = self.tape.forward_from(self.tokens + [0], start)  # (0: a target never read)
             if loss is not None:
                 return self.tape.probs(pos_id) if want else None
-            self.model_step = self.sampler.model.document(self.temperature)
+            self.model_step = self.sampler.model_document(self.temperature)
             for p, tok in enumerate(self.tokens[:-1]):  # the model code's cache, from position 0
                 self.model_step(tok, p, want=False)
             self.sampler.model_positions += len(self.tokens) - 1

@@ -156,7 +156,7 @@ status_t arena_replay(arena_t *a, int64_t from, int *custom) {
     for (int64_t i = from < 0 ? 0 : from; i < a->n_nodes; ++i) {
         int64_t e = a->child_start[i], n = a->child_start[i + 1] - e;
         int op = a->op[i];
-        if (op == OP_CUSTOM) { *custom = 1; return OP_OK; }
+        if (op == OP_CUSTOM || op == OP_DOT) { *custom = 1; return OP_OK; }  /* (a compact sum: arena.h) */
         for (int64_t j = 0; j < n && j < 2; ++j) x[j] = d[child[e + j]];
         status_t s = op_apply(op, x, a->operand[i], a->operand[i] - 1.0, &d[i], &a->local_grad[e]);
         if (s != OP_OK) return s;

@@ -1,5 +1,5 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
- * (~310 lines: the layout, every arena function's contract, and the
+ * (~340 lines: the layout, every arena function's contract, and the
  * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
@@ -95,6 +95,7 @@ typedef struct {
 #define TAG_DATA_INT 1     /* data is an int */
 #define TAG_GRAD_INT 2     /* grad is an int (every node starts with the int 0) */
 #define TAG_K_INT 4        /* OP_POW: the exponent k was an int */
+#define TAG_NO_BACKWARD 8  /* an OP_DOT node: the arena's backward refuses it (arena_push_dot) */
 
 /* Bytes the columns take per node (node columns and backward scratch) and per
  * edge: the one place that knows the layout's sizes. */
@@ -141,7 +142,9 @@ static inline uint32_t arena_stamp(arena_t *a) {
 int64_t arena_topo(arena_t *a, node_t root);
 /* Backward from root: grad[root] = 1, then for each node of the post-order
  * reversed, for each edge in order, child.grad += local_grad * node.grad.
- * Returns the number of nodes walked. */
+ * Returns the number of nodes walked; or -2 where the walk meets a compact sum
+ * (OP_DOT, arena_push_dot), whose terms it cannot add in the reference's order
+ * (the gradients added before it stay). */
 int64_t arena_backward(arena_t *a, node_t root);
 
 /* Recompute nodes [from, n_nodes) in creation order from their op, operand
@@ -280,6 +283,31 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     a->n_nodes = i + 1;
     return arena_set_node(a, i, (uint8_t)op, out, 0.0,
                           (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
+}
+
+/* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
+ * forward's whose values only are read: a sampler's): the
+ * constant 0 (sum's start, the int 0) and one OP_DOT node over the 2 n
+ * children the caller wrote at child[n_edges ..] (w0, x0, w1, x1, ...; every
+ * product a float: an int times an int takes the node-by-node path), with the value
+ * the chain's nodes compute: w0 * x0 + 0, then + w_k * x_k, left to right.
+ * Its inner nodes are not made and its edges' local grads are not written: a
+ * tape's builder takes the chain whole (src/tape), and the arena's backward
+ * refuses the node (TAG_NO_BACKWARD; its order inside the chain is the walk's
+ * through the inner nodes, which a node of 2 n edges cannot follow). The
+ * caller made room for 2 nodes and 2 n edges and notes the top's handle.
+ * Returns the top's index. */
+static inline node_t arena_push_dot(arena_t *a, int64_t n) {
+    assert(n >= 1 && a->n_nodes + 2 <= a->cap_nodes && a->n_edges + 2 * n <= a->cap_edges);
+    const double *data = a->data;
+    const node_t *c = a->child + a->n_edges;
+    double acc = data[c[0]] * data[c[1]] + 0.0;
+    for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
+    a->held[a->n_nodes] = NULL;
+    arena_set_node(a, a->n_nodes++, OP_CONST, 0.0, 0.0, TAG_GRAD_INT | TAG_DATA_INT);
+    a->n_edges += 2 * n;
+    int64_t i = a->n_nodes++;
+    return arena_set_node(a, i, OP_DOT, acc, 0.0, TAG_GRAD_INT | TAG_NO_BACKWARD);
 }
 
 /* Set the int tags of node i (already appended, its children's tags set) as the

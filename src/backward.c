@@ -63,6 +63,7 @@ int64_t arena_backward(arena_t *a, node_t root) {
         node_t v = topo[t];
         double gv = grad[v];
         int64_t e = start[v], end = start[v + 1];  /* read once: the tag writes below are bytes */
+        if (tag[v] & TAG_NO_BACKWARD) return -2;  /* a recorded step's compact sum (arena.h) */
         if (!(tag[v] & TAG_GRAD_INT)) {  /* float * anything is a float: the common path */
             for (; e < end; ++e) {
                 node_t c = child[e];

@@ -25,8 +25,11 @@ typedef enum {
     OP_LOG = 5,    /* log(a)    children (a,)    local grad 1 / a */
     OP_EXP = 6,    /* exp(a)    children (a,)    local grad exp(a) */
     OP_RELU = 7,   /* max(0, a) children (a,)    local grad 1.0 if a > 0 else 0.0 */
-    OP_CUSTOM = 8  /* local grads given by the caller, or an exponent whose k - 1 a double
+    OP_CUSTOM = 8, /* local grads given by the caller, or an exponent whose k - 1 a double
                       cannot say: computed once, never recomputed by a replay */
+    OP_DOT = 9     /* sum(w_k * x_k) made while a step is recorded, compactly: children
+                      (w0, x0, w1, x1, ...), value ((w0 * x0 + 0) + w1 * x1) + ... ; the
+                      chain's inner nodes are not made (arena.h arena_push_dot) */
 } op_t;
 
 /* Status of an operation (and of the arena functions); the glue raises the

@@ -277,6 +277,10 @@ def test_a_backward_after_the_graph_and_parameters_moved(names_txt):
     from microgpt.model import parameters
     from microgpt.run import RunSettings, build_run
     arena = E.default_arena()
+    with E.graph():  # room for a step's graph (nodes, edges): no reclaim but the one asked for below
+        x = E.Value(0.0)
+        room = [x * x for _ in range(2 * 65536)]
+        del room, x
     grads = []
     for eng in (E, get_engine("replay")):
         junk = [E.Value(0.0) for _ in range(3000)]  # below the parameters

@@ -83,14 +83,15 @@ def timed_step(trainer):
 
 
 def count_nodes(engine, build):
-    """Nodes that build() creates, counted by the engine: the arena's growth (compiled),
-    or the Value constructions (pure). build runs inside a graph scope."""
+    """Nodes that build() creates, counted by the engine: the arena's growth and what
+    it reclaimed meanwhile (compiled: a full arena reclaims what no handle reaches
+    before it grows), or the Value constructions (pure). build runs inside a graph scope."""
     if hasattr(engine, "default_arena"):
         arena = engine.default_arena()
         with engine.graph():
-            mark = len(arena)
+            mark, reclaimed = len(arena), arena.reclaimed
             build()
-            return len(arena) - mark
+            return len(arena) - mark + arena.reclaimed - reclaimed
     cls = engine.Value
     original = cls.__dict__["__init__"]
     count = 0

@@ -6,8 +6,9 @@
  *                                        local indices, one edge list
  *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   check_tail                           the loss is the mean as model.mean_of builds it
- *   count_readers, fill_reads, token_slots (reads.c)  pull lists and parameter reads
- *   fuse_dots, order_pulls, verify_targets (order.c)  chains; the backward order
+ *   count_readers, fill_reads, token_slots (reads.c)  pull lists (chains found)
+ *                                        and parameter reads
+ *   order_pulls, verify_targets (order.c)  the backward order
  *   tape_pack (pack.c)                   the replay's program */
 #include "internal.h"
 
@@ -45,7 +46,7 @@ static const char *take_sizes(builder_t *b) {
     int32_t n = t->n_nodes;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
         || !NEW(t->reached, P) || !NEW(t->aux, n) || !NEW(t->dot_at, n)
-        || !NEW(t->child, t->n_edges) || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
+        || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
         || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n)
         || !NEW(t->param_start, N + 1))
@@ -66,13 +67,28 @@ static const char *map_params(builder_t *b) {
     return NULL;
 }
 
-/* nodes and edges, in creation order; each position's loss */
+/* Is arena node i a compact chain (OP_DOT) as arena_push_dot makes it: an even
+ * number of operands, after its constant 0 (made while recording)? */
+static int compact_chain(const builder_t *b, int64_t i) {
+    const arena_t *a = b->a;
+    int64_t edges = a->child_start[i + 1] - a->child_start[i];
+    return edges >= 2 && edges % 2 == 0 && i - 1 >= b->r->rec_start && a->op[i - 1] == OP_CONST
+        && a->data[i - 1] == 0.0 && !signbit(a->data[i - 1]);
+}
+
+/* nodes and edges, in creation order; each position's loss; the compact
+ * chains' products numbered (pair_base) */
 static const char *copy_graph(builder_t *b) {
     const arena_t *a = b->a;
     const record_t *r = b->r;
     tape_t *t = b->t;
     int32_t P = t->n_params, N = t->n_pos;
     int64_t end = r->pos_end[N - 1];
+    if (!NEW(b->pair_base, t->n_nodes)) return "out of memory";
+    const node_t *arena_child = a->child + b->arena_edge0;  /* read before written, in place */
+    t->child_in_arena = r->consume != 0;
+    if (t->child_in_arena) t->child = (int32_t *)(b->a->child + b->arena_edge0);
+    else if (!NEW(t->child, t->n_edges)) return "out of memory";
     for (int32_t q = 0; q < N; ++q) t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
     for (int32_t k = 0; k < P; ++k) t->kind[k] = K_CONST;
     for (int64_t i = r->rec_start; i < end; ++i) {
@@ -81,9 +97,16 @@ static const char *copy_graph(builder_t *b) {
         t->child_start[L] = (int32_t)(a->child_start[i] - b->arena_edge0);
         if (a->op[i] == OP_CUSTOM) return "the step has a user-defined node (its local grads were given)";
         if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; put_operand(t, L, a->data[i]); }
+        else if (a->op[i] == OP_DOT) {
+            if (!compact_chain(b, i)) return "a compact sum is not as the recording makes it";
+            t->kind[L] = K_DOT;
+            b->pair_base[L] = (int32_t)b->n_dot_pairs;
+            b->n_dot_pairs += (a->child_start[i + 1] - a->child_start[i]) / 2;
+            if (b->n_dot_pairs > INT32_MAX) return "the step is too large to record";
+        }
         else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }
         for (int64_t e = a->child_start[i]; e < a->child_start[i + 1]; ++e) {
-            int32_t c = local_of(b, a->child[e]);
+            int32_t c = local_of(b, arena_child[e - b->arena_edge0]);
             if (c < 0) return "the step reads a node made before recording that is not a parameter";
             t->child[e - b->arena_edge0] = c;
         }
@@ -195,6 +218,8 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     for (size_t k = 0; k < sizeof phases / sizeof *phases && *why == NULL; ++k) *why = phases[k](&b);
     free(b.pmap);
     free(b.keys);
+    free(b.pair_base);
+    free(b.pair_rank);
     free(b.stack_node);
     free(b.stack_edge);
     b.pmap = NULL;

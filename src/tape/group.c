@@ -11,10 +11,10 @@ void group_dots(tape_t *t, int64_t nf) {
         int32_t L0 = t->fwd[i];
         for (int k = 0; k < SIDE && ok; ++k) {
             int32_t L = t->fwd[i + k];
-            ok = t->fwd_code[i + k] == F_DOT && L - t->aux[L] == L0 - t->aux[L0] && pos_of(t, L) == pos_of(t, L0);
+            ok = t->fwd_code[i + k] == F_DOT && dot_len(t, L) == dot_len(t, L0) && pos_of(t, L) == pos_of(t, L0);
             if (!ok) break;
             const int32_t *pr = t->dot_pair + t->dot_at[i + k];
-            for (int32_t j = 0; j < L - t->aux[L] && ok; ++j)  /* reads no top of the group */
+            for (int32_t j = 0; j < dot_len(t, L) && ok; ++j)  /* reads no top of the group */
                 for (int m = 0; m < k && ok; ++m) ok = pr[j] != t->fwd[i + m];
         }
         if (!ok) continue;

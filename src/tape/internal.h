@@ -1,9 +1,11 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h).
+ * public contract, tape.h). About 300 lines: one struct every file reads.
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
+ *   reads.c     who reads each node: pull lists, parameter reads, token slots;
+ *               the chains recorded node by node found
  *   order.c     the pull lists in the reference's backward order, the rule
- *               checked against real depth-first walks; chains found
+ *               checked against real depth-first walks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
  *   renumber.c  one index space for what the replay keeps
@@ -16,7 +18,14 @@
  * kept in a register. Its inner nodes' gradients are the top's: each has one
  * reader with local gradient 1, and 0.0 + 1.0 * g is g for any gradient a sum
  * from 0.0 can give (never -0.0); so whatever reads an inner node's gradient
- * reads the top's.
+ * reads the top's. A chain comes in one of two forms: recorded node by node
+ * (found by fuse_dots: its top's aux is its first product, its inner nodes
+ * K_INTERIOR), or recorded compactly (an OP_DOT node: its edges are the
+ * products' operands w0, x0, w1, x1, ..., the constant 0 its sum starts from
+ * is the node just before it, and there are no inner nodes; arena.h
+ * arena_push_dot). A read of a node by the compact form's k-th product is a
+ * pull whose edge says which product (its rank in a walk is the product's,
+ * b->pair_rank).
  *
  * Local gradients are not stored per edge: they are read where they already
  * are when the backward runs. A product's local grad for one child is the
@@ -97,6 +106,8 @@ struct tape {
     /* edges: node i's children, local indices (slots re-pointed per replay) */
     int64_t n_edges;
     int32_t *child;
+    int child_in_arena;     /* child is the recorded nodes' edges in the arena, rewritten
+                             * (record_t consume): not the tape's to free */
 
     /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
     int32_t *fwd;
@@ -178,6 +189,8 @@ struct tape {
      * inner nodes have none: each is read once, by the next node of its chain) */
     int32_t *npull_start;   /* n_nodes + 1 */
     int32_t *npull_parent;
+    int32_t *npull_edge;    /* ... and the parent's edge that reads the node (a compact chain's
+                             * product, its local gradient's place) */
     int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the
                              * rest is never written: calloc'd pages untouched cost nothing) */
     int32_t *param_edge;    /* the edge of each parameter read */
@@ -205,10 +218,28 @@ typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV
 #define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
                          * sums, or a gathered copy of it, live on the stack) */
 
+/* A pull entry's place in the order (order.c), and its edge. */
+typedef struct { int64_t key; int32_t edge; } pull_key_t;
+
+/* A chain recorded compactly (internal.h's top): an OP_DOT node. */
+static inline int is_compact(const tape_t *t, int32_t L) {
+    return t->op[L] == OP_DOT;
+}
+
+/* A chain's top L: its products' operands in dot_pair entries (two a product),
+ * and the constant 0 its sum starts from. */
+static inline int32_t dot_len(const tape_t *t, int32_t L) {
+    return is_compact(t, L) ? t->child_start[L + 1] - t->child_start[L] : L - t->aux[L];
+}
+static inline int32_t dot_init(const tape_t *t, int32_t L) {
+    return is_compact(t, L) ? L - 1 : t->aux[L] + 1;
+}
+
 /* The builder's working state (build.c, order.c): what it borrows, and what
  * it owns until tape_build's one cleanup. */
 typedef struct {
-    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail) */
+    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail), but for
+                             * its recorded edges with r->consume (rewritten by copy_graph) */
     const record_t *r;
     tape_t *t;
     int32_t *pmap;          /* arena node below the recording -> parameter slot, or -1 */
@@ -216,7 +247,10 @@ typedef struct {
     int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
                              * (t->scratch, once the pull lists are filled) */
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
-    int64_t *keys;          /* sort_pulls' room for a long list's keys (keys_cap of them) */
+    pull_key_t *keys;       /* sort_pulls' room for a long list's keys (keys_cap of them) */
+    int32_t *pair_base;     /* a compact chain's first product among all compact chains' products */
+    int32_t *pair_rank;     /* ... each product's rank in the last walk (-1: not reached) */
+    int64_t n_dot_pairs;    /* the compact chains' products */
     int64_t keys_cap;
     int32_t *stack_node, *stack_edge;  /* the walk's stack (stack_cap entries) */
     int64_t stack_cap;
@@ -230,7 +264,6 @@ const char *token_slots(builder_t *b);
 /* order.c */
 int32_t block_of(const builder_t *b, int32_t q);  /* the logit of its position node q is in, or -1 */
 int32_t block_at(const builder_t *b, int32_t q, int32_t p);  /* ... node q of position p */
-void fuse_dots(tape_t *t);
 const char *order_pulls(builder_t *b);     /* sorted, rotations found, the rule checked */
 const char *verify_targets(builder_t *b);  /* ... against walks for other targets */
 
@@ -265,6 +298,12 @@ int interleave_alike(tape_t *t, int64_t nb);
 /* renumber.c */
 const char *renumber(tape_t *t);
 int keep_read_pairs(tape_t *t);
+
+/* The builder's edges go: freed, unless they are the arena's (consume). */
+static inline void free_child(tape_t *t) {
+    if (!t->child_in_arena) free(t->child);
+    t->child = NULL;
+}
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the

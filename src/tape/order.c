@@ -1,37 +1,48 @@
 /* order.c: the backward's order. Each node's pull list (the parents whose
  * gradients it adds) sorted into the order the reference's depth-first walk
  * adds them; the rotating nodes' rule (the target's logit last) checked
- * against that walk and against walks for other targets; and the chains
- * sum(w * x ...) found, whose inner nodes take no pull list.
- * Some 310 lines, one job: the sort, the rule's check and the chain search
- * all read the walk's ranks; split, they would pass the builder's state
- * between files for no reader's gain. */
+ * against that walk and against walks for other targets. Some 300 lines, one
+ * job: the sort and the rule's check both read the walk's ranks. */
 #include "internal.h"
+
+/* The last walk's rank of pull entry k's parent (-1: not reached): of a
+ * compact chain, the rank of its product that reads the node. */
+static int32_t pull_rank(const builder_t *b, int64_t k) {
+    const tape_t *t = b->t;
+    int32_t q = t->npull_parent[k];
+    if (!is_compact(t, q)) return b->rank[q];
+    return b->pair_rank[b->pair_base[q] + (t->npull_edge[k] - t->child_start[q]) / 2];
+}
 
 /* Must pull entry i come before entry j?
  * By rank: the order in which the walk whose ranks are in b->rank added the
  * parents: reverse post-order, so the higher rank first; a parent the walk
  * never reached (dead for these targets: an unchosen candidate and what only
  * it reads) first, as it would be if its target were chosen; two edges of one
- * parent (x * x, x + x) are alike: the local gradient is the same at either,
- * and a pull keeps only its parent.
+ * parent by edge (x * x, x + x: alike, the local gradient is the same at
+ * either; a compact chain's two products: the later first, as the walk adds
+ * the later product's term first).
  * By block (a rotating node's canonical order): the higher logit first. */
 static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     const tape_t *t = b->t;
     if (by_block) return t->npull_block[i] > t->npull_block[j];
     int32_t q1 = t->npull_parent[i], q2 = t->npull_parent[j];
-    int64_t r1 = b->rank[q1] < 0 ? INT32_MAX : b->rank[q1];
-    int64_t r2 = b->rank[q2] < 0 ? INT32_MAX : b->rank[q2];
+    int64_t r1 = pull_rank(b, i), r2 = pull_rank(b, j);
+    r1 = r1 < 0 ? INT32_MAX : r1;
+    r2 = r2 < 0 ? INT32_MAX : r2;
     if (r1 != r2) return r1 > r2;
-    return q1 > q2;
+    if (q1 != q2) return q1 > q2;
+    return t->npull_edge[i] > t->npull_edge[j];  /* a compact chain's later product first, as its node would be */
 }
 
 /* Blocks exist only where sorting by block (a rotating node's entries): the
  * rest of npull_block is never touched. */
 static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
-    int32_t q = t->npull_parent[i];
+    int32_t q = t->npull_parent[i], e = t->npull_edge[i];
     t->npull_parent[i] = t->npull_parent[j];
     t->npull_parent[j] = q;
+    t->npull_edge[i] = t->npull_edge[j];
+    t->npull_edge[j] = e;
     if (by_block) {
         int32_t blk = t->npull_block[i];
         t->npull_block[i] = t->npull_block[j];
@@ -39,21 +50,22 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
     }
 }
 
-/* A pull entry's place in the order by rank, as one number: the higher
+/* Pull entry k's place in the order by rank, as one number: the higher
  * first, so (rank, parent) descending; a parent never reached ranks above
  * every reached one. */
-static int64_t rank_key(const builder_t *b, int32_t q) {
-    int64_t r = b->rank[q] < 0 ? INT32_MAX : b->rank[q];
-    return (r << 31) | q;
+static int64_t rank_key(const builder_t *b, int64_t k) {
+    int64_t r = pull_rank(b, k);
+    return ((r < 0 ? INT32_MAX : r) << 31) | b->t->npull_parent[k];
 }
 
 static int descending(const void *x, const void *y) {
-    int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
-    return (a < c) - (a > c);
+    const pull_key_t *a = x, *c = y;
+    if (a->key != c->key) return (a->key < c->key) - (a->key > c->key);
+    return (a->edge < c->edge) - (a->edge > c->edge);
 }
 
-/* Sort a long list by rank: the order is total (rank, then parent), so an
- * unstable sort of the keys gives the one result. 0, or -1 out of memory. */
+/* Sort a long list by rank: the order is total (rank, parent, then edge), so
+ * an unstable sort of the keys gives the one result. 0, or -1 out of memory. */
 static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
     tape_t *t = b->t;
     if (hi - lo > b->keys_cap) {
@@ -61,9 +73,15 @@ static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
         b->keys_cap = 2 * (hi - lo);
         if (!NEW(b->keys, b->keys_cap)) return -1;
     }
-    for (int64_t k = lo; k < hi; ++k) b->keys[k - lo] = rank_key(b, t->npull_parent[k]);
+    for (int64_t k = lo; k < hi; ++k) {
+        b->keys[k - lo].key = rank_key(b, k);
+        b->keys[k - lo].edge = t->npull_edge[k];
+    }
     qsort(b->keys, (size_t)(hi - lo), sizeof *b->keys, descending);
-    for (int64_t k = lo; k < hi; ++k) t->npull_parent[k] = (int32_t)(b->keys[k - lo] & INT32_MAX);
+    for (int64_t k = lo; k < hi; ++k) {
+        t->npull_parent[k] = (int32_t)(b->keys[k - lo].key & INT32_MAX);
+        t->npull_edge[k] = b->keys[k - lo].edge;
+    }
     return 0;
 }
 
@@ -129,15 +147,22 @@ static int stack_room(builder_t *b, int64_t depth) {
 static int walk(builder_t *b) {
     const tape_t *t = b->t;
     const int32_t *start = t->child_start, *child = t->child;
-    int32_t *rank = b->rank, k = 0;
+    int32_t *rank = b->rank, *pair_rank = b->pair_rank, k = 0;
     for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;
+    for (int64_t i = 0; i < b->n_dot_pairs; ++i) pair_rank[i] = -1;
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
-        int64_t e = start[v], end = start[v + 1], top = 0;
+        int64_t e = start[v], end = start[v + 1], top = 0, e0 = e;
+        int compact = is_compact(t, v);
+        int32_t *pr = compact ? pair_rank + b->pair_base[v] : NULL;  /* v's products' ranks */
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
             while (e < end) {
+                /* a compact chain: past a product's two operands, the walk down its
+                 * inner nodes would finish the product (then the constant 0 or the
+                 * addition that reads it, which nothing else reads) */
+                if (compact && e > e0 && (e - e0) % 2 == 0) pr[(e - e0) / 2 - 1] = k++;
                 int32_t c = child[e++];
                 if (rank[c] != -1) continue;
                 if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
@@ -145,11 +170,14 @@ static int walk(builder_t *b) {
                 b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
-                if (t->kind[c] == K_DOT) c = t->aux[c];  /* a chain: its first product (below) */
+                compact = is_compact(t, c);
+                pr = compact ? pair_rank + b->pair_base[c] : NULL;
+                if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
-                e = start[c];
+                e = e0 = start[c];
                 end = start[c + 1];
             }
+            if (compact) pr[(e - e0) / 2 - 1] = k++;  /* its last product */
             rank[v] = k++;  /* every child done: post-order */
             if (t->kind[v] == K_INTERIOR) {
                 /* a chain's product (chains are read once, so met only here): the
@@ -162,7 +190,7 @@ static int walk(builder_t *b) {
                 if (t->kind[a] != K_DOT) {
                     v = a + 1;
                     rank[v] = -2;
-                    e = start[v];
+                    e = e0 = start[v];
                     end = start[v + 1];
                     continue;
                 }
@@ -170,7 +198,10 @@ static int walk(builder_t *b) {
             if (top == 0) break;
             v = b->stack_node[--top];
             e = b->stack_edge[top];
+            e0 = start[v];
             end = start[v + 1];
+            compact = is_compact(t, v);
+            pr = compact ? pair_rank + b->pair_base[v] : NULL;
         }
     }
     return 0;
@@ -186,7 +217,7 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
         for (int64_t k = lo; k < hi; ++k) {
             if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
-            int32_t r = b->rank[t->npull_parent[k]];
+            int32_t r = pull_rank(b, k);
             if (r < 0) continue;
             if (r > last) return 0;
             last = r;
@@ -200,10 +231,13 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
  * inner nodes have one parent each: nothing to order.) */
 static int rule_holds(const builder_t *b, int32_t shift) {
     const tape_t *t = b->t;
-    for (int32_t c = t->n_params; c < t->n_nodes; ++c)
-        if ((t->kind[c] == K_OP || t->kind[c] == K_ROTATE || t->kind[c] == K_DOT) && b->rank[c] >= 0
-            && !order_holds(b, c, (b->r->tokens[pos_of(t, c) + 1] + shift) % t->n_cand))
-            return 0;
+    for (int32_t c = t->n_params, p = 0; c < t->n_nodes; ++c) {
+        while (c >= t->pos_end[p]) ++p;  /* c's position */
+        uint8_t k = t->kind[c];
+        if (!((k == K_OP || k == K_ROTATE || k == K_DOT) && b->rank[c] >= 0)) continue;
+        int32_t tgt = k == K_ROTATE ? (b->r->tokens[p + 1] + shift) % t->n_cand : -1;  /* (only theirs reads it) */
+        if (!order_holds(b, c, tgt)) return 0;
+    }
     return 1;
 }
 
@@ -225,56 +259,13 @@ static const char *verify(builder_t *b, int32_t shift) {
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
 }
 
-/* How many edges read node m: fuse_dots runs on the counts, before they are
- * summed into the pull lists' starts. */
-static int32_t readers(const tape_t *t, int32_t m) {
-    return t->npull_start[m + 1];
-}
-
-/* Is node m a product read once? (By the addition the caller found reading it.) */
-static int product_read_once(const tape_t *t, int32_t m) {
-    return t->kind[m] == K_OP && t->op[m] == OP_MUL && readers(t, m) == 1;
-}
-
-/* Is node a the addition (x, y) of two children? */
-static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
-    int64_t e = t->child_start[a];
-    return t->kind[a] == K_OP && t->op[a] == OP_ADD && t->child_start[a + 1] - e == 2
-        && t->child[e] == x && t->child[e + 1] == y;
-}
-
-/* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
- * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
- * Nothing that something else refers to (a derived number's source) is inner,
- * nor a rotating node (marked before). */
-void fuse_dots(tape_t *t) {
-    uint8_t *source = (uint8_t *)t->scratch;  /* the rotation marks are done with it */
-    memset(source, 0, (size_t)t->n_nodes);
-    for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
-    for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
-        int32_t c0 = s + 1, a = s + 2;
-        if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
-              && product_read_once(t, s) && !source[s]))
-            continue;
-        int32_t end = t->pos_end[pos_of(t, s)];  /* a chain stays in its position */
-        while (a + 2 < end && adds(t, a + 2, a, a + 1)
-               && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
-               && readers(t, a) == 1)
-            a += 2;
-        t->kind[a] = K_DOT;
-        t->aux[a] = s;
-        t->kind[s] = K_INTERIOR;
-        for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
-        s = a;
-    }
-}
-
 /* The backward order of the recorded targets: every pull list sorted by the
  * walk's ranks; a rotating node's then by logit (the canonical order); and
  * the rule checked against the recorded walk. */
 const char *order_pulls(builder_t *b) {
     tape_t *t = b->t;
     b->rank = t->scratch;  /* the builder's fill is done with */
+    if (!NEW(b->pair_rank, b->n_dot_pairs)) return "out of memory";
     if (walk(b) < 0) return "out of memory";
     for (int32_t c = t->n_params; c < t->n_nodes; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];

@@ -11,9 +11,31 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
     switch (t->op[L]) {
     case OP_ADD: return 2 * t->n_nodes;
     case OP_MUL: return t->child[e == e0 ? e0 + 1 : e0];
+    case OP_DOT: return t->child[e0 + ((e - e0) ^ 1)];  /* the other operand of its product */
     case OP_POW: case OP_LOG: case OP_EXP: case OP_RELU: return t->n_nodes + L;
     default: return -1;
     }
+}
+
+/* Position p's reads of parameters by compact chains (fill_reads stores none:
+ * a compact chain's operands are its own edges), other than the chains in
+ * skip (NULL: none): how many; each written, given room, as a kept read. */
+static int64_t chain_param_reads(const tape_t *t, int32_t p, const uint8_t *skip,
+                                 int32_t *child, int32_t *src, int32_t *parent) {
+    int64_t k = 0;
+    for (int32_t L = p > 0 ? t->pos_end[p - 1] : t->n_params; L < t->pos_end[p]; ++L) {
+        if (!is_compact(t, L) || (skip != NULL && skip[L])) continue;
+        for (int32_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
+            if (t->child[e] >= t->n_params) continue;
+            if (child != NULL) {
+                child[k] = t->child[e];
+                src[k] = lg_src(t, L, e);
+                parent[k] = L;
+            }
+            k++;
+        }
+    }
+    return k;
 }
 
 /* The node whose gradient stands for L's: a chain's top for its inner
@@ -37,7 +59,9 @@ const char *tape_pack(tape_t *t) {
     for (int32_t L = 0; L < n; ++L) last_pow[L] = -1;
     int64_t n_pairs = 0;
     for (int32_t L = P; L < n; ++L)
-        if (t->kind[L] == K_DOT) {
+        if (t->kind[L] == K_DOT && is_compact(t, L)) {
+            n_pairs += dot_len(t, L);
+        } else if (t->kind[L] == K_DOT) {
             int32_t s = t->aux[L];
             t->aux[s] = L;  /* an inner product's top (top_of) */
             for (int32_t m = s + 3; m < L; m += 2) t->aux[m] = L;
@@ -59,7 +83,9 @@ const char *tape_pack(tape_t *t) {
         case K_DOT: {
             int32_t s = t->aux[L];
             t->dot_at[nf] = (int32_t)pair;  /* (this instruction's: nf is its index) */
-            for (int32_t m = s; m < L; m += (m == s ? 3 : 2)) {
+            for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e)
+                t->dot_pair[pair++] = t->child[e];
+            for (int32_t m = s; !is_compact(t, L) && m < L; m += (m == s ? 3 : 2)) {
                 t->dot_pair[pair++] = t->child[t->child_start[m]];
                 t->dot_pair[pair++] = t->child[t->child_start[m] + 1];
             }
@@ -107,7 +133,7 @@ const char *tape_pack(tape_t *t) {
         case F_ADD: case F_MUL: A[0] = t->child[e]; A[1] = t->child[e + 1]; break;
         case F_ONE_CHILD: A[0] = t->child[e]; break;
         case F_COPY: A[0] = t->aux[L]; break;
-        case F_DOT: A[0] = t->dot_at[i]; A[1] = t->aux[L] + 1; A[2] = L - t->aux[L]; break;
+        case F_DOT: A[0] = t->dot_at[i]; A[1] = dot_init(t, L); A[2] = dot_len(t, L); break;
         default: break;  /* F_DERIVED: below */
         }
     }
@@ -122,11 +148,15 @@ const char *tape_pack(tape_t *t) {
         t->token_arg[j] = 3 * (int64_t)ins_of[owner] + (t->token_edge[j] - t->child_start[owner]);
     }
     for (int32_t k = 0; k < P; ++k) t->first_pos[k] = INT32_MAX;
-    for (int32_t p = N - 1; p >= 0; --p)
+    for (int32_t p = N - 1; p >= 0; --p) {
         for (int64_t j = t->param_start[p]; j < t->param_start[p + 1]; ++j) {
             int32_t c = t->child[t->param_edge[j]];
             if (c < t->table_slot0 || c >= t->table_slot0 + t->table_rows * t->table_cols) t->first_pos[c] = p;
         }
+        for (int32_t L = p > 0 ? t->pos_end[p - 1] : P; L < t->pos_end[p]; ++L)  /* (never the table's) */
+            for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e)
+                if (t->child[e] < P) t->first_pos[t->child[e]] = p;
+    }
     group_dots(t, nf);
     int64_t n_mv = mark_matvecs(t, nf);
     uint8_t *in_mv = (uint8_t *)t->scratch;  /* the tops of the chains in those groups (ins_of is done with) */
@@ -143,15 +173,15 @@ const char *tape_pack(tape_t *t) {
         while (p < N) t->mv_end[p++] = k;
     }
 
-    /* the backward: every node that takes a gradient */
-    int64_t nb = 0, n_pulls = 0;
-    for (int32_t L = P; L < n; ++L) {
-        uint8_t k = t->kind[L];
-        if (k == K_OP || k == K_ROTATE || k == K_DOT) n_pulls += t->npull_start[L + 1] - t->npull_start[L];
-    }
-    if (!NEW(t->pull_parent, n_pulls) || !NEW(t->pull_src, n_pulls) || !NEW(t->pull_block, n_pulls)) {
-        return "out of memory";
-    }
+    /* the backward: every node that takes a gradient. Only those have pull
+     * lists, in creation order: the builder's lists become the backward's in
+     * place (each entry's parent its top, its edge the local gradient's place;
+     * the blocks as they are) */
+    int64_t nb = 0;
+    t->pull_parent = t->npull_parent;
+    t->pull_src = t->npull_edge;
+    t->pull_block = t->npull_block;
+    t->npull_parent = t->npull_edge = t->npull_block = NULL;
     q = 0;
     int64_t k_out = 0;
     for (int32_t L = P; L < n; ++L) {
@@ -161,15 +191,14 @@ const char *tape_pack(tape_t *t) {
         t->bwd[nb] = L;
         t->pull_start[nb++] = k_out;
         if (k == K_SEED || k == K_CANDIDATE) continue;  /* their gradient comes from a slot */
-        for (int64_t j = t->npull_start[L]; j < t->npull_start[L + 1]; ++j, ++k_out) {
-            int32_t parent = t->npull_parent[j];
+        if (t->npull_start[L] != k_out) return "a node that takes no gradient has a pull list";
+        for (; k_out < t->npull_start[L + 1]; ++k_out) {
+            int32_t parent = t->pull_parent[k_out];
             t->pull_parent[k_out] = top_of(t, parent);
-            int64_t e = t->child_start[parent];  /* its first edge that reads L: a parent that reads */
-            while (t->child[e] != L) ++e;        /* L twice (x * x, x + x) has the same local grad at both */
-            t->pull_src[k_out] = lg_src(t, parent, e);
-            if (k == K_ROTATE) t->pull_block[k_out] = t->npull_block[j];  /* only theirs are read */
+            t->pull_src[k_out] = lg_src(t, parent, t->pull_src[k_out]);
         }
     }
+    if (t->npull_start[n] != k_out) return "a node that takes no gradient has a pull list";
     while (q < N) t->bwd_end[q++] = (int32_t)nb;
     t->pull_start[nb] = k_out;
     if (!NEW(t->bwd_group, nb) || !NEW(t->bwd_kind, nb) || !NEW(t->bwd_lanes, nb)) return "out of memory";
@@ -177,8 +206,15 @@ const char *tape_pack(tape_t *t) {
 
     /* parameter reads: a matrix row's are made by the backward from the
      * group's own lists (each parameter is read once a position, so a
-     * position's reads may go in any order); the rest are kept, in order */
-    int64_t kept = 0, tok = 0;  /* token_param lists reads in ascending order: each follows its read */
+     * position's reads may go in any order); the rest are kept, in order,
+     * each position's compact chains' after its stored reads */
+    int64_t kept = 0, tok = 0, room = t->param_start[N];  /* token_param lists reads in ascending order */
+    for (int32_t p = 0; p < N; ++p) room += chain_param_reads(t, p, in_mv, NULL, NULL, NULL);
+    int32_t *pchild = NULL, *psrc = NULL, *pparent = NULL;
+    if (!NEW(pchild, room) || !NEW(psrc, room) || !NEW(pparent, room)) {
+        free(pchild); free(psrc); free(pparent);
+        return "out of memory";
+    }
     for (int32_t p = 0; p < N; ++p) {
         int64_t from = t->param_start[p];
         t->param_start[p] = kept;
@@ -187,20 +223,24 @@ const char *tape_pack(tape_t *t) {
             int64_t moved_to = -1;
             if (!(t->kind[parent] == K_INTERIOR && t->op[parent] == OP_MUL && in_mv[top_of(t, parent)])) {
                 moved_to = kept;
-                t->param_child[kept] = t->child[t->param_edge[j]];
-                t->param_src[kept] = lg_src(t, parent, t->param_edge[j]);
-                t->param_parent[kept++] = top_of(t, parent);
+                pchild[kept] = t->child[t->param_edge[j]];
+                psrc[kept] = lg_src(t, parent, t->param_edge[j]);
+                pparent[kept++] = top_of(t, parent);
             }
             while (tok < t->n_token_edges && t->token_param[tok] == j) t->token_param[tok++] = moved_to;
         }
+        kept += chain_param_reads(t, p, in_mv, pchild + kept, psrc + kept, pparent + kept);
     }
     t->param_start[N] = kept;
+    free(t->param_child); free(t->param_src); free(t->param_parent);
+    t->param_child = pchild; t->param_src = psrc; t->param_parent = pparent;
     for (int32_t p = 0; p < N; ++p) {  /* a product's other child would take its grad from the slot */
-        if (t->op[t->target_owner[p]] == OP_MUL) return "probs[target] is read by a product";
+        if (t->op[t->target_owner[p]] == OP_MUL || is_compact(t, t->target_owner[p]))
+            return "probs[target] is read by a product";
         t->target_src[p] = lg_src(t, t->target_owner[p], t->target_edge[p]);
     }
-    free(t->npull_start); free(t->npull_parent); free(t->npull_block); free(t->param_edge);
-    t->npull_start = NULL; t->npull_parent = NULL; t->npull_block = NULL; t->param_edge = NULL;
+    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
+    t->npull_start = NULL; t->npull_parent = NULL; t->npull_edge = NULL; t->npull_block = NULL; t->param_edge = NULL;
     const char *why = renumber(t);
     free(t->scratch);
     t->scratch = NULL;

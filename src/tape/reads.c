@@ -1,7 +1,9 @@
 /* reads.c: who reads each node. Parameters are read by position (the token
  * table's reads become token slots); every other node gets a pull list, the
- * parents whose gradients it adds (order.c sorts them). Phases of tape_build
- * (build.c): NULL, or why the step cannot be replayed. */
+ * parents whose gradients it adds (order.c sorts them), but the inner nodes of
+ * the chains sum(w * x ...) recorded node by node (found here, on the
+ * counts). Phases of tape_build (build.c): NULL, or why the step cannot be
+ * replayed. */
 #include "internal.h"
 
 /* Count each node's readers (a parameter's by position); a node read by
@@ -14,18 +16,66 @@ const char *count_readers(builder_t *b) {
     b->n_param_edges = 0;
     for (int32_t L = P, p = 0; L < n; ++L) {
         while (L >= t->pos_end[p]) ++p;  /* L's position */
+        int compact = is_compact(t, L);
+        int32_t blk = t->child_start[L + 1] > t->child_start[L] ? block_at(b, L, p) : -1;  /* L's logit */
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
-            if (c < P) { b->n_param_edges++; t->param_start[p + 1]++; continue; }
+            if (c < P) {  /* (a compact chain's are read from its edges: tape_pack, check_table_reads) */
+                if (!compact) { b->n_param_edges++; t->param_start[p + 1]++; }
+                continue;
+            }
             if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
             if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
             t->npull_start[c + 1]++;
-            int32_t blk = block_at(b, L, p);
             if (first_block[c] == -2) first_block[c] = blk;
             else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
         }
     }
     return NULL;
+}
+
+/* How many edges read node m: fuse_dots runs on the counts, before they are
+ * summed into the pull lists' starts. */
+static int32_t readers(const tape_t *t, int32_t m) {
+    return t->npull_start[m + 1];
+}
+
+/* Is node m a product read once? (By the addition the caller found reading it.) */
+static int product_read_once(const tape_t *t, int32_t m) {
+    return t->kind[m] == K_OP && t->op[m] == OP_MUL && readers(t, m) == 1;
+}
+
+/* Is node a the addition (x, y) of two children? */
+static int adds(const tape_t *t, int32_t a, int32_t x, int32_t y) {
+    int64_t e = t->child_start[a];
+    return t->kind[a] == K_OP && t->op[a] == OP_ADD && t->child_start[a + 1] - e == 2
+        && t->child[e] == x && t->child[e + 1] == y;
+}
+
+/* Find the chains sum(w * x ...) builds: m0, const 0, a0 = m0 + 0, then
+ * (m_k, a_k = a_(k-1) + m_k) pairs, every inner node read once, by the next.
+ * Nothing that something else refers to (a derived number's source) is inner,
+ * nor a rotating node (marked before). */
+static void fuse_dots(tape_t *t) {
+    uint8_t *source = (uint8_t *)t->scratch;  /* the rotation marks are done with it */
+    memset(source, 0, (size_t)t->n_nodes);
+    for (int64_t s = 0; s < t->src_start[t->n_derived]; ++s) source[t->src[s]] = 1;
+    for (int32_t s = t->n_params; s + 2 < t->n_nodes; ++s) {
+        int32_t c0 = s + 1, a = s + 2;
+        if (!(t->kind[c0] == K_CONST && t->operand[c0] == 0.0 && adds(t, a, s, c0)
+              && product_read_once(t, s) && !source[s]))
+            continue;
+        int32_t end = t->pos_end[pos_of(t, s)];  /* a chain stays in its position */
+        while (a + 2 < end && adds(t, a + 2, a, a + 1)
+               && product_read_once(t, a + 1) && !source[a] && !source[a + 1]
+               && readers(t, a) == 1)
+            a += 2;
+        t->kind[a] = K_DOT;
+        t->aux[a] = s;
+        t->kind[s] = K_INTERIOR;
+        for (int32_t i = s + 2; i < a; ++i) t->kind[i] = K_INTERIOR;
+        s = a;
+    }
 }
 
 /* Chains first (fuse_dots, on the counts): their inner nodes take no pull
@@ -42,9 +92,8 @@ const char *fill_reads(builder_t *b) {
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
     int64_t n_pulls = t->npull_start[n], n_param_edges = b->n_param_edges;
     int64_t *pfill = NULL;
-    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_block, n_pulls)
-        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges)
-        || !NEW(t->param_child, n_param_edges) || !NEW(t->param_src, n_param_edges) || !NEW(pfill, N))
+    if (!NEW(t->npull_parent, n_pulls) || !NEW(t->npull_edge, n_pulls) || !NEW(t->npull_block, n_pulls)
+        || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges) || !NEW(pfill, N))
         return "out of memory";
     int32_t *fill = t->scratch;  /* fuse_dots is done with it */
     for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
@@ -54,15 +103,35 @@ const char *fill_reads(builder_t *b) {
         for (int64_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
             int32_t c = t->child[e];
             if (c < P) {
+                if (is_compact(t, L)) continue;
                 int64_t k = pfill[p]++;
                 t->param_edge[k] = (int32_t)e;
                 t->param_parent[k] = L;
             } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
-                t->npull_parent[fill[c]++] = L;
+                /* the edge: a compact chain may read c in several products, each
+                 * its own term (its rank and its local grad are the product's) */
+                int32_t k = fill[c]++;
+                t->npull_parent[k] = L;
+                t->npull_edge[k] = (int32_t)e;
             }
         }
     }
     free(pfill);
+    return NULL;
+}
+
+/* Position q's compact chains read no parameter that another read at q
+ * reads (seen: the position that last read each), and nothing of the token
+ * table (their reads are products). */
+static const char *check_chain_reads(const tape_t *t, int32_t q, int32_t *seen, int64_t table_end) {
+    for (int32_t L = q > 0 ? t->pos_end[q - 1] : t->n_params; L < t->pos_end[q]; ++L)
+        for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e) {
+            int32_t c = t->child[e];
+            if (c >= t->n_params) continue;
+            if (seen[c] == q) return "a parameter is read twice at one position";
+            seen[c] = q;
+            if (c >= t->table_slot0 && c < table_end) return "the token table is read by a product";
+        }
     return NULL;
 }
 
@@ -77,6 +146,8 @@ static const char *check_table_reads(builder_t *b, int32_t *seen) {
     t->n_token_edges = 0;
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t cols = 0;
+        const char *why = check_chain_reads(t, q, seen, table_end);
+        if (why != NULL) return why;
         for (int64_t k = t->param_start[q]; k < t->param_start[q + 1]; ++k) {
             int64_t e = t->param_edge[k];
             int32_t c = t->child[e];

@@ -152,7 +152,7 @@ const char *renumber(tape_t *t) {
 #undef SRC
     free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
     t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
-    free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free(t->child);
+    free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free_child(t);
     t->kind = NULL; t->aux = NULL; t->dot_at = NULL; t->child_start = NULL; t->child = NULL;
     t->n_edges = 0;
     t->n_nodes = m;

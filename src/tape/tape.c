@@ -4,7 +4,7 @@
 void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
-    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free(t->child);
+    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free_child(t);
     free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
     free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
     free(t->pull_block);
@@ -13,7 +13,7 @@ void tape_free(tape_t *t) {
     free(t->target_src); free(t->cand);
     free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
     free(t->derived_node); free(t->src_start); free(t->src);
-    free(t->npull_start); free(t->npull_parent); free(t->npull_block);
+    free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end);
     free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
     free(t->block_vp); free(t->block_gt); free(t->block_vbuf);

@@ -45,13 +45,16 @@ typedef struct {
     const double *derived_sign;
     const int64_t *src_start;
     const node_t *src;
+    int32_t consume;           /* 1: the build rewrites the recorded nodes' edges in the arena (to
+                                * its own indices) instead of copying them: the caller releases
+                                * those nodes once the tape is built or refused, and reads none */
     int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one;
                                 * -1 = none: a forward-only tape, whose backward must not run) */
 } record_t;
 
 /* What a replay of n positions runs (tape_counts). */
 typedef struct {
-    int64_t nodes;              /* the recorded graph's nodes of those positions */
+    int64_t nodes;              /* the recorded graph's nodes of those positions (a compact sum: 2) */
     int64_t kept_nodes;         /* nodes the tape keeps (a chain's inner nodes are not kept) */
     int64_t forward, backward;  /* forward instructions, backward entries */
     int64_t pulls;              /* gradient terms */
@@ -63,7 +66,7 @@ typedef struct {
 /* Build a tape; returns NULL with *why set to a static reason when the
  * recording cannot be replayed exactly (the caller keeps the per-operation
  * path), or on out of memory (*why is then "out of memory"). The arena is
- * left as it was. */
+ * left as it was, but for the recorded nodes' edges with r->consume. */
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why);
 void tape_free(tape_t *t);
 

@@ -1,0 +1,211 @@
+"""A step recorded compactly: model.dot's sums as one node over their operands.
+
+While the replay records a step, Value.dot appends each sum of float products as
+the constant 0 and one OP_DOT node (src/arena.h arena_push_dot) instead of its
+2 n + 1 nodes; the tape's builder takes the chain whole. The value is the plain
+sum's, bit for bit; the tape is the one the node-by-node recording gives; the
+arena refuses to run backward through such a node; a compact recording that is
+refused is made again node by node.
+"""
+import math
+import random
+import struct
+
+import pytest
+
+from microgpt import available_engines, get_engine, model, replay
+from microgpt.data import Tokenizer
+from microgpt.model import Config, init_state_dict
+from microgpt.train import Trainer
+
+if "replay" not in available_engines():
+    pytest.skip("the compiled engine is not built here", allow_module_level=True)
+
+from microgpt import _engine  # noqa: E402  (built: the replay engine is)
+
+OP_DOT = 9
+DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
+
+
+def bits(x):
+    return struct.pack("<d", x)
+
+
+def compact_sum(arena, w, x):
+    """model.dot(w, x) made while arena records compactly: (value, nodes appended, ops)."""
+    start = len(arena)
+    _engine.begin_recording(arena, True)
+    try:
+        s = model.dot(w, x)
+    finally:
+        _engine.end_recording(arena)
+    return s, len(arena) - start, list(arena.column("op")[start:])
+
+
+def test_a_compact_sum_is_the_plain_sums_value_in_two_nodes():
+    arena = _engine.Arena()
+    rng = random.Random(5)
+    # negative zeros (the first product's + 0 makes it +0.0), an int times a float
+    # (relu's int 0), and terms whose sum depends on its order (1e16 + r - 1e16)
+    w = [arena.value(v) for v in [-0.0, 1.5, -2.25, 1e8, 0, rng.uniform(-1, 1), -1e8, 3]]
+    x = [arena.value(v) for v in [2.0, -0.0, 0, 1e8, -1.5, rng.uniform(-1, 1), 1e8, 0.1]]
+    for n in range(1, len(w) + 1):
+        with arena.graph():
+            plain = sum(wi * xi for wi, xi in zip(w[:n], x[:n]))
+            s, made, ops = compact_sum(arena, w[:n], x[:n])
+            assert bits(s.data) == bits(plain.data)
+            assert made == 2 and ops == [1, OP_DOT]  # the constant 0, then the sum
+            assert s.op == "dot" and s._children == tuple(v for pair in zip(w[:n], x[:n]) for v in pair)
+            assert s._local_grads == tuple(v.data for pair in zip(x[:n], w[:n]) for v in pair)
+
+
+def test_a_product_of_two_ints_takes_the_node_by_node_path():
+    arena = _engine.Arena()
+    w, x = [arena.value(2), arena.value(0.5)], [arena.value(3), arena.value(4)]
+    with arena.graph():
+        s, made, ops = compact_sum(arena, w, x)
+        assert made == 2 * 2 + 1 and OP_DOT not in ops
+        assert s.data == 8.0
+
+
+def test_the_arena_runs_no_backward_and_no_replay_through_a_compact_sum():
+    arena = _engine.Arena()
+    w, x = [arena.value(0.5), arena.value(1.5)], [arena.value(2.0), arena.value(-1.0)]
+    with arena.graph():
+        mark = len(arena)
+        s, _, _ = compact_sum(arena, w, x)
+        with pytest.raises(RuntimeError, match="compact"):
+            (s * 2.0).backward()
+        with pytest.raises(ValueError, match="compact"):
+            arena.replay(mark)
+
+
+def trainer(name, seed=3):
+    eng = get_engine(name)
+    random.seed(seed)
+    tok = Tokenizer.from_documents(DOCS)
+    cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=8)
+    return Trainer(eng, init_state_dict(eng.Value, cfg), cfg, list(DOCS), tok, num_steps=20)
+
+
+def run(name, steps=6):
+    t = trainer(name)
+    losses = [bits(t.train_step()[1]) for _ in range(steps)]
+    return losses, [bits(p.data) for p in t.params], t
+
+
+def test_the_compact_recording_builds_the_node_by_node_recordings_tape():
+    t = trainer("replay")
+    dl = t.document_loss
+    tokens = t.tokenizer.document_tokens(DOCS[3])
+    eng = get_engine("replay")
+    counts = []
+    for compact in (True, False):
+        with eng.graph():
+            tape, why = replay.record_once(dl.sd, dl.config, dl.params, dl.table, tokens[:9], None, False,
+                                           compact)
+            assert why is None
+            counts.append({k: v for k, v in tape.counts(8).items() if k != "nodes"})
+            counts[-1]["loss"] = bits(tape.forward(tokens[:9]))
+    assert counts[0] == counts[1]
+
+
+def recordings(monkeypatch, refuse_compact=False):
+    """Log each recording replay makes as (compact, why it was refused or None)."""
+    made = []
+    build = replay.build_recording
+
+    def logged(*args):
+        tape, why = (None, "refused for the test") if refuse_compact and args[-1] else build(*args)
+        made.append((args[-1], why))
+        return tape, why
+
+    monkeypatch.setattr(replay, "build_recording", logged)
+    return made
+
+
+def test_the_model_codes_recording_is_compact(monkeypatch):
+    made = recordings(monkeypatch)
+    losses, weights, t = run("replay")
+    assert (losses, weights) == run("compiled")[:2]
+    assert made == [(True, None)]
+
+
+def test_a_sum_reading_a_node_in_two_products_replays_exactly(monkeypatch):
+    # x[0] read by the first and the last product of every row: two terms of one
+    # compact node for one child, each with its own place in the backward's order
+    def linear_reading_the_first_twice(x, w):
+        return [model.dot(wo, x[:-1] + [x[0]]) for wo in w]
+
+    monkeypatch.setattr(model, "linear", linear_reading_the_first_twice)
+    made = recordings(monkeypatch)
+    losses, weights, t = run("replay")
+    assert (losses, weights) == run("compiled")[:2]
+    assert made == [(True, None)]
+    assert t.document_loss.refused is None and t.document_loss.model_steps == 0
+
+
+def test_a_refused_compact_recording_is_made_again_node_by_node(monkeypatch):
+    made = recordings(monkeypatch, refuse_compact=True)
+    losses, weights, t = run("replay")
+    assert (losses, weights) == run("compiled")[:2]
+    assert made == [(True, "refused for the test"), (False, None)]
+    assert t.document_loss.refused is None and t.document_loss.model_steps == 0
+
+
+def test_a_compact_recording_leaves_no_nodes_behind():
+    t = trainer("replay")
+    arena = t.params[0].arena
+    eng = get_engine("replay")
+    with eng.graph():
+        before = len(arena)
+        t.document_loss(t.tokenizer.document_tokens(DOCS[0]))
+        assert len(arena) == before  # the recording's graph released once its tape was built
+    assert not math.isnan(t.document_loss.tape.forward(t.tokenizer.document_tokens(DOCS[0])[:3]))
+
+
+def test_a_sum_reading_a_weight_twice_is_refused_both_ways_and_computed_exactly(monkeypatch):
+    # a weight read by two products of one position: its gradient's two terms are
+    # not one row's (refused compact, then node by node, for the same reason)
+    def linear_reading_a_weight_twice(x, w):
+        return [model.dot(wo + [wo[0]], x + [x[-1]]) for wo in w]
+
+    monkeypatch.setattr(model, "linear", linear_reading_a_weight_twice)
+    made = recordings(monkeypatch)
+    losses, weights, t = run("replay")
+    assert (losses, weights) == run("compiled")[:2]
+    why = "a parameter is read twice at one position"
+    assert made == [(True, why), (False, why)]
+    assert t.document_loss.refused == why and t.document_loss.model_steps == 6
+
+
+def test_a_samplers_model_code_sums_compactly_with_the_same_probabilities():
+    t = trainer("replay")
+    sd, config = t.document_loss.sd, t.document_loss.config
+    arena = t.params[0].arena
+    eng = get_engine("replay")
+    sampler = replay.Sampler(sd, config)
+    with eng.graph():
+        mark = len(arena)
+        compact_step = sampler.model_document(0.5)
+        compact = [compact_step(tok, pos) for pos, tok in enumerate([0, 3, 5])]
+        assert OP_DOT in arena.column("op")[mark:]
+    with eng.graph():
+        plain_step = model.ModelSampler(sd, config).document(0.5)
+        plain = [plain_step(tok, pos) for pos, tok in enumerate([0, 3, 5])]
+    assert [list(map(bits, p)) for p in compact] == [list(map(bits, p)) for p in plain]
+    with eng.graph():  # the setting is the position's only
+        mark = len(arena)
+        model.ModelSampler(sd, config).document(0.5)(0, 0)
+        assert OP_DOT not in arena.column("op")[mark:]
+
+
+def test_a_recording_sets_its_own_way_of_appending_sums():
+    arena = _engine.Arena()
+    _engine.begin_recording(arena, True)
+    try:
+        with pytest.raises(RuntimeError, match="its own way"):
+            _engine.set_compact(arena, False)
+    finally:
+        _engine.end_recording(arena)
+    assert _engine.set_compact(arena, True) is False and _engine.set_compact(arena, False) is True
