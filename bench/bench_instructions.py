@@ -9,7 +9,9 @@ Counted by valgrind's callgrind, which, unlike a clock, does not move with the m
 load. Each class runs the script as a user runs it (`python script NAMES 1000 STEPS`, a
 fresh interpreter, PYTHONHASHSEED fixed) twice, for FIRST and for FIRST + STEPS steps; the
 difference over STEPS is a step of documents FIRST..FIRST + STEPS - 1 with the interpreter's
-start, the imports and the weights' creation cancelled out. Skipped where valgrind is
+start, the imports and the weights' creation cancelled out. Two windows: 5 steps (run
+everywhere), and 20 steps (with --benchmark-only: a reclaim comes every few steps, so the
+longer window gives its cost per step as a long run pays it). Skipped where valgrind is
 missing. The summary prints the counts and their ratio.
 """
 import os
@@ -21,11 +23,13 @@ import sys
 import pytest
 
 from microgpt import available_engines
+from conftest import benchmarks_disabled
 from support import PACKAGE_PARENT, child_env, load_golden
 from swapped_script import build_do_nothing_c, write_script
 
 NUM_STEPS = 1000  # the learning-rate schedule's length (the golden run's)
-FIRST, STEPS = 3, 5
+FIRST = 3
+WINDOWS = [5, 20]  # steps counted after the first FIRST
 COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -43,14 +47,14 @@ def instructions(script, steps, names_txt, pythonpath):
 
 @pytest.fixture
 def per_step(names_txt, tmp_path):
-    """per_step(variant) -> (instructions per step, the longer run's stdout)."""
+    """per_step(variant, steps) -> (instructions per step, the longer run's stdout)."""
 
-    def count(variant):
+    def count(variant, steps):
         pythonpath = build_do_nothing_c(tmp_path) if variant == "no-op-c" else tmp_path
         script = write_script(tmp_path, variant)
         short, _ = instructions(script, FIRST, names_txt, pythonpath)
-        long, out = instructions(script, FIRST + STEPS, names_txt, pythonpath)
-        return (long - short) / STEPS, out
+        long, out = instructions(script, FIRST + steps, names_txt, pythonpath)
+        return (long - short) / steps, out
 
     return count
 
@@ -58,20 +62,23 @@ def per_step(names_txt, tmp_path):
 @pytest.mark.skipif(shutil.which("valgrind") is None,
                     reason="valgrind is not installed: the instruction counts need its callgrind tool")
 @pytest.mark.skipif("compiled" not in available_engines(), reason="the compiled engine is not built here")
-def test_instructions_per_step(benchmark, per_step):
+@pytest.mark.parametrize("steps", WINDOWS, ids=[f"{n}-steps" for n in WINDOWS])
+def test_instructions_per_step(benchmark, per_step, steps, request):
     """Per step: the compiled Value, the do-nothing C Value, and their ratio."""
+    if steps > WINDOWS[0] and benchmarks_disabled(request.config):
+        pytest.skip("the 20-step window runs with --benchmark-only (a minute more under callgrind)")
     results = {}
 
     def measure():
-        results["compiled"], results["out"] = per_step("compiled")
-        results["no-op-c"], _ = per_step("no-op-c")
+        results["compiled"], results["out"] = per_step("compiled", steps)
+        results["no-op-c"], _ = per_step("no-op-c", steps)
 
     benchmark.group = "reference-script instructions"
     benchmark.pedantic(measure, rounds=1, iterations=1)
     losses = [float(line.split()[-1]) for line in results["out"].splitlines() if line.startswith("step ")]
-    assert losses == load_golden("names_default_1000_steps.json")["losses"][:FIRST + STEPS]
+    assert losses == load_golden("names_default_1000_steps.json")["losses"][:FIRST + steps]
     compiled, floor = results["compiled"], results["no-op-c"]
     assert 0 < floor < compiled
     benchmark.extra_info.update(engine="compiled", instructions_per_step=compiled,
                                 floor_instructions_per_step=floor, ratio=compiled / floor,
-                                steps=f"{FIRST}..{FIRST + STEPS - 1}")
+                                steps=f"{FIRST}..{FIRST + steps - 1}")

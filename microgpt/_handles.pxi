@@ -33,7 +33,7 @@ cdef extern from *:
 cdef enum:
     FREE_HANDLES = 8192
 cdef PyObject *free_handles[FREE_HANDLES]
-cdef int n_free = 0
+cdef Py_ssize_t n_free = 0  # a 64-bit index: no sign extension where it indexes free_handles
 cdef freefunc value_tp_free = (<PyTypeObject *>Value).tp_free
 cdef Arena _default_arena  # set in _engine.pyx
 

@@ -91,6 +91,38 @@ void arena_release(arena_t *a, int64_t mark) {
 #define SLIDE_NODES(type, name, code, slid, zeroed) SLIDE(type, name, slid, w, i0, len)
 #define SLIDE_EDGES(type, name, code, slid, zeroed) SLIDE(type, name, slid, we, e0, ne)
 
+/* Rows are tested a block at a time: most rows a reclaim sweeps are dead,
+ * in long runs (a step's graph), and a block's test has no branch per row. */
+#define BLOCK 8
+
+/* Whether any of the BLOCK rows from visit and held on is live: marked with
+ * stamp live, or (with_held) named by a handle. */
+static inline int any_live(const uint32_t *visit, void *const *held, uint32_t live, int with_held) {
+    uintptr_t h = 0;
+    uint32_t hit = 0;
+    for (int j = 0; j < BLOCK; ++j) {
+        hit |= visit[j] == live;
+        if (with_held) h |= (uintptr_t)held[j];
+    }
+    return hit || h;
+}
+
+/* A live row (held, or a child of a live one) marks its children live. */
+static inline void mark(arena_t *a, int64_t i, uint32_t live) {
+    uint32_t *visit = a->visit;
+    if (visit[i] != live && !a->held[i]) return;
+    visit[i] = live;
+    const node_t *child = a->child;
+    int64_t e = a->child_start[i], end = a->child_start[i + 1];
+    if (end - e == 2) {  /* an add or a multiply, most nodes: no loop to set up */
+        visit[child[e]] = live;
+        visit[child[e + 1]] = live;
+        return;
+    }
+    for (; e < end; ++e)
+        visit[child[e]] = live;
+}
+
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     int64_t n = a->n_nodes;
     if (from < 0) from = 0;
@@ -104,18 +136,18 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
      * node's visit column gets a fresh stamp (a backward's scratch, free now;
      * children below from are stamped too, harmlessly: only rows from on are read) */
     uint32_t live = arena_stamp(a);
-    for (int64_t i = n - 1; i >= from; --i) {
-        if (visit[i] != live && !held[i]) continue;
-        visit[i] = live;
-        for (int64_t e = start[i], end = start[i + 1]; e < end; ++e)
-            visit[child[e]] = live;
+    int64_t i = n - 1;
+    for (; i - (BLOCK - 1) >= from; i -= BLOCK) {  /* a block of rows i - BLOCK + 1 .. i */
+        if (!any_live(visit + i - (BLOCK - 1), held + i - (BLOCK - 1), live, 1)) continue;
+        for (int64_t r = i; r > i - BLOCK; --r) mark(a, r, live);
     }
+    for (; i >= from; --i) mark(a, i, live);
 
     /* k[i]: live node i's new row (the backward's topo scratch; only live rows
      * are written, and only live rows are read: a live node's children are live).
      * The live nodes below the first reclaimed one stay where they are. */
     node_t *k = a->topo;
-    int64_t i = from;
+    i = from;
     for (; i < n && visit[i] == live; ++i) k[i] = (node_t)i;
     *moved = i;
 
@@ -125,6 +157,7 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
      * before the rows below them are written. */
     int64_t w = i, we = start[i];
     while (i < n) {
+        while (i + BLOCK <= n && !any_live(visit + i, held + i, live, 0)) i += BLOCK;
         while (i < n && visit[i] != live) ++i;
         if (i == n) break;
         int64_t i0 = i;

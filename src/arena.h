@@ -42,9 +42,13 @@
 /* the per-operation appends: inlined into each caller even where it calls them
  * twice, so an operation's code is specialised for its op code */
 #define ARENA_APPEND static inline __attribute__((always_inline))
+/* a fact the compiler cannot see (a row index fits a node_t): the caller's test
+ * of a returned index against -1 then costs nothing */
+#define ARENA_ASSUME(x) do { if (!(x)) __builtin_unreachable(); } while (0)
 #else
 #define ARENA_LIKELY(x) (x)
 #define ARENA_APPEND static inline
+#define ARENA_ASSUME(x) ((void)0)
 #endif
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
@@ -265,6 +269,7 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     double *local_grad = a->local_grad;
     uint8_t *lg_int = a->lg_int;
     int64_t e = a->n_edges, i = a->n_nodes;
+    ARENA_ASSUME(i >= 0 && i < INT32_MAX);  /* cap_nodes <= INT32_MAX (arena_grow_nodes) */
     double out, lg[2];
     if (op == OP_ADD)
         op_add(data[x], data[y], &out, lg);

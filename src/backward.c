@@ -22,12 +22,12 @@ int64_t arena_topo(arena_t *a, node_t root) {
     int64_t e = start[root], end = start[root + 1];
     visit[root] = stamp;
     for (;;) {
-        while (e < end) {
+        while (e < end && ARENA_LIKELY(visit[child[e]] == stamp)) ++e;  /* reached already: about half the edges */
+        if (e < end) {
             node_t c = child[e++];
             assert(c >= 0 && c < v);  /* children come before their parent */
-            if (ARENA_LIKELY(visit[c] == stamp)) continue;  /* about half the edges */
             visit[c] = stamp;
-            int64_t c_start = start[c], c_end = start[c + 1];
+            int64_t c_start = start[c], c_end = start[(int64_t)c + 1];  /* 64-bit + 1: an int32 one is its own add and sign extension (-fwrapv) */
             if (c_start == c_end) continue;  /* a leaf: backward has nothing to do there */
             snode[top] = v;  /* descend into c; come back to v's edge e */
             sedge[top] = e;
@@ -35,13 +35,14 @@ int64_t arena_topo(arena_t *a, node_t root) {
             v = c;
             e = c_start;
             end = c_end;
+            continue;
         }
         *out++ = v;  /* every child done: post-order */
         if (top == 0) break;
         --top;
         v = snode[top];
         e = sedge[top];
-        end = start[v + 1];
+        end = start[(int64_t)v + 1];
     }
     return out - a->topo;
 }
@@ -62,9 +63,17 @@ int64_t arena_backward(arena_t *a, node_t root) {
     for (int64_t t = n - 1; t >= 0; --t) {
         node_t v = topo[t];
         double gv = grad[v];
-        int64_t e = start[v], end = start[v + 1];  /* read once: the tag writes below are bytes */
+        int64_t e = start[v], end = start[(int64_t)v + 1];  /* read once: the tag writes below are bytes */
         if (tag[v] & TAG_NO_BACKWARD) return -2;  /* a recorded step's compact sum (arena.h) */
         if (!(tag[v] & TAG_GRAD_INT)) {  /* float * anything is a float: the common path */
+            if (end - e == 2) {  /* an add or a multiply, most nodes: edge e, then e + 1 */
+                node_t c0 = child[e], c1 = child[e + 1];
+                tag[c0] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+                grad[c0] += lg[e] * gv;
+                tag[c1] &= (uint8_t)~TAG_GRAD_INT;
+                grad[c1] += lg[e + 1] * gv;  /* after c0's: c1 may be c0 (x * x) */
+                continue;
+            }
             for (; e < end; ++e) {
                 node_t c = child[e];
                 tag[c] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */

@@ -44,6 +44,28 @@ def test_throwaway_arithmetic_stays_in_the_first_columns():
         assert k._children[0]._children[1].data == 2.0
 
 
+def edge_capacity(arena):
+    """Edges the columns hold: nbytes less the node columns, over the bytes of an edge."""
+    edge_bytes = sum(arena.column(name).itemsize for name in ("child", "local_grad", "lg_int"))
+    return (arena.nbytes - arena.capacity * int(Arena().bytes_per_node)) // edge_bytes
+
+
+def test_edge_columns_grow_to_the_edges_a_node_appends():
+    """Nodes of six children each, thrown away: the edge columns grow to six edges
+    a node, so reclaiming waits for the node columns to fill (rather than running
+    each time the edges do, with the node columns mostly empty)."""
+    arena = Arena()
+    leaves = [arena.value(float(i)) for i in range(6)]
+    assert edge_capacity(arena) == 2 * arena.capacity  # the first columns: two edges a node
+    first = arena.capacity
+    for _ in range(20_000):
+        y = E.Value(1.0, leaves, [1.0] * 6)
+    assert arena.capacity == first  # nothing kept: the node columns never grow
+    assert edge_capacity(arena) >= 5 * arena.capacity
+    assert arena.reclaimed >= 20_000 - first
+    assert y._children == tuple(leaves) and y.data == 1.0
+
+
 def test_explicit_reclaim_keeps_handles_identity_and_order():
     arena = Arena()
     a = arena.value(2.0)
