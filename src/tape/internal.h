@@ -9,6 +9,7 @@
  *   renumber.c  one index space for what the replay keeps
  *   interleave.c  alternating operations stored side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels (rows side by side)
+ *   levels.c    a whole forward layer by layer (a matrix's rows over every position)
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -121,6 +122,11 @@ struct tape {
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
     const double **block_vp;  /* n_pos: a block's reads' vectors */
     double *block_vbuf;
+    /* levels (levels.c): level s of position p is instructions [level_at[p (L + 1) + s],
+     * level_at[p (L + 1) + s + 1]) for L = n_levels; 0 levels: the forward runs in order */
+    int32_t n_levels;
+    int32_t *level_at;
+    int32_t *bwd_level_at;  /* ... the backward's entries, alike (NULL: the backward runs in order) */
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,
@@ -257,6 +263,11 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
 void matrix_param_grads(tape_t *t, int32_t n);
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 void shifted_dots(tape_t *t, int64_t i);
+
+/* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
+int level_plan(tape_t *t);
+status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
+void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);
