@@ -127,6 +127,9 @@ struct tape {
     int32_t n_levels;
     int32_t *level_at;
     int32_t *bwd_level_at;  /* ... the backward's entries, alike (NULL: the backward runs in order) */
+    int32_t *level_units;   /* L + 1: level s's matrix units (groups, or runs of four) are
+                             * [level_units[s], level_units[s + 1]) */
+    int32_t *level_mv;      /* unit u at position p: its first F_MV4 group, level_mv[u N + p] */
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,

@@ -171,6 +171,26 @@ static int backward_levels(tape_t *t, int32_t nl, const int32_t *lvl, int32_t *a
     return 1;
 }
 
+/* Each level's matrix groups by unit, then position (level_mv): the forward
+ * meets them in this order, the records' places at hand. 1, or 0 out of memory. */
+static int matrix_units(tape_t *t) {
+    int32_t nl = t->n_levels, N = t->n_pos;
+    if (!NEW(t->level_units, nl + 1)) return 0;
+    for (int32_t s = 0; s < nl; ++s) {
+        int32_t units = 0;
+        for (int64_t i = t->level_at[s], e = matrix_end(t, i, t->level_at[s + 1]); i < e; i += unit_width(t, i)) ++units;
+        t->level_units[s + 1] = t->level_units[s] + units;
+    }
+    if (!NEW(t->level_mv, (int64_t)t->level_units[nl] * N)) return 0;
+    for (int32_t s = 0; s < nl; ++s) {
+        int32_t u = t->level_units[s];
+        for (int64_t i = t->level_at[s], e = matrix_end(t, i, t->level_at[s + 1]); i < e; i += unit_width(t, i), ++u)
+            for (int32_t p = 0; p < N; ++p)
+                t->level_mv[(int64_t)u * N + p] = t->fwd_arg[3 * (i - t->level_at[s] + t->level_at[(int64_t)p * (nl + 1) + s])];
+    }
+    return 1;
+}
+
 int level_plan(tape_t *t) {
     t->n_levels = 0;
     if (t->n_blocks == 0) return 0;  /* (the matrix kernels' transposed weights) */
@@ -193,9 +213,13 @@ int level_plan(tape_t *t) {
         t->bwd_level_at = NULL;
     }
     free(lvl);
-    if (ok) t->n_levels = nl;
-    else { free(t->level_at); t->level_at = NULL; }
-    return 0;
+    if (!ok) {
+        free(t->level_at);
+        t->level_at = NULL;
+        return 0;
+    }
+    t->n_levels = nl;
+    return matrix_units(t) ? 0 : -1;
 }
 
 /* The forward of positions [0, n) level by level (level_plan): run(t, i0, i1)
@@ -203,12 +227,20 @@ int level_plan(tape_t *t) {
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t)) {
     int32_t nl = t->n_levels;
     for (int32_t s = 0; s < nl; ++s) {
-        const int32_t *at0 = t->level_at + s;
-        int64_t i = at0[0], e = matrix_end(t, at0[0], at0[1]);
-        for (; i < e; i += unit_width(t, i))
-            for (int32_t p = 0; p < n; ++p)
-                matrix_forward(t, t->mv + t->fwd_arg[3 * (i - at0[0] + t->level_at[(int64_t)p * (nl + 1) + s])]);
-        int64_t skip = i - at0[0];  /* the level's matrix groups, the same at every position */
+        for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
+            const int32_t *mv = t->level_mv + (int64_t)u * t->n_pos;
+            for (int32_t p = 0; p < n; ++p) {
+                if (p + 2 < n) __builtin_prefetch(t->mv + mv[p + 2]);  /* (positions far apart) */
+                if (p + 1 < n) {
+                    const matvec_t *h = t->mv + mv[p + 1];
+                    __builtin_prefetch(t->x + h->top[0], 1);
+                    if (h->vec >= 0) __builtin_prefetch(t->x + h->vec);
+                }
+                matrix_forward(t, t->mv + mv[p]);
+            }
+        }
+        int64_t skip = matrix_end(t, t->level_at[s], t->level_at[s + 1]) - t->level_at[s];  /* the same
+                                   * matrix groups at every position */
         for (int32_t p = 0; p < n; ++p) {
             const int32_t *ap = t->level_at + (int64_t)p * (nl + 1) + s;
             status_t st = run(t, ap[0] + skip, ap[1]);

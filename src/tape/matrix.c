@@ -47,6 +47,16 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
  * is where row r's weights for lane 0 are in x, gts[r] its sum's gradient. */
 #define VECGRADS_BODY                                                             \
     int32_t i = 0;                                                                \
+    for (; i + 32 <= lanes; i += 32) {  /* eight sums in flight: an add's latency hidden */ \
+        v4 a[8];                                                                  \
+        for (int u = 0; u < 8; ++u) a[u] = load4(acc + i + 4 * u);                \
+        for (int32_t r = 0; r < rows; ++r) {                                      \
+            const double *w = x + wofs[r] + i;                                    \
+            double gt = gts[r];                                                   \
+            for (int u = 0; u < 8; ++u) a[u] = a[u] + load4(w + 4 * u) * gt;      \
+        }                                                                         \
+        for (int u = 0; u < 8; ++u) store4(acc + i + 4 * u, a[u]);                \
+    }                                                                             \
     for (; i + 16 <= lanes; i += 16) {                                            \
         v4 a0 = load4(acc + i), a1 = load4(acc + i + 4);                          \
         v4 a2 = load4(acc + i + 8), a3 = load4(acc + i + 12);                     \
@@ -71,6 +81,25 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
  * for its reads k = 0.. (positions last to first); row c's weights at gw + c len. */
 #define BLOCKGRADS_BODY                                                           \
     int32_t j = 0;                                                                \
+    for (; j + 8 <= len; j += 8) {  /* two chunks of weights: eight sums in flight */ \
+        v4 a[8];                                                                  \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            a[2 * c] = load4(gw + c * len + j);                                   \
+            a[2 * c + 1] = load4(gw + c * len + j + 4);                           \
+        }                                                                         \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v4 v0 = load4(vp[k] + j), v1 = load4(vp[k] + j + 4);                  \
+            const double *gk = gt + 4 * k;                                        \
+            for (int c = 0; c < SIDE; ++c) {                                      \
+                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
+                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
+            }                                                                     \
+        }                                                                         \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            store4(gw + c * len + j, a[2 * c]);                                   \
+            store4(gw + c * len + j + 4, a[2 * c + 1]);                           \
+        }                                                                         \
+    }                                                                             \
     for (; j + 4 <= len; j += 4) {                                                \
         v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
         v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
