@@ -262,6 +262,7 @@ void mark_shifted_dots(tape_t *t);
 int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g);
+void matrix_forward2(tape_t *t, const matvec_t *g, const matvec_t *h);
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
 void matrix_param_grads(tape_t *t, int32_t n);
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);

@@ -229,15 +229,17 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
     for (int32_t s = 0; s < nl; ++s) {
         for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
             const int32_t *mv = t->level_mv + (int64_t)u * t->n_pos;
-            for (int32_t p = 0; p < n; ++p) {
-                if (p + 2 < n) __builtin_prefetch(t->mv + mv[p + 2]);  /* (positions far apart) */
-                if (p + 1 < n) {
-                    const matvec_t *h = t->mv + mv[p + 1];
+            int32_t p = 0;
+            for (; p + 1 < n; p += 2) {  /* two positions at once: the weights loaded once */
+                for (int32_t q = p + 2; q < p + 4 && q < n; ++q) {  /* (positions far apart) */
+                    const matvec_t *h = t->mv + mv[q];
+                    __builtin_prefetch(h);
                     __builtin_prefetch(t->x + h->top[0], 1);
                     if (h->vec >= 0) __builtin_prefetch(t->x + h->vec);
                 }
-                matrix_forward(t, t->mv + mv[p]);
+                matrix_forward2(t, t->mv + mv[p], t->mv + mv[p + 1]);
             }
+            if (p < n) matrix_forward(t, t->mv + mv[p]);
         }
         int64_t skip = matrix_end(t, t->level_at[s], t->level_at[s + 1]) - t->level_at[s];  /* the same
                                    * matrix groups at every position */

@@ -121,14 +121,44 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
             gw[c * len + j] = a;                                                  \
         }
 
+/* The same, for one run of four groups (16 rows) at two positions: g and h,
+ * vectors v and u; the weights' loads shared, eight sums in flight. */
+#define MATVEC2_BODY                                                                     \
+    v4 acc[8];                                                                           \
+    const double *w[4];                                                                  \
+    for (int k = 0; k < 4; ++k) {                                                        \
+        w[k] = wt + g[k].w[0];                                                           \
+        v4 ig = {x[g[k].init[0]], x[g[k].init[1]], x[g[k].init[2]], x[g[k].init[3]]};    \
+        v4 ih = {x[h[k].init[0]], x[h[k].init[1]], x[h[k].init[2]], x[h[k].init[3]]};    \
+        acc[k] = load4(w[k]) * v[0] + ig;                                                \
+        acc[4 + k] = load4(w[k]) * u[0] + ih;                                            \
+    }                                                                                    \
+    for (int32_t j = 1; j < g->len; ++j) {                                               \
+        double vj = v[j], uj = u[j];                                                     \
+        for (int k = 0; k < 4; ++k) {                                                    \
+            v4 wk = load4(w[k] + 4 * j);                                                 \
+            acc[k] = acc[k] + wk * vj;                                                   \
+            acc[4 + k] = acc[4 + k] + wk * uj;                                           \
+        }                                                                                \
+    }                                                                                    \
+    for (int k = 0; k < 4; ++k)                                                          \
+        for (int c = 0; c < SIDE; ++c) {                                                 \
+            x[g[k].top[c]] = acc[k][c];                                                  \
+            x[h[k].top[c]] = acc[4 + k][c];                                              \
+        }
+
+#define MATVEC2_ARGS double *restrict x, const double *restrict wt, const double *v, const double *u, \
+                     const matvec_t *g, const matvec_t *h
 #define MATVEC_ARGS double *restrict x, const double *restrict wt, const double *v, const matvec_t *g, int count
 #define VECGRADS_ARGS double *restrict acc, const double *x, const int32_t *wofs, const double *gts, int32_t rows, int32_t lanes
 #define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *gt, int32_t reads
 static void matvec_plain(MATVEC_ARGS) { MATVEC_BODY }
+static void matvec2_plain(MATVEC2_ARGS) { MATVEC2_BODY }
 static void vecgrads_plain(VECGRADS_ARGS) { VECGRADS_BODY }
 static void blockgrads_plain(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx2"))) static void matvec_avx2(MATVEC_ARGS) { MATVEC_BODY }
+__attribute__((target("avx2"))) static void matvec2_avx2(MATVEC2_ARGS) { MATVEC2_BODY }
 __attribute__((target("avx2"))) static void vecgrads_avx2(VECGRADS_ARGS) { VECGRADS_BODY }
 __attribute__((target("avx2"))) static void blockgrads_avx2(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
 #define HAVE_AVX2 1
@@ -159,6 +189,19 @@ void matrix_forward(tape_t *t, const matvec_t *g) {
     const double *v = matvec_vector(t->x, t->dot_pair, g, buf);
     int count = g->run == SIDE ? SIDE : 1;
     (use_avx2() ? matvec_avx2 : matvec_plain)(t->x, t->wt, v, g, count);
+}
+
+/* The forward of the same run of four groups at two positions (g and h:
+ * level_forward), or of any two groups one after the other. */
+void matrix_forward2(tape_t *t, const matvec_t *g, const matvec_t *h) {
+    if (g->run != SIDE || h->run != SIDE) {
+        matrix_forward(t, g);
+        matrix_forward(t, h);
+        return;
+    }
+    double buf[MAX_LANES], buf2[MAX_LANES];
+    const double *v = matvec_vector(t->x, t->dot_pair, g, buf), *u = matvec_vector(t->x, t->dot_pair, h, buf2);
+    (use_avx2() ? matvec2_avx2 : matvec2_plain)(t->x, t->wt, v, u, g, h);
 }
 
 /* The rows of [k0, k1) (a group's pull list) added into acc, a chunk at a
