@@ -245,6 +245,12 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
                                    * matrix groups at every position */
         for (int32_t p = 0; p < n; ++p) {
             const int32_t *ap = t->level_at + (int64_t)p * (nl + 1) + s;
+            if (p + 1 < n) {  /* the next position's piece starts far away: its first lines now */
+                int64_t i = ap[nl + 1] + skip;
+                __builtin_prefetch(t->fwd + i);
+                __builtin_prefetch(t->fwd_code + i);
+                __builtin_prefetch(t->fwd_arg + 3 * i);
+            }
             status_t st = run(t, ap[0] + skip, ap[1]);
             if (st != OP_OK) return st;
         }
@@ -260,6 +266,13 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
     for (int32_t s = nl - 1; s >= 0; --s)
         for (int32_t p = n - 1; p >= 0; --p) {
             const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1) + s;
+            if (p > 0) {  /* the next piece's first lines (its entries run last to first) */
+                int32_t b = ap[-(nl + 1) + 1] > 0 ? ap[-(nl + 1) + 1] - 1 : 0;
+                __builtin_prefetch(t->bwd + b);
+                __builtin_prefetch(t->bwd_group + b);
+                __builtin_prefetch(t->bwd_kind + b);
+                __builtin_prefetch(t->pull_start + b);
+            }
             run(t, ap[1], ap[0], arg);
         }
 }
