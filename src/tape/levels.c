@@ -237,9 +237,9 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
                     __builtin_prefetch(t->x + h->top[0], 1);
                     if (h->vec >= 0) __builtin_prefetch(t->x + h->vec);
                 }
-                matrix_forward2(t, t->mv + mv[p], t->mv + mv[p + 1]);
+                matrix_forward(t, t->mv + mv[p], t->mv + mv[p + 1]);
             }
-            if (p < n) matrix_forward(t, t->mv + mv[p]);
+            if (p < n) matrix_forward(t, t->mv + mv[p], NULL);
         }
         int64_t skip = matrix_end(t, t->level_at[s], t->level_at[s + 1]) - t->level_at[s];  /* the same
                                    * matrix groups at every position */

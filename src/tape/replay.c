@@ -92,7 +92,7 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
         case F_MV4: {
             const matvec_t *g = t->mv + A[0];
             if (t->n_blocks > 0) {  /* its rows side by side (and the next three groups': run) */
-                matrix_forward(t, g);
+                matrix_forward(t, g, NULL);
                 i += SIDE * g->run - 1;
                 break;
             }
@@ -158,30 +158,6 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     return OP_OK;
 }
 
-/* Where a tape has no row blocks (matrix.c), or a block's weights are read
- * otherwise too: an F_MV4 group's weights' gradients, a position at a time
- * (lanes across a row: each lane the same multiply and add whatever the
- * width, nothing fused: -ffp-contract=off). An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
- * grad is the vector's entry, the product's gradient its row's; v is the
- * group's vector, matvec_vector). The rows are distinct parameters, the
- * vector other nodes or a copy of them: nothing here aliases. */
-#define ROWS_GRADS_BODY                                                                    \
-    double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];                        \
-    double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];                        \
-    double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];    \
-    for (int32_t j = 0; j < m->len; ++j) {                                                \
-        g0[j] += v[j] * t0;                                                               \
-        g1[j] += v[j] * t1;                                                               \
-        g2[j] += v[j] * t2;                                                               \
-        g3[j] += v[j] * t3;                                                               \
-    }
-
-#define ROWS_GRADS_ARGS double *restrict g, const double *restrict v, const matvec_t *m
-static void rows_grads(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
-#if defined(__GNUC__) && defined(__x86_64__)
-#define HAVE_AVX2 1
-__attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
-#endif
 
 /* What the backward's entries read besides the tape. */
 typedef struct {
@@ -259,12 +235,6 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     int32_t n = t->n_used, P = t->n_params;
     double *g = t->grad;
     const double *x = t->x;
-    void (*row_grads)(ROWS_GRADS_ARGS) = rows_grads;
-#ifdef HAVE_AVX2
-    if (__builtin_cpu_supports("avx2")) {
-        row_grads = rows_grads_avx2;
-    }
-#endif
 
     /* the tail: loss = s * (1/n) with grad 1, then the chain of adds: each loss gets this */
     double g_s = 0.0 + (1.0 / n) * 1.0;
@@ -277,11 +247,10 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     read_params(g, a->grad, t, params);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    double buf[MAX_LANES];  /* a listed vector's entries (matvec_vector) */
     if (t->blocks_own_grads) matrix_param_grads(t, n);  /* the matrices' rows (each read by them only) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)
-            row_grads(g, matvec_vector(x, t->dot_pair, t->mv + m, buf), t->mv + m);
+            matrix_group_grads(t, t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }
