@@ -1,5 +1,5 @@
-/* levels.c: a whole forward run layer by layer instead of position by
- * position, so that a matrix's rows meet every position's vector while their
+/* levels.c: a whole step (forward and backward) run layer by layer instead
+ * of position by position, so that a matrix's rows meet every position's vector while their
  * weights are in cache (a 16-row run's are 8 KB at n_embd 64) instead of
  * coming back from L2 once a position.
  *
@@ -12,7 +12,10 @@
  * position. Each instruction computes the same numbers from the same operands;
  * only the order between independent instructions changes. level_plan checks
  * every operand of every instruction against this order and keeps no levels
- * (the forward stays position by position) for a tape that does not fit it. */
+ * (the forward stays position by position) for a tape that does not fit it.
+ * The backward runs the levels last to first, each level's positions last to
+ * first; backward_levels checks every entry's parents likewise. A forward
+ * from a later position (the sampler's, a position a call) runs in order. */
 #include "internal.h"
 
 /* The units of one position's forward: where the next instruction starts. */
