@@ -8,9 +8,9 @@
  *               checked against real depth-first walks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
- *   renumber.c  one index space for what the replay keeps
- *   interleave.c  alternating operations stored side by side
- *   blocks.c    row blocks and runs for matrix.c's kernels (rows side by side)
+ *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
+ *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
+ *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -68,9 +68,8 @@ typedef enum {
  * from x[init[c]] into x[top[c]]; the rows are consecutive parameters. The
  * vector's entries v[j] are x[vec + j] where they are consecutive nodes
  * (vec >= 0: a layer's outputs), else x[dot_pair[pairs + 2 j + 1]] (every
- * other entry of row 0's list: heads' outputs side by side), gathered into
- * a copy before the rows read it. All that the
- * forward and the parameters' gradients read of the group, in one record. */
+ * other entry of row 0's list: heads' outputs side by side), gathered into a copy
+ * first. All that the forward and the weights' gradients read of it, in one record. */
 typedef struct {
     int32_t w[4], top[4], init[4];
     int32_t vec, len, ins;
@@ -132,6 +131,10 @@ struct tape {
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
     const double **block_vp;  /* n_pos: a block's reads' vectors */
     double *block_vbuf;
+    /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
+     * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units
+     * [level_units[s], .. + 1), unit u at position p's first group level_mv[u N + p] */
+    int32_t n_levels, *level_at, *bwd_level_at, *level_units, *level_mv;
 
     /* the backward: nodes that take a gradient, creation order (run reversed);
      * entry b's parents [pull_start[b], pull_start[b+1]) in the reference's order,
@@ -285,11 +288,16 @@ void mark_shifted_dots(tape_t *t);
 /* blocks.c, matrix.c: a matrix's rows side by side (0, or -1 out of memory) */
 int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
-void matrix_forward(tape_t *t, const matvec_t *g);
+void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h);  /* h: the same rows' (or NULL) */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
 void matrix_param_grads(tape_t *t, int32_t n);
+void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 void shifted_dots(tape_t *t, int64_t i);
+/* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
+int level_plan(tape_t *t);
+status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
+void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);

@@ -13,11 +13,8 @@
  *             positions last to first inside the register (each weight is
  *             read once a position: that is its order of additions). */
 #include "internal.h"
+#include "lanes.h"
 
-typedef double v4 __attribute__((vector_size(32)));
-typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* four numbers anywhere */
-#define load4(p) (*(const v4u *)(p))
-#define store4(p, r) (*(v4u *)(p) = (r))
 
 /* The forward of groups g[0..count-1] (count 1 or 4: rows of one matrix times
  * one vector v): lane c of block k is g[k]'s row c. */
@@ -47,6 +44,16 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
  * is where row r's weights for lane 0 are in x, gts[r] its sum's gradient. */
 #define VECGRADS_BODY                                                             \
     int32_t i = 0;                                                                \
+    for (; i + 32 <= lanes; i += 32) {  /* eight sums in flight: an add's latency hidden */ \
+        v4 a[8];                                                                  \
+        for (int u = 0; u < 8; ++u) a[u] = load4(acc + i + 4 * u);                \
+        for (int32_t r = 0; r < rows; ++r) {                                      \
+            const double *w = x + wofs[r] + i;                                    \
+            double gt = gts[r];                                                   \
+            for (int u = 0; u < 8; ++u) a[u] = a[u] + load4(w + 4 * u) * gt;      \
+        }                                                                         \
+        for (int u = 0; u < 8; ++u) store4(acc + i + 4 * u, a[u]);                \
+    }                                                                             \
     for (; i + 16 <= lanes; i += 16) {                                            \
         v4 a0 = load4(acc + i), a1 = load4(acc + i + 4);                          \
         v4 a2 = load4(acc + i + 8), a3 = load4(acc + i + 12);                     \
@@ -71,6 +78,25 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
  * for its reads k = 0.. (positions last to first); row c's weights at gw + c len. */
 #define BLOCKGRADS_BODY                                                           \
     int32_t j = 0;                                                                \
+    for (; j + 8 <= len; j += 8) {  /* two chunks of weights: eight sums in flight */ \
+        v4 a[8];                                                                  \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            a[2 * c] = load4(gw + c * len + j);                                   \
+            a[2 * c + 1] = load4(gw + c * len + j + 4);                           \
+        }                                                                         \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v4 v0 = load4(vp[k] + j), v1 = load4(vp[k] + j + 4);                  \
+            const double *gk = gt + 4 * k;                                        \
+            for (int c = 0; c < SIDE; ++c) {                                      \
+                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
+                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
+            }                                                                     \
+        }                                                                         \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            store4(gw + c * len + j, a[2 * c]);                                   \
+            store4(gw + c * len + j + 4, a[2 * c + 1]);                           \
+        }                                                                         \
+    }                                                                             \
     for (; j + 4 <= len; j += 4) {                                                \
         v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
         v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
@@ -92,25 +118,70 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
             gw[c * len + j] = a;                                                  \
         }
 
+/* The same, for one run of four groups (16 rows) at two positions: g and h,
+ * vectors v and u; the weights' loads shared, eight sums in flight. */
+#define MATVEC2_BODY                                                                     \
+    v4 acc[8];                                                                           \
+    const double *w[4];                                                                  \
+    for (int k = 0; k < 4; ++k) {                                                        \
+        w[k] = wt + g[k].w[0];                                                           \
+        v4 ig = {x[g[k].init[0]], x[g[k].init[1]], x[g[k].init[2]], x[g[k].init[3]]};    \
+        v4 ih = {x[h[k].init[0]], x[h[k].init[1]], x[h[k].init[2]], x[h[k].init[3]]};    \
+        acc[k] = load4(w[k]) * v[0] + ig;                                                \
+        acc[4 + k] = load4(w[k]) * u[0] + ih;                                            \
+    }                                                                                    \
+    for (int32_t j = 1; j < g->len; ++j) {                                               \
+        double vj = v[j], uj = u[j];                                                     \
+        for (int k = 0; k < 4; ++k) {                                                    \
+            v4 wk = load4(w[k] + 4 * j);                                                 \
+            acc[k] = acc[k] + wk * vj;                                                   \
+            acc[4 + k] = acc[4 + k] + wk * uj;                                           \
+        }                                                                                \
+    }                                                                                    \
+    for (int k = 0; k < 4; ++k)                                                          \
+        for (int c = 0; c < SIDE; ++c) {                                                 \
+            x[g[k].top[c]] = acc[k][c];                                                  \
+            x[h[k].top[c]] = acc[4 + k][c];                                              \
+        }
+
+#define MATVEC2_ARGS double *restrict x, const double *restrict wt, const double *v, const double *u, \
+                     const matvec_t *g, const matvec_t *h
 #define MATVEC_ARGS double *restrict x, const double *restrict wt, const double *v, const matvec_t *g, int count
 #define VECGRADS_ARGS double *restrict acc, const double *x, const int32_t *wofs, const double *gts, int32_t rows, int32_t lanes
 #define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *gt, int32_t reads
+
+/* Where a tape has no row blocks, or a block's weights are read otherwise
+ * too: an F_MV4 group's weights' gradients, a position at a time (lanes
+ * across a row). Row c's weight j adds v[j] * g_c (its product's local grad
+ * is the vector's entry, the product's gradient its row's). The rows are
+ * distinct parameters, the vector other nodes or a copy: nothing aliases. */
+#define ROWS_GRADS_BODY                                                                    \
+    double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];                        \
+    double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];                        \
+    double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];    \
+    for (int32_t j = 0; j < m->len; ++j) {                                                \
+        g0[j] += v[j] * t0;                                                               \
+        g1[j] += v[j] * t1;                                                               \
+        g2[j] += v[j] * t2;                                                               \
+        g3[j] += v[j] * t3;                                                               \
+    }
+#define ROWS_GRADS_ARGS double *restrict g, const double *restrict v, const matvec_t *m
 static void matvec_plain(MATVEC_ARGS) { MATVEC_BODY }
+static void matvec2_plain(MATVEC2_ARGS) { MATVEC2_BODY }
 static void vecgrads_plain(VECGRADS_ARGS) { VECGRADS_BODY }
 static void blockgrads_plain(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
-#if defined(__GNUC__) && defined(__x86_64__)
+static void rows_grads_plain(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
 __attribute__((target("avx2"))) static void matvec_avx2(MATVEC_ARGS) { MATVEC_BODY }
+__attribute__((target("avx2"))) static void matvec2_avx2(MATVEC2_ARGS) { MATVEC2_BODY }
 __attribute__((target("avx2"))) static void vecgrads_avx2(VECGRADS_ARGS) { VECGRADS_BODY }
 __attribute__((target("avx2"))) static void blockgrads_avx2(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
-#define HAVE_AVX2 1
 #endif
 
-static int use_avx2(void) {
-#ifdef HAVE_AVX2
-    return __builtin_cpu_supports("avx2");
-#else
-    return 0;
-#endif
+void matrix_group_grads(tape_t *t, const matvec_t *m) {
+    double buf[MAX_LANES];
+    (use_avx2() ? rows_grads_avx2 : rows_grads_plain)(t->grad, matvec_vector(t->x, t->dot_pair, m, buf), m);
 }
 
 /* The row blocks' weights, transposed (wt: n_params numbers, read by blocks only). */
@@ -124,12 +195,19 @@ void matrix_transpose(tape_t *t) {
     }
 }
 
-/* The forward of F_MV4 group g and, when g->run is 4, the three after it. */
-void matrix_forward(tape_t *t, const matvec_t *g) {
-    double buf[MAX_LANES];
+/* The forward of F_MV4 group g and, when g->run is 4, the three after it;
+ * with h (level_forward), of the same rows at another position too. */
+void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h) {
+    double buf[MAX_LANES], buf2[MAX_LANES];
     const double *v = matvec_vector(t->x, t->dot_pair, g, buf);
+    if (h != NULL && g->run == SIDE && h->run == SIDE) {
+        const double *u = matvec_vector(t->x, t->dot_pair, h, buf2);
+        (use_avx2() ? matvec2_avx2 : matvec2_plain)(t->x, t->wt, v, u, g, h);
+        return;
+    }
     int count = g->run == SIDE ? SIDE : 1;
     (use_avx2() ? matvec_avx2 : matvec_plain)(t->x, t->wt, v, g, count);
+    if (h != NULL) matrix_forward(t, h, NULL);
 }
 
 /* The rows of [k0, k1) (a group's pull list) added into acc, a chunk at a
@@ -185,49 +263,4 @@ void matrix_param_grads(tape_t *t, int32_t n) {
         }
         kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gt + SIDE * (int64_t)r, reads);
     }
-}
-
-/* A backward group of 4 at entry b (internal.h): lane i is entry b - 3 + i,
- * whose parents are entry b's less 3 - i, with the same local gradients
- * (each lane adds x * g as the entry alone would). dst: the four entries. */
-#define SHIFTED_BODY                                                            \
-    v4 acc = {0.0, 0.0, 0.0, 0.0};                                              \
-    for (int64_t k = k0; k < k1; ++k)                                           \
-        if (pp[k] < end) acc = acc + x[src[k]] * load4(g + pp[k] - (SIDE - 1)); \
-    for (int i = 0; i < SIDE; ++i) g[dst[i]] = acc[i];
-#define SHIFTED_ARGS double *g, const double *x, const int32_t *pp, const int32_t *src, int64_t k0, int64_t k1, \
-                     int32_t end, const int32_t *dst
-static void shifted_plain(SHIFTED_ARGS) { SHIFTED_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void shifted_avx2(SHIFTED_ARGS) { SHIFTED_BODY }
-#endif
-
-void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
-#ifdef HAVE_AVX2
-    void (*kernel)(SHIFTED_ARGS) = use_avx2() ? shifted_avx2 : shifted_plain;
-#else
-    void (*kernel)(SHIFTED_ARGS) = shifted_plain;
-#endif
-    kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
-}
-
-/* An F_SHIFT4 at instruction i (group.c mark_shifted_dots): chain c's
- * products x[p[2 j]] * x[p[2 j + 1] + c], each lane summed in its order. */
-#define SHIFT4_BODY                                                                 \
-    const int32_t *A = t->fwd_arg + 3 * i, *p = t->dot_pair + A[0];                 \
-    double *x = t->x;                                                               \
-    v4 init = {x[A[1]], x[A[4]], x[A[7]], x[A[10]]};                                \
-    v4 acc = x[p[0]] * load4(x + p[1]) + init;                                      \
-    for (int32_t j = 2; j < A[2]; j += 2) acc = acc + x[p[j]] * load4(x + p[j + 1]); \
-    for (int c = 0; c < SIDE; ++c) x[t->fwd[i + c]] = acc[c];
-static void shift4_plain(tape_t *t, int64_t i) { SHIFT4_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { SHIFT4_BODY }
-#endif
-
-void shifted_dots(tape_t *t, int64_t i) {
-#ifdef HAVE_AVX2
-    if (use_avx2()) { shift4_avx2(t, i); return; }
-#endif
-    shift4_plain(t, i);
 }

@@ -254,6 +254,7 @@ const char *tape_pack(tape_t *t) {
     if (why == NULL && keep_read_pairs(t) < 0) why = "out of memory";
     if (why == NULL && matrix_plan(t) < 0) why = "out of memory";
     if (why == NULL) mark_shifted_dots(t);
+    if (why == NULL && level_plan(t) < 0) why = "out of memory";
     return why;
 }
 

@@ -44,30 +44,15 @@ static inline void matvec_forward(double *x, const double *v, const matvec_t *g)
     x[g->top[3]] = a3;
 }
 
-status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
-                      const int32_t *tokens, int32_t from, int32_t n) {
+/* Forward instructions [i0, i1) of one position, in order. */
+static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
-    int32_t *arg = t->fwd_arg;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
     const uint8_t *code = t->fwd_code;
-    read_params(x, a->data, t, params);
-    if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
-    for (int64_t j = 0; j < t->n_token_edges; ++j) {
-        int32_t q = t->token_pos[j];
-        if (q >= from && q < n) {
-            int32_t slot = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
-            arg[t->token_arg[j]] = slot;
-            t->param_child[t->token_param[j]] = slot;
-        }
-    }
-    for (int32_t q = from; q < n; ++q)
-        arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
-
-    int32_t n_fwd = t->fwd_end[n - 1];
     double m = 0.0;  /* the last derived number's max */
-    for (int32_t i = from > 0 ? t->fwd_end[from - 1] : 0; i < n_fwd; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
         int32_t L = fwd[i];
-        const int32_t *A = arg + 3 * (int64_t)i;
+        const int32_t *A = t->fwd_arg + 3 * i;
         switch (code[i]) {
         case F_ADD:
             x[L] = x[A[0]] + x[A[1]];
@@ -107,7 +92,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
         case F_MV4: {
             const matvec_t *g = t->mv + A[0];
             if (t->n_blocks > 0) {  /* its rows side by side (and the next three groups': run) */
-                matrix_forward(t, g);
+                matrix_forward(t, g, NULL);
                 i += SIDE * g->run - 1;
                 break;
             }
@@ -132,12 +117,38 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
         }
         default: {  /* F_ONE_CHILD */
             status_t st = op_apply(t->op[L], &x[A[0]], t->operand[L], t->operand[L] - 1.0, &x[L], &x_lg[L]);
-            if (st != OP_OK) {
-                t->n_used = 0;  /* nothing after a failed position can be trusted */
-                return st;
-            }
+            if (st != OP_OK) return st;
         }
         }
+    }
+    return OP_OK;
+}
+
+status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
+                      const int32_t *tokens, int32_t from, int32_t n) {
+    double *x = t->x;
+    int32_t *arg = t->fwd_arg;
+    read_params(x, a->data, t, params);
+    if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
+    for (int64_t j = 0; j < t->n_token_edges; ++j) {
+        int32_t q = t->token_pos[j];
+        if (q >= from && q < n) {
+            int32_t slot = t->table_slot0 + tokens[q] * t->table_cols + t->token_col[j];
+            arg[t->token_arg[j]] = slot;
+            t->param_child[t->token_param[j]] = slot;
+        }
+    }
+    for (int32_t q = from; q < n; ++q)
+        arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
+
+    /* a whole forward layer by layer where the tape allows (levels.c); one
+     * that fails runs again in order, to stop where the reference stops */
+    status_t st = from == 0 && t->n_levels > 0 ? level_forward(t, n, run_forward) : OP_OK;
+    if (st != OP_OK || !(from == 0 && t->n_levels > 0))
+        st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
+    if (st != OP_OK) {
+        t->n_used = 0;  /* nothing after a failed position can be trusted */
+        return st;
     }
     /* the mean, as sum() and (1 / n) * builds it */
     double s = x[t->loss_node[0]] + 0.0;
@@ -147,49 +158,24 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     return OP_OK;
 }
 
-/* Where a tape has no row blocks (matrix.c), or a block's weights are read
- * otherwise too: an F_MV4 group's weights' gradients, a position at a time
- * (lanes across a row: each lane the same multiply and add whatever the
- * width, nothing fused: -ffp-contract=off). An F_MV4 group's parameters: w_c[j] adds v[j] * g_c (its product's local
- * grad is the vector's entry, the product's gradient its row's; v is the
- * group's vector, matvec_vector). The rows are distinct parameters, the
- * vector other nodes or a copy of them: nothing here aliases. */
-#define ROWS_GRADS_BODY                                                                    \
-    double *restrict g0 = g + m->w[0], *restrict g1 = g + m->w[1];                        \
-    double *restrict g2 = g + m->w[2], *restrict g3 = g + m->w[3];                        \
-    double t0 = g[m->top[0]], t1 = g[m->top[1]], t2 = g[m->top[2]], t3 = g[m->top[3]];    \
-    for (int32_t j = 0; j < m->len; ++j) {                                                \
-        g0[j] += v[j] * t0;                                                               \
-        g1[j] += v[j] * t1;                                                               \
-        g2[j] += v[j] * t2;                                                               \
-        g3[j] += v[j] * t3;                                                               \
-    }
 
-#define ROWS_GRADS_ARGS double *restrict g, const double *restrict v, const matvec_t *m
-static void rows_grads(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
-#if defined(__GNUC__) && defined(__x86_64__)
-#define HAVE_AVX2 1
-__attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
-#endif
+/* What the backward's entries read besides the tape. */
+typedef struct {
+    const int32_t *tokens;
+    int32_t end;        /* one past the last position's nodes: parents past it add nothing */
+    double g_loss;      /* each position's loss's gradient */
+} pull_ctx_t;
 
-int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
-    int32_t n = t->n_used, end = t->pos_end[n - 1], P = t->n_params, V = t->n_cand;
-    double *g = t->grad;
+/* Backward entries b1 - 1 down to b0, each its gradient from its parents'. */
+static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
+    const pull_ctx_t *ctx = arg;
+    const int32_t *tokens = ctx->tokens;
+    int32_t end = ctx->end, V = t->n_cand;
+    double g_loss = ctx->g_loss, *g = t->grad;
     const double *x = t->x;
     const int32_t *pp = t->pull_parent, *src = t->pull_src, *pb = t->pull_block;
     const int64_t *ps = t->pull_start;
-    void (*row_grads)(ROWS_GRADS_ARGS) = rows_grads;
-#ifdef HAVE_AVX2
-    if (__builtin_cpu_supports("avx2")) {
-        row_grads = rows_grads_avx2;
-    }
-#endif
-
-    /* the tail: loss = s * (1/n) with grad 1, then the chain of adds: each loss gets this */
-    double g_s = 0.0 + (1.0 / n) * 1.0;
-    double g_loss = 0.0 + 1.0 * (0.0 + 1.0 * g_s);
-
-    for (int32_t b = t->bwd_end[n - 1] - 1; b >= 0; --b) {
+    for (int32_t b = b1 - 1; b >= b0; --b) {
         int32_t L = t->bwd[b];
         if (t->bwd_group[b] == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (matrix.c) */
             shifted_grads(t, b, ps[b], ps[b + 1], end);
@@ -243,15 +229,28 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         }
         g[L] = acc;
     }
+}
+
+int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
+    int32_t n = t->n_used, P = t->n_params;
+    double *g = t->grad;
+    const double *x = t->x;
+
+    /* the tail: loss = s * (1/n) with grad 1, then the chain of adds: each loss gets this */
+    double g_s = 0.0 + (1.0 / n) * 1.0;
+    double g_loss = 0.0 + 1.0 * (0.0 + 1.0 * g_s);
+
+    pull_ctx_t ctx = {tokens, t->pos_end[n - 1], g_loss};
+    if (t->bwd_level_at != NULL) level_backward(t, n, run_backward, &ctx);  /* (levels.c) */
+    else run_backward(t, t->bwd_end[n - 1], 0, &ctx);
     /* parameters: each is read at most once a position; positions last to first */
     read_params(g, a->grad, t, params);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    double buf[MAX_LANES];  /* a listed vector's entries (matvec_vector) */
     if (t->blocks_own_grads) matrix_param_grads(t, n);  /* the matrices' rows (each read by them only) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)
-            row_grads(g, matvec_vector(x, t->dot_pair, t->mv + m, buf), t->mv + m);
+            matrix_group_grads(t, t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }

@@ -17,7 +17,8 @@ void tape_free(tape_t *t) {
     free(t->param_edge); free(t->scratch); free(t->graph_end);
     free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
     free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
-    free(t->mv_read); free(t->block_pos); free(t->block_vec);
+    free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
+    free(t->level_units); free(t->level_mv);
     free(t);
 }
 
@@ -59,6 +60,10 @@ size_t tape_bytes(const tape_t *t) {
                                       + sizeof *t->block_mv + sizeof *t->mv_read + sizeof *t->block_pos
                                       + sizeof *t->block_vec)
         + (size_t)t->n_params * sizeof *t->wt
+        + (t->level_at != NULL ? N * (size_t)(t->n_levels + 1) * sizeof *t->level_at : 0)
+        + (t->bwd_level_at != NULL ? N * (size_t)(t->n_levels + 1) * sizeof *t->bwd_level_at : 0)
+        + (t->level_mv != NULL ? (size_t)(t->n_levels + 1) * sizeof *t->level_units
+                                 + N * (size_t)t->level_units[t->n_levels] * sizeof *t->level_mv : 0)
         + (t->block_vp != NULL ? N * sizeof *t->block_vp + (size_t)t->mv_end[N - 1] * SIDE * sizeof *t->block_gt : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
 }

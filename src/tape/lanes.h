@@ -1,0 +1,25 @@
+/* lanes.h: four doubles in one SIMD register (GCC vector extensions), read
+ * and written anywhere, and whether the processor has AVX2 (matrix.c,
+ * shifted.c: each kernel is compiled twice, plainly and for AVX2, and picked
+ * at run time). No FMA: a lane multiplies, then adds (-ffp-contract=off). */
+#ifndef MICROGPT_TAPE_LANES_H
+#define MICROGPT_TAPE_LANES_H
+
+typedef double v4 __attribute__((vector_size(32)));
+typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* four numbers anywhere */
+#define load4(p) (*(const v4u *)(p))
+#define store4(p, r) (*(v4u *)(p) = (r))
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define HAVE_AVX2 1
+#endif
+
+static inline int use_avx2(void) {
+#ifdef HAVE_AVX2
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+#endif
