@@ -10,7 +10,7 @@
  *                                        and parameter reads
  *   order_pulls, verify_targets (order.c)  the backward order
  *   tape_pack (pack.c)                   the replay's program */
-#include "internal.h"
+#include "builder.h"
 
 static int32_t local_of(const builder_t *b, node_t i) {
     const record_t *r = b->r;

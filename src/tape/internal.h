@@ -1,5 +1,6 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 300 lines: one struct every file reads.
+ * public contract, tape.h). About 300 lines: one struct every file reads; the
+ * build's working state is builder.h's (build.c, reads.c, order.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
  *   reads.c     who reads each node: pull lists, parameter reads, token slots;
@@ -221,9 +222,6 @@ typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV
 #define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
                          * sums, or a gathered copy of it, live on the stack) */
 
-/* A pull entry's place in the order (order.c), and its edge. */
-typedef struct { int64_t key; int32_t edge; } pull_key_t;
-
 /* A chain recorded compactly (internal.h's top): an OP_DOT node. */
 static inline int is_compact(const tape_t *t, int32_t L) {
     return t->op[L] == OP_DOT;
@@ -237,38 +235,6 @@ static inline int32_t dot_len(const tape_t *t, int32_t L) {
 static inline int32_t dot_init(const tape_t *t, int32_t L) {
     return is_compact(t, L) ? L - 1 : t->aux[L] + 1;
 }
-
-/* The builder's working state (build.c, order.c): what it borrows, and what
- * it owns until tape_build's one cleanup. */
-typedef struct {
-    arena_t *a;             /* the recorded graph, read only (copy_graph, check_tail), but for
-                             * its recorded edges with r->consume (rewritten by copy_graph) */
-    const record_t *r;
-    tape_t *t;
-    int32_t *pmap;          /* arena node below the recording -> parameter slot, or -1 */
-    int64_t n_param_edges;
-    int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
-                             * (t->scratch, once the pull lists are filled) */
-    int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
-    pull_key_t *keys;       /* sort_pulls' room for a long list's keys (keys_cap of them) */
-    int32_t *pair_base;     /* a compact chain's first product among all compact chains' products */
-    int32_t *pair_rank;     /* ... each product's rank in the last walk (-1: not reached) */
-    int64_t n_dot_pairs;    /* the compact chains' products */
-    int64_t keys_cap;
-    int32_t *stack_node, *stack_edge;  /* the walk's stack (stack_cap entries) */
-    int64_t stack_cap;
-} builder_t;
-
-/* reads.c: phases of tape_build (build.c) */
-const char *count_readers(builder_t *b);
-const char *fill_reads(builder_t *b);
-const char *token_slots(builder_t *b);
-
-/* order.c */
-int32_t block_of(const builder_t *b, int32_t q);  /* the logit of its position node q is in, or -1 */
-int32_t block_at(const builder_t *b, int32_t q, int32_t p);  /* ... node q of position p */
-const char *order_pulls(builder_t *b);     /* sorted, rotations found, the rule checked */
-const char *verify_targets(builder_t *b);  /* ... against walks for other targets */
 
 /* pack.c: the replay's program from the builder's checked node lists
  * (kinds, pull lists in the reference's order, parameter reads); frees those

@@ -3,7 +3,7 @@
  * adds them; the rotating nodes' rule (the target's logit last) checked
  * against that walk and against walks for other targets. Some 300 lines, one
  * job: the sort and the rule's check both read the walk's ranks. */
-#include "internal.h"
+#include "builder.h"
 
 /* The last walk's rank of pull entry k's parent (-1: not reached): of a
  * compact chain, the rank of its product that reads the node. */

@@ -4,7 +4,7 @@
  * the chains sum(w * x ...) recorded node by node (found here, on the
  * counts). Phases of tape_build (build.c): NULL, or why the step cannot be
  * replayed. */
-#include "internal.h"
+#include "builder.h"
 
 /* Count each node's readers (a parameter's by position); a node read by
  * several logits rotates (checked further once its pull list is sorted). */
