@@ -112,11 +112,13 @@ cdef class Tape:
 
     def counts(self, int n):
         """What a replay of n positions runs: nodes, forward instructions,
-        backward nodes, pulls (gradient terms) and parameter reads."""
+        forward instructions run four (or more) sums at once, backward nodes, pulls
+        (gradient terms) and parameter reads."""
         if not 1 <= n <= tape_positions(self.t):
             raise ValueError(f"the tape holds 1 to {tape_positions(self.t)} positions, not {n}")
         cdef tape_counts_t c = tape_counts(self.t, n)
-        return dict(nodes=c.nodes, kept_nodes=c.kept_nodes, forward=c.forward, backward=c.backward,
+        return dict(nodes=c.nodes, kept_nodes=c.kept_nodes, forward=c.forward,
+                    forward_side_by_side=c.forward_side_by_side, backward=c.backward,
                     pulls=c.pulls, pulls_side_by_side=c.pulls_side_by_side,
                     pulls_by_matrix_rows=c.pulls_by_matrix_rows, other_param_reads=c.other_param_reads,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))

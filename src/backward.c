@@ -58,13 +58,14 @@ int64_t arena_backward(arena_t *a, node_t root) {
     uint8_t *tag = a->tag;
     const uint8_t *lg_int = a->lg_int;
 
+    for (int64_t t = 0; t < n; ++t)  /* a recorded step's compact sum (arena.h): refused before */
+        if (tag[topo[t]] & TAG_NO_BACKWARD) return -2;  /* any gradient is written */
     grad[root] = 1.0;  /* the reference's self.grad = 1: an int */
     tag[root] |= TAG_GRAD_INT;
     for (int64_t t = n - 1; t >= 0; --t) {
         node_t v = topo[t];
         double gv = grad[v];
         int64_t e = start[v], end = start[(int64_t)v + 1];  /* read once: the tag writes below are bytes */
-        if (tag[v] & TAG_NO_BACKWARD) return -2;  /* a recorded step's compact sum (arena.h) */
         if (!(tag[v] & TAG_GRAD_INT)) {  /* float * anything is a float: the common path */
             if (end - e == 2) {  /* an add or a multiply, most nodes: edge e, then e + 1 */
                 node_t c0 = child[e], c1 = child[e + 1];

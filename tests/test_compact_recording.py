@@ -71,11 +71,14 @@ def test_a_product_of_two_ints_takes_the_node_by_node_path():
 def test_the_arena_runs_no_backward_and_no_replay_through_a_compact_sum():
     arena = _engine.Arena()
     w, x = [arena.value(0.5), arena.value(1.5)], [arena.value(2.0), arena.value(-1.0)]
+    p = arena.value(3.0)
     with arena.graph():
         mark = len(arena)
         s, _, _ = compact_sum(arena, w, x)
+        loss = s + p * 2.0  # the walk reaches p's product before the compact sum
         with pytest.raises(RuntimeError, match="compact"):
-            (s * 2.0).backward()
+            loss.backward()
+        assert (p.grad, loss.grad, w[0].grad) == (0, 0, 0)  # refused before any gradient is written
         with pytest.raises(ValueError, match="compact"):
             arena.replay(mark)
 
@@ -108,6 +111,7 @@ def test_the_compact_recording_builds_the_node_by_node_recordings_tape():
             counts.append({k: v for k, v in tape.counts(8).items() if k != "nodes"})
             counts[-1]["loss"] = bits(tape.forward(tokens[:9]))
     assert counts[0] == counts[1]
+    assert counts[0]["forward_side_by_side"] > 0  # the attention's chains, four at once, either way
 
 
 def recordings(monkeypatch, refuse_compact=False):

@@ -18,7 +18,7 @@ static int dots_fit(const tape_t *t, int64_t i) {
     for (int k = 0; k < 8; ++k) {
         int32_t L = t->fwd[i + k];
         if ((t->fwd_code[i + k] == F_DOT) != (k % 2 == 0)) return 0;
-        if (k % 2 == 0 && L - t->aux[L] != L0 - t->aux[L0]) return 0;
+        if (k % 2 == 0 && dot_len(t, L) != dot_len(t, L0)) return 0;  /* either form of chain */
     }
     for (int k = 0; k < 8; k += 2) {
         const int32_t *A = t->fwd_arg + 3 * (i + k), *pr = t->dot_pair + A[0];

@@ -97,6 +97,10 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.nodes = t->graph_end[n - 1] - t->n_params;
     c.kept_nodes = t->n_nodes;
     c.forward = t->fwd_end[n - 1];
+    for (int32_t k = 0; k < c.forward; ++k) {
+        uint8_t f = t->fwd_code[k];
+        c.forward_side_by_side += f == F_DOT4 || f == F_MV4 || f == F_SHIFT4;
+    }
     c.backward = b;
     c.other_param_reads = t->param_start[n];
     return c;

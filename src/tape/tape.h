@@ -57,6 +57,7 @@ typedef struct {
     int64_t nodes;              /* the recorded graph's nodes of those positions (a compact sum: 2) */
     int64_t kept_nodes;         /* nodes the tape keeps (a chain's inner nodes are not kept) */
     int64_t forward, backward;  /* forward instructions, backward entries */
+    int64_t forward_side_by_side; /* ... forward instructions of four (or more) sums at once */
     int64_t pulls;              /* gradient terms */
     int64_t pulls_side_by_side; /* ... of them summed four (or more) entries at once */
     int64_t pulls_by_matrix_rows; /* ... of them as a vector read by a matrix's rows */
