@@ -68,6 +68,17 @@ cdef class Arena:
         return self.reclaimed
 
     @property
+    def unmade(self):
+        """Nodes the compact sums made so far stand for and did not make (each sum
+        of n products: 2 nodes instead of 2 n + 1)."""
+        return self.unmade
+
+    @property
+    def unmade_edges(self):
+        """The edges those nodes would have had, less the compact sums' own."""
+        return self.unmade_edges
+
+    @property
     def capacity(self):
         """Nodes the columns hold before they must reclaim or grow."""
         return self.a.cap_nodes

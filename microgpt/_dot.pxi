@@ -93,4 +93,6 @@ cdef object compact_dot(Arena arena, list wl, list xl, Py_ssize_t n):
         int_product |= (tag[c[2 * k]] & tag[c[2 * k + 1]] & TAG_DATA_INT) != 0
     if int_product:
         return False
+    arena.unmade += 2 * n - 1  # node by node: n products, the 0 and n additions,
+    arena.unmade_edges += 2 * n  # 4 n edges where the compact sum has 2 n
     return make(arena, arena_push_dot(ar, n))

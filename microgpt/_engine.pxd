@@ -123,6 +123,8 @@ cdef class Arena:
     cdef list derived                       # (const node, sign, source nodes) noted while recording
     cdef int64_t pinned                     # nodes below it are never moved: a scope's or mark()'s mark
     cdef int64_t reclaimed                  # nodes reclaimed so far (for inspection)
+    cdef int64_t unmade                     # nodes compact sums stood for and did not make (for counting)
+    cdef int64_t unmade_edges               # ... and their edges
     cdef uint64_t moves                     # bumped whenever a live handle's node changes (a reclaim
                                             #   that moved nodes, Value.__init__ on a live handle):
                                             #   node indices cached before it must be taken again

@@ -47,6 +47,8 @@ cdef extern from *:
 name = "compiled"
 checked = bool(MICROGPT_CHECKED)  # built with MICROGPT_BOUNDSCHECK=1: Cython checks and C asserts
 
+# bytes the arena's columns take for one node (node columns, backward scratch) and one edge
+NODE_BYTES, EDGE_BYTES = int(arena_node_bytes()), int(arena_edge_bytes())
 OP_NAMES = ("leaf", "const", "add", "mul", "pow", "log", "exp", "relu", "custom", "dot")
 
 

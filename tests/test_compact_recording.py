@@ -213,3 +213,21 @@ def test_a_recording_sets_its_own_way_of_appending_sums():
     finally:
         _engine.end_recording(arena)
     assert _engine.set_compact(arena, True) is False and _engine.set_compact(arena, False) is True
+
+
+def test_the_bench_counts_a_compactly_built_graph_as_the_node_by_node_one():
+    from microgpt.bench.measure import compact_graph
+    eng = get_engine("compiled")
+    random.seed(4)
+    cfg = Config(vocab_size=27, n_layer=2, n_embd=12, block_size=8, n_head=3)
+    sd = init_state_dict(eng.Value, cfg)
+    tokens = [random.randrange(27) for _ in range(10)]
+    arena = eng.default_arena()
+    for _ in range(2):  # the second time the arena has room: no reclaim in the middle of the count
+        with eng.graph():
+            n0, e0, r0 = len(arena), arena.num_edges, arena.reclaimed
+            model.document_loss(sd, cfg, tokens)
+            full = (len(arena) - n0, arena.num_edges - e0)
+    assert arena.reclaimed == r0
+    assert compact_graph(eng, lambda: model.document_loss(sd, cfg, tokens)) == full
+    assert not _engine.set_compact(arena, False)  # the arena's own setting is back

@@ -82,16 +82,31 @@ def timed_step(trainer):
     return loss, seconds
 
 
-def count_nodes(engine, build):
-    """Nodes that build() creates, counted by the engine: the arena's growth and what
-    it reclaimed meanwhile (compiled: a full arena reclaims what no handle reaches
-    before it grows), or the Value constructions (pure). build runs inside a graph scope."""
-    if hasattr(engine, "default_arena"):
-        arena = engine.default_arena()
+def compact_graph(engine, build):
+    """(nodes, edges) of the graph build() makes on an arena engine, built compactly
+    (each sum of products as one node, counted as the nodes and edges it stands for:
+    a large model's count needs no whole graph in memory), plus what a full arena
+    reclaimed meanwhile (it reclaims what no handle reaches before it grows). build
+    runs inside a graph scope."""
+    from .. import _engine
+    arena = engine.default_arena()
+    was = _engine.set_compact(arena, True)
+    try:
         with engine.graph():
-            mark, reclaimed = len(arena), arena.reclaimed
+            n0, e0, r0 = len(arena), arena.num_edges, arena.reclaimed
+            u0, ue0 = arena.unmade, arena.unmade_edges
             build()
-            return len(arena) - mark + arena.reclaimed - reclaimed
+            nodes = len(arena) - n0 + arena.reclaimed - r0 + arena.unmade - u0
+            return nodes, arena.num_edges - e0 + arena.unmade_edges - ue0
+    finally:
+        _engine.set_compact(arena, was)
+
+
+def count_nodes(engine, build):
+    """Nodes that build() creates, counted by the engine: compact_graph's count
+    (compiled), or the Value constructions (pure). build runs inside a graph scope."""
+    if hasattr(engine, "default_arena"):
+        return compact_graph(engine, build)[0]
     cls = engine.Value
     original = cls.__dict__["__init__"]
     count = 0
@@ -113,16 +128,16 @@ def count_nodes(engine, build):
 def graph_bytes_per_node(engine, build, nodes):
     """Bytes per node of the graph build() makes: (while building, with backward too).
 
-    compiled: the arena's columns per node, which already hold the gradients and the
-    backward's scratch, so both figures are the same. pure: tracemalloc's peak over
+    compiled: the arena's columns for the graph's nodes and edges (compact_graph),
+    over its nodes; they already hold the gradients and the backward's scratch, so
+    both figures are the same. pure: tracemalloc's peak over
     the build (Values, their tuples and floats), then over build and backward (the
     gradients' floats, the topological order and its visited set), over the nodes.
     """
     if hasattr(engine, "default_arena"):
-        arena = engine.default_arena()
-        with engine.graph():
-            build()
-            bpn = arena.bytes_per_node
+        from .._engine import EDGE_BYTES, NODE_BYTES
+        n, e = compact_graph(engine, build)
+        bpn = NODE_BYTES + EDGE_BYTES * e / n
         return bpn, bpn
     import tracemalloc
     tracemalloc.start()
