@@ -334,6 +334,8 @@ cdef class Value:
         check(self)
         cdef arena_t *a = &self.arena.a
         cdef int64_t e, e0 = a.child_start[self.index]
+        if a.op[self.index] == OP_DOT:  # a compact sum writes none: each is its product's other factor
+            return tuple(a.data[a.child[e0 + ((e - e0) ^ 1)]] for e in range(e0, a.child_start[self.index + 1]))
         return tuple(present(a.local_grad[e], a.lg_int[e])
                      for e in range(e0, a.child_start[self.index + 1]))
 

@@ -87,6 +87,8 @@ typedef struct {
 
     epoch_t cur_epoch;     /* bumped by every release and every reclaim */
     uint32_t cur_visit;    /* bumped by every walk (backward, reclaim) */
+    int64_t compact_made;  /* OP_DOT nodes appended so far (never lowered): backward looks
+                            * for one in its order only where some were made */
 } arena_t;
 #undef ARENA_COLUMN_FIELD
 
@@ -296,8 +298,10 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
  * children the caller wrote at child[n_edges ..] (w0, x0, w1, x1, ...; every
  * product a float: an int times an int takes the node-by-node path), with the value
  * the chain's nodes compute: w0 * x0 + 0, then + w_k * x_k, left to right.
- * Its inner nodes are not made; its edges' local grads are each product's
- * other factor (as the products' would be): a
+ * Its inner nodes are not made and its edges' local grads are not written
+ * (each is its product's other factor: Value._local_grads derives them; writing
+ * them would touch some 9 bytes an edge that nothing reads, 200 MB at n_layer
+ * 4, n_embd 64, block 64): a
  * tape's builder takes the chain whole (src/tape), and the arena's backward
  * refuses the node (TAG_NO_BACKWARD; its order inside the chain is the walk's
  * through the inner nodes, which a node of 2 n edges cannot follow). The
@@ -307,19 +311,13 @@ static inline node_t arena_push_dot(arena_t *a, int64_t n) {
     assert(n >= 1 && a->n_nodes + 2 <= a->cap_nodes && a->n_edges + 2 * n <= a->cap_edges);
     const double *data = a->data;
     const node_t *c = a->child + a->n_edges;
-    double *lg = a->local_grad + a->n_edges;
-    uint8_t *lg_int = a->lg_int + a->n_edges;
     double acc = data[c[0]] * data[c[1]] + 0.0;
     for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
-    for (int64_t k = 0; k < n; ++k) {  /* d(w_k * x_k)/dw_k = x_k, and back: what the columns show */
-        lg[2 * k] = data[c[2 * k + 1]];
-        lg[2 * k + 1] = data[c[2 * k]];
-        lg_int[2 * k] = lg_int[2 * k + 1] = 0;
-    }
     a->held[a->n_nodes] = NULL;
     arena_set_node(a, a->n_nodes++, OP_CONST, 0.0, 0.0, TAG_GRAD_INT | TAG_DATA_INT);
     a->n_edges += 2 * n;
     int64_t i = a->n_nodes++;
+    a->compact_made++;
     return arena_set_node(a, i, OP_DOT, acc, 0.0, TAG_GRAD_INT | TAG_NO_BACKWARD);
 }
 

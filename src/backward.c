@@ -58,8 +58,9 @@ int64_t arena_backward(arena_t *a, node_t root) {
     uint8_t *tag = a->tag;
     const uint8_t *lg_int = a->lg_int;
 
-    for (int64_t t = 0; t < n; ++t)  /* a recorded step's compact sum (arena.h): refused before */
-        if (tag[topo[t]] & TAG_NO_BACKWARD) return -2;  /* any gradient is written */
+    if (a->compact_made)  /* a compact sum (arena.h) is refused before any gradient is written */
+        for (int64_t t = 0; t < n; ++t)
+            if (tag[topo[t]] & TAG_NO_BACKWARD) return -2;
     grad[root] = 1.0;  /* the reference's self.grad = 1: an int */
     tag[root] |= TAG_GRAD_INT;
     for (int64_t t = n - 1; t >= 0; --t) {
