@@ -23,28 +23,39 @@ void group_dots(tape_t *t, int64_t nf) {
     }
 }
 
-/* A group of four chains that are four rows of one matrix times one vector:
- * chain c's k-th product is w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k
- * and v[k] the same node for the four, at most MAX_LANES long. The same
- * products and sums, read through one record (matvec_t). Returns how many
- * groups were found. */
-int64_t mark_matvecs(tape_t *t, int64_t nf) {
+/* Retag as code every F_DOT4 group of forward instructions [0, nf) that fits
+ * (fits reads the group's four chains' operand lists from A, its fwd_arg);
+ * returns how many were retagged. */
+static int64_t retag_dot4s(tape_t *t, int64_t nf, int (*fits)(const tape_t *, const int32_t *A), uint8_t code) {
     int64_t found = 0;
     for (int64_t i = 0; i + SIDE <= nf; ++i) {
         if (t->fwd_code[i] != F_DOT4) continue;
-        const int32_t *A = t->fwd_arg + 3 * i, *p0 = t->dot_pair + A[0];
-        int ok = 1;
-        for (int c = 0; c < SIDE && ok; ++c) {
-            const int32_t *pc = t->dot_pair + A[3 * c];
-            for (int32_t j = 0; j < A[2] && ok; j += 2)
-                ok = pc[j] == pc[0] + j / 2 && pc[0] + A[2] / 2 <= t->n_params
-                    && pc[j + 1] == p0[j + 1] && pc[j + 1] >= t->n_params;
-        }
-        ok = ok && A[2] / 2 <= MAX_LANES;  /* a vector gathered by the replay fits its buffer */
-        if (ok) { t->fwd_code[i] = F_MV4; found++; }
+        if (fits(t, t->fwd_arg + 3 * i)) { t->fwd_code[i] = code; found++; }
         i += SIDE - 1;
     }
     return found;
+}
+
+/* Four rows of one matrix times one vector: chain c's k-th product is
+ * w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k and v[k] the same node
+ * for the four, at most MAX_LANES long (a vector gathered by the replay fits
+ * its buffer). */
+static int is_matvec(const tape_t *t, const int32_t *A) {
+    const int32_t *p0 = t->dot_pair + A[0];
+    for (int c = 0; c < SIDE; ++c) {
+        const int32_t *pc = t->dot_pair + A[3 * c];
+        for (int32_t j = 0; j < A[2]; j += 2)
+            if (!(pc[j] == pc[0] + j / 2 && pc[0] + A[2] / 2 <= t->n_params
+                  && pc[j + 1] == p0[j + 1] && pc[j + 1] >= t->n_params)) return 0;
+    }
+    return A[2] / 2 <= MAX_LANES;
+}
+
+/* A group of four chains that are four rows of one matrix times one vector:
+ * the same products and sums, read through one record (matvec_t). Returns how
+ * many groups were found. */
+int64_t mark_matvecs(tape_t *t, int64_t nf) {
+    return retag_dot4s(t, nf, is_matvec, F_MV4);
 }
 
 /* Do backward entries b and e read the same parents, in the same order, with
@@ -202,21 +213,21 @@ void share_derived(tape_t *t) {
     }
 }
 
-/* Four chains (an F_DOT4) that read the same node times consecutive nodes
- * (a head's outputs: chain c sums a_t * v_t[j + c] over t): one register of
- * four v_t entries times a_t per step (F_SHIFT4). In the replay's numbering,
- * once the lists read are final (keep_read_pairs). */
-void mark_shifted_dots(tape_t *t) {
-    int64_t nf = t->fwd_end[t->n_pos - 1];
-    for (int64_t i = 0; i + SIDE <= nf; ++i) {
-        if (t->fwd_code[i] != F_DOT4) continue;
-        const int32_t *A = t->fwd_arg + 3 * i, *p0 = t->dot_pair + A[0];
-        int ok = 1;
-        for (int c = 1; c < SIDE && ok; ++c) {
-            const int32_t *pc = t->dot_pair + A[3 * c];
-            for (int32_t j = 0; j < A[2] && ok; j += 2) ok = pc[j] == p0[j] && pc[j + 1] == p0[j + 1] + c;
-        }
-        if (ok) t->fwd_code[i] = F_SHIFT4;
-        i += SIDE - 1;
+/* The same node times consecutive nodes (a head's outputs: chain c sums
+ * a_t * v_t[j + c] over t). */
+static int is_shifted(const tape_t *t, const int32_t *A) {
+    const int32_t *p0 = t->dot_pair + A[0];
+    for (int c = 1; c < SIDE; ++c) {
+        const int32_t *pc = t->dot_pair + A[3 * c];
+        for (int32_t j = 0; j < A[2]; j += 2)
+            if (pc[j] != p0[j] || pc[j + 1] != p0[j + 1] + c) return 0;
     }
+    return 1;
+}
+
+/* Four chains (an F_DOT4) that read the same node times consecutive nodes:
+ * one register of four v_t entries times a_t per step (F_SHIFT4). In the
+ * replay's numbering, once the lists read are final (keep_read_pairs). */
+void mark_shifted_dots(tape_t *t) {
+    retag_dot4s(t, t->fwd_end[t->n_pos - 1], is_shifted, F_SHIFT4);
 }
