@@ -125,19 +125,19 @@ def count_nodes(engine, build):
     return count
 
 
-def graph_bytes_per_node(engine, build, nodes):
+def graph_bytes_per_node(engine, build, nodes, edges=None):
     """Bytes per node of the graph build() makes: (while building, with backward too).
 
-    compiled: the arena's columns for the graph's nodes and edges (compact_graph),
-    over its nodes; they already hold the gradients and the backward's scratch, so
-    both figures are the same. pure: tracemalloc's peak over
+    compiled: the arena's columns for the graph's nodes and edges (as compact_graph
+    counted them: nothing is built again), over its nodes; they already hold the
+    gradients and the backward's scratch, so both figures are the same. pure:
+    tracemalloc's peak over
     the build (Values, their tuples and floats), then over build and backward (the
     gradients' floats, the topological order and its visited set), over the nodes.
     """
     if hasattr(engine, "default_arena"):
         from .._engine import EDGE_BYTES, NODE_BYTES
-        n, e = compact_graph(engine, build)
-        bpn = NODE_BYTES + EDGE_BYTES * e / n
+        bpn = NODE_BYTES + EDGE_BYTES * edges / nodes
         return bpn, bpn
     import tracemalloc
     tracemalloc.start()
@@ -185,14 +185,17 @@ def measure(spec):
     # untimed passes over the timed steps' documents: nodes per step, bytes per node
     timed_tokens = [trainer.tokens_at(s) for s in range(spec["warmup"], total)]
     positions = [min(config.block_size, len(tokens) - 1) for tokens in timed_tokens]
-    nodes_by_positions = {}
+    def graph_size(build):  # (nodes, edges): the arena engines count edges too
+        return compact_graph(eng, build) if hasattr(eng, "default_arena") else (count_nodes(eng, build), None)
+
+    graph_by_positions = {}
     for tokens, n in zip(timed_tokens, positions):
-        if n not in nodes_by_positions:
-            nodes_by_positions[n] = count_nodes(eng, lambda: document_loss(sd, config, tokens))
-    nodes = [nodes_by_positions[n] for n in positions]
+        if n not in graph_by_positions:
+            graph_by_positions[n] = graph_size(lambda: document_loss(sd, config, tokens))
+    nodes = [graph_by_positions[n][0] for n in positions]
     first = timed_tokens[0]
     bpn, bpn_backward = graph_bytes_per_node(eng, lambda: document_loss(sd, config, first),
-                                             nodes_by_positions[positions[0]])
+                                             *graph_by_positions[positions[0]])
     return {
         "engine": eng.name, "params": len(parameters(sd)), "phases": phases,
         "nodes_per_step": statistics.mean(nodes),
