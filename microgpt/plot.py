@@ -34,9 +34,10 @@ def _loss(path, lineno, key, value):
     return x
 
 
-def read_log(path):
-    """(train, val): lists of (step, loss) from a JSON Lines log; a step logged twice
-    (a run resumed from an earlier checkpoint) keeps its last value."""
+def log_records(path):
+    """Each record of a JSON Lines log that has a step: (line number, step, record).
+    Other lines (the samples line, anything newer) are skipped; a line that is not
+    JSON raises DataError."""
     try:
         raw = read_bytes(path)
     except DataError as e:
@@ -45,7 +46,6 @@ def read_log(path):
         lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise DataError(f"{path} is not a UTF-8 JSON Lines log") from None
-    train, val = {}, {}
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -57,9 +57,15 @@ def read_log(path):
         except (RecursionError, ValueError) as e:  # nested too deep, an integer too long
             raise DataError(f"{path} line {lineno} cannot be read as a log record "
                             f"({'nested too deep' if isinstance(e, RecursionError) else e})") from None
-        if not isinstance(record, dict) or not is_number(record.get("step")):
-            continue  # the samples line, or anything newer we do not plot
-        step = _step(path, lineno, record["step"])
+        if isinstance(record, dict) and is_number(record.get("step")):
+            yield lineno, _step(path, lineno, record["step"]), record
+
+
+def read_log(path):
+    """(train, val): lists of (step, loss) from a JSON Lines log; a step logged twice
+    (a run resumed from an earlier checkpoint) keeps its last value."""
+    train, val = {}, {}
+    for lineno, step, record in log_records(path):
         if is_number(record.get("loss")):
             train[step] = _loss(path, lineno, "loss", record["loss"])
         if is_number(record.get("val_loss")):

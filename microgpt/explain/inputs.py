@@ -5,7 +5,7 @@ import json
 from ..data import read_bytes
 from ..errors import DataError
 from ..jsonfields import finite, is_number
-from ..plot import _loss, _step
+from ..plot import _loss, log_records
 
 
 def read_json_lines(path, what):
@@ -26,17 +26,11 @@ def read_log(path, ckpt):
     The log must be this run's: every step within the run's schedule and every learning
     rate the one the run used at that step (train.Trainer.lr_at, compared exactly)."""
     train, val = {}, {}
-    for lineno, line in enumerate(read_json_lines(path, "log file"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError, ValueError):
-            raise DataError(f"--log {path} line {lineno} is not JSON: expected a log written by "
-                            f"'microgpt train --log'") from None
-        if not isinstance(record, dict) or not is_number(record.get("step")):
-            continue  # the samples line
-        step = _step(path, lineno, record["step"])
+    try:
+        records = list(log_records(path))
+    except DataError as e:
+        raise DataError(f"--log {e}") from None
+    for lineno, step, record in records:
         if step > ckpt.num_steps:
             raise DataError(f"--log {path} is not this run's: it logs step {step}, and the run has "
                             f"{ckpt.num_steps} steps")
