@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from .argtypes import bounded, fraction, integer, positive_float, positive_int, positive_int_list, temperature
-from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR
+from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR, TORCH_DEVICES, TORCH_DTYPES
 from .errors import UsageError
 from .limits import MAX_BATCH_SIZE
 from .run import RunSettings
@@ -192,10 +192,6 @@ def add_explain(sub):
     e.add_argument("--seed", type=integer, help="reseed the generator (default: continue the checkpoint's)")
     e.add_argument("--bench", metavar="FILE", help="a 'microgpt bench --json' report: each engine's time split")
     e.add_argument("--out", metavar="FILE", help="the page to write (default: DIR/explain.html)")
-
-
-TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")
-TORCH_DTYPES = ("float64", "float32", "bfloat16")
 
 
 def add_torch_args(p, train=False):

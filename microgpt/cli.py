@@ -26,9 +26,9 @@ from .signals import Terminated, ignore_stop_signals, raise_on_termination, sign
 from .state import restore_weights
 
 
-def resolve_engine(name):
+def resolve_engine(name, **torch_options):
     try:
-        eng = engines.get_engine(name)
+        eng = engines.get_engine(name, **torch_options)
     except engines.EngineError as e:
         raise UsageError(str(e)) from None
     if engines.requested(name) == "auto" and eng.name == "pure":
@@ -43,10 +43,10 @@ TORCH_OPTIONS = ("device", "dtype", "threads")
 def engine_for(args):
     """The engine --engine names, the torch engine with its options (--device, --dtype,
     --threads); those options with another engine are refused."""
-    eng = resolve_engine(args.engine)
     options = {name: getattr(args, name, None) for name in TORCH_OPTIONS}
-    if eng.name == "torch":
-        return type(eng)(**options)
+    if engines.requested(args.engine) == "torch":
+        return resolve_engine(args.engine, **options)
+    eng = resolve_engine(args.engine)
     given = [name for name, value in options.items() if value is not None]
     if given or getattr(args, "nproc_per_node", 1) > 1:
         flag_name = given[0] if given else "nproc_per_node"

@@ -28,6 +28,8 @@ CHOICES = ("auto", "pure", "compiled", "replay", "torch")
 TORCH_INSTALL = ("pip install \".[torch]\" in the source folder, or pip install 'microgpt-arena[torch]' "
                  "(PyTorch and safetensors)")  # the README's form first
 ENV_VAR = "MICROGPT_ENGINE"
+TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")  # the torch engine's --device
+TORCH_DTYPES = ("float64", "float32", "bfloat16")  # ... and --dtype (torch's names)
 
 
 def _import_compiled():
@@ -49,13 +51,14 @@ def requested(name=None):
     return name.strip().lower()
 
 
-def get_engine(name=None):
-    """The engine module for name ("auto", "pure", "compiled", "replay"); None reads $MICROGPT_ENGINE."""
+def get_engine(name=None, **torch_options):
+    """The engine module for name ("auto", "pure", "compiled", "replay"), or the torch
+    engine made with torch_options (device, dtype, threads); None reads $MICROGPT_ENGINE."""
     name = requested(name)
     if name not in CHOICES:
         raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(CHOICES)}")
     if name == "torch":
-        return import_torch_engine().TorchEngine()
+        return import_torch_engine().TorchEngine(**torch_options)
     if name == "pure":
         from . import _pure
         return _pure

@@ -15,12 +15,13 @@ import contextlib
 
 import torch
 
+from .engine import TORCH_DEVICES, TORCH_DTYPES
 from .errors import UsageError
 from .torch_model import GPT, load_weights, softmax
 
 name = "torch"
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+DEVICES = TORCH_DEVICES
+DTYPES = {name: getattr(torch, name) for name in TORCH_DTYPES}
 
 
 class Weight:
