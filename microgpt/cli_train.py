@@ -56,16 +56,31 @@ def settings_from(args):
                        batch_size=args.batch_size)
 
 
+def resumed(args):
+    """The checkpoint --resume names (None without it), its settings taken into args."""
+    if not args.resume:
+        return None
+    ckpt = rundir.load(args.resume)
+    resume_settings(args, ckpt, args.given)  # (the batch size too)
+    if args.eval_every and not args.val_fraction:
+        raise UsageError("--eval-every needs --val-fraction above 0, and the resumed run holds out nothing")
+    return ckpt
+
+
+def open_run_dir(out_dir, args, ckpt):
+    """The run folder out_dir, locked (close() unlocks); it may already hold the checkpoint
+    being resumed."""
+    resuming_here = ckpt is not None and same_path(out_dir, args.resume)
+    return rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here)
+
+
 def launch_processes(args):
     """--nproc-per-node N: this command again in N processes (torch's launcher). What every
     process would refuse before training is checked here first: one line, nothing launched."""
     if distributed.world_size_from_env() > 1:
         raise UsageError("--nproc-per-node: this process was itself started by torchrun; give the "
                          "processes to torchrun only")
-    ckpt = None
-    if args.resume:
-        ckpt = rundir.load(args.resume)
-        resume_settings(args, ckpt, args.given)  # (the batch size too)
+    ckpt = resumed(args)
     if args.batch_size % args.nproc_per_node:
         raise UsageError(f"--batch-size {args.batch_size} does not divide evenly among --nproc-per-node "
                          f"{args.nproc_per_node} processes")
@@ -74,8 +89,7 @@ def launch_processes(args):
     if args.input:
         load_documents(args.input)
     if out_dir:  # (a directory made for the check is removed again)
-        resuming_here = ckpt is not None and same_path(out_dir, args.resume)
-        rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here).close()
+        open_run_dir(out_dir, args, ckpt).close()
     argv = distributed.without_flag(args.argv, "--nproc-per-node")
     return distributed.launch(args.nproc_per_node, argv, saves=out_dir is not None)
 
@@ -113,18 +127,10 @@ def train_in_silence(args, eng):
 
 def train_run(args, eng, saves=True):
     out_dir = (args.out_dir or args.resume) if saves else None
-    ckpt = None
-    if args.resume:
-        ckpt = rundir.load(args.resume)
-        resume_settings(args, ckpt, args.given)
-        if args.eval_every and not args.val_fraction:
-            raise UsageError("--eval-every needs --val-fraction above 0, and the resumed run holds out nothing")
+    ckpt = resumed(args)
     check_log_path(args, ckpt, out_dir)
     run = build_run(eng, settings_from(args), resume=ckpt)
-    lock = None
-    if out_dir:
-        resuming_here = args.resume is not None and same_path(out_dir, args.resume)
-        lock = rundir.prepare_run_dir(out_dir, may_hold_checkpoint=resuming_here)
+    lock = open_run_dir(out_dir, args, ckpt) if out_dir else None
     try:
         return train_and_sample(args, eng, run, ckpt, out_dir)
     finally:
