@@ -89,6 +89,7 @@ static const char *copy_graph(builder_t *b) {
     t->child_in_arena = r->consume != 0;
     if (t->child_in_arena) t->child = (int32_t *)(b->a->child + b->arena_edge0);
     else if (!NEW(t->child, t->n_edges)) return "out of memory";
+    t->child_room = t->child_in_arena ? b->a->cap_edges - b->arena_edge0 : t->n_edges;
     for (int32_t q = 0; q < N; ++q) t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
     for (int32_t k = 0; k < P; ++k) t->kind[k] = K_CONST;
     for (int64_t i = r->rec_start; i < end; ++i) {
@@ -220,10 +221,15 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     free(b.keys);
     free(b.pair_base);
     free(b.pair_rank);
+    free(b.irregular);
     free(b.stack_node);
     free(b.stack_edge);
     b.pmap = NULL;
     if (*why == NULL) *why = tape_pack(t);
+    if (*why != NULL && t->pairs_are_child) {  /* dot_pair is child: freed once, if the tape's */
+        if (t->child_in_arena) t->dot_pair = NULL;
+        t->child = NULL;
+    }
     if (*why != NULL) { tape_free(t); return NULL; }
     return t;
 }

@@ -139,7 +139,13 @@ const char *renumber(tape_t *t) {
         }
         RENUM(t->fwd[i]);
     }
-    for (int64_t j = 0; j < t->n_pairs; ++j) RENUM(t->dot_pair[j]);
+    for (int64_t i = 0; i < n_fwd; ++i) {  /* each chain's list, through its instruction (the lists
+                                            * may be the edges: the rest of those is never read) */
+        uint8_t code = t->fwd_code[i];
+        int32_t *A = t->fwd_arg + 3 * i;
+        if (code != F_DOT && code != F_DOT4 && code != F_MV4) continue;
+        for (int64_t j = A[0]; j < (int64_t)A[0] + A[2]; ++j) RENUM(t->dot_pair[j]);
+    }
     for (int64_t b = 0; b < n_bwd; ++b) RENUM(t->bwd[b]);
     for (int64_t k = 0; k < t->pull_start[n_bwd]; ++k) {
         RENUM(t->pull_parent[k]);
@@ -194,7 +200,9 @@ int keep_read_pairs(tape_t *t) {
         }
         if (chains == SIDE || t->fwd_code[i] == F_MV4) i += SIDE - 1;
     }
-    free(t->dot_pair);
+    if (!t->pairs_are_child || !t->child_in_arena) free(t->dot_pair);
+    else discard_pages(t->dot_pair, (size_t)t->n_pairs * sizeof *t->dot_pair);  /* the arena's: consumed */
+    t->pairs_are_child = 0;
     int32_t *shrunk = realloc(pairs, (size_t)(kept > 0 ? kept : 1) * sizeof *pairs);
     t->dot_pair = shrunk != NULL ? shrunk : pairs;
     t->n_pairs = kept;
