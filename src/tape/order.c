@@ -7,13 +7,13 @@
 
 /* The last walk's rank of pull entry k's parent (-1: not reached): of a
  * compact chain, the rank of its product that reads the node. */
-static int32_t pull_rank(const builder_t *b, int64_t k) {
+static inline int32_t pull_rank(const builder_t *b, int64_t k) {
     const tape_t *t = b->t;
-    int32_t q = t->npull_parent[k];
-    if (!is_compact(t, q) || b->rank[q] < 0) return b->rank[q];
-    int32_t j = (t->npull_edge[k] - t->child_start[q]) / 2;
+    int32_t q = t->npull_parent[k], r = b->rank[q];
+    if (r < 0 || !is_compact(t, q)) return r;
+    int32_t j = (int32_t)((uint32_t)(t->npull_edge[k] - t->child_start[q]) >> 1);
     if (b->irregular[q]) return b->pair_rank[b->pair_base[q] + j];
-    return b->rank[q] - (t->child_start[q + 1] - t->child_start[q]) / 2 + j;
+    return r - (int32_t)((uint32_t)(t->child_start[q + 1] - t->child_start[q]) >> 1) + j;
 }
 
 /* The walk finished product j of compact chain v (its k-th rank). Most
@@ -26,15 +26,14 @@ static int32_t pull_rank(const builder_t *b, int64_t k) {
  * node between two of its products is irregular: its ranks are written.
  * While v is walked, rank[v] holds its first product's rank (nothing reads
  * an entered node's rank but to see it is not -1). */
-static void product_done(builder_t *b, int32_t v, int64_t j, int32_t k) {
-    int32_t *pr = b->pair_rank + b->pair_base[v];
+static inline void product_done(builder_t *b, int32_t v, int64_t j, int32_t k) {
     if (j == 0) {
         b->irregular[v] = 0;
         b->rank[v] = k;
-    } else if (b->irregular[v]) {
-        pr[j] = k;
-    } else if (k != b->rank[v] + j) {
-        for (int64_t i = 0; i < j; ++i) pr[i] = b->rank[v] + (int32_t)i;
+    } else if (k != b->rank[v] + j || b->irregular[v]) {
+        int32_t *pr = b->pair_rank + b->pair_base[v];
+        if (!b->irregular[v])
+            for (int64_t i = 0; i < j; ++i) pr[i] = b->rank[v] + (int32_t)i;
         pr[j] = k;
         b->irregular[v] = 1;
     }
