@@ -129,6 +129,12 @@ const char *renumber(tape_t *t) {
     for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j) RENUM(t->cand[j]);
     for (int64_t j = 0; j < t->n_derived; ++j) RENUM(t->derived_node[j]);
     for (int64_t j = 0; j < t->src_start[t->n_derived]; ++j) RENUM(t->src[j]);
+    for (int64_t i = 0; i < n_fwd; ++i) {  /* each chain's list (A[0], A[2] long), through the chain's
+                                            * instruction: the lists may be the edges, whose other
+                                            * entries are never read again */
+        const int32_t *A = t->fwd_arg + 3 * i;
+        for (int64_t j = A[0]; t->kind[t->fwd[i]] == K_DOT && j < (int64_t)A[0] + A[2]; ++j) RENUM(t->dot_pair[j]);
+    }
     for (int64_t i = 0; i < n_fwd; ++i) {
         int32_t *A = t->fwd_arg + 3 * i;
         switch (t->fwd_code[i]) {
@@ -138,13 +144,6 @@ const char *renumber(tape_t *t) {
         default: break;  /* F_DERIVED: an index of the derived list */
         }
         RENUM(t->fwd[i]);
-    }
-    for (int64_t i = 0; i < n_fwd; ++i) {  /* each chain's list, through its instruction (the lists
-                                            * may be the edges: the rest of those is never read) */
-        uint8_t code = t->fwd_code[i];
-        int32_t *A = t->fwd_arg + 3 * i;
-        if (code != F_DOT && code != F_DOT4 && code != F_MV4) continue;
-        for (int64_t j = A[0]; j < (int64_t)A[0] + A[2]; ++j) RENUM(t->dot_pair[j]);
     }
     for (int64_t b = 0; b < n_bwd; ++b) RENUM(t->bwd[b]);
     for (int64_t k = 0; k < t->pull_start[n_bwd]; ++k) {
