@@ -114,6 +114,31 @@ def test_the_compact_recording_builds_the_node_by_node_recordings_tape():
     assert counts[0]["forward_side_by_side"] > 0  # the attention's chains, four at once, either way
 
 
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_tape_built_on_its_own_copy_of_the_edges_is_the_one_built_in_place(monkeypatch, compact):
+    # consume=True: the chains' lists are the arena's edges and the room past them
+    # (rmsnorm's sums, recorded node by node, written there), the recorded rows'
+    # pages given back; consume=False: the tape's own copy, grown for those lists
+    t = trainer("replay")
+    dl = t.document_loss
+    tokens = t.tokenizer.document_tokens(DOCS[3])[:9]
+    eng = get_engine("replay")
+    build = _engine.build_tape
+    tapes = []
+    for consume in (True, False):
+        monkeypatch.setattr(_engine, "build_tape", lambda *a, **k: build(*a, **{**k, "consume": consume}))
+        with eng.graph():
+            tape, why = replay.record_once(dl.sd, dl.config, dl.params, dl.table, tokens, None, False, compact)
+        assert why is None
+        loss = bits(tape.forward(tokens))
+        tape.backward()
+        grads = [bits(p.grad) for p in dl.params]
+        for p in dl.params:
+            p.grad = 0
+        tapes.append((tape.counts(8), loss, grads, tape.nbytes))
+    assert tapes[0] == tapes[1]
+
+
 def recordings(monkeypatch, refuse_compact=False):
     """Log each recording replay makes as (compact, why it was refused or None)."""
     made = []

@@ -6,6 +6,7 @@
  *                                        local indices, one edge list
  *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   check_tail                           the loss is the mean as model.mean_of builds it
+ *   give_back_rows                       (consume) the arena's recorded rows' memory released
  *   count_readers, fill_reads, token_slots (reads.c)  pull lists (chains found)
  *                                        and parameter reads
  *   order_pulls, verify_targets (order.c)  the backward order
@@ -89,6 +90,7 @@ static const char *copy_graph(builder_t *b) {
     t->child_in_arena = r->consume != 0;
     if (t->child_in_arena) t->child = (int32_t *)(b->a->child + b->arena_edge0);
     else if (!NEW(t->child, t->n_edges)) return "out of memory";
+    t->child_room = t->child_in_arena ? b->a->cap_edges - b->arena_edge0 : t->n_edges;
     for (int32_t q = 0; q < N; ++q) t->pos_end[q] = (int32_t)(P + (r->pos_end[q] - r->rec_start));
     for (int32_t k = 0; k < P; ++k) t->kind[k] = K_CONST;
     for (int64_t i = r->rec_start; i < end; ++i) {
@@ -202,6 +204,26 @@ static const char *check_tail(builder_t *b) {
     return ok ? NULL : "the loss is not the mean of the positions' losses";
 }
 
+/* With consume, the recorded nodes' rows in the arena are read no more once
+ * the graph is copied and its tail checked: their pages go back to the system
+ * (they read as zeros after: a released row's; the row at rec_start stays, as
+ * the release reads its edge start), and so do the edge columns' but child,
+ * which the tape reads in place until tape_pack copies what it keeps
+ * (renumber.c keep_read_pairs gives those back). Some 60 bytes a node and 9 an
+ * edge where a node-by-node step wrote them. */
+static const char *give_back_rows(builder_t *b) {
+    arena_t *a = b->a;
+    int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from;
+    if (!b->r->consume || rows <= 0) return NULL;
+#define GIVE_BACK(type, name, code, slid, zeroed) discard_pages(a->name + from, (size_t)rows * sizeof(type));
+    ARENA_NODE_COLUMNS(GIVE_BACK)
+    discard_pages(a->child_start + from + 1, (size_t)rows * sizeof *a->child_start);
+    discard_pages(a->local_grad + b->arena_edge0, (size_t)(a->cap_edges - b->arena_edge0) * sizeof *a->local_grad);
+    discard_pages(a->lg_int + b->arena_edge0, (size_t)(a->cap_edges - b->arena_edge0) * sizeof *a->lg_int);
+#undef GIVE_BACK
+    return NULL;
+}
+
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     tape_t *t = calloc(1, sizeof *t);
     if (t == NULL) { *why = "out of memory"; return NULL; }
@@ -211,7 +233,7 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     b.r = r;
     b.t = t;
     const char *(*const phases[])(builder_t *) = {
-        take_sizes, map_params, copy_graph, declare_derived, find_targets, check_tail,
+        take_sizes, map_params, copy_graph, declare_derived, find_targets, check_tail, give_back_rows,
         count_readers, fill_reads, token_slots, order_pulls, verify_targets,
     };
     *why = NULL;
@@ -220,10 +242,15 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     free(b.keys);
     free(b.pair_base);
     free(b.pair_rank);
+    free(b.irregular);
     free(b.stack_node);
     free(b.stack_edge);
     b.pmap = NULL;
     if (*why == NULL) *why = tape_pack(t);
+    if (*why != NULL && t->pairs_are_child) {  /* dot_pair is child: freed once, if the tape's */
+        if (t->child_in_arena) t->dot_pair = NULL;
+        t->child = NULL;
+    }
     if (*why != NULL) { tape_free(t); return NULL; }
     return t;
 }

@@ -23,7 +23,9 @@ typedef struct {
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
     pull_key_t *keys;       /* sort_pulls' room for a long list's keys (keys_cap of them) */
     int32_t *pair_base;     /* a compact chain's first product among all compact chains' products */
-    int32_t *pair_rank;     /* ... each product's rank in the last walk (-1: not reached) */
+    int32_t *pair_rank;     /* ... each product's rank in the last walk, where its chain is
+                             * irregular (order.c product_done; calloc'd: the rest untouched) */
+    uint8_t *irregular;     /* local node: a compact chain whose ranks pair_rank holds */
     int64_t n_dot_pairs;    /* the compact chains' products */
     int64_t keys_cap;
     int32_t *stack_node, *stack_edge;  /* the walk's stack (stack_cap entries) */

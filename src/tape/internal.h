@@ -108,6 +108,12 @@ struct tape {
     int32_t *child;
     int child_in_arena;     /* child is the recorded nodes' edges in the arena, rewritten
                              * (record_t consume): not the tape's to free */
+    int64_t child_room;     /* int32 entries at child: its edges, and room past them (the arena's
+                             * edge column's capacity, with consume) */
+    int pairs_are_child;    /* dot_pair is child itself: a compact chain's list is its edges,
+                             * a chain recorded node by node's is written past them, until
+                             * keep_read_pairs copies what a replay reads (child is then freed
+                             * with dot_pair, not alone) */
 
     /* the forward: nodes with work, creation order; position p's end at fwd_end[p] */
     int32_t *fwd;
@@ -275,9 +281,14 @@ int keep_read_pairs(tape_t *t);
 
 /* The builder's edges go: freed, unless they are the arena's (consume). */
 static inline void free_child(tape_t *t) {
-    if (!t->child_in_arena) free(t->child);
+    if (!t->child_in_arena && !t->pairs_are_child) free(t->child);
     t->child = NULL;
 }
+
+/* Give the whole pages inside [p, p + bytes) back to the system; they read as
+ * zeros after (rows nothing reads again: a consumed recording's). Elsewhere
+ * than Linux, nothing. */
+void discard_pages(void *p, size_t bytes);
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the

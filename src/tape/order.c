@@ -7,11 +7,36 @@
 
 /* The last walk's rank of pull entry k's parent (-1: not reached): of a
  * compact chain, the rank of its product that reads the node. */
-static int32_t pull_rank(const builder_t *b, int64_t k) {
+static inline int32_t pull_rank(const builder_t *b, int64_t k) {
     const tape_t *t = b->t;
-    int32_t q = t->npull_parent[k];
-    if (!is_compact(t, q)) return b->rank[q];
-    return b->pair_rank[b->pair_base[q] + (t->npull_edge[k] - t->child_start[q]) / 2];
+    int32_t q = t->npull_parent[k], r = b->rank[q];
+    if (r < 0 || !is_compact(t, q)) return r;
+    int32_t j = (int32_t)((uint32_t)(t->npull_edge[k] - t->child_start[q]) >> 1);
+    if (b->irregular[q]) return b->pair_rank[b->pair_base[q] + j];
+    return r - (int32_t)((uint32_t)(t->child_start[q + 1] - t->child_start[q]) >> 1) + j;
+}
+
+/* The walk finished product j of compact chain v (its k-th rank). Most
+ * chains' products take consecutive ranks, the chain's own rank following
+ * the last (a matrix's rows after the first, at every position after the
+ * first: their operands were all reached before): those ranks are derived
+ * from the chain's (pull_rank) and never written, and the pages of
+ * pair_rank they would fill are never touched (at n_layer 6, n_embd 128,
+ * block 128 it would hold 166 M ranks). A chain whose walk ranked another
+ * node between two of its products is irregular: its ranks are written.
+ * While v is walked, rank[v] holds its first product's rank (nothing reads
+ * an entered node's rank but to see it is not -1). */
+static inline void product_done(builder_t *b, int32_t v, int64_t j, int32_t k) {
+    if (j == 0) {
+        b->irregular[v] = 0;
+        b->rank[v] = k;
+    } else if (k != b->rank[v] + j || b->irregular[v]) {
+        int32_t *pr = b->pair_rank + b->pair_base[v];
+        if (!b->irregular[v])
+            for (int64_t i = 0; i < j; ++i) pr[i] = b->rank[v] + (int32_t)i;
+        pr[j] = k;
+        b->irregular[v] = 1;
+    }
 }
 
 /* Must pull entry i come before entry j?
@@ -147,14 +172,12 @@ static int stack_room(builder_t *b, int64_t depth) {
 static int walk(builder_t *b) {
     const tape_t *t = b->t;
     const int32_t *start = t->child_start, *child = t->child;
-    int32_t *rank = b->rank, *pair_rank = b->pair_rank, k = 0;
-    for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;
-    for (int64_t i = 0; i < b->n_dot_pairs; ++i) pair_rank[i] = -1;
+    int32_t *rank = b->rank, k = 0;
+    for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;  /* (a chain not reached: its products neither) */
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
         int64_t e = start[v], end = start[v + 1], top = 0, e0 = e;
         int compact = is_compact(t, v);
-        int32_t *pr = compact ? pair_rank + b->pair_base[v] : NULL;  /* v's products' ranks */
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
@@ -162,7 +185,7 @@ static int walk(builder_t *b) {
                 /* a compact chain: past a product's two operands, the walk down its
                  * inner nodes would finish the product (then the constant 0 or the
                  * addition that reads it, which nothing else reads) */
-                if (compact && e > e0 && (e - e0) % 2 == 0) pr[(e - e0) / 2 - 1] = k++;
+                if (compact && e > e0 && (e - e0) % 2 == 0) product_done(b, v, (e - e0) / 2 - 1, k++);
                 int32_t c = child[e++];
                 if (rank[c] != -1) continue;
                 if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
@@ -171,13 +194,12 @@ static int walk(builder_t *b) {
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
                 compact = is_compact(t, c);
-                pr = compact ? pair_rank + b->pair_base[c] : NULL;
                 if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
                 e = e0 = start[c];
                 end = start[c + 1];
             }
-            if (compact) pr[(e - e0) / 2 - 1] = k++;  /* its last product */
+            if (compact) product_done(b, v, (e - e0) / 2 - 1, k++);  /* its last product */
             rank[v] = k++;  /* every child done: post-order */
             if (t->kind[v] == K_INTERIOR) {
                 /* a chain's product (chains are read once, so met only here): the
@@ -201,7 +223,6 @@ static int walk(builder_t *b) {
             e0 = start[v];
             end = start[v + 1];
             compact = is_compact(t, v);
-            pr = compact ? pair_rank + b->pair_base[v] : NULL;
         }
     }
     return 0;
@@ -265,7 +286,7 @@ static const char *verify(builder_t *b, int32_t shift) {
 const char *order_pulls(builder_t *b) {
     tape_t *t = b->t;
     b->rank = t->scratch;  /* the builder's fill is done with */
-    if (!NEW(b->pair_rank, b->n_dot_pairs)) return "out of memory";
+    if (!NEW(b->pair_rank, b->n_dot_pairs) || !NEW(b->irregular, t->n_nodes)) return "out of memory";
     if (walk(b) < 0) return "out of memory";
     for (int32_t c = t->n_params; c < t->n_nodes; ++c) {
         int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];

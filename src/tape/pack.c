@@ -2,7 +2,23 @@
  * (build.c, reads.c, order.c). Every rewrite here keeps each number's
  * operations and their order: it only changes how they are found
  * (internal.h). */
+#define _DEFAULT_SOURCE  /* madvise (discard_pages), hidden by -std=c99 */
 #include "internal.h"
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+void discard_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_DONTNEED)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)p + bytes) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+#else
+    (void)p; (void)bytes;
+#endif
+}
 
 /* Where the local gradient of node L's edge e is when the backward runs:
  * the other factor's value, L's own slot, or the 1.0; -1 for none. */
@@ -38,6 +54,28 @@ static int64_t chain_param_reads(const tape_t *t, int32_t p, const uint8_t *skip
     return k;
 }
 
+/* Room for the chains' lists (dot_pair, each product's two operands): a
+ * compact chain's list is its own edges, in place, and the chains recorded
+ * node by node (rmsnorm's sum of squares: few) get theirs written past the
+ * edges where child has the room (or can be given it); else every list is
+ * copied. A copy of a compact recording's would be two numbers a product,
+ * 1.3 GB at n_layer 6, n_embd 128, block 128. */
+static const char *chain_lists(tape_t *t, int64_t n_pairs, int64_t n_inner_pairs) {
+    int64_t in_place = t->n_edges + n_inner_pairs;
+    if (in_place > t->child_room && !t->child_in_arena && in_place <= INT32_MAX) {
+        int32_t *more = realloc(t->child, (size_t)in_place * sizeof *more);
+        if (more != NULL) {
+            t->child = more;
+            t->child_room = in_place;
+        }
+    }
+    t->pairs_are_child = in_place <= t->child_room && in_place <= INT32_MAX;
+    t->n_pairs = t->pairs_are_child ? in_place : n_pairs;
+    if (t->pairs_are_child) t->dot_pair = t->child;
+    else if (!NEW(t->dot_pair, n_pairs)) return "out of memory";
+    return NULL;
+}
+
 /* The node whose gradient stands for L's: a chain's top for its inner
  * products (their tops are kept in aux, unused there), else L itself. */
 static int32_t top_of(const tape_t *t, int32_t L) {
@@ -57,7 +95,7 @@ const char *tape_pack(tape_t *t) {
         return "out of memory";
     }
     for (int32_t L = 0; L < n; ++L) last_pow[L] = -1;
-    int64_t n_pairs = 0;
+    int64_t n_pairs = 0, n_inner_pairs = 0;
     for (int32_t L = P; L < n; ++L)
         if (t->kind[L] == K_DOT && is_compact(t, L)) {
             n_pairs += dot_len(t, L);
@@ -65,13 +103,13 @@ const char *tape_pack(tape_t *t) {
             int32_t s = t->aux[L];
             t->aux[s] = L;  /* an inner product's top (top_of) */
             for (int32_t m = s + 3; m < L; m += 2) t->aux[m] = L;
-            n_pairs += L - s;
+            n_inner_pairs += L - s;
         }
-    if (!NEW(t->dot_pair, n_pairs)) return "out of memory";
-    t->n_pairs = n_pairs;
+    const char *why = chain_lists(t, n_pairs + n_inner_pairs, n_inner_pairs);
+    if (why != NULL) return why;
 
     /* the forward */
-    int64_t nf = 0, pair = 0;
+    int64_t nf = 0, pair = t->pairs_are_child ? t->n_edges : 0;  /* (nf: an instruction's index) */
     int32_t q = 0;
     for (int32_t L = P; L < n; ++L) {
         while (L >= t->pos_end[q]) t->fwd_end[q++] = (int32_t)nf;
@@ -82,8 +120,9 @@ const char *tape_pack(tape_t *t) {
         case K_DERIVED: code = F_DERIVED; break;
         case K_DOT: {
             int32_t s = t->aux[L];
-            t->dot_at[nf] = (int32_t)pair;  /* (this instruction's: nf is its index) */
-            for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e)
+            int in_place = t->pairs_are_child && is_compact(t, L);  /* its list: its edges */
+            t->dot_at[nf] = (int32_t)(in_place ? t->child_start[L] : pair);
+            for (int32_t e = t->child_start[L]; !in_place && is_compact(t, L) && e < t->child_start[L + 1]; ++e)
                 t->dot_pair[pair++] = t->child[e];
             for (int32_t m = s; !is_compact(t, L) && m < L; m += (m == s ? 3 : 2)) {
                 t->dot_pair[pair++] = t->child[t->child_start[m]];
@@ -241,7 +280,7 @@ const char *tape_pack(tape_t *t) {
     }
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block); free(t->param_edge);
     t->npull_start = NULL; t->npull_parent = NULL; t->npull_edge = NULL; t->npull_block = NULL; t->param_edge = NULL;
-    const char *why = renumber(t);
+    why = renumber(t);
     free(t->scratch);
     t->scratch = NULL;
     if (why == NULL) {  /* in the replay's numbering, where a vector's entries are consecutive nodes */

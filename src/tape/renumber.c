@@ -129,6 +129,12 @@ const char *renumber(tape_t *t) {
     for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j) RENUM(t->cand[j]);
     for (int64_t j = 0; j < t->n_derived; ++j) RENUM(t->derived_node[j]);
     for (int64_t j = 0; j < t->src_start[t->n_derived]; ++j) RENUM(t->src[j]);
+    for (int64_t i = 0; i < n_fwd; ++i) {  /* each chain's list (A[0], A[2] long), through the chain's
+                                            * instruction: the lists may be the edges, whose other
+                                            * entries are never read again */
+        const int32_t *A = t->fwd_arg + 3 * i;
+        for (int64_t j = A[0]; t->kind[t->fwd[i]] == K_DOT && j < (int64_t)A[0] + A[2]; ++j) RENUM(t->dot_pair[j]);
+    }
     for (int64_t i = 0; i < n_fwd; ++i) {
         int32_t *A = t->fwd_arg + 3 * i;
         switch (t->fwd_code[i]) {
@@ -139,7 +145,6 @@ const char *renumber(tape_t *t) {
         }
         RENUM(t->fwd[i]);
     }
-    for (int64_t j = 0; j < t->n_pairs; ++j) RENUM(t->dot_pair[j]);
     for (int64_t b = 0; b < n_bwd; ++b) RENUM(t->bwd[b]);
     for (int64_t k = 0; k < t->pull_start[n_bwd]; ++k) {
         RENUM(t->pull_parent[k]);
@@ -194,7 +199,9 @@ int keep_read_pairs(tape_t *t) {
         }
         if (chains == SIDE || t->fwd_code[i] == F_MV4) i += SIDE - 1;
     }
-    free(t->dot_pair);
+    if (!t->pairs_are_child || !t->child_in_arena) free(t->dot_pair);
+    else discard_pages(t->dot_pair, (size_t)t->n_pairs * sizeof *t->dot_pair);  /* the arena's: consumed */
+    t->pairs_are_child = 0;
     int32_t *shrunk = realloc(pairs, (size_t)(kept > 0 ? kept : 1) * sizeof *pairs);
     t->dot_pair = shrunk != NULL ? shrunk : pairs;
     t->n_pairs = kept;

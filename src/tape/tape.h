@@ -46,8 +46,10 @@ typedef struct {
     const int64_t *src_start;
     const node_t *src;
     int32_t consume;           /* 1: the build rewrites the recorded nodes' edges in the arena (to
-                                * its own indices) instead of copying them: the caller releases
-                                * those nodes once the tape is built or refused, and reads none */
+                                * its own indices) instead of copying them, and may use the edge
+                                * column's room past them and give their pages back (they read as
+                                * zeros after): the caller releases those nodes once the tape is
+                                * built or refused, and reads none */
     int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one;
                                 * -1 = none: a forward-only tape, whose backward must not run) */
 } record_t;
