@@ -63,8 +63,10 @@ cdef inline bint alive(Value v) noexcept:
 
 
 cdef inline bint alive_in(Value v, arena_t *a) noexcept:
-    """alive(v), for a v known to belong to the arena a."""
-    return v.index < a.n_nodes and a.epoch[v.index] == v.epoch
+    """alive(v), for a v known to belong to the arena a. Its index is below the
+    capacity (which never shrinks), and a row past the last node has epoch 0,
+    which no handle has (src/arena.h): the epoch alone says it."""
+    return a.epoch[v.index] == v.epoch
 
 
 cdef int raise_stale(Value v) except -1:

@@ -12,7 +12,8 @@
  * Releasing to a mark drops every node from the mark on (a training step's or
  * a sample's graph) and bumps the arena's epoch, so handles into the dropped
  * part are recognised as stale: a handle is valid while index < n_nodes and
- * epoch[index] equals the epoch it was created with.
+ * epoch[index] equals the epoch it was created with (the second alone says it:
+ * the rows from n_nodes on have epoch 0, and no handle has).
  *
  * The held column names each node's live handle (an opaque pointer: the
  * Python object, which C never reads), or NULL. A new node's row starts NULL
@@ -56,16 +57,18 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
 
 /* The columns, each stated once: X(type, name, code, slid, zeroed). code: its
  * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
- * arena_reclaim moves it with its node (or edge); zeroed: new rows start at 0.
+ * arena_reclaim moves it with its node (or edge); zeroed: 1, new rows start at 0;
+ * 2, every row from n_nodes on is 0 (new rows, and the rows a release or a reclaim
+ * drops are cleared, in one memset each: an append then has nothing to write there).
  * The struct, the bytes a node takes, growth, freeing, the reclaim's slide
  * and Arena.column all expand these tables. */
 #define ARENA_NODE_COLUMNS(X)  /* n_nodes rows used of cap_nodes */ \
     X(double,   data,       'd', 1, 0)  /* forward value */ \
-    X(double,   grad,       'd', 1, 0)  /* d(root)/d(node), accumulated by backward */ \
+    X(double,   grad,       'd', 1, 2)  /* d(root)/d(node), accumulated by backward */ \
     X(double,   operand,    'd', 1, 0)  /* the exponent k of OP_POW; 0 elsewhere */ \
     X(uint8_t,  op,         'B', 1, 0)  /* op_t */ \
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
-    X(epoch_t,  epoch,      'Q', 1, 0)  /* arena epoch when the node was created */ \
+    X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
     X(uint32_t, visit,      'I', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
@@ -192,21 +195,22 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
  * Not its held row: rows past the end may still name handles of released or
  * moved nodes, so each append below either clears it or is followed at once by
  * its maker noting the node's handle there (arena_push_binary).
- * Every column pointer is read before the first store (a byte store may alias
- * the struct, which would make the compiler read them again after it). */
+ * The stores go by type: doubles, then 64-bit integers, then bytes, each
+ * column's pointer read just before it is written. A byte store may alias the
+ * struct and a 64-bit one its counters, so a field read before such a store
+ * and needed after it is read twice; in this order none is, and few values are
+ * live at once (no registers to save on the per-operation path). */
 ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
                                     uint8_t tag) {
-    double *data = a->data, *grad = a->grad, *opnd = a->operand;
+    epoch_t cur = a->cur_epoch;
+    int64_t n_edges = a->n_edges;
+    a->data[i] = x;  /* its grad is 0 already (a cleared column: ARENA_NODE_COLUMNS) */
+    a->operand[i] = operand;
+    a->epoch[i] = cur;
+    a->child_start[i + 1] = n_edges;
     uint8_t *opc = a->op, *tg = a->tag;
-    epoch_t *epoch = a->epoch, cur = a->cur_epoch;
-    int64_t *start = a->child_start, n_edges = a->n_edges;
-    data[i] = x;
-    grad[i] = 0.0;
-    opnd[i] = operand;
     opc[i] = op;
     tg[i] = tag;
-    epoch[i] = cur;
-    start[i + 1] = n_edges;
     return (node_t)i;
 }
 
@@ -265,31 +269,34 @@ ARENA_APPEND node_t arena_push_const(arena_t *a, double c, int is_int) {
 ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
-    const double *data = a->data;
-    const uint8_t *tag = a->tag;
-    node_t *child = a->child;
-    double *local_grad = a->local_grad;
-    uint8_t *lg_int = a->lg_int;
     int64_t e = a->n_edges, i = a->n_nodes;
     ARENA_ASSUME(i >= 0 && i < INT32_MAX);  /* cap_nodes <= INT32_MAX (arena_grow_nodes) */
+    const double *data = a->data;
+    const uint8_t *tag = a->tag;
     double out, lg[2];
     if (op == OP_ADD)
         op_add(data[x], data[y], &out, lg);
     else
         op_mul(data[x], data[y], &out, lg);
-    int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lg_int + e);
-    if (data_int && !isfinite(out)) return -1;  /* lg_int + e is past n_edges: nothing appended */
+    uint8_t lgi[2];
+    int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lgi);
+    if (data_int && !isfinite(out)) return -1;  /* nothing appended */
     /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
      * int-tagged operand is) */
     if (op == OP_MUL && data_int) out += 0.0;
+    /* in arena_set_node's order: doubles, integers, bytes */
+    a->local_grad[e] = lg[0];
+    a->local_grad[e + 1] = lg[1];
+    node_t *child = a->child;
     child[e] = x;
     child[e + 1] = y;
-    local_grad[e] = lg[0];
-    local_grad[e + 1] = lg[1];
     a->n_edges = e + 2;
     a->n_nodes = i + 1;
-    return arena_set_node(a, i, (uint8_t)op, out, 0.0,
-                          (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
+    uint8_t *lg_int = a->lg_int;
+    arena_set_node(a, i, (uint8_t)op, out, 0.0, (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
+    lg_int[e] = lgi[0];
+    lg_int[e + 1] = lgi[1];
+    return (node_t)i;
 }
 
 /* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
