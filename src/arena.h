@@ -46,8 +46,15 @@
 /* a fact the compiler cannot see (a row index fits a node_t): the caller's test
  * of a returned index against -1 then costs nothing */
 #define ARENA_ASSUME(x) do { if (!(x)) __builtin_unreachable(); } while (0)
+/* a plain loop that clears or moves memory stays a loop (see zero() in arena.c) */
+#if !defined(__clang__)
+#define ARENA_NOT_MEMSET __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define ARENA_NOT_MEMSET
+#endif
 #else
 #define ARENA_LIKELY(x) (x)
+#define ARENA_NOT_MEMSET
 #define ARENA_APPEND static inline
 #define ARENA_ASSUME(x) ((void)0)
 #endif
@@ -121,8 +128,11 @@ void arena_free(arena_t *a);
 int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
+/* Rows [from, to) of every cleared column (zeroed 2 in ARENA_NODE_COLUMNS) back
+ * to 0: the rows a release or a reclaim drops. */
+void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
 
-/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c). A
+/* Reclaim the nodes of [from, n_nodes) that nothing reaches (reclaim.c). A
  * node is live if held (a handle names it) or a child of a live node:
  * children have smaller indices than their parents, so one sweep from the top
  * down marks everything reachable. Live nodes then slide down in creation
