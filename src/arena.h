@@ -46,6 +46,9 @@
 /* a fact the compiler cannot see (a row index fits a node_t): the caller's test
  * of a returned index against -1 then costs nothing */
 #define ARENA_ASSUME(x) do { if (!(x)) __builtin_unreachable(); } while (0)
+/* a compiler barrier (no instruction): the fields read before it are read again
+ * after it, rather than held in registers meanwhile */
+#define ARENA_FORGET_LOADS() __asm__ __volatile__("" ::: "memory")
 /* a plain loop that clears or moves memory stays a loop (see zero() in arena.c) */
 #if !defined(__clang__)
 #define ARENA_NOT_MEMSET __attribute__((optimize("no-tree-loop-distribute-patterns")))
@@ -57,6 +60,7 @@
 #define ARENA_NOT_MEMSET
 #define ARENA_APPEND static inline
 #define ARENA_ASSUME(x) ((void)0)
+#define ARENA_FORGET_LOADS() ((void)0)
 #endif
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
@@ -72,7 +76,7 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
 #define ARENA_NODE_COLUMNS(X)  /* n_nodes rows used of cap_nodes */ \
     X(double,   data,       'd', 1, 0)  /* forward value */ \
     X(double,   grad,       'd', 1, 2)  /* d(root)/d(node), accumulated by backward */ \
-    X(double,   operand,    'd', 1, 0)  /* the exponent k of OP_POW; 0 elsewhere */ \
+    X(double,   operand,    'd', 1, 2)  /* the exponent k of OP_POW; 0 elsewhere */ \
     X(uint8_t,  op,         'B', 1, 0)  /* op_t */ \
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
     X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
@@ -214,8 +218,10 @@ ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, 
                                     uint8_t tag) {
     epoch_t cur = a->cur_epoch;
     int64_t n_edges = a->n_edges;
-    a->data[i] = x;  /* its grad is 0 already (a cleared column: ARENA_NODE_COLUMNS) */
-    a->operand[i] = operand;
+    a->data[i] = x;  /* its grad and operand are 0 already (cleared columns: ARENA_NODE_COLUMNS) */
+    uint64_t bits;
+    memcpy(&bits, &operand, sizeof bits);
+    if (bits != 0) a->operand[i] = operand;  /* (not +0.0, the callers' constant: no test left) */
     a->epoch[i] = cur;
     a->child_start[i + 1] = n_edges;
     uint8_t *opc = a->op, *tg = a->tag;
@@ -294,6 +300,7 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
      * int-tagged operand is) */
     if (op == OP_MUL && data_int) out += 0.0;
+    ARENA_FORGET_LOADS();
     /* in arena_set_node's order: doubles, integers, bytes */
     a->local_grad[e] = lg[0];
     a->local_grad[e + 1] = lg[1];
