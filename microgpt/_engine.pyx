@@ -92,7 +92,7 @@ cdef int raise_nomem() except -1:
 
 cdef int reclaim(Arena arena) except -1:
     """Reclaim the nodes above arena.pinned that no handle reaches, directly or
-    through live parents (src/arena.c arena_reclaim), and re-point the handles
+    through live parents (src/reclaim.c arena_reclaim), and re-point the handles
     of the nodes that moved at their new rows. Not while a step is recorded: a
     recording notes node indices. Returns the number of nodes reclaimed."""
     cdef arena_t *a = &arena.a
@@ -100,9 +100,10 @@ cdef int reclaim(Arena arena) except -1:
     if arena.recording or arena.pinned >= a.n_nodes:
         return 0
     cdef int64_t freed = arena_reclaim(a, arena.pinned, &moved)
-    for i in range(moved, a.n_nodes):
-        if a.held[i] != NULL:
-            (<Value>a.held[i]).index = <node_t>i
+    i = arena_next_held(a, moved)
+    while i < a.n_nodes:
+        (<Value>a.held[i]).index = <node_t>i
+        i = arena_next_held(a, i + 1)
     arena.reclaimed += freed
     if freed > 0:
         arena.moves += 1

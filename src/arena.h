@@ -147,6 +147,9 @@ void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
  * cached node indices checks it. Returns the number of nodes reclaimed; the
  * live nodes that moved are the rows from *moved to n_nodes. */
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+/* The first row from i on (i itself, or below n_nodes) that names a handle, or
+ * n_nodes: how the owner finds the handles of the rows a reclaim moved. */
+int64_t arena_next_held(const arena_t *a, int64_t i);
 
 /* A fresh stamp for a walk that marks nodes in the visit column (a backward's
  * depth-first order, a reclaim's live nodes): no node carries it yet. */

@@ -57,6 +57,13 @@ static inline int any_live(const uint32_t *visit, void *const *held, uint32_t li
     return hit || h;
 }
 
+/* Whether any of the BLOCK rows from held on names a handle. */
+static inline int any_held(void *const *held) {
+    uintptr_t h = 0;
+    for (int j = 0; j < BLOCK; ++j) h |= (uintptr_t)held[j];
+    return h != 0;
+}
+
 /* Whether all of the BLOCK rows from visit on are marked with stamp live. */
 static inline int all_live(const uint32_t *visit, uint32_t live) {
     uint32_t hit = 1;
@@ -107,6 +114,14 @@ static void renumber(node_t *dst, const node_t *src, int64_t n, int64_t i0, node
     }
 #endif
     for (; j < n; ++j) dst[j] = renumbered(src[j], i0, down, m0, k);
+}
+
+int64_t arena_next_held(const arena_t *a, int64_t i) {
+    void *const *held = a->held;
+    int64_t n = a->n_nodes;
+    while (i + BLOCK <= n && !any_held(held + i)) i += BLOCK;
+    while (i < n && !held[i]) ++i;
+    return i;
 }
 
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
