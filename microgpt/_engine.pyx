@@ -22,6 +22,7 @@ The parts, one job each (Cython includes, compiled as one module):
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
     _slots.pxi   x + y and x * y: the type's own slots, the per-operation hot path
+    _fields.pxi  .data and .grad read and written straight from the descriptor
     _dot.pxi     a sum of products in one call (model.dot's hook)
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
     _adam.pxi    Adam over parameter nodes
@@ -157,6 +158,7 @@ include "_handles.pxi"
 include "_arena.pxi"
 include "_value.pxi"
 include "_slots.pxi"
+include "_fields.pxi"
 include "_dot.pxi"
 include "_rows.pxi"
 include "_adam.pxi"
