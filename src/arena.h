@@ -116,6 +116,8 @@ typedef struct {
 #define TAG_GRAD_INT 2     /* grad is an int (every node starts with the int 0) */
 #define TAG_K_INT 4        /* OP_POW: the exponent k was an int */
 #define TAG_NO_BACKWARD 8  /* an OP_DOT node: the arena's backward refuses it (arena_push_dot) */
+#define TAG_TWO_EDGES 16   /* an add or a multiply (arena_push_binary): backward takes its two
+                            * edges without a loop, and without reading where they end */
 
 /* Bytes the columns take per node (node columns and backward scratch) and per
  * edge: the one place that knows the layout's sizes. */
@@ -313,7 +315,8 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     a->n_edges = e + 2;
     a->n_nodes = i + 1;
     uint8_t *lg_int = a->lg_int;
-    arena_set_node(a, i, (uint8_t)op, out, 0.0, (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
+    arena_set_node(a, i, (uint8_t)op, out, 0.0,
+                   (uint8_t)(TAG_GRAD_INT | TAG_TWO_EDGES | (data_int ? TAG_DATA_INT : 0)));
     lg_int[e] = lgi[0];
     lg_int[e + 1] = lgi[1];
     return (node_t)i;
