@@ -71,15 +71,15 @@ static inline int all_live(const uint32_t *visit, uint32_t live) {
     return hit;
 }
 
-/* A live row (held, or a child of a live one) marks its children live. */
-static inline void mark(arena_t *a, int64_t i, uint32_t live) {
-    uint32_t *visit = a->visit;
+/* A live row (held, or a child of a live one) marks its children live. The
+ * columns come as arguments, read once by the caller. */
+static inline void mark(uint32_t *visit, void *const *held, const int64_t *start, const node_t *child,
+                        int64_t i, uint32_t live) {
     if (visit[i] != live) {
-        if (!a->held[i]) return;
+        if (!held[i]) return;
         visit[i] = live;
     }
-    const node_t *child = a->child;
-    int64_t e = a->child_start[i], end = a->child_start[i + 1];
+    int64_t e = start[i], end = start[i + 1];
     if (end - e == 2) {  /* an add or a multiply, most nodes: no loop to set up */
         visit[child[e]] = live;
         visit[child[e + 1]] = live;
@@ -140,9 +140,9 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     int64_t i = n - 1;
     for (; i - (BLOCK - 1) >= from; i -= BLOCK) {  /* a block of rows i - BLOCK + 1 .. i */
         if (!any_live(visit + i - (BLOCK - 1), held + i - (BLOCK - 1), live, 1)) continue;
-        for (int64_t r = i; r > i - BLOCK; --r) mark(a, r, live);
+        for (int64_t r = i; r > i - BLOCK; --r) mark(visit, held, start, child, r, live);
     }
-    for (; i >= from; --i) mark(a, i, live);
+    for (; i >= from; --i) mark(visit, held, start, child, i, live);
 
     /* The live nodes below the first reclaimed one stay where they are. k[i]:
      * live node i's new row, for the rows above (the backward's topo scratch;
