@@ -67,17 +67,13 @@ cdef int data_set(PyObject *o, PyObject *value, void *closure) noexcept:
     return 0
 
 
-cdef object zero = 0
-cdef PyObject *int_zero = <PyObject *>zero  # CPython's one int 0 (an int 0 that is not it takes the property)
-
-
 cdef int grad_set(PyObject *o, PyObject *value, void *closure) noexcept:
     cdef double g
     cdef uint8_t is_int
     cdef arena_t *a = NULL
     if value != NULL and type_of(value) == float_type:
         g, is_int, a = float_value(value), 0, plain(o)
-    elif value == int_zero:  # p.grad = 0
+    elif value == int_zero:  # p.grad = 0 (an int 0 that is not CPython's one takes the property)
         g, is_int, a = 0.0, TAG_GRAD_INT, plain(o)
     if a == NULL:
         return property_grad_set(o, value, closure)

@@ -61,7 +61,9 @@ cdef inline PyObject *handle_and_number(int op, Value x, PyObject *y, PyObject *
     generic slot on the operands ox, oy (x and y in the order they were given)."""
     cdef double c
     cdef int is_int = type_of(y) == int_type
-    if is_int:
+    if y == int_zero:  # sum's start
+        c = 0.0
+    elif is_int:
         c = long_value(y)
         if c == -1.0 and PyErr_Occurred() != NULL:  # beyond a double: the generic slot raises
             PyErr_Clear()
@@ -115,6 +117,8 @@ cdef PyObject *(*take_arena)(PyObject *, PyObject *, arena_t *, node_t) noexcept
 take_arena = take_arena_now
 
 
+cdef object zero = 0
+cdef PyObject *int_zero = <PyObject *>zero  # CPython's one int 0 (an int 0 that is not it is read as any int)
 cdef PyTypeObject *value_type = <PyTypeObject *>Value
 cdef PyTypeObject *int_type = <PyTypeObject *>int
 cdef PyTypeObject *float_type = <PyTypeObject *>float

@@ -45,9 +45,35 @@ static ARENA_NOT_MEMSET void move_down(void *dst, const void *src, size_t n) {
  * in long runs (a step's graph), and a block's test has no branch per row. */
 #define BLOCK 8
 
+/* The block tests, with SSE2 where it is there (a block is two vectors of
+ * visit stamps and four of held pointers), else a loop. */
+#if defined(__SSE2__)
+static inline __m128i load16(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+/* bit k of the result: byte k of the block's stamps is in a stamp equal to live */
+static inline uint32_t stamps_hit(const uint32_t *visit, uint32_t live) {
+    __m128i s = _mm_set1_epi32((int32_t)live);
+    return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(load16(visit), s))
+           | (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(load16(visit + 4), s)) << 16;
+}
+
+/* the OR of the block's held pointers, as a vector */
+static inline __m128i held_or(void *const *held) {
+    return _mm_or_si128(_mm_or_si128(load16(held), load16(held + 2)),
+                        _mm_or_si128(load16(held + 4), load16(held + 6)));
+}
+
+static inline int nonzero(__m128i x) {
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128())) != 0xffff;
+}
+#endif
+
 /* Whether any of the BLOCK rows from visit and held on is live: marked with
  * stamp live, or (with_held) named by a handle. */
 static inline int any_live(const uint32_t *visit, void *const *held, uint32_t live, int with_held) {
+#if defined(__SSE2__)
+    return stamps_hit(visit, live) != 0 || (with_held && nonzero(held_or(held)));
+#else
     uintptr_t h = 0;
     uint32_t hit = 0;
     for (int j = 0; j < BLOCK; ++j) {
@@ -55,20 +81,29 @@ static inline int any_live(const uint32_t *visit, void *const *held, uint32_t li
         if (with_held) h |= (uintptr_t)held[j];
     }
     return hit || h;
+#endif
 }
 
 /* Whether any of the BLOCK rows from held on names a handle. */
 static inline int any_held(void *const *held) {
+#if defined(__SSE2__)
+    return nonzero(held_or(held));
+#else
     uintptr_t h = 0;
     for (int j = 0; j < BLOCK; ++j) h |= (uintptr_t)held[j];
     return h != 0;
+#endif
 }
 
 /* Whether all of the BLOCK rows from visit on are marked with stamp live. */
 static inline int all_live(const uint32_t *visit, uint32_t live) {
+#if defined(__SSE2__)
+    return stamps_hit(visit, live) == 0xffffffffu;
+#else
     uint32_t hit = 1;
     for (int j = 0; j < BLOCK; ++j) hit &= visit[j] == live;
     return hit;
+#endif
 }
 
 /* A live row (held, or a child of a live one) marks its children live. The
