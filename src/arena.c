@@ -36,7 +36,6 @@ void arena_free(arena_t *a) {
     memset(a, 0, sizeof *a);
 }
 
-
 /* Zero n bytes from p in a plain loop, 64 bytes a turn (vector stores), not
  * memset: glibc clears a large block with `rep stosb`, which callgrind (the
  * benchmarks' instruction counts) counts a byte at a time; the clock sees no

@@ -70,7 +70,7 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
  * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
  * arena_reclaim moves it with its node (or edge); zeroed: 1, new rows start at 0;
  * 2, every row from n_nodes on is 0 (new rows, and the rows a release or a reclaim
- * drops are cleared, in one memset each: an append then has nothing to write there).
+ * drops are cleared, in one pass each: an append then has nothing to write there).
  * The struct, the bytes a node takes, growth, freeing, the reclaim's slide
  * and Arena.column all expand these tables. */
 #define ARENA_NODE_COLUMNS(X)  /* n_nodes rows used of cap_nodes */ \
@@ -305,6 +305,8 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
      * int-tagged operand is) */
     if (op == OP_MUL && data_int) out += 0.0;
+    /* the columns written below are read again there, not held since the checks
+     * (fewer registers live at once on the per-operation path, fewer to save) */
     ARENA_FORGET_LOADS();
     /* in arena_set_node's order: doubles, integers, bytes */
     a->local_grad[e] = lg[0];
