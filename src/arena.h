@@ -12,7 +12,8 @@
  * Releasing to a mark drops every node from the mark on (a training step's or
  * a sample's graph) and bumps the arena's epoch, so handles into the dropped
  * part are recognised as stale: a handle is valid while index < n_nodes and
- * epoch[index] equals the epoch it was created with.
+ * epoch[index] equals the epoch it was created with (the second alone says it:
+ * the rows from n_nodes on have epoch 0, and no handle has).
  *
  * The held column names each node's live handle (an opaque pointer: the
  * Python object, which C never reads), or NULL. A new node's row starts NULL
@@ -45,10 +46,21 @@
 /* a fact the compiler cannot see (a row index fits a node_t): the caller's test
  * of a returned index against -1 then costs nothing */
 #define ARENA_ASSUME(x) do { if (!(x)) __builtin_unreachable(); } while (0)
+/* a compiler barrier (no instruction): the fields read before it are read again
+ * after it, rather than held in registers meanwhile */
+#define ARENA_FORGET_LOADS() __asm__ __volatile__("" ::: "memory")
+/* a plain loop that clears or moves memory stays a loop (see zero() in arena.c) */
+#if !defined(__clang__)
+#define ARENA_NOT_MEMSET __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define ARENA_NOT_MEMSET
+#endif
 #else
 #define ARENA_LIKELY(x) (x)
+#define ARENA_NOT_MEMSET
 #define ARENA_APPEND static inline
 #define ARENA_ASSUME(x) ((void)0)
+#define ARENA_FORGET_LOADS() ((void)0)
 #endif
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
@@ -56,16 +68,18 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
 
 /* The columns, each stated once: X(type, name, code, slid, zeroed). code: its
  * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
- * arena_reclaim moves it with its node (or edge); zeroed: new rows start at 0.
+ * arena_reclaim moves it with its node (or edge); zeroed: 1, new rows start at 0;
+ * 2, every row from n_nodes on is 0 (new rows, and the rows a release or a reclaim
+ * drops are cleared, in one pass each: an append then has nothing to write there).
  * The struct, the bytes a node takes, growth, freeing, the reclaim's slide
  * and Arena.column all expand these tables. */
 #define ARENA_NODE_COLUMNS(X)  /* n_nodes rows used of cap_nodes */ \
     X(double,   data,       'd', 1, 0)  /* forward value */ \
-    X(double,   grad,       'd', 1, 0)  /* d(root)/d(node), accumulated by backward */ \
-    X(double,   operand,    'd', 1, 0)  /* the exponent k of OP_POW; 0 elsewhere */ \
+    X(double,   grad,       'd', 1, 2)  /* d(root)/d(node), accumulated by backward */ \
+    X(double,   operand,    'd', 1, 2)  /* the exponent k of OP_POW; 0 elsewhere */ \
     X(uint8_t,  op,         'B', 1, 0)  /* op_t */ \
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
-    X(epoch_t,  epoch,      'Q', 1, 0)  /* arena epoch when the node was created */ \
+    X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
     X(uint32_t, visit,      'I', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
@@ -102,6 +116,8 @@ typedef struct {
 #define TAG_GRAD_INT 2     /* grad is an int (every node starts with the int 0) */
 #define TAG_K_INT 4        /* OP_POW: the exponent k was an int */
 #define TAG_NO_BACKWARD 8  /* an OP_DOT node: the arena's backward refuses it (arena_push_dot) */
+#define TAG_TWO_EDGES 16   /* an add or a multiply (arena_push_binary): backward takes its two
+                            * edges without a loop, and without reading where they end */
 
 /* Bytes the columns take per node (node columns and backward scratch) and per
  * edge: the one place that knows the layout's sizes. */
@@ -118,8 +134,11 @@ void arena_free(arena_t *a);
 int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
+/* Rows [from, to) of every cleared column (zeroed 2 in ARENA_NODE_COLUMNS) back
+ * to 0: the rows a release or a reclaim drops. */
+void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
 
-/* Reclaim the nodes of [from, n_nodes) that nothing reaches (arena.c). A
+/* Reclaim the nodes of [from, n_nodes) that nothing reaches (reclaim.c). A
  * node is live if held (a handle names it) or a child of a live node:
  * children have smaller indices than their parents, so one sweep from the top
  * down marks everything reachable. Live nodes then slide down in creation
@@ -130,6 +149,9 @@ void arena_release(arena_t *a, int64_t mark);
  * cached node indices checks it. Returns the number of nodes reclaimed; the
  * live nodes that moved are the rows from *moved to n_nodes. */
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+/* The first row from i on (i itself, or below n_nodes) that names a handle, or
+ * n_nodes: how the owner finds the handles of the rows a reclaim moved. */
+int64_t arena_next_held(const arena_t *a, int64_t i);
 
 /* A fresh stamp for a walk that marks nodes in the visit column (a backward's
  * depth-first order, a reclaim's live nodes): no node carries it yet. */
@@ -192,21 +214,24 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
  * Not its held row: rows past the end may still name handles of released or
  * moved nodes, so each append below either clears it or is followed at once by
  * its maker noting the node's handle there (arena_push_binary).
- * Every column pointer is read before the first store (a byte store may alias
- * the struct, which would make the compiler read them again after it). */
+ * The stores go by type: doubles, then 64-bit integers, then bytes, each
+ * column's pointer read just before it is written. A byte store may alias the
+ * struct and a 64-bit one its counters, so a field read before such a store
+ * and needed after it is read twice; in this order none is, and few values are
+ * live at once (no registers to save on the per-operation path). */
 ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
                                     uint8_t tag) {
-    double *data = a->data, *grad = a->grad, *opnd = a->operand;
+    epoch_t cur = a->cur_epoch;
+    int64_t n_edges = a->n_edges;
+    a->data[i] = x;  /* its grad and operand are 0 already (cleared columns: ARENA_NODE_COLUMNS) */
+    uint64_t bits;
+    memcpy(&bits, &operand, sizeof bits);
+    if (bits != 0) a->operand[i] = operand;  /* (not +0.0, the callers' constant: no test left) */
+    a->epoch[i] = cur;
+    a->child_start[i + 1] = n_edges;
     uint8_t *opc = a->op, *tg = a->tag;
-    epoch_t *epoch = a->epoch, cur = a->cur_epoch;
-    int64_t *start = a->child_start, n_edges = a->n_edges;
-    data[i] = x;
-    grad[i] = 0.0;
-    opnd[i] = operand;
     opc[i] = op;
     tg[i] = tag;
-    epoch[i] = cur;
-    start[i + 1] = n_edges;
     return (node_t)i;
 }
 
@@ -265,31 +290,38 @@ ARENA_APPEND node_t arena_push_const(arena_t *a, double c, int is_int) {
 ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
-    const double *data = a->data;
-    const uint8_t *tag = a->tag;
-    node_t *child = a->child;
-    double *local_grad = a->local_grad;
-    uint8_t *lg_int = a->lg_int;
     int64_t e = a->n_edges, i = a->n_nodes;
     ARENA_ASSUME(i >= 0 && i < INT32_MAX);  /* cap_nodes <= INT32_MAX (arena_grow_nodes) */
+    const double *data = a->data;
+    const uint8_t *tag = a->tag;
     double out, lg[2];
     if (op == OP_ADD)
         op_add(data[x], data[y], &out, lg);
     else
         op_mul(data[x], data[y], &out, lg);
-    int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lg_int + e);
-    if (data_int && !isfinite(out)) return -1;  /* lg_int + e is past n_edges: nothing appended */
+    uint8_t lgi[2];
+    int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lgi);
+    if (data_int && !isfinite(out)) return -1;  /* nothing appended */
     /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
      * int-tagged operand is) */
     if (op == OP_MUL && data_int) out += 0.0;
+    /* the columns written below are read again there, not held since the checks
+     * (fewer registers live at once on the per-operation path, fewer to save) */
+    ARENA_FORGET_LOADS();
+    /* in arena_set_node's order: doubles, integers, bytes */
+    a->local_grad[e] = lg[0];
+    a->local_grad[e + 1] = lg[1];
+    node_t *child = a->child;
     child[e] = x;
     child[e + 1] = y;
-    local_grad[e] = lg[0];
-    local_grad[e + 1] = lg[1];
     a->n_edges = e + 2;
     a->n_nodes = i + 1;
-    return arena_set_node(a, i, (uint8_t)op, out, 0.0,
-                          (uint8_t)(TAG_GRAD_INT | (data_int ? TAG_DATA_INT : 0)));
+    uint8_t *lg_int = a->lg_int;
+    arena_set_node(a, i, (uint8_t)op, out, 0.0,
+                   (uint8_t)(TAG_GRAD_INT | TAG_TWO_EDGES | (data_int ? TAG_DATA_INT : 0)));
+    lg_int[e] = lgi[0];
+    lg_int[e + 1] = lgi[1];
+    return (node_t)i;
 }
 
 /* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a

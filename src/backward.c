@@ -66,19 +66,22 @@ int64_t arena_backward(arena_t *a, node_t root) {
     for (int64_t t = n - 1; t >= 0; --t) {
         node_t v = topo[t];
         double gv = grad[v];
-        int64_t e = start[v], end = start[(int64_t)v + 1];  /* read once: the tag writes below are bytes */
-        if (!(tag[v] & TAG_GRAD_INT)) {  /* float * anything is a float: the common path */
-            if (end - e == 2) {  /* an add or a multiply, most nodes: edge e, then e + 1 */
-                node_t c0 = child[e], c1 = child[e + 1];
-                tag[c0] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
-                grad[c0] += lg[e] * gv;
-                tag[c1] &= (uint8_t)~TAG_GRAD_INT;
-                grad[c1] += lg[e + 1] * gv;  /* after c0's: c1 may be c0 (x * x) */
-                continue;
-            }
+        uint8_t tv = tag[v];
+        int64_t e = start[v];
+        if ((tv & (TAG_GRAD_INT | TAG_TWO_EDGES)) == TAG_TWO_EDGES) {
+            /* float * anything is a float, an add's or a multiply's two edges: most nodes */
+            node_t c0 = child[e], c1 = child[e + 1];
+            tag[c0] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+            grad[c0] += lg[e] * gv;
+            tag[c1] &= (uint8_t)~TAG_GRAD_INT;
+            grad[c1] += lg[e + 1] * gv;  /* after c0's: c1 may be c0 (x * x) */
+            continue;
+        }
+        int64_t end = start[(int64_t)v + 1];  /* read once: the tag writes below are bytes */
+        if (!(tv & TAG_GRAD_INT)) {
             for (; e < end; ++e) {
                 node_t c = child[e];
-                tag[c] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
+                tag[c] &= (uint8_t)~TAG_GRAD_INT;
                 grad[c] += lg[e] * gv;
             }
             continue;
