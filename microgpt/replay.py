@@ -24,6 +24,8 @@ every step runs the model code; an operation that raises, or a gradient that
 is not finite, redoes that step on the model code, which raises or computes
 exactly as the reference does.
 """
+import contextlib
+
 from . import _engine
 from ._engine import Adam, ArenaMismatchError, StaleValueError, Value, default_arena, graph  # noqa: F401
 from .model import ModelSampler, document_loss, parameters
@@ -52,6 +54,18 @@ RECORD_AFTER_BLOCKS = 4
 # rarely needs more than 8 positions): it records sooner and holds less.
 MIN_RECORDED = 16
 MIN_SAMPLER_RECORDED = 8
+
+
+@contextlib.contextmanager
+def compact_sums(arena):
+    """Inside: Value.dot appends each sum of float products on arena as one node
+    (_engine.set_compact), for a forward whose values only are read; the setting
+    before is put back on the way out."""
+    was = _engine.set_compact(arena, True)
+    try:
+        yield arena
+    finally:
+        _engine.set_compact(arena, was)
 
 
 def recorded_length(n, block_size, shortest=MIN_RECORDED):
@@ -242,11 +256,8 @@ class Sampler(Recorder):
         step, arena = self.model.document(temperature), self.params[0].arena
 
         def compact_step(token_id, pos_id, want=True):
-            was = _engine.set_compact(arena, True)
-            try:
+            with compact_sums(arena):
                 return step(token_id, pos_id, want)
-            finally:
-                _engine.set_compact(arena, was)
         return compact_step
 
     def record_after(self, key):

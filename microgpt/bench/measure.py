@@ -88,18 +88,14 @@ def compact_graph(engine, build):
     a large model's count needs no whole graph in memory), plus what a full arena
     reclaimed meanwhile (it reclaims what no handle reaches before it grows). build
     runs inside a graph scope."""
-    from .. import _engine
+    from ..replay import compact_sums
     arena = engine.default_arena()
-    was = _engine.set_compact(arena, True)
-    try:
-        with engine.graph():
-            n0, e0, r0 = len(arena), arena.num_edges, arena.reclaimed
-            u0, ue0 = arena.unmade, arena.unmade_edges
-            build()
-            nodes = len(arena) - n0 + arena.reclaimed - r0 + arena.unmade - u0
-            return nodes, arena.num_edges - e0 + arena.unmade_edges - ue0
-    finally:
-        _engine.set_compact(arena, was)
+    with compact_sums(arena), engine.graph():
+        n0, e0, r0 = len(arena), arena.num_edges, arena.reclaimed
+        u0, ue0 = arena.unmade, arena.unmade_edges
+        build()
+        nodes = len(arena) - n0 + arena.reclaimed - r0 + arena.unmade - u0
+        return nodes, arena.num_edges - e0 + arena.unmade_edges - ue0
 
 
 def count_nodes(engine, build):
