@@ -8,10 +8,11 @@ import argparse
 import sys
 
 from .argtypes import bounded, fraction, integer, positive_float, positive_int, positive_int_list, temperature
-from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR, TORCH_DEVICES, TORCH_DTYPES
+from .engine import CHOICES as ENGINE_CHOICES, ENV_VAR as ENGINE_ENV_VAR
 from .errors import UsageError
 from .limits import MAX_BATCH_SIZE
 from .run import RunSettings
+from .torch_options import DEVICES as TORCH_DEVICES, DTYPES as TORCH_DTYPES
 
 DEFAULTS = RunSettings()
 

@@ -28,8 +28,6 @@ CHOICES = ("auto", "pure", "compiled", "replay", "torch")
 TORCH_INSTALL = ("pip install \".[torch]\" in the source folder, or pip install 'microgpt-arena[torch]' "
                  "(PyTorch and safetensors)")  # the README's form first
 ENV_VAR = "MICROGPT_ENGINE"
-TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")  # the torch engine's --device
-TORCH_DTYPES = ("float64", "float32", "bfloat16")  # ... and --dtype (torch's names)
 
 
 def _import_compiled():

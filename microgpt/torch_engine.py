@@ -15,13 +15,12 @@ import contextlib
 
 import torch
 
-from .engine import TORCH_DEVICES, TORCH_DTYPES
 from .errors import UsageError
 from .torch_model import GPT, load_weights, softmax
+from .torch_options import DEVICES, DTYPES as DTYPE_NAMES
 
 name = "torch"
-DEVICES = TORCH_DEVICES
-DTYPES = {name: getattr(torch, name) for name in TORCH_DTYPES}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 class Weight:
