@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from microgpt import available_engines, get_engine, model, replay
+from microgpt import available_engines, get_engine, model, replay, train
 from microgpt.data import Tokenizer
 from microgpt.model import Config, init_state_dict
 from microgpt.train import Trainer
@@ -180,6 +180,32 @@ def test_a_refused_compact_recording_is_made_again_node_by_node(monkeypatch):
     assert (losses, weights) == run("compiled")[:2]
     assert made == [(True, "refused for the test"), (False, None)]
     assert t.document_loss.refused is None and t.document_loss.model_steps == 0
+
+
+def test_a_recording_refused_by_the_builds_last_check_is_computed_exactly(monkeypatch):
+    # probs[target] read through a product: refused by the last check of the tape's
+    # packing, once the chains' lists are the arena's edges (compact) or written past
+    # them (node by node) and the recorded rows' pages given back; the build's cleanup
+    # leaves the arena to the model code, which computes every step
+    def loss_reading_the_target_through_a_product(sd, config, tokens, observe=None, temperature=None,
+                                                  watch=None):
+        read = model.reader(sd, config, temperature, watch)
+        losses = []
+        for pos_id in range(min(config.block_size, len(tokens) - 1)):
+            logits, probs = read(tokens[pos_id], pos_id)
+            losses.append(-(probs[tokens[pos_id + 1]] * 1.0).log())
+            if observe is not None:
+                observe(logits, probs, losses[-1])
+        return model.mean_of(losses)
+
+    monkeypatch.setattr(replay, "document_loss", loss_reading_the_target_through_a_product)
+    monkeypatch.setattr(train, "document_loss", loss_reading_the_target_through_a_product)
+    made = recordings(monkeypatch)
+    losses, weights, t = run("replay")
+    assert (losses, weights) == run("compiled")[:2]
+    why = "probs[target] is read by a product"
+    assert made == [(True, why), (False, why)]
+    assert t.document_loss.refused == why and t.document_loss.model_steps == 6
 
 
 def test_a_compact_recording_leaves_no_nodes_behind():
