@@ -45,11 +45,13 @@ typedef struct {
     const double *derived_sign;
     const int64_t *src_start;
     const node_t *src;
-    int32_t consume;           /* 1: the build rewrites the recorded nodes' edges in the arena (to
-                                * its own indices) instead of copying them, and may use the edge
-                                * column's room past them and give their pages back (they read as
-                                * zeros after): the caller releases those nodes once the tape is
-                                * built or refused, and reads none */
+    int32_t consume;           /* 1: the build takes every node and edge of the arena from
+                                * rec_start on (the tail and the root included): it rewrites the
+                                * recorded edges in place (to its own indices), may use the edge
+                                * column's room past them, and gives the rows' and edges' pages
+                                * back (on Linux they read as zeros after; nothing relies on it).
+                                * The caller releases the arena from rec_start once the tape is
+                                * built or refused, and reads none of those nodes before */
     int32_t verify_shifts;     /* other targets to check the backward rule with (0 = every one;
                                 * -1 = none: a forward-only tape, whose backward must not run) */
 } record_t;
@@ -69,7 +71,7 @@ typedef struct {
 /* Build a tape; returns NULL with *why set to a static reason when the
  * recording cannot be replayed exactly (the caller keeps the per-operation
  * path), or on out of memory (*why is then "out of memory"). The arena is
- * left as it was, but for the recorded nodes' edges with r->consume. */
+ * left as it was, but with r->consume for everything from r->rec_start on. */
 tape_t *tape_build(arena_t *a, const record_t *r, const char **why);
 void tape_free(tape_t *t);
 
