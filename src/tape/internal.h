@@ -207,10 +207,20 @@ struct tape {
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
     double loss;            /* its loss */
+
+    /* elementwise.c: runs of elementwise instructions (F_RUN at a run's first instruction,
+     * whose third operand is the run's index); pull_lanes.c: backward entries side by side
+     * with strided lists (bwd_group 5 at the run's top entry, bwd_lanes its index) */
+    int32_t n_runs, n_lane_runs;
+    struct elem_run *runs;
+    struct run_slot *run_slots;
+    struct lane_run *lane_runs;
+    int32_t *lane_stride;   /* 2 a pull of a lane run's list: its parent's and its source's steps */
 };
 
 /* How the forward computes a node. */
-typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4 } fwd_code_t;
+typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,
+               F_RUN  /* a run of elementwise instructions (elementwise.c) */ } fwd_code_t;
 
 /* Side by side. A sum in a register waits for its last addition (a few cycles)
  * before the next; four independent sums of the same length, each added in
@@ -264,6 +274,23 @@ void shifted_dots(tape_t *t, int64_t i);
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
 void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
+
+/* elementwise.c: runs of elementwise instructions, each slot of a short repeated pattern
+ * over every repetition at once; pull_lanes.c: the backward's entries with strided pull
+ * lists, side by side (0, or -1 out of memory) */
+int elementwise_plan(tape_t *t);
+status_t elementwise_run(tape_t *t, int64_t i, double *m);
+uint8_t elementwise_code(const tape_t *t, int64_t i);  /* instruction i's own code under F_RUN */
+int64_t elementwise_len(const tape_t *t, int64_t i);
+int lane_plan(tape_t *t);
+int32_t lane_width(const tape_t *t, int32_t b);
+void lane_grads(tape_t *t, int32_t b, int32_t end);
+
+/* How many backward entries the one at b spans as the backward meets it (a group's top). */
+static inline int32_t bwd_width(const tape_t *t, int32_t b) {
+    uint8_t g = t->bwd_group[b];
+    return g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
+}
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);

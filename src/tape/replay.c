@@ -53,7 +53,17 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = t->fwd_arg + 3 * i;
-        switch (code[i]) {
+        uint8_t c = code[i];
+        if (c == F_RUN) {  /* a run of elementwise instructions (elementwise.c) */
+            double m_before = m;
+            if (elementwise_run(t, i, &m) == OP_OK) {
+                i += elementwise_len(t, i) - 1;
+                continue;
+            }
+            m = m_before;  /* an operation failed: the run again in order, to stop where the reference stops */
+            c = elementwise_code(t, i);
+        }
+        switch (c) {
         case F_ADD:
             x[L] = x[A[0]] + x[A[1]];
             break;

@@ -19,6 +19,7 @@ void tape_free(tape_t *t) {
     free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
+    free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride);
     free(t);
 }
 
