@@ -12,6 +12,8 @@
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
+ *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
+ *   pull_lanes.c   a vector's gradients in lanes, one pull list for all
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -148,8 +150,10 @@ struct tape {
                              * same parents, entry b-k's weight k before entry b's;
                              * 3: a run of bwd_lanes[b] such entries (several groups of 2);
                              * 4: entries b-k read the same values as b, of parents k before b's;
-                             * of a group of 2, 3 or 4 only entry b keeps its pull list */
-    int32_t *bwd_lanes;
+                             * of a group of 2, 3 or 4 only entry b keeps its pull list;
+                             * 5: a run of entries whose lists step by constants (pull_lanes.c);
+                             * 6: a group of 1 whose four lists each step by constants (strided.c) */
+    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6: its record's index */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
@@ -216,11 +220,16 @@ struct tape {
     struct run_slot *run_slots;
     struct lane_run *lane_runs;
     int32_t *lane_stride;   /* 2 a pull of a lane run's list: its parent's and its source's steps */
+    int32_t n_strided;      /* strided.c: F_STRIDED4 groups (first operand: the record's index) */
+    struct strided4 *strided;
+    int32_t n_strided_pulls; /* ... and backward groups of four strided lists (bwd_group 6) */
+    struct strided_pulls *strided_pulls;
 };
 
 /* How the forward computes a node. */
 typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,
-               F_RUN  /* a run of elementwise instructions (elementwise.c) */ } fwd_code_t;
+               F_RUN,      /* a run of elementwise instructions (elementwise.c) */
+               F_STRIDED4  /* four chains read at constant steps (strided.c) */ } fwd_code_t;
 
 /* Side by side. A sum in a register waits for its last addition (a few cycles)
  * before the next; four independent sums of the same length, each added in
@@ -283,6 +292,10 @@ status_t elementwise_run(tape_t *t, int64_t i, double *m);
 uint8_t elementwise_code(const tape_t *t, int64_t i);  /* instruction i's own code under F_RUN */
 int64_t elementwise_len(const tape_t *t, int64_t i);
 int lane_plan(tape_t *t);
+int strided_plan(tape_t *t);
+void strided_dots(tape_t *t, int64_t i);
+int strided_pulls_plan(tape_t *t);
+int strided_pulls(tape_t *t, int32_t b, int32_t end);
 int32_t lane_width(const tape_t *t, int32_t b);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 
