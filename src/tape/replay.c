@@ -54,13 +54,13 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
         int32_t L = fwd[i];
         const int32_t *A = t->fwd_arg + 3 * i;
         uint8_t c = code[i];
-        if (c == F_RUN) {  /* a run of elementwise instructions (elementwise.c) */
-            double m_before = m;
-            if (elementwise_run(t, i, &m) == OP_OK) {
-                i += elementwise_len(t, i) - 1;
-                continue;
-            }
-            m = m_before;  /* an operation failed: the run again in order, to stop where the reference stops */
+        double m_before = m;
+        if (c == F_RUN && elementwise_run(t, i, &m) == OP_OK) {  /* a run of elementwise work (elementwise.c) */
+            i += elementwise_len(t, i) - 1;
+            continue;
+        }
+        if (c == F_RUN) {  /* an operation failed: the run again in order, to stop where the reference stops */
+            m = m_before;
             c = elementwise_code(t, i);
         }
         switch (c) {
@@ -95,12 +95,9 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
             i += SIDE - 1;
             break;
         }
-        case F_STRIDED4:  /* four chains read at constant steps (strided.c) */
-            strided_dots(t, i);
-            i += SIDE - 1;
-            break;
-        case F_SHIFT4:  /* four chains, the same factor times consecutive nodes (matrix.c) */
-            shifted_dots(t, i);
+        case F_SHIFT4: case F_STRIDED4:  /* four chains: the same factor times consecutive nodes
+                                          * (shifted.c), or operands at constant steps (strided.c) */
+            if (c == F_SHIFT4) shifted_dots(t, i); else strided_dots(t, i);
             i += SIDE - 1;
             break;
         case F_MV4: {
@@ -192,13 +189,11 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
     for (int32_t b = b1 - 1; b >= b0; --b) {
         int32_t L = t->bwd[b];
         uint8_t group = t->bwd_group[b];
-        if (group == 6) {  /* four strided lists (strided.c), unless a parent is past end */
-            if (strided_pulls(t, b, end)) {
-                b -= SIDE - 1;
-                continue;
-            }
-            group = 1;
+        if (group == 6 && strided_pulls(t, b, end)) {  /* four strided lists (strided.c) */
+            b -= SIDE - 1;
+            continue;
         }
+        group = group == 6 ? 1 : group;  /* (a parent past end: the lists, as a group of four) */
         if (group == 5) {  /* a vector's entries with strided pull lists, in lanes (pull_lanes.c) */
             lane_grads(t, b, end);
             b -= lane_width(t, b) - 1;
