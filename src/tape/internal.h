@@ -13,7 +13,8 @@
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
- *   pull_lanes.c   a vector's gradients in lanes, one pull list for all
+ *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  two positions'
+ *                  vectors read by one matrix, their gradients at once
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -224,6 +225,9 @@ struct tape {
     struct strided4 *strided;
     int32_t n_strided_pulls; /* ... and backward groups of four strided lists (bwd_group 6) */
     struct strided_pulls *strided_pulls;
+    int32_t *first_lanes;   /* paired.c: N L, position p's level s ends with a vector read by a
+                             * matrix's rows, run first: its lanes (0: none) */
+    uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
 };
 
 /* How the forward computes a node. */
@@ -296,6 +300,8 @@ int strided_plan(tape_t *t);
 void strided_dots(tape_t *t, int64_t i);
 int strided_pulls_plan(tape_t *t);
 int strided_pulls(tape_t *t, int32_t b, int32_t end);
+int paired_plan(tape_t *t);
+void paired_grads(tape_t *t, int32_t p, int32_t s);
 int32_t lane_width(const tape_t *t, int32_t b);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 

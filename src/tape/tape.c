@@ -19,7 +19,7 @@ void tape_free(tape_t *t) {
     free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
-    free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls);
+    free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
     free(t);
 }
 
@@ -111,6 +111,12 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         }
     }
     c.backward = b;
+    for (int32_t s = 0; s < t->n_levels && t->paired != NULL; ++s)  /* (as level_backward pairs them) */
+        for (int32_t p = n - 1; p > 0; --p)
+            if (t->first_lanes[(int64_t)p * t->n_levels + s] > 0 && t->paired[(int64_t)p * t->n_levels + s]) {
+                c.vectors_paired += 2;
+                --p;
+            }
     c.other_param_reads = t->param_start[n];
     return c;
 }
