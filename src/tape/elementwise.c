@@ -192,6 +192,11 @@ int elementwise_plan(tape_t *t) {
     return rc;
 }
 
+size_t elementwise_bytes(const tape_t *t) {
+    int64_t slots = t->n_runs > 0 ? t->runs[t->n_runs - 1].slot + t->runs[t->n_runs - 1].period : 0;
+    return (size_t)t->n_runs * sizeof *t->runs + (size_t)slots * sizeof *t->run_slots;
+}
+
 static inline const elem_run_t *run_at(const tape_t *t, int64_t i) { return t->runs + t->fwd_arg[3 * i + 2]; }
 uint8_t elementwise_code(const tape_t *t, int64_t i) { return run_at(t, i)->code0; }
 int64_t elementwise_len(const tape_t *t, int64_t i) { return (int64_t)run_at(t, i)->period * run_at(t, i)->reps; }

@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 340 lines: one struct every file reads; the
+ * public contract, tape.h). About 350 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
@@ -13,7 +13,7 @@
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
- *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  two positions'
+ *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
@@ -300,8 +300,11 @@ int strided_plan(tape_t *t);
 void strided_dots(tape_t *t, int64_t i);
 int strided_pulls_plan(tape_t *t);
 int strided_pulls(tape_t *t, int32_t b, int32_t end);
+size_t elementwise_bytes(const tape_t *t), lane_bytes(const tape_t *t);
+size_t vector_bytes(const tape_t *t);  /* the records of the three above */
 int paired_plan(tape_t *t);
-void paired_grads(tape_t *t, int32_t p, int32_t s);
+void paired_grads(tape_t *t, int32_t p, int32_t s, int k);  /* positions p .. p - k + 1 */
+int paired_width(const tape_t *t, int32_t p, int32_t s);
 int32_t lane_width(const tape_t *t, int32_t b);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 

@@ -269,8 +269,11 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
     for (int32_t s = nl - 1; s >= 0; --s) {
         for (int32_t p = n - 1; p >= 0 && t->first_lanes != NULL; --p) {  /* the vectors first (paired.c) */
             int32_t lanes = t->first_lanes[(int64_t)p * nl + s], b = t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1;
-            if (lanes > 0 && p > 0 && t->paired[(int64_t)p * nl + s]) paired_grads(t, p--, s);
-            else if (lanes > 0) matrix_vector_grads(t, b, lanes, t->pull_start[b], t->pull_start[b + 1], t->pos_end[n - 1], -1);
+            int k = paired_width(t, p, s);  /* positions p, p - 1, ... reading one matrix's rows alike */
+            if (k > 1) {
+                paired_grads(t, p, s, k);
+                p -= k - 1;
+            } else if (lanes > 0) matrix_vector_grads(t, b, lanes, t->pull_start[b], t->pull_start[b + 1], t->pos_end[n - 1], -1);
         }
         for (int32_t p = n - 1; p >= 0; --p) {
             const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1) + s;

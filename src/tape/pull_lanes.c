@@ -120,6 +120,12 @@ int lane_plan(tape_t *t) {
     return rc;
 }
 
+size_t lane_bytes(const tape_t *t) {
+    const lane_run_t *last = t->n_lane_runs > 0 ? t->lane_runs + t->n_lane_runs - 1 : NULL;
+    size_t steps = last != NULL ? (size_t)(last->steps + last->count) : 0;
+    return (size_t)t->n_lane_runs * sizeof *t->lane_runs + 2 * steps * sizeof *t->lane_stride;
+}
+
 int32_t lane_width(const tape_t *t, int32_t b) { return t->lane_runs[t->bwd_lanes[b]].lanes; }
 
 /* Lanes r0 .. r0 + n - 1 (n <= 4) of a run: each lane's sum over the lowest

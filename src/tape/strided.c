@@ -149,3 +149,9 @@ int strided_pulls(tape_t *t, int32_t b, int32_t end) {
     t->grad[e[-3]] = a3;
     return 1;
 }
+
+/* The bytes of the vector instructions' records: the runs', the lanes', the strided groups'. */
+size_t vector_bytes(const tape_t *t) {
+    return (size_t)t->n_strided * sizeof *t->strided + (size_t)t->n_strided_pulls * sizeof *t->strided_pulls
+        + elementwise_bytes(t) + lane_bytes(t);
+}

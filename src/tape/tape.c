@@ -66,7 +66,9 @@ size_t tape_bytes(const tape_t *t) {
         + (t->level_mv != NULL ? (size_t)(t->n_levels + 1) * sizeof *t->level_units
                                  + N * (size_t)t->level_units[t->n_levels] * sizeof *t->level_mv : 0)
         + (t->block_vp != NULL ? N * sizeof *t->block_vp + (size_t)t->mv_end[N - 1] * SIDE * sizeof *t->block_gt : 0)
-        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
+        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
+        + vector_bytes(t)
+        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (sizeof *t->first_lanes + sizeof *t->paired) : 0);
 }
 
 int32_t tape_positions(const tape_t *t) { return t->n_pos; }
@@ -111,12 +113,12 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         }
     }
     c.backward = b;
-    for (int32_t s = 0; s < t->n_levels && t->paired != NULL; ++s)  /* (as level_backward pairs them) */
-        for (int32_t p = n - 1; p > 0; --p)
-            if (t->first_lanes[(int64_t)p * t->n_levels + s] > 0 && t->paired[(int64_t)p * t->n_levels + s]) {
-                c.vectors_paired += 2;
-                --p;
-            }
+    for (int32_t s = 0; s < t->n_levels && t->paired != NULL; ++s)  /* (as level_backward groups them) */
+        for (int32_t p = n - 1; p >= 0; --p) {
+            int k = paired_width(t, p, s);
+            c.vectors_paired += k > 1 ? k : 0;
+            p -= k > 1 ? k - 1 : 0;
+        }
     c.other_param_reads = t->param_start[n];
     return c;
 }
