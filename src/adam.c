@@ -44,9 +44,8 @@ INLINE int square_sure(double g, double p) {
  * (fma); the products below round by at most 2**-53 each, which the factors
  * (1 + 2**-50) and (1 - 2**-50) more than cover, so no division is needed. */
 INLINE int sqrt_sure(double x, double s) {
-    int usual = (x >= 0x1p-900) & (x <= 0x1p+1000)
+    return (x >= 0x1p-900) & (x <= 0x1p+1000)
         & (fabs(fma(-s, s, x)) * (1.0 + 0x1p-50) <= (SURE(s) * (1.0 - 0x1p-50)) * spacing_below(s) * (2.0 * s));
-    return usual | ((x == 0.0) & !signbit(x));  /* pow(+0, 0.5) is +0, as sqrt(+0) (a parameter not reached yet) */
 }
 
 static inline double square_of(double g) {
