@@ -121,6 +121,9 @@ cdef class Tape:
                     forward_side_by_side=c.forward_side_by_side, backward=c.backward,
                     pulls=c.pulls, pulls_side_by_side=c.pulls_side_by_side,
                     pulls_by_matrix_rows=c.pulls_by_matrix_rows, other_param_reads=c.other_param_reads,
+                    forward_runs=c.forward_runs, forward_in_runs=c.forward_in_runs, forward_strided=c.forward_strided,
+                    pulls_in_lanes=c.pulls_in_lanes, pulls_strided=c.pulls_strided,
+                    vectors_paired=c.vectors_paired,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))
 
     cdef int load_params(self) except -1:

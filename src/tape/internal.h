@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 300 lines: one struct every file reads; the
+ * public contract, tape.h). About 350 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
@@ -12,6 +12,9 @@
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
+ *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
+ *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
+ *                  vectors read by one matrix, their gradients at once
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -154,8 +157,10 @@ struct tape {
                              * same parents, entry b-k's weight k before entry b's;
                              * 3: a run of bwd_lanes[b] such entries (several groups of 2);
                              * 4: entries b-k read the same values as b, of parents k before b's;
-                             * of a group of 2, 3 or 4 only entry b keeps its pull list */
-    int32_t *bwd_lanes;
+                             * of a group of 2, 3 or 4 only entry b keeps its pull list;
+                             * 5: a run of entries whose lists step by constants (pull_lanes.c);
+                             * 6: a group of 1 whose four lists each step by constants (strided.c) */
+    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6: its record's index */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
@@ -213,10 +218,28 @@ struct tape {
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
     double loss;            /* its loss */
+
+    /* elementwise.c: runs of elementwise instructions (F_RUN at a run's first instruction,
+     * whose third operand is the run's index); pull_lanes.c: backward entries side by side
+     * with strided lists (bwd_group 5 at the run's top entry, bwd_lanes its index) */
+    int32_t n_runs, n_lane_runs;
+    struct elem_run *runs;
+    struct run_slot *run_slots;
+    struct lane_run *lane_runs;
+    int32_t *lane_stride;   /* 2 a pull of a lane run's list: its parent's and its source's steps */
+    int32_t n_strided;      /* strided.c: F_STRIDED4 groups (first operand: the record's index) */
+    struct strided4 *strided;
+    int32_t n_strided_pulls; /* ... and backward groups of four strided lists (bwd_group 6) */
+    struct strided_pulls *strided_pulls;
+    int32_t *first_lanes;   /* paired.c: N L, position p's level s ends with a vector read by a
+                             * matrix's rows, run first: its lanes (0: none) */
+    uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
 };
 
 /* How the forward computes a node. */
-typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4 } fwd_code_t;
+typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,
+               F_RUN,      /* a run of elementwise instructions (elementwise.c) */
+               F_STRIDED4  /* four chains read at constant steps (strided.c) */ } fwd_code_t;
 
 /* Side by side. A sum in a register waits for its last addition (a few cycles)
  * before the next; four independent sums of the same length, each added in
@@ -270,6 +293,32 @@ void shifted_dots(tape_t *t, int64_t i);
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
 void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
+
+/* elementwise.c: runs of elementwise instructions, each slot of a short repeated pattern
+ * over every repetition at once; pull_lanes.c: the backward's entries with strided pull
+ * lists, side by side (0, or -1 out of memory) */
+int elementwise_plan(tape_t *t);
+status_t elementwise_run(tape_t *t, int64_t i, double *m);
+uint8_t elementwise_code(const tape_t *t, int64_t i);  /* instruction i's own code under F_RUN */
+int64_t elementwise_len(const tape_t *t, int64_t i);
+int lane_plan(tape_t *t);
+int strided_plan(tape_t *t);
+void strided_dots(tape_t *t, int64_t i);
+int strided_pulls_plan(tape_t *t);
+int strided_pulls(tape_t *t, int32_t b, int32_t end);
+size_t elementwise_bytes(const tape_t *t), lane_bytes(const tape_t *t);
+size_t vector_bytes(const tape_t *t);  /* the records of the three above */
+int paired_plan(tape_t *t);
+void paired_grads(tape_t *t, int32_t p, int32_t s, int k);  /* positions p .. p - k + 1 */
+int paired_width(const tape_t *t, int32_t p, int32_t s);
+int32_t lane_width(const tape_t *t, int32_t b);
+void lane_grads(tape_t *t, int32_t b, int32_t end);
+
+/* How many backward entries the one at b spans as the backward meets it (a group's top). */
+static inline int32_t bwd_width(const tape_t *t, int32_t b) {
+    uint8_t g = t->bwd_group[b];
+    return g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
+}
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);

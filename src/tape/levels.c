@@ -266,7 +266,15 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
  * entries b1 - 1 down to b0 of one position. */
 void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg) {
     int32_t nl = t->n_levels;
-    for (int32_t s = nl - 1; s >= 0; --s)
+    for (int32_t s = nl - 1; s >= 0; --s) {
+        for (int32_t p = n - 1; p >= 0 && t->first_lanes != NULL; --p) {  /* the vectors first (paired.c) */
+            int32_t lanes = t->first_lanes[(int64_t)p * nl + s], b = t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1;
+            int k = paired_width(t, p, s);  /* positions p, p - 1, ... reading one matrix's rows alike */
+            if (k > 1) {
+                paired_grads(t, p, s, k);
+                p -= k - 1;
+            } else if (lanes > 0) matrix_vector_grads(t, b, lanes, t->pull_start[b], t->pull_start[b + 1], t->pos_end[n - 1], -1);
+        }
         for (int32_t p = n - 1; p >= 0; --p) {
             const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1) + s;
             if (p > 0) {  /* the next piece's first lines (its entries run last to first) */
@@ -276,6 +284,7 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
                 __builtin_prefetch(t->bwd_kind + b);
                 __builtin_prefetch(t->pull_start + b);
             }
-            run(t, ap[1], ap[0], arg);
+            run(t, ap[1] - (t->first_lanes != NULL ? t->first_lanes[(int64_t)p * nl + s] : 0), ap[0], arg);
         }
+    }
 }

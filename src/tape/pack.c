@@ -294,6 +294,11 @@ const char *tape_pack(tape_t *t) {
     if (why == NULL && matrix_plan(t) < 0) why = "out of memory";
     if (why == NULL) mark_shifted_dots(t);
     if (why == NULL && level_plan(t) < 0) why = "out of memory";
+    if (why == NULL && elementwise_plan(t) < 0) why = "out of memory";
+    if (why == NULL && lane_plan(t) < 0) why = "out of memory";
+    if (why == NULL && strided_plan(t) < 0) why = "out of memory";
+    if (why == NULL && strided_pulls_plan(t) < 0) why = "out of memory";
+    if (why == NULL && paired_plan(t) < 0) why = "out of memory";
     return why;
 }
 

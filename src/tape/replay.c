@@ -53,7 +53,17 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = t->fwd_arg + 3 * i;
-        switch (code[i]) {
+        uint8_t c = code[i];
+        double m_before = m;
+        if (c == F_RUN && elementwise_run(t, i, &m) == OP_OK) {  /* a run of elementwise work (elementwise.c) */
+            i += elementwise_len(t, i) - 1;
+            continue;
+        }
+        if (c == F_RUN) {  /* an operation failed: the run again in order, to stop where the reference stops */
+            m = m_before;
+            c = elementwise_code(t, i);
+        }
+        switch (c) {
         case F_ADD:
             x[L] = x[A[0]] + x[A[1]];
             break;
@@ -85,8 +95,9 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
             i += SIDE - 1;
             break;
         }
-        case F_SHIFT4:  /* four chains, the same factor times consecutive nodes (matrix.c) */
-            shifted_dots(t, i);
+        case F_SHIFT4: case F_STRIDED4:  /* four chains: the same factor times consecutive nodes
+                                          * (shifted.c), or operands at constant steps (strided.c) */
+            if (c == F_SHIFT4) shifted_dots(t, i); else strided_dots(t, i);
             i += SIDE - 1;
             break;
         case F_MV4: {
@@ -177,19 +188,30 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
     const int64_t *ps = t->pull_start;
     for (int32_t b = b1 - 1; b >= b0; --b) {
         int32_t L = t->bwd[b];
-        if (t->bwd_group[b] == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (matrix.c) */
+        uint8_t group = t->bwd_group[b];
+        if (group == 6 && strided_pulls(t, b, end)) {  /* four strided lists (strided.c) */
+            b -= SIDE - 1;
+            continue;
+        }
+        group = group == 6 ? 1 : group;  /* (a parent past end: the lists, as a group of four) */
+        if (group == 5) {  /* a vector's entries with strided pull lists, in lanes (pull_lanes.c) */
+            lane_grads(t, b, end);
+            b -= lane_width(t, b) - 1;
+            continue;
+        }
+        if (group == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (matrix.c) */
             shifted_grads(t, b, ps[b], ps[b + 1], end);
             b -= SIDE - 1;
             continue;
         }
-        if (t->bwd_group[b] >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
+        if (group >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
             int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
             int32_t tgt = t->bwd_kind[b] == K_ROTATE ? tokens[t->pos[L] + 1] : -1;
             matrix_vector_grads(t, b, lanes, ps[b], ps[b + 1], end, tgt);
             b -= lanes - 1;
             continue;
         }
-        if (t->bwd_group[b] && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side (a parent past end adds nothing) */
+        if (group && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side (a parent past end adds nothing) */
             int64_t k0 = ps[b], k1 = ps[b - 1], k2 = ps[b - 2], k3 = ps[b - 3], count = ps[b + 1] - k0;
             double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
             for (int64_t j = 0; j < count; ++j) {

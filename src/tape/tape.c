@@ -19,6 +19,7 @@ void tape_free(tape_t *t) {
     free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
+    free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
     free(t);
 }
 
@@ -65,7 +66,9 @@ size_t tape_bytes(const tape_t *t) {
         + (t->level_mv != NULL ? (size_t)(t->n_levels + 1) * sizeof *t->level_units
                                  + N * (size_t)t->level_units[t->n_levels] * sizeof *t->level_mv : 0)
         + (t->block_vp != NULL ? N * sizeof *t->block_vp + (size_t)t->mv_end[N - 1] * SIDE * sizeof *t->block_gt : 0)
-        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src;
+        + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
+        + vector_bytes(t)
+        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (sizeof *t->first_lanes + sizeof *t->paired) : 0);
 }
 
 int32_t tape_positions(const tape_t *t) { return t->n_pos; }
@@ -85,13 +88,15 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     tape_counts_t c = {0};
     int32_t b = t->bwd_end[n - 1], i = b - 1;
     while (i >= 0) {
-        int32_t width = t->bwd_group[i] == 3 ? t->bwd_lanes[i] : t->bwd_group[i] && i >= SIDE - 1 ? SIDE : 1;
+        int32_t width = bwd_width(t, i);
         int64_t pulls = t->bwd_group[i] >= 2 && width > 1  /* one list, read for every lane */
             ? (t->pull_start[i + 1] - t->pull_start[i]) * width
             : t->pull_start[i + 1] - t->pull_start[i - width + 1];
         c.pulls += pulls;
         if (width > 1) c.pulls_side_by_side += pulls;
         if (t->bwd_group[i] == 2 || t->bwd_group[i] == 3) c.pulls_by_matrix_rows += pulls;
+        if (t->bwd_group[i] == 5) c.pulls_in_lanes += pulls;
+        if (t->bwd_group[i] == 6) c.pulls_strided += pulls;
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;
@@ -99,9 +104,21 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.forward = t->fwd_end[n - 1];
     for (int32_t k = 0; k < c.forward; ++k) {
         uint8_t f = t->fwd_code[k];
-        c.forward_side_by_side += f == F_DOT4 || f == F_MV4 || f == F_SHIFT4;
+        c.forward_side_by_side += f == F_DOT4 || f == F_MV4 || f == F_SHIFT4 || f == F_STRIDED4;
+        c.forward_strided += f == F_STRIDED4;
+        if (f == F_RUN) {
+            c.forward_runs += 1;
+            c.forward_in_runs += elementwise_len(t, k);
+            k += (int32_t)elementwise_len(t, k) - 1;
+        }
     }
     c.backward = b;
+    for (int32_t s = 0; s < t->n_levels && t->paired != NULL; ++s)  /* (as level_backward groups them) */
+        for (int32_t p = n - 1; p >= 0; --p) {
+            int k = paired_width(t, p, s);
+            c.vectors_paired += k > 1 ? k : 0;
+            p -= k > 1 ? k - 1 : 0;
+        }
     c.other_param_reads = t->param_start[n];
     return c;
 }

@@ -66,6 +66,13 @@ typedef struct {
     int64_t pulls_side_by_side; /* ... of them summed four (or more) entries at once */
     int64_t pulls_by_matrix_rows; /* ... of them as a vector read by a matrix's rows */
     int64_t other_param_reads;  /* parameter reads other than matrix-row groups' */
+    int64_t forward_runs;       /* runs of elementwise instructions (one instruction each) */
+    int64_t forward_in_runs;    /* ... the instructions they run */
+    int64_t forward_strided;    /* groups of four sums whose operands step by constants */
+    int64_t pulls_in_lanes;     /* gradient terms of a vector's entries summed in lanes, one list for all */
+    int64_t pulls_strided;      /* ... of groups of four whose lists step by constants (read from the steps) */
+    int64_t vectors_paired;     /* vectors read by a matrix's rows whose gradients run with other
+                                 * positions' (two or four at once) */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the

@@ -1,0 +1,168 @@
+/* paired.c: the backward's vectors read by a matrix's rows, two or four
+ * positions at once, so that the matrix's weights come from memory once for
+ * all of them (as the forward's matvec2 does for two, levels.c).
+ *
+ * In the backward a level ends (runs first, levels.c) with the vector its
+ * matrix read: a backward group of 2 or 3 (matrix.c) whose parents are that
+ * matrix's rows' sums, a level later, at the same position. Those are final
+ * once the later levels have run, and nothing else of the level reads the
+ * vector's gradients before they are computed; so every position's vector
+ * may be computed first, at the start of the level, four (or two) positions
+ * at a time where their lists read the same weights in the same order. Each entry's
+ * gradient is the same sum, in its list's order, as matrix_vector_grads's.
+ * paired_plan checks each of these facts from the tape. */
+#include "internal.h"
+#include "lanes.h"
+
+/* Two positions' sums: acc_p[i] and acc_q[i] add w_r[i] * their row r's gradient,
+ * rows in order; the weights loaded once. */
+#define PAIRED_BODY                                                                 \
+    int32_t i = 0;                                                                  \
+    for (; i + 16 <= lanes; i += 16) {                                              \
+        v4 a[4], b[4];                                                              \
+        for (int u = 0; u < 4; ++u) { a[u] = load4(ap + i + 4 * u); b[u] = load4(aq + i + 4 * u); } \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            const double *w = x + wofs[r] + i;                                      \
+            double gp = gtp[r], gq = gtq[r];                                        \
+            for (int u = 0; u < 4; ++u) {                                           \
+                v4 wu = load4(w + 4 * u);                                           \
+                a[u] = a[u] + wu * gp;                                              \
+                b[u] = b[u] + wu * gq;                                              \
+            }                                                                       \
+        }                                                                           \
+        for (int u = 0; u < 4; ++u) { store4(ap + i + 4 * u, a[u]); store4(aq + i + 4 * u, b[u]); } \
+    }                                                                               \
+    for (; i < lanes; i += SIDE) {                                                  \
+        v4 a0 = load4(ap + i), b0 = load4(aq + i);                                  \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            v4 wu = load4(x + wofs[r] + i);                                         \
+            a0 = a0 + wu * gtp[r];                                                  \
+            b0 = b0 + wu * gtq[r];                                                  \
+        }                                                                           \
+        store4(ap + i, a0); store4(aq + i, b0);                                     \
+    }
+#define PAIRED_ARGS double *restrict ap, double *restrict aq, const double *x, const int32_t *wofs, \
+                    const double *gtp, const double *gtq, int32_t rows, int32_t lanes
+static void paired_plain(PAIRED_ARGS) { PAIRED_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void paired_avx2(PAIRED_ARGS) { PAIRED_BODY }
+#endif
+
+/* The group that position p's level s ends with, if it may run first (its
+ * lanes; 0 if not): a matrix-row group, not a rotating one, every parent
+ * made at a later level (lvl) at p. */
+static int32_t first_group(const tape_t *t, int32_t p, int32_t s, const int32_t *lvl) {
+    const int32_t *ap = t->bwd_level_at + (int64_t)p * (t->n_levels + 1) + s;
+    int32_t b = ap[1] - 1;
+    if (b < ap[0] || b < SIDE - 1 || (t->bwd_group[b] != 2 && t->bwd_group[b] != 3) || t->bwd_kind[b] == K_ROTATE)
+        return 0;
+    int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
+    if (b - (lanes - 1) < ap[0]) return 0;
+    for (int64_t k = t->pull_start[b]; k < t->pull_start[b + 1]; ++k) {
+        int32_t q = t->pull_parent[k];
+        if (lvl[q] <= s || t->pos[q] != p) return 0;
+    }
+    return lanes;
+}
+
+/* Do positions p and p - 1's first groups read the same weights, in the same order? */
+static int same_rows(const tape_t *t, int32_t bp, int32_t bq) {
+    int64_t kp = t->pull_start[bp], kq = t->pull_start[bq], count = t->pull_start[bp + 1] - kp;
+    if (t->pull_start[bq + 1] - kq != count) return 0;
+    return memcmp(t->pull_src + kp, t->pull_src + kq, (size_t)count * sizeof *t->pull_src) == 0;
+}
+
+int paired_plan(tape_t *t) {
+    int32_t nl = t->n_levels, N = t->n_pos;
+    if (t->bwd_level_at == NULL || t->level_at == NULL) return 0;
+    int32_t *lvl = NULL;
+    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)) {
+        free(lvl);
+        return -1;
+    }
+    for (int32_t L = 0; L < t->n_nodes; ++L) lvl[L] = INT32_MAX;  /* (no instruction makes it: never a level's) */
+    for (int32_t p = 0; p < N; ++p)
+        for (int32_t s = 0; s < nl; ++s)
+            for (int64_t i = t->level_at[p * (nl + 1) + s]; i < t->level_at[p * (nl + 1) + s + 1]; ++i)
+                lvl[t->fwd[i]] = s;
+    for (int32_t p = 0; p < N; ++p)
+        for (int32_t s = 0; s < nl; ++s) t->first_lanes[(int64_t)p * nl + s] = first_group(t, p, s, lvl);
+    for (int32_t p = 1; p < N; ++p)
+        for (int32_t s = 0; s < nl; ++s) {
+            int32_t lp = t->first_lanes[(int64_t)p * nl + s], lq = t->first_lanes[(int64_t)(p - 1) * nl + s];
+            int32_t bp = t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1;
+            int32_t bq = t->bwd_level_at[(int64_t)(p - 1) * (nl + 1) + s + 1] - 1;
+            t->paired[(int64_t)p * nl + s] = lp > 0 && lp == lq && same_rows(t, bp, bq);
+        }
+    free(lvl);
+    return 0;
+}
+
+/* Four positions' sums at once, likewise: eight lanes a step, the weights loaded once for four. */
+#define CHUNK 256
+#define QUAD_BODY                                                                   \
+    int32_t i = 0;                                                                  \
+    for (; i + 8 <= lanes; i += 8) {                                                \
+        v4 a[4][2];                                                                 \
+        for (int m = 0; m < 4; ++m) { a[m][0] = load4(acc[m] + i); a[m][1] = load4(acc[m] + i + 4); } \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            const double *w = x + wofs[r] + i;                                      \
+            v4 w0 = load4(w), w1 = load4(w + 4);                                    \
+            for (int m = 0; m < 4; ++m) {                                           \
+                a[m][0] = a[m][0] + w0 * gt[m][r];                                  \
+                a[m][1] = a[m][1] + w1 * gt[m][r];                                  \
+            }                                                                       \
+        }                                                                           \
+        for (int m = 0; m < 4; ++m) { store4(acc[m] + i, a[m][0]); store4(acc[m] + i + 4, a[m][1]); } \
+    }                                                                               \
+    for (; i < lanes; i += SIDE) {                                                  \
+        v4 a[4];                                                                    \
+        for (int m = 0; m < 4; ++m) a[m] = load4(acc[m] + i);                       \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            v4 w0 = load4(x + wofs[r] + i);                                         \
+            for (int m = 0; m < 4; ++m) a[m] = a[m] + w0 * gt[m][r];                \
+        }                                                                           \
+        for (int m = 0; m < 4; ++m) store4(acc[m] + i, a[m]);                       \
+    }
+#define QUAD_ARGS double (*restrict acc)[MAX_LANES], const double *x, const int32_t *wofs, \
+                  const double (*gt)[CHUNK], int32_t rows, int32_t lanes
+static void quad_plain(QUAD_ARGS) { QUAD_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void quad_avx2(QUAD_ARGS) { QUAD_BODY }
+#endif
+
+/* How many positions from p down run their first groups of level s together
+ * (4, 2, or 1: alone, or 0: p has none). */
+int paired_width(const tape_t *t, int32_t p, int32_t s) {
+    int32_t nl = t->n_levels;
+    if (t->first_lanes == NULL || t->first_lanes[(int64_t)p * nl + s] == 0) return 0;
+    int k = 1;
+    while (k < 4 && p - k >= 0 && t->paired[(int64_t)(p - k + 1) * nl + s]) ++k;
+    return k == 3 ? 2 : k;
+}
+
+/* The first groups of positions p, p - 1, .. p - k + 1 (k 2 or 4) at level s (paired). */
+void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
+    int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s], b[4] = {0};
+    int64_t kb[4] = {0};
+    double acc[4][MAX_LANES], gt[4][CHUNK];
+    int32_t wofs[CHUNK];
+    for (int m = 0; m < k; ++m) {
+        b[m] = t->bwd_level_at[(int64_t)(p - m) * (nl + 1) + s + 1] - 1;
+        kb[m] = t->pull_start[b[m]];
+        for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
+    }
+    int use = use_avx2();
+    int64_t count = t->pull_start[b[0] + 1] - kb[0];
+    for (int64_t j = 0; j < count;) {  /* (every parent is at its own position: before end) */
+        int32_t rows = 0;
+        for (; j < count && rows < CHUNK; ++j, ++rows) {
+            for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[kb[m] + j]];
+            wofs[rows] = t->pull_src[kb[0] + j] - (lanes - 1);
+        }
+        if (k == 4) (use ? quad_avx2 : quad_plain)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes);
+        else (use ? paired_avx2 : paired_plain)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes);
+    }
+    for (int m = 0; m < k; ++m)
+        for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b[m] - (lanes - 1 - i)]] = acc[m][i];
+}

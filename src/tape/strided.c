@@ -1,0 +1,157 @@
+/* strided.c: four chains whose products' operands step by constants (an
+ * attention head's logits: q_h[j] * k_t[j] for j = 0..15, q_h the same
+ * consecutive nodes for the four chains, each k_t its own), run from their
+ * first operands and the steps (F_STRIDED4) instead of reading two indices
+ * a product from dot_pair. The same products and additions, each chain in
+ * its own order (internal.h, SIDE); strided_plan checks every product's
+ * operands against the steps. */
+#include "internal.h"
+
+typedef struct strided4 {
+    int32_t a[SIDE], b[SIDE];   /* chain c's product j: x[a[c] + j sa] * x[b[c] + j sb] */
+    int32_t sa, sb, len;
+    int32_t init[SIDE];         /* the numbers each chain starts from */
+} strided4_t;
+
+/* The steps of an F_DOT4 group's four chains (A: its operands), or 0 if they have none in common. */
+static int steps_of(const tape_t *t, const int32_t *A, strided4_t *s) {
+    const int32_t *p0 = t->dot_pair + A[0];
+    if (A[2] < 4) return 0;
+    s->sa = p0[2] - p0[0];
+    s->sb = p0[3] - p0[1];
+    s->len = A[2] / 2;
+    for (int c = 0; c < SIDE; ++c) {
+        const int32_t *pc = t->dot_pair + A[3 * c];
+        s->a[c] = pc[0];
+        s->b[c] = pc[1];
+        s->init[c] = A[3 * c + 1];
+        for (int32_t j = 0; j < s->len; ++j)
+            if (pc[2 * j] != pc[0] + j * s->sa || pc[2 * j + 1] != pc[1] + j * s->sb) return 0;
+    }
+    return 1;
+}
+
+/* 0, or -1 out of memory. In the replay's numbering, after every other plan. */
+int strided_plan(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1];
+    int32_t n = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+        n = 0;
+        for (int64_t i = 0; i + SIDE <= nf; ++i) {
+            if (t->fwd_code[i] != F_DOT4) continue;
+            strided4_t s;
+            if (steps_of(t, t->fwd_arg + 3 * i, &s)) {
+                if (pass == 1) {
+                    t->strided[n] = s;
+                    t->fwd_code[i] = F_STRIDED4;
+                    t->fwd_arg[3 * i] = n;  /* (its list is not read: the record has all) */
+                }
+                n++;
+            }
+            i += SIDE - 1;
+        }
+        if (pass == 0 && !NEW(t->strided, n)) return -1;
+    }
+    t->n_strided = n;
+    return 0;
+}
+
+/* The group at instruction i: four sums, m0 + init, then + m_j, in lanes of plain registers. */
+void strided_dots(tape_t *t, int64_t i) {
+    const strided4_t *s = t->strided + t->fwd_arg[3 * i];
+    double *x = t->x;
+    const double *a0 = x + s->a[0], *a1 = x + s->a[1], *a2 = x + s->a[2], *a3 = x + s->a[3];
+    const double *b0 = x + s->b[0], *b1 = x + s->b[1], *b2 = x + s->b[2], *b3 = x + s->b[3];
+    int64_t sa = s->sa, sb = s->sb;
+    double r0 = a0[0] * b0[0] + x[s->init[0]];
+    double r1 = a1[0] * b1[0] + x[s->init[1]];
+    double r2 = a2[0] * b2[0] + x[s->init[2]];
+    double r3 = a3[0] * b3[0] + x[s->init[3]];
+    for (int64_t j = 1; j < s->len; ++j) {
+        r0 = r0 + a0[j * sa] * b0[j * sb];
+        r1 = r1 + a1[j * sa] * b1[j * sb];
+        r2 = r2 + a2[j * sa] * b2[j * sb];
+        r3 = r3 + a3[j * sa] * b3[j * sb];
+    }
+    x[t->fwd[i]] = r0;
+    x[t->fwd[i + 1]] = r1;
+    x[t->fwd[i + 2]] = r2;
+    x[t->fwd[i + 3]] = r3;
+}
+
+/* The backward's groups of four entries (group.c, bwd_group 1) whose pull
+ * lists each step by constants: an attention weight a_t's gradient sums
+ * v_t[j] * g(head output j) over j, the values one node apart, the outputs a
+ * constant step apart (bwd_group 6). Lane k is entry b - k: its pull j adds
+ * x[s0[k] + j ss] * grad[p0[k] + j sp], in its list's order. top: the
+ * largest parent (a replay that ends before it takes the lists). */
+typedef struct strided_pulls {
+    int32_t p0[SIDE], s0[SIDE];
+    int32_t sp, ss, count, top;
+} strided_pulls_t;
+
+static int list_steps(const tape_t *t, int32_t e, strided_pulls_t *s, int k) {
+    int64_t k0 = t->pull_start[e];
+    const int32_t *pp = t->pull_parent + k0, *src = t->pull_src + k0;
+    if (t->pull_start[e + 1] - k0 != s->count) return 0;
+    if (k == 0) { s->sp = pp[1] - pp[0]; s->ss = src[1] - src[0]; }
+    s->p0[k] = pp[0];
+    s->s0[k] = src[0];
+    for (int32_t j = 0; j < s->count; ++j) {
+        if (pp[j] != pp[0] + j * s->sp || src[j] != src[0] + j * s->ss) return 0;
+        if (pp[j] > s->top) s->top = pp[j];
+    }
+    return 1;
+}
+
+int strided_pulls_plan(tape_t *t) {
+    int32_t nb = t->bwd_end[t->n_pos - 1], n = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+        n = 0;
+        for (int32_t b = SIDE - 1; b < nb; ++b) {
+            if (t->bwd_group[b] != 1) continue;
+            strided_pulls_t s = {.count = (int32_t)(t->pull_start[b + 1] - t->pull_start[b]), .top = -1};
+            int ok = s.count >= 2;
+            for (int k = 0; k < SIDE && ok; ++k) ok = list_steps(t, b - k, &s, k);
+            if (!ok) continue;
+            if (pass == 1) {
+                t->strided_pulls[n] = s;
+                t->bwd_group[b] = 6;
+                t->bwd_lanes[b] = n;
+            }
+            n++;
+        }
+        if (pass == 0 && !NEW(t->strided_pulls, n)) return -1;
+    }
+    t->n_strided_pulls = n;
+    return 0;
+}
+
+/* Group b's four sums (bwd_group 6), or 0 if a parent is at or past end (then the lists). */
+int strided_pulls(tape_t *t, int32_t b, int32_t end) {
+    const strided_pulls_t *s = t->strided_pulls + t->bwd_lanes[b];
+    if (s->top >= end) return 0;
+    const double *x = t->x, *g = t->grad;
+    const double *x0 = x + s->s0[0], *x1 = x + s->s0[1], *x2 = x + s->s0[2], *x3 = x + s->s0[3];
+    const double *g0 = g + s->p0[0], *g1 = g + s->p0[1], *g2 = g + s->p0[2], *g3 = g + s->p0[3];
+    int64_t sp = s->sp, ss = s->ss;
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    for (int64_t j = 0; j < s->count; ++j) {
+        a0 += x0[j * ss] * g0[j * sp];
+        a1 += x1[j * ss] * g1[j * sp];
+        a2 += x2[j * ss] * g2[j * sp];
+        a3 += x3[j * ss] * g3[j * sp];
+    }
+    const int32_t *e = t->bwd + b;
+    t->grad[e[0]] = a0;
+    t->grad[e[-1]] = a1;
+    t->grad[e[-2]] = a2;
+    t->grad[e[-3]] = a3;
+    return 1;
+}
+
+/* The bytes of the vector instructions' records: the runs', the lanes', the strided groups'. */
+size_t vector_bytes(const tape_t *t) {
+    return (size_t)t->n_strided * sizeof *t->strided + (size_t)t->n_strided_pulls * sizeof *t->strided_pulls
+        + elementwise_bytes(t) + lane_bytes(t);
+}

@@ -1,0 +1,107 @@
+"""The tape's vector instructions: a vector's elementwise work as one run, four
+attention logits read at constant steps, a vector's gradients in lanes, a
+matrix's vectors' gradients several positions at once. Each is
+used where the model has the shape (the tape's counts say so), and a replay that
+runs them gives the model code's floats, bit for bit: losses, weights after Adam,
+and an operation that fails inside a run raises as the model code does.
+"""
+import random
+
+import pytest
+
+from microgpt import available_engines
+from microgpt import model
+from test_tape import DOCS, losses_and_weights, trainer
+
+pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
+
+LONG_DOCS = [" ".join(DOCS[i:i + 4]) for i in range(0, len(DOCS), 2)]  # lines longer than the block
+CONFIGS = [dict(), dict(n_layer=2, n_embd=32, block_size=16, n_head=4)]
+
+
+def recorded(config, docs=DOCS):
+    t = trainer("replay", docs=docs, **config)
+    t.train_step()
+    tape = t.document_loss.tape
+    return t, tape.counts(tape.n_pos)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_vectors_elementwise_work_runs_as_runs(config):
+    # a norm's products, a residual's sums, relu, a softmax's pieces: most of the
+    # instructions that are not sums of products are in runs
+    _, c = recorded(config)
+    assert c["forward_runs"] > 0
+    assert c["forward_in_runs"] > 10 * c["forward_runs"]
+    assert c["forward_in_runs"] > c["forward"] // 2
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_attention_logits_are_read_at_constant_steps(config):
+    _, c = recorded(config)
+    assert c["forward_strided"] > 0
+    assert c["forward_side_by_side"] >= c["forward_strided"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_vectors_gradients_are_summed_in_lanes(config):
+    _, c = recorded(config)
+    assert 0 < c["pulls_in_lanes"] <= c["pulls_side_by_side"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_attention_weights_gradients_are_read_at_constant_steps(config):
+    # each weight's gradient sums v_t[j] * g(output j): a list that steps by constants
+    _, c = recorded(config)
+    assert 0 < c["pulls_strided"] <= c["pulls_side_by_side"] - c["pulls_in_lanes"]
+
+
+@pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, block_size=16, n_head=4)])
+def test_a_matrix_reads_vectors_gradients_run_two_positions_at_once(config):
+    # the backward of a level starts with the vector its matrix read, every position's,
+    # four (or two) positions sharing the matrix's weights
+    t, c = recorded(config, docs=LONG_DOCS)
+    assert c["vectors_paired"] > 0 and c["vectors_paired"] % 2 == 0
+    assert t.document_loss.tape.counts(1)["vectors_paired"] == 0  # one position: nothing to pair
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_replay_with_vector_instructions_equals_the_model_code(config):
+    replay, compiled = trainer("replay", docs=LONG_DOCS, **config), trainer("compiled", docs=LONG_DOCS, **config)
+    assert losses_and_weights(replay, 12) == losses_and_weights(compiled, 12)
+    runner = replay.document_loss
+    assert runner.model_steps == 0 and runner.tape.counts(runner.tape.n_pos)["forward_runs"] > 0
+
+
+def test_every_length_replays_the_runs_and_lanes_exactly():
+    # documents of every length up to the block: a replay of fewer positions than
+    # recorded stops its runs and lanes at its last position
+    docs = ["abcdefghijklmnop"[:k] for k in range(1, 17)] * 2
+    random.Random(3).shuffle(docs)
+    config = dict(n_layer=2, n_embd=16, block_size=16, n_head=4)
+    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
+    assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
+    assert replay.document_loss.model_steps == 0
+
+
+def test_an_exp_that_overflows_inside_a_run_raises_as_the_model_code_does(monkeypatch):
+    # a softmax without its max subtracted: each logit's (val * 1.0).exp() is a run
+    # (a product, an exp); logits made large overflow an exp partway through it
+    def softmax_unshifted(logits):
+        exps = [(val * 1.0).exp() for val in logits]
+        total = sum(exps)
+        return [e / total for e in exps]
+
+    monkeypatch.setattr(model, "softmax", softmax_unshifted)
+    outcomes = []
+    for name in ("replay", "compiled"):
+        t = trainer(name, n_layer=1, n_embd=16, block_size=16, n_head=4)
+        losses = [t.train_step()[1] for _ in range(3)]
+        if name == "replay":
+            assert t.document_loss.tape.counts(t.document_loss.tape.n_pos)["forward_runs"] > 0
+        for p in t.sd["lm_head"][5]:
+            p.data = 1000.0  # logit 5: about 1000 times the norm's entries' sum
+        with pytest.raises(OverflowError) as raised:
+            t.train_step()
+        outcomes.append((losses, str(raised.value)))
+    assert outcomes[0] == outcomes[1]
