@@ -336,7 +336,7 @@ static inline void free_child(tape_t *t) {
 
 /* Give the whole pages inside [p, p + bytes) back to the system; they read as
  * zeros after (rows nothing reads again: a consumed recording's). Elsewhere
- * than Linux, nothing. */
+ * than Linux, nothing. (tape.c) */
 void discard_pages(void *p, size_t bytes);
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:

@@ -2,23 +2,7 @@
  * (build.c, reads.c, order.c). Every rewrite here keeps each number's
  * operations and their order: it only changes how they are found
  * (internal.h). */
-#define _DEFAULT_SOURCE  /* madvise (discard_pages), hidden by -std=c99 */
 #include "internal.h"
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#include <unistd.h>
-#endif
-
-void discard_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_DONTNEED)
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) / page * page;
-    uintptr_t hi = ((uintptr_t)p + bytes) / page * page;
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-#else
-    (void)p; (void)bytes;
-#endif
-}
 
 /* Where the local gradient of node L's edge e is when the backward runs:
  * the other factor's value, L's own slot, or the 1.0; -1 for none. */

@@ -1,5 +1,22 @@
-/* tape.c: a tape's sizes, counts and accessors, and freeing it. */
+/* tape.c: a tape's sizes, counts and accessors, and freeing it (and memory
+ * given back to the system while it is built). */
+#define _DEFAULT_SOURCE  /* madvise (discard_pages), hidden by -std=c99 */
 #include "internal.h"
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
+void discard_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_DONTNEED)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)p + bytes) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+#else
+    (void)p; (void)bytes;
+#endif
+}
 
 void tape_free(tape_t *t) {
     if (t == NULL) return;
