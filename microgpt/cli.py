@@ -86,7 +86,7 @@ def cmd_sample(args):
         random.seed(args.seed)
     else:
         random.setstate(ckpt.rng_state)
-    sampler = make_sampler(eng, sd, config)
+    sampler = make_sampler(eng, sd, config, args.num_samples)
     for i in range(args.num_samples):
         text = sample(eng, sd, config, tokenizer, args.temperature, top_k=args.top_k, prefix=prompt,
                       sampler=sampler)

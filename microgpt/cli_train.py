@@ -166,7 +166,7 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         print("\n--- inference (new, hallucinated names) ---")
         samples = []
         sd = run.trainer.sd  # the trained weights (the torch engine brings its Weights up to date here)
-        sampler = make_sampler(eng, sd, run.config)  # one for every sample (replay: one recording)
+        sampler = make_sampler(eng, sd, run.config, args.num_samples)  # one for every sample (replay: one recording)
         for i in range(args.num_samples):
             samples.append(sample(eng, sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
             print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)

@@ -44,6 +44,9 @@ SOME_TARGETS = 2
 # 1 and 4); the sampler records once
 # the model code has computed this many blocks' worth for that temperature, so
 # a few names never pay for a recording, and many pay for it at most twice.
+# When the number of documents to come is known (Sampler.expect), it records as
+# soon as those, each as long as the longest so far, would cost the model code
+# more than that: 20 samples of a block of 64 record after the first.
 RECORD_AFTER_BLOCKS = 4
 
 # The shortest recording: a recording's cost grows with its positions, and
@@ -248,6 +251,11 @@ class Sampler(Recorder):
         self.before_recording = {}  # float(temperature) -> positions the model code computed
         self.longest = {}          # float(temperature) -> positions of the longest document
         self.model_positions = 0   # positions the model code computed where no replay could
+        self.documents_left = None  # documents still to be drawn, when the caller said (expect)
+
+    def expect(self, documents):
+        """`documents` more documents will be drawn (at any temperatures)."""
+        self.documents_left = documents
 
     def model_document(self, temperature):
         """model.ModelSampler's document, its sums compact (each model.dot one node:
@@ -264,13 +272,25 @@ class Sampler(Recorder):
         """Positions the model code samples at this temperature before a recording."""
         return self.record_after_blocks * self.length(self.longest.get(key, 1))
 
+    def worth_recording(self, key):
+        """Record now? Once the model code has sampled record_after(key) positions
+        at this temperature, or when the documents still to come (this one
+        included, when the caller said how many), each as long as the longest
+        so far, would cost it that many (nothing is known of their length before
+        the first)."""
+        coming = (self.documents_left or 0) * self.longest[key] if key in self.longest else 0
+        return max(self.before_recording.get(key, 0), coming) >= self.record_after(key)
+
     def length(self, positions):
         """Positions a recording for documents of `positions` holds."""
         return recorded_length(positions, self.config.block_size, MIN_SAMPLER_RECORDED)
 
     def document(self, temperature):
         key = float(temperature)
-        if key not in self.tapes and self.before_recording.get(key, 0) < self.record_after(key):
+        model_code = key not in self.tapes and not self.worth_recording(key)
+        if self.documents_left:
+            self.documents_left -= 1
+        if model_code:
             return self.counted(self.model_document(temperature), key)
         tape = self.tape_for(key, self.longest.get(key, 1))
         if tape is None:

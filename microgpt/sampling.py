@@ -67,6 +67,11 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
     return "".join(chars)
 
 
-def make_sampler(engine, sd, config):
-    """The engine's sampler (replay records one), else the model code's."""
-    return getattr(engine, "Sampler", ModelSampler)(sd, config)
+def make_sampler(engine, sd, config, documents=None):
+    """The engine's sampler (replay records one), else the model code's.
+    documents: how many documents will be drawn from it, when known (replay
+    then records as soon as they would cost the model code more)."""
+    sampler = getattr(engine, "Sampler", ModelSampler)(sd, config)
+    if documents is not None and hasattr(sampler, "expect"):
+        sampler.expect(documents)
+    return sampler

@@ -128,12 +128,12 @@ def test_a_replay_refuses_a_parameter_moved_to_another_arena():
             t.document_loss.tape.forward(t.tokens_at(1))
 
 
-def samples_of(name, temperature, n=12, record_after=0, config=None, **kwargs):
+def samples_of(name, temperature, n=12, record_after=0, config=None, documents=None, **kwargs):
     from microgpt.train import make_sampler, sample
     t = trainer(name, **(config or {}))
     for _ in range(15):
         t.train_step()
-    sampler = make_sampler(t.engine, t.sd, t.config)
+    sampler = make_sampler(t.engine, t.sd, t.config, documents)
     if record_after is not None and hasattr(sampler, "record_after_blocks"):
         sampler.record_after_blocks = record_after  # (0: record at once)
     random.seed(5)
@@ -164,6 +164,18 @@ def test_a_sampler_records_once_the_model_code_has_sampled_a_few_blocks():
     assert sampler.before_recording[0.5] >= 4 * 8  # (8: MIN_SAMPLER_RECORDED)
     assert sampler.record_after(0.5) == 4 * tape.n_pos
     _, few, _ = samples_of("replay", 0.5, n=2, record_after=None)
+    assert few.tapes == {}, "two names never pay for a recording"
+
+
+def test_a_sampler_told_how_many_documents_records_once_they_would_cost_more():
+    # 30 names, each about as long as the first: the model code draws the first
+    # only (the sampler learns their length), then one recording serves the rest
+    want, _, _ = samples_of("compiled", 0.5, n=30)
+    got, sampler, _ = samples_of("replay", 0.5, n=30, record_after=None, documents=30)
+    assert got == want
+    assert sampler.before_recording[0.5] == len(want[0]) + 1  # (its end token's position too)
+    assert sampler.tapes[0.5][0] is not None and sampler.model_positions == 0
+    _, few, _ = samples_of("replay", 0.5, n=2, record_after=None, documents=2)
     assert few.tapes == {}, "two names never pay for a recording"
 
 
