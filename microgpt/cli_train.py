@@ -13,7 +13,7 @@ from .errors import DataError, UsageError
 from .model import parameters
 from .progress import OutputError, Progress
 from .run import RunSettings, build_run, resume_settings
-from .sampling import make_sampler, sample
+from .sampling import make_sampler, sample, typical_positions
 from .signals import StopSignals, signal_name
 from .train import Diverged, Stopped, count_cut_documents, train
 
@@ -166,7 +166,8 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         print("\n--- inference (new, hallucinated names) ---")
         samples = []
         sd = run.trainer.sd  # the trained weights (the torch engine brings its Weights up to date here)
-        sampler = make_sampler(eng, sd, run.config, args.num_samples)  # one for every sample (replay: one recording)
+        sampler = make_sampler(eng, sd, run.config, args.num_samples,  # one for every sample (replay: one recording)
+                               typical_positions(run.trainer.docs, run.config.block_size))
         for i in range(args.num_samples):
             samples.append(sample(eng, sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
             print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)

@@ -45,8 +45,9 @@ SOME_TARGETS = 2
 # the model code has computed this many blocks' worth for that temperature, so
 # a few names never pay for a recording, and many pay for it at most twice.
 # When the number of documents to come is known (Sampler.expect), it records as
-# soon as those, each as long as the longest so far, would cost the model code
-# more than that: 20 samples of a block of 64 record after the first.
+# soon as those, each as long as the longest so far (before the first: as the
+# caller guessed, e.g. the training documents' median), would cost the model
+# code more than that: 20 samples of a block of 64 record at once.
 RECORD_AFTER_BLOCKS = 4
 
 # The shortest recording: a recording's cost grows with its positions, and
@@ -252,10 +253,16 @@ class Sampler(Recorder):
         self.longest = {}          # float(temperature) -> positions of the longest document
         self.model_positions = 0   # positions the model code computed where no replay could
         self.documents_left = None  # documents still to be drawn, when the caller said (expect)
+        self.guessed = None        # positions a document takes, guessed before any is drawn
 
-    def expect(self, documents):
-        """`documents` more documents will be drawn (at any temperatures)."""
-        self.documents_left = documents
+    def expect(self, documents, positions=None):
+        """`documents` more documents will be drawn (at any temperatures), each
+        of about `positions` positions if the caller can guess."""
+        self.documents_left, self.guessed = documents, positions
+
+    def longest_at(self, key):
+        """Positions of the longest document sampled at this temperature, else the guess."""
+        return self.longest.get(key, self.guessed or 1)
 
     def model_document(self, temperature):
         """model.ModelSampler's document, its sums compact (each model.dot one node:
@@ -270,15 +277,16 @@ class Sampler(Recorder):
 
     def record_after(self, key):
         """Positions the model code samples at this temperature before a recording."""
-        return self.record_after_blocks * self.length(self.longest.get(key, 1))
+        return self.record_after_blocks * self.length(self.longest_at(key))
 
     def worth_recording(self, key):
         """Record now? Once the model code has sampled record_after(key) positions
         at this temperature, or when the documents still to come (this one
         included, when the caller said how many), each as long as the longest
-        so far, would cost it that many (nothing is known of their length before
-        the first)."""
-        coming = (self.documents_left or 0) * self.longest[key] if key in self.longest else 0
+        so far, would cost it that many (before the first, as long as the
+        caller guessed; nothing is known of their length without a guess)."""
+        known = key in self.longest or self.guessed is not None
+        coming = (self.documents_left or 0) * self.longest_at(key) if known else 0
         return max(self.before_recording.get(key, 0), coming) >= self.record_after(key)
 
     def length(self, positions):
@@ -292,7 +300,7 @@ class Sampler(Recorder):
             self.documents_left -= 1
         if model_code:
             return self.counted(self.model_document(temperature), key)
-        tape = self.tape_for(key, self.longest.get(key, 1))
+        tape = self.tape_for(key, self.longest_at(key))
         if tape is None:
             return self.model_document(temperature)
         return ReplayedDocument(self, key, tape, temperature).step

@@ -5,6 +5,7 @@ else from the model code (model.ModelSampler).
 """
 import math
 import random
+import statistics
 
 from .errors import DataError, SettingError
 from .model import ModelSampler
@@ -67,11 +68,19 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
     return "".join(chars)
 
 
-def make_sampler(engine, sd, config, documents=None):
+def make_sampler(engine, sd, config, documents=None, positions=None):
     """The engine's sampler (replay records one), else the model code's.
-    documents: how many documents will be drawn from it, when known (replay
-    then records as soon as they would cost the model code more)."""
+    documents: how many documents will be drawn from it, when known; positions:
+    a guess of how many positions each takes (replay then records as soon as
+    they would cost the model code more; a wrong guess costs time, never a
+    different document)."""
     sampler = getattr(engine, "Sampler", ModelSampler)(sd, config)
     if documents is not None and hasattr(sampler, "expect"):
-        sampler.expect(documents)
+        sampler.expect(documents, positions)
     return sampler
+
+
+def typical_positions(docs, block_size):
+    """The median document's positions (its characters and the end token, at
+    most the block): what a model trained on docs is likely to sample."""
+    return statistics.median_low(min(len(doc) + 1, block_size) for doc in docs) if docs else None

@@ -128,12 +128,12 @@ def test_a_replay_refuses_a_parameter_moved_to_another_arena():
             t.document_loss.tape.forward(t.tokens_at(1))
 
 
-def samples_of(name, temperature, n=12, record_after=0, config=None, documents=None, **kwargs):
+def samples_of(name, temperature, n=12, record_after=0, config=None, documents=None, positions=None, **kwargs):
     from microgpt.train import make_sampler, sample
     t = trainer(name, **(config or {}))
     for _ in range(15):
         t.train_step()
-    sampler = make_sampler(t.engine, t.sd, t.config, documents)
+    sampler = make_sampler(t.engine, t.sd, t.config, documents, positions)
     if record_after is not None and hasattr(sampler, "record_after_blocks"):
         sampler.record_after_blocks = record_after  # (0: record at once)
     random.seed(5)
@@ -177,6 +177,23 @@ def test_a_sampler_told_how_many_documents_records_once_they_would_cost_more():
     assert sampler.tapes[0.5][0] is not None and sampler.model_positions == 0
     _, few, _ = samples_of("replay", 0.5, n=2, record_after=None, documents=2)
     assert few.tapes == {}, "two names never pay for a recording"
+
+
+@pytest.mark.parametrize("positions", [8, 16, 2])  # (16: the block; 2: shorter than every name)
+def test_a_sampler_told_how_long_documents_are_records_before_the_first(positions):
+    # a guess decides when and how long the recording is, never which names
+    want, _, _ = samples_of("compiled", 0.5, n=30)
+    got, sampler, _ = samples_of("replay", 0.5, n=30, record_after=None, documents=30, positions=positions)
+    assert got == want
+    assert sampler.before_recording == {} and sampler.model_positions == 0
+    assert sampler.tapes[0.5][0].n_pos >= min(positions, 8)
+
+
+def test_typical_positions_is_the_median_document_with_its_end_at_most_the_block():
+    from microgpt.sampling import typical_positions
+    assert typical_positions(["ab", "abcd", "abcdefgh"], 16) == 5
+    assert typical_positions(["abcdefgh"] * 3, 4) == 4
+    assert typical_positions([], 16) is None
 
 
 def test_a_sampled_document_longer_than_the_recording_records_again():
