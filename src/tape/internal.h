@@ -15,6 +15,7 @@
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
+ *   params.c    the parameters' numbers in and out of the arena
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -312,6 +313,8 @@ int paired_plan(tape_t *t);
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k);  /* positions p .. p - k + 1 */
 int paired_width(const tape_t *t, int32_t p, int32_t s);
 int32_t lane_width(const tape_t *t, int32_t b);
+void params_read(double *dst, const double *column, const tape_t *t, const node_t *params);  /* params.c */
+int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */

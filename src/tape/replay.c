@@ -1,13 +1,6 @@
 /* replay.c: running a tape, forward and backward (the layout: internal.h). */
 #include "internal.h"
 
-/* the parameters' numbers from an arena column (data or grad): one block
- * copy where they are consecutive nodes */
-static inline void read_params(double *dst, const double *column, const tape_t *t, const node_t *params) {
-    if (t->params_at >= 0) memcpy(dst, column + t->params_at, (size_t)t->n_params * sizeof *dst);
-    else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
-}
-
 /* the four gradients of a side-by-side group of backward entries b, b-1, b-2, b-3 */
 static inline void put_pulled(double *g, const int32_t *entry_b, double a0, double a1, double a2, double a3) {
     g[entry_b[0]] = a0;
@@ -139,7 +132,7 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x;
     int32_t *arg = t->fwd_arg;
-    read_params(x, a->data, t, params);
+    params_read(x, a->data, t, params);
     if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
@@ -254,7 +247,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
 }
 
 int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
-    int32_t n = t->n_used, P = t->n_params;
+    int32_t n = t->n_used;
     double *g = t->grad;
     const double *x = t->x;
 
@@ -266,7 +259,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     if (t->bwd_level_at != NULL) level_backward(t, n, run_backward, &ctx);  /* (levels.c) */
     else run_backward(t, t->bwd_end[n - 1], 0, &ctx);
     /* parameters: each is read at most once a position; positions last to first */
-    read_params(g, a->grad, t, params);
+    params_read(g, a->grad, t, params);
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
     if (t->blocks_own_grads) matrix_param_grads(t, n);  /* the matrices' rows (each read by them only) */
@@ -276,23 +269,5 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }
-    uint8_t *reached = t->reached;
-    for (int32_t k = 0; k < P; ++k) reached[k] = t->first_pos[k] < n;
-    for (int32_t q = 0; q < n; ++q)
-        for (int32_t c = 0; c < t->table_cols; ++c)
-            reached[t->table_slot0 + tokens[q] * t->table_cols + c] = 1;
-    int finite = 1;
-    for (int32_t k = 0; k < P; ++k) finite &= isfinite(g[k]) != 0;
-    if (!finite) return 0;
-    if (t->params_at >= 0) {
-        memcpy(a->grad + t->params_at, g, (size_t)P * sizeof *g);
-        uint8_t *tag = a->tag + t->params_at;
-        for (int32_t k = 0; k < P; ++k) tag[k] &= (uint8_t)(reached[k] ? ~TAG_GRAD_INT : 0xff);
-    } else {
-        for (int32_t k = 0; k < P; ++k) {
-            a->grad[params[k]] = g[k];
-            if (reached[k]) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
-        }
-    }
-    return 1;
+    return params_write_grads(t, a, params, tokens);
 }

@@ -1,0 +1,49 @@
+/* params.c: the parameters' numbers between the arena's columns and the tape
+ * (its first n_params nodes). */
+#include "internal.h"
+
+/* the parameters' numbers from an arena column (data or grad): one block
+ * copy where they are consecutive nodes */
+void params_read(double *dst, const double *column, const tape_t *t, const node_t *params) {
+    if (t->params_at >= 0) memcpy(dst, column + t->params_at, (size_t)t->n_params * sizeof *dst);
+    else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
+}
+
+/* whether every one of g[0..n) is finite: an exponent of all ones is inf or
+ * nan (integer tests, with no branch: the loop vectorizes) */
+static int all_finite(const double *g, int32_t n) {
+    const uint64_t EXP = 0x7ff0000000000000ull;
+    uint64_t bad = 0;
+    for (int32_t k = 0; k < n; ++k) {
+        uint64_t u;
+        memcpy(&u, g + k, sizeof u);
+        bad |= (u & EXP) == EXP;
+    }
+    return bad == 0;
+}
+
+/* The backward's parameter gradients (t->grad[0..n_params)) into the arena,
+ * when every one is finite (0: nothing written, else 1). */
+int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
+    int32_t n = t->n_used, P = t->n_params;
+    const double *g = t->grad;
+    if (!all_finite(g, P)) return 0;  /* nothing written */
+    /* a reached parameter's gradient is a float now: one its positions read,
+     * or an entry of a row of the token table the documents chose */
+    const int32_t *first = t->first_pos;
+    if (t->params_at >= 0) {
+        memcpy(a->grad + t->params_at, g, (size_t)P * sizeof *g);
+        uint8_t *tag = a->tag + t->params_at;
+        for (int32_t k = 0; k < P; ++k) tag[k] &= (uint8_t)(first[k] < n ? ~TAG_GRAD_INT : 0xff);
+    } else
+        for (int32_t k = 0; k < P; ++k) {
+            a->grad[params[k]] = g[k];
+            if (first[k] < n) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
+        }
+    for (int32_t q = 0; q < n; ++q)
+        for (int32_t c = 0; c < t->table_cols; ++c) {
+            int32_t k = t->table_slot0 + tokens[q] * t->table_cols + c;
+            a->tag[t->params_at >= 0 ? t->params_at + k : params[k]] &= (uint8_t)~TAG_GRAD_INT;
+        }
+    return 1;
+}
