@@ -46,7 +46,7 @@ static const char *take_sizes(builder_t *b) {
     if (t->n_edges > INT32_MAX) return "the step is too large to record";
     int32_t n = t->n_nodes;
     if (!NEW(t->kind, n) || !NEW(t->op, n) || !NEW(t->operand, n) || !NEW(t->child_start, n + 1)
-        || !NEW(t->reached, P) || !NEW(t->aux, n) || !NEW(t->dot_at, n)
+        || !NEW(t->aux, n) || !NEW(t->dot_at, n)
         || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
         || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n)

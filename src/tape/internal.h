@@ -105,7 +105,6 @@ struct tape {
     double *x;              /* 2 n + 1 numbers: x[i] node i's value, x[n + i] the local grad of
                              * one-child node i, x[2 n] = 1.0 (an addition's local grads) */
     double *grad;           /* gradients (a chain's inner nodes have none: readers use its top's) */
-    uint8_t *reached;       /* n_params: the last backward added to this parameter's gradient */
 
     /* edges: node i's children, local indices (slots re-pointed per replay) */
     int64_t n_edges;

@@ -21,7 +21,7 @@ void discard_pages(void *p, size_t bytes) {
 void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
-    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free(t->reached); free_child(t);
+    free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free_child(t);
     free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
     free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
     free(t->pull_block);
@@ -59,7 +59,7 @@ size_t tape_bytes(const tape_t *t) {
     counts_t c = counts_of(t);
     size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
     return n * (sizeof *t->op + sizeof *t->operand + sizeof *t->pos + 2 * sizeof *t->x + sizeof *t->grad)
-        + sizeof *t->x + (size_t)t->n_params * (sizeof *t->reached + sizeof *t->first_pos)
+        + sizeof *t->x + (size_t)t->n_params * sizeof *t->first_pos
         + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
         + (size_t)t->n_pairs * sizeof *t->dot_pair
         + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->bwd_lanes + sizeof *t->pull_start)
