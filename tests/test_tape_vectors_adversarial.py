@@ -34,7 +34,7 @@ def shapes(draw):
     return dict(n_layer=n_layer, n_embd=n_embd, block_size=block, n_head=n_head), docs, seed
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(__import__("os").environ.get("REVIEW_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck))
 @given(shapes())
 def test_replay_equals_the_model_code_on_odd_shapes(case):
     config, docs, seed = case
@@ -53,3 +53,29 @@ def test_head_shapes_and_short_blocks_replay_exactly(n_embd, n_head, block):
     config = dict(n_layer=1 + block % 3, n_embd=n_embd, block_size=block, n_head=n_head)
     replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
     assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
+
+
+@pytest.mark.parametrize("sign", [1000.0, -1000.0])
+def test_a_log_that_fails_in_a_runs_last_slot_raises_as_the_model_code_does(monkeypatch, sign):
+    # each logit's (val * val * -1.0 + 10.0).log(): a run whose last slot is the
+    # log; with a logit made large, an earlier slot has written every repetition
+    # before the log of a negative number fails, and the run is computed again in order
+    softmax = model.softmax
+
+    def softmax_of_logs(logits):
+        return softmax([(val * val * -1.0 + 10.0).log() for val in logits])
+
+    monkeypatch.setattr(model, "softmax", softmax_of_logs)
+    outcomes = []
+    for name in ("replay", "compiled"):
+        t = trainer(name, n_layer=1, n_embd=12, block_size=7, n_head=3)
+        losses = [t.train_step()[1] for _ in range(3)]
+        if name == "replay":
+            assert t.document_loss.tape.counts(t.document_loss.tape.n_pos)["forward_runs"] > 0
+            assert t.document_loss.model_steps == 0
+        for p in t.sd["lm_head"][3]:
+            p.data = sign
+        with pytest.raises(Exception) as raised:
+            t.train_step()
+        outcomes.append((losses, type(raised.value), str(raised.value), [p.data for p in t.params]))
+    assert outcomes[0] == outcomes[1]
