@@ -79,3 +79,26 @@ def test_a_log_that_fails_in_a_runs_last_slot_raises_as_the_model_code_does(monk
             t.train_step()
         outcomes.append((losses, type(raised.value), str(raised.value), [p.data for p in t.params]))
     assert outcomes[0] == outcomes[1]
+
+
+def _pows(logits):
+    return [(v * v + 1.0) ** -0.5 + v for v in logits]
+
+
+def _softplus(logits):
+    # a period-4 pattern: a product, an exp, a sum, a log
+    return [((v * 0.1).exp() + 1.0).log() for v in logits]
+
+
+@pytest.mark.parametrize("variant", [_pows, _softplus])
+@pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=8, block_size=5, n_head=2),
+                                    dict(n_layer=2, n_embd=12, block_size=9, n_head=3)])
+def test_model_code_variants_with_unusual_runs_replay_exactly(monkeypatch, variant, config):
+    softmax = model.softmax
+    monkeypatch.setattr(model, "softmax", lambda logits: softmax(variant(logits)))
+    docs = ["abcdefghij"[:k] for k in range(1, 11)]
+    random.Random(5).shuffle(docs)
+    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
+    assert losses_and_weights(replay, len(docs) + 3) == losses_and_weights(compiled, len(docs) + 3)
+    assert replay.document_loss.model_steps == 0
+    assert replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)["forward_runs"] > 0
