@@ -102,3 +102,23 @@ def test_model_code_variants_with_unusual_runs_replay_exactly(monkeypatch, varia
     assert losses_and_weights(replay, len(docs) + 3) == losses_and_weights(compiled, len(docs) + 3)
     assert replay.document_loss.model_steps == 0
     assert replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)["forward_runs"] > 0
+
+
+@pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=4, block_size=3, n_head=4),
+                                    dict(n_layer=2, n_embd=12, block_size=7, n_head=3),
+                                    dict(n_layer=3, n_embd=8, block_size=9, n_head=1)])
+def test_a_node_by_node_recording_replays_its_vector_instructions_exactly(monkeypatch, config):
+    # the recording made node by node (as when a compact one is refused): its
+    # chains' inner nodes exist, the runs, lanes and paired vectors are planned over them
+    from microgpt import replay as replay_module
+    record_once = replay_module.record_once
+    monkeypatch.setattr(replay_module, "record_once",
+                        lambda *args: record_once(*args[:-1], False) if args[-1] else (None, "node by node only"))
+    docs = ["abcdefghij"[:k] for k in range(1, 11)] * 2
+    random.Random(11).shuffle(docs)
+    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
+    assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
+    runner = replay.document_loss
+    assert runner.refused is None and runner.model_steps == 0
+    c = runner.tape.counts(runner.tape.n_pos)
+    assert c["forward_runs"] > 0 and c["pulls_in_lanes"] > 0
