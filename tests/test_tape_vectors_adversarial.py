@@ -34,7 +34,7 @@ def shapes(draw):
     return dict(n_layer=n_layer, n_embd=n_embd, block_size=block, n_head=n_head), docs, seed
 
 
-@settings(max_examples=int(__import__("os").environ.get("REVIEW_EXAMPLES", "60")), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(__import__("os").environ.get("MICROGPT_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=list(HealthCheck))
 @given(shapes())
 def test_replay_equals_the_model_code_on_odd_shapes(case):
     config, docs, seed = case
