@@ -13,8 +13,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GCC = shutil.which("gcc")
 
 
-@pytest.mark.xfail(strict=True, reason="paired.c:163-164 and matrix.c:184-250 name the _avx2 kernels "
-                                       "outside #ifdef HAVE_AVX2 (pull_lanes.c shows the guarded form)")
 @pytest.mark.skipif(GCC is None, reason="no gcc here")
 def test_the_tape_compiles_without_the_avx2_kernels(tmp_path):
     src = tmp_path / "src"

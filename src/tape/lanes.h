@@ -1,7 +1,6 @@
 /* lanes.h: four doubles in one SIMD register (GCC vector extensions), read
- * and written anywhere, and whether the processor has AVX2 (matrix.c,
- * shifted.c: each kernel is compiled twice, plainly and for AVX2, and picked
- * at run time). No FMA: a lane multiplies, then adds (-ffp-contract=off). */
+ * and written anywhere, and whether the processor has AVX2 (each kernel is
+ * compiled twice, plainly and for AVX2, and picked at run time: KERNEL). No FMA: a lane multiplies, then adds (-ffp-contract=off). */
 #ifndef MICROGPT_TAPE_LANES_H
 #define MICROGPT_TAPE_LANES_H
 
@@ -21,5 +20,13 @@ static inline int use_avx2(void) {
     return 0;
 #endif
 }
+
+/* The kernel name##_avx2 where it is built and the processor has AVX2, else
+ * name##_plain: the one place a file picks between the two. */
+#ifdef HAVE_AVX2
+#define KERNEL(name) (use_avx2() ? name##_avx2 : name##_plain)
+#else
+#define KERNEL(name) (name##_plain)
+#endif
 
 #endif

@@ -181,7 +181,7 @@ __attribute__((target("avx2"))) static void blockgrads_avx2(BLOCKGRADS_ARGS) { B
 
 void matrix_group_grads(tape_t *t, const matvec_t *m) {
     double buf[MAX_LANES];
-    (use_avx2() ? rows_grads_avx2 : rows_grads_plain)(t->grad, matvec_vector(t->x, t->dot_pair, m, buf), m);
+    KERNEL(rows_grads)(t->grad, matvec_vector(t->x, t->dot_pair, m, buf), m);
 }
 
 /* The row blocks' weights, transposed (wt: n_params numbers, read by blocks only). */
@@ -202,11 +202,11 @@ void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h) {
     const double *v = matvec_vector(t->x, t->dot_pair, g, buf);
     if (h != NULL && g->run == SIDE && h->run == SIDE) {
         const double *u = matvec_vector(t->x, t->dot_pair, h, buf2);
-        (use_avx2() ? matvec2_avx2 : matvec2_plain)(t->x, t->wt, v, u, g, h);
+        KERNEL(matvec2)(t->x, t->wt, v, u, g, h);
         return;
     }
     int count = g->run == SIDE ? SIDE : 1;
-    (use_avx2() ? matvec_avx2 : matvec_plain)(t->x, t->wt, v, g, count);
+    KERNEL(matvec)(t->x, t->wt, v, g, count);
     if (h != NULL) matrix_forward(t, h, NULL);
 }
 
@@ -217,7 +217,7 @@ static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t 
     enum { CHUNK = 256 };
     double gts[CHUNK];
     int32_t wofs[CHUNK];
-    void (*kernel)(VECGRADS_ARGS) = use_avx2() ? vecgrads_avx2 : vecgrads_plain;
+    void (*kernel)(VECGRADS_ARGS) = KERNEL(vecgrads);
     while (k0 < k1) {
         int32_t rows = 0;
         for (; k0 < k1 && rows < CHUNK; ++k0)
@@ -247,7 +247,7 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
 void matrix_param_grads(tape_t *t, int32_t n) {
     const double **vp = t->block_vp;
     double *gt = t->block_gt, *vbuf = t->block_vbuf;
-    void (*kernel)(BLOCKGRADS_ARGS) = use_avx2() ? blockgrads_avx2 : blockgrads_plain;
+    void (*kernel)(BLOCKGRADS_ARGS) = KERNEL(blockgrads);
     for (int32_t k = 0; k < t->mv_end[n - 1]; ++k) {
         const matvec_t *g = t->mv + k;
         double *dst = gt + SIDE * (int64_t)t->mv_read[k];

@@ -152,7 +152,6 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
         kb[m] = t->pull_start[b[m]];
         for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
     }
-    int use = use_avx2();
     int64_t count = t->pull_start[b[0] + 1] - kb[0];
     for (int64_t j = 0; j < count;) {  /* (every parent is at its own position: before end) */
         int32_t rows = 0;
@@ -160,8 +159,8 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[kb[m] + j]];
             wofs[rows] = t->pull_src[kb[0] + j] - (lanes - 1);
         }
-        if (k == 4) (use ? quad_avx2 : quad_plain)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes);
-        else (use ? paired_avx2 : paired_plain)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes);
+        if (k == 4) KERNEL(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes);
+        else KERNEL(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes);
     }
     for (int m = 0; m < k; ++m)
         for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b[m] - (lanes - 1 - i)]] = acc[m][i];

@@ -172,10 +172,6 @@ __attribute__((target("avx2"))) static void lanes_avx2(LANES_ARGS) { LANES_BODY 
 /* The run whose top entry is b (bwd_group 5); end: parents from it on add nothing. */
 void lane_grads(tape_t *t, int32_t b, int32_t end) {
     const lane_run_t *r = t->lane_runs + t->bwd_lanes[b];
-#ifdef HAVE_AVX2
-    void (*kernel)(LANES_ARGS) = use_avx2() ? lanes_avx2 : lanes_plain;
-#else
-    void (*kernel)(LANES_ARGS) = lanes_plain;
-#endif
+    void (*kernel)(LANES_ARGS) = KERNEL(lanes);
     kernel(r, t->grad, t->x, t->pull_parent + r->k, t->pull_src + r->k, t->lane_stride + 2 * r->steps, t->bwd, end);
 }

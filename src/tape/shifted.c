@@ -22,11 +22,7 @@ __attribute__((target("avx2"))) static void shifted_avx2(SHIFTED_ARGS) { SHIFTED
 #endif
 
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
-#ifdef HAVE_AVX2
-    void (*kernel)(SHIFTED_ARGS) = use_avx2() ? shifted_avx2 : shifted_plain;
-#else
-    void (*kernel)(SHIFTED_ARGS) = shifted_plain;
-#endif
+    void (*kernel)(SHIFTED_ARGS) = KERNEL(shifted);
     kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
 }
 
@@ -45,8 +41,5 @@ __attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { 
 #endif
 
 void shifted_dots(tape_t *t, int64_t i) {
-#ifdef HAVE_AVX2
-    if (use_avx2()) { shift4_avx2(t, i); return; }
-#endif
-    shift4_plain(t, i);
+    KERNEL(shift4)(t, i);
 }
