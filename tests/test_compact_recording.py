@@ -153,10 +153,24 @@ def recordings(monkeypatch, refuse_compact=False):
     return made
 
 
-def test_the_model_codes_recording_is_compact(monkeypatch):
-    made = recordings(monkeypatch)
+def replayed_as_compiled(monkeypatch, refuse_compact=False):
+    """The recordings replay made ((compact, why refused) each) and its document loss;
+    its losses and weights over the run are the compiled engine's."""
+    made = recordings(monkeypatch, refuse_compact)
     losses, weights, t = run("replay")
     assert (losses, weights) == run("compiled")[:2]
+    return made, t.document_loss
+
+
+def assert_refused_both_ways(monkeypatch, why):
+    """Refused compact, then node by node, for why: the model code ran every step."""
+    made, loss = replayed_as_compiled(monkeypatch)
+    assert made == [(True, why), (False, why)]
+    assert loss.refused == why and loss.model_steps == 6
+
+
+def test_the_model_codes_recording_is_compact(monkeypatch):
+    made, _ = replayed_as_compiled(monkeypatch)
     assert made == [(True, None)]
 
 
@@ -167,19 +181,15 @@ def test_a_sum_reading_a_node_in_two_products_replays_exactly(monkeypatch):
         return [model.dot(wo, x[:-1] + [x[0]]) for wo in w]
 
     monkeypatch.setattr(model, "linear", linear_reading_the_first_twice)
-    made = recordings(monkeypatch)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    made, loss = replayed_as_compiled(monkeypatch)
     assert made == [(True, None)]
-    assert t.document_loss.refused is None and t.document_loss.model_steps == 0
+    assert loss.refused is None and loss.model_steps == 0
 
 
 def test_a_refused_compact_recording_is_made_again_node_by_node(monkeypatch):
-    made = recordings(monkeypatch, refuse_compact=True)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    made, loss = replayed_as_compiled(monkeypatch, refuse_compact=True)
     assert made == [(True, "refused for the test"), (False, None)]
-    assert t.document_loss.refused is None and t.document_loss.model_steps == 0
+    assert loss.refused is None and loss.model_steps == 0
 
 
 def test_a_recording_refused_by_the_builds_last_check_is_computed_exactly(monkeypatch):
@@ -200,12 +210,7 @@ def test_a_recording_refused_by_the_builds_last_check_is_computed_exactly(monkey
 
     monkeypatch.setattr(replay, "document_loss", loss_reading_the_target_through_a_product)
     monkeypatch.setattr(train, "document_loss", loss_reading_the_target_through_a_product)
-    made = recordings(monkeypatch)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
-    why = "probs[target] is read by a product"
-    assert made == [(True, why), (False, why)]
-    assert t.document_loss.refused == why and t.document_loss.model_steps == 6
+    assert_refused_both_ways(monkeypatch, "probs[target] is read by a product")
 
 
 def test_a_compact_recording_leaves_no_nodes_behind():
@@ -226,12 +231,7 @@ def test_a_sum_reading_a_weight_twice_is_refused_both_ways_and_computed_exactly(
         return [model.dot(wo + [wo[0]], x + [x[-1]]) for wo in w]
 
     monkeypatch.setattr(model, "linear", linear_reading_a_weight_twice)
-    made = recordings(monkeypatch)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
-    why = "a parameter is read twice at one position"
-    assert made == [(True, why), (False, why)]
-    assert t.document_loss.refused == why and t.document_loss.model_steps == 6
+    assert_refused_both_ways(monkeypatch, "a parameter is read twice at one position")
 
 
 def test_a_samplers_model_code_sums_compactly_with_the_same_probabilities():

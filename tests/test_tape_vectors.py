@@ -93,15 +93,24 @@ def test_an_exp_that_overflows_inside_a_run_raises_as_the_model_code_does(monkey
         return [e / total for e in exps]
 
     monkeypatch.setattr(model, "softmax", softmax_unshifted)
+    # logit 5 made about 1000 times the norm's entries' sum
+    fails_as_compiled(dict(n_layer=1, n_embd=16, block_size=16, n_head=4), 5, 1000.0, OverflowError)
+
+
+def fails_as_compiled(config, row, value, error):
+    """Three steps on replay (its runs used, no step on the model code) and on compiled; then
+    lm_head's row `row` set to value: the next step fails alike on both (the error's type and
+    message, and the weights it leaves)."""
     outcomes = []
     for name in ("replay", "compiled"):
-        t = trainer(name, n_layer=1, n_embd=16, block_size=16, n_head=4)
+        t = trainer(name, **config)
         losses = [t.train_step()[1] for _ in range(3)]
         if name == "replay":
             assert t.document_loss.tape.counts(t.document_loss.tape.n_pos)["forward_runs"] > 0
-        for p in t.sd["lm_head"][5]:
-            p.data = 1000.0  # logit 5: about 1000 times the norm's entries' sum
-        with pytest.raises(OverflowError) as raised:
+            assert t.document_loss.model_steps == 0
+        for p in t.sd["lm_head"][row]:
+            p.data = value
+        with pytest.raises(error) as raised:
             t.train_step()
-        outcomes.append((losses, str(raised.value)))
+        outcomes.append((losses, type(raised.value), str(raised.value), [p.data for p in t.params]))
     assert outcomes[0] == outcomes[1]

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from microgpt import available_engines
 from microgpt import model
 from test_tape import losses_and_weights, trainer
+from test_tape_vectors import fails_as_compiled
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -66,19 +67,7 @@ def test_a_log_that_fails_in_a_runs_last_slot_raises_as_the_model_code_does(monk
         return softmax([(val * val * -1.0 + 10.0).log() for val in logits])
 
     monkeypatch.setattr(model, "softmax", softmax_of_logs)
-    outcomes = []
-    for name in ("replay", "compiled"):
-        t = trainer(name, n_layer=1, n_embd=12, block_size=7, n_head=3)
-        losses = [t.train_step()[1] for _ in range(3)]
-        if name == "replay":
-            assert t.document_loss.tape.counts(t.document_loss.tape.n_pos)["forward_runs"] > 0
-            assert t.document_loss.model_steps == 0
-        for p in t.sd["lm_head"][3]:
-            p.data = sign
-        with pytest.raises(Exception) as raised:
-            t.train_step()
-        outcomes.append((losses, type(raised.value), str(raised.value), [p.data for p in t.params]))
-    assert outcomes[0] == outcomes[1]
+    fails_as_compiled(dict(n_layer=1, n_embd=12, block_size=7, n_head=3), 3, sign, Exception)
 
 
 def _pows(logits):
