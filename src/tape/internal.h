@@ -288,7 +288,8 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
 void matrix_param_grads(tape_t *t, int32_t n);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
-void shifted_dots(tape_t *t, int64_t i);
+int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
+int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));

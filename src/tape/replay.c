@@ -90,8 +90,7 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
         }
         case F_SHIFT4: case F_STRIDED4:  /* four chains: the same factor times consecutive nodes
                                           * (shifted.c), or operands at constant steps (strided.c) */
-            if (c == F_SHIFT4) shifted_dots(t, i); else strided_dots(t, i);
-            i += SIDE - 1;
+            i += (c == F_SHIFT4 ? shifted_dots(t, i) : (strided_dots(t, i), SIDE)) - 1;
             break;
         case F_MV4: {
             const matvec_t *g = t->mv + A[0];

@@ -40,6 +40,78 @@ static void shift4_plain(tape_t *t, int64_t i) { SHIFT4_BODY }
 __attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { SHIFT4_BODY }
 #endif
 
-void shifted_dots(tape_t *t, int64_t i) {
-    KERNEL(shift4)(t, i);
+/* Four F_SHIFT4 groups in a row, one head's sixteen outputs at one position
+ * (shift_plan): group q's chain c sums x[p[2 j]] * x[p[2 j + 1] + 4 q + c],
+ * the same weights. Four registers side by side: an addition's latency is
+ * waited once for sixteen sums, not four. Each lane as in SHIFT4_BODY. */
+#define SHIFT16_BODY                                                                      \
+    const int32_t *A = t->fwd_arg + 3 * i, *p = t->dot_pair + A[0];                       \
+    double *x = t->x;                                                                     \
+    v4 acc[SIDE];                                                                         \
+    for (int q = 0; q < SIDE; ++q) {                                                      \
+        const int32_t *B = A + 3 * SIDE * q;                                              \
+        v4 init = {x[B[1]], x[B[4]], x[B[7]], x[B[10]]};                                  \
+        acc[q] = x[p[0]] * load4(x + p[1] + SIDE * q) + init;                             \
+    }                                                                                     \
+    for (int32_t j = 2; j < A[2]; j += 2) {                                               \
+        double a = x[p[j]];                                                               \
+        const double *v = x + p[j + 1];                                                   \
+        for (int q = 0; q < SIDE; ++q) acc[q] = acc[q] + a * load4(v + SIDE * q);         \
+    }                                                                                     \
+    for (int q = 0; q < SIDE; ++q)                                                        \
+        for (int c = 0; c < SIDE; ++c) x[t->fwd[i + SIDE * q + c]] = acc[q][c];
+static void shift16_plain(tape_t *t, int64_t i) { SHIFT16_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void shift16_avx2(tape_t *t, int64_t i) { SHIFT16_BODY }
+#endif
+
+/* The group at instruction i, or the four from it (shift_plan: its second
+ * instruction's first operand, unread by SHIFT4_BODY, is then -1); returns
+ * the instructions done. */
+int64_t shifted_dots(tape_t *t, int64_t i) {
+    if (t->fwd_arg[3 * i + 3] != -1) {
+        KERNEL(shift4)(t, i);
+        return SIDE;
+    }
+    KERNEL(shift16)(t, i);
+    return SIDE * SIDE;
+}
+
+/* Are the F_SHIFT4 groups at i and i + 4 q alike but for their vectors, 4 q
+ * nodes on (A, B their operands)? */
+static int shifted_alike(const tape_t *t, const int32_t *A, const int32_t *B, int q) {
+    const int32_t *p = t->dot_pair + A[0], *r = t->dot_pair + B[0];
+    if (B[2] != A[2]) return 0;
+    for (int32_t j = 0; j < A[2]; j += 2)
+        if (r[j] != p[j] || r[j + 1] != p[j + 1] + SIDE * q) return 0;
+    return 1;
+}
+
+/* Runs of four F_SHIFT4 groups that shifted_dots may compute at once: alike
+ * (shifted_alike), and none reading what another makes (made: scratch marks). */
+int shift_plan(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1];
+    uint8_t *made = NULL;
+    if (!NEW(made, t->n_nodes)) return -1;
+    for (int64_t i = 0; i + SIDE * SIDE <= nf; ++i) {
+        if (t->fwd_code[i] != F_SHIFT4) continue;
+        int32_t *A = t->fwd_arg + 3 * i;
+        int ok = t->pos[t->fwd[i]] == t->pos[t->fwd[i + SIDE * SIDE - 1]];
+        for (int q = 1; q < SIDE && ok; ++q)
+            ok = t->fwd_code[i + SIDE * q] == F_SHIFT4 && shifted_alike(t, A, A + 3 * SIDE * q, q);
+        for (int k = 0; k < SIDE * SIDE && ok; ++k) made[t->fwd[i + k]] = 1;
+        const int32_t *p = t->dot_pair + A[0];
+        for (int32_t j = 0; j < A[2] && ok; j += 2)
+            for (int c = 0; c < SIDE * SIDE && ok; ++c) ok = !made[p[j]] && !made[p[j + 1] + c];
+        for (int k = 0; k < SIDE * SIDE && ok; ++k) ok = !made[A[3 * k + 1]];
+        for (int k = 0; k < SIDE * SIDE; ++k) made[t->fwd[i + k]] = 0;
+        if (ok) {
+            A[3] = -1;
+            i += SIDE * SIDE - 1;
+        } else {
+            i += SIDE - 1;
+        }
+    }
+    free(made);
+    return 0;
 }
