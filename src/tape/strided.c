@@ -6,6 +6,9 @@
  * its own order (internal.h, SIDE); strided_plan checks every product's
  * operands against the steps. */
 #include "internal.h"
+#include "lanes.h"
+
+static void strided4(tape_t *t, int64_t i);
 
 typedef struct strided4 {
     int32_t a[SIDE], b[SIDE];   /* chain c's product j: x[a[c] + j sa] * x[b[c] + j sb] */
@@ -31,6 +34,55 @@ static int steps_of(const tape_t *t, const int32_t *A, strided4_t *s) {
     return 1;
 }
 
+/* Four F_STRIDED4 groups D = 4 or 8 instructions apart (one head's logits at
+ * one position, sixteen keys; between them, what reads the logits) whose
+ * chains all read the same first operands (the query): run at once when the
+ * first is met (strided_dots), if nothing from the first to the last makes
+ * what they read and none is a matrix's (a level's start). The second
+ * instruction's first operand (unread by an F_STRIDED4) says so: -D at the
+ * first, -1 at the three others (already done). */
+static int strided_fits(const tape_t *t, int64_t i, int D, uint8_t *made) {
+    const strided4_t *s = t->strided + t->fwd_arg[3 * i];
+    int64_t span = (int64_t)D * (SIDE - 1) + SIDE;
+    int ok = i + span <= t->fwd_end[t->n_pos - 1] && t->pos[t->fwd[i]] == t->pos[t->fwd[i + span - 1]];
+    for (int q = 0; q < SIDE && ok; ++q) {
+        const strided4_t *r = s + q;
+        ok = t->fwd_code[i + D * q] == F_STRIDED4 && t->fwd_arg[3 * (i + D * q)] == t->fwd_arg[3 * i] + q
+            && r->sa == s->sa && r->sb == s->sb && r->len == s->len;
+        for (int c = 0; c < SIDE && ok; ++c) ok = r->a[c] == s->a[0];
+    }
+    for (int64_t k = 0; k < span && ok; ++k) {
+        ok = t->fwd_code[i + k] != F_MV4;
+        made[t->fwd[i + k]] = 1;
+    }
+    for (int q = 0; q < SIDE && ok; ++q)
+        for (int c = 0; c < SIDE && ok; ++c) {
+            const strided4_t *r = s + q;
+            ok = !made[r->init[c]];
+            for (int32_t j = 0; j < r->len && ok; ++j) ok = !made[r->a[c] + j * r->sa] && !made[r->b[c] + j * r->sb];
+        }
+    for (int64_t k = 0; k < span && i + k < t->fwd_end[t->n_pos - 1]; ++k) made[t->fwd[i + k]] = 0;
+    return ok;
+}
+
+static int strided_runs(tape_t *t) {
+    int64_t nf = t->fwd_end[t->n_pos - 1];
+    uint8_t *made = NULL;
+    if (!NEW(made, t->n_nodes)) return -1;
+    for (int64_t i = 0; i < nf; ++i) {
+        if (t->fwd_code[i] != F_STRIDED4 || t->fwd_arg[3 * i + 3] == -1) continue;
+        for (int D = SIDE; D <= 2 * SIDE; D += SIDE)
+            if (strided_fits(t, i, D, made)) {
+                for (int q = 1; q < SIDE; ++q) t->fwd_arg[3 * (i + D * q) + 3] = -1;
+                t->fwd_arg[3 * i + 3] = -D;
+                break;
+            }
+        i += SIDE - 1;
+    }
+    free(made);
+    return 0;
+}
+
 /* 0, or -1 out of memory. In the replay's numbering, after every other plan. */
 int strided_plan(tape_t *t) {
     int64_t nf = t->fwd_end[t->n_pos - 1];
@@ -53,11 +105,50 @@ int strided_plan(tape_t *t) {
         if (pass == 0 && !NEW(t->strided, n)) return -1;
     }
     t->n_strided = n;
-    return 0;
+    return strided_runs(t);
+}
+
+/* Four groups from instruction i, D apart (strided_runs): sixteen sums, m0 + init, then
+ * + m_j, four registers side by side, the shared first operand times the
+ * second operands of four chains in each. */
+#define STRIDED16_BODY                                                                    \
+    const strided4_t *s = t->strided + t->fwd_arg[3 * i];                                \
+    int64_t D = -t->fwd_arg[3 * i + 3];                                                   \
+    double *x = t->x;                                                                     \
+    const double *a = x + s->a[0], *b[SIDE * SIDE];                                       \
+    int64_t sa = s->sa, sb = s->sb;                                                       \
+    v4 acc[SIDE];                                                                         \
+    for (int q = 0; q < SIDE; ++q) {                                                      \
+        for (int c = 0; c < SIDE; ++c) b[SIDE * q + c] = x + s[q].b[c];                   \
+        v4 init = {x[s[q].init[0]], x[s[q].init[1]], x[s[q].init[2]], x[s[q].init[3]]};   \
+        v4 bq = {b[SIDE * q][0], b[SIDE * q + 1][0], b[SIDE * q + 2][0], b[SIDE * q + 3][0]}; \
+        acc[q] = a[0] * bq + init;                                                        \
+    }                                                                                     \
+    for (int64_t j = 1; j < s->len; ++j) {                                                \
+        double aj = a[j * sa];                                                            \
+        for (int q = 0; q < SIDE; ++q) {                                                  \
+            const double *const *bb = b + SIDE * q;                                       \
+            v4 bq = {bb[0][j * sb], bb[1][j * sb], bb[2][j * sb], bb[3][j * sb]};         \
+            acc[q] = acc[q] + aj * bq;                                                    \
+        }                                                                                 \
+    }                                                                                     \
+    for (int q = 0; q < SIDE; ++q)                                                        \
+        for (int c = 0; c < SIDE; ++c) x[t->fwd[i + D * q + c]] = acc[q][c];
+static void strided16_plain(tape_t *t, int64_t i) { STRIDED16_BODY }
+#ifdef HAVE_AVX2
+__attribute__((target("avx2"))) static void strided16_avx2(tape_t *t, int64_t i) { STRIDED16_BODY }
+#endif
+
+/* The group at instruction i, or the four from it, or none (done with the
+ * first of its four: strided_runs). */
+void strided_dots(tape_t *t, int64_t i) {
+    int32_t run = t->fwd_arg[3 * i + 3];
+    if (run < -1) KERNEL(strided16)(t, i);
+    else if (run != -1) strided4(t, i);
 }
 
 /* The group at instruction i: four sums, m0 + init, then + m_j, in lanes of plain registers. */
-void strided_dots(tape_t *t, int64_t i) {
+static void strided4(tape_t *t, int64_t i) {
     const strided4_t *s = t->strided + t->fwd_arg[3 * i];
     double *x = t->x;
     const double *a0 = x + s->a[0], *a1 = x + s->a[1], *a2 = x + s->a[2], *a3 = x + s->a[3];
