@@ -13,6 +13,7 @@
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
+ *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
@@ -309,6 +310,7 @@ int strided_pulls_plan(tape_t *t);
 int strided_pulls(tape_t *t, int32_t b, int32_t end);
 size_t elementwise_bytes(const tape_t *t), lane_bytes(const tape_t *t);
 size_t vector_bytes(const tape_t *t);  /* the records of the three above */
+size_t strided_pulls_bytes(const tape_t *t);  /* strided_pulls.c */
 int paired_plan(tape_t *t);
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k);  /* positions p .. p - k + 1 */
 int paired_width(const tape_t *t, int32_t p, int32_t s);
