@@ -8,8 +8,7 @@
 #define ROW_BYTES(type, name, code, slid, zeroed) + sizeof(type)
 
 size_t arena_node_bytes(void) {
-    return sizeof(int64_t) ARENA_NODE_COLUMNS(ROW_BYTES);  /* child_start, then every node column (not
-                                                            * the seen bits: an eighth of a byte) */
+    return sizeof(int64_t) ARENA_NODE_COLUMNS(ROW_BYTES);  /* child_start, then every node column */
 }
 
 size_t arena_edge_bytes(void) {
@@ -19,6 +18,7 @@ size_t arena_edge_bytes(void) {
 int arena_init(arena_t *a) {
     memset(a, 0, sizeof *a);
     a->cur_epoch = 1;
+    a->cur_visit = 0;
     if (arena_grow_nodes(a, INITIAL_NODES) || arena_grow_edges(a, 2 * INITIAL_NODES)) {
         arena_free(a);
         return OP_NOMEM;
@@ -33,7 +33,6 @@ void arena_free(arena_t *a) {
     ARENA_EDGE_COLUMNS(FREE)
 #undef FREE
     free(a->child_start);
-    free(a->seen);
     memset(a, 0, sizeof *a);
 }
 
@@ -75,7 +74,6 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         cap = INT32_MAX;
     }
     if (grow((void **)&a->child_start, a->cap_nodes, cap + 1, sizeof(int64_t), 0)
-        || grow((void **)&a->seen, a->cap_nodes ? a->cap_nodes / 64 + 1 : 0, cap / 64 + 1, sizeof(uint64_t), 1)
         ARENA_NODE_COLUMNS(GROW_NODES))
         return OP_NOMEM;
     a->cap_nodes = cap;
@@ -96,10 +94,6 @@ void arena_clear_rows(arena_t *a, int64_t from, int64_t to) {
     if (zeroed == 2) zero(a->name + from, (size_t)(to - from) * sizeof(type));
     ARENA_NODE_COLUMNS(CLEAR)
 #undef CLEAR
-}
-
-void arena_unsee(arena_t *a, int64_t from, int64_t to) {
-    if (from < to) zero(a->seen + (from >> 6), (size_t)(((to - 1) >> 6) - (from >> 6) + 1) * sizeof(uint64_t));
 }
 
 void arena_release(arena_t *a, int64_t mark) {

@@ -81,6 +81,7 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
     X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
+    X(uint32_t, visit,      'I', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
     X(node_t,   stack_node, 'i', 0, 0)  /* scratch: the explicit DFS stack's node ... */ \
     X(int64_t,  stack_edge, 'q', 0, 0)  /* ... and the next edge it visits */
@@ -98,12 +99,8 @@ typedef struct {
     ARENA_EDGE_COLUMNS(ARENA_COLUMN_FIELD)
     int64_t n_edges, cap_edges;
 
-    /* scratch, one bit a node (cap_nodes / 64 + 1 words): the nodes a walk (backward,
-     * reclaim) reached. All 0 between walks: each walk clears the words it set, so
-     * its random tests and sets stay in a few kilobytes rather than a 4-byte column */
-    uint64_t *seen;
-
     epoch_t cur_epoch;     /* bumped by every release and every reclaim */
+    uint32_t cur_visit;    /* bumped by every walk (backward, reclaim) */
     int64_t compact_made;  /* OP_DOT nodes appended so far (never lowered): backward looks
                             * for one in its order only where some were made */
 } arena_t;
@@ -122,8 +119,8 @@ typedef struct {
 #define TAG_TWO_EDGES 16   /* an add or a multiply (arena_push_binary): backward takes its two
                             * edges without a loop, and without reading where they end */
 
-/* Bytes the columns take per node (node columns and backward scratch, its seen
- * bit rounded up to a byte) and per edge: the one place that knows the layout's sizes. */
+/* Bytes the columns take per node (node columns and backward scratch) and per
+ * edge: the one place that knows the layout's sizes. */
 size_t arena_node_bytes(void);
 size_t arena_edge_bytes(void);
 /* The column called name, for inspection: its rows (*rows of them), its
@@ -156,16 +153,16 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
  * n_nodes: how the owner finds the handles of the rows a reclaim moved. */
 int64_t arena_next_held(const arena_t *a, int64_t i);
 
-/* The walks' marks (the seen bits): whether node i is marked, and marking it. */
-static inline int arena_seen(const uint64_t *seen, int64_t i) {
-    return (int)((seen[i >> 6] >> (i & 63)) & 1);
+/* A fresh stamp for a walk that marks nodes in the visit column (a backward's
+ * depth-first order, a reclaim's live nodes): no node carries it yet. */
+static inline uint32_t arena_stamp(arena_t *a) {
+    uint32_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
+        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+        stamp = a->cur_visit = 1;
+    }
+    return stamp;
 }
-static inline void arena_see(uint64_t *seen, int64_t i) {
-    seen[i >> 6] |= (uint64_t)1 << (i & 63);
-}
-/* Clear the marks of nodes [from, to) (whole words: a walk's marks lie in
- * them, and every other bit is 0 already). */
-void arena_unsee(arena_t *a, int64_t from, int64_t to);
 
 /* backward.c: the reference's order. The depth-first post-order from root over
  * children in order, each node once, written to a->topo without the leaves

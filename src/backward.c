@@ -8,10 +8,10 @@
  * recursion marks it on entry. */
 int64_t arena_topo(arena_t *a, node_t root) {
     assert(root >= 0 && root < a->n_nodes);
+    uint32_t stamp = arena_stamp(a);
     const int64_t *start = a->child_start;
     const node_t *child = a->child;
-    uint64_t *seen = a->seen;
-    node_t lowest = root;  /* the walk's marks lie in [lowest, root]: cleared at the end */
+    uint32_t *visit = a->visit;
     node_t *out = a->topo, *snode = a->stack_node;
     int64_t *sedge = a->stack_edge;
     int64_t top = 0;
@@ -20,14 +20,13 @@ int64_t arena_topo(arena_t *a, node_t root) {
      * holds the ancestors being scanned, each with the edge to resume at */
     node_t v = root;
     int64_t e = start[root], end = start[root + 1];
-    arena_see(seen, root);
+    visit[root] = stamp;
     for (;;) {
-        while (e < end && ARENA_LIKELY(arena_seen(seen, child[e]))) ++e;  /* reached already: about half the edges */
+        while (e < end && ARENA_LIKELY(visit[child[e]] == stamp)) ++e;  /* reached already: about half the edges */
         if (e < end) {
             node_t c = child[e++];
             assert(c >= 0 && c < v);  /* children come before their parent */
-            arena_see(seen, c);
-            lowest = c < lowest ? c : lowest;
+            visit[c] = stamp;
             int64_t c_start = start[c], c_end = start[(int64_t)c + 1];  /* 64-bit + 1: an int32 one is its own add and sign extension (-fwrapv) */
             if (c_start == c_end) continue;  /* a leaf: backward has nothing to do there */
             snode[top] = v;  /* descend into c; come back to v's edge e */
@@ -45,7 +44,6 @@ int64_t arena_topo(arena_t *a, node_t root) {
         e = sedge[top];
         end = start[(int64_t)v + 1];
     }
-    arena_unsee(a, lowest, (int64_t)root + 1);
     return out - a->topo;
 }
 

@@ -45,71 +45,83 @@ static ARENA_NOT_MEMSET void move_down(void *dst, const void *src, size_t n) {
  * in long runs (a step's graph), and a block's test has no branch per row. */
 #define BLOCK 8
 
-/* Whether any of the BLOCK rows from held on names a handle (with SSE2 where it
- * is there: four vectors of held pointers; else a loop). */
+/* The block tests, with SSE2 where it is there (a block is two vectors of
+ * visit stamps and four of held pointers), else a loop. */
 #if defined(__SSE2__)
 static inline __m128i load16(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
 
-static inline int any_held(void *const *held) {
-    __m128i x = _mm_or_si128(_mm_or_si128(load16(held), load16(held + 2)),
-                             _mm_or_si128(load16(held + 4), load16(held + 6)));
+/* bit k of the result: byte k of the block's stamps is in a stamp equal to live */
+static inline uint32_t stamps_hit(const uint32_t *visit, uint32_t live) {
+    __m128i s = _mm_set1_epi32((int32_t)live);
+    return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(load16(visit), s))
+           | (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(load16(visit + 4), s)) << 16;
+}
+
+/* the OR of the block's held pointers, as a vector */
+static inline __m128i held_or(void *const *held) {
+    return _mm_or_si128(_mm_or_si128(load16(held), load16(held + 2)),
+                        _mm_or_si128(load16(held + 4), load16(held + 6)));
+}
+
+static inline int nonzero(__m128i x) {
     return _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_setzero_si128())) != 0xffff;
 }
+#endif
+
+/* Whether any of the BLOCK rows from visit and held on is live: marked with
+ * stamp live, or (with_held) named by a handle. */
+static inline int any_live(const uint32_t *visit, void *const *held, uint32_t live, int with_held) {
+#if defined(__SSE2__)
+    return stamps_hit(visit, live) != 0 || (with_held && nonzero(held_or(held)));
 #else
+    uintptr_t h = 0;
+    uint32_t hit = 0;
+    for (int j = 0; j < BLOCK; ++j) {
+        hit |= visit[j] == live;
+        if (with_held) h |= (uintptr_t)held[j];
+    }
+    return hit || h;
+#endif
+}
+
+/* Whether any of the BLOCK rows from held on names a handle. */
 static inline int any_held(void *const *held) {
+#if defined(__SSE2__)
+    return nonzero(held_or(held));
+#else
     uintptr_t h = 0;
     for (int j = 0; j < BLOCK; ++j) h |= (uintptr_t)held[j];
     return h != 0;
-}
 #endif
-
-/* The seen bits of the BLOCK rows from r on (r a multiple of BLOCK). */
-static inline unsigned block_seen(const uint64_t *seen, int64_t r) {
-    return (unsigned)(seen[r >> 6] >> (r & 63)) & ((1u << BLOCK) - 1);
 }
 
-/* The first row from i on (below n) whose seen bit is live (1 or 0), or n:
- * a word of rows a turn. */
-static int64_t next_row(const uint64_t *seen, int64_t i, int64_t n, int live) {
-    while (i < n) {
-        uint64_t w = seen[i >> 6];
-        if (!live) w = ~w;
-        w >>= i & 63;
-        if (w) {
-            int64_t r = i;
-#if defined(__GNUC__)
-            r += __builtin_ctzll(w);
+/* Whether all of the BLOCK rows from visit on are marked with stamp live. */
+static inline int all_live(const uint32_t *visit, uint32_t live) {
+#if defined(__SSE2__)
+    return stamps_hit(visit, live) == 0xffffffffu;
 #else
-            while (!(w & 1)) { w >>= 1; ++r; }
+    uint32_t hit = 1;
+    for (int j = 0; j < BLOCK; ++j) hit &= visit[j] == live;
+    return hit;
 #endif
-            return r < n ? r : n;
-        }
-        i = (i | 63) + 1;
-    }
-    return n;
 }
 
-/* A live row (held, or a child of a live one) marks its children live; only
- * rows from `from` on are marked (those are the ones read, and cleared after).
- * The columns come as arguments, read once by the caller. */
-static inline void see_from(uint64_t *seen, int64_t c, int64_t from) {
-    seen[c >> 6] |= (uint64_t)(c >= from) << (c & 63);  /* no branch: parameters lie below */
-}
-
-static inline void mark(uint64_t *seen, void *const *held, const int64_t *start, const node_t *child,
-                        int64_t i, int64_t from) {
-    if (!arena_seen(seen, i)) {
+/* A live row (held, or a child of a live one) marks its children live. The
+ * columns come as arguments, read once by the caller. */
+static inline void mark(uint32_t *visit, void *const *held, const int64_t *start, const node_t *child,
+                        int64_t i, uint32_t live) {
+    if (visit[i] != live) {
         if (!held[i]) return;
-        arena_see(seen, i);
+        visit[i] = live;
     }
     int64_t e = start[i], end = start[i + 1];
     if (end - e == 2) {  /* an add or a multiply, most nodes: no loop to set up */
-        see_from(seen, child[e], from);
-        see_from(seen, child[e + 1], from);
+        visit[child[e]] = live;
+        visit[child[e + 1]] = live;
         return;
     }
     for (; e < end; ++e)
-        see_from(seen, child[e], from);
+        visit[child[e]] = live;
 }
 
 /* The run [i0, ..)'s n children, from src down to dst (dst <= src), renumbered:
@@ -154,24 +166,27 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     if (from >= n) return 0;
     node_t *child = a->child;
     int64_t *start = a->child_start;
-    uint64_t *seen = a->seen;
+    uint32_t *visit = a->visit;
     void **held = a->held;
-    /* mark: a live node makes its children live (they lie below it); the seen
-     * bits of [from, n) say which are live, and are cleared at the end */
+    /* mark: a live node makes its children live (they lie below it); a live
+     * node's visit column gets a fresh stamp (a backward's scratch, free now;
+     * children below from are stamped too, harmlessly: only rows from on are read) */
+    uint32_t live = arena_stamp(a);
     int64_t i = n - 1;
-    for (; i >= from && (i + 1) % BLOCK; --i) mark(seen, held, start, child, i, from);
     for (; i - (BLOCK - 1) >= from; i -= BLOCK) {  /* a block of rows i - BLOCK + 1 .. i */
-        if (!block_seen(seen, i - (BLOCK - 1)) && !any_held(held + i - (BLOCK - 1))) continue;
-        for (int64_t r = i; r > i - BLOCK; --r) mark(seen, held, start, child, r, from);
+        if (!any_live(visit + i - (BLOCK - 1), held + i - (BLOCK - 1), live, 1)) continue;
+        for (int64_t r = i; r > i - BLOCK; --r) mark(visit, held, start, child, r, live);
     }
-    for (; i >= from; --i) mark(seen, held, start, child, i, from);
+    for (; i >= from; --i) mark(visit, held, start, child, i, live);
 
     /* The live nodes below the first reclaimed one stay where they are. k[i]:
      * live node i's new row, for the rows above (the backward's topo scratch;
      * only live rows are written, and only live rows are read: a live node's
      * children are live). */
     node_t *k = a->topo;
-    i = next_row(seen, from, n, 0);
+    i = from;
+    while (i + BLOCK <= n && all_live(visit + i, live)) i += BLOCK;
+    while (i < n && visit[i] == live) ++i;
     *moved = i;
 
     /* slide, a run of consecutive live nodes [i0, i1) at a time: its rows move
@@ -180,10 +195,12 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
      * before the rows below them are written. */
     int64_t w = i, we = start[i];
     while (i < n) {
-        i = next_row(seen, i, n, 1);
+        while (i + BLOCK <= n && !any_live(visit + i, held + i, live, 0)) i += BLOCK;
+        while (i < n && visit[i] != live) ++i;
         if (i == n) break;
         int64_t i0 = i;
-        i = next_row(seen, i, n, 0);
+        while (i + BLOCK <= n && all_live(visit + i, live)) i += BLOCK;
+        while (i < n && visit[i] == live) ++i;
         int64_t len = i - i0, e0 = start[i0], ne = start[i] - e0, shift = e0 - we, down = i0 - w;
         for (int64_t j = 0; j < len; ++j) k[i0 + j] = (node_t)(w + j);
         renumber(child + we, child + e0, ne, i0, (node_t)down, *moved, k);
@@ -193,7 +210,6 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
         w += len;
         we += ne;
     }
-    arena_unsee(a, from, n);
     int64_t freed = n - w;
     arena_clear_rows(a, w, n);
     a->n_nodes = w;
