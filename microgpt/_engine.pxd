@@ -52,6 +52,7 @@ cdef extern from "arena.h":
     void arena_free(arena_t *a) nogil
     void arena_release(arena_t *a, int64_t mark) nogil
     int64_t arena_reclaim(arena_t *a, int64_t start, int64_t *moved) nogil
+    int64_t arena_pop(arena_t *a, int64_t floor, int64_t least) nogil
     int64_t arena_next_held(const arena_t *a, int64_t i) nogil
     int arena_grow_nodes(arena_t *a, int64_t need) nogil
     int arena_grow_edges(arena_t *a, int64_t need) nogil

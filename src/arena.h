@@ -149,6 +149,14 @@ void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
  * cached node indices checks it. Returns the number of nodes reclaimed; the
  * live nodes that moved are the rows from *moved to n_nodes. */
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+/* Drop the nodes on top that no handle names, down to floor at most, where
+ * there are `least` or more of them (else drop none): nothing reaches such a
+ * node (its parents lie above it, dropped before it), so this is a reclaim
+ * that moves nothing, of the nodes a dropped top handle leaves (the last of a
+ * graph's handles to go is most often its top's). The rows are cleared as a
+ * release clears them; the epoch is not bumped, as no handle names a dropped
+ * node. Returns the number dropped. */
+int64_t arena_pop(arena_t *a, int64_t floor, int64_t least);
 /* The first row from i on (i itself, or below n_nodes) that names a handle, or
  * n_nodes: how the owner finds the handles of the rows a reclaim moved. */
 int64_t arena_next_held(const arena_t *a, int64_t i);
