@@ -55,7 +55,7 @@ cdef void value_dealloc(PyObject *o) noexcept:
         i = (<Value>o).index
         if held[i] == <void *>o:
             held[i] = NULL
-            if i + 1 == _default_arena.a.n_nodes:
+            if <int64_t>i + 1 == _default_arena.a.n_nodes:  # (64-bit: no sign extension of its own)
                 drop_top()
     else:
         release(o)
