@@ -1,5 +1,5 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
- * (~340 lines: the layout, every arena function's contract, and the
+ * (~400 lines: the layout, every arena function's contract, and the
  * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
@@ -65,6 +65,8 @@
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
 typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
+typedef uint32_t edge_t;   /* an edge index (child_start): the edge columns hold at most UINT32_MAX edges */
+typedef uint8_t stamp_t;   /* a walk's mark (visit): 255 walks, then the column is cleared (arena_stamp) */
 
 /* The columns, each stated once: X(type, name, code, slid, zeroed). code: its
  * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
@@ -81,7 +83,7 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
     X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
-    X(uint32_t, visit,      'I', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
+    X(stamp_t,  visit,      'B', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
     X(node_t,   stack_node, 'i', 0, 0)  /* scratch: the explicit DFS stack's node ... */ \
     X(int64_t,  stack_edge, 'q', 0, 0)  /* ... and the next edge it visits */
@@ -93,14 +95,14 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
 #define ARENA_COLUMN_FIELD(type, name, code, slid, zeroed) type *name;
 typedef struct {
     ARENA_NODE_COLUMNS(ARENA_COLUMN_FIELD)
-    int64_t *child_start;  /* n_nodes + 1 rows: node i's edges are [child_start[i], child_start[i+1]) */
+    edge_t *child_start;   /* n_nodes + 1 rows: node i's edges are [child_start[i], child_start[i+1]) */
     int64_t n_nodes, cap_nodes;
 
     ARENA_EDGE_COLUMNS(ARENA_COLUMN_FIELD)
     int64_t n_edges, cap_edges;
 
     epoch_t cur_epoch;     /* bumped by every release and every reclaim */
-    uint32_t cur_visit;    /* bumped by every walk (backward, reclaim) */
+    stamp_t cur_visit;     /* bumped by every walk (backward, reclaim) */
     int64_t compact_made;  /* OP_DOT nodes appended so far (never lowered): backward looks
                             * for one in its order only where some were made */
 } arena_t;
@@ -149,16 +151,27 @@ void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
  * cached node indices checks it. Returns the number of nodes reclaimed; the
  * live nodes that moved are the rows from *moved to n_nodes. */
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+/* Drop the nodes on top that no handle names, down to floor at most, where
+ * there are `least` or more of them (else drop none): nothing reaches such a
+ * node (its parents lie above it, dropped before it), so this is a reclaim
+ * that moves nothing, of the nodes a dropped top handle leaves (the last of a
+ * graph's handles to go is most often its top's). The rows are cleared as a
+ * release clears them; the epoch is not bumped, as no handle names a dropped
+ * node. Returns the number dropped. */
+int64_t arena_pop(arena_t *a, int64_t floor, int64_t least);
 /* The first row from i on (i itself, or below n_nodes) that names a handle, or
  * n_nodes: how the owner finds the handles of the rows a reclaim moved. */
 int64_t arena_next_held(const arena_t *a, int64_t i);
 
 /* A fresh stamp for a walk that marks nodes in the visit column (a backward's
- * depth-first order, a reclaim's live nodes): no node carries it yet. */
-static inline uint32_t arena_stamp(arena_t *a) {
-    uint32_t stamp = ++a->cur_visit;
-    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
-        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+ * depth-first order, a reclaim's live nodes): no node carries it yet. A byte a
+ * node (denser for the walk's random tests than a wider stamp): once every 255
+ * walks the column is cleared (arena_clear_stamps). */
+void arena_clear_stamps(arena_t *a);
+static inline stamp_t arena_stamp(arena_t *a) {
+    stamp_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped */
+        arena_clear_stamps(a);
         stamp = a->cur_visit = 1;
     }
     return stamp;
