@@ -68,13 +68,23 @@ static const char *map_params(builder_t *b) {
     return NULL;
 }
 
-/* Is arena node i a compact chain (OP_DOT) as arena_push_dot makes it: an even
- * number of operands, after its constant 0 (made while recording)? */
+/* Is arena node i a compact chain (OP_DOT) as arena_push_dot makes it: pairs
+ * (an even number of operands) or a row (w0 and at least one x), after its
+ * constant 0 (made while recording)? */
 static int compact_chain(const builder_t *b, int64_t i) {
     const arena_t *a = b->a;
     int64_t edges = a->child_start[i + 1] - a->child_start[i];
-    return edges >= 2 && edges % 2 == 0 && i - 1 >= b->r->rec_start && a->op[i - 1] == OP_CONST
-        && a->data[i - 1] == 0.0 && !signbit(a->data[i - 1]);
+    return edges >= 2 && (edges % 2 == 0 || (a->tag[i] & TAG_ROW_DOT)) && i - 1 >= b->r->rec_start
+        && a->op[i - 1] == OP_CONST && a->data[i - 1] == 0.0 && !signbit(a->data[i - 1]);
+}
+
+/* A row's weights, arena nodes w0 .. w0 + n - 1, are consecutive parameter
+ * slots (its list keeps w0's slot only)? */
+static int row_of_params(const builder_t *b, node_t w0, int64_t n) {
+    if (w0 < 0 || w0 + n > b->r->rec_start || b->pmap[w0] < 0) return 0;
+    for (int64_t k = 1; k < n; ++k)
+        if (b->pmap[w0 + k] != b->pmap[w0] + k) return 0;
+    return 1;
 }
 
 /* nodes and edges, in creation order; each position's loss; the compact
@@ -101,9 +111,15 @@ static const char *copy_graph(builder_t *b) {
         if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; put_operand(t, L, a->data[i]); }
         else if (a->op[i] == OP_DOT) {
             if (!compact_chain(b, i)) return "a compact sum is not as the recording makes it";
+            int64_t edges = a->child_start[i + 1] - a->child_start[i];
+            if (a->tag[i] & TAG_ROW_DOT) {
+                if (!row_of_params(b, arena_child[a->child_start[i] - b->arena_edge0], edges - 1))
+                    return "a compact sum's weights are not consecutive parameters";
+                t->op[L] = OP_ROW_DOT;
+            }
             t->kind[L] = K_DOT;
             b->pair_base[L] = (int32_t)b->n_dot_pairs;
-            b->n_dot_pairs += (a->child_start[i + 1] - a->child_start[i]) / 2;
+            b->n_dot_pairs += t->op[L] == OP_ROW_DOT ? edges - 1 : edges / 2;
             if (b->n_dot_pairs > INT32_MAX) return "the step is too large to record";
         }
         else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }

@@ -11,9 +11,9 @@ static inline int32_t pull_rank(const builder_t *b, int64_t k) {
     const tape_t *t = b->t;
     int32_t q = t->npull_parent[k], r = b->rank[q];
     if (r < 0 || !is_compact(t, q)) return r;
-    int32_t j = (int32_t)((uint32_t)(t->npull_edge[k] - t->child_start[q]) >> 1);
+    int32_t j = operand_of_edge(t, q, t->npull_edge[k]) >> 1;
     if (b->irregular[q]) return b->pair_rank[b->pair_base[q] + j];
-    return r - (int32_t)((uint32_t)(t->child_start[q + 1] - t->child_start[q]) >> 1) + j;
+    return r - (dot_len(t, q) >> 1) + j;
 }
 
 /* The walk finished product j of compact chain v (its k-th rank). Most
@@ -176,8 +176,9 @@ static int walk(builder_t *b) {
     for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;  /* (a chain not reached: its products neither) */
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
-        int64_t e = start[v], end = start[v + 1], top = 0, e0 = e;
         int compact = is_compact(t, v);
+        /* e: the next edge, or of a compact chain the next operand (chain_operand) */
+        int64_t e = compact ? 0 : start[v], end = compact ? dot_len(t, v) : start[v + 1], top = 0, e0 = compact ? 0 : e;
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
@@ -186,7 +187,7 @@ static int walk(builder_t *b) {
                  * inner nodes would finish the product (then the constant 0 or the
                  * addition that reads it, which nothing else reads) */
                 if (compact && e > e0 && (e - e0) % 2 == 0) product_done(b, v, (e - e0) / 2 - 1, k++);
-                int32_t c = child[e++];
+                int32_t c = compact ? chain_operand(t, v, child + start[v], (int32_t)e++) : child[e++];
                 if (rank[c] != -1) continue;
                 if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
                 if (stack_room(b, top + 1) < 0) return -1;
@@ -196,8 +197,8 @@ static int walk(builder_t *b) {
                 compact = is_compact(t, c);
                 if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
-                e = e0 = start[c];
-                end = start[c + 1];
+                e = e0 = compact ? 0 : start[c];
+                end = compact ? dot_len(t, c) : start[c + 1];
             }
             if (compact) product_done(b, v, (e - e0) / 2 - 1, k++);  /* its last product */
             rank[v] = k++;  /* every child done: post-order */
@@ -220,9 +221,9 @@ static int walk(builder_t *b) {
             if (top == 0) break;
             v = b->stack_node[--top];
             e = b->stack_edge[top];
-            e0 = start[v];
-            end = start[v + 1];
             compact = is_compact(t, v);
+            e0 = compact ? 0 : start[v];
+            end = compact ? dot_len(t, v) : start[v + 1];
         }
     }
     return 0;

@@ -125,8 +125,8 @@ const char *fill_reads(builder_t *b) {
  * table (their reads are products). */
 static const char *check_chain_reads(const tape_t *t, int32_t q, int32_t *seen, int64_t table_end) {
     for (int32_t L = q > 0 ? t->pos_end[q - 1] : t->n_params; L < t->pos_end[q]; ++L)
-        for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e) {
-            int32_t c = t->child[e];
+        for (int32_t k = 0; is_compact(t, L) && k < dot_len(t, L); ++k) {
+            int32_t c = chain_operand(t, L, t->child + t->child_start[L], k);
             if (c >= t->n_params) continue;
             if (seen[c] == q) return "a parameter is read twice at one position";
             seen[c] = q;
