@@ -4,9 +4,11 @@
  * turn and cleans up in one place:
  *   take_sizes, map_params, copy_graph   the step's graph out of the arena,
  *                                        local indices, one edge list
- *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   check_tail                           the loss is the mean as model.mean_of builds it
  *   give_back_rows                       (consume) the arena's recorded rows' memory released
+ *                                        (the last that reads them: before the tape's
+ *                                        node-sized working arrays are touched)
+ *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   count_readers, fill_reads, token_slots (reads.c)  pull lists (chains found)
  *                                        and parameter reads
  *   order_pulls, verify_targets (order.c)  the backward order
@@ -249,7 +251,7 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     b.r = r;
     b.t = t;
     const char *(*const phases[])(builder_t *) = {
-        take_sizes, map_params, copy_graph, declare_derived, find_targets, check_tail, give_back_rows,
+        take_sizes, map_params, copy_graph, check_tail, give_back_rows, declare_derived, find_targets,
         count_readers, fill_reads, token_slots, order_pulls, verify_targets,
     };
     *why = NULL;

@@ -9,6 +9,7 @@
  *               checked against real depth-first walks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
+ *   aliases.c   the pull list a vector read by a matrix's rows shares, its groups' own
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
@@ -208,6 +209,10 @@ struct tape {
                              * product, its local gradient's place) */
     int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the
                              * rest is never written: calloc'd pages untouched cost nothing) */
+    int32_t *alias_base;    /* a node whose pull list is not stored (0: it is): the vector entry
+                             * its list is that of, edges (and so weights) alias_shift[L] on;
+                             * the entries of a vector read by a matrix's rows (reads.c) */
+    int32_t *alias_shift;
     int32_t *param_edge;    /* the edge of each parameter read */
     int32_t *scratch;       /* n_nodes: room the builder's short-lived node-indexed lists take
                              * in turn (memory touched for the first time costs far more than
@@ -300,6 +305,7 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e);
 void group_dots(tape_t *t, int64_t nf);
 int64_t mark_matvecs(tape_t *t, int64_t nf);
 void group_pulls(tape_t *t, int64_t nb);
+const char *expand_aliases(tape_t *t, int64_t nb);  /* aliases.c */
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
 void share_derived(tape_t *t);

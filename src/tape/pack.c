@@ -276,6 +276,7 @@ const char *tape_pack(tape_t *t) {
         matvec_records(t);
         share_derived(t);
         if (interleave_alike(t, nb) < 0) why = "out of memory";
+        if (why == NULL) why = expand_aliases(t, nb);
         group_pulls(t, nb);
         if (drop_unread_pulls(t, nb) < 0) why = "out of memory";
     }

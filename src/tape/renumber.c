@@ -93,6 +93,24 @@ static int32_t number_nodes(tape_t *t, int32_t *nw, int32_t *new_end) {
     return m;
 }
 
+/* The shared pull lists' nodes (reads.c share_vector_reads) in the new
+ * numbering, m nodes: a vector's entries and their list's node are kept
+ * (they take gradients). 0, or -1 out of memory. */
+static int share_renumbered(tape_t *t, const int32_t *nw, int32_t m) {
+    int32_t *base = NULL, *shift = NULL;
+    if (!NEW(base, m) || !NEW(shift, m)) { free(base); return -1; }
+    for (int32_t L = t->n_params; L < t->n_nodes; ++L)
+        if (t->alias_base[L] && nw[L] >= 0 && nw[t->alias_base[L]] >= 0) {
+            base[nw[L]] = nw[t->alias_base[L]];
+            shift[nw[L]] = t->alias_shift[L];
+        }
+    free(t->alias_base);
+    free(t->alias_shift);
+    t->alias_base = base;
+    t->alias_shift = shift;
+    return 0;
+}
+
 #define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
 const char *renumber(tape_t *t) {
     int32_t n = t->n_nodes, N = t->n_pos;
@@ -161,6 +179,10 @@ const char *renumber(tape_t *t) {
         SRC(t->param_src[k]);
     }
 #undef SRC
+    if (t->alias_base != NULL && share_renumbered(t, nw, m) < 0) {
+        free(op); free(operand); free(pos); free(x); free(grad); free(new_end);
+        return "out of memory";
+    }
     free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
     t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
     free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free_child(t);
