@@ -13,9 +13,11 @@ void group_dots(tape_t *t, int64_t nf) {
             int32_t L = t->fwd[i + k];
             ok = t->fwd_code[i + k] == F_DOT && dot_len(t, L) == dot_len(t, L0) && pos_of(t, L) == pos_of(t, L0);
             if (!ok) break;
+            /* reads no top of the group: no entry of its list from the first top on (a
+             * row's weights, from its first entry, are parameters) */
             const int32_t *pr = t->dot_pair + t->dot_at[i + k];
-            for (int32_t j = 0; j < dot_len(t, L) && ok; ++j)  /* reads no top of the group */
-                for (int m = 0; m < k && ok; ++m) ok = chain_operand(t, L, pr, j) != t->fwd[i + m];
+            for (int32_t j = t->op[L] == OP_ROW_DOT; j < list_entries(t, L, dot_len(t, L)) && ok; ++j)
+                for (int m = 0; m < k && ok && pr[j] >= L0; ++m) ok = pr[j] != t->fwd[i + m];
         }
         if (!ok) continue;
         t->fwd_code[i] = F_DOT4;

@@ -129,15 +129,18 @@ static int share_vector_reads(tape_t *t) {
 /* Chains first (fuse_dots, on the counts): their inner nodes take no pull
  * list (each is read once, by the next node of its chain, and its gradient
  * is the top's); a vector's entries read by a matrix's rows share one
- * (share_vector_reads). Then the lists and the parameter reads, filled in
- * creation order. */
+ * (share_vector_reads); a forward-only tape (a sampler's) has none, its
+ * backward never running (tape_pack then makes its backward's entries with
+ * empty lists, and groups none). Then the lists and the parameter reads
+ * (the token table's are the forward's token slots), filled in creation order. */
 const char *fill_reads(builder_t *b) {
     tape_t *t = b->t;
     int32_t P = t->n_params, N = t->n_pos, n = t->n_nodes;
     fuse_dots(t);
+    int forward_only = b->r->verify_shifts < 0;  /* its backward never runs: no pull lists */
     for (int32_t L = P; L < n; ++L)
-        if (t->kind[L] == K_INTERIOR) t->npull_start[L + 1] = 0;
-    if (share_vector_reads(t) < 0) return "out of memory";
+        if (t->kind[L] == K_INTERIOR || forward_only) t->npull_start[L + 1] = 0;
+    if (!forward_only && share_vector_reads(t) < 0) return "out of memory";
     for (int32_t q = 0; q < N; ++q) t->param_start[q + 1] += t->param_start[q];
     for (int32_t L = 0; L < n; ++L) t->npull_start[L + 1] += t->npull_start[L];
     int64_t n_pulls = t->npull_start[n], n_param_edges = b->n_param_edges;
@@ -174,14 +177,19 @@ const char *fill_reads(builder_t *b) {
  * reads (seen: the position that last read each), and nothing of the token
  * table (their reads are products). */
 static const char *check_chain_reads(const tape_t *t, int32_t q, int32_t *seen, int64_t table_end) {
-    for (int32_t L = q > 0 ? t->pos_end[q - 1] : t->n_params; L < t->pos_end[q]; ++L)
-        for (int32_t k = 0; is_compact(t, L) && k < dot_len(t, L); ++k) {
-            int32_t c = chain_operand(t, L, t->child + t->child_start[L], k);
-            if (c >= t->n_params) continue;
-            if (seen[c] == q) return "a parameter is read twice at one position";
-            seen[c] = q;
-            if (c >= t->table_slot0 && c < table_end) return "the token table is read by a product";
+    for (int32_t L = q > 0 ? t->pos_end[q - 1] : t->n_params; L < t->pos_end[q]; ++L) {
+        if (!is_compact(t, L)) continue;
+        const int32_t *list = t->child + t->child_start[L];
+        int32_t entries = t->child_start[L + 1] - t->child_start[L];
+        for (int32_t k = 0; k < entries; ++k) {  /* a row's first entry: its n weights from w0 */
+            int32_t run = k == 0 && t->op[L] == OP_ROW_DOT ? dot_len(t, L) / 2 : 1;
+            for (int32_t c = list[k]; c < list[k] + run && c < t->n_params; ++c) {
+                if (seen[c] == q) return "a parameter is read twice at one position";
+                seen[c] = q;
+                if (c >= t->table_slot0 && c < table_end) return "the token table is read by a product";
+            }
         }
+    }
     return NULL;
 }
 
