@@ -2,6 +2,7 @@
  * exactly. Each phase is a function of the builder (internal.h, builder_t)
  * returning NULL or why the step cannot be replayed; tape_build runs them in
  * turn and cleans up in one place:
+ *   give_back_unread                     (consume) the columns the copy does not read, released
  *   take_sizes, map_params, copy_graph   the step's graph out of the arena,
  *                                        local indices, one edge list
  *   check_tail                           the loss is the mean as model.mean_of builds it
@@ -229,6 +230,26 @@ static const char *check_tail(builder_t *b) {
  * which the tape reads in place until tape_pack copies what it keeps
  * (renumber.c keep_read_pairs gives those back). Some 60 bytes a node and 9 an
  * edge where a node-by-node step wrote them. */
+/* ... and, first of all (consume), the columns of those rows and edges that
+ * the copy and the tail's check do not read (an arena's node column takes as
+ * much as the tape's node arrays copy_graph fills: the two are not held at
+ * once). Pages given back twice cost nothing. */
+#define READ_BY_COPY(name) (!strcmp(#name, "data") || !strcmp(#name, "op") || !strcmp(#name, "tag") \
+                            || !strcmp(#name, "operand"))
+static const char *give_back_unread(builder_t *b) {
+    arena_t *a = b->a;
+    int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from, edge0 = a->child_start[b->r->rec_start];
+    if (!b->r->consume || rows <= 0) return NULL;
+#define GIVE_BACK(type, name, code, slid, zeroed) \
+    if (!READ_BY_COPY(name)) discard_pages(a->name + from, (size_t)rows * sizeof(type));
+    ARENA_NODE_COLUMNS(GIVE_BACK)
+#undef GIVE_BACK
+    discard_pages(a->local_grad + edge0, (size_t)(a->cap_edges - edge0) * sizeof *a->local_grad);
+    discard_pages(a->lg_int + edge0, (size_t)(a->cap_edges - edge0) * sizeof *a->lg_int);
+    return NULL;
+}
+#undef READ_BY_COPY
+
 static const char *give_back_rows(builder_t *b) {
     arena_t *a = b->a;
     int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from;
@@ -251,7 +272,8 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     b.r = r;
     b.t = t;
     const char *(*const phases[])(builder_t *) = {
-        take_sizes, map_params, copy_graph, check_tail, give_back_rows, declare_derived, find_targets,
+        give_back_unread, take_sizes, map_params, copy_graph, check_tail, give_back_rows, declare_derived,
+        find_targets,
         count_readers, fill_reads, token_slots, order_pulls, verify_targets,
     };
     *why = NULL;
