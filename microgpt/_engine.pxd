@@ -41,7 +41,7 @@ cdef extern from "arena.h":
         epoch_t cur_epoch
 
     enum:
-        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT, TAG_NO_BACKWARD
+        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT, TAG_NO_BACKWARD, TAG_ROW_DOT
     void arena_tag(arena_t *a, int64_t i, int op, int k_int) nogil
     size_t arena_node_bytes() nogil
     size_t arena_edge_bytes() nogil
@@ -67,7 +67,8 @@ cdef extern from "arena.h":
     int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) nogil
     node_t arena_push_const(arena_t *a, double c, int is_int) nogil
     node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) nogil
-    node_t arena_push_dot(arena_t *a, int64_t n) nogil
+    node_t arena_push_dot(arena_t *a, int64_t n, int row) nogil
+    node_t arena_dot_operand(const arena_t *a, int64_t i, int64_t k) nogil
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil
 

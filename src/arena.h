@@ -120,6 +120,7 @@ typedef struct {
 #define TAG_NO_BACKWARD 8  /* an OP_DOT node: the arena's backward refuses it (arena_push_dot) */
 #define TAG_TWO_EDGES 16   /* an add or a multiply (arena_push_binary): backward takes its two
                             * edges without a loop, and without reading where they end */
+#define TAG_ROW_DOT 32     /* an OP_DOT node whose children are a row: w0, x0, x1, ... (arena_push_dot) */
 
 /* Bytes the columns take per node (node columns and backward scratch) and per
  * edge: the one place that knows the layout's sizes. */
@@ -339,31 +340,50 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
 
 /* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
  * forward's whose values only are read: a sampler's): the
- * constant 0 (sum's start, the int 0) and one OP_DOT node over the 2 n
- * children the caller wrote at child[n_edges ..] (w0, x0, w1, x1, ...; every
- * product a float: an int times an int takes the node-by-node path), with the value
- * the chain's nodes compute: w0 * x0 + 0, then + w_k * x_k, left to right.
+ * constant 0 (sum's start, the int 0) and one OP_DOT node with the value
+ * the chain's nodes compute: w0 * x0 + 0, then + w_k * x_k, left to right
+ * (every product a float: an int times an int takes the node-by-node path).
+ * Its children, written by the caller at child[n_edges ..], come in one of
+ * two forms: pairs (row 0), 2 n children w0, x0, w1, x1, ...; or a row
+ * (row 1, TAG_ROW_DOT), n + 1 children w0, x0, x1, ..., where the weights
+ * are the consecutive nodes w0, w0 + 1, ..., w0 + n - 1 (a matrix row's
+ * parameters: half the edges). arena_dot_operand reads either form as pairs.
  * Its inner nodes are not made and its edges' local grads are not written
  * (each is its product's other factor: Value._local_grads derives them; writing
  * them would touch some 9 bytes an edge that nothing reads, 200 MB at n_layer
  * 4, n_embd 64, block 64): a
  * tape's builder takes the chain whole (src/tape), and the arena's backward
  * refuses the node (TAG_NO_BACKWARD; its order inside the chain is the walk's
- * through the inner nodes, which a node of 2 n edges cannot follow). The
+ * through the inner nodes, which a node of 2 n edges cannot follow). A row's
+ * weights are reached through w0's edge only: nothing may reclaim while one is
+ * in the arena (the caller makes rows only while a step is recorded). The
  * caller made room for 2 nodes and 2 n edges and notes the top's handle.
  * Returns the top's index. */
-static inline node_t arena_push_dot(arena_t *a, int64_t n) {
+static inline node_t arena_dot_operand(const arena_t *a, int64_t i, int64_t k) {
+    const node_t *c = a->child + a->child_start[i];
+    if (!(a->tag[i] & TAG_ROW_DOT)) return c[k];
+    return k % 2 ? c[1 + k / 2] : c[0] + (node_t)(k / 2);
+}
+static inline node_t arena_push_dot(arena_t *a, int64_t n, int row) {
     assert(n >= 1 && a->n_nodes + 2 <= a->cap_nodes && a->n_edges + 2 * n <= a->cap_edges);
     const double *data = a->data;
     const node_t *c = a->child + a->n_edges;
-    double acc = data[c[0]] * data[c[1]] + 0.0;
-    for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
+    double acc;
+    if (row) {
+        const double *w = data + c[0];
+        acc = w[0] * data[c[1]] + 0.0;
+        for (int64_t k = 1; k < n; ++k) acc = acc + w[k] * data[c[1 + k]];
+    } else {
+        acc = data[c[0]] * data[c[1]] + 0.0;
+        for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
+    }
     a->held[a->n_nodes] = NULL;
     arena_set_node(a, a->n_nodes++, OP_CONST, 0.0, 0.0, TAG_GRAD_INT | TAG_DATA_INT);
-    a->n_edges += 2 * n;
+    a->n_edges += row ? n + 1 : 2 * n;
     int64_t i = a->n_nodes++;
     a->compact_made++;
-    return arena_set_node(a, i, OP_DOT, acc, 0.0, TAG_GRAD_INT | TAG_NO_BACKWARD);
+    return arena_set_node(a, i, OP_DOT, acc, 0.0,
+                          (uint8_t)(TAG_GRAD_INT | TAG_NO_BACKWARD | (row ? TAG_ROW_DOT : 0)));
 }
 
 /* Set the int tags of node i (already appended, its children's tags set) as the
