@@ -13,7 +13,10 @@ cdef class Arena:
     Nodes made inside ``with arena.graph():`` are released when it ends. When
     the columns are full, nodes no handle reaches are reclaimed first (live
     nodes slide down in creation order; their handles follow), and the columns
-    double only if that freed less than half of them. Nodes below the mark of
+    double only if that freed less than half of them. The default arena (the
+    drop-in's) also drops the nodes on top that no handle names, 256 or more at
+    once, when the top node's handle goes, outside scopes and recordings (its
+    ``reclaimed`` counts them). Nodes below the mark of
     an open scope or of ``mark()`` are never moved, so marks stay valid.
     """
 

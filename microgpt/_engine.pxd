@@ -2,7 +2,7 @@
 # Cython, and the fields of the three Python types over them: Arena (owns one
 # arena_t), Value (a handle into an arena), Tape (owns one recorded step).
 # Sizes and layouts are C's (src/arena.h, src/tape/tape.h); nothing here repeats them.
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from cpython.ref cimport PyObject
 
 cdef extern from "ops.h":
@@ -32,7 +32,7 @@ cdef extern from "arena.h":
         uint8_t *tag                        # TAG_* int tags         (per node)
         epoch_t *epoch                      # epoch at creation      (per node)
         void **held                         # its live handle or NULL (per node)
-        int64_t *child_start                # node i's edges: [child_start[i], child_start[i+1])
+        uint32_t *child_start               # node i's edges: [child_start[i], child_start[i+1])
         int64_t n_nodes, cap_nodes
         node_t *child                       # the child's index      (per edge)
         double *local_grad                  # d(node)/d(child)       (per edge)
@@ -41,7 +41,7 @@ cdef extern from "arena.h":
         epoch_t cur_epoch
 
     enum:
-        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT, TAG_NO_BACKWARD
+        TAG_DATA_INT, TAG_GRAD_INT, TAG_K_INT, TAG_NO_BACKWARD, TAG_ROW_DOT
     void arena_tag(arena_t *a, int64_t i, int op, int k_int) nogil
     size_t arena_node_bytes() nogil
     size_t arena_edge_bytes() nogil
@@ -52,6 +52,7 @@ cdef extern from "arena.h":
     void arena_free(arena_t *a) nogil
     void arena_release(arena_t *a, int64_t mark) nogil
     int64_t arena_reclaim(arena_t *a, int64_t start, int64_t *moved) nogil
+    int64_t arena_pop(arena_t *a, int64_t floor, int64_t least) nogil
     int64_t arena_next_held(const arena_t *a, int64_t i) nogil
     int arena_grow_nodes(arena_t *a, int64_t need) nogil
     int arena_grow_edges(arena_t *a, int64_t need) nogil
@@ -66,7 +67,8 @@ cdef extern from "arena.h":
     int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) nogil
     node_t arena_push_const(arena_t *a, double c, int is_int) nogil
     node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) nogil
-    node_t arena_push_dot(arena_t *a, int64_t n) nogil
+    node_t arena_push_dot(arena_t *a, int64_t n, int row) nogil
+    node_t arena_dot_operand(const arena_t *a, int64_t i, int64_t k) nogil
     node_t arena_node(arena_t *a, uint8_t op, double x, double operand,
                       int n, const node_t *c, const double *lg) nogil
 

@@ -13,7 +13,9 @@ collection passes. Memory follows the live graph: a node is live while its
 handle exists or a live node has it as a child (an optimizer or a tape holds
 its parameters' handles). When the columns are full the arena reclaims the
 rest before it grows, sliding live nodes down in creation order and
-re-pointing their handles (``reclaim``). A graph scope (``graph()``) is the
+re-pointing their handles (``reclaim``). The default arena also drops the
+nodes on top that no handle names when the top node's handle goes (a graph
+thrown away whole, 256 nodes or more: nothing to slide). A graph scope (``graph()``) is the
 fast path: it releases the nodes made inside it at once; a handle to a
 released node raises StaleValueError on any use.
 

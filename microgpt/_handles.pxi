@@ -32,6 +32,7 @@ cdef extern from *:
 # another arena drops it (an arena's columns are freed when its last handle goes).
 cdef enum:
     FREE_HANDLES = 8192
+    DROP_LEAST = 256  # nodes on top the default arena drops at once (drop_top_now)
 cdef PyObject *free_handles[FREE_HANDLES]
 cdef Py_ssize_t n_free = 0  # a 64-bit index: no sign extension where it indexes free_handles
 cdef freefunc value_tp_free = (<PyTypeObject *>Value).tp_free
@@ -42,24 +43,53 @@ cdef void value_dealloc(PyObject *o) noexcept:
     """The type's dealloc slot (set below, instead of Cython's). The common case,
     a handle of the default arena onto a free list with room: forget's work done
     here (its held row cleared if it is this handle's), no reference count
-    touched. The rest is release_handle's."""
+    touched; where that row is the top node's, the nodes on top that no handle
+    names go too (drop_top, a tail call). The rest is release_handle's."""
     global n_free
     cdef void **held
+    cdef node_t i
     if (<Value>o).arena is _default_arena and n_free < FREE_HANDLES:
-        held = _default_arena.a.held
-        if held[(<Value>o).index] == <void *>o:
-            held[(<Value>o).index] = NULL
         free_handles[n_free] = o
         n_free += 1
+        held = _default_arena.a.held
+        i = (<Value>o).index
+        if held[i] == <void *>o:
+            held[i] = NULL
+            if <int64_t>i + 1 == _default_arena.a.n_nodes:  # (64-bit: no sign extension of its own)
+                drop_top()
     else:
         release(o)
+
+
+cdef void drop_top_now() noexcept:
+    """The default arena's top node lost its handle: drop the nodes on top that no
+    handle names (src/arena.h arena_pop), down to the pinned mark at most, where
+    they are a graph's worth (DROP_LEAST or more): a few thrown away (a result
+    read once, an operation that raised halfway) stay, as in any arena, until a
+    reclaim or the next drop takes them. Not while a scope is open (it releases
+    its nodes at its end) or a step is recorded (a recording notes rows). Only
+    the default arena, the drop-in's, where Python's reference counting alone
+    ends a graph; an explicit arena's rows stay as appended until a scope, a
+    release or a reclaim."""
+    cdef Arena arena = _default_arena
+    if arena.open_scopes == 0 and not arena.recording:
+        arena.reclaimed += arena_pop(&arena.a, arena.pinned, DROP_LEAST)
+
+
+# called through a pointer, as release below
+cdef void (*drop_top)() noexcept
+drop_top = drop_top_now
 
 
 cdef void release_handle(PyObject *o) noexcept:
     """A freed handle of another arena (or of none) onto the free list without its
     arena reference, or, the free list full, back to the allocator."""
     global n_free
+    cdef bint top = ((<Value>o).arena is _default_arena and _default_arena.a.held[(<Value>o).index] == <void *>o
+                     and (<Value>o).index + 1 == _default_arena.a.n_nodes)
     forget(<Value>o)
+    if top:  # (the free list full: value_dealloc's drop, on its slow path)
+        drop_top()
     (<Value>o).arena = None  # drops the arena reference (which may free the arena)
     if n_free < FREE_HANDLES:
         free_handles[n_free] = o

@@ -326,6 +326,9 @@ cdef class Value:
         check(self)
         cdef arena_t *a = &self.arena.a
         cdef int64_t e
+        if a.op[self.index] == OP_DOT:  # either form of a compact sum, as its pairs (arena.h)
+            return tuple(make_existing(self.arena, arena_dot_operand(a, self.index, e))
+                         for e in range(dot_operands(a, self.index)))
         return tuple(make_existing(self.arena, a.child[e])
                      for e in range(a.child_start[self.index], a.child_start[self.index + 1]))
 
@@ -335,7 +338,7 @@ cdef class Value:
         cdef arena_t *a = &self.arena.a
         cdef int64_t e, e0 = a.child_start[self.index]
         if a.op[self.index] == OP_DOT:  # a compact sum writes none: each is its product's other factor
-            return tuple(a.data[a.child[e0 + ((e - e0) ^ 1)]] for e in range(e0, a.child_start[self.index + 1]))
+            return tuple(a.data[arena_dot_operand(a, self.index, e ^ 1)] for e in range(dot_operands(a, self.index)))
         return tuple(present(a.local_grad[e], a.lg_int[e])
                      for e in range(e0, a.child_start[self.index + 1]))
 

@@ -47,6 +47,19 @@ def parse_documents(raw, source):
     return docs
 
 
+def read_utf8_lines(path, what):
+    """The lines of a UTF-8 file read as read_bytes reads it; DataError naming it `what`
+    otherwise ("cannot read log file x", "x is not a UTF-8 log file")."""
+    try:
+        raw = read_bytes(path)
+    except DataError as e:
+        raise DataError(str(e).replace("input file", what, 1)) from None
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a UTF-8 {what}") from None
+
+
 def read_bytes(path):
     """The bytes of a regular file of at most MAX_INPUT_BYTES; DataError otherwise.
     (Opened without blocking, so a FIFO is refused rather than waited on.)"""

@@ -6,7 +6,7 @@ import os
 import stat
 
 from . import rundir
-from .data import read_bytes, same_file, write_atomic
+from .data import read_utf8_lines, same_file, write_atomic
 from .errors import DataError, shown
 from .jsonfields import finite, is_number
 from .limits import MAX_STEPS as MAX_STEP  # a logged step is one a run can count to
@@ -38,15 +38,7 @@ def log_records(path):
     """Each record of a JSON Lines log that has a step: (line number, step, record).
     Other lines (the samples line, anything newer) are skipped; a line that is not
     JSON raises DataError."""
-    try:
-        raw = read_bytes(path)
-    except DataError as e:
-        raise DataError(str(e).replace("input file", "log file", 1)) from None
-    try:
-        lines = raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 JSON Lines log") from None
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(read_utf8_lines(path, "log file"), 1):
         if not line.strip():
             continue
         try:

@@ -8,7 +8,7 @@
 #define ROW_BYTES(type, name, code, slid, zeroed) + sizeof(type)
 
 size_t arena_node_bytes(void) {
-    return sizeof(int64_t) ARENA_NODE_COLUMNS(ROW_BYTES);  /* child_start, then every node column */
+    return sizeof(edge_t) ARENA_NODE_COLUMNS(ROW_BYTES);  /* child_start, then every node column */
 }
 
 size_t arena_edge_bytes(void) {
@@ -73,7 +73,7 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
         if (need > (int64_t)INT32_MAX) return OP_TOO_LARGE;
         cap = INT32_MAX;
     }
-    if (grow((void **)&a->child_start, a->cap_nodes, cap + 1, sizeof(int64_t), 0)
+    if (grow((void **)&a->child_start, a->cap_nodes, cap + 1, sizeof(edge_t), 0)
         ARENA_NODE_COLUMNS(GROW_NODES))
         return OP_NOMEM;
     a->cap_nodes = cap;
@@ -83,10 +83,18 @@ int arena_grow_nodes(arena_t *a, int64_t need) {
 int arena_grow_edges(arena_t *a, int64_t need) {
     int64_t cap = a->cap_edges ? a->cap_edges : 2 * INITIAL_NODES;
     while (cap < need) cap *= 2;
+    if (cap > (int64_t)UINT32_MAX) {  /* child_start holds edge indices in 32 bits (edge_t) */
+        if (need > (int64_t)UINT32_MAX) return OP_TOO_LARGE;
+        cap = UINT32_MAX;
+    }
     if (0 ARENA_EDGE_COLUMNS(GROW_EDGES))
         return OP_NOMEM;
     a->cap_edges = cap;
     return OP_OK;
+}
+
+void arena_clear_stamps(arena_t *a) {
+    zero(a->visit, (size_t)a->cap_nodes * sizeof *a->visit);
 }
 
 void arena_clear_rows(arena_t *a, int64_t from, int64_t to) {
@@ -103,6 +111,18 @@ void arena_release(arena_t *a, int64_t mark) {
     a->n_edges = a->child_start[mark];
     /* every handle made before now fails the epoch check if its index is >= mark */
     a->cur_epoch++;
+}
+
+int64_t arena_pop(arena_t *a, int64_t floor, int64_t least) {
+    int64_t n = a->n_nodes, i = n;
+    while (i > floor && a->held[i - 1] == NULL) --i;
+    if (n - i < least) return 0;
+    if (i < n) {
+        arena_clear_rows(a, i, n);
+        a->n_nodes = i;
+        a->n_edges = a->child_start[i];
+    }
+    return n - i;
 }
 
 status_t arena_replay(arena_t *a, int64_t from, int *custom) {
@@ -133,7 +153,7 @@ int arena_column(const arena_t *a, const char *name, const void **rows, int64_t 
 #define FIND_EDGE(type, column, typecode, slid, zeroed) FIND(type, column, typecode, slid, zeroed, a->n_edges)
     ARENA_NODE_COLUMNS(FIND_NODE)
     ARENA_EDGE_COLUMNS(FIND_EDGE)
-    FIND(int64_t, child_start, 'q', 0, 0, a->n_nodes + 1)
+    FIND(edge_t, child_start, 'I', 0, 0, a->n_nodes + 1)
     return 0;
 }
 

@@ -1,5 +1,5 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
- * (~340 lines: the layout, every arena function's contract, and the
+ * (~400 lines: the layout, every arena function's contract, and the
  * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
@@ -65,6 +65,8 @@
 
 typedef int32_t node_t;    /* a node index; -1 is "no node" */
 typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, so a stale handle never passes */
+typedef uint32_t edge_t;   /* an edge index (child_start): the edge columns hold at most UINT32_MAX edges */
+typedef uint8_t stamp_t;   /* a walk's mark (visit): 255 walks, then the column is cleared (arena_stamp) */
 
 /* The columns, each stated once: X(type, name, code, slid, zeroed). code: its
  * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
@@ -81,7 +83,7 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
     X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
-    X(uint32_t, visit,      'I', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
+    X(stamp_t,  visit,      'B', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
     X(node_t,   stack_node, 'i', 0, 0)  /* scratch: the explicit DFS stack's node ... */ \
     X(int64_t,  stack_edge, 'q', 0, 0)  /* ... and the next edge it visits */
@@ -93,14 +95,14 @@ typedef uint64_t epoch_t;  /* counts releases and reclaims; 64 bits never wrap, 
 #define ARENA_COLUMN_FIELD(type, name, code, slid, zeroed) type *name;
 typedef struct {
     ARENA_NODE_COLUMNS(ARENA_COLUMN_FIELD)
-    int64_t *child_start;  /* n_nodes + 1 rows: node i's edges are [child_start[i], child_start[i+1]) */
+    edge_t *child_start;   /* n_nodes + 1 rows: node i's edges are [child_start[i], child_start[i+1]) */
     int64_t n_nodes, cap_nodes;
 
     ARENA_EDGE_COLUMNS(ARENA_COLUMN_FIELD)
     int64_t n_edges, cap_edges;
 
     epoch_t cur_epoch;     /* bumped by every release and every reclaim */
-    uint32_t cur_visit;    /* bumped by every walk (backward, reclaim) */
+    stamp_t cur_visit;     /* bumped by every walk (backward, reclaim) */
     int64_t compact_made;  /* OP_DOT nodes appended so far (never lowered): backward looks
                             * for one in its order only where some were made */
 } arena_t;
@@ -118,6 +120,7 @@ typedef struct {
 #define TAG_NO_BACKWARD 8  /* an OP_DOT node: the arena's backward refuses it (arena_push_dot) */
 #define TAG_TWO_EDGES 16   /* an add or a multiply (arena_push_binary): backward takes its two
                             * edges without a loop, and without reading where they end */
+#define TAG_ROW_DOT 32     /* an OP_DOT node whose children are a row: w0, x0, x1, ... (arena_push_dot) */
 
 /* Bytes the columns take per node (node columns and backward scratch) and per
  * edge: the one place that knows the layout's sizes. */
@@ -149,16 +152,27 @@ void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
  * cached node indices checks it. Returns the number of nodes reclaimed; the
  * live nodes that moved are the rows from *moved to n_nodes. */
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved);
+/* Drop the nodes on top that no handle names, down to floor at most, where
+ * there are `least` or more of them (else drop none): nothing reaches such a
+ * node (its parents lie above it, dropped before it), so this is a reclaim
+ * that moves nothing, of the nodes a dropped top handle leaves (the last of a
+ * graph's handles to go is most often its top's). The rows are cleared as a
+ * release clears them; the epoch is not bumped, as no handle names a dropped
+ * node. Returns the number dropped. */
+int64_t arena_pop(arena_t *a, int64_t floor, int64_t least);
 /* The first row from i on (i itself, or below n_nodes) that names a handle, or
  * n_nodes: how the owner finds the handles of the rows a reclaim moved. */
 int64_t arena_next_held(const arena_t *a, int64_t i);
 
 /* A fresh stamp for a walk that marks nodes in the visit column (a backward's
- * depth-first order, a reclaim's live nodes): no node carries it yet. */
-static inline uint32_t arena_stamp(arena_t *a) {
-    uint32_t stamp = ++a->cur_visit;
-    if (stamp == 0) {  /* wrapped: clear old stamps once every 2^32 walks */
-        memset(a->visit, 0, (size_t)a->cap_nodes * sizeof(uint32_t));
+ * depth-first order, a reclaim's live nodes): no node carries it yet. A byte a
+ * node (denser for the walk's random tests than a wider stamp): once every 255
+ * walks the column is cleared (arena_clear_stamps). */
+void arena_clear_stamps(arena_t *a);
+static inline stamp_t arena_stamp(arena_t *a) {
+    stamp_t stamp = ++a->cur_visit;
+    if (stamp == 0) {  /* wrapped */
+        arena_clear_stamps(a);
         stamp = a->cur_visit = 1;
     }
     return stamp;
@@ -326,31 +340,50 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
 
 /* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
  * forward's whose values only are read: a sampler's): the
- * constant 0 (sum's start, the int 0) and one OP_DOT node over the 2 n
- * children the caller wrote at child[n_edges ..] (w0, x0, w1, x1, ...; every
- * product a float: an int times an int takes the node-by-node path), with the value
- * the chain's nodes compute: w0 * x0 + 0, then + w_k * x_k, left to right.
+ * constant 0 (sum's start, the int 0) and one OP_DOT node with the value
+ * the chain's nodes compute: w0 * x0 + 0, then + w_k * x_k, left to right
+ * (every product a float: an int times an int takes the node-by-node path).
+ * Its children, written by the caller at child[n_edges ..], come in one of
+ * two forms: pairs (row 0), 2 n children w0, x0, w1, x1, ...; or a row
+ * (row 1, TAG_ROW_DOT), n + 1 children w0, x0, x1, ..., where the weights
+ * are the consecutive nodes w0, w0 + 1, ..., w0 + n - 1 (a matrix row's
+ * parameters: half the edges). arena_dot_operand reads either form as pairs.
  * Its inner nodes are not made and its edges' local grads are not written
  * (each is its product's other factor: Value._local_grads derives them; writing
  * them would touch some 9 bytes an edge that nothing reads, 200 MB at n_layer
  * 4, n_embd 64, block 64): a
  * tape's builder takes the chain whole (src/tape), and the arena's backward
  * refuses the node (TAG_NO_BACKWARD; its order inside the chain is the walk's
- * through the inner nodes, which a node of 2 n edges cannot follow). The
+ * through the inner nodes, which a node of 2 n edges cannot follow). A row's
+ * weights are reached through w0's edge only: nothing may reclaim while one is
+ * in the arena (the caller makes rows only while a step is recorded). The
  * caller made room for 2 nodes and 2 n edges and notes the top's handle.
  * Returns the top's index. */
-static inline node_t arena_push_dot(arena_t *a, int64_t n) {
+static inline node_t arena_dot_operand(const arena_t *a, int64_t i, int64_t k) {
+    const node_t *c = a->child + a->child_start[i];
+    if (!(a->tag[i] & TAG_ROW_DOT)) return c[k];
+    return k % 2 ? c[1 + k / 2] : c[0] + (node_t)(k / 2);
+}
+static inline node_t arena_push_dot(arena_t *a, int64_t n, int row) {
     assert(n >= 1 && a->n_nodes + 2 <= a->cap_nodes && a->n_edges + 2 * n <= a->cap_edges);
     const double *data = a->data;
     const node_t *c = a->child + a->n_edges;
-    double acc = data[c[0]] * data[c[1]] + 0.0;
-    for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
+    double acc;
+    if (row) {
+        const double *w = data + c[0];
+        acc = w[0] * data[c[1]] + 0.0;
+        for (int64_t k = 1; k < n; ++k) acc = acc + w[k] * data[c[1 + k]];
+    } else {
+        acc = data[c[0]] * data[c[1]] + 0.0;
+        for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
+    }
     a->held[a->n_nodes] = NULL;
     arena_set_node(a, a->n_nodes++, OP_CONST, 0.0, 0.0, TAG_GRAD_INT | TAG_DATA_INT);
-    a->n_edges += 2 * n;
+    a->n_edges += row ? n + 1 : 2 * n;
     int64_t i = a->n_nodes++;
     a->compact_made++;
-    return arena_set_node(a, i, OP_DOT, acc, 0.0, TAG_GRAD_INT | TAG_NO_BACKWARD);
+    return arena_set_node(a, i, OP_DOT, acc, 0.0,
+                          (uint8_t)(TAG_GRAD_INT | TAG_NO_BACKWARD | (row ? TAG_ROW_DOT : 0)));
 }
 
 /* Set the int tags of node i (already appended, its children's tags set) as the

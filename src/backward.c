@@ -8,10 +8,10 @@
  * recursion marks it on entry. */
 int64_t arena_topo(arena_t *a, node_t root) {
     assert(root >= 0 && root < a->n_nodes);
-    uint32_t stamp = arena_stamp(a);
-    const int64_t *start = a->child_start;
+    stamp_t stamp = arena_stamp(a);
+    const edge_t *start = a->child_start;
     const node_t *child = a->child;
-    uint32_t *visit = a->visit;
+    stamp_t *visit = a->visit;
     node_t *out = a->topo, *snode = a->stack_node;
     int64_t *sedge = a->stack_edge;
     int64_t top = 0;
@@ -49,7 +49,7 @@ int64_t arena_topo(arena_t *a, node_t root) {
 
 int64_t arena_backward(arena_t *a, node_t root) {
     int64_t n = arena_topo(a, root);
-    const int64_t *start = a->child_start;
+    const edge_t *start = a->child_start;
     const node_t *child = a->child;
     const double *lg = a->local_grad;
     double *grad = a->grad;

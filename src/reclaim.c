@@ -50,11 +50,10 @@ static ARENA_NOT_MEMSET void move_down(void *dst, const void *src, size_t n) {
 #if defined(__SSE2__)
 static inline __m128i load16(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
 
-/* bit k of the result: byte k of the block's stamps is in a stamp equal to live */
-static inline uint32_t stamps_hit(const uint32_t *visit, uint32_t live) {
-    __m128i s = _mm_set1_epi32((int32_t)live);
-    return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(load16(visit), s))
-           | (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi32(load16(visit + 4), s)) << 16;
+/* bit k of the result: the block's stamp k equals live */
+static inline uint32_t stamps_hit(const stamp_t *visit, stamp_t live) {
+    __m128i s = _mm_set1_epi8((char)live);
+    return (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)(const void *)visit), s)) & 0xffu;
 }
 
 /* the OR of the block's held pointers, as a vector */
@@ -70,7 +69,7 @@ static inline int nonzero(__m128i x) {
 
 /* Whether any of the BLOCK rows from visit and held on is live: marked with
  * stamp live, or (with_held) named by a handle. */
-static inline int any_live(const uint32_t *visit, void *const *held, uint32_t live, int with_held) {
+static inline int any_live(const stamp_t *visit, void *const *held, stamp_t live, int with_held) {
 #if defined(__SSE2__)
     return stamps_hit(visit, live) != 0 || (with_held && nonzero(held_or(held)));
 #else
@@ -96,9 +95,9 @@ static inline int any_held(void *const *held) {
 }
 
 /* Whether all of the BLOCK rows from visit on are marked with stamp live. */
-static inline int all_live(const uint32_t *visit, uint32_t live) {
+static inline int all_live(const stamp_t *visit, stamp_t live) {
 #if defined(__SSE2__)
-    return stamps_hit(visit, live) == 0xffffffffu;
+    return stamps_hit(visit, live) == 0xffu;
 #else
     uint32_t hit = 1;
     for (int j = 0; j < BLOCK; ++j) hit &= visit[j] == live;
@@ -108,8 +107,8 @@ static inline int all_live(const uint32_t *visit, uint32_t live) {
 
 /* A live row (held, or a child of a live one) marks its children live. The
  * columns come as arguments, read once by the caller. */
-static inline void mark(uint32_t *visit, void *const *held, const int64_t *start, const node_t *child,
-                        int64_t i, uint32_t live) {
+static inline void mark(stamp_t *visit, void *const *held, const edge_t *start, const node_t *child,
+                        int64_t i, stamp_t live) {
     if (visit[i] != live) {
         if (!held[i]) return;
         visit[i] = live;
@@ -165,13 +164,13 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
     *moved = n;
     if (from >= n) return 0;
     node_t *child = a->child;
-    int64_t *start = a->child_start;
-    uint32_t *visit = a->visit;
+    edge_t *start = a->child_start;
+    stamp_t *visit = a->visit;
     void **held = a->held;
     /* mark: a live node makes its children live (they lie below it); a live
      * node's visit column gets a fresh stamp (a backward's scratch, free now;
      * children below from are stamped too, harmlessly: only rows from on are read) */
-    uint32_t live = arena_stamp(a);
+    stamp_t live = arena_stamp(a);
     int64_t i = n - 1;
     for (; i - (BLOCK - 1) >= from; i -= BLOCK) {  /* a block of rows i - BLOCK + 1 .. i */
         if (!any_live(visit + i - (BLOCK - 1), held + i - (BLOCK - 1), live, 1)) continue;

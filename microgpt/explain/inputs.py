@@ -2,21 +2,10 @@
 each checked, with one line saying what is wrong (a DataError)."""
 import json
 
-from ..data import read_bytes
+from ..data import read_utf8_lines
 from ..errors import DataError
 from ..jsonfields import finite, is_number
 from ..plot import _loss, log_records
-
-
-def read_json_lines(path, what):
-    try:
-        raw = read_bytes(path)
-    except DataError as e:
-        raise DataError(str(e).replace("input file", what, 1)) from None
-    try:
-        return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 {what}") from None
 
 
 def read_log(path, ckpt):
@@ -61,7 +50,7 @@ def read_bench(path, config):
     """The engines' times from a `microgpt bench --json` report, for the configuration
     of this run when the report has it, else its first: (config dict, [{engine, median
     ms per step, ms by phase}], whether it is this run's configuration)."""
-    lines = read_json_lines(path, "bench report")
+    lines = read_utf8_lines(path, "bench report")
     try:
         report = json.loads("\n".join(lines))
         configs = report["configs"]

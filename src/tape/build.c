@@ -2,11 +2,14 @@
  * exactly. Each phase is a function of the builder (internal.h, builder_t)
  * returning NULL or why the step cannot be replayed; tape_build runs them in
  * turn and cleans up in one place:
+ *   give_back_unread                     (consume) the columns the copy does not read, released
  *   take_sizes, map_params, copy_graph   the step's graph out of the arena,
  *                                        local indices, one edge list
- *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   check_tail                           the loss is the mean as model.mean_of builds it
  *   give_back_rows                       (consume) the arena's recorded rows' memory released
+ *                                        (the last that reads them: before the tape's
+ *                                        node-sized working arrays are touched)
+ *   declare_derived, find_targets        what varies: derived numbers, target slots
  *   count_readers, fill_reads, token_slots (reads.c)  pull lists (chains found)
  *                                        and parameter reads
  *   order_pulls, verify_targets (order.c)  the backward order
@@ -68,13 +71,23 @@ static const char *map_params(builder_t *b) {
     return NULL;
 }
 
-/* Is arena node i a compact chain (OP_DOT) as arena_push_dot makes it: an even
- * number of operands, after its constant 0 (made while recording)? */
+/* Is arena node i a compact chain (OP_DOT) as arena_push_dot makes it: pairs
+ * (an even number of operands) or a row (w0 and at least one x), after its
+ * constant 0 (made while recording)? */
 static int compact_chain(const builder_t *b, int64_t i) {
     const arena_t *a = b->a;
     int64_t edges = a->child_start[i + 1] - a->child_start[i];
-    return edges >= 2 && edges % 2 == 0 && i - 1 >= b->r->rec_start && a->op[i - 1] == OP_CONST
-        && a->data[i - 1] == 0.0 && !signbit(a->data[i - 1]);
+    return edges >= 2 && (edges % 2 == 0 || (a->tag[i] & TAG_ROW_DOT)) && i - 1 >= b->r->rec_start
+        && a->op[i - 1] == OP_CONST && a->data[i - 1] == 0.0 && !signbit(a->data[i - 1]);
+}
+
+/* A row's weights, arena nodes w0 .. w0 + n - 1, are consecutive parameter
+ * slots (its list keeps w0's slot only)? */
+static int row_of_params(const builder_t *b, node_t w0, int64_t n) {
+    if (w0 < 0 || w0 + n > b->r->rec_start || b->pmap[w0] < 0) return 0;
+    for (int64_t k = 1; k < n; ++k)
+        if (b->pmap[w0 + k] != b->pmap[w0] + k) return 0;
+    return 1;
 }
 
 /* nodes and edges, in creation order; each position's loss; the compact
@@ -101,9 +114,15 @@ static const char *copy_graph(builder_t *b) {
         if (a->op[i] == OP_LEAF || a->op[i] == OP_CONST) { t->kind[L] = K_CONST; put_operand(t, L, a->data[i]); }
         else if (a->op[i] == OP_DOT) {
             if (!compact_chain(b, i)) return "a compact sum is not as the recording makes it";
+            int64_t edges = a->child_start[i + 1] - a->child_start[i];
+            if (a->tag[i] & TAG_ROW_DOT) {
+                if (!row_of_params(b, arena_child[a->child_start[i] - b->arena_edge0], edges - 1))
+                    return "a compact sum's weights are not consecutive parameters";
+                t->op[L] = OP_ROW_DOT;
+            }
             t->kind[L] = K_DOT;
             b->pair_base[L] = (int32_t)b->n_dot_pairs;
-            b->n_dot_pairs += (a->child_start[i + 1] - a->child_start[i]) / 2;
+            b->n_dot_pairs += t->op[L] == OP_ROW_DOT ? edges - 1 : edges / 2;
             if (b->n_dot_pairs > INT32_MAX) return "the step is too large to record";
         }
         else { t->kind[L] = K_OP; put_operand(t, L, a->operand[i]); }
@@ -211,6 +230,26 @@ static const char *check_tail(builder_t *b) {
  * which the tape reads in place until tape_pack copies what it keeps
  * (renumber.c keep_read_pairs gives those back). Some 60 bytes a node and 9 an
  * edge where a node-by-node step wrote them. */
+/* ... and, first of all (consume), the columns of those rows and edges that
+ * the copy and the tail's check do not read (an arena's node column takes as
+ * much as the tape's node arrays copy_graph fills: the two are not held at
+ * once). Pages given back twice cost nothing. */
+#define READ_BY_COPY(name) (!strcmp(#name, "data") || !strcmp(#name, "op") || !strcmp(#name, "tag") \
+                            || !strcmp(#name, "operand"))
+static const char *give_back_unread(builder_t *b) {
+    arena_t *a = b->a;
+    int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from, edge0 = a->child_start[b->r->rec_start];
+    if (!b->r->consume || rows <= 0) return NULL;
+#define GIVE_BACK(type, name, code, slid, zeroed) \
+    if (!READ_BY_COPY(name)) discard_pages(a->name + from, (size_t)rows * sizeof(type));
+    ARENA_NODE_COLUMNS(GIVE_BACK)
+#undef GIVE_BACK
+    discard_pages(a->local_grad + edge0, (size_t)(a->cap_edges - edge0) * sizeof *a->local_grad);
+    discard_pages(a->lg_int + edge0, (size_t)(a->cap_edges - edge0) * sizeof *a->lg_int);
+    return NULL;
+}
+#undef READ_BY_COPY
+
 static const char *give_back_rows(builder_t *b) {
     arena_t *a = b->a;
     int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from;
@@ -233,7 +272,8 @@ tape_t *tape_build(arena_t *a, const record_t *r, const char **why) {
     b.r = r;
     b.t = t;
     const char *(*const phases[])(builder_t *) = {
-        take_sizes, map_params, copy_graph, declare_derived, find_targets, check_tail, give_back_rows,
+        give_back_unread, take_sizes, map_params, copy_graph, check_tail, give_back_rows, declare_derived,
+        find_targets,
         count_readers, fill_reads, token_slots, order_pulls, verify_targets,
     };
     *why = NULL;

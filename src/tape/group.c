@@ -13,9 +13,11 @@ void group_dots(tape_t *t, int64_t nf) {
             int32_t L = t->fwd[i + k];
             ok = t->fwd_code[i + k] == F_DOT && dot_len(t, L) == dot_len(t, L0) && pos_of(t, L) == pos_of(t, L0);
             if (!ok) break;
+            /* reads no top of the group: no entry of its list from the first top on (a
+             * row's weights, from its first entry, are parameters) */
             const int32_t *pr = t->dot_pair + t->dot_at[i + k];
-            for (int32_t j = 0; j < dot_len(t, L) && ok; ++j)  /* reads no top of the group */
-                for (int m = 0; m < k && ok; ++m) ok = pr[j] != t->fwd[i + m];
+            for (int32_t j = t->op[L] == OP_ROW_DOT; j < list_entries(t, L, dot_len(t, L)) && ok; ++j)
+                for (int m = 0; m < k && ok && pr[j] >= L0; ++m) ok = pr[j] != t->fwd[i + m];
         }
         if (!ok) continue;
         t->fwd_code[i] = F_DOT4;
@@ -24,13 +26,15 @@ void group_dots(tape_t *t, int64_t nf) {
 }
 
 /* Retag as code every F_DOT4 group of forward instructions [0, nf) that fits
- * (fits reads the group's four chains' operand lists from A, its fwd_arg);
+ * (fits reads the group's four chains' operand lists from A, its fwd_arg, and
+ * their tops L);
  * returns how many were retagged. */
-static int64_t retag_dot4s(tape_t *t, int64_t nf, int (*fits)(const tape_t *, const int32_t *A), uint8_t code) {
+static int64_t retag_dot4s(tape_t *t, int64_t nf, int (*fits)(const tape_t *, const int32_t *A, const int32_t *L),
+                           uint8_t code) {
     int64_t found = 0;
     for (int64_t i = 0; i + SIDE <= nf; ++i) {
         if (t->fwd_code[i] != F_DOT4) continue;
-        if (fits(t, t->fwd_arg + 3 * i)) { t->fwd_code[i] = code; found++; }
+        if (fits(t, t->fwd_arg + 3 * i, t->fwd + i)) { t->fwd_code[i] = code; found++; }
         i += SIDE - 1;
     }
     return found;
@@ -40,13 +44,16 @@ static int64_t retag_dot4s(tape_t *t, int64_t nf, int (*fits)(const tape_t *, co
  * w_c[k] * v[k], with w_c[k] the parameter w_c[0] + k and v[k] the same node
  * for the four, at most MAX_LANES long (a vector gathered by the replay fits
  * its buffer). */
-static int is_matvec(const tape_t *t, const int32_t *A) {
+static int is_matvec(const tape_t *t, const int32_t *A, const int32_t *L) {
     const int32_t *p0 = t->dot_pair + A[0];
     for (int c = 0; c < SIDE; ++c) {
         const int32_t *pc = t->dot_pair + A[3 * c];
-        for (int32_t j = 0; j < A[2]; j += 2)
-            if (!(pc[j] == pc[0] + j / 2 && pc[0] + A[2] / 2 <= t->n_params
-                  && pc[j + 1] == p0[j + 1] && pc[j + 1] >= t->n_params)) return 0;
+        int32_t w0 = chain_operand(t, L[c], pc, 0);
+        for (int32_t j = 0; j < A[2]; j += 2) {
+            int32_t x = chain_operand(t, L[c], pc, j + 1);
+            if (!(chain_operand(t, L[c], pc, j) == w0 + j / 2 && w0 + A[2] / 2 <= t->n_params
+                  && x == chain_operand(t, L[0], p0, j + 1) && x >= t->n_params)) return 0;
+        }
     }
     return A[2] / 2 <= MAX_LANES;
 }
@@ -90,12 +97,13 @@ static int parents_side_by_side(const tape_t *t, int64_t b, int64_t e, int32_t s
 
 void group_pulls(tape_t *t, int64_t nb) {
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
+        if (t->bwd_group[b]) { b -= bwd_width(t, b) - 1; continue; }  /* a vector grouped already (aliases.c) */
         int ok = 1, rotating = t->bwd_kind[b] == K_ROTATE;  /* (a vector read by every logit's row) */
         int64_t count = t->pull_start[b + 1] - t->pull_start[b];
         for (int k = 0; k < SIDE && ok; ++k) {
             int64_t e = b - k;
             ok = (rotating ? t->bwd_kind[e] == K_ROTATE : t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT)
-                && count > 0 && t->pull_start[e + 1] - t->pull_start[e] == count;
+                && count > 0 && t->pull_start[e + 1] - t->pull_start[e] == count && !t->bwd_group[e];
             for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
                 for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
         }
@@ -140,12 +148,12 @@ void matvec_records(tape_t *t) {
         int32_t *A = t->fwd_arg + 3 * (int64_t)g->ins;
         g->pairs = A[0];
         g->len = A[2] / 2;
-        const int32_t *v = t->dot_pair + g->pairs + 1;  /* the vector: every other entry of row 0's list */
-        g->vec = v[0];
+        const int32_t *pr = t->dot_pair + g->pairs, *L = t->fwd + g->ins;  /* the vector: row 0's x's */
+        g->vec = chain_operand(t, L[0], pr, 1);
         for (int32_t j = 1; j < g->len && g->vec >= 0; ++j)
-            if (v[2 * j] != v[0] + j) g->vec = -1;
+            if (chain_operand(t, L[0], pr, 2 * j + 1) != g->vec + j) g->vec = -1;
         for (int c = 0; c < SIDE; ++c) {
-            g->w[c] = t->dot_pair[A[3 * c]];
+            g->w[c] = t->dot_pair[A[3 * c]];  /* (w0: the first entry, in either form) */
             g->init[c] = A[3 * c + 1];
             g->top[c] = t->fwd[g->ins + c];
         }
@@ -215,7 +223,8 @@ void share_derived(tape_t *t) {
 
 /* The same node times consecutive nodes (a head's outputs: chain c sums
  * a_t * v_t[j + c] over t). */
-static int is_shifted(const tape_t *t, const int32_t *A) {
+static int is_shifted(const tape_t *t, const int32_t *A, const int32_t *L) {
+    (void)L;  /* (the lists are pairs by now: keep_read_pairs) */
     const int32_t *p0 = t->dot_pair + A[0];
     for (int c = 1; c < SIDE; ++c) {
         const int32_t *pc = t->dot_pair + A[3 * c];

@@ -9,6 +9,7 @@
  *               checked against real depth-first walks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
+ *   aliases.c   the pull list a vector read by a matrix's rows shares, its groups' own
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
@@ -209,6 +210,10 @@ struct tape {
                              * product, its local gradient's place) */
     int32_t *npull_block;   /* a rotating node's entries: the logit the parent belongs to (the
                              * rest is never written: calloc'd pages untouched cost nothing) */
+    int32_t *alias_base;    /* a node whose pull list is not stored (0: it is): the vector entry
+                             * its list is that of, edges (and so weights) alias_shift[L] on;
+                             * the entries of a vector read by a matrix's rows (reads.c) */
+    int32_t *alias_shift;
     int32_t *param_edge;    /* the edge of each parameter read */
     int32_t *scratch;       /* n_nodes: room the builder's short-lived node-indexed lists take
                              * in turn (memory touched for the first time costs far more than
@@ -252,15 +257,40 @@ typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV
 #define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
                          * sums, or a gathered copy of it, live on the stack) */
 
-/* A chain recorded compactly (internal.h's top): an OP_DOT node. */
+/* A compact chain whose list is a row (arena.h TAG_ROW_DOT): w0, x0, x1, ...,
+ * its weights the consecutive parameters w0, w0 + 1, ...: the tape's own op
+ * code, until keep_read_pairs writes the pairs of the lists a replay reads. */
+#define OP_ROW_DOT (OP_DOT + 1)
+
+/* A chain recorded compactly (internal.h's top): an OP_DOT node, either form. */
 static inline int is_compact(const tape_t *t, int32_t L) {
-    return t->op[L] == OP_DOT;
+    return t->op[L] == OP_DOT || t->op[L] == OP_ROW_DOT;
 }
 
-/* A chain's top L: its products' operands in dot_pair entries (two a product),
- * and the constant 0 its sum starts from. */
+/* A chain's top L: its products' operands as pairs (two a product: dot_len of
+ * them), and the constant 0 its sum starts from. */
 static inline int32_t dot_len(const tape_t *t, int32_t L) {
-    return is_compact(t, L) ? t->child_start[L + 1] - t->child_start[L] : L - t->aux[L];
+    int32_t edges = t->child_start[L + 1] - t->child_start[L];
+    return t->op[L] == OP_ROW_DOT ? 2 * (edges - 1) : is_compact(t, L) ? edges : L - t->aux[L];
+}
+
+/* Operand k (0 <= k < dot_len) of chain L, whose list starts at list: w_j for
+ * k = 2 j, x_j for k = 2 j + 1, in either form. */
+static inline int32_t chain_operand(const tape_t *t, int32_t L, const int32_t *list, int32_t k) {
+    if (t->op[L] != OP_ROW_DOT) return list[k];
+    return k & 1 ? list[1 + (k >> 1)] : list[0] + (k >> 1);
+}
+
+/* Entries of chain L's list for `operands` operands (dot_len): a row's are
+ * w0 and the x's. */
+static inline int32_t list_entries(const tape_t *t, int32_t L, int32_t operands) {
+    return t->op[L] == OP_ROW_DOT ? operands / 2 + 1 : operands;
+}
+
+/* The operand compact chain L's edge e holds (its index in chain_operand). */
+static inline int32_t operand_of_edge(const tape_t *t, int32_t L, int64_t e) {
+    int32_t k = (int32_t)(e - t->child_start[L]);
+    return t->op[L] == OP_ROW_DOT ? (k == 0 ? 0 : 2 * (k - 1) + 1) : k;
 }
 static inline int32_t dot_init(const tape_t *t, int32_t L) {
     return is_compact(t, L) ? L - 1 : t->aux[L] + 1;
@@ -276,6 +306,7 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e);
 void group_dots(tape_t *t, int64_t nf);
 int64_t mark_matvecs(tape_t *t, int64_t nf);
 void group_pulls(tape_t *t, int64_t nb);
+const char *expand_aliases(tape_t *t, int64_t nb);  /* aliases.c */
 int drop_unread_pulls(tape_t *t, int64_t nb);
 void matvec_records(tape_t *t);
 void share_derived(tape_t *t);

@@ -7,13 +7,19 @@
 
 /* The last walk's rank of pull entry k's parent (-1: not reached): of a
  * compact chain, the rank of its product that reads the node. */
-static inline int32_t pull_rank(const builder_t *b, int64_t k) {
+static inline int32_t pull_rank_at(const builder_t *b, int64_t k, int32_t shift) {
     const tape_t *t = b->t;
     int32_t q = t->npull_parent[k], r = b->rank[q];
     if (r < 0 || !is_compact(t, q)) return r;
-    int32_t j = (int32_t)((uint32_t)(t->npull_edge[k] - t->child_start[q]) >> 1);
+    int32_t j = operand_of_edge(t, q, t->npull_edge[k] + shift) >> 1;
     if (b->irregular[q]) return b->pair_rank[b->pair_base[q] + j];
-    return r - (int32_t)((uint32_t)(t->child_start[q + 1] - t->child_start[q]) >> 1) + j;
+    return r - (dot_len(t, q) >> 1) + j;
+}
+
+/* ... of pull entry k as the list of a vector's entry `shift` on reads it
+ * (reads.c share_vector_reads: the edge that many on) */
+static inline int32_t pull_rank(const builder_t *b, int64_t k) {
+    return pull_rank_at(b, k, 0);
 }
 
 /* The walk finished product j of compact chain v (its k-th rank). Most
@@ -48,16 +54,30 @@ static inline void product_done(builder_t *b, int32_t v, int64_t j, int32_t k) {
  * either; a compact chain's two products: the later first, as the walk adds
  * the later product's term first).
  * By block (a rotating node's canonical order): the higher logit first. */
-static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
+static int precedes_at(const builder_t *b, int by_block, int64_t i, int64_t j, int32_t shift) {
     const tape_t *t = b->t;
     if (by_block) return t->npull_block[i] > t->npull_block[j];
     int32_t q1 = t->npull_parent[i], q2 = t->npull_parent[j];
-    int64_t r1 = pull_rank(b, i), r2 = pull_rank(b, j);
+    int64_t r1 = pull_rank_at(b, i, shift), r2 = pull_rank_at(b, j, shift);
     r1 = r1 < 0 ? INT32_MAX : r1;
     r2 = r2 < 0 ? INT32_MAX : r2;
     if (r1 != r2) return r1 > r2;
     if (q1 != q2) return q1 > q2;
     return t->npull_edge[i] > t->npull_edge[j];  /* a compact chain's later product first, as its node would be */
+}
+
+static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
+    return precedes_at(b, by_block, i, j, 0);
+}
+
+/* Is the list node c shares (reads.c share_vector_reads) in its order for c
+ * too? Its entries' parents are rows, each a product further on. */
+static int shared_order_holds(const builder_t *b, int32_t c) {
+    const tape_t *t = b->t;
+    int32_t base = t->alias_base[c];
+    for (int64_t k = t->npull_start[base]; k + 1 < t->npull_start[base + 1]; ++k)
+        if (precedes_at(b, 0, k + 1, k, t->alias_shift[c])) return 0;
+    return 1;
 }
 
 /* Blocks exist only where sorting by block (a rotating node's entries): the
@@ -176,8 +196,9 @@ static int walk(builder_t *b) {
     for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;  /* (a chain not reached: its products neither) */
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
-        int64_t e = start[v], end = start[v + 1], top = 0, e0 = e;
         int compact = is_compact(t, v);
+        /* e: the next edge, or of a compact chain the next operand (chain_operand) */
+        int64_t e = compact ? 0 : start[v], end = compact ? dot_len(t, v) : start[v + 1], top = 0, e0 = compact ? 0 : e;
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
@@ -186,7 +207,7 @@ static int walk(builder_t *b) {
                  * inner nodes would finish the product (then the constant 0 or the
                  * addition that reads it, which nothing else reads) */
                 if (compact && e > e0 && (e - e0) % 2 == 0) product_done(b, v, (e - e0) / 2 - 1, k++);
-                int32_t c = child[e++];
+                int32_t c = compact ? chain_operand(t, v, child + start[v], (int32_t)e++) : child[e++];
                 if (rank[c] != -1) continue;
                 if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
                 if (stack_room(b, top + 1) < 0) return -1;
@@ -196,8 +217,8 @@ static int walk(builder_t *b) {
                 compact = is_compact(t, c);
                 if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
-                e = e0 = start[c];
-                end = start[c + 1];
+                e = e0 = compact ? 0 : start[c];
+                end = compact ? dot_len(t, c) : start[c + 1];
             }
             if (compact) product_done(b, v, (e - e0) / 2 - 1, k++);  /* its last product */
             rank[v] = k++;  /* every child done: post-order */
@@ -220,9 +241,9 @@ static int walk(builder_t *b) {
             if (top == 0) break;
             v = b->stack_node[--top];
             e = b->stack_edge[top];
-            e0 = start[v];
-            end = start[v + 1];
             compact = is_compact(t, v);
+            e0 = compact ? 0 : start[v];
+            end = compact ? dot_len(t, v) : start[v + 1];
         }
     }
     return 0;
@@ -233,12 +254,13 @@ static int walk(builder_t *b) {
  * may stand anywhere. */
 static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     const tape_t *t = b->t;
-    int64_t lo = t->npull_start[c], hi = t->npull_start[c + 1];
+    int32_t list = t->alias_base[c] ? t->alias_base[c] : c, shift = t->alias_shift[c];  /* (a shared list) */
+    int64_t lo = t->npull_start[list], hi = t->npull_start[list + 1];
     int32_t last = INT32_MAX;
     for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
         for (int64_t k = lo; k < hi; ++k) {
             if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
-            int32_t r = pull_rank(b, k);
+            int32_t r = pull_rank_at(b, k, shift);
             if (r < 0) continue;
             if (r > last) return 0;
             last = r;
@@ -305,6 +327,9 @@ const char *order_pulls(builder_t *b) {
         for (int64_t k = lo; k < hi; ++k)
             if (pos_of(t, t->npull_parent[k]) != pos_of(t, c)) return "a node is read by logits of another position";
     }
+    for (int32_t c = t->n_params; c < t->n_nodes; ++c)
+        if (t->alias_base[c] && !shared_order_holds(b, c))
+            return "a vector's entries are read by a matrix's rows in different orders";
     if (!rule_holds(b, 0))
         return "the backward order of the recorded step does not follow the tape's rule";
     return NULL;

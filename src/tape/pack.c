@@ -11,7 +11,8 @@ int32_t lg_src(const tape_t *t, int32_t L, int64_t e) {
     switch (t->op[L]) {
     case OP_ADD: return 2 * t->n_nodes;
     case OP_MUL: return t->child[e == e0 ? e0 + 1 : e0];
-    case OP_DOT: return t->child[e0 + ((e - e0) ^ 1)];  /* the other operand of its product */
+    case OP_DOT: case OP_ROW_DOT:  /* the other operand of its product */
+        return chain_operand(t, L, t->child + e0, operand_of_edge(t, L, e) ^ 1);
     case OP_POW: case OP_LOG: case OP_EXP: case OP_RELU: return t->n_nodes + L;
     default: return -1;
     }
@@ -25,11 +26,12 @@ static int64_t chain_param_reads(const tape_t *t, int32_t p, const uint8_t *skip
     int64_t k = 0;
     for (int32_t L = p > 0 ? t->pos_end[p - 1] : t->n_params; L < t->pos_end[p]; ++L) {
         if (!is_compact(t, L) || (skip != NULL && skip[L])) continue;
-        for (int32_t e = t->child_start[L]; e < t->child_start[L + 1]; ++e) {
-            if (t->child[e] >= t->n_params) continue;
+        const int32_t *list = t->child + t->child_start[L];
+        for (int32_t j = 0; j < dot_len(t, L); ++j) {
+            if (chain_operand(t, L, list, j) >= t->n_params) continue;
             if (child != NULL) {
-                child[k] = t->child[e];
-                src[k] = lg_src(t, L, e);
+                child[k] = chain_operand(t, L, list, j);
+                src[k] = chain_operand(t, L, list, j ^ 1);  /* the other factor */
                 parent[k] = L;
             }
             k++;
@@ -38,14 +40,14 @@ static int64_t chain_param_reads(const tape_t *t, int32_t p, const uint8_t *skip
     return k;
 }
 
-/* Room for the chains' lists (dot_pair, each product's two operands): a
- * compact chain's list is its own edges, in place, and the chains recorded
+/* Room for the chains' lists (dot_pair, each product's two operands, or a
+ * row's w0 and x's): a compact chain's list is its own edges, in place, and the chains recorded
  * node by node (rmsnorm's sum of squares: few) get theirs written past the
  * edges where child has the room (or can be given it); else every list is
  * copied. A copy of a compact recording's would be two numbers a product,
  * 1.3 GB at n_layer 6, n_embd 128, block 128. */
-static const char *chain_lists(tape_t *t, int64_t n_pairs, int64_t n_inner_pairs) {
-    int64_t in_place = t->n_edges + n_inner_pairs;
+static const char *chain_lists(tape_t *t, int64_t n_pairs, int64_t n_inner_pairs, int64_t longest) {
+    int64_t in_place = t->n_edges + n_inner_pairs + longest;  /* (room to read a row's list as pairs) */
     if (in_place > t->child_room && !t->child_in_arena && in_place <= INT32_MAX) {
         int32_t *more = realloc(t->child, (size_t)in_place * sizeof *more);
         if (more != NULL) {
@@ -79,17 +81,18 @@ const char *tape_pack(tape_t *t) {
         return "out of memory";
     }
     for (int32_t L = 0; L < n; ++L) last_pow[L] = -1;
-    int64_t n_pairs = 0, n_inner_pairs = 0;
+    int64_t n_pairs = 0, n_inner_pairs = 0, longest = 0;
     for (int32_t L = P; L < n; ++L)
         if (t->kind[L] == K_DOT && is_compact(t, L)) {
-            n_pairs += dot_len(t, L);
+            n_pairs += t->child_start[L + 1] - t->child_start[L];
+            if (dot_len(t, L) > longest) longest = dot_len(t, L);
         } else if (t->kind[L] == K_DOT) {
             int32_t s = t->aux[L];
             t->aux[s] = L;  /* an inner product's top (top_of) */
             for (int32_t m = s + 3; m < L; m += 2) t->aux[m] = L;
             n_inner_pairs += L - s;
         }
-    const char *why = chain_lists(t, n_pairs + n_inner_pairs, n_inner_pairs);
+    const char *why = chain_lists(t, n_pairs + n_inner_pairs + longest, n_inner_pairs, longest);
     if (why != NULL) return why;
 
     /* the forward */
@@ -177,8 +180,10 @@ const char *tape_pack(tape_t *t) {
             if (c < t->table_slot0 || c >= t->table_slot0 + t->table_rows * t->table_cols) t->first_pos[c] = p;
         }
         for (int32_t L = p > 0 ? t->pos_end[p - 1] : P; L < t->pos_end[p]; ++L)  /* (never the table's) */
-            for (int32_t e = t->child_start[L]; is_compact(t, L) && e < t->child_start[L + 1]; ++e)
-                if (t->child[e] < P) t->first_pos[t->child[e]] = p;
+            for (int32_t j = 0; is_compact(t, L) && j < dot_len(t, L); ++j) {
+                int32_t c = chain_operand(t, L, t->child + t->child_start[L], j);
+                if (c < P) t->first_pos[c] = p;
+            }
     }
     group_dots(t, nf);
     int64_t n_mv = mark_matvecs(t, nf);
@@ -271,6 +276,7 @@ const char *tape_pack(tape_t *t) {
         matvec_records(t);
         share_derived(t);
         if (interleave_alike(t, nb) < 0) why = "out of memory";
+        if (why == NULL) why = expand_aliases(t, nb);
         group_pulls(t, nb);
         if (drop_unread_pulls(t, nb) < 0) why = "out of memory";
     }

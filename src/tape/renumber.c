@@ -46,21 +46,24 @@ static int32_t share_constants(tape_t *t, int32_t *nw, int32_t m) {
  * is made, all in one position (a position's nodes stay one range): the
  * replay then reads the vector in place. Marks in nw: -1 not kept, -2 an
  * entry numbered later, -3 - k the last entry of the k-th such vector
- * (vec_at[k]: where its entries are, every other number of dot_pair). */
+ * (vec_at[k]: the forward instruction of the row whose x's they are). */
 static int64_t *gather_vectors(tape_t *t, int32_t *nw) {
     int64_t nf = t->fwd_end[t->n_pos - 1], count = 0;
     int64_t *vec_at = NULL;
     if (!NEW(vec_at, nf / SIDE + 1)) return NULL;
     for (int64_t i = 0; i < nf; ++i) {
         if (t->fwd_code[i] != F_MV4) continue;
-        const int32_t *A = t->fwd_arg + 3 * i, *v = t->dot_pair + A[0] + 1;
-        int32_t len = A[2] / 2, ok = nw[v[0]] == 0 && v[0] >= t->n_params;
-        for (int32_t j = 1; j < len && ok; ++j)
-            ok = nw[v[2 * j]] == 0 && v[2 * j] > v[2 * j - 2] && pos_of(t, v[2 * j]) == pos_of(t, v[0]);
+        const int32_t *A = t->fwd_arg + 3 * i, *pr = t->dot_pair + A[0];
+        int32_t L = t->fwd[i], len = A[2] / 2, v0 = chain_operand(t, L, pr, 1);
+        int ok = nw[v0] == 0 && v0 >= t->n_params;
+        for (int32_t j = 1; j < len && ok; ++j) {
+            int32_t v = chain_operand(t, L, pr, 2 * j + 1);
+            ok = nw[v] == 0 && v > chain_operand(t, L, pr, 2 * j - 1) && pos_of(t, v) == pos_of(t, v0);
+        }
         if (ok && len > 1) {
-            for (int32_t j = 0; j + 1 < len; ++j) nw[v[2 * j]] = -2;
-            nw[v[2 * (len - 1)]] = (int32_t)(-3 - count);
-            vec_at[count++] = A[0] + 1;
+            for (int32_t j = 0; j + 1 < len; ++j) nw[chain_operand(t, L, pr, 2 * j + 1)] = -2;
+            nw[chain_operand(t, L, pr, 2 * len - 1)] = (int32_t)(-3 - count);
+            vec_at[count++] = i;
         }
         i += SIDE - 1;
     }
@@ -78,14 +81,34 @@ static int32_t number_nodes(tape_t *t, int32_t *nw, int32_t *new_end) {
         while (L >= t->n_params && L >= t->pos_end[p]) new_end[p++] = m;
         if (nw[L] == 0) nw[L] = m++;
         else if (nw[L] <= -3) {  /* a vector's last entry: the vector, in order */
-            const int32_t *v = t->dot_pair + vec_at[-3 - nw[L]];
-            for (int32_t j = 0; v[2 * j] != L; ++j) nw[v[2 * j]] = m++;
+            int64_t i = vec_at[-3 - nw[L]];
+            const int32_t *pr = t->dot_pair + t->fwd_arg[3 * i];
+            for (int32_t j = 0; chain_operand(t, t->fwd[i], pr, 2 * j + 1) != L; ++j)
+                nw[chain_operand(t, t->fwd[i], pr, 2 * j + 1)] = m++;
             nw[L] = m++;
         }
     }
     while (p < t->n_pos) new_end[p++] = m;
     free(vec_at);
     return m;
+}
+
+/* The shared pull lists' nodes (reads.c share_vector_reads) in the new
+ * numbering, m nodes: a vector's entries and their list's node are kept
+ * (they take gradients). 0, or -1 out of memory. */
+static int share_renumbered(tape_t *t, const int32_t *nw, int32_t m) {
+    int32_t *base = NULL, *shift = NULL;
+    if (!NEW(base, m) || !NEW(shift, m)) { free(base); return -1; }
+    for (int32_t L = t->n_params; L < t->n_nodes; ++L)
+        if (t->alias_base[L] && nw[L] >= 0 && nw[t->alias_base[L]] >= 0) {
+            base[nw[L]] = nw[t->alias_base[L]];
+            shift[nw[L]] = t->alias_shift[L];
+        }
+    free(t->alias_base);
+    free(t->alias_shift);
+    t->alias_base = base;
+    t->alias_shift = shift;
+    return 0;
 }
 
 #define RENUM(v) do { int32_t r_ = nw[(v)]; if (r_ < 0) goto inner; (v) = r_; } while (0)
@@ -133,7 +156,8 @@ const char *renumber(tape_t *t) {
                                             * instruction: the lists may be the edges, whose other
                                             * entries are never read again */
         const int32_t *A = t->fwd_arg + 3 * i;
-        for (int64_t j = A[0]; t->kind[t->fwd[i]] == K_DOT && j < (int64_t)A[0] + A[2]; ++j) RENUM(t->dot_pair[j]);
+        int64_t entries = list_entries(t, t->fwd[i], A[2]);
+        for (int64_t j = A[0]; t->kind[t->fwd[i]] == K_DOT && j < (int64_t)A[0] + entries; ++j) RENUM(t->dot_pair[j]);
     }
     for (int64_t i = 0; i < n_fwd; ++i) {
         int32_t *A = t->fwd_arg + 3 * i;
@@ -155,6 +179,10 @@ const char *renumber(tape_t *t) {
         SRC(t->param_src[k]);
     }
 #undef SRC
+    if (t->alias_base != NULL && share_renumbered(t, nw, m) < 0) {
+        free(op); free(operand); free(pos); free(x); free(grad); free(new_end);
+        return "out of memory";
+    }
     free(t->op); free(t->operand); free(t->pos); free(t->x); free(t->grad);
     t->op = op; t->operand = operand; t->pos = pos; t->x = x; t->grad = grad;
     free(t->kind); free(t->aux); free(t->dot_at); free(t->child_start); free_child(t);
@@ -170,27 +198,41 @@ inner:
 #undef RENUM
 
 
+/* Chain L's list (either form) as its `operands` pairs, written to out; a
+ * row is a chain of pairs from here on. */
+static void write_pairs(tape_t *t, int32_t L, const int32_t *list, int32_t operands, int32_t *out) {
+    for (int32_t k = 0; k < operands; ++k) out[k] = chain_operand(t, L, list, k);
+    if (t->op[L] == OP_ROW_DOT) t->op[L] = OP_DOT;
+}
+
 /* The chains' lists of products (dot_pair) that a replay reads: an F_DOT's
  * or an F_DOT4's, and a matrix-row group's vector where it is listed (row 0's
  * list); a group whose vector is read in place keeps none (its record holds
  * the rows). Called once the groups' records are made. 0, or -1 out of memory. */
 int keep_read_pairs(tape_t *t) {
-    int64_t nf = t->fwd_end[t->n_pos - 1], kept = 0;
+    int64_t nf = t->fwd_end[t->n_pos - 1], kept = 0, room = 0;
     int32_t *pairs = NULL;
-    if (!NEW(pairs, t->n_pairs)) return -1;
+    for (int64_t i = 0; i < nf; ++i) {  /* a row's list grows to its pairs */
+        const int32_t *A = t->fwd_arg + 3 * i;
+        int chains = t->fwd_code[i] == F_DOT4 ? SIDE : t->fwd_code[i] == F_DOT ? 1 : 0;
+        for (int c = 0; c < chains; ++c) room += A[3 * c + 2];
+        if (t->fwd_code[i] == F_MV4 && t->mv[A[0]].vec < 0) room += 2 * t->mv[A[0]].len;
+        if (chains == SIDE || t->fwd_code[i] == F_MV4) i += SIDE - 1;
+    }
+    if (!NEW(pairs, room)) return -1;
     for (int64_t i = 0; i < nf; ++i) {
         int32_t *A = t->fwd_arg + 3 * i;
         int chains = t->fwd_code[i] == F_DOT4 ? SIDE : t->fwd_code[i] == F_DOT ? 1 : 0;
         for (int c = 0; c < chains; ++c) {  /* an F_DOT4's chains are instructions i .. i + 3 */
             int32_t *Ac = A + 3 * c;
-            memcpy(pairs + kept, t->dot_pair + Ac[0], (size_t)Ac[2] * sizeof *pairs);
+            write_pairs(t, t->fwd[i + c], t->dot_pair + Ac[0], Ac[2], pairs + kept);
             Ac[0] = (int32_t)kept;
             kept += Ac[2];
         }
         if (t->fwd_code[i] == F_MV4) {
             matvec_t *g = t->mv + A[0];
             if (g->vec < 0) {
-                memcpy(pairs + kept, t->dot_pair + g->pairs, (size_t)(2 * g->len) * sizeof *pairs);
+                write_pairs(t, t->fwd[i], t->dot_pair + g->pairs, 2 * g->len, pairs + kept);
                 g->pairs = kept;
                 kept += 2 * g->len;
             } else {

@@ -31,7 +31,7 @@ void tape_free(tape_t *t) {
     free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
     free(t->derived_node); free(t->src_start); free(t->src);
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
-    free(t->param_edge); free(t->scratch); free(t->graph_end);
+    free(t->param_edge); free(t->scratch); free(t->graph_end); free(t->alias_base); free(t->alias_shift);
     free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
     free(t->block_vp); free(t->block_gt); free(t->block_vbuf);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);

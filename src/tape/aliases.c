@@ -1,0 +1,100 @@
+/* aliases.c: the pull lists a vector's entries share (reads.c
+ * share_vector_reads), made the backward's. A vector of n entries read by the
+ * rows of one matrix has one list stored, its first entry's; entry d reads
+ * the same parents with the weights d on. The backward reads such a vector in
+ * groups of lanes (bwd_group 2, 3: the top entry's list, the lanes' weights
+ * side by side), so only each group's top entry needs a list; the entries left
+ * over below the last group (fewer than SIDE) get their own. In the replay's
+ * numbering, once the backward's entries are in their final order. */
+#include "internal.h"
+
+/* One column of the pull lists (parent, src or block) anew: each kept
+ * entry's list, its own or the one it shares (first[b], the weights `shift`
+ * on: src only), at start[b]. A column at a time, the old one freed before
+ * the next is made (the lists are most of what the build holds); zeros are
+ * not written (calloc'd: most of the block column's pages stay untouched).
+ * 0, or -1 out of memory. */
+static int new_column(tape_t *t, int32_t **column, int shifted, const int64_t *first, const int64_t *start,
+                      const uint8_t *keep, int64_t nb) {
+    int32_t *old = *column, *col = NULL;
+    if (!NEW(col, start[nb])) return -1;
+    for (int64_t b = 0; b < nb; ++b) {
+        if (!keep[b]) continue;
+        int64_t from = first[b] >= 0 ? first[b] : b, lo = t->pull_start[from];
+        int32_t shift = first[b] >= 0 && shifted ? t->alias_shift[t->bwd[b]] : 0;
+        for (int64_t k = 0; k < t->pull_start[from + 1] - lo; ++k)
+            if (old[lo + k] + shift != 0) col[start[b] + k] = old[lo + k] + shift;
+    }
+    free(old);
+    *column = col;
+    return 0;
+}
+
+/* The runs: entry b shares the list of entry b - shift (its vector's first),
+ * as every entry between does. first[b]: that entry, or -1 (b's list is its
+ * own). Entries moved apart since the lists were shared (interleave.c) are
+ * found within its window. NULL where an entry's list is lost. */
+static const char *find_runs(const tape_t *t, int64_t nb, int64_t *first) {
+    for (int64_t b = 0; b < nb; ++b) {
+        int32_t L = t->bwd[b], base = t->alias_base[L], d = t->alias_shift[L];
+        first[b] = -1;
+        if (!base) continue;
+        int64_t at = b - d;
+        if (at >= 0 && t->bwd[at] == base && (d == 1 || (first[b - 1] == at && t->alias_shift[t->bwd[b - 1]] == d - 1))) {
+            first[b] = at;
+            continue;
+        }
+        for (at = b - d - 8; at <= b - d + 8 && at < nb; ++at)  /* (a window of interleave.c) */
+            if (at >= 0 && t->bwd[at] == base) break;
+        if (at > b - d + 8 || at >= nb) return "a vector's shared pull list is lost";
+        first[b] = at;  /* its list is copied, not shared: first[b] == b - d tells runs */
+    }
+    return NULL;
+}
+
+const char *expand_aliases(tape_t *t, int64_t nb) {
+    if (t->alias_base == NULL) return NULL;
+    int64_t *first = NULL, *start = NULL;
+    uint8_t *keep = NULL;
+    const char *why = NULL;
+    if (!NEW(first, nb) || !NEW(start, nb + 1) || !NEW(keep, nb)) { why = "out of memory"; goto done; }
+    why = find_runs(t, nb, first);
+    if (why != NULL) goto done;
+    /* groups: from each run's top down, SIDE lanes at least, MAX_LANES at most,
+     * each its top's list; the entries left over below keep theirs */
+    for (int64_t b = nb - 1; b >= 0; --b) {
+        keep[b] = 1;
+        if (first[b] < 0 || first[b] != b - t->alias_shift[t->bwd[b]]) continue;
+        int64_t lo = first[b], top = b;
+        while (top - lo + 1 >= SIDE) {
+            int64_t lanes = (top - lo + 1) / SIDE * SIDE;
+            if (lanes > MAX_LANES) lanes = MAX_LANES;
+            t->bwd_group[top] = lanes == SIDE ? 2 : 3;
+            t->bwd_lanes[top] = lanes == SIDE ? 0 : (int32_t)lanes;
+            keep[top] = 1;
+            for (int64_t e = top - lanes + 1; e < top; ++e) keep[e] = 0;
+            top -= lanes;
+        }
+        for (int64_t e = lo; e <= top; ++e) keep[e] = 1;
+        b = lo;
+    }
+    int64_t total = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+        int64_t from = first[b] >= 0 ? first[b] : b;
+        start[b] = total;
+        if (keep[b]) total += t->pull_start[from + 1] - t->pull_start[from];
+    }
+    start[nb] = total;
+    if (new_column(t, &t->pull_parent, 0, first, start, keep, nb) < 0
+        || new_column(t, &t->pull_src, 1, first, start, keep, nb) < 0
+        || new_column(t, &t->pull_block, 0, first, start, keep, nb) < 0) {
+        why = "out of memory";
+        goto done;
+    }
+    for (int64_t b = 0; b <= nb; ++b) t->pull_start[b] = start[b];
+done:
+    free(first); free(start); free(keep);
+    free(t->alias_base); free(t->alias_shift);
+    t->alias_base = t->alias_shift = NULL;
+    return why;
+}
