@@ -118,3 +118,24 @@ def test_handles_freed_at_interpreter_exit():
                          env=child_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["6.0", "True"] and out.stderr == ""
+
+
+@pytest.mark.parametrize("run", [255, 256, 257, 263, 264, 265, 520])
+@pytest.mark.parametrize("kept_at", [None, 0, 1, 7, 8, 9, 200])
+def test_a_drop_takes_exactly_the_unnamed_run_on_top(arena, run, kept_at):
+    """run unnamed rows on top of a kept leaf (one of them kept instead, at
+    kept_at from the bottom): dropped, down to the highest named row, only where
+    the unnamed rows above it are a graph's worth (256)."""
+    base = E.Value(0.5)
+    n = len(arena)
+    t, kept = base, None
+    for j in range(run):
+        t = t.relu()  # one node each; the one before loses its handle
+        if j == kept_at:
+            kept = t
+    assert len(arena) == n + run
+    del t
+    unnamed = run - 1 - kept_at if kept_at is not None else run
+    assert len(arena) == (n + run - unnamed if unnamed >= 256 else n + run)
+    if kept is not None:
+        assert kept.node == n + kept_at and kept.data == 0.5
