@@ -29,7 +29,10 @@ def big(x):
 
 @pytest.fixture
 def arena():
-    gc.collect()
+    gc.collect()  # no handle of an earlier test left to be freed in the middle of one
+    x = E.Value(1.0)
+    room = [big(x) for _ in range(20)]  # columns for 9,000 nodes: no reclaim in a test
+    del room, x
     return _engine.default_arena()
 
 
