@@ -5,9 +5,10 @@ handle names when the top node's handle goes) keep and drop handles in random
 orders between operations, throw away graphs of a few hundred nodes (so drops
 happen, down through earlier leftovers), read children (new handles for inner
 nodes), reclaim, and run backward again and again from kept nodes. Between
-backwards the compiled side runs up to 300 other walks, so the visit stamps
-(a byte a node, the column cleared every 255 walks) wrap at every phase
-relative to the program's own walks. Every kept node's data and grad must be
+backwards the compiled side runs other walks (254 of them bring the next
+walk's stamp back to the last one's: the visit stamps are a byte a node, the
+column cleared every 255 walks), and every program ends walking its newest
+nodes twice, 254 walks apart. Every kept node's data and grad must be
 the pure engine's: the same bits, the same type (int or float), the same sign
 of zero; and handles a scope released must stay stale while their rows are
 dropped and reused. MICROGPT_FUZZ_EXAMPLES raises the example count.

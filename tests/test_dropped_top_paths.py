@@ -142,3 +142,17 @@ def test_a_drop_takes_exactly_the_unnamed_run_on_top(arena, run, kept_at):
     assert len(arena) == (n + run - unnamed if unnamed >= 256 else n + run)
     if kept is not None:
         assert kept.node == n + kept_at and kept.data == 0.5
+
+
+def test_a_drop_when_the_free_list_of_handles_is_full(arena):
+    """The top node's handle freed after the handle free list filled up (its slow
+    path, which gives the object back to the allocator) drops the same rows."""
+    x = E.Value(1.5)
+    n = len(arena)
+    leaves = [E.Value(float(k)) for k in range(9000)]  # more handles than the free list keeps
+    top = [big(x)]
+    assert len(arena) == n + 9000 + 3 * N + 1
+    del leaves  # their rows are unnamed now, below the graph: nothing dropped yet
+    assert len(arena) == n + 9000 + 3 * N + 1
+    del top
+    assert len(arena) == n and x.data == 1.5 and (x * 2.0).node == n + 1
