@@ -90,7 +90,7 @@ cdef inline int check(Value v) except -1:
 
 
 cdef int raise_nomem() except -1:
-    raise MemoryError("the arena could not grow (out of memory or more than 2**31 nodes)")
+    raise MemoryError("the arena could not grow (out of memory, or more than 2**31 - 1 nodes or 2**32 - 1 edges)")
 
 
 cdef int reclaim(Arena arena) except -1:

@@ -113,18 +113,6 @@ void arena_release(arena_t *a, int64_t mark) {
     a->cur_epoch++;
 }
 
-int64_t arena_pop(arena_t *a, int64_t floor, int64_t least) {
-    int64_t n = a->n_nodes, i = n;
-    while (i > floor && a->held[i - 1] == NULL) --i;
-    if (n - i < least) return 0;
-    if (i < n) {
-        arena_clear_rows(a, i, n);
-        a->n_nodes = i;
-        a->n_edges = a->child_start[i];
-    }
-    return n - i;
-}
-
 status_t arena_replay(arena_t *a, int64_t from, int *custom) {
     double *d = a->data;
     const node_t *child = a->child;

@@ -1,5 +1,6 @@
 /* reclaim.c: reclaiming, the arena's collector: mark the rows a handle reaches,
- * slide them down in order (arena.h arena_reclaim). */
+ * slide them down in order (arena.h arena_reclaim); and the default arena's drop of
+ * the unnamed rows on top, which moves nothing (arena_pop). */
 #include "arena.h"
 
 #include <string.h>
@@ -156,6 +157,23 @@ int64_t arena_next_held(const arena_t *a, int64_t i) {
     while (i + BLOCK <= n && !any_held(held + i)) i += BLOCK;
     while (i < n && !held[i]) ++i;
     return i;
+}
+
+int64_t arena_pop(arena_t *a, int64_t floor, int64_t least) {
+    int64_t n = a->n_nodes, i = n;
+    void *const *held = a->held;
+    /* a drop needs the rows [n - least, n) all unnamed: where the lowest is named
+     * (a kept node just below a few throwaways), no scan; else a block at a time,
+     * so that a run of small throwaways on top, each its own failed drop, costs
+     * each a few block tests rather than a row-by-row pass over the run */
+    if (n - floor < least || held[n - least] != NULL) return 0;
+    while (i - BLOCK >= floor && !any_held(held + i - BLOCK)) i -= BLOCK;
+    while (i > floor && held[i - 1] == NULL) --i;
+    if (n - i < least) return 0;
+    arena_clear_rows(a, i, n);
+    a->n_nodes = i;
+    a->n_edges = a->child_start[i];
+    return n - i;
 }
 
 int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
