@@ -192,12 +192,11 @@ def record(sd, config, params, table, tokens, positions, temperature=None, forwa
 
 def record_once(sd, config, params, table, tokens, temperature, forward_only, compact):
     """record()'s one recording, compact or node by node; its graph released after."""
-    arena = params[0].arena
-    start = len(arena)
-    try:
+    # a scope, not a bare mark: nothing below its mark is reclaimed or dropped while
+    # the model code runs (no handle to the graph is left after: the tape holds the
+    # parameters only)
+    with params[0].arena.graph():
         return build_recording(sd, config, params, table, tokens, temperature, forward_only, compact)
-    finally:
-        arena.release(start)  # (no handle to it is left: the tape holds the parameters only)
 
 
 def build_recording(sd, config, params, table, tokens, temperature, forward_only, compact):
