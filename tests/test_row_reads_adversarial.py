@@ -1,0 +1,53 @@
+"""Matrix products written other ways than model.linear's (rows read in another
+order, a vector read reversed or shifted by some rows, the weights as the
+vector, a row of one weight, rows of a vector's repeated entry, products
+between the rows): the recording either replays them bit for bit as the
+compiled engine computes or is refused and made again node by node; never a
+different loss, weight or sample."""
+import random
+import struct
+
+import pytest
+
+from microgpt import available_engines, get_engine, model
+from microgpt.sampling import sample
+from test_tape import losses_and_weights, trainer
+
+pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
+
+DOCS = ["abcdefghij"[:k] for k in range(1, 11)] + ["jihgfedcba", "aaaa", "b"]
+dot = model.dot
+
+LINEARS = {
+    "rows_last_first": lambda x, w: [dot(wo, x) for wo in w[::-1]][::-1],
+    "odd_rows_read_reversed": lambda x, w: [dot(wo, x if r % 2 == 0 else x[::-1]) for r, wo in enumerate(w)],
+    "one_row_shifted": lambda x, w: [dot(wo, x[1:] + x[:1] if r == 2 else x) for r, wo in enumerate(w)],
+    "weights_as_the_vector": lambda x, w: [dot(x, wo) for wo in w],
+    "rows_one_short": lambda x, w: [dot(wo[:-1] if r % 3 == 1 else wo, x) for r, wo in enumerate(w)],
+    "rows_from_the_second_weight": lambda x, w: [dot(wo[1:], x[1:]) + wo[0] * x[0] for wo in w],
+    "one_entry_repeated": lambda x, w: [dot(wo, [x[r % len(x)]] * len(x)) for r, wo in enumerate(w)],
+    "products_between_rows": lambda x, w: [dot(wo, x) * 1.0 for wo in w],
+    "each_row_twice": lambda x, w: [dot(wo, x) + dot(wo, x) for wo in w],
+    "row_of_one": lambda x, w: [sum((dot(wo[j:j + 1], x[j:j + 1]) for j in range(len(x))), 0) for wo in w],
+    "an_entry_read_between_rows": lambda x, w: [dot(wo, x) + x[r % len(x)] * 0.5 for r, wo in enumerate(w)],
+    "odd_rows_read_a_copy": lambda x, w: [dot(wo, x if r % 2 == 0 else [xi * 1.0 for xi in x]) for r, wo in enumerate(w)],
+    "first_entry_twice": lambda x, w: [dot(wo, x[:1] + x[:-1]) for wo in w],
+    "last_row_reads_first": lambda x, w: [dot(w[-1], x)] and [dot(wo, x) for wo in w],
+    "x_times_itself": lambda x, w: [dot(wo, x) + dot(x, x) * 0.001 for wo in w],
+}
+
+
+def samples(t):
+    random.seed(5)
+    return [sample(t.engine, t.sd, t.config, t.tokenizer, temperature=temp, prefix=pre)
+            for temp in (0.6, 1.4) for pre in ("", "ab")]
+
+
+@pytest.mark.parametrize("name", sorted(LINEARS))
+@pytest.mark.parametrize("config", [dict(n_embd=8, n_head=2, block_size=9), dict(n_embd=16, n_head=1, block_size=17),
+                                    dict(n_layer=2, n_embd=32, n_head=2, block_size=5)])
+def test_a_matrix_product_written_otherwise_replays_or_is_refused_exactly(monkeypatch, name, config):
+    monkeypatch.setattr(model, "linear", LINEARS[name])
+    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
+    assert losses_and_weights(replay, 8) == losses_and_weights(compiled, 8)
+    assert samples(replay) == samples(compiled)
