@@ -3,14 +3,17 @@ order, a vector read reversed or shifted by some rows, the weights as the
 vector, a row of one weight, rows of a vector's repeated entry, products
 between the rows): the recording either replays them bit for bit as the
 compiled engine computes or is refused and made again node by node; never a
-different loss, weight or sample."""
+different loss, weight or sample. Likewise weights handed over in another order
+than they were made, or tied."""
 import random
-import struct
 
 import pytest
 
 from microgpt import available_engines, get_engine, model
+from microgpt.data import Tokenizer
+from microgpt.model import Config, init_state_dict
 from microgpt.sampling import sample
+from microgpt.train import Trainer
 from test_tape import losses_and_weights, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
@@ -67,3 +70,32 @@ def test_a_matrix_product_written_otherwise_replays_or_is_refused_exactly(monkey
     replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
     assert losses_and_weights(replay, 6) == losses_and_weights(compiled, 6)
     assert samples(replay) == samples(compiled)
+
+
+def tie(sd, name, other):
+    sd[name] = sd[other]
+
+
+STATE_DICTS = {  # the weights as a user may hand them over: rows of consecutive leaves that are
+    # not the optimizer's parameters in order, or a weight listed twice
+    "keys_last_first": lambda sd: dict(reversed(list(sd.items()))),
+    "rows_last_first": lambda sd: {k: m[::-1] for k, m in sd.items()},
+    "ends_of_rows_swapped": lambda sd: {k: [r[-1:] + r[1:-1] + r[:1] for r in m] for k, m in sd.items()},
+    "lm_head_tied_to_wte": lambda sd: tie(sd, "lm_head", "wte") or sd,
+    "wk_is_wq": lambda sd: tie(sd, "layer0.attn_wk", "layer0.attn_wq") or sd,
+    "a_row_listed_twice": lambda sd: sd["lm_head"].__setitem__(1, sd["lm_head"][0]) or sd,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATE_DICTS))
+def test_weights_handed_over_in_another_order_or_tied_replay_or_are_refused_exactly(name):
+    runs = []
+    for engine in ("replay", "compiled"):
+        eng = get_engine(engine)
+        random.seed(7)
+        tok = Tokenizer.from_documents(DOCS)
+        cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=9)
+        sd = STATE_DICTS[name](init_state_dict(eng.Value, cfg))
+        t = Trainer(eng, sd, cfg, list(DOCS), tok, num_steps=100)
+        runs.append((losses_and_weights(t, 6), samples(t)))
+    assert runs[0] == runs[1]
