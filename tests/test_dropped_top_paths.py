@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from support import child_env
+from support import PACKAGE_PARENT, child_env
 
 from microgpt import available_engines, get_engine
 
@@ -118,7 +118,7 @@ print(kept.data, len(default_arena()) > 0)
 
 def test_handles_freed_at_interpreter_exit():
     out = subprocess.run([sys.executable, "-c", SHUTDOWN], capture_output=True, text=True, timeout=60,
-                         env=child_env())
+                         env=child_env(), cwd=PACKAGE_PARENT)  # the installed package, not the checkout
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["6.0", "True"] and out.stderr == ""
 
