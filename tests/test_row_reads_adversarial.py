@@ -99,3 +99,14 @@ def test_weights_handed_over_in_another_order_or_tied_replay_or_are_refused_exac
         t = Trainer(eng, sd, cfg, list(DOCS), tok, num_steps=100)
         runs.append((losses_and_weights(t, 6), samples(t)))
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", ["lm_head_tied_to_wte", "wk_is_wq", "a_row_listed_twice"])
+def test_a_weight_listed_twice_is_refused_with_that_reason(name):
+    eng = get_engine("replay")
+    random.seed(7)
+    tok = Tokenizer.from_documents(DOCS)
+    cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=9)
+    t = Trainer(eng, STATE_DICTS[name](init_state_dict(eng.Value, cfg)), cfg, list(DOCS), tok, num_steps=100)
+    losses_and_weights(t, 1)
+    assert t.document_loss.refused.startswith("a parameter is listed twice")

@@ -65,7 +65,8 @@ static const char *map_params(builder_t *b) {
     for (int64_t i = 0; i < r->rec_start; ++i) b->pmap[i] = -1;
     for (int32_t k = 0; k < r->n_params; ++k) {
         node_t i = r->params[k];
-        if (i < 0 || i >= r->rec_start || b->pmap[i] >= 0) return "a parameter is not a node made before recording";
+        if (i < 0 || i >= r->rec_start) return "a parameter is not a node made before recording";
+        if (b->pmap[i] >= 0) return "a parameter is listed twice (a weight shared by two matrices, or a row given twice)";
         b->pmap[i] = k;
     }
     return NULL;
