@@ -1,5 +1,5 @@
-"""What the test files share: the data they read, float comparison, and running
-`microgpt` in-process or as a child process.
+"""What the test files share: the data they read, float comparison, a small model
+trained in-process, and running `microgpt` in-process or as a child process.
 
 (pyproject.toml puts tests/ on sys.path, and bench/pytest.ini does the same for
 the benchmarks, so both import this as `support`.)
@@ -8,7 +8,9 @@ import hashlib
 import json
 import math
 import os
+import random
 import signal
+import struct
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -16,8 +18,11 @@ from io import StringIO
 from pathlib import Path
 
 import microgpt
+from microgpt import get_engine
 from microgpt.cli import main
-from microgpt.data import NAMES_SHA256, names_path
+from microgpt.data import NAMES_SHA256, Tokenizer, names_path
+from microgpt.model import Config, init_state_dict
+from microgpt.train import Trainer
 
 TESTS = Path(__file__).resolve().parent
 GOLDEN_DIR = TESTS / "golden"
@@ -130,6 +135,36 @@ def same_float(x, y):
     if math.isnan(x) or math.isnan(y):
         return math.isnan(x) and math.isnan(y)
     return x == y and math.copysign(1, x) == math.copysign(1, y)
+
+
+# ---------------------------------------------------------------- a small model, trained in-process
+
+TEN_NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
+SMALL = dict(n_embd=8, n_head=2, block_size=8)  # one layer; every document of TEN_NAMES fits the block
+
+
+def bits(x):
+    """A float's eight bytes: == on them is == on every bit (the sign of a zero too)."""
+    return struct.pack("<d", x)
+
+
+def small_trainer(engine, docs=TEN_NAMES, seed=3, num_steps=20, state=None, **config):
+    """A Trainer of the named engine on docs, a SMALL model unless config says otherwise,
+    its weights drawn after random.seed(seed); state(sd), where given, hands them over
+    rearranged (returning the state dict to train)."""
+    eng = get_engine(engine)
+    random.seed(seed)
+    tok = Tokenizer.from_documents(docs)
+    cfg = Config(vocab_size=tok.vocab_size, **{**SMALL, **config})
+    sd = init_state_dict(eng.Value, cfg)
+    return Trainer(eng, sd if state is None else state(sd), cfg, list(docs), tok, num_steps=num_steps)
+
+
+def train_bits(engine, steps=6):
+    """(losses, weights, trainer): steps of a small_trainer, the floats as bits."""
+    t = small_trainer(engine)
+    losses = [bits(t.train_step()[1]) for _ in range(steps)]
+    return losses, [bits(p.data) for p in t.params], t
 
 
 # ---------------------------------------------------------------- running microgpt

@@ -9,14 +9,13 @@ refused is made again node by node.
 """
 import math
 import random
-import struct
 
 import pytest
 
 from microgpt import available_engines, get_engine, model, replay, train
-from microgpt.data import Tokenizer
 from microgpt.model import Config, init_state_dict
-from microgpt.train import Trainer
+
+from support import TEN_NAMES, bits, small_trainer, train_bits
 
 if "replay" not in available_engines():
     pytest.skip("the compiled engine is not built here", allow_module_level=True)
@@ -24,11 +23,6 @@ if "replay" not in available_engines():
 from microgpt import _engine  # noqa: E402  (built: the replay engine is)
 
 OP_DOT = 9
-DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
-
-
-def bits(x):
-    return struct.pack("<d", x)
 
 
 def compact_sum(arena, w, x):
@@ -83,24 +77,10 @@ def test_the_arena_runs_no_backward_and_no_replay_through_a_compact_sum():
             arena.replay(mark)
 
 
-def trainer(name, seed=3):
-    eng = get_engine(name)
-    random.seed(seed)
-    tok = Tokenizer.from_documents(DOCS)
-    cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=8)
-    return Trainer(eng, init_state_dict(eng.Value, cfg), cfg, list(DOCS), tok, num_steps=20)
-
-
-def run(name, steps=6):
-    t = trainer(name)
-    losses = [bits(t.train_step()[1]) for _ in range(steps)]
-    return losses, [bits(p.data) for p in t.params], t
-
-
 def test_the_compact_recording_builds_the_node_by_node_recordings_tape():
-    t = trainer("replay")
+    t = small_trainer("replay")
     dl = t.document_loss
-    tokens = t.tokenizer.document_tokens(DOCS[3])
+    tokens = t.tokenizer.document_tokens(TEN_NAMES[3])
     eng = get_engine("replay")
     counts = []
     for compact in (True, False):
@@ -119,9 +99,9 @@ def test_a_tape_built_on_its_own_copy_of_the_edges_is_the_one_built_in_place(mon
     # consume=True: the chains' lists are the arena's edges and the room past them
     # (rmsnorm's sums, recorded node by node, written there), the recorded rows'
     # pages given back; consume=False: the tape's own copy, grown for those lists
-    t = trainer("replay")
+    t = small_trainer("replay")
     dl = t.document_loss
-    tokens = t.tokenizer.document_tokens(DOCS[3])[:9]
+    tokens = t.tokenizer.document_tokens(TEN_NAMES[3])[:9]
     eng = get_engine("replay")
     build = _engine.build_tape
     tapes = []
@@ -157,8 +137,8 @@ def replayed_as_compiled(monkeypatch, refuse_compact=False):
     """The recordings replay made ((compact, why refused) each) and its document loss;
     its losses and weights over the run are the compiled engine's."""
     made = recordings(monkeypatch, refuse_compact)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    losses, weights, t = train_bits("replay")
+    assert (losses, weights) == train_bits("compiled")[:2]
     return made, t.document_loss
 
 
@@ -214,14 +194,14 @@ def test_a_recording_refused_by_the_builds_last_check_is_computed_exactly(monkey
 
 
 def test_a_compact_recording_leaves_no_nodes_behind():
-    t = trainer("replay")
+    t = small_trainer("replay")
     arena = t.params[0].arena
     eng = get_engine("replay")
     with eng.graph():
         before = len(arena)
-        t.document_loss(t.tokenizer.document_tokens(DOCS[0]))
+        t.document_loss(t.tokenizer.document_tokens(TEN_NAMES[0]))
         assert len(arena) == before  # the recording's graph released once its tape was built
-    assert not math.isnan(t.document_loss.tape.forward(t.tokenizer.document_tokens(DOCS[0])[:3]))
+    assert not math.isnan(t.document_loss.tape.forward(t.tokenizer.document_tokens(TEN_NAMES[0])[:3]))
 
 
 def test_a_sum_reading_a_weight_twice_is_refused_both_ways_and_computed_exactly(monkeypatch):
@@ -235,7 +215,7 @@ def test_a_sum_reading_a_weight_twice_is_refused_both_ways_and_computed_exactly(
 
 
 def test_a_samplers_model_code_sums_compactly_with_the_same_probabilities():
-    t = trainer("replay")
+    t = small_trainer("replay")
     sd, config = t.document_loss.sd, t.document_loss.config
     arena = t.params[0].arena
     eng = get_engine("replay")

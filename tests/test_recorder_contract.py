@@ -6,36 +6,14 @@ still gives the compiled engine's floats: a shape it no longer recognises is
 replayed unfused (slower), and a mean it cannot follow is refused, which
 `microgpt train` says in one line.
 """
-import random
-import struct
-
 import pytest
 
 from microgpt import available_engines, get_engine
 from microgpt import model
-from microgpt.data import Tokenizer
-from microgpt.model import Config, init_state_dict
-from microgpt.train import Trainer
 
-from support import run_main
+from support import TEN_NAMES, run_main, train_bits
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
-
-DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
-
-
-def trainer(name):
-    eng = get_engine(name)
-    random.seed(3)
-    tok = Tokenizer.from_documents(DOCS)
-    cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=8)
-    return Trainer(eng, init_state_dict(eng.Value, cfg), cfg, list(DOCS), tok, num_steps=20)
-
-
-def run(name, steps=6):
-    t = trainer(name)
-    losses = [struct.pack("<d", t.train_step()[1]) for _ in range(steps)]
-    return losses, [struct.pack("<d", p.data) for p in t.params], t
 
 
 def a_mean_from_the_first_loss(losses):
@@ -43,15 +21,15 @@ def a_mean_from_the_first_loss(losses):
 
 
 def test_the_mean_as_written_is_recognised():
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    losses, weights, t = train_bits("replay")
+    assert (losses, weights) == train_bits("compiled")[:2]
     assert t.document_loss.refused is None and t.document_loss.model_steps == 0
 
 
 def test_a_mean_written_from_the_first_loss_is_refused_and_computed_exactly(monkeypatch):
     monkeypatch.setattr(model, "mean_of", a_mean_from_the_first_loss)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    losses, weights, t = train_bits("replay")
+    assert (losses, weights) == train_bits("compiled")[:2]
     assert t.document_loss.tape is None
     assert t.document_loss.refused == "the loss is not the mean of the positions' losses"
     assert t.document_loss.model_steps == 6
@@ -59,7 +37,7 @@ def test_a_mean_written_from_the_first_loss_is_refused_and_computed_exactly(monk
 
 def test_train_says_in_one_line_that_a_refused_recording_runs_the_model_code(monkeypatch, tmp_path):
     text = tmp_path / "docs.txt"
-    text.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
+    text.write_text("\n".join(TEN_NAMES) + "\n", encoding="utf-8")
     argv = ["train", "--input", text, "--steps", "3", "--num-samples", "0", "--engine", "replay", "--n-embd", "8"]
     status, out, err = run_main(argv)
     assert status == 0, err
@@ -76,7 +54,7 @@ def test_train_says_in_one_line_that_a_refused_recording_runs_the_model_code(mon
 def test_a_sum_written_another_way_replays_unfused_and_exactly(monkeypatch):
     # the same products, summed from the first one rather than from Value(0): not the
     # chain the recorder fuses, so each addition is its own instruction, with the same floats
-    fused = run("replay")[2].document_loss.tape.counts(8)
+    fused = train_bits("replay")[2].document_loss.tape.counts(8)
 
     def linear_from_the_first_product(x, w):
         rows = []
@@ -86,8 +64,8 @@ def test_a_sum_written_another_way_replays_unfused_and_exactly(monkeypatch):
         return rows
 
     monkeypatch.setattr(model, "linear", linear_from_the_first_product)
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    losses, weights, t = train_bits("replay")
+    assert (losses, weights) == train_bits("compiled")[:2]
     assert t.document_loss.refused is None and t.document_loss.model_steps == 0
     unfused = t.document_loss.tape.counts(8)
     assert unfused["forward"] > 2 * fused["forward"]
@@ -133,7 +111,7 @@ def test_a_softmax_summed_backwards_is_refused_by_the_backward_order_check(monke
         return [e / total for e in exps]
 
     monkeypatch.setattr(model, "softmax", softmax_summed_backwards)
-    losses, weights, t = run("replay", steps=3)
-    assert (losses, weights) == run("compiled", steps=3)[:2]
+    losses, weights, t = train_bits("replay", steps=3)
+    assert (losses, weights) == train_bits("compiled", steps=3)[:2]
     assert t.document_loss.tape is None
     assert "does not follow the tape's rule" in t.document_loss.refused

@@ -7,25 +7,17 @@ replays exactly, and one whose row weights are not the parameters in order is
 refused (the step is recorded again node by node).
 """
 import random
-import struct
 
 import pytest
 
 from microgpt import available_engines, get_engine, model, replay
-from microgpt.data import Tokenizer
-from microgpt.model import Config, init_state_dict
-from microgpt.train import Trainer
+
+from support import TEN_NAMES, bits, small_trainer, train_bits
 
 if "replay" not in available_engines():
     pytest.skip("the compiled engine is not built here", allow_module_level=True)
 
 from microgpt import _engine  # noqa: E402  (built: the replay engine is)
-
-DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
-
-
-def bits(x):
-    return struct.pack("<d", x)
 
 
 def recorded_sum(arena, w, x):
@@ -78,22 +70,9 @@ def test_other_weights_and_sums_outside_a_recording_keep_the_pairs():
             _engine.set_compact(arena, was)
 
 
-def trainer(name, seed=3):
-    eng = get_engine(name)
-    random.seed(seed)
-    tok = Tokenizer.from_documents(DOCS)
-    cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=8)
-    return Trainer(eng, init_state_dict(eng.Value, cfg), cfg, list(DOCS), tok, num_steps=20)
-
-
-def run(name, steps=6):
-    t = trainer(name)
-    return [bits(t.train_step()[1]) for _ in range(steps)], [bits(p.data) for p in t.params], t
-
-
 def test_rows_replay_as_the_compiled_engine_computes():
-    losses, weights, t = run("replay")
-    assert (losses, weights) == run("compiled")[:2]
+    losses, weights, t = train_bits("replay")
+    assert (losses, weights) == train_bits("compiled")[:2]
     assert t.document_loss.refused is None and t.document_loss.model_steps == 0
 
 
@@ -110,12 +89,12 @@ def test_rows_whose_weights_are_not_the_parameters_in_order_are_refused(monkeypa
         return tape, why
 
     monkeypatch.setattr(replay, "record_once", noting)
-    t = trainer("replay")
+    t = small_trainer("replay")
     dl = t.document_loss
     dl.params = dl.params[::-1]
     dl.table = replay.token_table(dl.sd)
     dl.table = (len(dl.params) - dl.table[0] - dl.table[1] * dl.table[2], dl.table[1], dl.table[2])
-    tokens = t.tokenizer.document_tokens(DOCS[3])[:9]
+    tokens = t.tokenizer.document_tokens(TEN_NAMES[3])[:9]
     with get_engine("replay").graph():
         tape, why = dl.make_tape(tokens, 8)
     assert made[0] == (True, "a compact sum's weights are not consecutive parameters")

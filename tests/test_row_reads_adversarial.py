@@ -9,11 +9,9 @@ import random
 
 import pytest
 
-from microgpt import available_engines, get_engine, model
-from microgpt.data import Tokenizer
-from microgpt.model import Config, init_state_dict
+from microgpt import available_engines, model
 from microgpt.sampling import sample
-from microgpt.train import Trainer
+from support import small_trainer
 from test_tape import losses_and_weights, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
@@ -87,26 +85,22 @@ STATE_DICTS = {  # the weights as a user may hand them over: rows of consecutive
 }
 
 
+def handed_over(engine, name):
+    """A trainer whose weights reach it as STATE_DICTS[name] hands them over."""
+    return small_trainer(engine, DOCS, seed=7, num_steps=100, state=STATE_DICTS[name], block_size=9)
+
+
 @pytest.mark.parametrize("name", sorted(STATE_DICTS))
 def test_weights_handed_over_in_another_order_or_tied_replay_or_are_refused_exactly(name):
     runs = []
     for engine in ("replay", "compiled"):
-        eng = get_engine(engine)
-        random.seed(7)
-        tok = Tokenizer.from_documents(DOCS)
-        cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=9)
-        sd = STATE_DICTS[name](init_state_dict(eng.Value, cfg))
-        t = Trainer(eng, sd, cfg, list(DOCS), tok, num_steps=100)
+        t = handed_over(engine, name)
         runs.append((losses_and_weights(t, 6), samples(t)))
     assert runs[0] == runs[1]
 
 
 @pytest.mark.parametrize("name", ["lm_head_tied_to_wte", "wk_is_wq", "a_row_listed_twice"])
 def test_a_weight_listed_twice_is_refused_with_that_reason(name):
-    eng = get_engine("replay")
-    random.seed(7)
-    tok = Tokenizer.from_documents(DOCS)
-    cfg = Config(vocab_size=tok.vocab_size, n_embd=8, n_head=2, block_size=9)
-    t = Trainer(eng, STATE_DICTS[name](init_state_dict(eng.Value, cfg)), cfg, list(DOCS), tok, num_steps=100)
+    t = handed_over("replay", name)
     losses_and_weights(t, 1)
     assert t.document_loss.refused.startswith("a parameter is listed twice")
