@@ -21,11 +21,17 @@ static inline int use_avx2(void) {
 #endif
 }
 
-/* The kernel name##_avx2 where it is built and the processor has AVX2, else
+/* KERNELS(name, (parameters), body): the kernel defined twice, name##_plain
+ * and (where it can be built) name##_avx2, the same body compiled for each.
+ * KERNEL(name): name##_avx2 where it is built and the processor has AVX2, else
  * name##_plain: the one place a file picks between the two. */
 #ifdef HAVE_AVX2
+#define KERNELS(name, params, body) \
+    static void name##_plain params { body } \
+    __attribute__((target("avx2"))) static void name##_avx2 params { body }
 #define KERNEL(name) (use_avx2() ? name##_avx2 : name##_plain)
 #else
+#define KERNELS(name, params, body) static void name##_plain params { body }
 #define KERNEL(name) (name##_plain)
 #endif
 

@@ -166,18 +166,11 @@
         g3[j] += v[j] * t3;                                                               \
     }
 #define ROWS_GRADS_ARGS double *restrict g, const double *restrict v, const matvec_t *m
-static void matvec_plain(MATVEC_ARGS) { MATVEC_BODY }
-static void matvec2_plain(MATVEC2_ARGS) { MATVEC2_BODY }
-static void vecgrads_plain(VECGRADS_ARGS) { VECGRADS_BODY }
-static void blockgrads_plain(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
-static void rows_grads_plain(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void rows_grads_avx2(ROWS_GRADS_ARGS) { ROWS_GRADS_BODY }
-__attribute__((target("avx2"))) static void matvec_avx2(MATVEC_ARGS) { MATVEC_BODY }
-__attribute__((target("avx2"))) static void matvec2_avx2(MATVEC2_ARGS) { MATVEC2_BODY }
-__attribute__((target("avx2"))) static void vecgrads_avx2(VECGRADS_ARGS) { VECGRADS_BODY }
-__attribute__((target("avx2"))) static void blockgrads_avx2(BLOCKGRADS_ARGS) { BLOCKGRADS_BODY }
-#endif
+KERNELS(matvec, (MATVEC_ARGS), MATVEC_BODY)
+KERNELS(matvec2, (MATVEC2_ARGS), MATVEC2_BODY)
+KERNELS(vecgrads, (VECGRADS_ARGS), VECGRADS_BODY)
+KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
+KERNELS(rows_grads, (ROWS_GRADS_ARGS), ROWS_GRADS_BODY)
 
 void matrix_group_grads(tape_t *t, const matvec_t *m) {
     double buf[MAX_LANES];

@@ -43,10 +43,7 @@
     }
 #define PAIRED_ARGS double *restrict ap, double *restrict aq, const double *x, const int32_t *wofs, \
                     const double *gtp, const double *gtq, int32_t rows, int32_t lanes
-static void paired_plain(PAIRED_ARGS) { PAIRED_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void paired_avx2(PAIRED_ARGS) { PAIRED_BODY }
-#endif
+KERNELS(paired, (PAIRED_ARGS), PAIRED_BODY)
 
 /* The group that position p's level s ends with, if it may run first (its
  * lanes; 0 if not): a matrix-row group, not a rotating one, every parent
@@ -126,10 +123,7 @@ int paired_plan(tape_t *t) {
     }
 #define QUAD_ARGS double (*restrict acc)[MAX_LANES], const double *x, const int32_t *wofs, \
                   const double (*gt)[CHUNK], int32_t rows, int32_t lanes
-static void quad_plain(QUAD_ARGS) { QUAD_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void quad_avx2(QUAD_ARGS) { QUAD_BODY }
-#endif
+KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
 
 /* How many positions from p down run their first groups of level s together
  * (4, 2, or 1: alone, or 0: p has none). */

@@ -164,10 +164,7 @@ int32_t lane_width(const tape_t *t, int32_t b) { return t->lane_runs[t->bwd_lane
     }
 #define LANES_ARGS const lane_run_t *r, double *g, const double *x, const int32_t *pp, const int32_t *src, \
                    const int32_t *d, const int32_t *bwd, int64_t end
-static void lanes_plain(LANES_ARGS) { LANES_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void lanes_avx2(LANES_ARGS) { LANES_BODY }
-#endif
+KERNELS(lanes, (LANES_ARGS), LANES_BODY)
 
 /* The run whose top entry is b (bwd_group 5); end: parents from it on add nothing. */
 void lane_grads(tape_t *t, int32_t b, int32_t end) {

@@ -16,10 +16,7 @@
     for (int i = 0; i < SIDE; ++i) g[dst[i]] = acc[i];
 #define SHIFTED_ARGS double *g, const double *x, const int32_t *pp, const int32_t *src, int64_t k0, int64_t k1, \
                      int32_t end, const int32_t *dst
-static void shifted_plain(SHIFTED_ARGS) { SHIFTED_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void shifted_avx2(SHIFTED_ARGS) { SHIFTED_BODY }
-#endif
+KERNELS(shifted, (SHIFTED_ARGS), SHIFTED_BODY)
 
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
     void (*kernel)(SHIFTED_ARGS) = KERNEL(shifted);
@@ -35,10 +32,7 @@ void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
     v4 acc = x[p[0]] * load4(x + p[1]) + init;                                      \
     for (int32_t j = 2; j < A[2]; j += 2) acc = acc + x[p[j]] * load4(x + p[j + 1]); \
     for (int c = 0; c < SIDE; ++c) x[t->fwd[i + c]] = acc[c];
-static void shift4_plain(tape_t *t, int64_t i) { SHIFT4_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { SHIFT4_BODY }
-#endif
+KERNELS(shift4, (tape_t *t, int64_t i), SHIFT4_BODY)
 
 /* Four F_SHIFT4 groups in a row, one head's sixteen outputs at one position
  * (shift_plan): group q's chain c sums x[p[2 j]] * x[p[2 j + 1] + 4 q + c],
@@ -60,10 +54,7 @@ __attribute__((target("avx2"))) static void shift4_avx2(tape_t *t, int64_t i) { 
     }                                                                                     \
     for (int q = 0; q < SIDE; ++q)                                                        \
         for (int c = 0; c < SIDE; ++c) x[t->fwd[i + SIDE * q + c]] = acc[q][c];
-static void shift16_plain(tape_t *t, int64_t i) { SHIFT16_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void shift16_avx2(tape_t *t, int64_t i) { SHIFT16_BODY }
-#endif
+KERNELS(shift16, (tape_t *t, int64_t i), SHIFT16_BODY)
 
 /* The group at instruction i, or the four from it (shift_plan: its second
  * instruction's first operand, unread by SHIFT4_BODY, is then -1); returns

@@ -134,10 +134,7 @@ int strided_plan(tape_t *t) {
     }                                                                                     \
     for (int q = 0; q < SIDE; ++q)                                                        \
         for (int c = 0; c < SIDE; ++c) x[t->fwd[i + D * q + c]] = acc[q][c];
-static void strided16_plain(tape_t *t, int64_t i) { STRIDED16_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void strided16_avx2(tape_t *t, int64_t i) { STRIDED16_BODY }
-#endif
+KERNELS(strided16, (tape_t *t, int64_t i), STRIDED16_BODY)
 
 /* The group at instruction i, or the four from it, or none (done with the
  * first of its four: strided_runs). */

@@ -126,10 +126,7 @@ static int pulls_runs(tape_t *t) {
     for (int q = 0; q < SIDE; ++q)                                                        \
         for (int k = 0; k < SIDE; ++k) t->grad[t->bwd[b - D * q - k]] = acc[q][k];
 #define PULLS16_ARGS tape_t *t, const strided_pulls_t *s, int32_t b, int D
-static void pulls16_plain(PULLS16_ARGS) { PULLS16_BODY }
-#ifdef HAVE_AVX2
-__attribute__((target("avx2"))) static void pulls16_avx2(PULLS16_ARGS) { PULLS16_BODY }
-#endif
+KERNELS(pulls16, (PULLS16_ARGS), PULLS16_BODY)
 
 /* Group b's four sums (bwd_group 6), or the run's from it, or none (done
  * with its run's first); 0 if a parent is at or past end (then the lists). */
