@@ -38,6 +38,19 @@ static int blocks_own_grads(const tape_t *t, uint8_t *other) {
     return 1;
 }
 
+/* Where each read's four rows' sums are: consecutive nodes (a block's
+ * gradients read them in place, block_top), or else gathered into block_gt. 0,
+ * or -1 out of memory. */
+static int block_sums(tape_t *t, int32_t n_mv) {
+    int consecutive = 1;
+    for (int32_t k = 0; k < n_mv && consecutive; ++k)
+        for (int c = 1; c < SIDE; ++c) consecutive &= t->mv[k].top[c] == t->mv[k].top[0] + c;
+    if (!consecutive) return NEW(t->block_gt, SIDE * (int64_t)n_mv) ? 0 : -1;
+    if (!NEW(t->block_top, n_mv)) return -1;
+    for (int32_t k = 0; k < n_mv; ++k) t->block_top[t->mv_read[k]] = t->mv[k].top[0];
+    return 0;
+}
+
 /* The blocks, their reads and the runs; a tape whose groups do not form
  * disjoint blocks keeps none (n_blocks 0: the forward then reads the rows in
  * place, a group at a time). 0, or -1 out of memory. */
@@ -86,8 +99,7 @@ int matrix_plan(tape_t *t) {
         for (int32_t k = 0; k + SIDE <= n_mv; ++k)
             if (one_run(t, k)) { t->mv[k].run = SIDE; k += SIDE - 1; }
     if (t->blocks_own_grads
-        && (!NEW(t->block_vp, t->n_pos) || !NEW(t->block_gt, SIDE * (int64_t)n_mv)
-            || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)))
+        && (!NEW(t->block_vp, 2 * t->n_pos) || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)))
         return -1;
-    return 0;
+    return t->blocks_own_grads ? block_sums(t, n_mv) : 0;
 }

@@ -140,8 +140,10 @@ struct tape {
     int32_t *block_pos, *block_vec;  /* by read (block order): its position, its vector in
                              * place (or -1: the group's record gathers it) */
     int32_t *mv_read;       /* by group: its read's index in block order */
+    int32_t *block_top;     /* by read: the first of its rows' sums, four consecutive nodes (NULL:
+                             * not every read's are; then block_gt) */
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
-    const double **block_vp;  /* n_pos: a block's reads' vectors */
+    const double **block_vp;  /* 2 n_pos: a block's reads' vectors, and their sums' gradients */
     double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
      * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units

@@ -35,4 +35,20 @@ static inline int use_avx2(void) {
 #define KERNEL(name) (name##_plain)
 #endif
 
+/* Eight doubles in one register, for the kernels that have an AVX-512 build
+ * too: WIDE(name, (parameters), body) defines name##_avx512 from a body written
+ * with v8 lanes (where it can be built), and KERNEL_WIDE(name) picks it where
+ * the processor has AVX-512F, else KERNEL(name). */
+typedef double v8 __attribute__((vector_size(64)));
+typedef double v8u __attribute__((vector_size(64), aligned(8), may_alias));
+#define load8(p) (*(const v8u *)(p))
+#define store8(p, r) (*(v8u *)(p) = (r))
+#ifdef HAVE_AVX2
+#define WIDE(name, params, body) __attribute__((target("avx512f"))) static void name##_avx512 params { body }
+#define KERNEL_WIDE(name) (__builtin_cpu_supports("avx512f") ? name##_avx512 : KERNEL(name))
+#else
+#define WIDE(name, params, body)
+#define KERNEL_WIDE(name) KERNEL(name)
+#endif
+
 #endif

@@ -8,10 +8,8 @@
  *             forward into wt: wt[w0 + 4 j + c] = row c's j-th weight), four
  *             blocks of one matrix times one vector at once;
  *   backward  a vector's gradients: its entries a lane each, a chunk of rows
- *             held in registers over every row that reads it;
- *             a row block's weights' gradients: the weights a lane each,
- *             positions last to first inside the register (each weight is
- *             read once a position: that is its order of additions). */
+ *             held in registers over every row that reads it; a row
+ *             block's weights' gradients are weight_grads.c's. */
 #include "internal.h"
 #include "lanes.h"
 
@@ -43,7 +41,7 @@
  * g_r over the rows r that read the vector, in the pull list's order; wofs[r]
  * is where row r's weights for lane 0 are in x, gts[r] its sum's gradient. */
 #define VECGRADS_BODY                                                             \
-    int32_t i = 0;                                                                \
+    int32_t i = from;                                                             \
     for (; i + 32 <= lanes; i += 32) {  /* eight sums in flight: an add's latency hidden */ \
         v4 a[8];                                                                  \
         for (int u = 0; u < 8; ++u) a[u] = load4(acc + i + 4 * u);                \
@@ -74,50 +72,6 @@
         store4(acc + i, a0);                                                      \
     }
 
-/* A row block's weights' gradients: row c's weight j adds v_k[j] * gt[4 k + c]
- * for its reads k = 0.. (positions last to first); row c's weights at gw + c len. */
-#define BLOCKGRADS_BODY                                                           \
-    int32_t j = 0;                                                                \
-    for (; j + 8 <= len; j += 8) {  /* two chunks of weights: eight sums in flight */ \
-        v4 a[8];                                                                  \
-        for (int c = 0; c < SIDE; ++c) {                                          \
-            a[2 * c] = load4(gw + c * len + j);                                   \
-            a[2 * c + 1] = load4(gw + c * len + j + 4);                           \
-        }                                                                         \
-        for (int32_t k = 0; k < reads; ++k) {                                     \
-            v4 v0 = load4(vp[k] + j), v1 = load4(vp[k] + j + 4);                  \
-            const double *gk = gt + 4 * k;                                        \
-            for (int c = 0; c < SIDE; ++c) {                                      \
-                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
-                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
-            }                                                                     \
-        }                                                                         \
-        for (int c = 0; c < SIDE; ++c) {                                          \
-            store4(gw + c * len + j, a[2 * c]);                                   \
-            store4(gw + c * len + j + 4, a[2 * c + 1]);                           \
-        }                                                                         \
-    }                                                                             \
-    for (; j + 4 <= len; j += 4) {                                                \
-        v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
-        v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
-        for (int32_t k = 0; k < reads; ++k) {                                     \
-            v4 vj = load4(vp[k] + j);                                             \
-            const double *gk = gt + 4 * k;                                        \
-            a0 = a0 + vj * gk[0];                                                 \
-            a1 = a1 + vj * gk[1];                                                 \
-            a2 = a2 + vj * gk[2];                                                 \
-            a3 = a3 + vj * gk[3];                                                 \
-        }                                                                         \
-        store4(gw + j, a0); store4(gw + len + j, a1);                             \
-        store4(gw + 2 * len + j, a2); store4(gw + 3 * len + j, a3);               \
-    }                                                                             \
-    for (; j < len; ++j)                                                          \
-        for (int c = 0; c < SIDE; ++c) {                                          \
-            double a = gw[c * len + j];                                           \
-            for (int32_t k = 0; k < reads; ++k) a = a + vp[k][j] * gt[4 * k + c]; \
-            gw[c * len + j] = a;                                                  \
-        }
-
 /* The same, for one run of four groups (16 rows) at two positions: g and h,
  * vectors v and u; the weights' loads shared, eight sums in flight. */
 #define MATVEC2_BODY                                                                     \
@@ -147,8 +101,8 @@
 #define MATVEC2_ARGS double *restrict x, const double *restrict wt, const double *v, const double *u, \
                      const matvec_t *g, const matvec_t *h
 #define MATVEC_ARGS double *restrict x, const double *restrict wt, const double *v, const matvec_t *g, int count
-#define VECGRADS_ARGS double *restrict acc, const double *x, const int32_t *wofs, const double *gts, int32_t rows, int32_t lanes
-#define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *gt, int32_t reads
+#define VECGRADS_ARGS double *restrict acc, const double *x, const int32_t *wofs, const double *gts, int32_t rows, \
+                      int32_t lanes, int32_t from
 
 /* Where a tape has no row blocks, or a block's weights are read otherwise
  * too: an F_MV4 group's weights' gradients, a position at a time (lanes
@@ -169,7 +123,23 @@
 KERNELS(matvec, (MATVEC_ARGS), MATVEC_BODY)
 KERNELS(matvec2, (MATVEC2_ARGS), MATVEC2_BODY)
 KERNELS(vecgrads, (VECGRADS_ARGS), VECGRADS_BODY)
-KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
+
+/* The same with eight lanes a register (AVX-512): 64 lanes a step, eight
+ * sums in flight; the lanes from the last multiple of 64 on as above. */
+#define VECGRADS8_BODY                                                            \
+    int32_t i = 0;                                                                \
+    for (; i + 64 <= lanes; i += 64) {                                            \
+        v8 a[8];                                                                  \
+        for (int u = 0; u < 8; ++u) a[u] = load8(acc + i + 8 * u);                \
+        for (int32_t r = 0; r < rows; ++r) {                                      \
+            const double *w = x + wofs[r] + i;                                    \
+            double gt = gts[r];                                                   \
+            for (int u = 0; u < 8; ++u) a[u] = a[u] + load8(w + 8 * u) * gt;      \
+        }                                                                         \
+        for (int u = 0; u < 8; ++u) store8(acc + i + 8 * u, a[u]);                \
+    }                                                                             \
+    if (i < lanes) vecgrads_avx2(acc, x, wofs, gts, rows, lanes, i);
+WIDE(vecgrads, (VECGRADS_ARGS), VECGRADS8_BODY)
 KERNELS(rows_grads, (ROWS_GRADS_ARGS), ROWS_GRADS_BODY)
 
 void matrix_group_grads(tape_t *t, const matvec_t *m) {
@@ -210,7 +180,7 @@ static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t 
     enum { CHUNK = 256 };
     double gts[CHUNK];
     int32_t wofs[CHUNK];
-    void (*kernel)(VECGRADS_ARGS) = KERNEL(vecgrads);
+    void (*kernel)(VECGRADS_ARGS) = KERNEL_WIDE(vecgrads);
     while (k0 < k1) {
         int32_t rows = 0;
         for (; k0 < k1 && rows < CHUNK; ++k0)
@@ -218,7 +188,7 @@ static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t 
                 gts[rows] = t->grad[t->pull_parent[k0]];
                 wofs[rows++] = t->pull_src[k0] - (lanes - 1);
             }
-        kernel(acc, t->x, wofs, gts, rows, lanes);
+        kernel(acc, t->x, wofs, gts, rows, lanes, 0);
     }
 }
 
@@ -231,29 +201,4 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
     add_rows(t, acc, lanes, k0, k1, end, tgt, 0);
     if (tgt >= 0) add_rows(t, acc, lanes, k0, k1, end, tgt, 1);
     for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b - (lanes - 1 - i)]] = acc[i];
-}
-
-/* Every row block's weights' gradients over positions [0, n), last to first
- * (matrix_plan: no weight of a block is read otherwise). The rows' sums'
- * gradients are gathered group by group first (in node order, not a block's
- * scattered positions), then each block runs over its reads in registers. */
-void matrix_param_grads(tape_t *t, int32_t n) {
-    const double **vp = t->block_vp;
-    double *gt = t->block_gt, *vbuf = t->block_vbuf;
-    void (*kernel)(BLOCKGRADS_ARGS) = KERNEL(blockgrads);
-    for (int32_t k = 0; k < t->mv_end[n - 1]; ++k) {
-        const matvec_t *g = t->mv + k;
-        double *dst = gt + SIDE * (int64_t)t->mv_read[k];
-        for (int c = 0; c < SIDE; ++c) dst[c] = t->grad[g->top[c]];
-    }
-    for (int32_t b = 0; b < t->n_blocks; ++b) {
-        int32_t r = t->block_start[b], r_end = t->block_start[b + 1], reads = 0;
-        while (r < r_end && t->block_pos[r] >= n) ++r;  /* positions last to first */
-        for (int32_t k = r; k < r_end; ++k, ++reads) {
-            int32_t v = t->block_vec[k];
-            vp[reads] = v >= 0 ? t->x + v
-                               : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], vbuf + (int64_t)reads * MAX_LANES);
-        }
-        kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gt + SIDE * (int64_t)r, reads);
-    }
 }

@@ -17,7 +17,7 @@
 /* Two positions' sums: acc_p[i] and acc_q[i] add w_r[i] * their row r's gradient,
  * rows in order; the weights loaded once. */
 #define PAIRED_BODY                                                                 \
-    int32_t i = 0;                                                                  \
+    int32_t i = from;                                                               \
     for (; i + 16 <= lanes; i += 16) {                                              \
         v4 a[4], b[4];                                                              \
         for (int u = 0; u < 4; ++u) { a[u] = load4(ap + i + 4 * u); b[u] = load4(aq + i + 4 * u); } \
@@ -42,8 +42,26 @@
         store4(ap + i, a0); store4(aq + i, b0);                                     \
     }
 #define PAIRED_ARGS double *restrict ap, double *restrict aq, const double *x, const int32_t *wofs, \
-                    const double *gtp, const double *gtq, int32_t rows, int32_t lanes
+                    const double *gtp, const double *gtq, int32_t rows, int32_t lanes, int32_t from
 KERNELS(paired, (PAIRED_ARGS), PAIRED_BODY)
+#define PAIRED8_BODY  /* (AVX-512: 32 lanes a step, the rest as above) */         \
+    int32_t i = 0;                                                                  \
+    for (; i + 32 <= lanes; i += 32) {                                              \
+        v8 a[4], b[4];                                                              \
+        for (int u = 0; u < 4; ++u) { a[u] = load8(ap + i + 8 * u); b[u] = load8(aq + i + 8 * u); } \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            const double *w = x + wofs[r] + i;                                      \
+            double gp = gtp[r], gq = gtq[r];                                        \
+            for (int u = 0; u < 4; ++u) {                                           \
+                v8 wu = load8(w + 8 * u);                                           \
+                a[u] = a[u] + wu * gp;                                              \
+                b[u] = b[u] + wu * gq;                                              \
+            }                                                                       \
+        }                                                                           \
+        for (int u = 0; u < 4; ++u) { store8(ap + i + 8 * u, a[u]); store8(aq + i + 8 * u, b[u]); } \
+    }                                                                               \
+    if (i < lanes) paired_avx2(ap, aq, x, wofs, gtp, gtq, rows, lanes, i);
+WIDE(paired, (PAIRED_ARGS), PAIRED8_BODY)
 
 /* The group that position p's level s ends with, if it may run first (its
  * lanes; 0 if not): a matrix-row group, not a rotating one, every parent
@@ -98,7 +116,7 @@ int paired_plan(tape_t *t) {
 /* Four positions' sums at once, likewise: eight lanes a step, the weights loaded once for four. */
 #define CHUNK 256
 #define QUAD_BODY                                                                   \
-    int32_t i = 0;                                                                  \
+    int32_t i = from;                                                               \
     for (; i + 8 <= lanes; i += 8) {                                                \
         v4 a[4][2];                                                                 \
         for (int m = 0; m < 4; ++m) { a[m][0] = load4(acc[m] + i); a[m][1] = load4(acc[m] + i + 4); } \
@@ -122,8 +140,28 @@ int paired_plan(tape_t *t) {
         for (int m = 0; m < 4; ++m) store4(acc[m] + i, a[m]);                       \
     }
 #define QUAD_ARGS double (*restrict acc)[MAX_LANES], const double *x, const int32_t *wofs, \
-                  const double (*gt)[CHUNK], int32_t rows, int32_t lanes
+                  const double (*gt)[CHUNK], int32_t rows, int32_t lanes, int32_t from
 KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
+
+/* ... and with eight lanes a register (AVX-512): sixteen lanes a step, the
+ * lanes from the last multiple of 16 on as above. */
+#define QUAD8_BODY                                                                  \
+    int32_t i = 0;                                                                  \
+    for (; i + 16 <= lanes; i += 16) {                                              \
+        v8 a[4][2];                                                                 \
+        for (int m = 0; m < 4; ++m) { a[m][0] = load8(acc[m] + i); a[m][1] = load8(acc[m] + i + 8); } \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            const double *w = x + wofs[r] + i;                                      \
+            v8 w0 = load8(w), w1 = load8(w + 8);                                    \
+            for (int m = 0; m < 4; ++m) {                                           \
+                a[m][0] = a[m][0] + w0 * gt[m][r];                                  \
+                a[m][1] = a[m][1] + w1 * gt[m][r];                                  \
+            }                                                                       \
+        }                                                                           \
+        for (int m = 0; m < 4; ++m) { store8(acc[m] + i, a[m][0]); store8(acc[m] + i + 8, a[m][1]); } \
+    }                                                                               \
+    if (i < lanes) quad_avx2(acc, x, wofs, gt, rows, lanes, i);
+WIDE(quad, (QUAD_ARGS), QUAD8_BODY)
 
 /* How many positions from p down run their first groups of level s together
  * (4, 2, or 1: alone, or 0: p has none). */
@@ -153,8 +191,8 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[kb[m] + j]];
             wofs[rows] = t->pull_src[kb[0] + j] - (lanes - 1);
         }
-        if (k == 4) KERNEL(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes);
-        else KERNEL(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes);
+        if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
+        else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
     for (int m = 0; m < k; ++m)
         for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b[m] - (lanes - 1 - i)]] = acc[m][i];

@@ -1,0 +1,109 @@
+/* weight_grads.c: the row blocks' weights' gradients (blocks.c), the
+ * weights a lane each, positions last to first inside the register: each
+ * weight is read once a position, so that is its order of additions. Lanes of
+ * four (AVX2), or of eight where the processor has AVX-512 (the same sums, each
+ * a multiply then an add, never fused: twice the weights an instruction). */
+#include "internal.h"
+#include "lanes.h"
+
+/* A row block's weights' gradients: row c's weight j adds v_k[j] * gt[4 k + c]
+ * for its reads k = 0.. (positions last to first); row c's weights at gw + c len, from the
+ * weight `from` on. */
+#define BLOCKGRADS_BODY                                                           \
+    int32_t j = from;                                                             \
+    for (; j + 8 <= len; j += 8) {  /* two chunks of weights: eight sums in flight */ \
+        v4 a[8];                                                                  \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            a[2 * c] = load4(gw + c * len + j);                                   \
+            a[2 * c + 1] = load4(gw + c * len + j + 4);                           \
+        }                                                                         \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v4 v0 = load4(vp[k] + j), v1 = load4(vp[k] + j + 4);                  \
+            const double *gk = gp[k];                                             \
+            for (int c = 0; c < SIDE; ++c) {                                      \
+                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
+                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
+            }                                                                     \
+        }                                                                         \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            store4(gw + c * len + j, a[2 * c]);                                   \
+            store4(gw + c * len + j + 4, a[2 * c + 1]);                           \
+        }                                                                         \
+    }                                                                             \
+    for (; j + 4 <= len; j += 4) {                                                \
+        v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
+        v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v4 vj = load4(vp[k] + j);                                             \
+            const double *gk = gp[k];                                             \
+            a0 = a0 + vj * gk[0];                                                 \
+            a1 = a1 + vj * gk[1];                                                 \
+            a2 = a2 + vj * gk[2];                                                 \
+            a3 = a3 + vj * gk[3];                                                 \
+        }                                                                         \
+        store4(gw + j, a0); store4(gw + len + j, a1);                             \
+        store4(gw + 2 * len + j, a2); store4(gw + 3 * len + j, a3);               \
+    }                                                                             \
+    for (; j < len; ++j)                                                          \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            double a = gw[c * len + j];                                           \
+            for (int32_t k = 0; k < reads; ++k) a = a + vp[k][j] * gp[k][c];     \
+            gw[c * len + j] = a;                                                  \
+        }
+
+#define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *const *gp, int32_t reads, int32_t from
+KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
+
+/* The same with eight weights a register: sixteen weights of each of the
+ * four rows at a time (eight sums in flight), the rest four-wide as above. */
+#define BLOCKGRADS8_BODY                                                          \
+    int32_t j = 0;                                                                \
+    for (; j + 16 <= len; j += 16) {                                              \
+        v8 a[8];                                                                  \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            a[2 * c] = load8(gw + c * len + j);                                   \
+            a[2 * c + 1] = load8(gw + c * len + j + 8);                           \
+        }                                                                         \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v8 v0 = load8(vp[k] + j), v1 = load8(vp[k] + j + 8);                  \
+            const double *gk = gp[k];                                             \
+            for (int c = 0; c < SIDE; ++c) {                                      \
+                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
+                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
+            }                                                                     \
+        }                                                                         \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            store8(gw + c * len + j, a[2 * c]);                                   \
+            store8(gw + c * len + j + 8, a[2 * c + 1]);                           \
+        }                                                                         \
+    }                                                                             \
+    if (j < len) blockgrads_avx2(gw, len, vp, gp, reads, j);
+
+WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
+
+/* Every row block's weights' gradients over positions [0, n), last to first
+ * (matrix_plan: no weight of a block is read otherwise). Read k of a block
+ * adds its vector times its four rows' sums' gradients, read in place (four
+ * consecutive nodes: block_top) or gathered group by group first (in node
+ * order, not a block's scattered positions). */
+void matrix_param_grads(tape_t *t, int32_t n) {
+    const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos;
+    double *gt = t->block_gt, *vbuf = t->block_vbuf;
+    void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
+    for (int32_t k = 0; k < t->mv_end[n - 1] && t->block_top == NULL; ++k) {
+        const matvec_t *g = t->mv + k;
+        double *dst = gt + SIDE * (int64_t)t->mv_read[k];
+        for (int c = 0; c < SIDE; ++c) dst[c] = t->grad[g->top[c]];
+    }
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        int32_t r = t->block_start[b], r_end = t->block_start[b + 1], reads = 0;
+        while (r < r_end && t->block_pos[r] >= n) ++r;  /* positions last to first */
+        for (int32_t k = r; k < r_end; ++k, ++reads) {
+            int32_t v = t->block_vec[k];
+            vp[reads] = v >= 0 ? t->x + v
+                               : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], vbuf + (int64_t)reads * MAX_LANES);
+            gp[reads] = t->block_top != NULL ? t->grad + t->block_top[k] : gt + SIDE * (int64_t)k;
+        }
+        kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gp, reads, 0);
+    }
+}
