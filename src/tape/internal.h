@@ -12,6 +12,7 @@
  *   aliases.c   the pull list a vector read by a matrix's rows shares, its groups' own
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
+ *   weight_grads.c  the row blocks' weights' gradients, block by block
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
@@ -319,7 +320,7 @@ int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h);  /* h: the same rows' (or NULL) */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
-void matrix_param_grads(tape_t *t, int32_t n);
+void matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_grads.c */
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
@@ -349,6 +350,7 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k);  /* positions p .. p 
 int paired_width(const tape_t *t, int32_t p, int32_t s);
 int32_t lane_width(const tape_t *t, int32_t b);
 void params_read(double *dst, const double *column, const tape_t *t, const node_t *params);  /* params.c */
+const double *params_read_grads(double *dst, const double *column, const tape_t *t, const node_t *params);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 

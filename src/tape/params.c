@@ -9,6 +9,26 @@ void params_read(double *dst, const double *column, const tape_t *t, const node_
     else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
 }
 
+/* The parameters' gradients from the arena's grad column into dst, except
+ * the row blocks' weights where the parameters are one block of the arena
+ * and the blocks sum their own (matrix_param_grads then starts from the
+ * column itself: one pass over most of the parameters less). Returns where
+ * the blocks' gradients start from: the column's parameters, or dst. */
+const double *params_read_grads(double *dst, const double *column, const tape_t *t, const node_t *params) {
+    if (!t->blocks_own_grads || t->params_at < 0) {
+        params_read(dst, column, t, params);
+        return dst;
+    }
+    const double *from = column + t->params_at;
+    int32_t k = 0;  /* the blocks are disjoint, by ascending w0 (blocks.c) */
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        memcpy(dst + k, from + k, (size_t)(t->block_w0[b] - k) * sizeof *dst);
+        k = t->block_w0[b] + SIDE * t->block_len[b];
+    }
+    memcpy(dst + k, from + k, (size_t)(t->n_params - k) * sizeof *dst);
+    return from;
+}
+
 /* whether every one of g[0..n) is finite: an exponent of all ones is inf or
  * nan (integer tests, with no branch: the loop vectorizes) */
 static int all_finite(const double *g, int32_t n) {

@@ -258,10 +258,10 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     if (t->bwd_level_at != NULL) level_backward(t, n, run_backward, &ctx);  /* (levels.c) */
     else run_backward(t, t->bwd_end[n - 1], 0, &ctx);
     /* parameters: each is read at most once a position; positions last to first */
-    params_read(g, a->grad, t, params);
+    const double *from = params_read_grads(g, a->grad, t, params);  /* (the blocks': from there) */
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    if (t->blocks_own_grads) matrix_param_grads(t, n);  /* the matrices' rows (each read by them only) */
+    if (t->blocks_own_grads) matrix_param_grads(t, n, from);  /* the matrices' rows (each read by them only) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)
             matrix_group_grads(t, t->mv + m);

@@ -6,16 +6,16 @@
 #include "internal.h"
 #include "lanes.h"
 
-/* A row block's weights' gradients: row c's weight j adds v_k[j] * gt[4 k + c]
- * for its reads k = 0.. (positions last to first); row c's weights at gw + c len, from the
- * weight `from` on. */
+/* A row block's weights' gradients: row c's weight j, from its gradient in
+ * g0, adds v_k[j] * gp[k][c] for its reads k = 0.. (positions last to first),
+ * into gw; row c's weights at g0 + c len and gw + c len, from weight `from` on. */
 #define BLOCKGRADS_BODY                                                           \
     int32_t j = from;                                                             \
     for (; j + 8 <= len; j += 8) {  /* two chunks of weights: eight sums in flight */ \
         v4 a[8];                                                                  \
         for (int c = 0; c < SIDE; ++c) {                                          \
-            a[2 * c] = load4(gw + c * len + j);                                   \
-            a[2 * c + 1] = load4(gw + c * len + j + 4);                           \
+            a[2 * c] = load4(g0 + c * len + j);                                   \
+            a[2 * c + 1] = load4(g0 + c * len + j + 4);                           \
         }                                                                         \
         for (int32_t k = 0; k < reads; ++k) {                                     \
             v4 v0 = load4(vp[k] + j), v1 = load4(vp[k] + j + 4);                  \
@@ -31,8 +31,8 @@
         }                                                                         \
     }                                                                             \
     for (; j + 4 <= len; j += 4) {                                                \
-        v4 a0 = load4(gw + j), a1 = load4(gw + len + j);                          \
-        v4 a2 = load4(gw + 2 * len + j), a3 = load4(gw + 3 * len + j);            \
+        v4 a0 = load4(g0 + j), a1 = load4(g0 + len + j);                          \
+        v4 a2 = load4(g0 + 2 * len + j), a3 = load4(g0 + 3 * len + j);            \
         for (int32_t k = 0; k < reads; ++k) {                                     \
             v4 vj = load4(vp[k] + j);                                             \
             const double *gk = gp[k];                                             \
@@ -46,12 +46,13 @@
     }                                                                             \
     for (; j < len; ++j)                                                          \
         for (int c = 0; c < SIDE; ++c) {                                          \
-            double a = gw[c * len + j];                                           \
+            double a = g0[c * len + j];                                           \
             for (int32_t k = 0; k < reads; ++k) a = a + vp[k][j] * gp[k][c];     \
             gw[c * len + j] = a;                                                  \
         }
 
-#define BLOCKGRADS_ARGS double *restrict gw, int32_t len, const double *const *vp, const double *const *gp, int32_t reads, int32_t from
+#define BLOCKGRADS_ARGS double *gw, const double *g0, int32_t len, const double *const *vp, \
+                        const double *const *gp, int32_t reads, int32_t from
 KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
 
 /* The same with eight weights a register: sixteen weights of each of the
@@ -61,8 +62,8 @@ KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
     for (; j + 16 <= len; j += 16) {                                              \
         v8 a[8];                                                                  \
         for (int c = 0; c < SIDE; ++c) {                                          \
-            a[2 * c] = load8(gw + c * len + j);                                   \
-            a[2 * c + 1] = load8(gw + c * len + j + 8);                           \
+            a[2 * c] = load8(g0 + c * len + j);                                   \
+            a[2 * c + 1] = load8(g0 + c * len + j + 8);                           \
         }                                                                         \
         for (int32_t k = 0; k < reads; ++k) {                                     \
             v8 v0 = load8(vp[k] + j), v1 = load8(vp[k] + j + 8);                  \
@@ -77,7 +78,7 @@ KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
             store8(gw + c * len + j + 8, a[2 * c + 1]);                           \
         }                                                                         \
     }                                                                             \
-    if (j < len) blockgrads_avx2(gw, len, vp, gp, reads, j);
+    if (j < len) blockgrads_avx2(gw, g0, len, vp, gp, reads, j);
 
 WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
 
@@ -85,8 +86,9 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
  * (matrix_plan: no weight of a block is read otherwise). Read k of a block
  * adds its vector times its four rows' sums' gradients, read in place (four
  * consecutive nodes: block_top) or gathered group by group first (in node
- * order, not a block's scattered positions). */
-void matrix_param_grads(tape_t *t, int32_t n) {
+ * order, not a block's scattered positions). The weights' gradients start
+ * from `from` (the same layout as t->grad: the arena's column, or t->grad). */
+void matrix_param_grads(tape_t *t, int32_t n, const double *from) {
     const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos;
     double *gt = t->block_gt, *vbuf = t->block_vbuf;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
@@ -104,6 +106,6 @@ void matrix_param_grads(tape_t *t, int32_t n) {
                                : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], vbuf + (int64_t)reads * MAX_LANES);
             gp[reads] = t->block_top != NULL ? t->grad + t->block_top[k] : gt + SIDE * (int64_t)k;
         }
-        kernel(t->grad + t->block_w0[b], t->block_len[b], vp, gp, reads, 0);
+        kernel(t->grad + t->block_w0[b], from + t->block_w0[b], t->block_len[b], vp, gp, reads, 0);
     }
 }
