@@ -1,0 +1,63 @@
+"""The backward's matrix kernels with eight lanes a register (AVX-512, where the
+processor has it; else their AVX2 or plain builds run and these are the same
+checks of those): a vector's gradients over a matrix's rows (one position, two
+or four at once) and the row blocks' weights' gradients (read from the arena's
+grad column, each read's four row sums' gradients in place). Widths that fill
+whole registers and widths that leave a remainder for the narrower build are
+replayed bit for bit as the compiled engine computes, and so are parameters
+that are not one block of the arena (the blocks then start from the tape's own
+copy of their gradients)."""
+import random
+
+import pytest
+
+from microgpt import available_engines, get_engine
+from microgpt.data import Tokenizer
+from microgpt.model import Config, init_state_dict
+from microgpt.train import Trainer
+from test_tape import losses_and_weights, trainer
+
+pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
+
+DOCS = ["abcdefghijklmnop"[:k] for k in range(3, 17)] + ["ponmlkjihgfedcba", "aaaaaaaa", "bc"]
+
+
+# n_embd 64: 64 lanes (16 x 4 for the rows' weights, 4 x 16 for the vectors);
+# 48 and 40: 16-lane steps then an 8- or 4-wide rest; 20: one step of 16 and 4 over
+@pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=64, n_head=4, block_size=12),
+                                    dict(n_layer=2, n_embd=48, n_head=4, block_size=9),
+                                    dict(n_layer=1, n_embd=40, n_head=2, block_size=10),
+                                    dict(n_layer=2, n_embd=20, n_head=2, block_size=16)])
+def test_wide_matrix_kernels_replay_bit_for_bit(config):
+    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
+    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    runner = replay.document_loss
+    assert runner.refused is None and runner.model_steps == 0, "every step after the recording was replayed"
+
+
+def test_row_blocks_of_parameters_that_are_not_one_block_of_nodes():
+    # a stray node between two matrices: the parameters are read one by one,
+    # and the row blocks' gradients start from the tape's copy, not the arena's column
+    made = []
+
+    def run(name):
+        eng = get_engine(name)
+
+        def make(x):
+            if len(made) == 4000:  # (inside the first layer's matrices)
+                made.append(eng.Value(0.0))  # not a parameter, kept alive by the list
+            v = eng.Value(x)
+            made.append(v)
+            return v
+
+        made.clear()
+        random.seed(7)
+        tok = Tokenizer.from_documents(DOCS)
+        cfg = Config(vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, block_size=9)
+        t = Trainer(eng, init_state_dict(make, cfg), cfg, list(DOCS), tok, num_steps=100)
+        return losses_and_weights(t, 6), t
+
+    (want, _), (got, t) = run("compiled"), run("replay")
+    assert got == want
+    assert t.document_loss.model_steps == 0
+    assert not t.document_loss.tape.counts(1)["params_in_one_block"]
