@@ -61,3 +61,19 @@ def test_row_blocks_of_parameters_that_are_not_one_block_of_nodes():
     assert got == want
     assert t.document_loss.model_steps == 0
     assert not t.document_loss.tape.counts(1)["params_in_one_block"]
+
+
+
+# A vector's gradients over a matrix's rows, run first at a level (paired.c):
+# a pull list is read from its first pull and a step where its parents are
+# consecutive nodes and its weights a constant step apart (the vectors read by
+# attn_wo, mlp_fc1 and mlp_fc2), and from its indices where they are not (the
+# vector read by attn_wq, attn_wk and attn_wv: the reference's walk takes their
+# rows' sums four by four from each matrix in turn); both in one step, bit for
+# bit as the compiled engine computes
+@pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=16, n_head=2, block_size=9),
+                                    dict(n_layer=1, n_embd=32, n_head=4, block_size=12)])
+def test_first_vectors_lists_read_from_their_steps_or_their_indices(config):
+    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    assert replay.document_loss.model_steps == 0

@@ -241,7 +241,8 @@ struct tape {
     int32_t n_strided_pulls; /* ... and backward groups of four strided lists (bwd_group 6) */
     struct strided_pulls *strided_pulls;
     int32_t *first_lanes;   /* paired.c: N L, position p's level s ends with a vector read by a
-                             * matrix's rows, run first: its lanes (0: none) */
+                             * matrix's rows, run first: its lanes (0: none); then N L more: its
+                             * list's step where it is read without indices (0: it is not) */
     uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
 };
 

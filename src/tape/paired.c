@@ -87,11 +87,24 @@ static int same_rows(const tape_t *t, int32_t bp, int32_t bq) {
     return memcmp(t->pull_src + kp, t->pull_src + kq, (size_t)count * sizeof *t->pull_src) == 0;
 }
 
+/* Position p's first group's list at level s, if its parents are consecutive
+ * nodes last first (its rows' sums) and its sources (the rows' weights) step
+ * by a constant: the step (the list is then read without its indices); else 0. */
+static int32_t list_step(const tape_t *t, int32_t p, int32_t s) {
+    int32_t b = t->bwd_level_at[(int64_t)p * (t->n_levels + 1) + s + 1] - 1;
+    int64_t k0 = t->pull_start[b], count = t->pull_start[b + 1] - k0;
+    const int32_t *pp = t->pull_parent + k0, *src = t->pull_src + k0;
+    int32_t step = count > 1 ? src[1] - src[0] : 0;
+    for (int64_t j = 0; j < count && step != 0; ++j)
+        if (pp[j] != pp[0] - j || src[j] != src[0] + j * (int64_t)step) step = 0;
+    return step;
+}
+
 int paired_plan(tape_t *t) {
     int32_t nl = t->n_levels, N = t->n_pos;
     if (t->bwd_level_at == NULL || t->level_at == NULL) return 0;
     int32_t *lvl = NULL;
-    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)) {
+    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, 2 * (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)) {
         free(lvl);
         return -1;
     }
@@ -101,7 +114,10 @@ int paired_plan(tape_t *t) {
             for (int64_t i = t->level_at[p * (nl + 1) + s]; i < t->level_at[p * (nl + 1) + s + 1]; ++i)
                 lvl[t->fwd[i]] = s;
     for (int32_t p = 0; p < N; ++p)
-        for (int32_t s = 0; s < nl; ++s) t->first_lanes[(int64_t)p * nl + s] = first_group(t, p, s, lvl);
+        for (int32_t s = 0; s < nl; ++s) {
+            t->first_lanes[(int64_t)p * nl + s] = first_group(t, p, s, lvl);
+            if (t->first_lanes[(int64_t)p * nl + s] > 0) t->first_lanes[((int64_t)N + p) * nl + s] = list_step(t, p, s);
+        }
     for (int32_t p = 1; p < N; ++p)
         for (int32_t s = 0; s < nl; ++s) {
             int32_t lp = t->first_lanes[(int64_t)p * nl + s], lq = t->first_lanes[(int64_t)(p - 1) * nl + s];
@@ -185,9 +201,18 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
         for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
     }
     int64_t count = t->pull_start[b[0] + 1] - kb[0];
+    const int32_t *step = t->first_lanes + (int64_t)t->n_pos * nl + s;  /* (by position, nl apart) */
+    int steps = 1;  /* every list read from its first pull and the step (list_step) */
+    for (int m = 0; m < k; ++m) steps &= step[(int64_t)(p - m) * nl] != 0;
+    int32_t p0[4] = {0}, s0 = t->pull_src[kb[0]], ds = step[(int64_t)p * nl];
+    for (int m = 0; m < k; ++m) p0[m] = t->pull_parent[kb[m]];
     for (int64_t j = 0; j < count;) {  /* (every parent is at its own position: before end) */
         int32_t rows = 0;
-        for (; j < count && rows < CHUNK; ++j, ++rows) {
+        for (; j < count && rows < CHUNK && steps; ++j, ++rows) {
+            for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[p0[m] - j];
+            wofs[rows] = s0 + (int32_t)j * ds - (lanes - 1);
+        }
+        for (; j < count && rows < CHUNK && !steps; ++j, ++rows) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[kb[m] + j]];
             wofs[rows] = t->pull_src[kb[0] + j] - (lanes - 1);
         }

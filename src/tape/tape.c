@@ -86,7 +86,7 @@ size_t tape_bytes(const tape_t *t) {
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + vector_bytes(t)
-        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (sizeof *t->first_lanes + sizeof *t->paired) : 0);
+        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired) : 0);
 }
 
 int32_t tape_positions(const tape_t *t) { return t->n_pos; }
