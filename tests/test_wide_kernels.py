@@ -7,7 +7,9 @@ whole registers and widths that leave a remainder for the narrower build are
 replayed bit for bit as the compiled engine computes, and so are parameters
 that are not one block of the arena (the blocks then start from the tape's own
 copy of their gradients)."""
+import math
 import random
+import struct
 
 import pytest
 
@@ -15,7 +17,7 @@ from microgpt import available_engines, get_engine
 from microgpt.data import Tokenizer
 from microgpt.model import Config, init_state_dict
 from microgpt.train import Trainer
-from test_tape import losses_and_weights, trainer
+from test_tape import grads_after_one_backward, losses_and_weights, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -77,3 +79,20 @@ def test_first_vectors_lists_read_from_their_steps_or_their_indices(config):
     replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
     assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
     assert replay.document_loss.model_steps == 0
+
+
+@pytest.mark.parametrize("matrix", ["layer0.attn_wq", "layer0.mlp_fc2", "lm_head"])
+def test_a_row_blocks_gradient_that_is_not_finite_takes_the_model_code(matrix):
+    # the row blocks check their weights' gradients as they write them (the
+    # other parameters' are checked before anything is written): a weight that
+    # is nan makes its row's gradients nan, and the step is the model code's
+    replay, compiled = trainer("replay", docs=DOCS), trainer("compiled", docs=DOCS)
+    longest = replay.tokenizer.document_tokens(max(DOCS, key=len))
+    for t in (replay, compiled):
+        grads_after_one_backward(t, longest)  # replay: the recording
+        t.sd[matrix][1][2].data = math.nan
+    tokens = replay.tokenizer.document_tokens(DOCS[5])
+    got, want = grads_after_one_backward(replay, tokens), grads_after_one_backward(compiled, tokens)
+    assert got == want
+    assert any(not math.isfinite(struct.unpack("<d", g)[0]) for g in got[1])
+    assert replay.document_loss.model_steps == 1  # the replay's backward handed the step back

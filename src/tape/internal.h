@@ -321,7 +321,7 @@ int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h);  /* h: the same rows' (or NULL) */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
-void matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_grads.c */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_grads.c: 1 if finite */
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
@@ -352,7 +352,8 @@ int paired_width(const tape_t *t, int32_t p, int32_t s);
 int32_t lane_width(const tape_t *t, int32_t b);
 void params_read(double *dst, const double *column, const tape_t *t, const node_t *params);  /* params.c */
 const double *params_read_grads(double *dst, const double *column, const tape_t *t, const node_t *params);
-int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens);
+int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
+int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */

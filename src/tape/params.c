@@ -31,10 +31,10 @@ const double *params_read_grads(double *dst, const double *column, const tape_t 
 
 /* whether every one of g[0..n) is finite: an exponent of all ones is inf or
  * nan (integer tests, with no branch: the loop vectorizes) */
-static int all_finite(const double *g, int32_t n) {
+int grads_finite(const double *g, int64_t n) {
     const uint64_t EXP = 0x7ff0000000000000ull;
     uint64_t bad = 0;
-    for (int32_t k = 0; k < n; ++k) {
+    for (int64_t k = 0; k < n; ++k) {
         uint64_t u;
         memcpy(&u, g + k, sizeof u);
         bad |= (u & EXP) == EXP;
@@ -42,12 +42,25 @@ static int all_finite(const double *g, int32_t n) {
     return bad == 0;
 }
 
+/* ... every parameter's but the row blocks' weights' (blocks_checked: the
+ * blocks found theirs finite as they wrote them, matrix_param_grads) */
+static int params_finite(const tape_t *t, int blocks_checked) {
+    if (!blocks_checked) return grads_finite(t->grad, t->n_params);
+    int32_t k = 0;  /* the blocks are disjoint, by ascending w0 (blocks.c) */
+    for (int32_t b = 0; b < t->n_blocks; ++b) {
+        if (!grads_finite(t->grad + k, t->block_w0[b] - k)) return 0;
+        k = t->block_w0[b] + SIDE * t->block_len[b];
+    }
+    return grads_finite(t->grad + k, t->n_params - k);
+}
+
 /* The backward's parameter gradients (t->grad[0..n_params)) into the arena,
- * when every one is finite (0: nothing written, else 1). */
-int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens) {
+ * when every one is finite (0: nothing written, else 1); blocks_checked: the
+ * row blocks' weights' are known finite. */
+int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked) {
     int32_t n = t->n_used, P = t->n_params;
     const double *g = t->grad;
-    if (!all_finite(g, P)) return 0;  /* nothing written */
+    if (!params_finite(t, blocks_checked)) return 0;  /* nothing written */
     /* a reached parameter's gradient is a float now: one its positions read,
      * or an entry of a row of the token table the documents chose */
     const int32_t *first = t->first_pos;

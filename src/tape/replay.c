@@ -261,12 +261,14 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const double *from = params_read_grads(g, a->grad, t, params);  /* (the blocks': from there) */
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    if (t->blocks_own_grads) matrix_param_grads(t, n, from);  /* the matrices' rows (each read by them only) */
+    int blocks_finite = t->blocks_own_grads && matrix_param_grads(t, n, from);  /* the matrices' rows (each
+                                                                                * read by them only) */
+    if (t->blocks_own_grads && !blocks_finite) return 0;  /* (nothing written: params_write_grads) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)
             matrix_group_grads(t, t->mv + m);
         for (int64_t k = pstart[q]; k < pstart[q + 1]; ++k)
             g[pc[k]] += x[psrc[k]] * g[ppar[k]];
     }
-    return params_write_grads(t, a, params, tokens);
+    return params_write_grads(t, a, params, tokens, blocks_finite);
 }

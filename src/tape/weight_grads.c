@@ -87,8 +87,10 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
  * adds its vector times its four rows' sums' gradients, read in place (four
  * consecutive nodes: block_top) or gathered group by group first (in node
  * order, not a block's scattered positions). The weights' gradients start
- * from `from` (the same layout as t->grad: the arena's column, or t->grad). */
-void matrix_param_grads(tape_t *t, int32_t n, const double *from) {
+ * from `from` (the same layout as t->grad: the arena's column, or t->grad).
+ * Whether every one came out finite (checked block by block, still in cache). */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
+    int finite = 1;
     const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos;
     double *gt = t->block_gt, *vbuf = t->block_vbuf;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
@@ -107,5 +109,7 @@ void matrix_param_grads(tape_t *t, int32_t n, const double *from) {
             gp[reads] = t->block_top != NULL ? t->grad + t->block_top[k] : gt + SIDE * (int64_t)k;
         }
         kernel(t->grad + t->block_w0[b], from + t->block_w0[b], t->block_len[b], vp, gp, reads, 0);
+        finite &= grads_finite(t->grad + t->block_w0[b], SIDE * (int64_t)t->block_len[b]);  /* (while in cache) */
     }
+    return finite;
 }
