@@ -179,7 +179,10 @@ struct tape {
     int64_t *param_start;
     int32_t *param_child, *param_parent, *param_src;
     int32_t *first_pos;     /* n_params: the first position that reads the parameter (the token
-                             * table's rows, which depend on the tokens: INT32_MAX) */
+                             * table's rows, which depend on the tokens: INT32_MAX); then, from
+                             * params_plan on, as runs: run r is the parameters [first_pos[2 r],
+                             * first_pos[2 r + 2]), read first at first_pos[2 r + 1] */
+    int32_t n_first_runs;
 
     /* positions: node ranges, losses, slots */
     int32_t *pos_end;       /* local index one past position p's last node */
@@ -352,6 +355,7 @@ int paired_width(const tape_t *t, int32_t p, int32_t s);
 int32_t lane_width(const tape_t *t, int32_t b);
 void params_read(double *dst, const double *column, const tape_t *t, const node_t *params);  /* params.c */
 const double *params_read_grads(double *dst, const double *column, const tape_t *t, const node_t *params);
+int params_plan(tape_t *t);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
 int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);

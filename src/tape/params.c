@@ -29,6 +29,27 @@ const double *params_read_grads(double *dst, const double *column, const tape_t 
     return from;
 }
 
+/* The parameters' first positions (pack.c: one a parameter) as runs of
+ * consecutive parameters read first at the same position (a matrix's rows
+ * all at 0, a row of the position table at its position): the tags a
+ * backward clears, a run at a time. 0, or -1 out of memory. */
+int params_plan(tape_t *t) {
+    const int32_t *first = t->first_pos;
+    int32_t P = t->n_params, runs = 0, *run = NULL;
+    for (int32_t k = 0; k < P; ++k) runs += k == 0 || first[k] != first[k - 1];
+    if (!NEW(run, 2 * (int64_t)runs + 1)) return -1;
+    for (int32_t k = 0, r = 0; k < P; ++k)
+        if (k == 0 || first[k] != first[k - 1]) {
+            run[2 * r] = k;
+            run[2 * r++ + 1] = first[k];
+        }
+    run[2 * runs] = P;
+    free(t->first_pos);
+    t->first_pos = run;
+    t->n_first_runs = runs;
+    return 0;
+}
+
 /* whether every one of g[0..n) is finite: an exponent of all ones is inf or
  * nan (integer tests, with no branch: the loop vectorizes) */
 int grads_finite(const double *g, int64_t n) {
@@ -63,16 +84,16 @@ int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const 
     if (!params_finite(t, blocks_checked)) return 0;  /* nothing written */
     /* a reached parameter's gradient is a float now: one its positions read,
      * or an entry of a row of the token table the documents chose */
-    const int32_t *first = t->first_pos;
-    if (t->params_at >= 0) {
-        memcpy(a->grad + t->params_at, g, (size_t)P * sizeof *g);
-        uint8_t *tag = a->tag + t->params_at;
-        for (int32_t k = 0; k < P; ++k) tag[k] &= (uint8_t)(first[k] < n ? ~TAG_GRAD_INT : 0xff);
-    } else
-        for (int32_t k = 0; k < P; ++k) {
-            a->grad[params[k]] = g[k];
-            if (first[k] < n) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
-        }
+    if (t->params_at >= 0) memcpy(a->grad + t->params_at, g, (size_t)P * sizeof *g);
+    else for (int32_t k = 0; k < P; ++k) a->grad[params[k]] = g[k];
+    const int32_t *run = t->first_pos;
+    for (int32_t r = 0; r < t->n_first_runs; ++r) {
+        if (run[2 * r + 1] >= n) continue;
+        if (t->params_at >= 0)
+            for (int32_t k = run[2 * r]; k < run[2 * r + 2]; ++k) a->tag[t->params_at + k] &= (uint8_t)~TAG_GRAD_INT;
+        else
+            for (int32_t k = run[2 * r]; k < run[2 * r + 2]; ++k) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
+    }
     for (int32_t q = 0; q < n; ++q)
         for (int32_t c = 0; c < t->table_cols; ++c) {
             int32_t k = t->table_slot0 + tokens[q] * t->table_cols + c;

@@ -59,7 +59,7 @@ size_t tape_bytes(const tape_t *t) {
     counts_t c = counts_of(t);
     size_t derived = (size_t)t->n_derived, sources = (size_t)t->src_start[derived];
     return n * (sizeof *t->op + sizeof *t->operand + sizeof *t->pos + 2 * sizeof *t->x + sizeof *t->grad)
-        + sizeof *t->x + (size_t)t->n_params * sizeof *t->first_pos
+        + sizeof *t->x + (2 * (size_t)t->n_first_runs + 1) * sizeof *t->first_pos
         + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
         + (size_t)t->n_pairs * sizeof *t->dot_pair
         + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->bwd_lanes + sizeof *t->pull_start)
