@@ -101,7 +101,7 @@ void arena_clear_stamps(arena_t *a) {
 }
 
 /* The rows of [from, to) in column k that hold an OP_POW's or an OP_CUSTOM's
- * number (zeroed 3) back to 0: the op bytes are read 16 at a time, and only
+ * number (zeroed 2) back to 0: the op bytes are read 16 at a time, and only
  * those rows written (a step's graph is some 5% powers). */
 static void clear_sparse(double *k, const uint8_t *op, int64_t from, int64_t to) {
     int64_t i = from;
@@ -119,8 +119,8 @@ static void clear_sparse(double *k, const uint8_t *op, int64_t from, int64_t to)
 
 void arena_clear_rows(arena_t *a, int64_t from, int64_t to, int released) {
 #define CLEAR(type, name, code, slid, zeroed) \
-    if (zeroed == 2 || (zeroed == 4 && released)) zero(a->name + from, (size_t)(to - from) * sizeof(type)); \
-    if (zeroed == 3) clear_sparse((double *)(void *)a->name, a->op, from, to);
+    if (zeroed == 2) clear_sparse((double *)(void *)a->name, a->op, from, to); \
+    if (zeroed == 3 && released) zero(a->name + from, (size_t)(to - from) * sizeof(type));
     ARENA_NODE_COLUMNS(CLEAR)
 #undef CLEAR
 }
