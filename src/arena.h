@@ -1,5 +1,5 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
- * (~400 lines: the layout, every arena function's contract, and the
+ * (~430 lines: the layout, every arena function's contract, and the
  * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
