@@ -1,5 +1,5 @@
 """The replay engine: the compiled engine, with the training step recorded once
-and replayed in C (some 310 lines: training's and sampling's recorders share record()).
+and replayed in C (some 370 lines: training's and sampling's recorders share record()).
 
 The first step runs the model code through the compiled engine over as many
 positions as the document needs, rounded up to a power of two (the document's
@@ -15,7 +15,8 @@ too, replayed from the fresh recording. A longer document records again, twice
 as long (at most the block): names of up to 16 characters never pay for a
 block of 64 positions. Adam is the compiled engine's, in C too. The sampler
 (Sampler) is recorded the same way, once per temperature and length, and
-replayed forward a position at a time.
+replayed forward a position at a time; after training it needs no recording
+of its own: the training tape serves it (Sampler.reuse, replay_trained.py).
 
 What a recording cannot serve goes back to the model code, never to a guess:
 a recording that met something it cannot follow (a ``.data`` read, a
@@ -29,6 +30,7 @@ import contextlib
 from . import _engine
 from ._engine import Adam, ArenaMismatchError, StaleValueError, Value, default_arena, graph  # noqa: F401
 from .model import ModelSampler, document_loss, parameters
+from .replay_trained import TrainingTape, trained_document
 
 name = "replay"
 checked = _engine.checked
@@ -142,6 +144,12 @@ class DocumentLoss(Recorder):
         self.model_steps += 1
         return document_loss(self.sd, self.config, tokens)
 
+    def lend(self):
+        """The tape, for a forward that is not a step's (a sampler's): a loss of
+        an earlier forward can no longer run backward (its values are gone)."""
+        self._serial += 1
+        return self.tape
+
     def backward(self, loss):
         if loss._serial != self._serial:
             raise RuntimeError("backward() of a replayed loss must follow its own forward")
@@ -253,6 +261,12 @@ class Sampler(Recorder):
         self.model_positions = 0   # positions the model code computed where no replay could
         self.documents_left = None  # documents still to be drawn, when the caller said (expect)
         self.guessed = None        # positions a document takes, guessed before any is drawn
+        self.trained = None        # the training tape that serves the documents (reuse)
+
+    def reuse(self, trained):
+        """Sample on the tape of `trained` (the DocumentLoss that trained these
+        weights) where it can serve (replay_trained.py): no recording of its own."""
+        self.trained = TrainingTape(trained, self.params, self.config.block_size)
 
     def expect(self, documents, positions=None):
         """`documents` more documents will be drawn (at any temperatures), each
@@ -293,6 +307,15 @@ class Sampler(Recorder):
         return recorded_length(positions, self.config.block_size, MIN_SAMPLER_RECORDED)
 
     def document(self, temperature):
+        step = trained_document(self, temperature)  # (on the training tape, where it serves)
+        if step is None:
+            return self.own_document(temperature)
+        if self.documents_left:
+            self.documents_left -= 1
+        return step
+
+    def own_document(self, temperature):
+        """A document on this sampler's own recording, or by the model code."""
         key = float(temperature)
         model_code = key not in self.tapes and not self.worth_recording(key)
         if self.documents_left:
