@@ -1,5 +1,5 @@
 """The replay engine: the compiled engine, with the training step recorded once
-and replayed in C (some 370 lines: training's and sampling's recorders share record()).
+and replayed in C (some 385 lines: training's and sampling's recorders share record()).
 
 The first step runs the model code through the compiled engine over as many
 positions as the document needs, rounded up to a power of two (the document's
@@ -145,10 +145,15 @@ class DocumentLoss(Recorder):
         return document_loss(self.sd, self.config, tokens)
 
     def lend(self):
-        """The tape, for a forward that is not a step's (a sampler's): a loss of
-        an earlier forward can no longer run backward (its values are gone)."""
+        """The tape for forwards that are not a step's (a sampler's document),
+        and a token: the tape holds that borrower's positions while holds(token).
+        A loss of an earlier forward can no longer run backward (its values are gone)."""
         self._serial += 1
-        return self.tape
+        return self.tape, self._serial
+
+    def holds(self, token):
+        """No forward since the lend that gave this token (replayed steps count)."""
+        return token == self._serial
 
     def backward(self, loss):
         if loss._serial != self._serial:
@@ -262,6 +267,7 @@ class Sampler(Recorder):
         self.documents_left = None  # documents still to be drawn, when the caller said (expect)
         self.guessed = None        # positions a document takes, guessed before any is drawn
         self.trained = None        # the training tape that serves the documents (reuse)
+        self.forwards = 0          # forwards run on its tapes (a document knows if another ran since)
 
     def reuse(self, trained):
         """Sample on the tape of `trained` (the DocumentLoss that trained these
@@ -354,6 +360,7 @@ class ReplayedDocument:
         self.sampler, self.key, self.tape, self.temperature = sampler, key, tape, temperature
         self.tokens = []
         self.model_step = None  # the model code, once a position could not be replayed
+        self.forwards = None    # sampler.forwards after this document's last forward
 
     def step(self, token_id, pos_id, want=True):
         if self.model_step is None:
@@ -361,11 +368,14 @@ class ReplayedDocument:
                 raise RuntimeError("a document's positions are fed in order from 0")
             self.tokens.append(token_id)
             self.sampler.fed(self.key, pos_id)
-            loss, start = None, pos_id
+            # (another document's forward since, on a tape of this sampler: from position 0)
+            loss, start = None, pos_id if self.forwards == self.sampler.forwards else 0
             if pos_id >= self.tape.n_pos:  # longer than the recording: a longer one, from position 0
                 self.tape, start = self.sampler.tape_for(self.key, pos_id + 1), 0
             if self.tape is not None:
                 loss = self.tape.forward_from(self.tokens + [0], start)  # (0: a target never read)
+                self.sampler.forwards += 1
+                self.forwards = self.sampler.forwards
             if loss is not None:
                 return self.tape.probs(pos_id) if want else None
             self.model_step = self.sampler.model_document(self.temperature)

@@ -7,7 +7,9 @@ what a training step's recording does). Training's graph has no temperature:
 the sampler's softmax(logits / temperature) is computed from the logits by
 the tape (Tape.tempered_probs) with the model code's operations in its order,
 so the same floats. A document grows a position per forward (the positions
-before it as the last forward left them), as on the sampler's own tape.
+before it as the last forward left them), as on the sampler's own tape; if
+anything else ran a forward on the tape since (a step, another document), it
+computes its positions again from the first.
 
 The forward also takes -log(probs[target]) of the position's target, which
 the sampler does not know yet: it is given token 0 and never read. A forward
@@ -26,14 +28,13 @@ TARGET = 0  # the token a forward's loss reads at a position being sampled (its 
 def trained_document(sampler, temperature):
     """step() of a document on the training tape of sampler (a replay.Sampler;
     sampler.trained: a TrainingTape, or None), or None where it cannot serve."""
-    tape = sampler.trained.lend() if sampler.trained is not None else None
-    if tape is None:
+    if sampler.trained is None or sampler.trained.tape() is None:
         return None
     try:
         k = temperature ** -1  # (as the model code's l / temperature computes it)
     except (ArithmeticError, TypeError):  # (the model code says what)
         return None
-    return TrainedDocument(sampler, tape, temperature, k).step
+    return TrainedDocument(sampler, sampler.trained, temperature, k).step
 
 
 class TrainingTape:
@@ -48,8 +49,8 @@ class TrainingTape:
         self.same = len(mine) == len(params) and all(map(operator.is_, mine, params))
         self.checked = None  # the last tape found to serve
 
-    def lend(self):
-        """The tape, lent for a document (trained.lend), or None."""
+    def tape(self):
+        """trained's tape if it serves, else None."""
         tape = self.trained.tape
         if not self.same or tape is None:
             return None
@@ -57,7 +58,7 @@ class TrainingTape:
             if tape.n_pos != self.block_size or not tape.has_logits:
                 return None
             self.checked = tape
-        return self.trained.lend()
+        return tape
 
 
 class TrainedDocument:
@@ -67,8 +68,9 @@ class TrainedDocument:
     document the tape cannot serve (and every later one: its trained is
     cleared)."""
 
-    def __init__(self, sampler, tape, temperature, k):
-        self.sampler, self.tape, self.temperature, self.k = sampler, tape, temperature, k
+    def __init__(self, sampler, source, temperature, k):
+        self.sampler, self.source, self.temperature, self.k = sampler, source, temperature, k
+        self.tape, self.token = None, None  # (lent at the first position)
         self.tokens = []
         self.own_step = None  # the sampler's own way, once the tape could not serve a position
 
@@ -88,7 +90,14 @@ class TrainedDocument:
 
     def on_tape(self, pos_id, want):
         """The position's probabilities (None if not wanted), or False if the tape cannot say."""
-        if self.tape.forward_from(self.tokens + [TARGET], pos_id) is None:
+        start = pos_id
+        if self.token is None or not self.source.trained.holds(self.token):
+            # (the first position, or the tape ran another forward since: from position 0)
+            self.tape, start = self.source.tape(), 0
+            if self.tape is None:
+                return False
+            _, self.token = self.source.trained.lend()
+        if self.tape.forward_from(self.tokens + [TARGET], start) is None:
             return False
         if not want:
             return None

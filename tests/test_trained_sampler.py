@@ -114,7 +114,7 @@ def test_a_tape_shorter_than_the_block_is_not_used():
     sampler = reusing(trainer, 12)
     got = draw(REPLAY, trainer, sampler, count=12)
     assert got == draw(COMPILED, trainer, compiled(trainer), count=12)
-    assert sampler.trained.lend() is None and sampler.tapes != {}  # its own recording
+    assert sampler.trained.tape() is None and sampler.tapes != {}  # its own recording
 
 
 def test_another_models_tape_is_not_used():
@@ -124,7 +124,7 @@ def test_another_models_tape_is_not_used():
     sampler = make_sampler(REPLAY, trainer.sd, trainer.config, 12, trained=other.document_loss)
     got = draw(REPLAY, trainer, sampler, count=12)
     assert got == draw(COMPILED, trainer, compiled(trainer), count=12)
-    assert sampler.trained.lend() is None
+    assert sampler.trained.tape() is None
 
 
 def test_a_forward_that_fails_hands_the_document_to_the_sampler_own_way():
@@ -175,3 +175,22 @@ def test_training_goes_on_after_sampling_as_if_nothing_sampled():
         losses += [bits(trainer.train_step()[1]) for _ in range(6)]
         runs.append((losses, [bits(p.data) for p in trainer.params], draw(REPLAY, trainer, reusing(trainer), count=8)))
     assert runs[0] == runs[1]
+
+
+def test_two_documents_at_once_each_read_their_own_positions():
+    """Documents stepped in turn on the one training tape (or on the sampler's
+    own recording): each computes its positions again from the first when the
+    other ran a forward since."""
+    trainer = small_trainer("replay", num_steps=5)
+    trainer.run()
+    firsts, seconds = (trainer.tokenizer.document_tokens(name)[:8] for name in ("isabella", "charlotte"))
+    # (the second: told of 4 documents of 8 positions, it records before the first)
+    probs, samplers = [], (reusing(trainer), make_sampler(REPLAY, trainer.sd, trainer.config, 4, 8), compiled(trainer))
+    for sampler in samplers:
+        with REPLAY.graph():
+            one, two = sampler.document(0.5), sampler.document(0.5)
+            probs.append([list(map(bits, step(tok, p))) for p, pair in enumerate(zip(firsts, seconds))
+                          for step, tok in zip((one, two), pair)])
+    assert probs[0] == probs[2] and probs[1] == probs[2]
+    assert_served(samplers[0])
+    assert samplers[1].model_positions == 0 and list(samplers[1].tapes) == [0.5]
