@@ -5,11 +5,12 @@ holds less than the block, other parameters, a forward that fails) the
 sampler's own way gives the same names again. Training goes on after it as if
 nothing had sampled."""
 import random
+import shutil
 
 import pytest
-from support import TEN_NAMES, bits, small_trainer
+from support import SMALL_DOCS, TEN_NAMES, bits, run_main, sample_texts, small_trainer, write_docs
 
-from microgpt import available_engines, get_engine
+from microgpt import available_engines, get_engine, replay_trained, rundir
 from microgpt.errors import DataError
 from microgpt.run import RunSettings, build_run
 from microgpt.sampling import make_sampler, sample
@@ -194,3 +195,36 @@ def test_two_documents_at_once_each_read_their_own_positions():
     assert probs[0] == probs[2] and probs[1] == probs[2]
     assert_served(samplers[0])
     assert samplers[1].model_positions == 0 and list(samplers[1].tapes) == [0.5]
+
+
+def test_train_and_a_resumed_train_sample_on_their_training_tape(tmp_path, monkeypatch):
+    """`microgpt train` (a block of 8: every recording holds it) samples on the
+    training tape: the compiled engine's names; a run resumed from its step 4
+    too, the same names; a finished run resumed trains no step (no tape): its
+    sampler's own way, the same names again."""
+    served = []
+    on_tape, save = replay_trained.TrainedDocument.on_tape, rundir.save
+    monkeypatch.setattr(replay_trained.TrainedDocument, "on_tape",
+                        lambda doc, pos_id, want: served.append(pos_id) or on_tape(doc, pos_id, want))
+
+    def save_and_copy(ckpt, directory):  # (the checkpoint of step 4, kept for resuming)
+        path = save(ckpt, directory)
+        if ckpt.step == 4:
+            shutil.copytree(directory, tmp_path / "at-4")
+        return path
+    monkeypatch.setattr(rundir, "save", save_and_copy)
+    text = write_docs(tmp_path / "docs.txt", SMALL_DOCS)
+    tiny = ["--n-embd", 8, "--n-head", 2, "--block-size", 8, "--num-samples", 6]
+    samples, positions = {}, {}
+    for name, argv in [("compiled", ["-i", text, "--steps", 8, "--engine", "compiled"]),
+                       ("full", ["-i", text, "--steps", 8, "--engine", "replay", "--save-every", 4, "-o", tmp_path / "r"]),
+                       ("resumed", ["--resume", tmp_path / "at-4", "--engine", "replay"]),
+                       ("again", ["--resume", tmp_path / "at-4", "--engine", "replay"])]:
+        served.clear()
+        status, out, err = run_main(["train", *argv, *tiny])
+        assert status == 0, err
+        samples[name], positions[name] = sample_texts(out), len(served)
+    assert samples["full"] == samples["compiled"] == samples["resumed"] == samples["again"]
+    assert len(samples["full"]) == 6
+    assert positions["full"] > 0 and positions["resumed"] > 0  # (on the training tape)
+    assert positions["compiled"] == 0 and positions["again"] == 0
