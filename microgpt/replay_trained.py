@@ -44,14 +44,14 @@ class TrainingTape:
     tape: a longer document records a new one)."""
 
     def __init__(self, trained, params, block_size):
-        mine = trained.params
+        mine = getattr(trained, "params", None)  # (a loss the model code builds has no tape)
         self.trained, self.block_size = trained, block_size
-        self.same = len(mine) == len(params) and all(map(operator.is_, mine, params))
+        self.same = mine is not None and len(mine) == len(params) and all(map(operator.is_, mine, params))
         self.checked = None  # the last tape found to serve
 
     def tape(self):
         """trained's tape if it serves, else None."""
-        tape = self.trained.tape
+        tape = getattr(self.trained, "tape", None)
         if not self.same or tape is None:
             return None
         if tape is not self.checked:

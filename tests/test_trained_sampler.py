@@ -119,13 +119,16 @@ def test_a_tape_shorter_than_the_block_is_not_used():
 
 
 def test_another_models_tape_is_not_used():
-    trainer, other = (small_trainer("replay", num_steps=4, seed=seed) for seed in (3, 4))
-    trainer.run()
-    other.run()
-    sampler = make_sampler(REPLAY, trainer.sd, trainer.config, 12, trained=other.document_loss)
-    got = draw(REPLAY, trainer, sampler, count=12)
-    assert got == draw(COMPILED, trainer, compiled(trainer), count=12)
-    assert sampler.trained.tape() is None
+    """Another model's recording, or a loss without one (the compiled engine's trainer)."""
+    trainer, other, model_code = (small_trainer(engine, num_steps=4, seed=seed)
+                                  for engine, seed in (("replay", 3), ("replay", 4), ("compiled", 3)))
+    for t in (trainer, other, model_code):
+        t.run()
+    expected = draw(COMPILED, trainer, compiled(trainer), count=12)
+    for not_these in (other.document_loss, model_code.document_loss):
+        sampler = make_sampler(REPLAY, trainer.sd, trainer.config, 12, trained=not_these)
+        assert draw(REPLAY, trainer, sampler, count=12) == expected
+        assert sampler.trained.tape() is None
 
 
 def test_a_forward_that_fails_hands_the_document_to_the_sampler_own_way():
