@@ -8,6 +8,7 @@ import random
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from support import SMALL_DOCS, TEN_NAMES, bits, run_main, sample_texts, small_trainer, write_docs
 
 from microgpt import available_engines, get_engine, replay_trained, rundir
@@ -231,3 +232,38 @@ def test_train_and_a_resumed_train_sample_on_their_training_tape(tmp_path, monke
     assert len(samples["full"]) == 6
     assert positions["full"] > 0 and positions["resumed"] > 0  # (on the training tape)
     assert positions["compiled"] == 0 and positions["again"] == 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzzed_models_and_options_sample_as_the_compiled_engine(data):
+    """Small models of any shape, trained a few steps (weights scaled up
+    sometimes: probabilities near 0 and 1), any temperature, top-k and prompt:
+    the training tape's probabilities and names are the compiled engine's, or
+    the same error."""
+    block, n_head = data.draw(st.sampled_from([4, 8])), data.draw(st.sampled_from([1, 2]))
+    words = data.draw(st.lists(st.text("abcde", min_size=1, max_size=2 * block), min_size=2, max_size=6))
+    trainer = small_trainer("replay", docs=words, seed=data.draw(st.integers(0, 9)),
+                            num_steps=data.draw(st.integers(1, 6)), n_layer=data.draw(st.sampled_from([1, 2])),
+                            n_embd=4 * n_head, n_head=n_head, block_size=block)
+    trainer.run()
+    scale = data.draw(st.sampled_from([1, 1, 20]))
+    for p in trainer.params:
+        p.data *= scale
+    temperature = data.draw(st.sampled_from([0.05, 0.5, 1, 3.0]) | st.floats(0.1, 4.0))
+    options = {"top_k": data.draw(st.none() | st.integers(1, 3))}
+    options["prefix"] = data.draw(st.sampled_from(["", words[0][:block - 1]]))
+    tokens = trainer.tokenizer.document_tokens(words[-1])[:block]
+    results = []
+    for engine, sampler in ((REPLAY, reusing(trainer, 6)), (COMPILED, compiled(trainer))):
+        try:
+            with engine.graph():  # a document's probabilities, bit for bit
+                step = sampler.document(temperature)
+                results.append([list(map(bits, step(tok, p))) for p, tok in enumerate(tokens)])
+        except ArithmeticError as e:
+            results.append(repr(e))
+        try:
+            results.append(draw(engine, trainer, sampler, temperature, count=5, **options))
+        except DataError as e:
+            results.append(str(e))
+    assert results[:2] == results[2:]
