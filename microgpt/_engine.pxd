@@ -114,6 +114,8 @@ cdef extern from "tape/tape.h":
     int32_t tape_token_limit(const tape_t *t) nogil
     double tape_loss(const tape_t *t) nogil
     double tape_prob(const tape_t *t, int32_t p, int32_t v) nogil
+    int tape_logits_kept(const tape_t *t, int32_t p) nogil
+    status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out) nogil
     tape_counts_t tape_counts(const tape_t *t, int32_t n) nogil
     size_t tape_bytes(const tape_t *t) nogil
 

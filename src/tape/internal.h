@@ -187,6 +187,7 @@ struct tape {
     int32_t *target_src;    /* ... and where that edge's local gradient is */
     int64_t *target_arg;    /* ... and the forward operand it is (fwd_arg) */
     int32_t *cand;          /* n_pos * n_cand: local index of probs[v] at position p */
+    int32_t *logit;         /* n_pos * n_cand: ... of logits[v] (-1: not kept; a sampler reads them) */
     int32_t table_slot0;    /* the token table: parameter slot of row 0, column 0 */
     int32_t table_rows, table_cols;
     int64_t n_token_edges;

@@ -131,8 +131,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x;
     int32_t *arg = t->fwd_arg;
-    params_read(x, a->data, t, params);
-    if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
+    if (from == 0) {  /* (a later from: the same parameters, as read then: a sampler's next position) */
+        params_read(x, a->data, t, params);
+        if (t->n_blocks > 0) matrix_transpose(t);
+    }
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q >= from && q < n) {

@@ -109,6 +109,13 @@ int32_t tape_token_limit(const tape_t *t); /* token ids must be below this */
 double tape_loss(const tape_t *t);         /* the last forward's loss */
 /* probs[v] at position p after a forward over it */
 double tape_prob(const tape_t *t, int32_t p, int32_t v);
+/* Whether position p's logits are kept (a sampler can read them:
+ * tape_tempered_probs); then, after a forward over position p, the
+ * sampler's probabilities there, softmax(logits / temperature) as the model
+ * code computes it, k = temperature ** -1: V floats into out. OP_OK, or the
+ * status the model code's first failing operation would raise. */
+int tape_logits_kept(const tape_t *t, int32_t p);
+status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out);
 tape_counts_t tape_counts(const tape_t *t, int32_t n);  /* 1 <= n <= tape_positions */
 size_t tape_bytes(const tape_t *t);
 
