@@ -14,6 +14,7 @@
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
+ *   program.c   the forward between the matrices as one stream of records, in level order
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
@@ -240,7 +241,21 @@ struct tape {
     int32_t *first_lanes;   /* paired.c: N L, position p's level s ends with a vector read by a
                              * matrix's rows, run first: its lanes (0: none) */
     uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
+    struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
+                             * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
+    int64_t n_prog, *prog_at;
 };
+
+/* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
+ * repetition 0 and their steps (k the pow's exponent). serial: it reads its own earlier
+ * result. program.c writes a lone instruction as a slot of one repetition. */
+typedef struct run_slot {
+    int32_t L, a, b, dL, da, db;
+    uint8_t code, op, serial;
+    uint8_t shared;         /* derived: every repetition after the first takes the first's max,
+                             * with the same sign, its nodes a constant step apart */
+    double k;               /* pow: the exponent; derived (shared): the sign */
+} run_slot_t;
 
 /* How the forward computes a node. */
 typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,
@@ -334,6 +349,13 @@ int elementwise_plan(tape_t *t);
 status_t elementwise_run(tape_t *t, int64_t i, double *m);
 uint8_t elementwise_code(const tape_t *t, int64_t i);  /* instruction i's own code under F_RUN */
 int64_t elementwise_len(const tape_t *t, int64_t i);
+const run_slot_t *elementwise_slots(const tape_t *t, int64_t i, int *period, int32_t *reps);  /* F_RUN at i */
+status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins, int T, double *m);
+/* program.c (0, or -1 out of memory); replay.c: instructions [i0, i1), m the last derived max */
+int program_plan(tape_t *t);
+status_t program_run(tape_t *t, int32_t s, int32_t p);
+size_t program_bytes(const tape_t *t);
+status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *m);
 int lane_plan(tape_t *t);
 int strided_plan(tape_t *t);
 void strided_dots(tape_t *t, int64_t i);

@@ -248,13 +248,13 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
                                    * matrix groups at every position */
         for (int32_t p = 0; p < n; ++p) {
             const int32_t *ap = t->level_at + (int64_t)p * (nl + 1) + s;
-            if (p + 1 < n) {  /* the next position's piece starts far away: its first lines now */
+            if (p + 1 < n && t->prog == NULL) {  /* the next position's piece starts far away: its first lines now */
                 int64_t i = ap[nl + 1] + skip;
                 __builtin_prefetch(t->fwd + i);
                 __builtin_prefetch(t->fwd_code + i);
                 __builtin_prefetch(t->fwd_arg + 3 * i);
             }
-            status_t st = run(t, ap[0] + skip, ap[1]);
+            status_t st = t->prog != NULL ? program_run(t, s, p) : run(t, ap[0] + skip, ap[1]);  /* (program.c) */
             if (st != OP_OK) return st;
         }
     }

@@ -37,12 +37,12 @@ static inline void matvec_forward(double *x, const double *v, const matvec_t *g)
     x[g->top[3]] = a3;
 }
 
-/* Forward instructions [i0, i1) of one position, in order. */
-static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
+/* Forward instructions [i0, i1) of one position, in order; *m: the last derived number's max. */
+status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *mp) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
     const uint8_t *code = t->fwd_code;
-    double m = 0.0;  /* the last derived number's max */
+    double m = *mp;
     for (int64_t i = i0; i < i1; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = t->fwd_arg + 3 * i;
@@ -124,7 +124,13 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
         }
         }
     }
+    *mp = m;
     return OP_OK;
+}
+
+static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
+    double m = 0.0;
+    return forward_range(t, i0, i1, &m);
 }
 
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
