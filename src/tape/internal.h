@@ -15,6 +15,7 @@
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
  *   program.c   the forward between the matrices as one stream of records, in level order
+ *   panels.c    a level's matrices over every position at once, lanes across positions
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
@@ -244,6 +245,11 @@ struct tape {
     struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
                              * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
     int64_t n_prog, *prog_at;
+    struct panel_unit *panel_units;  /* panels.c: each level's matrix units (NULL: none, matrix.c) */
+    struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
+    double *panel_buf;      /* the positions' vectors, eight a block */
+    int32_t panel_len;      /* the longest unit's rows */
+    int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
 };
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
@@ -355,6 +361,9 @@ status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins
 int program_plan(tape_t *t);
 status_t program_run(tape_t *t, int32_t s, int32_t p);
 size_t program_bytes(const tape_t *t);
+int panel_plan(tape_t *t);  /* panels.c: 0, or -1 out of memory */
+void panel_level(tape_t *t, int32_t s, int32_t n);
+size_t panel_bytes(const tape_t *t);
 status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *m);
 int lane_plan(tape_t *t);
 int strided_plan(tape_t *t);

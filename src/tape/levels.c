@@ -222,7 +222,7 @@ int level_plan(tape_t *t) {
         return 0;
     }
     t->n_levels = nl;
-    return matrix_units(t) ? 0 : -1;
+    return matrix_units(t) ? panel_plan(t) : -1;
 }
 
 /* The forward of positions [0, n) level by level (level_plan): run(t, i0, i1)
@@ -230,7 +230,8 @@ int level_plan(tape_t *t) {
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t)) {
     int32_t nl = t->n_levels;
     for (int32_t s = 0; s < nl; ++s) {
-        for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
+        if (t->panel_units != NULL) panel_level(t, s, n);  /* every position at once (panels.c) */
+        for (int32_t u = t->level_units[s]; u < t->level_units[s + 1] && t->panel_units == NULL; ++u) {
             const int32_t *mv = t->level_mv + (int64_t)u * t->n_pos;
             int32_t p = 0;
             for (; p + 1 < n; p += 2) {  /* two positions at once: the weights loaded once */

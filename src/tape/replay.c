@@ -133,12 +133,20 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
     return forward_range(t, i0, i1, &m);
 }
 
+/* The row blocks' weights transposed for matrix.c's kernels, unless they are already. */
+static void transpose(tape_t *t) {
+    if (t->n_blocks > 0 && t->wt_stale) matrix_transpose(t);
+    t->wt_stale = 0;
+}
+
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x;
     int32_t *arg = t->fwd_arg;
     params_read(x, a->data, t, params);
-    if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
+    int by_levels = from == 0 && t->n_levels > 0;
+    t->wt_stale |= from == 0;  /* (new weights; a later from: the same as the last forward's) */
+    if (!by_levels || t->panel_units == NULL) transpose(t);  /* (matrix.c's kernels read wt) */
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q >= from && q < n) {
@@ -152,9 +160,11 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
 
     /* a whole forward layer by layer where the tape allows (levels.c); one
      * that fails runs again in order, to stop where the reference stops */
-    status_t st = from == 0 && t->n_levels > 0 ? level_forward(t, n, run_forward) : OP_OK;
-    if (st != OP_OK || !(from == 0 && t->n_levels > 0))
+    status_t st = by_levels ? level_forward(t, n, run_forward) : OP_OK;
+    if (st != OP_OK || !by_levels) {
+        transpose(t);
         st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
+    }
     if (st != OP_OK) {
         t->n_used = 0;  /* nothing after a failed position can be trusted */
         return st;
