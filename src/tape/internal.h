@@ -245,6 +245,8 @@ struct tape {
     struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
                              * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
     int64_t n_prog, *prog_at;
+    int32_t *prog_list;     /* ... the lists its records read, in their order */
+    int64_t n_prog_list;
     struct panel_unit *panel_units;  /* panels.c: each level's matrix units (NULL: none, matrix.c) */
     struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
     double *panel_buf;      /* the positions' vectors, eight a block */
@@ -262,6 +264,7 @@ typedef struct run_slot {
                              * with the same sign, its nodes a constant step apart */
     double k;               /* pow: the exponent; derived (shared): the sign */
 } run_slot_t;
+int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *s, int32_t *b, int32_t *init, int32_t *out);
 
 /* How the forward computes a node. */
 typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,
@@ -342,6 +345,8 @@ void matrix_param_grads(tape_t *t, int32_t n);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
+/* sixteen chains side by side (shifted.c, strided.c), from init[k] into node out[k] */
+void shift16(double *x, const int32_t *p, int32_t len, const double *init, const int32_t *out);
 int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
@@ -368,6 +373,8 @@ status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *m);
 int lane_plan(tape_t *t);
 int strided_plan(tape_t *t);
 void strided_dots(tape_t *t, int64_t i);
+void strided16(double *x, int32_t a0, int64_t sa, int64_t sb, int32_t len, const int32_t *b,
+               const double *init, const int32_t *out);
 int strided_pulls_plan(tape_t *t);
 int strided_pulls(tape_t *t, int32_t b, int32_t end);
 size_t elementwise_bytes(const tape_t *t), lane_bytes(const tape_t *t);

@@ -13,7 +13,11 @@
  *   P_SDOT    a chain whose products' operands step by constants (a norm's
  *             sum of squares, an attention logit): sum x[a + j da] * x[b + j db]
  *             from x[init], each product and addition in the chain's order;
- *   P_STRIDED, P_SHIFT  the groups of strided.c and shifted.c, as they run;
+ *   P_SHIFT16, P_STRIDED16  four groups of shifted.c or strided.c whose sixteen
+ *             sums are nodes a constant step apart, each starting from one node:
+ *             their list (products' operands, or second operands) copied in
+ *             prog_list in the program's order;
+ *   P_STRIDED, P_SHIFT  the other groups of strided.c and shifted.c, as they run;
  *   P_RANGE   anything else, instructions [ins, ins + n) as run_forward does
  *             (an operand re-pointed at each replay, a derived number, a chain
  *             whose list has no constant steps, a group of four chains).
@@ -23,14 +27,25 @@
  * tape_forward then runs the step again in order, as it did. */
 #include "internal.h"
 
-enum { P_SLOT, P_SDOT, P_STRIDED, P_SHIFT, P_RANGE };
+enum { P_SLOT, P_SDOT, P_SHIFT16, P_STRIDED16, P_STRIDED, P_SHIFT, P_RANGE };
 
 typedef struct prog {
-    run_slot_t s;       /* P_SLOT: the slot; P_SDOT: L, a, da, b, db, and dL the number it starts from */
-    int64_t ins;        /* the first instruction it does */
-    int32_t n;          /* P_SLOT: repetitions; P_SDOT: products; P_RANGE: instructions */
+    run_slot_t s;       /* P_SLOT: the slot; P_SDOT: L, a, da, b, db, and dL the number it starts
+                         * from; P_SHIFT16, P_STRIDED16: L, dL its sums' first node and step, b the
+                         * number every sum starts from (P_STRIDED16: a, da, db the shared operand
+                         * and the steps) */
+    int64_t ins;        /* the first instruction it does (P_SHIFT16, P_STRIDED16: its list in prog_list) */
+    int32_t n;          /* P_SLOT: repetitions; P_SDOT, P_STRIDED16: products; P_SHIFT16: its list's
+                         * length (two a product); P_RANGE: instructions */
     uint8_t kind, period;
 } prog_t;
+
+/* Where program_plan writes (out NULL: it counts). */
+typedef struct {
+    prog_t *out;
+    int32_t *list;
+    int64_t k, n_list;
+} emit_t;
 
 /* A chain's list as constant steps (a, da, b, db in s), if it has them. */
 static int chain_steps(const tape_t *t, const int32_t *A, run_slot_t *s) {
@@ -43,10 +58,45 @@ static int chain_steps(const tape_t *t, const int32_t *A, run_slot_t *s) {
     return 1;
 }
 
-/* The record(s) of the unit at instruction i into out (NULL: only counted);
- * how many, and in *width the instructions they cover. fixed: instructions
- * whose operand a replay re-points (token and target slots). */
-static int unit_records(const tape_t *t, int64_t i, const uint8_t *fixed, prog_t *out, int64_t *width) {
+/* Sixteen sums' nodes out[] and starting numbers' nodes init[]: as one first node and
+ * step (s->L, s->dL) and one node (s->b), if they are so. */
+static int sixteen_alike(const int32_t *out, const int32_t *init, run_slot_t *s) {
+    s->L = out[0]; s->dL = out[1] - out[0]; s->b = init[0];
+    for (int k = 0; k < SIDE * SIDE; ++k)
+        if (out[k] != s->L + k * s->dL || init[k] != s->b) return 0;
+    return 1;
+}
+
+/* Four F_SHIFT4 groups at i (shifted.c) as one record with its list, if their
+ * sums are consecutive nodes that start from one node. */
+static int shift16_record(const tape_t *t, int64_t i, prog_t *r, emit_t *e) {
+    const int32_t *A = t->fwd_arg + 3 * i;
+    int32_t init[SIDE * SIDE];
+    for (int k = 0; k < SIDE * SIDE; ++k) init[k] = A[3 * k + 1];
+    if (!sixteen_alike(t->fwd + i, init, &r->s) || r->s.dL != 1) return 0;
+    r->kind = P_SHIFT16; r->n = A[2]; r->ins = e->n_list;
+    if (e->out != NULL) memcpy(e->list + e->n_list, t->dot_pair + A[0], (size_t)A[2] * sizeof *e->list);
+    e->n_list += A[2];
+    return 1;
+}
+
+/* Four F_STRIDED4 groups from i (strided.c) as one record with its second operands. */
+static int strided16_record(const tape_t *t, int64_t i, prog_t *r, emit_t *e) {
+    int32_t b[SIDE * SIDE], init[SIDE * SIDE], out[SIDE * SIDE];
+    run_slot_t s;
+    int32_t len = strided16_parts(t, i, &s, b, init, out);
+    if (len == 0 || !sixteen_alike(out, init, &r->s)) return 0;
+    r->s.a = s.a; r->s.da = s.da; r->s.db = s.db;
+    r->kind = P_STRIDED16; r->n = len; r->ins = e->n_list;
+    if (e->out != NULL) memcpy(e->list + e->n_list, b, sizeof b);
+    e->n_list += SIDE * SIDE;
+    return 1;
+}
+
+/* The record(s) of the unit at instruction i (e->out NULL: only counted); how
+ * many, and in *width the instructions they cover. fixed: instructions whose
+ * operand a replay re-points (token and target slots). */
+static int unit_records(const tape_t *t, int64_t i, const uint8_t *fixed, emit_t *e, int64_t *width) {
     const int32_t *A = t->fwd_arg + 3 * i;
     uint8_t c = t->fwd_code[i];
     int32_t L = t->fwd[i];
@@ -62,8 +112,8 @@ static int unit_records(const tape_t *t, int64_t i, const uint8_t *fixed, prog_t
         int32_t reps;
         const run_slot_t *s = elementwise_slots(t, i, &period, &reps);
         *width = (int64_t)period * reps;
-        for (int k = 0; k < period && out != NULL; ++k) {
-            prog_t *o = out + k;
+        for (int k = 0; k < period && e->out != NULL; ++k) {
+            prog_t *o = e->out + e->k + k;
             memset(o, 0, sizeof *o);
             o->kind = P_SLOT; o->s = s[k]; o->n = reps; o->ins = i + k; o->period = (uint8_t)period;
         }
@@ -88,36 +138,37 @@ static int unit_records(const tape_t *t, int64_t i, const uint8_t *fixed, prog_t
         break;
     case F_STRIDED4:
         *width = SIDE;
-        r.kind = P_STRIDED;
         if (t->fwd_arg[3 * i + 3] == -1) return 0;  /* (done with the first of its four) */
+        if (!strided16_record(t, i, &r, e)) r.kind = P_STRIDED;
         break;
     case F_SHIFT4:
         *width = t->fwd_arg[3 * i + 3] == -1 ? SIDE * SIDE : SIDE;
-        r.kind = P_SHIFT;
+        if (*width == SIDE || !shift16_record(t, i, &r, e)) r.kind = P_SHIFT;
         break;
     case F_MV4:
         return -1;  /* (a matrix between a level's other work: no program) */
     default:  /* F_DERIVED */
         break;
     }
-    if (out != NULL) *out = r;
+    if (e->out != NULL) e->out[e->k] = r;
     return 1;
 }
 
-/* The records of instructions [i0, i1) into out (NULL: counted); how many, or -1. */
-static int64_t piece_records(const tape_t *t, int64_t i0, int64_t i1, const uint8_t *fixed, prog_t *out) {
-    int64_t k = 0, w;
+/* The records of instructions [i0, i1) (e->out NULL: counted); 0, or -1. */
+static int piece_records(const tape_t *t, int64_t i0, int64_t i1, const uint8_t *fixed, emit_t *e) {
+    int64_t w;
     for (int64_t i = i0; i < i1; i += w) {
-        int got = unit_records(t, i, fixed, out != NULL ? out + k : NULL, &w);
+        int got = unit_records(t, i, fixed, e, &w);
         if (got < 0) return -1;
-        if (got == 1 && out != NULL && out[k].kind == P_RANGE && k > 0 && out[k - 1].kind == P_RANGE
-            && out[k - 1].ins + out[k - 1].n == i) {
-            out[k - 1].n += out[k].n;  /* one range with the one before */
+        prog_t *o = e->out != NULL ? e->out + e->k : NULL;
+        if (got == 1 && o != NULL && o->kind == P_RANGE && e->k > 0 && o[-1].kind == P_RANGE
+            && o[-1].ins + o[-1].n == i) {
+            o[-1].n += o->n;  /* one range with the one before */
             continue;
         }
-        k += got;
+        e->k += got;
     }
-    return k;
+    return 0;
 }
 
 /* The skipped matrix groups at the start of level s (the same at every position). */
@@ -139,32 +190,35 @@ int program_plan(tape_t *t) {
     for (int64_t j = 0; j < t->n_token_edges; ++j) fixed[t->token_arg[j] / 3] = 1;
     for (int32_t p = 0; p < N; ++p) fixed[t->target_arg[p] / 3] = 1;
     int rc = 0;
+    emit_t e = {NULL, NULL, 0, 0};
     for (int pass = 0; pass < 2 && rc == 0; ++pass) {  /* count (an upper bound), then write */
-        int64_t k = 0;
+        e.k = e.n_list = 0;
         for (int32_t s = 0; s < nl && rc == 0; ++s) {
             int64_t skip = matrix_skip(t, s);
             for (int32_t p = 0; p < N && rc == 0; ++p) {
                 const int32_t *ap = t->level_at + (int64_t)p * (nl + 1) + s;
-                t->prog_at[(int64_t)s * N + p] = k;
-                int64_t got = piece_records(t, ap[0] + skip, ap[1], fixed, pass == 1 ? t->prog + k : NULL);
-                if (got < 0) rc = 1;
-                k += got;
+                t->prog_at[(int64_t)s * N + p] = e.k;
+                rc = piece_records(t, ap[0] + skip, ap[1], fixed, &e) < 0;
             }
         }
-        t->prog_at[(int64_t)nl * N] = k;
-        if (pass == 0 && rc == 0 && !NEW(t->prog, k)) rc = -1;
-        t->n_prog = k;
+        t->prog_at[(int64_t)nl * N] = e.k;
+        t->n_prog = e.k;
+        if (pass == 0 && rc == 0 && (!NEW(t->prog, e.k) || !NEW(t->prog_list, e.n_list))) rc = -1;
+        e.out = t->prog;
+        e.list = t->prog_list;
     }
     free(fixed);
     if (rc != 0) {  /* no program: the instruction path */
-        free(t->prog); free(t->prog_at);
-        t->prog = NULL; t->prog_at = NULL; t->n_prog = 0;
+        free(t->prog); free(t->prog_at); free(t->prog_list);
+        t->prog = NULL; t->prog_at = NULL; t->prog_list = NULL; t->n_prog = 0;
     }
+    t->n_prog_list = e.n_list;
     return rc < 0 ? -1 : 0;
 }
 
 size_t program_bytes(const tape_t *t) {
-    return t->prog == NULL ? 0 : (size_t)t->n_prog * sizeof *t->prog + ((size_t)t->n_levels * t->n_pos + 1) * sizeof *t->prog_at;
+    return t->prog == NULL ? 0 : (size_t)t->n_prog * sizeof *t->prog + ((size_t)t->n_levels * t->n_pos + 1) * sizeof *t->prog_at
+                                 + (size_t)t->n_prog_list * sizeof *t->prog_list;
 }
 
 /* m0 + init, then + m_j: the chain's own additions, in its order (replay.c's F_DOT). */
@@ -177,6 +231,18 @@ static inline void strided_dot(double *x, const prog_t *r) {
     x[s->L] = acc;
 }
 
+/* Sixteen sums from one node into nodes L + k dL (P_SHIFT16, P_STRIDED16). */
+static void sixteen(double *x, const prog_t *r, const int32_t *list) {
+    double init[SIDE * SIDE];
+    int32_t out[SIDE * SIDE];
+    for (int k = 0; k < SIDE * SIDE; ++k) {
+        init[k] = x[r->s.b];
+        out[k] = r->s.L + k * r->s.dL;
+    }
+    if (r->kind == P_SHIFT16) shift16(x, list, r->n, init, out);
+    else strided16(x, r->s.a, r->s.da, r->s.db, r->n, list, init, out);
+}
+
 /* Level s's work outside its matrices at position p (level_forward). */
 status_t program_run(tape_t *t, int32_t s, int32_t p) {
     int64_t at = (int64_t)s * t->n_pos + p;
@@ -186,6 +252,7 @@ status_t program_run(tape_t *t, int32_t s, int32_t p) {
         switch (r->kind) {
         case P_SLOT: st = elementwise_slot(t, &r->s, r->n, r->ins, r->period, &m); break;
         case P_SDOT: strided_dot(t->x, r); break;
+        case P_SHIFT16: case P_STRIDED16: sixteen(t->x, r, t->prog_list + r->ins); break;
         case P_STRIDED: strided_dots(t, r->ins); break;
         case P_SHIFT: shifted_dots(t, r->ins); break;
         default: st = forward_range(t, r->ins, r->ins + r->n, &m);
