@@ -366,9 +366,11 @@ status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins
 int program_plan(tape_t *t);
 status_t program_run(tape_t *t, int32_t s, int32_t p);
 size_t program_bytes(const tape_t *t);
+void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps);  /* positions [0, n) */
 int panel_plan(tape_t *t);  /* panels.c: 0, or -1 out of memory */
 void panel_level(tape_t *t, int32_t s, int32_t n);
 size_t panel_bytes(const tape_t *t);
+int64_t panel_count(const tape_t *t, int32_t n);
 status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *m);
 int lane_plan(tape_t *t);
 int strided_plan(tape_t *t);

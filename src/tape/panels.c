@@ -96,6 +96,10 @@ size_t panel_bytes(const tape_t *t) {
         + blocks * ((size_t)t->panel_len + 1) * BLOCK * sizeof(double);
 }
 
+int64_t panel_count(const tape_t *t, int32_t n) {
+    return t->panel_units == NULL ? 0 : (int64_t)t->level_units[t->n_levels] * n;
+}
+
 /* Four rows (w, len apart) times a block's vectors V ([j][8]); lane c's sums to
  * nodes tops[c] + r0 + 0..3 (c < valid), each starting from init[c]. */
 #define PANEL_BODY                                                                        \

@@ -221,6 +221,16 @@ size_t program_bytes(const tape_t *t) {
                                  + (size_t)t->n_prog_list * sizeof *t->prog_list;
 }
 
+void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps) {
+    *records = *by_steps = 0;
+    for (int32_t s = 0; s < t->n_levels && t->prog != NULL; ++s)
+        for (int64_t k = t->prog_at[(int64_t)s * t->n_pos]; k < t->prog_at[(int64_t)s * t->n_pos + n]; ++k) {
+            uint8_t kind = t->prog[k].kind;
+            *records += 1;
+            *by_steps += kind == P_SDOT || kind == P_SHIFT16 || kind == P_STRIDED16;
+        }
+}
+
 /* m0 + init, then + m_j: the chain's own additions, in its order (replay.c's F_DOT). */
 static inline void strided_dot(double *x, const prog_t *r) {
     const run_slot_t *s = &r->s;
