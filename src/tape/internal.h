@@ -264,7 +264,8 @@ typedef struct run_slot {
                              * with the same sign, its nodes a constant step apart */
     double k;               /* pow: the exponent; derived (shared): the sign */
 } run_slot_t;
-int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *s, int32_t *b, int32_t *init, int32_t *out);
+int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *s, int32_t *b, int32_t *init, int32_t *out,
+                        int *groups);
 
 /* How the forward computes a node. */
 typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,

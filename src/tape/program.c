@@ -13,8 +13,8 @@
  *   P_SDOT    a chain whose products' operands step by constants (a norm's
  *             sum of squares, an attention logit): sum x[a + j da] * x[b + j db]
  *             from x[init], each product and addition in the chain's order;
- *   P_SHIFT16, P_STRIDED16  four groups of shifted.c or strided.c whose sixteen
- *             sums are nodes a constant step apart, each starting from one node:
+ *   P_SHIFT16, P_STRIDED16  four groups of shifted.c or strided.c (or one group of
+ *             strided.c) whose sums are nodes a constant step apart, each starting from one node:
  *             their list (products' operands, or second operands) copied in
  *             prog_list in the program's order;
  *   P_STRIDED, P_SHIFT  the other groups of strided.c and shifted.c, as they run;
@@ -37,7 +37,7 @@ typedef struct prog {
     int64_t ins;        /* the first instruction it does (P_SHIFT16, P_STRIDED16: its list in prog_list) */
     int32_t n;          /* P_SLOT: repetitions; P_SDOT, P_STRIDED16: products; P_SHIFT16: its list's
                          * length (two a product); P_RANGE: instructions */
-    uint8_t kind, period;
+    uint8_t kind, period;  /* (P_SHIFT16, P_STRIDED16: its groups of four sums, 4 or 1) */
 } prog_t;
 
 /* Where program_plan writes (out NULL: it counts). */
@@ -58,11 +58,11 @@ static int chain_steps(const tape_t *t, const int32_t *A, run_slot_t *s) {
     return 1;
 }
 
-/* Sixteen sums' nodes out[] and starting numbers' nodes init[]: as one first node and
- * step (s->L, s->dL) and one node (s->b), if they are so. */
-static int sixteen_alike(const int32_t *out, const int32_t *init, run_slot_t *s) {
+/* The first n sums' nodes out[] and starting numbers' nodes init[]: as one first
+ * node and step (s->L, s->dL) and one node (s->b), if they are so. */
+static int sums_alike(const int32_t *out, const int32_t *init, int n, run_slot_t *s) {
     s->L = out[0]; s->dL = out[1] - out[0]; s->b = init[0];
-    for (int k = 0; k < SIDE * SIDE; ++k)
+    for (int k = 0; k < n; ++k)
         if (out[k] != s->L + k * s->dL || init[k] != s->b) return 0;
     return 1;
 }
@@ -73,23 +73,24 @@ static int shift16_record(const tape_t *t, int64_t i, prog_t *r, emit_t *e) {
     const int32_t *A = t->fwd_arg + 3 * i;
     int32_t init[SIDE * SIDE];
     for (int k = 0; k < SIDE * SIDE; ++k) init[k] = A[3 * k + 1];
-    if (!sixteen_alike(t->fwd + i, init, &r->s) || r->s.dL != 1) return 0;
-    r->kind = P_SHIFT16; r->n = A[2]; r->ins = e->n_list;
+    if (!sums_alike(t->fwd + i, init, SIDE * SIDE, &r->s) || r->s.dL != 1) return 0;
+    r->kind = P_SHIFT16; r->n = A[2]; r->ins = e->n_list; r->period = SIDE;
     if (e->out != NULL) memcpy(e->list + e->n_list, t->dot_pair + A[0], (size_t)A[2] * sizeof *e->list);
     e->n_list += A[2];
     return 1;
 }
 
-/* Four F_STRIDED4 groups from i (strided.c) as one record with its second operands. */
+/* Four F_STRIDED4 groups from i (strided.c), or one, as one record with its second operands. */
 static int strided16_record(const tape_t *t, int64_t i, prog_t *r, emit_t *e) {
     int32_t b[SIDE * SIDE], init[SIDE * SIDE], out[SIDE * SIDE];
     run_slot_t s;
-    int32_t len = strided16_parts(t, i, &s, b, init, out);
-    if (len == 0 || !sixteen_alike(out, init, &r->s)) return 0;
+    int groups;
+    int32_t len = strided16_parts(t, i, &s, b, init, out, &groups);
+    if (len == 0 || !sums_alike(out, init, SIDE * groups, &r->s)) return 0;
     r->s.a = s.a; r->s.da = s.da; r->s.db = s.db;
-    r->kind = P_STRIDED16; r->n = len; r->ins = e->n_list;
-    if (e->out != NULL) memcpy(e->list + e->n_list, b, sizeof b);
-    e->n_list += SIDE * SIDE;
+    r->kind = P_STRIDED16; r->n = len; r->ins = e->n_list; r->period = (uint8_t)groups;
+    if (e->out != NULL) memcpy(e->list + e->n_list, b, SIDE * groups * sizeof *b);
+    e->n_list += SIDE * groups;
     return 1;
 }
 
@@ -241,16 +242,20 @@ static inline void strided_dot(double *x, const prog_t *r) {
     x[s->L] = acc;
 }
 
-/* Sixteen sums from one node into nodes L + k dL (P_SHIFT16, P_STRIDED16). */
+/* Sixteen sums from one node into nodes L + k dL (P_SHIFT16, P_STRIDED16); a single
+ * group (period 1) as four alike, each lane's sum the same as its group's: the same
+ * number written four times. */
 static void sixteen(double *x, const prog_t *r, const int32_t *list) {
     double init[SIDE * SIDE];
-    int32_t out[SIDE * SIDE];
+    int32_t out[SIDE * SIDE], b[SIDE * SIDE];
+    int n = SIDE * r->period;
     for (int k = 0; k < SIDE * SIDE; ++k) {
         init[k] = x[r->s.b];
-        out[k] = r->s.L + k * r->s.dL;
+        out[k] = r->s.L + k % n * r->s.dL;
+        b[k] = r->kind == P_STRIDED16 ? list[k % n] : 0;
     }
     if (r->kind == P_SHIFT16) shift16(x, list, r->n, init, out);
-    else strided16(x, r->s.a, r->s.da, r->s.db, r->n, list, init, out);
+    else strided16(x, r->s.a, r->s.da, r->s.db, r->n, b, init, out);
 }
 
 /* Level s's work outside its matrices at position p (level_forward). */

@@ -139,16 +139,21 @@ void strided16(double *x, int32_t a0, int64_t sa, int64_t sb, int32_t len, const
     KERNEL(strided16)(x, a0, sa, sb, len, b, init, out);
 }
 
-/* The sixteen chains of the four groups from instruction i (strided_runs): their
- * shared first operand, steps and length in s (a, da, db; the return: len), their
- * second operands, starting numbers' nodes and nodes in b, init, out; 0 if instruction
- * i does not begin four. */
-int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *rs, int32_t *b, int32_t *init, int32_t *out) {
-    if (t->fwd_code[i] != F_STRIDED4 || t->fwd_arg[3 * i + 3] >= -1) return 0;
+/* The chains of the four groups from instruction i (strided_runs), or of the
+ * group alone there (*groups 1) if its chains share their first operand: that
+ * operand, the steps and length in s (a, da, db; the return: len), their second
+ * operands, starting numbers' nodes and nodes in b, init, out (chain 4 q + c); 0
+ * if instruction i begins neither (or is done with the first of its four). */
+int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *rs, int32_t *b, int32_t *init, int32_t *out,
+                        int *groups) {
+    if (t->fwd_code[i] != F_STRIDED4 || t->fwd_arg[3 * i + 3] == -1) return 0;
     const strided4_t *s = t->strided + t->fwd_arg[3 * i];
     int64_t D = -t->fwd_arg[3 * i + 3];
+    *groups = D > 1 ? SIDE : 1;
+    for (int c = 0; c < SIDE; ++c)
+        if (s->a[c] != s->a[0]) return 0;
     rs->a = s->a[0]; rs->da = s->sa; rs->db = s->sb;
-    for (int q = 0; q < SIDE; ++q)
+    for (int q = 0; q < *groups; ++q)
         for (int c = 0; c < SIDE; ++c) {
             b[SIDE * q + c] = s[q].b[c];
             init[SIDE * q + c] = s[q].init[c];
@@ -164,7 +169,8 @@ void strided_dots(tape_t *t, int64_t i) {
     if (run < -1) {
         run_slot_t s;
         int32_t b[SIDE * SIDE], node[SIDE * SIDE], out[SIDE * SIDE];
-        int32_t len = strided16_parts(t, i, &s, b, node, out);
+        int groups;
+        int32_t len = strided16_parts(t, i, &s, b, node, out, &groups);
         double init[SIDE * SIDE];
         for (int k = 0; k < SIDE * SIDE; ++k) init[k] = t->x[node[k]];
         strided16(t->x, s.a, s.da, s.db, len, b, init, out);
