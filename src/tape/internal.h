@@ -352,6 +352,7 @@ int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
+status_t level_positions(tape_t *t, int32_t from, int32_t n);  /* ... of positions [from, n), in order */
 void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
 
 /* elementwise.c: runs of elementwise instructions, each slot of a short repeated pattern

@@ -158,10 +158,16 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     for (int32_t q = from; q < n; ++q)
         arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
-    /* a whole forward layer by layer where the tape allows (levels.c); one
-     * that fails runs again in order, to stop where the reference stops */
-    status_t st = by_levels ? level_forward(t, n, run_forward) : OP_OK;
-    if (st != OP_OK || !by_levels) {
+    /* a whole forward layer by layer where the tape allows (levels.c), or its
+     * positions from `from` by their levels; one that fails runs again in order,
+     * to stop where the reference stops */
+    status_t st = OP_OK;
+    if (by_levels) st = level_forward(t, n, run_forward);
+    else if (t->prog != NULL) {  /* a position at a time (the sampler's), its levels in order */
+        transpose(t);
+        st = level_positions(t, from, n);
+    }
+    if (st != OP_OK || (!by_levels && t->prog == NULL)) {
         transpose(t);
         st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
     }
