@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 350 lines: one struct every file reads; the
+ * public contract, tape.h). About 450 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
@@ -352,7 +352,6 @@ int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
-status_t level_positions(tape_t *t, int32_t from, int32_t n);  /* ... of positions [from, n), in order */
 void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
 
 /* elementwise.c: runs of elementwise instructions, each slot of a short repeated pattern
@@ -367,6 +366,7 @@ status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins
 /* program.c (0, or -1 out of memory); replay.c: instructions [i0, i1), m the last derived max */
 int program_plan(tape_t *t);
 status_t program_run(tape_t *t, int32_t s, int32_t p);
+status_t program_positions(tape_t *t, int32_t from, int32_t n);  /* positions [from, n), in order */
 size_t program_bytes(const tape_t *t);
 void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps);  /* positions [0, n) */
 int panel_plan(tape_t *t);  /* panels.c: 0, or -1 out of memory */

@@ -262,20 +262,6 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
     return OP_OK;
 }
 
-/* Positions [from, n) one after another, each level's matrix groups (matrix.c:
- * the transposed weights) then its program (program.c): each position's
- * instructions in their order, as run_forward does them. */
-status_t level_positions(tape_t *t, int32_t from, int32_t n) {
-    for (int32_t p = from; p < n; ++p)
-        for (int32_t s = 0; s < t->n_levels; ++s) {
-            for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u)
-                matrix_forward(t, t->mv + t->level_mv[(int64_t)u * t->n_pos + p], NULL);
-            status_t st = program_run(t, s, p);
-            if (st != OP_OK) return st;
-        }
-    return OP_OK;
-}
-
 /* The backward of positions [0, n) level by level, last to first, each
  * level's positions last to first (backward_levels): run(t, b1, b0) takes
  * entries b1 - 1 down to b0 of one position. */

@@ -276,3 +276,17 @@ status_t program_run(tape_t *t, int32_t s, int32_t p) {
     }
     return OP_OK;
 }
+
+/* Positions [from, n) one after another (the sampler's), each level's matrix
+ * groups (matrix.c: the transposed weights) then its records: each position's
+ * instructions in their order, as run_forward does them. */
+status_t program_positions(tape_t *t, int32_t from, int32_t n) {
+    for (int32_t p = from; p < n; ++p)
+        for (int32_t s = 0; s < t->n_levels; ++s) {
+            for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u)
+                matrix_forward(t, t->mv + t->level_mv[(int64_t)u * t->n_pos + p], NULL);
+            status_t st = program_run(t, s, p);
+            if (st != OP_OK) return st;
+        }
+    return OP_OK;
+}

@@ -165,9 +165,9 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     if (by_levels) st = level_forward(t, n, run_forward);
     else if (t->prog != NULL) {  /* a position at a time (the sampler's), its levels in order */
         transpose(t);
-        st = level_positions(t, from, n);
+        st = program_positions(t, from, n);
     }
-    if (st != OP_OK || (!by_levels && t->prog == NULL)) {
+    if (st != OP_OK || (!by_levels && (t->prog == NULL))) {
         transpose(t);
         st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
     }
