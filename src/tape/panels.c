@@ -74,7 +74,8 @@ int panel_plan(tape_t *t) {
             for (int32_t p = 0; p < N && ok; ++p) {
                 panel_read_t *r = reads + (int64_t)u * N + p;
                 ok = panel_read(t, t->mv + t->level_mv[(int64_t)u * N + p], pu, r);
-                if (ok && pu->same_vec) pu->same_vec = same_vector(t, r, r - N, pu->len) && pu->len == pu[-1].len;
+                if (ok && pu->same_vec)
+                    pu->same_vec = pu->len == pu[-1].len && same_vector(t, r, r - N, pu->len);
             }
         }
     int64_t blocks = (N + BLOCK - 1) / BLOCK;

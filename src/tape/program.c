@@ -13,10 +13,10 @@
  *   P_SDOT    a chain whose products' operands step by constants (a norm's
  *             sum of squares, an attention logit): sum x[a + j da] * x[b + j db]
  *             from x[init], each product and addition in the chain's order;
- *   P_SHIFT16, P_STRIDED16  four groups of shifted.c or strided.c (or one group of
- *             strided.c) whose sums are nodes a constant step apart, each starting from one node:
- *             their list (products' operands, or second operands) copied in
- *             prog_list in the program's order;
+ *   P_SHIFT16, P_STRIDED16  four groups of shifted.c or strided.c (or one
+ *             group of strided.c) whose sums are nodes a constant step apart,
+ *             each starting from one node: their list (products' operands, or
+ *             second operands) copied into prog_list in the program's order;
  *   P_STRIDED, P_SHIFT  the other groups of strided.c and shifted.c, as they run;
  *   P_RANGE   anything else, instructions [ins, ins + n) as run_forward does
  *             (an operand re-pointed at each replay, a derived number, a chain
@@ -218,8 +218,9 @@ int program_plan(tape_t *t) {
 }
 
 size_t program_bytes(const tape_t *t) {
-    return t->prog == NULL ? 0 : (size_t)t->n_prog * sizeof *t->prog + ((size_t)t->n_levels * t->n_pos + 1) * sizeof *t->prog_at
-                                 + (size_t)t->n_prog_list * sizeof *t->prog_list;
+    if (t->prog == NULL) return 0;
+    return (size_t)t->n_prog * sizeof *t->prog + ((size_t)t->n_levels * t->n_pos + 1) * sizeof *t->prog_at
+        + (size_t)t->n_prog_list * sizeof *t->prog_list;
 }
 
 void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps) {
