@@ -124,6 +124,8 @@ cdef class Tape:
                     forward_runs=c.forward_runs, forward_in_runs=c.forward_in_runs, forward_strided=c.forward_strided,
                     pulls_in_lanes=c.pulls_in_lanes, pulls_strided=c.pulls_strided,
                     vectors_paired=c.vectors_paired,
+                    forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
+                    matrix_panels=c.matrix_panels,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))
 
     cdef int load_params(self) except -1:

@@ -37,6 +37,7 @@ void tape_free(tape_t *t) {
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
+    free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
 
@@ -172,5 +173,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
             p -= k > 1 ? k - 1 : 0;
         }
     c.other_param_reads = t->param_start[n];
+    program_counts(t, n, &c.forward_records, &c.forward_by_steps);
+    c.matrix_panels = panel_count(t, n);
     return c;
 }

@@ -73,6 +73,11 @@ typedef struct {
     int64_t pulls_strided;      /* ... of groups of four whose lists step by constants (read from the steps) */
     int64_t vectors_paired;     /* vectors read by a matrix's rows whose gradients run with other
                                  * positions' (two or four at once) */
+    int64_t forward_records;    /* records of the forward's program between the matrices (0: none,
+                                 * the instructions run one by one) */
+    int64_t forward_by_steps;   /* ... of them sums read from first nodes and steps, not lists */
+    int64_t matrix_panels;      /* a matrix's rows times a position's vector, run for every position
+                                 * at once (0: position by position) */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the
