@@ -80,6 +80,7 @@ cdef extern from "tape/tape.h":
         int64_t nodes, kept_nodes, forward, backward, pulls
         int64_t forward_side_by_side, pulls_side_by_side, pulls_by_matrix_rows, other_param_reads
         int64_t forward_runs, forward_in_runs, forward_strided, pulls_in_lanes, pulls_strided, vectors_paired
+        int64_t forward_records, forward_by_steps, matrix_panels
 
     ctypedef struct record_t:
         const node_t *params
@@ -114,6 +115,8 @@ cdef extern from "tape/tape.h":
     int32_t tape_token_limit(const tape_t *t) nogil
     double tape_loss(const tape_t *t) nogil
     double tape_prob(const tape_t *t, int32_t p, int32_t v) nogil
+    int tape_logits_kept(const tape_t *t, int32_t p) nogil
+    status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out) nogil
     tape_counts_t tape_counts(const tape_t *t, int32_t n) nogil
     size_t tape_bytes(const tape_t *t) nogil
 

@@ -67,8 +67,8 @@ cdef inline bint alive(Value v) noexcept:
 
 cdef inline bint alive_in(Value v, arena_t *a) noexcept:
     """alive(v), for a v known to belong to the arena a. Its index is below the
-    capacity (which never shrinks), and a row past the last node has epoch 0,
-    which no handle has (src/arena.h): the epoch alone says it."""
+    capacity (which never shrinks), and a row past the last node has epoch 0
+    or one no live handle has (src/arena.h): the epoch alone says it."""
     return a.epoch[v.index] == v.epoch
 
 

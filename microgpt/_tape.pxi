@@ -124,6 +124,8 @@ cdef class Tape:
                     forward_runs=c.forward_runs, forward_in_runs=c.forward_in_runs, forward_strided=c.forward_strided,
                     pulls_in_lanes=c.pulls_in_lanes, pulls_strided=c.pulls_strided,
                     vectors_paired=c.vectors_paired,
+                    forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
+                    matrix_panels=c.matrix_panels,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))
 
     cdef int load_params(self) except -1:
@@ -166,6 +168,27 @@ cdef class Tape:
             raise ValueError(f"position {p} has not been computed")
         cdef int32_t v
         return [tape_prob(self.t, p, v) for v in range(self.n_cand)]
+
+    @property
+    def has_logits(self):
+        """Whether a sampler can read this tape's logits at every position (tempered_probs)."""
+        return all(tape_logits_kept(self.t, p) for p in range(tape_positions(self.t)))
+
+    def tempered_probs(self, int p, double k):
+        """The sampler's probabilities at position p after a forward over it:
+        softmax(logits / temperature) as the model code computes it (k =
+        temperature ** -1); None if one of its operations would raise."""
+        if not 0 <= p < tape_computed(self.t) or not tape_logits_kept(self.t, p):
+            raise ValueError(f"position {p} has not been computed, or its logits are not kept")
+        cdef double *out = <double *>malloc(self.n_cand * sizeof(double))
+        if out == NULL:
+            raise MemoryError()
+        try:
+            if tape_tempered_probs(self.t, p, k, out) != OP_OK:
+                return None
+            return [out[v] for v in range(self.n_cand)]
+        finally:
+            free(out)
 
     def backward(self):
         if self.forward_only:

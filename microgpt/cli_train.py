@@ -167,7 +167,8 @@ def train_and_sample(args, eng, run, ckpt, out_dir):
         samples = []
         sd = run.trainer.sd  # the trained weights (the torch engine brings its Weights up to date here)
         sampler = make_sampler(eng, sd, run.config, args.num_samples,  # one for every sample (replay: one recording)
-                               typical_positions(run.trainer.docs, run.config.block_size))
+                               typical_positions(run.trainer.docs, run.config.block_size),
+                               trained=getattr(run.trainer, "document_loss", None))  # (replay: training's)
         for i in range(args.num_samples):
             samples.append(sample(eng, sd, run.config, run.tokenizer, args.temperature, sampler=sampler))
             print(f"sample {i + 1:2d}: {samples[-1]}", flush=True)

@@ -1,5 +1,5 @@
 """The replay engine: the compiled engine, with the training step recorded once
-and replayed in C (some 310 lines: training's and sampling's recorders share record()).
+and replayed in C (some 385 lines: training's and sampling's recorders share record()).
 
 The first step runs the model code through the compiled engine over as many
 positions as the document needs, rounded up to a power of two (the document's
@@ -15,7 +15,8 @@ too, replayed from the fresh recording. A longer document records again, twice
 as long (at most the block): names of up to 16 characters never pay for a
 block of 64 positions. Adam is the compiled engine's, in C too. The sampler
 (Sampler) is recorded the same way, once per temperature and length, and
-replayed forward a position at a time.
+replayed forward a position at a time; after training it needs no recording
+of its own: the training tape serves it (Sampler.reuse, replay_trained.py).
 
 What a recording cannot serve goes back to the model code, never to a guess:
 a recording that met something it cannot follow (a ``.data`` read, a
@@ -29,6 +30,7 @@ import contextlib
 from . import _engine
 from ._engine import Adam, ArenaMismatchError, StaleValueError, Value, default_arena, graph  # noqa: F401
 from .model import ModelSampler, document_loss, parameters
+from .replay_trained import TrainingTape, trained_document
 
 name = "replay"
 checked = _engine.checked
@@ -142,6 +144,17 @@ class DocumentLoss(Recorder):
         self.model_steps += 1
         return document_loss(self.sd, self.config, tokens)
 
+    def lend(self):
+        """The tape for forwards that are not a step's (a sampler's document),
+        and a token: the tape holds that borrower's positions while holds(token).
+        A loss of an earlier forward can no longer run backward (its values are gone)."""
+        self._serial += 1
+        return self.tape, self._serial
+
+    def holds(self, token):
+        """No forward since the lend that gave this token (replayed steps count)."""
+        return token == self._serial
+
     def backward(self, loss):
         if loss._serial != self._serial:
             raise RuntimeError("backward() of a replayed loss must follow its own forward")
@@ -253,6 +266,13 @@ class Sampler(Recorder):
         self.model_positions = 0   # positions the model code computed where no replay could
         self.documents_left = None  # documents still to be drawn, when the caller said (expect)
         self.guessed = None        # positions a document takes, guessed before any is drawn
+        self.trained = None        # the training tape that serves the documents (reuse)
+        self.forwards = 0          # forwards run on its tapes (a document knows if another ran since)
+
+    def reuse(self, trained):
+        """Sample on the tape of `trained` (the DocumentLoss that trained these
+        weights) where it can serve (replay_trained.py): no recording of its own."""
+        self.trained = TrainingTape(trained, self.params, self.config.block_size)
 
     def expect(self, documents, positions=None):
         """`documents` more documents will be drawn (at any temperatures), each
@@ -293,6 +313,15 @@ class Sampler(Recorder):
         return recorded_length(positions, self.config.block_size, MIN_SAMPLER_RECORDED)
 
     def document(self, temperature):
+        step = trained_document(self, temperature)  # (on the training tape, where it serves)
+        if step is None:
+            return self.own_document(temperature)
+        if self.documents_left:
+            self.documents_left -= 1
+        return step
+
+    def own_document(self, temperature):
+        """A document on this sampler's own recording, or by the model code."""
         key = float(temperature)
         model_code = key not in self.tapes and not self.worth_recording(key)
         if self.documents_left:
@@ -331,6 +360,7 @@ class ReplayedDocument:
         self.sampler, self.key, self.tape, self.temperature = sampler, key, tape, temperature
         self.tokens = []
         self.model_step = None  # the model code, once a position could not be replayed
+        self.forwards = None    # sampler.forwards after this document's last forward
 
     def step(self, token_id, pos_id, want=True):
         if self.model_step is None:
@@ -338,11 +368,14 @@ class ReplayedDocument:
                 raise RuntimeError("a document's positions are fed in order from 0")
             self.tokens.append(token_id)
             self.sampler.fed(self.key, pos_id)
-            loss, start = None, pos_id
+            # (another document's forward since, on a tape of this sampler: from position 0)
+            loss, start = None, pos_id if self.forwards == self.sampler.forwards else 0
             if pos_id >= self.tape.n_pos:  # longer than the recording: a longer one, from position 0
                 self.tape, start = self.sampler.tape_for(self.key, pos_id + 1), 0
             if self.tape is not None:
                 loss = self.tape.forward_from(self.tokens + [0], start)  # (0: a target never read)
+                self.sampler.forwards += 1
+                self.forwards = self.sampler.forwards
             if loss is not None:
                 return self.tape.probs(pos_id) if want else None
             self.model_step = self.sampler.model_document(self.temperature)

@@ -68,15 +68,19 @@ def sample(engine, sd, config, tokenizer, temperature=0.5, top_k=None, prefix=""
     return "".join(chars)
 
 
-def make_sampler(engine, sd, config, documents=None, positions=None):
+def make_sampler(engine, sd, config, documents=None, positions=None, trained=None):
     """The engine's sampler (replay records one), else the model code's.
     documents: how many documents will be drawn from it, when known; positions:
     a guess of how many positions each takes (replay then records as soon as
     they would cost the model code more; a wrong guess costs time, never a
-    different document)."""
+    different document). trained: the trainer's document loss that trained sd
+    (Trainer.document_loss): replay samples on its recording where it can,
+    and records none of its own."""
     sampler = getattr(engine, "Sampler", ModelSampler)(sd, config)
     if documents is not None and hasattr(sampler, "expect"):
         sampler.expect(documents, positions)
+    if trained is not None and hasattr(sampler, "reuse"):
+        sampler.reuse(trained)
     return sampler
 
 

@@ -2,6 +2,9 @@
 #include "arena.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define INITIAL_NODES 1024
 
@@ -97,16 +100,34 @@ void arena_clear_stamps(arena_t *a) {
     zero(a->visit, (size_t)a->cap_nodes * sizeof *a->visit);
 }
 
-void arena_clear_rows(arena_t *a, int64_t from, int64_t to) {
+/* The rows of [from, to) in column k that hold an OP_POW's or an OP_CUSTOM's
+ * number (zeroed 2) back to 0: the op bytes are read 16 at a time, and only
+ * those rows written (a step's graph is some 5% powers). */
+static void clear_sparse(double *k, const uint8_t *op, int64_t from, int64_t to) {
+    int64_t i = from;
+#if defined(__SSE2__) && defined(__GNUC__)
+    const __m128i pw = _mm_set1_epi8(OP_POW), custom = _mm_set1_epi8(OP_CUSTOM);
+    for (; i + 16 <= to; i += 16) {
+        __m128i o = _mm_loadu_si128((const __m128i *)(const void *)(op + i));
+        unsigned hit = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(o, pw), _mm_cmpeq_epi8(o, custom)));
+        for (; hit; hit &= hit - 1) k[i + __builtin_ctz(hit)] = 0.0;
+    }
+#endif
+    for (; i < to; ++i)
+        if (op[i] == OP_POW || op[i] == OP_CUSTOM) k[i] = 0.0;
+}
+
+void arena_clear_rows(arena_t *a, int64_t from, int64_t to, int released) {
 #define CLEAR(type, name, code, slid, zeroed) \
-    if (zeroed == 2) zero(a->name + from, (size_t)(to - from) * sizeof(type));
+    if (zeroed == 2) clear_sparse((double *)(void *)a->name, a->op, from, to); \
+    if (zeroed == 3 && released) zero(a->name + from, (size_t)(to - from) * sizeof(type));
     ARENA_NODE_COLUMNS(CLEAR)
 #undef CLEAR
 }
 
 void arena_release(arena_t *a, int64_t mark) {
     if (mark < 0 || mark >= a->n_nodes) return;
-    arena_clear_rows(a, mark, a->n_nodes);
+    arena_clear_rows(a, mark, a->n_nodes, 1);
     a->n_nodes = mark;
     a->n_edges = a->child_start[mark];
     /* every handle made before now fails the epoch check if its index is >= mark */

@@ -1,5 +1,5 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
- * (~400 lines: the layout, every arena function's contract, and the
+ * (~430 lines: the layout, every arena function's contract, and the
  * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
@@ -13,7 +13,10 @@
  * a sample's graph) and bumps the arena's epoch, so handles into the dropped
  * part are recognised as stale: a handle is valid while index < n_nodes and
  * epoch[index] equals the epoch it was created with (the second alone says it:
- * the rows from n_nodes on have epoch 0, and no handle has).
+ * a row from n_nodes on holds 0, which no handle has, or the epoch of a node a
+ * reclaim or a drop took, which no live handle named; a release, which makes
+ * handles stale, clears the rows it drops, and rows are written with later
+ * epochs only after).
  *
  * The held column names each node's live handle (an opaque pointer: the
  * Python object, which C never reads), or NULL. A new node's row starts NULL
@@ -71,17 +74,23 @@ typedef uint8_t stamp_t;   /* a walk's mark (visit): 255 walks, then the column 
 /* The columns, each stated once: X(type, name, code, slid, zeroed). code: its
  * array.array typecode (Arena.column; 0: not shown, an opaque pointer); slid:
  * arena_reclaim moves it with its node (or edge); zeroed: 1, new rows start at 0;
- * 2, every row from n_nodes on is 0 (new rows, and the rows a release or a reclaim
- * drops are cleared, in one pass each: an append then has nothing to write there).
+ * 2, every row from n_nodes on is 0 (new rows, and the rows a release, a reclaim
+ * or a drop takes are cleared: an append then has nothing to write there), where
+ * only an OP_POW or OP_CUSTOM row holds anything else (the only appends that
+ * write an operand), so only those rows are cleared (a byte read a row, not 8
+ * written); 3, as 2 (every row), after a release only: the rows a reclaim or a
+ * drop takes keep their epochs, as no live handle names those nodes
+ * (arena_clear_rows). A grad is written by its append (8 bytes in lines the
+ * append writes anyway, where a clear would write every dropped row's line).
  * The struct, the bytes a node takes, growth, freeing, the reclaim's slide
  * and Arena.column all expand these tables. */
 #define ARENA_NODE_COLUMNS(X)  /* n_nodes rows used of cap_nodes */ \
     X(double,   data,       'd', 1, 0)  /* forward value */ \
-    X(double,   grad,       'd', 1, 2)  /* d(root)/d(node), accumulated by backward */ \
-    X(double,   operand,    'd', 1, 2)  /* the exponent k of OP_POW; 0 elsewhere */ \
+    X(double,   grad,       'd', 1, 0)  /* d(root)/d(node), accumulated by backward; 0 at the append */ \
+    X(double,   operand,    'd', 1, 2)  /* the exponent k of OP_POW (and of an OP_CUSTOM power); 0 elsewhere */ \
     X(uint8_t,  op,         'B', 1, 0)  /* op_t */ \
     X(uint8_t,  tag,        'B', 1, 0)  /* TAG_* bits: which of the node's numbers the pure engine holds as ints */ \
-    X(epoch_t,  epoch,      'Q', 1, 2)  /* arena epoch when the node was created; 0: no node */ \
+    X(epoch_t,  epoch,      'Q', 1, 3)  /* arena epoch when the node was created; 0: no node */ \
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
     X(stamp_t,  visit,      'B', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
@@ -137,9 +146,9 @@ void arena_free(arena_t *a);
 int arena_grow_nodes(arena_t *a, int64_t need);
 int arena_grow_edges(arena_t *a, int64_t need);
 void arena_release(arena_t *a, int64_t mark);
-/* Rows [from, to) of every cleared column (zeroed 2 in ARENA_NODE_COLUMNS) back
- * to 0: the rows a release or a reclaim drops. */
-void arena_clear_rows(arena_t *a, int64_t from, int64_t to);
+/* Rows [from, to) of every cleared column (zeroed 2 and 3 in ARENA_NODE_COLUMNS)
+ * back to 0: the rows a release (released 1), a reclaim or a drop takes. */
+void arena_clear_rows(arena_t *a, int64_t from, int64_t to, int released);
 
 /* Reclaim the nodes of [from, n_nodes) that nothing reaches (reclaim.c). A
  * node is live if held (a handle names it) or a child of a live node:
@@ -237,7 +246,9 @@ ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, 
                                     uint8_t tag) {
     epoch_t cur = a->cur_epoch;
     int64_t n_edges = a->n_edges;
-    a->data[i] = x;  /* its grad and operand are 0 already (cleared columns: ARENA_NODE_COLUMNS) */
+    a->data[i] = x;
+    a->grad[i] = 0.0;  /* written here, in the lines the append writes anyway: a drop clears no grads */
+    /* its operand is 0 already (a cleared column: ARENA_NODE_COLUMNS) */
     uint64_t bits;
     memcpy(&bits, &operand, sizeof bits);
     if (bits != 0) a->operand[i] = operand;  /* (not +0.0, the callers' constant: no test left) */

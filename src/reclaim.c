@@ -170,7 +170,7 @@ int64_t arena_pop(arena_t *a, int64_t floor, int64_t least) {
     while (i - BLOCK >= floor && !any_held(held + i - BLOCK)) i -= BLOCK;
     while (i > floor && held[i - 1] == NULL) --i;
     if (n - i < least) return 0;
-    arena_clear_rows(a, i, n);
+    arena_clear_rows(a, i, n, 0);
     a->n_nodes = i;
     a->n_edges = a->child_start[i];
     return n - i;
@@ -228,7 +228,7 @@ int64_t arena_reclaim(arena_t *a, int64_t from, int64_t *moved) {
         we += ne;
     }
     int64_t freed = n - w;
-    arena_clear_rows(a, w, n);
+    arena_clear_rows(a, w, n, 0);
     a->n_nodes = w;
     a->n_edges = we;
     a->cur_epoch++;

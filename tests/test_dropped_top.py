@@ -156,3 +156,23 @@ def test_a_dropped_graph_changes_no_float(arena):
     kept = loss()  # and a graph made without any drop before it
     kept.backward()
     assert [wi.grad for wi in w] == grads[0]
+
+
+def test_a_dropped_graph_leaves_no_exponent_or_grad_in_its_rows(arena):
+    # a drop clears the grads of the rows it takes, and the operands of its powers
+    # only (the one op that writes one), reading the op bytes: rows that held powers,
+    # grads and epochs come back as new nodes' rows
+    x = Value(1.5)
+    n = len(arena)
+    top = sum((x * float(k + 1)) ** (k % 3 + 0.5) for k in range(100))
+    top.backward()
+    assert x.grad != 0 and 0.5 in list(arena.column("operand"))[n:]
+    del top
+    assert len(arena) == n
+    made = [graph(x) for _ in range(2)]  # adds, multiplies and constants in the powers' rows
+    rows = len(arena) - n
+    assert list(arena.column("operand"))[n:] == [0.0] * rows
+    assert list(arena.column("grad"))[n:] == [0.0] * rows
+    assert all(m.grad == 0 and type(m.grad) is int for m in made)
+    assert len(set(list(arena.column("epoch"))[n:])) == 1
+    assert made[0].data == made[1].data == 1.5 * 4950.0

@@ -1,4 +1,4 @@
-"""The compiled Value's own add and multiply slots (microgpt/_slots.pxi) and its handles'
+"""The compiled Value's own add, multiply, subtract and divide slots (microgpt/_slots.pxi) and its handles'
 free list: what takes the fast path and what is left to the generic one gives the pure
 engine's nodes and numbers, and a freed handle keeps no arena but the default one alive."""
 import sys
@@ -74,3 +74,74 @@ def test_a_stale_or_foreign_operand_raises_through_the_slots():
         live * other
     with pytest.raises(compiled.ArenaMismatchError):
         other + live
+
+
+# x - number and x / y: the subtract and divide slots' fast paths (a float or an int
+# on the right of a Value, a Value divided by a Value) and what they leave to the
+# generic slot (zeros, overflows, nans and infinities, ints beyond a double, subclasses;
+# ints are exact below 2 ** 53 only: README)
+SUBTRAHENDS = [2.5, -3, 0, 0.0, -0.0, True, Half(0.5), 2 ** 52 + 1, -(2 ** 52) - 1, float("inf"), 1e-310]
+DIVISORS = [2.0, -3, 16, 0.5, -0.25, 3e-300, 2e-301, 1e-310, 2.5e299, 1e301, -0.0, 0, float("inf"),
+            float("nan"), 10 ** 400, 2 ** 60 + 1, True, Half(0.5)]
+
+
+def outcome(name, x_data, build):
+    """What build(x) gives on engine name for x = Value(x_data), after backward: the
+    result's and x's reprs, the result's op and its children's reprs, or the error."""
+    V = get_engine(name).Value
+    x = V(x_data)
+    try:
+        y = build(x, V)
+    except Exception as e:  # the same error on both engines
+        return type(e).__name__
+    y.backward()
+    kids = [repr(c) for c in y._children]
+    grandkids = [repr(c) for c in y._children[1]._children]
+    return repr(y), repr(x), kids, grandkids, (y.op if name == "compiled" else None)
+
+
+@pytest.mark.parametrize("x_data", [1.5, -2, 0], ids=repr)
+@pytest.mark.parametrize("given", SUBTRAHENDS, ids=repr)
+def test_a_value_minus_a_number_makes_the_pure_engines_nodes(given, x_data):
+    pure = outcome("pure", x_data, lambda x, V: x - as_held(given))
+    compiled = outcome("compiled", x_data, lambda x, V: x - given)
+    assert compiled[:4] == pure[:4]
+    assert compiled[4] == "add"  # x + (-number)
+
+
+@pytest.mark.parametrize("x_data", [1.5, -2, 0], ids=repr)
+@pytest.mark.parametrize("given", DIVISORS, ids=repr)
+def test_a_value_divided_by_a_number_makes_the_pure_engines_nodes(given, x_data):
+    pure = outcome("pure", x_data, lambda x, V: x / as_held(given))
+    compiled = outcome("compiled", x_data, lambda x, V: x / given)
+    if isinstance(pure, str):
+        assert compiled == pure  # ZeroDivisionError, OverflowError: raised by both
+        return
+    assert compiled[:4] == pure[:4]
+    assert compiled[4] == "mul"  # x * number ** -1
+
+
+@pytest.mark.parametrize("x_data", [1.5, -2, 0], ids=repr)
+@pytest.mark.parametrize("divisor", [2.0, -3, 4, 0.5, 0, -0.0, 1e-160, 1e-300, 3e200], ids=repr)
+def test_a_value_divided_by_a_value_makes_the_pure_engines_nodes(divisor, x_data):
+    pure = outcome("pure", x_data, lambda x, V: x / V(divisor))
+    compiled = outcome("compiled", x_data, lambda x, V: x / V(divisor))
+    assert compiled[:4] == pure[:4]
+    if not isinstance(compiled, str):
+        assert compiled[4] == "mul"  # x * divisor ** -1, the power a node
+
+
+def test_a_stale_or_foreign_operand_raises_through_subtract_and_divide():
+    compiled = get_engine("compiled")
+    arena = compiled.Arena()
+    x, w = arena.value(2.0), compiled.Value(3.0)
+    with pytest.raises(compiled.ArenaMismatchError):
+        x / w
+    with arena.graph():
+        gone = x * 2.0
+    for stale in (lambda: gone - 1.0, lambda: gone / 2.0, lambda: gone / x, lambda: x / gone):
+        with pytest.raises(compiled.StaleValueError):
+            stale()
+    # gone / x made x ** -1 before it met the stale gone, as __truediv__ makes it; the
+    # others appended nothing
+    assert len(arena) == 2

@@ -52,7 +52,7 @@ static const char *take_sizes(builder_t *b) {
         || !NEW(t->aux, n) || !NEW(t->dot_at, n)
         || !NEW(t->npull_start, n + 1) || !NEW(t->pos_end, N)
         || !NEW(t->loss_node, N) || !NEW(t->target_edge, N) || !NEW(t->target_owner, N)
-        || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->scratch, n)
+        || !NEW(t->target_src, N) || !NEW(t->cand, (int64_t)N * V) || !NEW(t->logit, (int64_t)N * V) || !NEW(t->scratch, n)
         || !NEW(t->param_start, N + 1))
         return "out of memory";
     return NULL;
@@ -181,6 +181,7 @@ static const char *find_targets(builder_t *b) {
         if (L < P || pos_of(t, L) != j / V || t->kind[L] != K_OP || cand_of[L] >= 0)
             return "a candidate is not a node of its position";
         t->cand[j] = L;
+        t->logit[j] = local_of(b, r->logit[j]);  /* (only read: renumber keeps it or marks it -1) */
         cand_of[L] = (int32_t)j;
         t->kind[L] = K_CANDIDATE;
     }

@@ -22,16 +22,6 @@
 #define MIN_REPS 4
 #define MAX_PERIOD 4
 
-/* One slot of a run's pattern: its node and operands at repetition 0 and
- * their steps (k the pow's exponent). serial: it reads its own earlier result. */
-typedef struct run_slot {
-    int32_t L, a, b, dL, da, db;
-    uint8_t code, op, serial;
-    uint8_t shared;         /* derived: every repetition after the first takes the first's max,
-                             * with the same sign, its nodes a constant step apart */
-    double k;               /* pow: the exponent; derived (shared): the sign */
-} run_slot_t;
-
 typedef struct elem_run {
     int64_t ins;            /* its first instruction */
     int32_t period, reps, slot;  /* slots [slot, slot + period) of run_slots */
@@ -200,10 +190,16 @@ size_t elementwise_bytes(const tape_t *t) {
 static inline const elem_run_t *run_at(const tape_t *t, int64_t i) { return t->runs + t->fwd_arg[3 * i + 2]; }
 uint8_t elementwise_code(const tape_t *t, int64_t i) { return run_at(t, i)->code0; }
 int64_t elementwise_len(const tape_t *t, int64_t i) { return (int64_t)run_at(t, i)->period * run_at(t, i)->reps; }
+const run_slot_t *elementwise_slots(const tape_t *t, int64_t i, int *period, int32_t *reps) {
+    const elem_run_t *r = run_at(t, i);
+    *period = r->period;
+    *reps = r->reps;
+    return t->run_slots + r->slot;
+}
 
 /* One slot over R repetitions. Contiguous steps (1, or 0 for a shared operand) let
  * the compiler use SIMD lanes; each number is still one operation on its own operands. */
-static status_t run_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins, int T, double *m) {
+status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins, int T, double *m) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
     int unit = s->dL == 1 && s->da == 1 && !s->serial;
     switch (s->code) {
@@ -289,7 +285,7 @@ static status_t run_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins,
 status_t elementwise_run(tape_t *t, int64_t i, double *m) {
     const elem_run_t *r = run_at(t, i);
     for (int k = 0; k < r->period; ++k) {
-        status_t st = run_slot(t, t->run_slots + r->slot + k, r->reps, r->ins + k, r->period, m);
+        status_t st = elementwise_slot(t, t->run_slots + r->slot + k, r->reps, r->ins + k, r->period, m);
         if (st != OP_OK) return st;
     }
     return OP_OK;

@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 350 lines: one struct every file reads; the
+ * public contract, tape.h). About 450 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
@@ -15,6 +15,8 @@
  *   weight_grads.c  the row blocks' weights' gradients, block by block
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
+ *   program.c   the forward between the matrices as one stream of records, in level order
+ *   panels.c    a level's matrices over every position at once, lanes across positions
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
@@ -193,6 +195,7 @@ struct tape {
     int32_t *target_src;    /* ... and where that edge's local gradient is */
     int64_t *target_arg;    /* ... and the forward operand it is (fwd_arg) */
     int32_t *cand;          /* n_pos * n_cand: local index of probs[v] at position p */
+    int32_t *logit;         /* n_pos * n_cand: ... of logits[v] (-1: not kept; a sampler reads them) */
     int32_t table_slot0;    /* the token table: parameter slot of row 0, column 0 */
     int32_t table_rows, table_cols;
     int64_t n_token_edges;
@@ -247,7 +250,30 @@ struct tape {
                              * matrix's rows, run first: its lanes (0: none); then N L more: its
                              * list's step where it is read without indices (0: it is not) */
     uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
+    struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
+                             * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
+    int64_t n_prog, *prog_at;
+    int32_t *prog_list;     /* ... the lists its records read, in their order */
+    int64_t n_prog_list;
+    struct panel_unit *panel_units;  /* panels.c: each level's matrix units (NULL: none, matrix.c) */
+    struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
+    double *panel_buf;      /* the positions' vectors, eight a block */
+    int32_t panel_len;      /* the longest unit's rows */
+    int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
 };
+
+/* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
+ * repetition 0 and their steps (k the pow's exponent). serial: it reads its own earlier
+ * result. program.c writes a lone instruction as a slot of one repetition. */
+typedef struct run_slot {
+    int32_t L, a, b, dL, da, db;
+    uint8_t code, op, serial;
+    uint8_t shared;         /* derived: every repetition after the first takes the first's max,
+                             * with the same sign, its nodes a constant step apart */
+    double k;               /* pow: the exponent; derived (shared): the sign */
+} run_slot_t;
+int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *s, int32_t *b, int32_t *init, int32_t *out,
+                        int *groups);
 
 /* How the forward computes a node. */
 typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV4, F_SHIFT4,
@@ -328,6 +354,8 @@ int matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_gra
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
+/* sixteen chains side by side (shifted.c, strided.c), from init[k] into node out[k] */
+void shift16(double *x, const int32_t *p, int32_t len, const double *init, const int32_t *out);
 int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
@@ -341,9 +369,24 @@ int elementwise_plan(tape_t *t);
 status_t elementwise_run(tape_t *t, int64_t i, double *m);
 uint8_t elementwise_code(const tape_t *t, int64_t i);  /* instruction i's own code under F_RUN */
 int64_t elementwise_len(const tape_t *t, int64_t i);
+const run_slot_t *elementwise_slots(const tape_t *t, int64_t i, int *period, int32_t *reps);  /* F_RUN at i */
+status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins, int T, double *m);
+/* program.c (0, or -1 out of memory); replay.c: instructions [i0, i1), m the last derived max */
+int program_plan(tape_t *t);
+status_t program_run(tape_t *t, int32_t s, int32_t p);
+status_t program_positions(tape_t *t, int32_t from, int32_t n);  /* positions [from, n), in order */
+size_t program_bytes(const tape_t *t);
+void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps);  /* positions [0, n) */
+int panel_plan(tape_t *t);  /* panels.c: 0, or -1 out of memory */
+void panel_level(tape_t *t, int32_t s, int32_t n);
+size_t panel_bytes(const tape_t *t);
+int64_t panel_count(const tape_t *t, int32_t n);
+status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *m);
 int lane_plan(tape_t *t);
 int strided_plan(tape_t *t);
 void strided_dots(tape_t *t, int64_t i);
+void strided16(double *x, int32_t a0, int64_t sa, int64_t sb, int32_t len, const int32_t *b,
+               const double *init, const int32_t *out);
 int strided_pulls_plan(tape_t *t);
 int strided_pulls(tape_t *t, int32_t b, int32_t end);
 size_t elementwise_bytes(const tape_t *t), lane_bytes(const tape_t *t);

@@ -222,7 +222,7 @@ int level_plan(tape_t *t) {
         return 0;
     }
     t->n_levels = nl;
-    return matrix_units(t) ? 0 : -1;
+    return matrix_units(t) ? panel_plan(t) : -1;
 }
 
 /* The forward of positions [0, n) level by level (level_plan): run(t, i0, i1)
@@ -230,7 +230,8 @@ int level_plan(tape_t *t) {
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t)) {
     int32_t nl = t->n_levels;
     for (int32_t s = 0; s < nl; ++s) {
-        for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
+        if (t->panel_units != NULL) panel_level(t, s, n);  /* every position at once (panels.c) */
+        for (int32_t u = t->level_units[s]; u < t->level_units[s + 1] && t->panel_units == NULL; ++u) {
             const int32_t *mv = t->level_mv + (int64_t)u * t->n_pos;
             int32_t p = 0;
             for (; p + 1 < n; p += 2) {  /* two positions at once: the weights loaded once */
@@ -248,13 +249,13 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
                                    * matrix groups at every position */
         for (int32_t p = 0; p < n; ++p) {
             const int32_t *ap = t->level_at + (int64_t)p * (nl + 1) + s;
-            if (p + 1 < n) {  /* the next position's piece starts far away: its first lines now */
+            if (p + 1 < n && t->prog == NULL) {  /* the next position's piece starts far away: its first lines now */
                 int64_t i = ap[nl + 1] + skip;
                 __builtin_prefetch(t->fwd + i);
                 __builtin_prefetch(t->fwd_code + i);
                 __builtin_prefetch(t->fwd_arg + 3 * i);
             }
-            status_t st = run(t, ap[0] + skip, ap[1]);
+            status_t st = t->prog != NULL ? program_run(t, s, p) : run(t, ap[0] + skip, ap[1]);  /* (program.c) */
             if (st != OP_OK) return st;
         }
     }

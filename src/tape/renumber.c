@@ -150,6 +150,8 @@ const char *renumber(tape_t *t) {
         SRC(t->target_src[p]);
     }
     for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j) RENUM(t->cand[j]);
+    for (int64_t j = 0; j < (int64_t)N * t->n_cand; ++j)  /* (a logit not kept: no sampling on this tape) */
+        t->logit[j] = t->logit[j] >= t->n_params && t->logit[j] < n && nw[t->logit[j]] >= 0 ? nw[t->logit[j]] : -1;
     for (int64_t j = 0; j < t->n_derived; ++j) RENUM(t->derived_node[j]);
     for (int64_t j = 0; j < t->src_start[t->n_derived]; ++j) RENUM(t->src[j]);
     for (int64_t i = 0; i < n_fwd; ++i) {  /* each chain's list (A[0], A[2] long), through the chain's

@@ -37,12 +37,12 @@ static inline void matvec_forward(double *x, const double *v, const matvec_t *g)
     x[g->top[3]] = a3;
 }
 
-/* Forward instructions [i0, i1) of one position, in order. */
-static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
+/* Forward instructions [i0, i1) of one position, in order; *m: the last derived number's max. */
+status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *mp) {
     double *x = t->x, *x_lg = t->x + t->n_nodes;
     const int32_t *fwd = t->fwd, *pair = t->dot_pair;
     const uint8_t *code = t->fwd_code;
-    double m = 0.0;  /* the last derived number's max */
+    double m = *mp;
     for (int64_t i = i0; i < i1; ++i) {
         int32_t L = fwd[i];
         const int32_t *A = t->fwd_arg + 3 * i;
@@ -124,15 +124,30 @@ static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
         }
         }
     }
+    *mp = m;
     return OP_OK;
+}
+
+static status_t run_forward(tape_t *t, int64_t i0, int64_t i1) {
+    double m = 0.0;
+    return forward_range(t, i0, i1, &m);
+}
+
+/* The row blocks' weights transposed for matrix.c's kernels, unless they are already. */
+static void transpose(tape_t *t) {
+    if (t->n_blocks > 0 && t->wt_stale) matrix_transpose(t);
+    t->wt_stale = 0;
 }
 
 status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x;
     int32_t *arg = t->fwd_arg;
-    params_read(x, a->data, t, params);
-    if (t->n_blocks > 0 && from == 0) matrix_transpose(t);  /* (a later from: the same parameters) */
+    if (from == 0)  /* (a later from: the same parameters, as read then: a sampler's next position) */
+        params_read(x, a->data, t, params);
+    int by_levels = from == 0 && t->n_levels > 0;
+    t->wt_stale |= from == 0;  /* (new weights; a later from: the same as the last forward's) */
+    if (!by_levels || t->panel_units == NULL) transpose(t);  /* (matrix.c's kernels read wt) */
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
         int32_t q = t->token_pos[j];
         if (q >= from && q < n) {
@@ -144,11 +159,19 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     for (int32_t q = from; q < n; ++q)
         arg[t->target_arg[q]] = t->cand[(int64_t)q * t->n_cand + tokens[q + 1]];
 
-    /* a whole forward layer by layer where the tape allows (levels.c); one
-     * that fails runs again in order, to stop where the reference stops */
-    status_t st = from == 0 && t->n_levels > 0 ? level_forward(t, n, run_forward) : OP_OK;
-    if (st != OP_OK || !(from == 0 && t->n_levels > 0))
+    /* a whole forward layer by layer where the tape allows (levels.c), or its
+     * positions from `from` by their levels; one that fails runs again in order,
+     * to stop where the reference stops */
+    status_t st = OP_OK;
+    if (by_levels) st = level_forward(t, n, run_forward);
+    else if (t->prog != NULL) {  /* a position at a time (the sampler's), its levels in order */
+        transpose(t);
+        st = program_positions(t, from, n);
+    }
+    if (st != OP_OK || (!by_levels && (t->prog == NULL))) {
+        transpose(t);
         st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
+    }
     if (st != OP_OK) {
         t->n_used = 0;  /* nothing after a failed position can be trusted */
         return st;

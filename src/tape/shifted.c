@@ -35,36 +35,39 @@ void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
 KERNELS(shift4, (tape_t *t, int64_t i), SHIFT4_BODY)
 
 /* Four F_SHIFT4 groups in a row, one head's sixteen outputs at one position
- * (shift_plan): group q's chain c sums x[p[2 j]] * x[p[2 j + 1] + 4 q + c],
- * the same weights. Four registers side by side: an addition's latency is
- * waited once for sixteen sums, not four. Each lane as in SHIFT4_BODY. */
+ * (shift_plan): group q's chain c sums x[p[2 j]] * x[p[2 j + 1] + 4 q + c]
+ * (len: 2 a product), the same weights, from init[4 q + c], into node out[4 q + c].
+ * Four registers side by side: an addition's latency is waited once for
+ * sixteen sums, not four. Each lane as in SHIFT4_BODY. */
 #define SHIFT16_BODY                                                                      \
-    const int32_t *A = t->fwd_arg + 3 * i, *p = t->dot_pair + A[0];                       \
-    double *x = t->x;                                                                     \
     v4 acc[SIDE];                                                                         \
-    for (int q = 0; q < SIDE; ++q) {                                                      \
-        const int32_t *B = A + 3 * SIDE * q;                                              \
-        v4 init = {x[B[1]], x[B[4]], x[B[7]], x[B[10]]};                                  \
-        acc[q] = x[p[0]] * load4(x + p[1] + SIDE * q) + init;                             \
-    }                                                                                     \
-    for (int32_t j = 2; j < A[2]; j += 2) {                                               \
+    for (int q = 0; q < SIDE; ++q) acc[q] = x[p[0]] * load4(x + p[1] + SIDE * q) + load4(init + SIDE * q); \
+    for (int32_t j = 2; j < len; j += 2) {                                                \
         double a = x[p[j]];                                                               \
         const double *v = x + p[j + 1];                                                   \
         for (int q = 0; q < SIDE; ++q) acc[q] = acc[q] + a * load4(v + SIDE * q);         \
     }                                                                                     \
     for (int q = 0; q < SIDE; ++q)                                                        \
-        for (int c = 0; c < SIDE; ++c) x[t->fwd[i + SIDE * q + c]] = acc[q][c];
-KERNELS(shift16, (tape_t *t, int64_t i), SHIFT16_BODY)
+        for (int c = 0; c < SIDE; ++c) x[out[SIDE * q + c]] = acc[q][c];
+#define SHIFT16_ARGS double *x, const int32_t *p, int32_t len, const double *init, const int32_t *out
+KERNELS(shift16, (SHIFT16_ARGS), SHIFT16_BODY)
+
+void shift16(double *x, const int32_t *p, int32_t len, const double *init, const int32_t *out) {
+    KERNEL(shift16)(x, p, len, init, out);
+}
 
 /* The group at instruction i, or the four from it (shift_plan: its second
  * instruction's first operand, unread by SHIFT4_BODY, is then -1); returns
  * the instructions done. */
 int64_t shifted_dots(tape_t *t, int64_t i) {
-    if (t->fwd_arg[3 * i + 3] != -1) {
+    const int32_t *A = t->fwd_arg + 3 * i;
+    if (A[3] != -1) {
         KERNEL(shift4)(t, i);
         return SIDE;
     }
-    KERNEL(shift16)(t, i);
+    double init[SIDE * SIDE];
+    for (int k = 0; k < SIDE * SIDE; ++k) init[k] = t->x[A[3 * k + 1]];
+    shift16(t->x, t->dot_pair + A[0], A[2], init, t->fwd + i);
     return SIDE * SIDE;
 }
 

@@ -109,39 +109,72 @@ int strided_plan(tape_t *t) {
 }
 
 /* Four groups from instruction i, D apart (strided_runs): sixteen sums, m0 + init, then
- * + m_j, four registers side by side, the shared first operand times the
- * second operands of four chains in each. */
+ * + m_j, four registers side by side, the shared first operand x[a0 + j sa] times
+ * the second operands x[b[k] + j sb] of sixteen chains (k = 4 q + c), from
+ * init[k] into node out[k]. */
 #define STRIDED16_BODY                                                                    \
-    const strided4_t *s = t->strided + t->fwd_arg[3 * i];                                \
-    int64_t D = -t->fwd_arg[3 * i + 3];                                                   \
-    double *x = t->x;                                                                     \
-    const double *a = x + s->a[0], *b[SIDE * SIDE];                                       \
-    int64_t sa = s->sa, sb = s->sb;                                                       \
+    const double *a = x + a0;                                                             \
     v4 acc[SIDE];                                                                         \
     for (int q = 0; q < SIDE; ++q) {                                                      \
-        for (int c = 0; c < SIDE; ++c) b[SIDE * q + c] = x + s[q].b[c];                   \
-        v4 init = {x[s[q].init[0]], x[s[q].init[1]], x[s[q].init[2]], x[s[q].init[3]]};   \
-        v4 bq = {b[SIDE * q][0], b[SIDE * q + 1][0], b[SIDE * q + 2][0], b[SIDE * q + 3][0]}; \
-        acc[q] = a[0] * bq + init;                                                        \
+        const int32_t *bb = b + SIDE * q;                                                 \
+        v4 bq = {x[bb[0]], x[bb[1]], x[bb[2]], x[bb[3]]};                                 \
+        acc[q] = a[0] * bq + load4(init + SIDE * q);                                      \
     }                                                                                     \
-    for (int64_t j = 1; j < s->len; ++j) {                                                \
+    for (int64_t j = 1; j < len; ++j) {                                                   \
         double aj = a[j * sa];                                                            \
         for (int q = 0; q < SIDE; ++q) {                                                  \
-            const double *const *bb = b + SIDE * q;                                       \
-            v4 bq = {bb[0][j * sb], bb[1][j * sb], bb[2][j * sb], bb[3][j * sb]};         \
+            const int32_t *bb = b + SIDE * q;                                             \
+            v4 bq = {x[bb[0] + j * sb], x[bb[1] + j * sb], x[bb[2] + j * sb], x[bb[3] + j * sb]}; \
             acc[q] = acc[q] + aj * bq;                                                    \
         }                                                                                 \
     }                                                                                     \
     for (int q = 0; q < SIDE; ++q)                                                        \
-        for (int c = 0; c < SIDE; ++c) x[t->fwd[i + D * q + c]] = acc[q][c];
-KERNELS(strided16, (tape_t *t, int64_t i), STRIDED16_BODY)
+        for (int c = 0; c < SIDE; ++c) x[out[SIDE * q + c]] = acc[q][c];
+#define STRIDED16_ARGS double *x, int32_t a0, int64_t sa, int64_t sb, int32_t len, const int32_t *b, \
+                       const double *init, const int32_t *out
+KERNELS(strided16, (STRIDED16_ARGS), STRIDED16_BODY)
+
+void strided16(double *x, int32_t a0, int64_t sa, int64_t sb, int32_t len, const int32_t *b,
+               const double *init, const int32_t *out) {
+    KERNEL(strided16)(x, a0, sa, sb, len, b, init, out);
+}
+
+/* The chains of the four groups from instruction i (strided_runs), or of the
+ * group alone there (*groups 1) if its chains share their first operand: that
+ * operand, the steps and length in s (a, da, db; the return: len), their second
+ * operands, starting numbers' nodes and nodes in b, init, out (chain 4 q + c); 0
+ * if instruction i begins neither (or is done with the first of its four). */
+int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *rs, int32_t *b, int32_t *init, int32_t *out,
+                        int *groups) {
+    if (t->fwd_code[i] != F_STRIDED4 || t->fwd_arg[3 * i + 3] == -1) return 0;
+    const strided4_t *s = t->strided + t->fwd_arg[3 * i];
+    int64_t D = -t->fwd_arg[3 * i + 3];
+    *groups = D > 1 ? SIDE : 1;
+    for (int c = 0; c < SIDE; ++c)
+        if (s->a[c] != s->a[0]) return 0;
+    rs->a = s->a[0]; rs->da = s->sa; rs->db = s->sb;
+    for (int q = 0; q < *groups; ++q)
+        for (int c = 0; c < SIDE; ++c) {
+            b[SIDE * q + c] = s[q].b[c];
+            init[SIDE * q + c] = s[q].init[c];
+            out[SIDE * q + c] = t->fwd[i + D * q + c];
+        }
+    return s->len;
+}
 
 /* The group at instruction i, or the four from it, or none (done with the
  * first of its four: strided_runs). */
 void strided_dots(tape_t *t, int64_t i) {
     int32_t run = t->fwd_arg[3 * i + 3];
-    if (run < -1) KERNEL(strided16)(t, i);
-    else if (run != -1) strided4(t, i);
+    if (run < -1) {
+        run_slot_t s;
+        int32_t b[SIDE * SIDE], node[SIDE * SIDE], out[SIDE * SIDE];
+        int groups;
+        int32_t len = strided16_parts(t, i, &s, b, node, out, &groups);
+        double init[SIDE * SIDE];
+        for (int k = 0; k < SIDE * SIDE; ++k) init[k] = t->x[node[k]];
+        strided16(t->x, s.a, s.da, s.db, len, b, init, out);
+    } else if (run != -1) strided4(t, i);
 }
 
 /* The group at instruction i: four sums, m0 + init, then + m_j, in lanes of plain registers. */
@@ -167,7 +200,9 @@ static void strided4(tape_t *t, int64_t i) {
     x[t->fwd[i + 3]] = r3;
 }
 
-/* The bytes of the vector instructions' records: the runs', the lanes', the strided groups'. */
+/* The bytes of the vector instructions' records: the runs', the lanes', the strided groups',
+ * and the forward's program and panels (program.c, panels.c). */
 size_t vector_bytes(const tape_t *t) {
-    return (size_t)t->n_strided * sizeof *t->strided + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t);
+    return (size_t)t->n_strided * sizeof *t->strided + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
+        + program_bytes(t) + panel_bytes(t);
 }

@@ -27,7 +27,7 @@ void tape_free(tape_t *t) {
     free(t->pull_block);
     free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
     free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
-    free(t->target_src); free(t->cand);
+    free(t->target_src); free(t->cand); free(t->logit);
     free(t->token_edge); free(t->token_param); free(t->token_pos); free(t->token_col);
     free(t->derived_node); free(t->src_start); free(t->src);
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
@@ -37,6 +37,7 @@ void tape_free(tape_t *t) {
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
+    free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
 
@@ -71,7 +72,7 @@ size_t tape_bytes(const tape_t *t) {
         + N * (sizeof *t->mv_end + sizeof *t->fwd_end + sizeof *t->bwd_end + sizeof *t->pos_end
                + sizeof *t->graph_end + sizeof *t->loss_node + sizeof *t->target_edge
                + sizeof *t->target_owner + sizeof *t->target_src + sizeof *t->target_arg)
-        + N * (size_t)t->n_cand * sizeof *t->cand
+        + N * (size_t)t->n_cand * (sizeof *t->cand + sizeof *t->logit)
         + (size_t)t->n_token_edges * (sizeof *t->token_edge + sizeof *t->token_arg + sizeof *t->token_param
                                       + sizeof *t->token_pos + sizeof *t->token_col)
         + (size_t)t->mv_end[N - 1] * (sizeof *t->block_w0 + sizeof *t->block_len + sizeof *t->block_start
@@ -98,6 +99,41 @@ int tape_params_in_one_block(const tape_t *t) { return t->params_at >= 0; }
 
 double tape_prob(const tape_t *t, int32_t p, int32_t v) {
     return t->x[t->cand[(int64_t)p * t->n_cand + v]];
+}
+
+int tape_logits_kept(const tape_t *t, int32_t p) {
+    for (int64_t j = (int64_t)p * t->n_cand; j < (int64_t)(p + 1) * t->n_cand; ++j)
+        if (t->logit[j] < 0) return 0;
+    return 1;
+}
+
+/* The sampler's probabilities from a forward's logits: model.reader's
+ * softmax([l / temperature for l in logits]) operation by operation, with
+ * ops.h's arithmetic (so the same floats, and the same failures): each
+ * l / temperature is l * k (k = temperature ** -1, a constant); Python's max
+ * of their values (a later one replaces only if greater); each (s - m).exp()
+ * is s + (-m), then exp; sum() is 0 + e0, then + e1, ... left to right; each
+ * e / total is e * total ** -1. */
+status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out) {
+    const int32_t *logit = t->logit + (int64_t)p * t->n_cand;
+    int32_t V = t->n_cand;
+    double lg[2], m = 0.0, total, inv;
+    status_t st = OP_OK;
+    for (int32_t v = 0; v < V; ++v) {
+        op_mul(t->x[logit[v]], k, &out[v], lg);
+        if (v == 0 || out[v] > m) m = out[v];
+    }
+    for (int32_t v = 0; v < V && st == OP_OK; ++v) {
+        op_add(out[v], -m, &out[v], lg);
+        st = op_exp(out[v], &out[v], lg);
+    }
+    if (st != OP_OK) return st;
+    op_add(out[0], 0.0, &total, lg);
+    for (int32_t v = 1; v < V; ++v) op_add(total, out[v], &total, lg);
+    st = op_pow(total, -1.0, -2.0, &inv, lg);
+    if (st != OP_OK) return st;
+    for (int32_t v = 0; v < V; ++v) op_mul(out[v], inv, &out[v], lg);
+    return OP_OK;
 }
 
 /* Backward groups are counted as the backward meets them: a group's top
@@ -138,5 +174,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
             p -= k > 1 ? k - 1 : 0;
         }
     c.other_param_reads = t->param_start[n];
+    program_counts(t, n, &c.forward_records, &c.forward_by_steps);
+    c.matrix_panels = panel_count(t, n);
     return c;
 }

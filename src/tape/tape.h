@@ -73,6 +73,11 @@ typedef struct {
     int64_t pulls_strided;      /* ... of groups of four whose lists step by constants (read from the steps) */
     int64_t vectors_paired;     /* vectors read by a matrix's rows whose gradients run with other
                                  * positions' (two or four at once) */
+    int64_t forward_records;    /* records of the forward's program between the matrices (0: none,
+                                 * the instructions run one by one) */
+    int64_t forward_by_steps;   /* ... of them sums read from first nodes and steps, not lists */
+    int64_t matrix_panels;      /* a matrix's rows times a position's vector, run for every position
+                                 * at once (0: position by position) */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the
@@ -109,6 +114,13 @@ int32_t tape_token_limit(const tape_t *t); /* token ids must be below this */
 double tape_loss(const tape_t *t);         /* the last forward's loss */
 /* probs[v] at position p after a forward over it */
 double tape_prob(const tape_t *t, int32_t p, int32_t v);
+/* Whether position p's logits are kept (a sampler can read them:
+ * tape_tempered_probs); then, after a forward over position p, the
+ * sampler's probabilities there, softmax(logits / temperature) as the model
+ * code computes it, k = temperature ** -1: V floats into out. OP_OK, or the
+ * status the model code's first failing operation would raise. */
+int tape_logits_kept(const tape_t *t, int32_t p);
+status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out);
 tape_counts_t tape_counts(const tape_t *t, int32_t n);  /* 1 <= n <= tape_positions */
 size_t tape_bytes(const tape_t *t);
 
