@@ -184,7 +184,12 @@ static int stack_room(builder_t *b, int64_t depth) {
 }
 
 /* The rank of every local node in the reference's depth-first post-order
- * (children in order, each node once), as the copied edges are now. The walk
+ * (children in order, each node once), as the copied edges are now, but for
+ * the leaves: a leaf is finished as soon as entered, so the others' order is
+ * the same whether it takes a rank or not, and no leaf's rank is compared (a
+ * leaf reads nothing: it is no node's parent). A reached leaf of the step is
+ * marked 0; a row's weights (parameters) are not visited at all, halving the
+ * walk over a matrix's rows, and their products' ranks stay consecutive. The walk
  * from the mean enters sum(losses) first, whose additions (check_tail) enter
  * losses[0], then losses[1], ...: the same walk as one from each loss in turn
  * with one visited set. -2 marks a node entered and not yet finished. 0, or
@@ -196,7 +201,7 @@ static int walk(builder_t *b) {
     for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;  /* (a chain not reached: its products neither) */
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
-        int compact = is_compact(t, v);
+        int compact = is_compact(t, v), row = t->op[v] == OP_ROW_DOT;
         /* e: the next edge, or of a compact chain the next operand (chain_operand) */
         int64_t e = compact ? 0 : start[v], end = compact ? dot_len(t, v) : start[v + 1], top = 0, e0 = compact ? 0 : e;
         if (rank[v] != -1) continue;
@@ -207,14 +212,16 @@ static int walk(builder_t *b) {
                  * inner nodes would finish the product (then the constant 0 or the
                  * addition that reads it, which nothing else reads) */
                 if (compact && e > e0 && (e - e0) % 2 == 0) product_done(b, v, (e - e0) / 2 - 1, k++);
+                if (row && !(e & 1)) ++e;  /* w_j: a parameter (build.c row_of_params), a leaf */
                 int32_t c = compact ? chain_operand(t, v, child + start[v], (int32_t)e++) : child[e++];
                 if (rank[c] != -1) continue;
-                if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
+                if (start[c] == start[c + 1]) { rank[c] = 0; continue; }  /* a leaf (see above) */
                 if (stack_room(b, top + 1) < 0) return -1;
                 b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
                 compact = is_compact(t, c);
+                row = t->op[c] == OP_ROW_DOT;
                 if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
                 e = e0 = compact ? 0 : start[c];
@@ -242,6 +249,7 @@ static int walk(builder_t *b) {
             v = b->stack_node[--top];
             e = b->stack_edge[top];
             compact = is_compact(t, v);
+            row = t->op[v] == OP_ROW_DOT;
             e0 = compact ? 0 : start[v];
             end = compact ? dot_len(t, v) : start[v + 1];
         }
@@ -271,13 +279,15 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
 
 /* Does the last walk, made with the recorded targets shifted by `shift` at
  * every position, follow the tape's rule at every node it reached? (A chain's
- * inner nodes have one parent each: nothing to order.) */
-static int rule_holds(const builder_t *b, int32_t shift) {
+ * inner nodes have one parent each: nothing to order.) With `rotating` only
+ * the rotating nodes' (the recorded walk's: every other list was sorted by
+ * its ranks, or checked so by shared_order_holds). */
+static int rule_holds(const builder_t *b, int32_t shift, int rotating) {
     const tape_t *t = b->t;
     for (int32_t c = t->n_params, p = 0; c < t->n_nodes; ++c) {
         while (c >= t->pos_end[p]) ++p;  /* c's position */
         uint8_t k = t->kind[c];
-        if (!((k == K_OP || k == K_ROTATE || k == K_DOT) && b->rank[c] >= 0)) continue;
+        if (!((k == K_ROTATE || (!rotating && (k == K_OP || k == K_DOT))) && b->rank[c] >= 0)) continue;
         int32_t tgt = k == K_ROTATE ? (b->r->tokens[p + 1] + shift) % t->n_cand : -1;  /* (only theirs reads it) */
         if (!order_holds(b, c, tgt)) return 0;
     }
@@ -296,7 +306,7 @@ static void point_targets(builder_t *b, int32_t shift) {
 static const char *verify(builder_t *b, int32_t shift) {
     point_targets(b, shift);
     int walked = walk(b);
-    int ok = walked == 0 && rule_holds(b, shift);
+    int ok = walked == 0 && rule_holds(b, shift, 0);
     point_targets(b, 0);  /* the recorded targets back */
     if (walked < 0) return "out of memory";
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
@@ -330,7 +340,7 @@ const char *order_pulls(builder_t *b) {
     for (int32_t c = t->n_params; c < t->n_nodes; ++c)
         if (t->alias_base[c] && !shared_order_holds(b, c))
             return "a vector's entries are read by a matrix's rows in different orders";
-    if (!rule_holds(b, 0))
+    if (!rule_holds(b, 0, 1))
         return "the backward order of the recorded step does not follow the tape's rule";
     return NULL;
 }
