@@ -13,7 +13,7 @@ static inline int32_t pull_rank_at(const builder_t *b, int64_t k, int32_t shift)
     if (r < 0 || !is_compact(t, q)) return r;
     int32_t j = operand_of_edge(t, q, t->npull_edge[k] + shift) >> 1;
     if (b->irregular[q]) return b->pair_rank[b->pair_base[q] + j];
-    return r - (dot_len(t, q) >> 1) + j;
+    return r + j;  /* (a chain's rank is its first product's) */
 }
 
 /* ... of pull entry k as the list of a vector's entry `shift` on reads it
@@ -30,8 +30,8 @@ static inline int32_t pull_rank(const builder_t *b, int64_t k) {
  * pair_rank they would fill are never touched (at n_layer 6, n_embd 128,
  * block 128 it would hold 166 M ranks). A chain whose walk ranked another
  * node between two of its products is irregular: its ranks are written.
- * While v is walked, rank[v] holds its first product's rank (nothing reads
- * an entered node's rank but to see it is not -1). */
+ * rank[v] holds its first product's rank, also once v is finished (nothing
+ * compares a compact chain's own rank: its readers take its products'). */
 static inline void product_done(builder_t *b, int32_t v, int64_t j, int32_t k) {
     if (j == 0) {
         b->irregular[v] = 0;
@@ -140,8 +140,10 @@ static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
     if (!by_block) {
         for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
-        int64_t k = lo + 1;
-        while (k < hi && precedes(b, 0, k - 1, k)) ++k;
+        int64_t k = lo + 1, before = rank_key(b, lo);  /* (each entry's rank found once) */
+        for (int64_t key; k < hi && ((key = rank_key(b, k)) < before
+                                     || (key == before && t->npull_edge[k - 1] > t->npull_edge[k])); ++k)
+            before = key;
         if (k >= hi) return 0;
         if (hi - lo > 32) return sort_by_rank(b, lo, hi);
     }
@@ -228,7 +230,8 @@ static int walk(builder_t *b) {
                 end = compact ? dot_len(t, c) : start[c + 1];
             }
             if (compact) product_done(b, v, (e - e0) / 2 - 1, k++);  /* its last product */
-            rank[v] = k++;  /* every child done: post-order */
+            if (!compact) rank[v] = k;  /* every child done: post-order */
+            k++;
             if (t->kind[v] == K_INTERIOR) {
                 /* a chain's product (chains are read once, so met only here): the
                  * walk down its additions would finish it, then the constant 0
