@@ -183,10 +183,11 @@ static const char *check_chain_reads(const tape_t *t, int32_t q, int32_t *seen, 
         int32_t entries = t->child_start[L + 1] - t->child_start[L];
         for (int32_t k = 0; k < entries; ++k) {  /* a row's first entry: its n weights from w0 */
             int32_t run = k == 0 && t->op[L] == OP_ROW_DOT ? dot_len(t, L) / 2 : 1;
-            for (int32_t c = list[k]; c < list[k] + run && c < t->n_params; ++c) {
+            int64_t c0 = list[k], c1 = c0 + run < t->n_params ? c0 + run : t->n_params;  /* [c0, c1): parameters */
+            if (c0 < c1 && c0 < table_end && c1 > t->table_slot0) return "the token table is read by a product";
+            for (int64_t c = c0; c < c1; ++c) {
                 if (seen[c] == q) return "a parameter is read twice at one position";
                 seen[c] = q;
-                if (c >= t->table_slot0 && c < table_end) return "the token table is read by a product";
             }
         }
     }
