@@ -185,6 +185,37 @@ static int stack_room(builder_t *b, int64_t depth) {
     return 0;
 }
 
+/* The walk through compact chain v (walk, below) from its operand *e: the
+ * operands already reached and the leaves, and the products they finish (past
+ * a product's two operands, the walk down its inner nodes would finish it,
+ * then the constant 0 or the addition that reads it, which nothing else
+ * reads), up to the first operand to descend into (returned, *e past it) or
+ * the end (-1; the last product is the caller's to finish). A row's weights
+ * (parameters, build.c row_of_params) are leaves: not visited. */
+static int32_t chain_step(builder_t *b, int32_t v, int row, int64_t *e_at, int64_t end, int32_t *k_at) {
+    const int32_t *start = b->t->child_start, *list = b->t->child + start[v];
+    int32_t *rank = b->rank, k = *k_at, c = -1;
+    int64_t e = *e_at;
+    while (e < end) {
+        if (e > 0 && !(e & 1)) {  /* product e / 2 - 1 finished (its rank derived if regular) */
+            int64_t j = e / 2 - 1;
+            if (j == 0 || b->irregular[v] || k != rank[v] + j) product_done(b, v, j, k);
+            k++;
+        }
+        if (row && !(e & 1)) ++e;  /* w_j */
+        c = row ? list[1 + (e >> 1)] : list[e];
+        ++e;
+        if (rank[c] == -1) {
+            if (start[c] != start[c + 1]) break;
+            rank[c] = 0;  /* a leaf (walk) */
+        }
+        c = -1;
+    }
+    *e_at = e;
+    *k_at = k;
+    return c;
+}
+
 /* The rank of every local node in the reference's depth-first post-order
  * (children in order, each node once), as the copied edges are now, but for
  * the leaves: a leaf is finished as soon as entered, so the others' order is
@@ -210,14 +241,14 @@ static int walk(builder_t *b) {
         rank[v] = -2;
         for (;;) {
             while (e < end) {
-                /* a compact chain: past a product's two operands, the walk down its
-                 * inner nodes would finish the product (then the constant 0 or the
-                 * addition that reads it, which nothing else reads) */
-                if (compact && e > e0 && (e - e0) % 2 == 0) product_done(b, v, (e - e0) / 2 - 1, k++);
-                if (row && !(e & 1)) ++e;  /* w_j: a parameter (build.c row_of_params), a leaf */
-                int32_t c = compact ? chain_operand(t, v, child + start[v], (int32_t)e++) : child[e++];
-                if (rank[c] != -1) continue;
-                if (start[c] == start[c + 1]) { rank[c] = 0; continue; }  /* a leaf (see above) */
+                int32_t c;
+                if (compact) {
+                    if ((c = chain_step(b, v, row, &e, end, &k)) < 0) break;
+                } else {
+                    c = child[e++];
+                    if (rank[c] != -1) continue;
+                    if (start[c] == start[c + 1]) { rank[c] = 0; continue; }  /* a leaf (see above) */
+                }
                 if (stack_room(b, top + 1) < 0) return -1;
                 b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
                 b->stack_edge[top++] = (int32_t)e;
