@@ -130,16 +130,15 @@ static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
     return 0;
 }
 
-/* Sort pull entries [lo, hi) stably. By rank, the entries come in creation
- * order, mostly the reverse of the order sought, so they are reversed first
- * and kept if that is the order; a short list is then sorted by insertion, a
- * long one (a vector read by every row of a wide matrix) by its keys. By
- * block, stably by insertion (a rotating node's few parents). 0, or -1 out of
- * memory. */
+/* Sort pull entries [lo, hi) stably. By rank, the entries come in the
+ * reverse of creation order (reads.c fill_reads), mostly the order sought,
+ * and are kept if that is the order; a short list is then sorted by
+ * insertion, a long one (a vector read by every row of a wide matrix) by its
+ * keys. By block, stably by insertion (a rotating node's few parents). 0, or
+ * -1 out of memory. */
 static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
     if (!by_block) {
-        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
         int64_t k = lo + 1, before = rank_key(b, lo);  /* (each entry's rank found once) */
         for (int64_t key; k < hi && ((key = rank_key(b, k)) < before
                                      || (key == before && t->npull_edge[k - 1] > t->npull_edge[k])); ++k)
