@@ -70,13 +70,29 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     return precedes_at(b, by_block, i, j, 0);
 }
 
+/* Pull entry k's place in the order by rank, as one number: the higher
+ * first, so (rank, parent) descending; a parent never reached ranks above
+ * every reached one. (precedes_at is this, then the edge.) */
+static int64_t rank_key_at(const builder_t *b, int64_t k, int32_t shift) {
+    int64_t r = pull_rank_at(b, k, shift);
+    return ((r < 0 ? INT32_MAX : r) << 31) | b->t->npull_parent[k];
+}
+
+static int64_t rank_key(const builder_t *b, int64_t k) {
+    return rank_key_at(b, k, 0);
+}
+
 /* Is the list node c shares (reads.c share_vector_reads) in its order for c
  * too? Its entries' parents are rows, each a product further on. */
 static int shared_order_holds(const builder_t *b, int32_t c) {
     const tape_t *t = b->t;
-    int32_t base = t->alias_base[c];
-    for (int64_t k = t->npull_start[base]; k + 1 < t->npull_start[base + 1]; ++k)
-        if (precedes_at(b, 0, k + 1, k, t->alias_shift[c])) return 0;
+    int32_t base = t->alias_base[c], shift = t->alias_shift[c];
+    int64_t lo = t->npull_start[base], hi = t->npull_start[base + 1];
+    for (int64_t k = lo + 1, before = lo < hi ? rank_key_at(b, lo, shift) : 0; k < hi; ++k) {
+        int64_t key = rank_key_at(b, k, shift);  /* (each entry's rank found once) */
+        if (key > before || (key == before && t->npull_edge[k] > t->npull_edge[k - 1])) return 0;
+        before = key;
+    }
     return 1;
 }
 
@@ -95,13 +111,6 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
     }
 }
 
-/* Pull entry k's place in the order by rank, as one number: the higher
- * first, so (rank, parent) descending; a parent never reached ranks above
- * every reached one. */
-static int64_t rank_key(const builder_t *b, int64_t k) {
-    int64_t r = pull_rank(b, k);
-    return ((r < 0 ? INT32_MAX : r) << 31) | b->t->npull_parent[k];
-}
 
 static int descending(const void *x, const void *y) {
     const pull_key_t *a = x, *c = y;
@@ -193,12 +202,17 @@ static int stack_room(builder_t *b, int64_t depth) {
  * (parameters, build.c row_of_params) are leaves: not visited. */
 static int32_t chain_step(builder_t *b, int32_t v, int row, int64_t *e_at, int64_t end, int32_t *k_at) {
     const int32_t *start = b->t->child_start, *list = b->t->child + start[v];
-    int32_t *rank = b->rank, k = *k_at, c = -1;
+    int32_t *rank = b->rank, k = *k_at, c = -1, first = rank[v];  /* (-2 before its first product) */
     int64_t e = *e_at;
+    int regular = !b->irregular[v];
     while (e < end) {
         if (e > 0 && !(e & 1)) {  /* product e / 2 - 1 finished (its rank derived if regular) */
             int64_t j = e / 2 - 1;
-            if (j == 0 || b->irregular[v] || k != rank[v] + j) product_done(b, v, j, k);
+            if (j == 0 || !regular || k != first + j) {
+                product_done(b, v, j, k);
+                first = rank[v];
+                regular = !b->irregular[v];
+            }
             k++;
         }
         if (row && !(e & 1)) ++e;  /* w_j */
