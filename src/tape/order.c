@@ -202,17 +202,12 @@ static int stack_room(builder_t *b, int64_t depth) {
  * (parameters, build.c row_of_params) are leaves: not visited. */
 static int32_t chain_step(builder_t *b, int32_t v, int row, int64_t *e_at, int64_t end, int32_t *k_at) {
     const int32_t *start = b->t->child_start, *list = b->t->child + start[v];
-    int32_t *rank = b->rank, k = *k_at, c = -1, first = rank[v];  /* (-2 before its first product) */
+    int32_t *rank = b->rank, k = *k_at, c = -1;
     int64_t e = *e_at;
-    int regular = !b->irregular[v];
     while (e < end) {
         if (e > 0 && !(e & 1)) {  /* product e / 2 - 1 finished (its rank derived if regular) */
             int64_t j = e / 2 - 1;
-            if (j == 0 || !regular || k != first + j) {
-                product_done(b, v, j, k);
-                first = rank[v];
-                regular = !b->irregular[v];
-            }
+            if (j == 0 || b->irregular[v] || k != rank[v] + j) product_done(b, v, j, k);
             k++;
         }
         if (row && !(e & 1)) ++e;  /* w_j */
@@ -312,6 +307,7 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     int32_t list = t->alias_base[c] ? t->alias_base[c] : c, shift = t->alias_shift[c];  /* (a shared list) */
     int64_t lo = t->npull_start[list], hi = t->npull_start[list + 1];
     int32_t last = INT32_MAX;
+    if (hi - lo < 2) return 1;  /* (one parent: nothing to order) */
     for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
         for (int64_t k = lo; k < hi; ++k) {
             if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
