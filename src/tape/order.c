@@ -1,7 +1,7 @@
 /* order.c: the backward's order. Each node's pull list (the parents whose
  * gradients it adds) sorted into the order the reference's depth-first walk
  * adds them; the rotating nodes' rule (the target's logit last) checked
- * against that walk and against walks for other targets. Some 300 lines, one
+ * against that walk and against walks for other targets. Some 400 lines, one
  * job: the sort and the rule's check both read the walk's ranks. */
 #include "builder.h"
 
