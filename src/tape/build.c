@@ -18,8 +18,7 @@
 
 static int32_t local_of(const builder_t *b, node_t i) {
     const record_t *r = b->r;
-    int64_t end = r->pos_end[r->n_pos - 1];
-    if (i >= r->rec_start && i < end) return (int32_t)(r->n_params + (i - r->rec_start));
+    if (i >= r->rec_start && i < b->rec_end) return (int32_t)(r->n_params + (i - r->rec_start));
     if (i >= 0 && i < r->rec_start) return b->pmap[i];
     return -1;
 }
@@ -38,7 +37,7 @@ static const char *take_sizes(builder_t *b) {
     tape_t *t = b->t;
     int32_t P = r->n_params, N = r->n_pos, V = r->n_cand;
     if (N < 1 || V < 1) return "nothing to record";
-    int64_t end = r->pos_end[N - 1], M = end - r->rec_start;
+    int64_t end = b->rec_end = r->pos_end[N - 1], M = end - r->rec_start;
     if (M < 1 || (int64_t)P + M > INT32_MAX) return "nothing to record";
     t->n_params = P;
     t->n_nodes = (int32_t)(P + M);

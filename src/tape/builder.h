@@ -21,6 +21,7 @@ typedef struct {
     int32_t *rank;          /* local node -> its place in a depth-first post-order, -1: not reached
                              * (t->scratch, once the pull lists are filled) */
     int64_t arena_edge0;    /* the arena's edge index of local edge 0 */
+    int64_t rec_end;        /* the arena node after the last position's (local_of) */
     pull_key_t *keys;       /* sort_pulls' room for a long list's keys (keys_cap of them) */
     int32_t *pair_base;     /* a compact chain's first product among all compact chains' products */
     int32_t *pair_rank;     /* ... each product's rank in the last walk, where its chain is

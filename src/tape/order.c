@@ -1,7 +1,7 @@
 /* order.c: the backward's order. Each node's pull list (the parents whose
  * gradients it adds) sorted into the order the reference's depth-first walk
  * adds them; the rotating nodes' rule (the target's logit last) checked
- * against that walk and against walks for other targets. Some 300 lines, one
+ * against that walk and against walks for other targets. Some 400 lines, one
  * job: the sort and the rule's check both read the walk's ranks. */
 #include "builder.h"
 
@@ -13,7 +13,7 @@ static inline int32_t pull_rank_at(const builder_t *b, int64_t k, int32_t shift)
     if (r < 0 || !is_compact(t, q)) return r;
     int32_t j = operand_of_edge(t, q, t->npull_edge[k] + shift) >> 1;
     if (b->irregular[q]) return b->pair_rank[b->pair_base[q] + j];
-    return r - (dot_len(t, q) >> 1) + j;
+    return r + j;  /* (a chain's rank is its first product's) */
 }
 
 /* ... of pull entry k as the list of a vector's entry `shift` on reads it
@@ -30,8 +30,8 @@ static inline int32_t pull_rank(const builder_t *b, int64_t k) {
  * pair_rank they would fill are never touched (at n_layer 6, n_embd 128,
  * block 128 it would hold 166 M ranks). A chain whose walk ranked another
  * node between two of its products is irregular: its ranks are written.
- * While v is walked, rank[v] holds its first product's rank (nothing reads
- * an entered node's rank but to see it is not -1). */
+ * rank[v] holds its first product's rank, also once v is finished (nothing
+ * compares a compact chain's own rank: its readers take its products'). */
 static inline void product_done(builder_t *b, int32_t v, int64_t j, int32_t k) {
     if (j == 0) {
         b->irregular[v] = 0;
@@ -70,13 +70,29 @@ static int precedes(const builder_t *b, int by_block, int64_t i, int64_t j) {
     return precedes_at(b, by_block, i, j, 0);
 }
 
+/* Pull entry k's place in the order by rank, as one number: the higher
+ * first, so (rank, parent) descending; a parent never reached ranks above
+ * every reached one. (precedes_at is this, then the edge.) */
+static int64_t rank_key_at(const builder_t *b, int64_t k, int32_t shift) {
+    int64_t r = pull_rank_at(b, k, shift);
+    return ((r < 0 ? INT32_MAX : r) << 31) | b->t->npull_parent[k];
+}
+
+static int64_t rank_key(const builder_t *b, int64_t k) {
+    return rank_key_at(b, k, 0);
+}
+
 /* Is the list node c shares (reads.c share_vector_reads) in its order for c
  * too? Its entries' parents are rows, each a product further on. */
 static int shared_order_holds(const builder_t *b, int32_t c) {
     const tape_t *t = b->t;
-    int32_t base = t->alias_base[c];
-    for (int64_t k = t->npull_start[base]; k + 1 < t->npull_start[base + 1]; ++k)
-        if (precedes_at(b, 0, k + 1, k, t->alias_shift[c])) return 0;
+    int32_t base = t->alias_base[c], shift = t->alias_shift[c];
+    int64_t lo = t->npull_start[base], hi = t->npull_start[base + 1];
+    for (int64_t k = lo + 1, before = lo < hi ? rank_key_at(b, lo, shift) : 0; k < hi; ++k) {
+        int64_t key = rank_key_at(b, k, shift);  /* (each entry's rank found once) */
+        if (key > before || (key == before && t->npull_edge[k] > t->npull_edge[k - 1])) return 0;
+        before = key;
+    }
     return 1;
 }
 
@@ -95,13 +111,6 @@ static void swap_pulls(tape_t *t, int64_t i, int64_t j, int by_block) {
     }
 }
 
-/* Pull entry k's place in the order by rank, as one number: the higher
- * first, so (rank, parent) descending; a parent never reached ranks above
- * every reached one. */
-static int64_t rank_key(const builder_t *b, int64_t k) {
-    int64_t r = pull_rank(b, k);
-    return ((r < 0 ? INT32_MAX : r) << 31) | b->t->npull_parent[k];
-}
 
 static int descending(const void *x, const void *y) {
     const pull_key_t *a = x, *c = y;
@@ -130,18 +139,19 @@ static int sort_by_rank(builder_t *b, int64_t lo, int64_t hi) {
     return 0;
 }
 
-/* Sort pull entries [lo, hi) stably. By rank, the entries come in creation
- * order, mostly the reverse of the order sought, so they are reversed first
- * and kept if that is the order; a short list is then sorted by insertion, a
- * long one (a vector read by every row of a wide matrix) by its keys. By
- * block, stably by insertion (a rotating node's few parents). 0, or -1 out of
- * memory. */
+/* Sort pull entries [lo, hi) stably. By rank, the entries come in the
+ * reverse of creation order (reads.c fill_reads), mostly the order sought,
+ * and are kept if that is the order; a short list is then sorted by
+ * insertion, a long one (a vector read by every row of a wide matrix) by its
+ * keys. By block, stably by insertion (a rotating node's few parents). 0, or
+ * -1 out of memory. */
 static int sort_pulls(builder_t *b, int64_t lo, int64_t hi, int by_block) {
     tape_t *t = b->t;
     if (!by_block) {
-        for (int64_t i = lo, j = hi - 1; i < j; ++i, --j) swap_pulls(t, i, j, 0);
-        int64_t k = lo + 1;
-        while (k < hi && precedes(b, 0, k - 1, k)) ++k;
+        int64_t k = lo + 1, before = rank_key(b, lo);  /* (each entry's rank found once) */
+        for (int64_t key; k < hi && ((key = rank_key(b, k)) < before
+                                     || (key == before && t->npull_edge[k - 1] > t->npull_edge[k])); ++k)
+            before = key;
         if (k >= hi) return 0;
         if (hi - lo > 32) return sort_by_rank(b, lo, hi);
     }
@@ -183,8 +193,44 @@ static int stack_room(builder_t *b, int64_t depth) {
     return 0;
 }
 
+/* The walk through compact chain v (walk, below) from its operand *e: the
+ * operands already reached and the leaves, and the products they finish (past
+ * a product's two operands, the walk down its inner nodes would finish it,
+ * then the constant 0 or the addition that reads it, which nothing else
+ * reads), up to the first operand to descend into (returned, *e past it) or
+ * the end (-1; the last product is the caller's to finish). A row's weights
+ * (parameters, build.c row_of_params) are leaves: not visited. */
+static int32_t chain_step(builder_t *b, int32_t v, int row, int64_t *e_at, int64_t end, int32_t *k_at) {
+    const int32_t *start = b->t->child_start, *list = b->t->child + start[v];
+    int32_t *rank = b->rank, k = *k_at, c = -1;
+    int64_t e = *e_at;
+    while (e < end) {
+        if (e > 0 && !(e & 1)) {  /* product e / 2 - 1 finished (its rank derived if regular) */
+            int64_t j = e / 2 - 1;
+            if (j == 0 || b->irregular[v] || k != rank[v] + j) product_done(b, v, j, k);
+            k++;
+        }
+        if (row && !(e & 1)) ++e;  /* w_j */
+        c = row ? list[1 + (e >> 1)] : list[e];
+        ++e;
+        if (rank[c] == -1) {
+            if (start[c] != start[c + 1]) break;
+            rank[c] = 0;  /* a leaf (walk) */
+        }
+        c = -1;
+    }
+    *e_at = e;
+    *k_at = k;
+    return c;
+}
+
 /* The rank of every local node in the reference's depth-first post-order
- * (children in order, each node once), as the copied edges are now. The walk
+ * (children in order, each node once), as the copied edges are now, but for
+ * the leaves: a leaf is finished as soon as entered, so the others' order is
+ * the same whether it takes a rank or not, and no leaf's rank is compared (a
+ * leaf reads nothing: it is no node's parent). A reached leaf of the step is
+ * marked 0; a row's weights (parameters) are not visited at all, halving the
+ * walk over a matrix's rows, and their products' ranks stay consecutive. The walk
  * from the mean enters sum(losses) first, whose additions (check_tail) enter
  * losses[0], then losses[1], ...: the same walk as one from each loss in turn
  * with one visited set. -2 marks a node entered and not yet finished. 0, or
@@ -196,32 +242,35 @@ static int walk(builder_t *b) {
     for (int32_t i = 0; i < t->n_nodes; ++i) rank[i] = -1;  /* (a chain not reached: its products neither) */
     for (int32_t q = 0; q < t->n_pos; ++q) {
         int32_t v = t->loss_node[q];
-        int compact = is_compact(t, v);
+        int compact = is_compact(t, v), row = t->op[v] == OP_ROW_DOT;
         /* e: the next edge, or of a compact chain the next operand (chain_operand) */
         int64_t e = compact ? 0 : start[v], end = compact ? dot_len(t, v) : start[v + 1], top = 0, e0 = compact ? 0 : e;
         if (rank[v] != -1) continue;
         rank[v] = -2;
         for (;;) {
             while (e < end) {
-                /* a compact chain: past a product's two operands, the walk down its
-                 * inner nodes would finish the product (then the constant 0 or the
-                 * addition that reads it, which nothing else reads) */
-                if (compact && e > e0 && (e - e0) % 2 == 0) product_done(b, v, (e - e0) / 2 - 1, k++);
-                int32_t c = compact ? chain_operand(t, v, child + start[v], (int32_t)e++) : child[e++];
-                if (rank[c] != -1) continue;
-                if (start[c] == start[c + 1]) { rank[c] = k++; continue; }  /* a leaf */
+                int32_t c;
+                if (compact) {
+                    if ((c = chain_step(b, v, row, &e, end, &k)) < 0) break;
+                } else {
+                    c = child[e++];
+                    if (rank[c] != -1) continue;
+                    if (start[c] == start[c + 1]) { rank[c] = 0; continue; }  /* a leaf (see above) */
+                }
                 if (stack_room(b, top + 1) < 0) return -1;
                 b->stack_node[top] = v;  /* descend into c; come back to v's edge e */
                 b->stack_edge[top++] = (int32_t)e;
                 rank[c] = -2;
                 compact = is_compact(t, c);
+                row = t->op[c] == OP_ROW_DOT;
                 if (t->kind[c] == K_DOT && !compact) c = t->aux[c];  /* a chain: its first product (below) */
                 v = c;
                 e = e0 = compact ? 0 : start[c];
                 end = compact ? dot_len(t, c) : start[c + 1];
             }
             if (compact) product_done(b, v, (e - e0) / 2 - 1, k++);  /* its last product */
-            rank[v] = k++;  /* every child done: post-order */
+            if (!compact) rank[v] = k;  /* every child done: post-order */
+            k++;
             if (t->kind[v] == K_INTERIOR) {
                 /* a chain's product (chains are read once, so met only here): the
                  * walk down its additions would finish it, then the constant 0
@@ -242,6 +291,7 @@ static int walk(builder_t *b) {
             v = b->stack_node[--top];
             e = b->stack_edge[top];
             compact = is_compact(t, v);
+            row = t->op[v] == OP_ROW_DOT;
             e0 = compact ? 0 : start[v];
             end = compact ? dot_len(t, v) : start[v + 1];
         }
@@ -257,6 +307,7 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
     int32_t list = t->alias_base[c] ? t->alias_base[c] : c, shift = t->alias_shift[c];  /* (a shared list) */
     int64_t lo = t->npull_start[list], hi = t->npull_start[list + 1];
     int32_t last = INT32_MAX;
+    if (hi - lo < 2) return 1;  /* (one parent: nothing to order) */
     for (int pass = 0; pass < (t->kind[c] == K_ROTATE ? 2 : 1); ++pass) {
         for (int64_t k = lo; k < hi; ++k) {
             if (t->kind[c] == K_ROTATE && ((t->npull_block[k] == tgt) != (pass == 1))) continue;
@@ -271,13 +322,15 @@ static int order_holds(const builder_t *b, int32_t c, int32_t tgt) {
 
 /* Does the last walk, made with the recorded targets shifted by `shift` at
  * every position, follow the tape's rule at every node it reached? (A chain's
- * inner nodes have one parent each: nothing to order.) */
-static int rule_holds(const builder_t *b, int32_t shift) {
+ * inner nodes have one parent each: nothing to order.) With `rotating` only
+ * the rotating nodes' (the recorded walk's: every other list was sorted by
+ * its ranks, or checked so by shared_order_holds). */
+static int rule_holds(const builder_t *b, int32_t shift, int rotating) {
     const tape_t *t = b->t;
     for (int32_t c = t->n_params, p = 0; c < t->n_nodes; ++c) {
         while (c >= t->pos_end[p]) ++p;  /* c's position */
         uint8_t k = t->kind[c];
-        if (!((k == K_OP || k == K_ROTATE || k == K_DOT) && b->rank[c] >= 0)) continue;
+        if (!((k == K_ROTATE || (!rotating && (k == K_OP || k == K_DOT))) && b->rank[c] >= 0)) continue;
         int32_t tgt = k == K_ROTATE ? (b->r->tokens[p + 1] + shift) % t->n_cand : -1;  /* (only theirs reads it) */
         if (!order_holds(b, c, tgt)) return 0;
     }
@@ -296,7 +349,7 @@ static void point_targets(builder_t *b, int32_t shift) {
 static const char *verify(builder_t *b, int32_t shift) {
     point_targets(b, shift);
     int walked = walk(b);
-    int ok = walked == 0 && rule_holds(b, shift);
+    int ok = walked == 0 && rule_holds(b, shift, 0);
     point_targets(b, 0);  /* the recorded targets back */
     if (walked < 0) return "out of memory";
     return ok ? NULL : "the backward order for another target does not follow the tape's rule";
@@ -330,7 +383,7 @@ const char *order_pulls(builder_t *b) {
     for (int32_t c = t->n_params; c < t->n_nodes; ++c)
         if (t->alias_base[c] && !shared_order_holds(b, c))
             return "a vector's entries are read by a matrix's rows in different orders";
-    if (!rule_holds(b, 0))
+    if (!rule_holds(b, 0, 1))
         return "the backward order of the recorded step does not follow the tape's rule";
     return NULL;
 }

@@ -24,8 +24,9 @@ const char *count_readers(builder_t *b) {
                 if (!compact) { b->n_param_edges++; t->param_start[p + 1]++; }
                 continue;
             }
-            if (t->kind[c] == K_SEED) return "a position's loss is read inside the step";
-            if (t->kind[c] == K_CANDIDATE || t->kind[c] == K_CONST || t->kind[c] == K_DERIVED) continue;
+            uint8_t kc = t->kind[c];
+            if (kc == K_SEED) return "a position's loss is read inside the step";
+            if (kc == K_CANDIDATE || kc == K_CONST || kc == K_DERIVED) continue;
             t->npull_start[c + 1]++;
             if (first_block[c] == -2) first_block[c] = blk;
             else if (blk != first_block[c]) t->kind[c] = K_ROTATE;
@@ -132,7 +133,9 @@ static int share_vector_reads(tape_t *t) {
  * (share_vector_reads); a forward-only tape (a sampler's) has none, its
  * backward never running (tape_pack then makes its backward's entries with
  * empty lists, and groups none). Then the lists and the parameter reads
- * (the token table's are the forward's token slots), filled in creation order. */
+ * (the token table's are the forward's token slots), filled in creation
+ * order, but each pull list from its end: readers made later come first, as
+ * the backward mostly adds them (order.c sort_pulls). */
 const char *fill_reads(builder_t *b) {
     tape_t *t = b->t;
     int32_t P = t->n_params, N = t->n_pos, n = t->n_nodes;
@@ -149,7 +152,7 @@ const char *fill_reads(builder_t *b) {
         || !NEW(t->param_edge, n_param_edges) || !NEW(t->param_parent, n_param_edges) || !NEW(pfill, N))
         return "out of memory";
     int32_t *fill = t->scratch;  /* fuse_dots is done with it */
-    for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L];
+    for (int32_t L = 0; L < n; ++L) fill[L] = t->npull_start[L + 1];
     for (int32_t q = 0; q < N; ++q) pfill[q] = t->param_start[q];
     for (int32_t L = P, p = 0; L < n; ++L) {
         while (L >= t->pos_end[p]) ++p;  /* L's position */
@@ -163,7 +166,7 @@ const char *fill_reads(builder_t *b) {
             } else if (t->npull_start[c + 1] > t->npull_start[c] && t->kind[c] != K_SEED) {
                 /* the edge: a compact chain may read c in several products, each
                  * its own term (its rank and its local grad are the product's) */
-                int32_t k = fill[c]++;
+                int32_t k = --fill[c];
                 t->npull_parent[k] = L;
                 t->npull_edge[k] = (int32_t)e;
             }
@@ -183,10 +186,11 @@ static const char *check_chain_reads(const tape_t *t, int32_t q, int32_t *seen, 
         int32_t entries = t->child_start[L + 1] - t->child_start[L];
         for (int32_t k = 0; k < entries; ++k) {  /* a row's first entry: its n weights from w0 */
             int32_t run = k == 0 && t->op[L] == OP_ROW_DOT ? dot_len(t, L) / 2 : 1;
-            for (int32_t c = list[k]; c < list[k] + run && c < t->n_params; ++c) {
+            int64_t c0 = list[k], c1 = c0 + run < t->n_params ? c0 + run : t->n_params;  /* [c0, c1): parameters */
+            if (c0 < c1 && c0 < table_end && c1 > t->table_slot0) return "the token table is read by a product";
+            for (int64_t c = c0; c < c1; ++c) {
                 if (seen[c] == q) return "a parameter is read twice at one position";
                 seen[c] = q;
-                if (c >= t->table_slot0 && c < table_end) return "the token table is read by a product";
             }
         }
     }
