@@ -255,9 +255,8 @@ static const char *give_back_rows(builder_t *b) {
     arena_t *a = b->a;
     int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from;
     if (!b->r->consume || rows <= 0) return NULL;
-    /* the powers' exponents first: the release that follows clears only the rows
-     * whose op byte says OP_POW (arena_clear_rows), and a page of op bytes given
-     * back reads 0 where the operand's page (another alignment) may stay */
+    /* exponents first: the release after finds them by op byte, and a page of op
+     * bytes given back reads 0 where the exponents' page (aligned apart) stays */
     arena_clear_rows(a, from, a->n_nodes, 0);
 #define GIVE_BACK(type, name, code, slid, zeroed) discard_pages(a->name + from, (size_t)rows * sizeof(type));
     ARENA_NODE_COLUMNS(GIVE_BACK)
