@@ -255,6 +255,9 @@ static const char *give_back_rows(builder_t *b) {
     arena_t *a = b->a;
     int64_t from = b->r->rec_start + 1, rows = a->cap_nodes - from;
     if (!b->r->consume || rows <= 0) return NULL;
+    /* exponents first: the release after finds them by op byte, and a page of op
+     * bytes given back reads 0 where the exponents' page (aligned apart) stays */
+    arena_clear_rows(a, from, a->n_nodes, 0);
 #define GIVE_BACK(type, name, code, slid, zeroed) discard_pages(a->name + from, (size_t)rows * sizeof(type));
     ARENA_NODE_COLUMNS(GIVE_BACK)
     discard_pages(a->child_start + from + 1, (size_t)rows * sizeof *a->child_start);
