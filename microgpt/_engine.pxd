@@ -10,7 +10,7 @@ cdef extern from "ops.h":
         OP_LEAF, OP_CONST, OP_ADD, OP_MUL, OP_POW, OP_LOG, OP_EXP, OP_RELU, OP_CUSTOM, OP_DOT
 
     ctypedef enum status_t:
-        OP_OK, OP_NOMEM, OP_ZERODIV, OP_DOMAIN, OP_RANGE, OP_TOO_LARGE
+        OP_OK, OP_NOMEM, OP_ZERODIV, OP_DOMAIN, OP_RANGE, OP_TOO_LARGE, OP_POW_RANGE
 
     status_t op_add(double a, double b, double *out, double *lg) nogil
     status_t op_mul(double a, double b, double *out, double *lg) nogil

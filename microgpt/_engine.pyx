@@ -35,6 +35,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memset
 from array import array
+import errno
+import os
 import threading
 
 from .errors import ArenaMismatchError, StaleValueError
@@ -152,7 +154,9 @@ cdef int raise_status(status_t s) except -1:
     if s == OP_DOMAIN:
         raise ValueError("math domain error")
     if s == OP_RANGE:
-        raise OverflowError("math range error")
+        raise OverflowError("math range error")  # as math.exp says it
+    if s == OP_POW_RANGE:
+        raise OverflowError(errno.ERANGE, os.strerror(errno.ERANGE))  # as float ** says it
     raise_nomem()
 
 

@@ -76,7 +76,7 @@ INLINE int64_t adam_loop(const node_t *idx, int64_t n, double *m, double *v,
         m[i] = beta1 * m[i] + (1 - beta1) * g;
         double g2 = square_of(g);  /* = pow(g, 2.0) */
         /* where Python's arithmetic raises, stop at the same point it would */
-        if (isinf(g2) && isfinite(g)) { *status = OP_RANGE; return i; }
+        if (isinf(g2) && isfinite(g)) { *status = OP_POW_RANGE; return i; }
         v[i] = beta2 * v[i] + (1 - beta2) * g2;
         if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }
         double m_hat = m[i] / bias1;

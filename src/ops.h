@@ -39,21 +39,25 @@ typedef enum {
     OP_NOMEM = 1,     /* MemoryError */
     OP_ZERODIV = 2,   /* ZeroDivisionError: 0 ** negative */
     OP_DOMAIN = 3,    /* ValueError: log of x <= 0, negative ** fractional */
-    OP_RANGE = 4,     /* OverflowError: exp or pow overflow */
-    OP_TOO_LARGE = 5  /* MemoryError: more nodes than an int32 index holds */
+    OP_RANGE = 4,     /* OverflowError: exp overflows */
+    OP_TOO_LARGE = 5, /* MemoryError: more nodes than an int32 index holds */
+    OP_POW_RANGE = 6  /* OverflowError: a float power overflows (Python says it with errno
+                         ERANGE, where math.exp says "math range error") */
 } status_t;
 
 /* Python's float ** float where the result is real. Python answers an
- * infinite or nan operand before anything else, with C99's pow (Annex F). */
+ * infinite or nan operand before anything else: x ** 0 is 1.0, a nan operand
+ * is returned as it is (its sign and payload kept, where C's pow need not keep
+ * them; 1.0 ** nan is 1.0), infinities as C99's pow (Annex F). */
 static inline status_t op_pow_value(double x, double k, double *out) {
     if (!isfinite(x) || !isfinite(k)) {
-        *out = pow(x, k);
+        *out = k == 0.0 ? 1.0 : isnan(x) ? x : isnan(k) ? (x == 1.0 ? 1.0 : k) : pow(x, k);
         return OP_OK;
     }
     if (x == 0.0 && k < 0.0) return OP_ZERODIV;
     if (x < 0.0 && k != floor(k)) return OP_DOMAIN;  /* would be complex */
     double r = pow(x, k);
-    if (isinf(r)) return OP_RANGE;
+    if (isinf(r)) return OP_POW_RANGE;
     *out = r;
     return OP_OK;
 }

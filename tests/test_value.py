@@ -338,9 +338,36 @@ INVALID = [
 
 @pytest.mark.parametrize("name, op, exc", INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_operation_raises(engine, name, op, exc):
+    """The reference's error, said with its words where they are the arithmetic's:
+    a float power's overflow is OverflowError(34, '...out of range'), exp's is
+    'math range error' (a TypeError's words are the class's own)."""
+    with pytest.raises(exc) as spec:
+        op(get_pure().Value)
     with engine.graph():
-        with pytest.raises(exc):
+        with pytest.raises(exc) as got:
             op(engine.Value)
+    if exc is not TypeError:
+        assert got.value.args == spec.value.args
+
+
+@pytest.mark.parametrize("sign", [1, -1], ids=["nan", "-nan"])
+def test_a_nan_operand_of_a_power_comes_back_as_it_is(engine, sign):
+    """Python's float ** returns a nan base as it is, sign included, where C's pow
+    need not; 1.0 ** nan is 1.0 and x ** 0 is 1.0 whatever x."""
+    nan = math.copysign(float("nan"), sign)
+    cases = [lambda V: V(nan) ** -1, lambda V: V(nan) ** 2, lambda V: V(nan) ** 0.5,
+             lambda V: 1.0 / V(nan), lambda V: V(3.0) / V(nan), lambda V: V(nan) ** 0]
+    spec = [f(get_pure().Value) for f in cases]
+    with engine.graph():
+        got = [f(engine.Value) for f in cases]
+        for g, s in zip(got, spec):
+            assert same_float(g.data, s.data) and math.copysign(1, g.data) == math.copysign(1, s.data)
+            assert [math.copysign(1, x) for x in g._local_grads] == [math.copysign(1, x) for x in s._local_grads]
+
+
+def get_pure():
+    from microgpt import get_engine
+    return get_engine("pure")
 
 
 def test_math_edge_values_do_not_raise(engine):
