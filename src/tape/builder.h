@@ -43,5 +43,6 @@ int32_t block_of(const builder_t *b, int32_t q);  /* the logit of its position n
 int32_t block_at(const builder_t *b, int32_t q, int32_t p);  /* ... node q of position p */
 const char *order_pulls(builder_t *b);     /* sorted, rotations found, the rule checked */
 const char *verify_targets(builder_t *b);  /* ... against walks for other targets */
+int order_walk(builder_t *b);                /* walk.c: every node's rank in the walk (0, or -1 out of memory) */
 
 #endif

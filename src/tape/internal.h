@@ -1,12 +1,12 @@
 /* internal.h: the tape's layout and what its files share (not part of the
  * public contract, tape.h). About 450 lines: one struct every file reads; the
- * build's working state is builder.h's (build.c, reads.c, order.c only).
+ * build's working state is builder.h's (build.c, reads.c, order.c, walk.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
  *   reads.c     who reads each node: pull lists, parameter reads, token slots;
  *               the chains recorded node by node found
  *   order.c     the pull lists in the reference's backward order, the rule
- *               checked against real depth-first walks
+ *               checked against real depth-first walks;  walk.c  such a walk, as ranks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
  *   aliases.c   the pull list a vector read by a matrix's rows shares, its groups' own
