@@ -100,3 +100,25 @@ def test_a_step_without_levels_keeps_the_instruction_path_exactly(monkeypatch):
     c = counts(replay)
     assert c["forward_records"] == 0 and c["matrix_panels"] == 0 and c["forward_side_by_side"] > 0
     assert samples(replay) == samples(compiled)
+
+
+def softmax_in_two_runs(logits):
+    # the exps in two halves with another operation between: the second half's
+    # run starts with a (val - max_val) that takes the max found before it (the
+    # run's slot says so from the build; the instructions are not read again)
+    max_val = model.max_data(logits)
+    k = max(1, len(logits) // 2)
+    exps = [(val - max_val).exp() for val in logits[:k]]
+    bridge = exps[0] * 1.0
+    exps += [(val - max_val).exp() for val in logits[k:]]
+    total = sum(exps) + bridge
+    return [e / total for e in exps]
+
+
+def test_a_run_whose_first_max_was_found_before_it_replays_exactly(monkeypatch):
+    monkeypatch.setattr(model, "softmax", softmax_in_two_runs)
+    config = dict(n_layer=1, n_embd=16, block_size=24, n_head=2)
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    assert replay.document_loss.model_steps == 0 and counts(replay)["forward_records"] > 0
+    assert samples(replay) == samples(compiled)
