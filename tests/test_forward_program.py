@@ -39,6 +39,21 @@ def test_the_forward_program_and_panels_replay_exactly(config):
     assert samples(replay) == samples(compiled)  # the sampler's forward-only tapes: the same code
 
 
+# The panels with eight lanes a register (AVX-512, where the processor has it;
+# else the AVX2 or plain build, and these are the same checks of those): units of
+# 16 rows run eight rows at a time, units of 4 rows four at a time (n_embd 20: one
+# of each a matrix; 12: only fours), and a last block of positions part full
+@pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=64, block_size=12, n_head=4),
+                                    dict(n_layer=2, n_embd=20, block_size=11, n_head=2),
+                                    dict(n_layer=1, n_embd=12, block_size=9, n_head=2)])
+def test_wide_panels_eight_or_four_rows_replay_exactly(config):
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    assert replay.document_loss.model_steps == 0
+    assert counts(replay)["matrix_panels"] > 0
+    assert samples(replay) == samples(compiled)
+
+
 def test_the_forward_program_at_4_64_64_replays_exactly():
     docs = ["".join(random.Random(k).choice("abcdefghijklmnop") for _ in range(70)) for k in range(2)]
     config = dict(n_layer=4, n_embd=64, block_size=64)
@@ -84,4 +99,26 @@ def test_a_step_without_levels_keeps_the_instruction_path_exactly(monkeypatch):
     assert replay.document_loss.model_steps == 0
     c = counts(replay)
     assert c["forward_records"] == 0 and c["matrix_panels"] == 0 and c["forward_side_by_side"] > 0
+    assert samples(replay) == samples(compiled)
+
+
+def softmax_in_two_runs(logits):
+    # the exps in two halves with another operation between: the second half's
+    # run starts with a (val - max_val) that takes the max found before it (the
+    # run's slot says so from the build; the instructions are not read again)
+    max_val = model.max_data(logits)
+    k = max(1, len(logits) // 2)
+    exps = [(val - max_val).exp() for val in logits[:k]]
+    bridge = exps[0] * 1.0
+    exps += [(val - max_val).exp() for val in logits[k:]]
+    total = sum(exps) + bridge
+    return [e / total for e in exps]
+
+
+def test_a_run_whose_first_max_was_found_before_it_replays_exactly(monkeypatch):
+    monkeypatch.setattr(model, "softmax", softmax_in_two_runs)
+    config = dict(n_layer=1, n_embd=16, block_size=24, n_head=2)
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    assert replay.document_loss.model_steps == 0 and counts(replay)["forward_records"] > 0
     assert samples(replay) == samples(compiled)

@@ -160,6 +160,7 @@ int elementwise_plan(tape_t *t) {
                         d->k = t->operand[d->L];
                         if (d->code == F_DERIVED) {
                             d->shared = derived_shared(t, i + k, best, r->reps);
+                            d->fresh = !A[1];  /* (read here, not from the instructions at each replay) */
                             strided_sources(t, A[0], d);
                         }
                     }
@@ -231,13 +232,13 @@ status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins
     }
     case F_DERIVED: {
         if (s->shared) {  /* one max (or the one before the run's), one sign */
-            const int32_t *A = t->fwd_arg + 3 * ins;
-            if (!A[1] && s->b > 0) {  /* its sources a constant step apart */
+            if (s->fresh && s->b > 0) {  /* its sources a constant step apart */
                 const double *v = x + s->a;
                 *m = v[0];
                 for (int32_t k = 1; k < s->b; ++k)
                     if (v[(int64_t)k * s->da] > *m) *m = v[(int64_t)k * s->da];
-            } else if (!A[1]) {
+            } else if (s->fresh) {
+                const int32_t *A = t->fwd_arg + 3 * ins;
                 const int32_t *src = t->src + t->src_start[A[0]], *end = t->src + t->src_start[A[0] + 1];
                 *m = x[*src];
                 for (++src; src < end; ++src)  /* Python's max: a later item replaces only if greater */

@@ -270,6 +270,7 @@ typedef struct run_slot {
     uint8_t code, op, serial;
     uint8_t shared;         /* derived: every repetition after the first takes the first's max,
                              * with the same sign, its nodes a constant step apart */
+    uint8_t fresh;          /* derived (shared): the first finds its own max (not the one before the run's) */
     double k;               /* pow: the exponent; derived (shared): the sign */
 } run_slot_t;
 int32_t strided16_parts(const tape_t *t, int64_t i, run_slot_t *s, int32_t *b, int32_t *init, int32_t *out,

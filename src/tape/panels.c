@@ -127,6 +127,29 @@ int64_t panel_count(const tape_t *t, int32_t n) {
                    const double *init, const int32_t *tops, int32_t r0, int valid
 KERNELS(panel, (PANEL_ARGS), PANEL_BODY)
 
+/* The same with eight lanes a register (AVX-512): the block in one register,
+ * R rows at once, each lane's sum in the same order. Eight rows where a unit's
+ * rows allow: eight independent sums keep the adds busy, where four would wait
+ * on each other's latency. */
+#define PANEL8_BODY(R)                                                                    \
+    v8 a[R], i8 = load8(init);                                                            \
+    for (int r = 0; r < R; ++r) a[r] = w[r * len] * load8(V) + i8;                        \
+    for (int32_t j = 1; j < len; ++j) {                                                   \
+        v8 vj = load8(V + BLOCK * j);                                                     \
+        for (int r = 0; r < R; ++r) a[r] = a[r] + w[r * len + j] * vj;                    \
+    }                                                                                     \
+    for (int c = 0; c < valid; ++c) {                                                     \
+        double *y = x + tops[c] + r0;                                                     \
+        for (int r = 0; r < R; ++r) y[r] = a[r][c];                                       \
+    }
+WIDE(panel, (PANEL_ARGS), PANEL8_BODY(4))
+WIDE(panel_eight, (PANEL_ARGS), PANEL8_BODY(8))
+#ifdef HAVE_AVX2
+#define EIGHT_ROWS (__builtin_cpu_supports("avx512f") ? panel_eight_avx512 : NULL)
+#else
+#define EIGHT_ROWS NULL
+#endif
+
 /* Positions [0, n)'s vectors of unit u into the blocks (lanes past n: 0). */
 static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n) {
     double *V = t->panel_buf;
@@ -151,7 +174,7 @@ static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n)
 /* Level s's matrix units over positions [0, n). */
 void panel_level(tape_t *t, int32_t s, int32_t n) {
     int32_t N = t->n_pos, blocks = (n + BLOCK - 1) / BLOCK;
-    void (*kernel)(PANEL_ARGS) = KERNEL(panel);
+    void (*four)(PANEL_ARGS) = KERNEL_WIDE(panel), (*eight)(PANEL_ARGS) = EIGHT_ROWS;
     for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
         const panel_unit_t *pu = t->panel_units + u;
         const panel_read_t *reads = t->panel_reads + (int64_t)u * N;
@@ -166,8 +189,12 @@ void panel_level(tape_t *t, int32_t s, int32_t n) {
                 tops[c] = r->top;
             }
             const double *V = t->panel_buf + (int64_t)b * BLOCK * pu->len;
-            for (int32_t r0 = 0; r0 < pu->rows; r0 += 4)
-                kernel(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+            int32_t r0 = 0;
+            if (eight != NULL)
+                for (; r0 + 8 <= pu->rows; r0 += 8)
+                    eight(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+            for (; r0 < pu->rows; r0 += 4)
+                four(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
         }
     }
 }
