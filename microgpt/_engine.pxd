@@ -119,6 +119,7 @@ cdef extern from "tape/tape.h":
     status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out) nogil
     tape_counts_t tape_counts(const tape_t *t, int32_t n) nogil
     size_t tape_bytes(const tape_t *t) nogil
+    int tape_lanes() nogil
 
 
 cdef class Arena:

@@ -50,6 +50,12 @@ cdef void note_derived(Arena arena, node_t node, object number):
     arena.derived.append((node, number.sign, number.sources))
 
 
+def simd_lanes():
+    """The widest SIMD lanes the tape's kernels take in this process: 'plain',
+    'avx2' or 'avx512' (the processor's, or fewer as MICROGPT_SIMD says)."""
+    return ("plain", "avx2", "avx512")[tape_lanes()]
+
+
 def begin_recording(Arena arena not None, bint compact=False):
     """Start noting, on arena, what a replay of the step being built needs.
     compact: Value.dot appends each sum of floats as one OP_DOT node (its inner

@@ -4,6 +4,9 @@
 #ifndef MICROGPT_TAPE_LANES_H
 #define MICROGPT_TAPE_LANES_H
 
+#include <stdlib.h>
+#include <string.h>
+
 typedef double v4 __attribute__((vector_size(32)));
 typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* four numbers anywhere */
 #define load4(p) (*(const v4u *)(p))
@@ -13,13 +16,27 @@ typedef double v4u __attribute__((vector_size(32), aligned(8), may_alias));  /* 
 #define HAVE_AVX2 1
 #endif
 
-static inline int use_avx2(void) {
+/* The widest lanes the kernels may take: the processor's, or fewer where the
+ * environment says MICROGPT_SIMD=avx2 or =plain (so that one machine can run
+ * every build of every kernel: they compute the same sums in the same order).
+ * Read once a file. */
+enum { LANES_PLAIN = 0, LANES_AVX2 = 1, LANES_AVX512 = 2 };
+static inline int lanes_level(void) {
+    static int level = -1;
+    if (level < 0) {
+        int l = LANES_PLAIN;
 #ifdef HAVE_AVX2
-    return __builtin_cpu_supports("avx2");
-#else
-    return 0;
+        l = __builtin_cpu_supports("avx512f") ? LANES_AVX512 : __builtin_cpu_supports("avx2") ? LANES_AVX2 : l;
 #endif
+        const char *cap = getenv("MICROGPT_SIMD");
+        if (cap != NULL && strcmp(cap, "avx2") == 0 && l > LANES_AVX2) l = LANES_AVX2;
+        if (cap != NULL && strcmp(cap, "plain") == 0) l = LANES_PLAIN;
+        level = l;
+    }
+    return level;
 }
+
+static inline int use_avx2(void) { return lanes_level() >= LANES_AVX2; }
 
 /* KERNELS(name, (parameters), body): the kernel defined twice, name##_plain
  * and (where it can be built) name##_avx2, the same body compiled for each.
@@ -45,7 +62,7 @@ typedef double v8u __attribute__((vector_size(64), aligned(8), may_alias));
 #define store8(p, r) (*(v8u *)(p) = (r))
 #ifdef HAVE_AVX2
 #define WIDE(name, params, body) __attribute__((target("avx512f"))) static void name##_avx512 params { body }
-#define KERNEL_WIDE(name) (__builtin_cpu_supports("avx512f") ? name##_avx512 : KERNEL(name))
+#define KERNEL_WIDE(name) (lanes_level() >= LANES_AVX512 ? name##_avx512 : KERNEL(name))
 #else
 #define WIDE(name, params, body)
 #define KERNEL_WIDE(name) KERNEL(name)

@@ -145,7 +145,7 @@ KERNELS(panel, (PANEL_ARGS), PANEL_BODY)
 WIDE(panel, (PANEL_ARGS), PANEL8_BODY(4))
 WIDE(panel_eight, (PANEL_ARGS), PANEL8_BODY(8))
 #ifdef HAVE_AVX2
-#define EIGHT_ROWS (__builtin_cpu_supports("avx512f") ? panel_eight_avx512 : NULL)
+#define EIGHT_ROWS (lanes_level() >= LANES_AVX512 ? panel_eight_avx512 : NULL)
 #else
 #define EIGHT_ROWS NULL
 #endif

@@ -2,6 +2,7 @@
  * given back to the system while it is built). */
 #define _DEFAULT_SOURCE  /* madvise (discard_pages), hidden by -std=c99 */
 #include "internal.h"
+#include "lanes.h"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -54,6 +55,8 @@ static counts_t counts_of(const tape_t *t) {
     c.n_param_reads = t->param_start[t->n_pos];
     return c;
 }
+
+int tape_lanes(void) { return lanes_level(); }
 
 size_t tape_bytes(const tape_t *t) {
     size_t n = (size_t)t->n_nodes, N = (size_t)t->n_pos;

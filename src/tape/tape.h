@@ -123,5 +123,8 @@ int tape_logits_kept(const tape_t *t, int32_t p);
 status_t tape_tempered_probs(const tape_t *t, int32_t p, double k, double *out);
 tape_counts_t tape_counts(const tape_t *t, int32_t n);  /* 1 <= n <= tape_positions */
 size_t tape_bytes(const tape_t *t);
+/* The widest SIMD lanes the kernels take here: 0 plain, 1 AVX2, 2 AVX-512
+ * (the processor's, or fewer as MICROGPT_SIMD says: lanes.h). */
+int tape_lanes(void);
 
 #endif
