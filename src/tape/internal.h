@@ -403,6 +403,9 @@ int params_plan(tape_t *t);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
 int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
+void single_plan(tape_t *t);  /* singles.c */
+int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
+int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
 static inline int32_t bwd_width(const tape_t *t, int32_t b) {

@@ -154,6 +154,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         if (t->bwd_group[i] == 2 || t->bwd_group[i] == 3) c.pulls_by_matrix_rows += pulls;
         if (t->bwd_group[i] == 5) c.pulls_in_lanes += pulls;
         if (t->bwd_group[i] == 6) c.pulls_strided += pulls;
+        c.pulls_single_runs += single_in_run(t, i, b);
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;
