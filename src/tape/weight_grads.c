@@ -6,19 +6,17 @@
 #include "internal.h"
 #include "lanes.h"
 
-/* A row block's weights' gradients: row c's weight j, from its gradient in
- * g0, adds v_k[j] * gp[k][c] for its reads k = 0.. (positions last to first),
- * into gw; row c's weights at g0 + c len and gw + c len, from weight `from` on. */
-#define BLOCKGRADS_BODY                                                           \
-    int32_t j = from;                                                             \
-    for (; j + 8 <= len; j += 8) {  /* two chunks of weights: eight sums in flight */ \
-        v4 a[8];                                                                  \
+/* Two chunks of W weights of each of the four rows at a time (eight sums in
+ * flight), in lanes of type V (W doubles), loaded and stored with LOAD/STORE. */
+#define BLOCKGRADS_CHUNKS(V, LOAD, STORE, W)                                      \
+    for (; j + 2 * W <= len; j += 2 * W) {                                        \
+        V a[8];                                                                   \
         for (int c = 0; c < SIDE; ++c) {                                          \
-            a[2 * c] = load4(g0 + c * len + j);                                   \
-            a[2 * c + 1] = load4(g0 + c * len + j + 4);                           \
+            a[2 * c] = LOAD(g0 + c * len + j);                                    \
+            a[2 * c + 1] = LOAD(g0 + c * len + j + W);                            \
         }                                                                         \
         for (int32_t k = 0; k < reads; ++k) {                                     \
-            v4 v0 = load4(vp[k] + j), v1 = load4(vp[k] + j + 4);                  \
+            V v0 = LOAD(vp[k] + j), v1 = LOAD(vp[k] + j + W);                     \
             const double *gk = gp[k];                                             \
             for (int c = 0; c < SIDE; ++c) {                                      \
                 a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
@@ -26,10 +24,17 @@
             }                                                                     \
         }                                                                         \
         for (int c = 0; c < SIDE; ++c) {                                          \
-            store4(gw + c * len + j, a[2 * c]);                                   \
-            store4(gw + c * len + j + 4, a[2 * c + 1]);                           \
+            STORE(gw + c * len + j, a[2 * c]);                                    \
+            STORE(gw + c * len + j + W, a[2 * c + 1]);                            \
         }                                                                         \
-    }                                                                             \
+    }
+
+/* A row block's weights' gradients: row c's weight j, from its gradient in
+ * g0, adds v_k[j] * gp[k][c] for its reads k = 0.. (positions last to first),
+ * into gw; row c's weights at g0 + c len and gw + c len, from weight `from` on. */
+#define BLOCKGRADS_BODY                                                           \
+    int32_t j = from;                                                             \
+    BLOCKGRADS_CHUNKS(v4, load4, store4, 4)                                      \
     for (; j + 4 <= len; j += 4) {                                                \
         v4 a0 = load4(g0 + j), a1 = load4(g0 + len + j);                          \
         v4 a2 = load4(g0 + 2 * len + j), a3 = load4(g0 + 3 * len + j);            \
@@ -59,25 +64,7 @@ KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
  * four rows at a time (eight sums in flight), the rest four-wide as above. */
 #define BLOCKGRADS8_BODY                                                          \
     int32_t j = 0;                                                                \
-    for (; j + 16 <= len; j += 16) {                                              \
-        v8 a[8];                                                                  \
-        for (int c = 0; c < SIDE; ++c) {                                          \
-            a[2 * c] = load8(g0 + c * len + j);                                   \
-            a[2 * c + 1] = load8(g0 + c * len + j + 8);                           \
-        }                                                                         \
-        for (int32_t k = 0; k < reads; ++k) {                                     \
-            v8 v0 = load8(vp[k] + j), v1 = load8(vp[k] + j + 8);                  \
-            const double *gk = gp[k];                                             \
-            for (int c = 0; c < SIDE; ++c) {                                      \
-                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
-                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
-            }                                                                     \
-        }                                                                         \
-        for (int c = 0; c < SIDE; ++c) {                                          \
-            store8(gw + c * len + j, a[2 * c]);                                   \
-            store8(gw + c * len + j + 8, a[2 * c + 1]);                           \
-        }                                                                         \
-    }                                                                             \
+    BLOCKGRADS_CHUNKS(v8, load8, store8, 8)                                      \
     if (j < len) blockgrads_avx2(gw, g0, len, vp, gp, reads, j);
 
 WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
