@@ -46,12 +46,13 @@ typedef enum {
 } status_t;
 
 /* Python's float ** float where the result is real. Python answers an
- * infinite or nan operand before anything else: x ** 0 is 1.0, a nan operand
- * is returned as it is (its sign and payload kept, where C's pow need not keep
- * them; 1.0 ** nan is 1.0), infinities as C99's pow (Annex F). */
+ * infinite or nan operand before anything else, with C99's pow (Annex F).
+ * (Python returns a nan base as it is, sign included, where pow gives a nan of
+ * its own: not followed, as a nan's sign is not the same from engine to engine
+ * anyway: which of two nans a sum or a product keeps is the compiler's choice.) */
 static inline status_t op_pow_value(double x, double k, double *out) {
     if (!isfinite(x) || !isfinite(k)) {
-        *out = k == 0.0 ? 1.0 : isnan(x) ? x : isnan(k) ? (x == 1.0 ? 1.0 : k) : pow(x, k);
+        *out = pow(x, k);
         return OP_OK;
     }
     if (x == 0.0 && k < 0.0) return OP_ZERODIV;
