@@ -37,21 +37,26 @@
     for (int k = 0; k < count; ++k)                                                      \
         for (int c = 0; c < SIDE; ++c) x[g[k].top[c]] = acc[k][c];
 
+/* Eight registers of W lanes at a time (V, LOAD, STORE: their type and
+ * access), eight sums in flight: an add's latency hidden. */
+#define VECGRADS_CHUNKS(V, LOAD, STORE, W)                                        \
+    for (; i + 8 * W <= lanes; i += 8 * W) {                                      \
+        V a[8];                                                                   \
+        for (int u = 0; u < 8; ++u) a[u] = LOAD(acc + i + W * u);                 \
+        for (int32_t r = 0; r < rows; ++r) {                                      \
+            const double *w = x + wofs[r] + i;                                    \
+            double gt = gts[r];                                                   \
+            for (int u = 0; u < 8; ++u) a[u] = a[u] + LOAD(w + W * u) * gt;       \
+        }                                                                         \
+        for (int u = 0; u < 8; ++u) STORE(acc + i + W * u, a[u]);                 \
+    }
+
 /* A vector's gradients (a backward group of 2 or 3): acc[i] sums w_r[i] *
  * g_r over the rows r that read the vector, in the pull list's order; wofs[r]
  * is where row r's weights for lane 0 are in x, gts[r] its sum's gradient. */
 #define VECGRADS_BODY                                                             \
     int32_t i = from;                                                             \
-    for (; i + 32 <= lanes; i += 32) {  /* eight sums in flight: an add's latency hidden */ \
-        v4 a[8];                                                                  \
-        for (int u = 0; u < 8; ++u) a[u] = load4(acc + i + 4 * u);                \
-        for (int32_t r = 0; r < rows; ++r) {                                      \
-            const double *w = x + wofs[r] + i;                                    \
-            double gt = gts[r];                                                   \
-            for (int u = 0; u < 8; ++u) a[u] = a[u] + load4(w + 4 * u) * gt;      \
-        }                                                                         \
-        for (int u = 0; u < 8; ++u) store4(acc + i + 4 * u, a[u]);                \
-    }                                                                             \
+    VECGRADS_CHUNKS(v4, load4, store4, 4)                                         \
     for (; i + 16 <= lanes; i += 16) {                                            \
         v4 a0 = load4(acc + i), a1 = load4(acc + i + 4);                          \
         v4 a2 = load4(acc + i + 8), a3 = load4(acc + i + 12);                     \
@@ -128,16 +133,7 @@ KERNELS(vecgrads, (VECGRADS_ARGS), VECGRADS_BODY)
  * sums in flight; the lanes from the last multiple of 64 on as above. */
 #define VECGRADS8_BODY                                                            \
     int32_t i = 0;                                                                \
-    for (; i + 64 <= lanes; i += 64) {                                            \
-        v8 a[8];                                                                  \
-        for (int u = 0; u < 8; ++u) a[u] = load8(acc + i + 8 * u);                \
-        for (int32_t r = 0; r < rows; ++r) {                                      \
-            const double *w = x + wofs[r] + i;                                    \
-            double gt = gts[r];                                                   \
-            for (int u = 0; u < 8; ++u) a[u] = a[u] + load8(w + 8 * u) * gt;      \
-        }                                                                         \
-        for (int u = 0; u < 8; ++u) store8(acc + i + 8 * u, a[u]);                \
-    }                                                                             \
+    VECGRADS_CHUNKS(v8, load8, store8, 8)                                         \
     if (i < lanes) vecgrads_avx2(acc, x, wofs, gts, rows, lanes, i);
 WIDE(vecgrads, (VECGRADS_ARGS), VECGRADS8_BODY)
 KERNELS(rows_grads, (ROWS_GRADS_ARGS), ROWS_GRADS_BODY)

@@ -14,24 +14,29 @@
 #include "internal.h"
 #include "lanes.h"
 
-/* Two positions' sums: acc_p[i] and acc_q[i] add w_r[i] * their row r's gradient,
- * rows in order; the weights loaded once. */
-#define PAIRED_BODY                                                                 \
-    int32_t i = from;                                                               \
-    for (; i + 16 <= lanes; i += 16) {                                              \
-        v4 a[4], b[4];                                                              \
-        for (int u = 0; u < 4; ++u) { a[u] = load4(ap + i + 4 * u); b[u] = load4(aq + i + 4 * u); } \
+/* Four registers of W lanes at a time for each position (V, LOAD, STORE:
+ * their type and access), the weights loaded once for both. */
+#define PAIRED_CHUNKS(V, LOAD, STORE, W)                                            \
+    for (; i + 4 * W <= lanes; i += 4 * W) {                                        \
+        V a[4], b[4];                                                               \
+        for (int u = 0; u < 4; ++u) { a[u] = LOAD(ap + i + W * u); b[u] = LOAD(aq + i + W * u); } \
         for (int32_t r = 0; r < rows; ++r) {                                        \
             const double *w = x + wofs[r] + i;                                      \
             double gp = gtp[r], gq = gtq[r];                                        \
             for (int u = 0; u < 4; ++u) {                                           \
-                v4 wu = load4(w + 4 * u);                                           \
+                V wu = LOAD(w + W * u);                                             \
                 a[u] = a[u] + wu * gp;                                              \
                 b[u] = b[u] + wu * gq;                                              \
             }                                                                       \
         }                                                                           \
-        for (int u = 0; u < 4; ++u) { store4(ap + i + 4 * u, a[u]); store4(aq + i + 4 * u, b[u]); } \
-    }                                                                               \
+        for (int u = 0; u < 4; ++u) { STORE(ap + i + W * u, a[u]); STORE(aq + i + W * u, b[u]); } \
+    }
+
+/* Two positions' sums: acc_p[i] and acc_q[i] add w_r[i] * their row r's gradient,
+ * rows in order; the weights loaded once. */
+#define PAIRED_BODY                                                                 \
+    int32_t i = from;                                                               \
+    PAIRED_CHUNKS(v4, load4, store4, 4)                                             \
     for (; i < lanes; i += SIDE) {                                                  \
         v4 a0 = load4(ap + i), b0 = load4(aq + i);                                  \
         for (int32_t r = 0; r < rows; ++r) {                                        \
@@ -46,20 +51,7 @@
 KERNELS(paired, (PAIRED_ARGS), PAIRED_BODY)
 #define PAIRED8_BODY  /* (AVX-512: 32 lanes a step, the rest as above) */         \
     int32_t i = 0;                                                                  \
-    for (; i + 32 <= lanes; i += 32) {                                              \
-        v8 a[4], b[4];                                                              \
-        for (int u = 0; u < 4; ++u) { a[u] = load8(ap + i + 8 * u); b[u] = load8(aq + i + 8 * u); } \
-        for (int32_t r = 0; r < rows; ++r) {                                        \
-            const double *w = x + wofs[r] + i;                                      \
-            double gp = gtp[r], gq = gtq[r];                                        \
-            for (int u = 0; u < 4; ++u) {                                           \
-                v8 wu = load8(w + 8 * u);                                           \
-                a[u] = a[u] + wu * gp;                                              \
-                b[u] = b[u] + wu * gq;                                              \
-            }                                                                       \
-        }                                                                           \
-        for (int u = 0; u < 4; ++u) { store8(ap + i + 8 * u, a[u]); store8(aq + i + 8 * u, b[u]); } \
-    }                                                                               \
+    PAIRED_CHUNKS(v8, load8, store8, 8)                                             \
     if (i < lanes) paired_avx2(ap, aq, x, wofs, gtp, gtq, rows, lanes, i);
 WIDE(paired, (PAIRED_ARGS), PAIRED8_BODY)
 
