@@ -164,12 +164,10 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
      * to stop where the reference stops */
     status_t st = OP_OK;
     if (by_levels) st = level_forward(t, n, run_forward);
-    else if (t->prog != NULL) {  /* a position at a time (the sampler's), its levels in order */
-        transpose(t);
+    else if (t->prog != NULL)  /* a position at a time (the sampler's), its levels in order */
         st = program_positions(t, from, n);
-    }
-    if (st != OP_OK || (!by_levels && (t->prog == NULL))) {
-        transpose(t);
+    if (st != OP_OK || (!by_levels && t->prog == NULL)) {
+        transpose(t);  /* (after panels, which do not read wt: made now) */
         st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
     }
     if (st != OP_OK) {
