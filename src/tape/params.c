@@ -9,6 +9,14 @@ void params_read(double *dst, const double *column, const tape_t *t, const node_
     else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
 }
 
+/* The parameters outside the row blocks, as ranges [*lo, *hi): the one before
+ * block b (b = n_blocks: after the last). The blocks are disjoint, by
+ * ascending w0 (blocks.c). */
+static void outside_blocks(const tape_t *t, int32_t b, int32_t *lo, int32_t *hi) {
+    *lo = b == 0 ? 0 : t->block_w0[b - 1] + SIDE * t->block_len[b - 1];
+    *hi = b == t->n_blocks ? t->n_params : t->block_w0[b];
+}
+
 /* The parameters' gradients from the arena's grad column into dst, except
  * the row blocks' weights where the parameters are one block of the arena
  * and the blocks sum their own (matrix_param_grads then starts from the
@@ -20,12 +28,10 @@ const double *params_read_grads(double *dst, const double *column, const tape_t 
         return dst;
     }
     const double *from = column + t->params_at;
-    int32_t k = 0;  /* the blocks are disjoint, by ascending w0 (blocks.c) */
-    for (int32_t b = 0; b < t->n_blocks; ++b) {
-        memcpy(dst + k, from + k, (size_t)(t->block_w0[b] - k) * sizeof *dst);
-        k = t->block_w0[b] + SIDE * t->block_len[b];
+    for (int32_t b = 0, lo, hi; b <= t->n_blocks; ++b) {
+        outside_blocks(t, b, &lo, &hi);
+        memcpy(dst + lo, from + lo, (size_t)(hi - lo) * sizeof *dst);
     }
-    memcpy(dst + k, from + k, (size_t)(t->n_params - k) * sizeof *dst);
     return from;
 }
 
@@ -67,12 +73,11 @@ int grads_finite(const double *g, int64_t n) {
  * blocks found theirs finite as they wrote them, matrix_param_grads) */
 static int params_finite(const tape_t *t, int blocks_checked) {
     if (!blocks_checked) return grads_finite(t->grad, t->n_params);
-    int32_t k = 0;  /* the blocks are disjoint, by ascending w0 (blocks.c) */
-    for (int32_t b = 0; b < t->n_blocks; ++b) {
-        if (!grads_finite(t->grad + k, t->block_w0[b] - k)) return 0;
-        k = t->block_w0[b] + SIDE * t->block_len[b];
+    for (int32_t b = 0, lo, hi; b <= t->n_blocks; ++b) {
+        outside_blocks(t, b, &lo, &hi);
+        if (!grads_finite(t->grad + lo, hi - lo)) return 0;
     }
-    return grads_finite(t->grad + k, t->n_params - k);
+    return 1;
 }
 
 /* The backward's parameter gradients (t->grad[0..n_params)) into the arena,
