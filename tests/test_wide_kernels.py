@@ -96,3 +96,27 @@ def test_a_row_blocks_gradient_that_is_not_finite_takes_the_model_code(matrix):
     assert got == want
     assert any(not math.isfinite(struct.unpack("<d", g)[0]) for g in got[1])
     assert replay.document_loss.model_steps == 1  # the replay's backward handed the step back
+
+
+# Two row blocks of one matrix that read the same positions' vectors (every
+# block but a matrix's odd one out): their weights' gradients run at once
+# (weight_grads.c: eight rows, each vector's chunk loaded once, with AVX-512),
+# in chunks of 16 weights (n_embd 32) and with a rest (20: 16 and 4 over, five
+# blocks a 20-row matrix: one alone, and lm_head's row past its blocks), their vectors in place or gathered (attn_wo's:
+# the heads' outputs side by side); bit for bit as the compiled engine computes
+@pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=32, n_head=4, block_size=12),
+                                    dict(n_layer=2, n_embd=20, n_head=2, block_size=16)])
+def test_two_row_blocks_weights_gradients_run_at_once(config):
+    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    runner = replay.document_loss
+    assert runner.model_steps == 0
+    c = runner.tape.counts(1)
+    assert c["weight_blocks_paired"] > 0 and c["weight_blocks_paired"] % 2 == 0
+    # the rows that read one vector, eight by eight (attn_wq, wk and wv's together: a block of
+    # one and the next's first pair; lm_head's 17 rows: 16 in blocks, all paired)
+    reading_one_vector = [len(replay.sd["lm_head"])]
+    for layer in range(config["n_layer"]):
+        m = {name: len(replay.sd[f"layer{layer}.{name}"]) for name in ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")}
+        reading_one_vector += [m["attn_wq"] + m["attn_wk"] + m["attn_wv"], m["attn_wo"], m["mlp_fc1"], m["mlp_fc2"]]
+    assert c["weight_blocks_paired"] * 4 == sum(rows // 8 * 8 for rows in reading_one_vector)

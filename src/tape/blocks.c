@@ -51,6 +51,20 @@ static int block_sums(tape_t *t, int32_t n_mv) {
     return 0;
 }
 
+/* Does block b read what block b - 1 reads: the same positions' same
+ * vectors (weight_grads.c then sums both at once, the vectors found once)? */
+static int same_reads(const tape_t *t, int32_t b) {
+    int32_t r0 = t->block_start[b - 1], r1 = t->block_start[b], count = r1 - r0;
+    if (t->block_start[b + 1] - r1 != count || t->block_len[b] != t->block_len[b - 1]) return 0;
+    for (int32_t k = 0; k < count; ++k) {
+        const matvec_t *g = t->mv + t->block_mv[r0 + k], *h = t->mv + t->block_mv[r1 + k];
+        if (t->block_pos[r0 + k] != t->block_pos[r1 + k] || g->vec != h->vec) return 0;
+        for (int32_t j = 0; j < g->len && g->vec < 0; ++j)
+            if (t->dot_pair[g->pairs + 1 + 2 * j] != t->dot_pair[h->pairs + 1 + 2 * j]) return 0;
+    }
+    return 1;
+}
+
 /* The blocks, their reads and the runs; a tape whose groups do not form
  * disjoint blocks keeps none (n_blocks 0: the forward then reads the rows in
  * place, a group at a time). 0, or -1 out of memory. */
@@ -99,7 +113,9 @@ int matrix_plan(tape_t *t) {
         for (int32_t k = 0; k + SIDE <= n_mv; ++k)
             if (one_run(t, k)) { t->mv[k].run = SIDE; k += SIDE - 1; }
     if (t->blocks_own_grads
-        && (!NEW(t->block_vp, 2 * t->n_pos) || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)))
+        && (!NEW(t->block_vp, 3 * t->n_pos) || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)
+            || !NEW(t->block_same, t->n_blocks)))
         return -1;
+    for (int32_t b = 1; b < t->n_blocks && t->blocks_own_grads; ++b) t->block_same[b] = (uint8_t)same_reads(t, b);
     return t->blocks_own_grads ? block_sums(t, n_mv) : 0;
 }

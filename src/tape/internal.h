@@ -146,7 +146,8 @@ struct tape {
     int32_t *block_top;     /* by read: the first of its rows' sums, four consecutive nodes (NULL:
                              * not every read's are; then block_gt) */
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
-    const double **block_vp;  /* 2 n_pos: a block's reads' vectors, and their sums' gradients */
+    const double **block_vp;  /* 3 n_pos: a block's reads' vectors, and their sums' gradients (two blocks') */
+    uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors) */
     double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
      * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units
@@ -250,6 +251,7 @@ struct tape {
                              * matrix's rows, run first: its lanes (0: none); then N L more: its
                              * list's step where it is read without indices (0: it is not) */
     uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
+    struct first_group *first_groups;  /* ... N L: where each such group's list and nodes are */
     struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
                              * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
     int64_t n_prog, *prog_at;
@@ -261,6 +263,15 @@ struct tape {
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
 };
+
+/* Where a level's first group (paired.c) is, found once (a backward reads it
+ * a step, and the tape's lists are far apart in memory): its top entry, its
+ * list's start and length, first parent and first source, and its entries' nodes where
+ * they are consecutive (node0 + i for lane i), else -1. */
+typedef struct first_group {
+    int64_t k0;
+    int32_t b, count, parent0, src0, node0;
+} first_group_t;
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
  * repetition 0 and their steps (k the pow's exponent). serial: it reads its own earlier

@@ -72,6 +72,16 @@ static int32_t first_group(const tape_t *t, int32_t p, int32_t s, const int32_t 
     return lanes;
 }
 
+/* Position p's first group at level s, found once (internal.h first_group_t). */
+static first_group_t first_record(const tape_t *t, int32_t b, int32_t lanes) {
+    first_group_t f = {t->pull_start[b], b, (int32_t)(t->pull_start[b + 1] - t->pull_start[b]), 0, 0, t->bwd[b - (lanes - 1)]};
+    f.parent0 = t->pull_parent[f.k0];
+    f.src0 = t->pull_src[f.k0];
+    for (int32_t i = 0; i < lanes; ++i)
+        if (t->bwd[b - (lanes - 1 - i)] != f.node0 + i) f.node0 = -1;
+    return f;
+}
+
 /* Do positions p and p - 1's first groups read the same weights, in the same order? */
 static int same_rows(const tape_t *t, int32_t bp, int32_t bq) {
     int64_t kp = t->pull_start[bp], kq = t->pull_start[bq], count = t->pull_start[bp + 1] - kp;
@@ -96,7 +106,8 @@ int paired_plan(tape_t *t) {
     int32_t nl = t->n_levels, N = t->n_pos;
     if (t->bwd_level_at == NULL || t->level_at == NULL) return 0;
     int32_t *lvl = NULL;
-    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, 2 * (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)) {
+    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, 2 * (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)
+        || !NEW(t->first_groups, (int64_t)N * nl)) {
         free(lvl);
         return -1;
     }
@@ -108,7 +119,10 @@ int paired_plan(tape_t *t) {
     for (int32_t p = 0; p < N; ++p)
         for (int32_t s = 0; s < nl; ++s) {
             t->first_lanes[(int64_t)p * nl + s] = first_group(t, p, s, lvl);
-            if (t->first_lanes[(int64_t)p * nl + s] > 0) t->first_lanes[((int64_t)N + p) * nl + s] = list_step(t, p, s);
+            int32_t lanes = t->first_lanes[(int64_t)p * nl + s];
+            if (lanes == 0) continue;
+            t->first_lanes[((int64_t)N + p) * nl + s] = list_step(t, p, s);
+            t->first_groups[(int64_t)p * nl + s] = first_record(t, t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1, lanes);
         }
     for (int32_t p = 1; p < N; ++p)
         for (int32_t s = 0; s < nl; ++s) {
@@ -147,7 +161,7 @@ int paired_plan(tape_t *t) {
         }                                                                           \
         for (int m = 0; m < 4; ++m) store4(acc[m] + i, a[m]);                       \
     }
-#define QUAD_ARGS double (*restrict acc)[MAX_LANES], const double *x, const int32_t *wofs, \
+#define QUAD_ARGS double *const *acc, const double *x, const int32_t *wofs, \
                   const double (*gt)[CHUNK], int32_t rows, int32_t lanes, int32_t from
 KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
 
@@ -181,36 +195,37 @@ int paired_width(const tape_t *t, int32_t p, int32_t s) {
     return k == 3 ? 2 : k;
 }
 
-/* The first groups of positions p, p - 1, .. p - k + 1 (k 2 or 4) at level s (paired). */
+/* The first groups of positions p, p - 1, .. p - k + 1 (k 2 or 4) at level s
+ * (paired): summed into their gradients in place where each group's entries
+ * are consecutive nodes, else in acc and copied. */
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
-    int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s], b[4] = {0};
-    int64_t kb[4] = {0};
-    double acc[4][MAX_LANES], gt[4][CHUNK];
+    int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s];
+    double buf[4][MAX_LANES], gt[4][CHUNK], *acc[4];
     int32_t wofs[CHUNK];
+    const first_group_t *f = t->first_groups + (int64_t)p * nl + s, *fm[4];
     for (int m = 0; m < k; ++m) {
-        b[m] = t->bwd_level_at[(int64_t)(p - m) * (nl + 1) + s + 1] - 1;
-        kb[m] = t->pull_start[b[m]];
+        fm[m] = f - (int64_t)m * nl;
+        acc[m] = fm[m]->node0 >= 0 ? t->grad + fm[m]->node0 : buf[m];
         for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
     }
-    int64_t count = t->pull_start[b[0] + 1] - kb[0];
+    int64_t count = f->count;
     const int32_t *step = t->first_lanes + (int64_t)t->n_pos * nl + s;  /* (by position, nl apart) */
     int steps = 1;  /* every list read from its first pull and the step (list_step) */
     for (int m = 0; m < k; ++m) steps &= step[(int64_t)(p - m) * nl] != 0;
-    int32_t p0[4] = {0}, s0 = t->pull_src[kb[0]], ds = step[(int64_t)p * nl];
-    for (int m = 0; m < k; ++m) p0[m] = t->pull_parent[kb[m]];
+    int32_t s0 = f->src0, ds = step[(int64_t)p * nl];
     for (int64_t j = 0; j < count;) {  /* (every parent is at its own position: before end) */
         int32_t rows = 0;
         for (; j < count && rows < CHUNK && steps; ++j, ++rows) {
-            for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[p0[m] - j];
+            for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[fm[m]->parent0 - j];
             wofs[rows] = s0 + (int32_t)j * ds - (lanes - 1);
         }
         for (; j < count && rows < CHUNK && !steps; ++j, ++rows) {
-            for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[kb[m] + j]];
-            wofs[rows] = t->pull_src[kb[0] + j] - (lanes - 1);
+            for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[fm[m]->k0 + j]];
+            wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
         }
         if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
     for (int m = 0; m < k; ++m)
-        for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b[m] - (lanes - 1 - i)]] = acc[m][i];
+        for (int32_t i = 0; i < lanes && acc[m] == buf[m]; ++i) t->grad[t->bwd[fm[m]->b - (lanes - 1 - i)]] = acc[m][i];
 }

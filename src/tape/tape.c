@@ -34,10 +34,10 @@ void tape_free(tape_t *t) {
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end); free(t->alias_base); free(t->alias_shift);
     free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
-    free(t->block_vp); free(t->block_gt); free(t->block_top); free(t->block_vbuf);
+    free(t->block_vp); free(t->block_same); free(t->block_gt); free(t->block_top); free(t->block_vbuf);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
-    free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
+    free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired); free(t->first_groups);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
@@ -86,11 +86,12 @@ size_t tape_bytes(const tape_t *t) {
         + (t->bwd_level_at != NULL ? N * (size_t)(t->n_levels + 1) * sizeof *t->bwd_level_at : 0)
         + (t->level_mv != NULL ? (size_t)(t->n_levels + 1) * sizeof *t->level_units
                                  + N * (size_t)t->level_units[t->n_levels] * sizeof *t->level_mv : 0)
-        + (t->block_vp != NULL ? 2 * N * sizeof *t->block_vp + (size_t)t->mv_end[N - 1]
+        + (t->block_vp != NULL ? 3 * N * sizeof *t->block_vp + (size_t)t->n_blocks + (size_t)t->mv_end[N - 1]
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + vector_bytes(t)
-        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired) : 0);
+        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
+                                                                    + sizeof *t->first_groups) : 0);
 }
 
 int32_t tape_positions(const tape_t *t) { return t->n_pos; }
@@ -180,5 +181,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.other_param_reads = t->param_start[n];
     program_counts(t, n, &c.forward_records, &c.forward_by_steps);
     c.matrix_panels = panel_count(t, n);
+    for (int32_t b = 0; b + 1 < t->n_blocks && t->block_same != NULL; ++b)  /* (as matrix_param_grads pairs them) */
+        if (t->block_same[b + 1]) c.weight_blocks_paired += 2, ++b;
     return c;
 }

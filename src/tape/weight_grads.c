@@ -69,34 +69,111 @@ KERNELS(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS_BODY)
 
 WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
 
+/* Two blocks that read the same vectors at once (AVX-512): eight rows, sixteen
+ * weights of each (sixteen sums in flight), each vector chunk loaded once for
+ * eight rows; the second block's rows from h0 into hw, their sums' gradients
+ * hp[k]. Each weight's sum as above; the weights past the last multiple of
+ * 16, block by block as above. */
+#define BLOCKGRADS_TWO_BODY                                                       \
+    int32_t j = 0;                                                                \
+    for (; j + 16 <= len; j += 16) {                                              \
+        v8 a[16];                                                                 \
+        int32_t ahead = j + 16 < len ? j + 16 : 8 * len;  /* the next chunk's rows, \
+                          * or the next two blocks' where they follow (cold) */  \
+        for (int c = 0; c < 2 * SIDE; ++c) {                                      \
+            __builtin_prefetch(g0 + c * len + ahead);                             \
+            __builtin_prefetch(g0 + c * len + ahead + 8);                         \
+            __builtin_prefetch(gw + c * len + ahead, 1);                          \
+            __builtin_prefetch(gw + c * len + ahead + 8, 1);                      \
+        }                                                                         \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            a[2 * c] = load8(g0 + c * len + j);                                   \
+            a[2 * c + 1] = load8(g0 + c * len + j + 8);                           \
+            a[8 + 2 * c] = load8(h0 + c * len + j);                               \
+            a[9 + 2 * c] = load8(h0 + c * len + j + 8);                           \
+        }                                                                         \
+        for (int32_t k = 0; k < reads; ++k) {                                     \
+            v8 v0 = load8(vp[k] + j), v1 = load8(vp[k] + j + 8);                  \
+            const double *gk = gp[k], *hk = hp[k];                                \
+            for (int c = 0; c < SIDE; ++c) {                                      \
+                a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
+                a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
+                a[8 + 2 * c] = a[8 + 2 * c] + v0 * hk[c];                         \
+                a[9 + 2 * c] = a[9 + 2 * c] + v1 * hk[c];                         \
+            }                                                                     \
+        }                                                                         \
+        for (int c = 0; c < SIDE; ++c) {                                          \
+            store8(gw + c * len + j, a[2 * c]);                                   \
+            store8(gw + c * len + j + 8, a[2 * c + 1]);                           \
+            store8(hw + c * len + j, a[8 + 2 * c]);                               \
+            store8(hw + c * len + j + 8, a[9 + 2 * c]);                           \
+        }                                                                         \
+    }                                                                             \
+    if (j < len) {                                                                \
+        blockgrads_avx2(gw, g0, len, vp, gp, reads, j);                           \
+        blockgrads_avx2(hw, h0, len, vp, hp, reads, j);                           \
+    }
+#define BLOCKGRADS_TWO_ARGS double *gw, const double *g0, double *hw, const double *h0, int32_t len, \
+                            const double *const *vp, const double *const *gp, const double *const *hp, int32_t reads
+WIDE(blockgrads_two, (BLOCKGRADS_TWO_ARGS), BLOCKGRADS_TWO_BODY)
+#ifdef HAVE_AVX2
+#define TWO_BLOCKS (lanes_level() >= LANES_AVX512 ? blockgrads_two_avx512 : NULL)
+#else
+#define TWO_BLOCKS NULL
+#endif
+
+/* Block b's reads of positions [0, n), last to first: their sums' gradients
+ * into gp, and (where the block before reads other vectors) their vectors
+ * into vp. How many. */
+static int32_t block_reads(tape_t *t, int32_t b, int32_t n, const double **vp, const double **gp) {
+    int32_t r = t->block_start[b], r_end = t->block_start[b + 1], reads = 0;
+    while (r < r_end && t->block_pos[r] >= n) ++r;  /* positions last to first */
+    for (int32_t k = r; k < r_end; ++k, ++reads) {
+        int32_t v = t->block_vec[k];
+        if (!t->block_same[b])
+            vp[reads] = v >= 0 ? t->x + v
+                               : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], t->block_vbuf + (int64_t)reads * MAX_LANES);
+        gp[reads] = t->block_top != NULL ? t->grad + t->block_top[k] : t->block_gt + SIDE * (int64_t)k;
+    }
+    return reads;
+}
+
 /* Every row block's weights' gradients over positions [0, n), last to first
  * (matrix_plan: no weight of a block is read otherwise). Read k of a block
  * adds its vector times its four rows' sums' gradients, read in place (four
  * consecutive nodes: block_top) or gathered group by group first (in node
- * order, not a block's scattered positions). The weights' gradients start
- * from `from` (the same layout as t->grad: the arena's column, or t->grad).
- * Whether every one came out finite (checked block by block, still in cache). */
+ * order, not a block's scattered positions); two blocks at once where they
+ * read the same vectors (block_same), which are then gathered once.
+ * The weights' gradients start from `from` (the same layout as t->grad: the
+ * arena's column, or t->grad). Whether every one came out finite (checked
+ * block by block, still in cache). */
 int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
     int finite = 1;
-    const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos;
-    double *gt = t->block_gt, *vbuf = t->block_vbuf;
+    const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos, **hp = t->block_vp + 2 * t->n_pos;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
+    void (*two)(BLOCKGRADS_TWO_ARGS) = TWO_BLOCKS;
     for (int32_t k = 0; k < t->mv_end[n - 1] && t->block_top == NULL; ++k) {
         const matvec_t *g = t->mv + k;
-        double *dst = gt + SIDE * (int64_t)t->mv_read[k];
+        double *dst = t->block_gt + SIDE * (int64_t)t->mv_read[k];
         for (int c = 0; c < SIDE; ++c) dst[c] = t->grad[g->top[c]];
     }
     for (int32_t b = 0; b < t->n_blocks; ++b) {
-        int32_t r = t->block_start[b], r_end = t->block_start[b + 1], reads = 0;
-        while (r < r_end && t->block_pos[r] >= n) ++r;  /* positions last to first */
-        for (int32_t k = r; k < r_end; ++k, ++reads) {
-            int32_t v = t->block_vec[k];
-            vp[reads] = v >= 0 ? t->x + v
-                               : matvec_vector(t->x, t->dot_pair, t->mv + t->block_mv[k], vbuf + (int64_t)reads * MAX_LANES);
-            gp[reads] = t->block_top != NULL ? t->grad + t->block_top[k] : gt + SIDE * (int64_t)k;
+        int32_t reads = block_reads(t, b, n, vp, gp), w0 = t->block_w0[b], len = t->block_len[b];
+        int64_t size = SIDE * (int64_t)len;
+        int pair = two != NULL && b + 1 < t->n_blocks && t->block_same[b + 1];
+        int32_t next = b + 1 + pair;  /* the next kernel's sums' gradients (cold, and read in a chain) */
+        for (int32_t k = next < t->n_blocks ? t->block_start[next] : 0; next < t->n_blocks && t->block_top != NULL
+                                                                         && k < t->block_start[next + 1]; ++k)
+            __builtin_prefetch(t->grad + t->block_top[k], 0, 2);
+        if (pair) {
+            block_reads(t, b + 1, n, vp, hp);
+            int32_t w1 = t->block_w0[++b];
+            two(t->grad + w0, from + w0, t->grad + w1, from + w1, len, vp, gp, hp, reads);
+            finite &= grads_finite(t->grad + w0, size) & grads_finite(t->grad + w1, size);
+            continue;
         }
-        kernel(t->grad + t->block_w0[b], from + t->block_w0[b], t->block_len[b], vp, gp, reads, 0);
-        finite &= grads_finite(t->grad + t->block_w0[b], SIDE * (int64_t)t->block_len[b]);  /* (while in cache) */
+        kernel(t->grad + w0, from + w0, len, vp, gp, reads, 0);
+        finite &= grads_finite(t->grad + w0, size);  /* (while in cache) */
     }
     return finite;
 }
