@@ -188,13 +188,41 @@ static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t 
     }
 }
 
+/* A short vector's gradients (16 or 32 lanes: an attention head's query or
+ * key, read by one head's logits) in one pass over its list, R registers of W
+ * lanes: each row's weights times its sum's gradient added as the list gives
+ * them (a parent past end adds nothing); add_rows's sums, without its copies
+ * of the list, which would cost more than the sums at this width. */
+#define SHORT_BODY(V, LOAD, STORE, W, R)                                          \
+    V a[R];                                                                       \
+    for (int u = 0; u < R; ++u) a[u] = (V){0.0};                                  \
+    for (int64_t k = 0; k < count; ++k) {                                         \
+        int32_t q = pp[k];                                                        \
+        if (q >= end) continue;                                                   \
+        const double *w = x + src[k] - (R * W - 1);                               \
+        double gq = g[q];                                                         \
+        for (int u = 0; u < R; ++u) a[u] = a[u] + LOAD(w + W * u) * gq;           \
+    }                                                                             \
+    for (int u = 0; u < R; ++u) STORE(acc + W * u, a[u]);
+#define SHORT_ARGS double *restrict acc, const double *x, const double *g, const int32_t *pp, const int32_t *src, \
+                   int64_t count, int32_t end
+KERNELS(short16, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 4))
+KERNELS(short32, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 8))
+WIDE(short16, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 2))
+WIDE(short32, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 4))
+
 /* A backward group of 2 or 3 at entry b, `lanes` wide, whose parents' list is
  * [k0, k1): the entries' gradients, into g. A rotating vector (read by every
  * logit, tgt >= 0 the target) adds the target's row last (internal.h). */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt) {
     double acc[MAX_LANES];
-    for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
-    add_rows(t, acc, lanes, k0, k1, end, tgt, 0);
-    if (tgt >= 0) add_rows(t, acc, lanes, k0, k1, end, tgt, 1);
+    if (tgt < 0 && (lanes == 16 || lanes == 32)) {
+        void (*kernel)(SHORT_ARGS) = lanes == 16 ? KERNEL_WIDE(short16) : KERNEL_WIDE(short32);
+        kernel(acc, t->x, t->grad, t->pull_parent + k0, t->pull_src + k0, k1 - k0, end);
+    } else {
+        for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
+        add_rows(t, acc, lanes, k0, k1, end, tgt, 0);
+        if (tgt >= 0) add_rows(t, acc, lanes, k0, k1, end, tgt, 1);
+    }
     for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[b - (lanes - 1 - i)]] = acc[i];
 }
