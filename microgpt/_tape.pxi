@@ -133,7 +133,7 @@ cdef class Tape:
                     vectors_paired=c.vectors_paired,
                     forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
                     matrix_panels=c.matrix_panels,
-                    weight_blocks_paired=c.weight_blocks_paired,
+                    weight_blocks_paired=c.weight_blocks_paired, short_vectors=c.short_vectors,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))
 
     cdef int load_params(self) except -1:

@@ -231,6 +231,8 @@ struct tape {
 
     /* where the last replay stopped */
     int32_t n_used;         /* positions of the last forward */
+    int64_t short_vectors;  /* vectors the backwards so far summed in one pass over their lists (matrix.c) */
+    int64_t blocks_paired;  /* row blocks the last backward ran two at once (weight_grads.c) */
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
     double loss;            /* its loss */

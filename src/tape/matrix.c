@@ -219,6 +219,7 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
     if (tgt < 0 && (lanes == 16 || lanes == 32)) {
         void (*kernel)(SHORT_ARGS) = lanes == 16 ? KERNEL_WIDE(short16) : KERNEL_WIDE(short32);
         kernel(acc, t->x, t->grad, t->pull_parent + k0, t->pull_src + k0, k1 - k0, end);
+        ++t->short_vectors;
     } else {
         for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
         add_rows(t, acc, lanes, k0, k1, end, tgt, 0);

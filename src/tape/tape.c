@@ -181,7 +181,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.other_param_reads = t->param_start[n];
     program_counts(t, n, &c.forward_records, &c.forward_by_steps);
     c.matrix_panels = panel_count(t, n);
-    for (int32_t b = 0; b + 1 < t->n_blocks && t->block_same != NULL; ++b)  /* (as matrix_param_grads pairs them) */
-        if (t->block_same[b + 1]) c.weight_blocks_paired += 2, ++b;
+    c.weight_blocks_paired = t->blocks_paired;
+    c.short_vectors = t->short_vectors;
     return c;
 }

@@ -79,8 +79,10 @@ typedef struct {
     int64_t forward_by_steps;   /* ... of them sums read from first nodes and steps, not lists */
     int64_t matrix_panels;      /* a matrix's rows times a position's vector, run for every position
                                  * at once (0: position by position) */
-    int64_t weight_blocks_paired; /* row blocks whose weights' gradients run two blocks at once (they
-                                 * read the same vectors; with AVX-512) */
+    int64_t weight_blocks_paired; /* row blocks whose weights' gradients the last backward ran two
+                                 * at once (they read the same vectors; with AVX-512) */
+    int64_t short_vectors;      /* vectors of 16 or 32 entries read by rows whose gradients the tape's
+                                 * backwards so far summed in one pass over their lists (attention heads') */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the

@@ -152,6 +152,7 @@ int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
     const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos, **hp = t->block_vp + 2 * t->n_pos;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
     void (*two)(BLOCKGRADS_TWO_ARGS) = TWO_BLOCKS;
+    t->blocks_paired = 0;
     for (int32_t k = 0; k < t->mv_end[n - 1] && t->block_top == NULL; ++k) {
         const matvec_t *g = t->mv + k;
         double *dst = t->block_gt + SIDE * (int64_t)t->mv_read[k];
@@ -169,6 +170,7 @@ int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
             block_reads(t, b + 1, n, vp, hp);
             int32_t w1 = t->block_w0[++b];
             two(t->grad + w0, from + w0, t->grad + w1, from + w1, len, vp, gp, hp, reads);
+            t->blocks_paired += 2;
             finite &= grads_finite(t->grad + w0, size) & grads_finite(t->grad + w1, size);
             continue;
         }
