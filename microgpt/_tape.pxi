@@ -130,7 +130,7 @@ cdef class Tape:
                     forward_runs=c.forward_runs, forward_in_runs=c.forward_in_runs, forward_strided=c.forward_strided,
                     pulls_in_lanes=c.pulls_in_lanes, pulls_strided=c.pulls_strided,
                     pulls_single_runs=c.pulls_single_runs,
-                    vectors_paired=c.vectors_paired,
+                    vectors_paired=c.vectors_paired, vectors_by_eight=c.vectors_by_eight,
                     forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
                     matrix_panels=c.matrix_panels,
                     weight_blocks_paired=c.weight_blocks_paired, short_vectors=c.short_vectors,

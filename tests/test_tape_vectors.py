@@ -59,7 +59,7 @@ def test_attention_weights_gradients_are_read_at_constant_steps(config):
 @pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, block_size=16, n_head=4)])
 def test_a_matrix_reads_vectors_gradients_run_two_positions_at_once(config):
     # the backward of a level starts with the vector its matrix read, every position's,
-    # four (or two) positions sharing the matrix's weights
+    # eight, four (or two) positions sharing the matrix's weights
     t, c = recorded(config, docs=LONG_DOCS)
     assert c["vectors_paired"] > 0 and c["vectors_paired"] % 2 == 0
     assert t.document_loss.tape.counts(1)["vectors_paired"] == 0  # one position: nothing to pair

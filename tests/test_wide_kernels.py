@@ -135,3 +135,21 @@ def test_a_heads_vectors_gradients_in_one_pass(config, taken):
     runner = replay.document_loss
     assert runner.model_steps == 0
     assert (runner.tape.counts(1)["short_vectors"] > 0) == taken
+
+
+# A level's first vectors, eight positions at once where eight in a row read a
+# matrix's rows alike (paired.c oct, with AVX-512: each chunk of a row's weights
+# loaded once for eight), four and two for the rest; n_embd 40: a rest of 8
+# lanes past the 16-lane chunks, four positions at a time
+@pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, n_head=4, block_size=16),
+                                    dict(n_layer=1, n_embd=40, n_head=2, block_size=14)])
+def test_first_vectors_eight_positions_at_once(config):
+    from microgpt import _engine  # (built: the module's skip)
+    docs = ["abcdefghijklmnopq", "qponmlkjihgfedcba"] + DOCS
+    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    runner = replay.document_loss
+    assert runner.model_steps == 0
+    c = runner.tape.counts(runner.tape.n_pos)
+    assert c["vectors_paired"] > 0
+    assert (c["vectors_by_eight"] > 0) == (_engine.simd_lanes() == "avx512")

@@ -1,5 +1,5 @@
-/* paired.c: the backward's vectors read by a matrix's rows, two or four
- * positions at once, so that the matrix's weights come from memory once for
+/* paired.c: the backward's vectors read by a matrix's rows, two, four or
+ * eight positions at once, so that the matrix's weights come from memory once for
  * all of them (as the forward's matvec2 does for two, levels.c).
  *
  * In the backward a level ends (runs first, levels.c) with the vector its
@@ -7,8 +7,8 @@
  * matrix's rows' sums, a level later, at the same position. Those are final
  * once the later levels have run, and nothing else of the level reads the
  * vector's gradients before they are computed; so every position's vector
- * may be computed first, at the start of the level, four (or two) positions
- * at a time where their lists read the same weights in the same order. Each entry's
+ * may be computed first, at the start of the level, eight (AVX-512), four or
+ * two positions at a time where their lists read the same weights in the same order. Each entry's
  * gradient is the same sum, in its list's order, as matrix_vector_grads's.
  * paired_plan checks each of these facts from the tape. */
 #include "internal.h"
@@ -185,24 +185,54 @@ KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
     if (i < lanes) quad_avx2(acc, x, wofs, gt, rows, lanes, i);
 WIDE(quad, (QUAD_ARGS), QUAD8_BODY)
 
+/* Eight positions' sums at once (AVX-512): each sixteen-lane chunk of a row's
+ * weights loaded once for eight positions (half the weights' traffic of four:
+ * a large matrix's rows come from L2), sixteen sums in flight; the lanes past
+ * the last multiple of 16, four positions at a time as above. */
+#define OCT_BODY                                                                    \
+    int32_t i = 0;                                                                  \
+    for (; i + 16 <= lanes; i += 16) {                                              \
+        v8 a[8][2];                                                                 \
+        for (int m = 0; m < 8; ++m) { a[m][0] = load8(acc[m] + i); a[m][1] = load8(acc[m] + i + 8); } \
+        for (int32_t r = 0; r < rows; ++r) {                                        \
+            const double *w = x + wofs[r] + i;                                      \
+            v8 w0 = load8(w), w1 = load8(w + 8);                                    \
+            for (int m = 0; m < 8; ++m) {                                           \
+                a[m][0] = a[m][0] + w0 * gt[m][r];                                  \
+                a[m][1] = a[m][1] + w1 * gt[m][r];                                  \
+            }                                                                       \
+        }                                                                           \
+        for (int m = 0; m < 8; ++m) { store8(acc[m] + i, a[m][0]); store8(acc[m] + i + 8, a[m][1]); } \
+    }                                                                               \
+    if (i < lanes) {                                                                \
+        quad_avx2(acc, x, wofs, gt, rows, lanes, i);                                \
+        quad_avx2(acc + 4, x, wofs, gt + 4, rows, lanes, i);                        \
+    }
+WIDE(oct, (QUAD_ARGS), OCT_BODY)
+#ifdef HAVE_AVX2
+#define EIGHT_POSITIONS (lanes_level() >= LANES_AVX512 ? oct_avx512 : NULL)
+#else
+#define EIGHT_POSITIONS NULL
+#endif
+
 /* How many positions from p down run their first groups of level s together
- * (4, 2, or 1: alone, or 0: p has none). */
+ * (8 with AVX-512, 4, 2, or 1: alone, or 0: p has none). */
 int paired_width(const tape_t *t, int32_t p, int32_t s) {
-    int32_t nl = t->n_levels;
+    int32_t nl = t->n_levels, most = EIGHT_POSITIONS != NULL ? 8 : 4;
     if (t->first_lanes == NULL || t->first_lanes[(int64_t)p * nl + s] == 0) return 0;
     int k = 1;
-    while (k < 4 && p - k >= 0 && t->paired[(int64_t)(p - k + 1) * nl + s]) ++k;
-    return k == 3 ? 2 : k;
+    while (k < most && p - k >= 0 && t->paired[(int64_t)(p - k + 1) * nl + s]) ++k;
+    return k >= 8 ? 8 : k >= 4 ? 4 : k >= 2 ? 2 : 1;
 }
 
-/* The first groups of positions p, p - 1, .. p - k + 1 (k 2 or 4) at level s
+/* The first groups of positions p, p - 1, .. p - k + 1 (k 2, 4 or 8) at level s
  * (paired): summed into their gradients in place where each group's entries
  * are consecutive nodes, else in acc and copied. */
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
     int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s];
-    double buf[4][MAX_LANES], gt[4][CHUNK], *acc[4];
+    double buf[8][MAX_LANES], gt[8][CHUNK], *acc[8];
     int32_t wofs[CHUNK];
-    const first_group_t *f = t->first_groups + (int64_t)p * nl + s, *fm[4];
+    const first_group_t *f = t->first_groups + (int64_t)p * nl + s, *fm[8];
     for (int m = 0; m < k; ++m) {
         fm[m] = f - (int64_t)m * nl;
         acc[m] = fm[m]->node0 >= 0 ? t->grad + fm[m]->node0 : buf[m];
@@ -223,7 +253,8 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[fm[m]->k0 + j]];
             wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
         }
-        if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
+        if (k == 8) EIGHT_POSITIONS(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
+        else if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
     for (int m = 0; m < k; ++m)

@@ -176,6 +176,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         for (int32_t p = n - 1; p >= 0; --p) {
             int k = paired_width(t, p, s);
             c.vectors_paired += k > 1 ? k : 0;
+            c.vectors_by_eight += k == 8 ? k : 0;
             p -= k > 1 ? k - 1 : 0;
         }
     c.other_param_reads = t->param_start[n];

@@ -73,7 +73,8 @@ typedef struct {
     int64_t pulls_strided;      /* ... of groups of four whose lists step by constants (read from the steps) */
     int64_t pulls_single_runs;  /* ... of runs of entries whose lists are one pull each (singles.c) */
     int64_t vectors_paired;     /* vectors read by a matrix's rows whose gradients run with other
-                                 * positions' (two or four at once) */
+                                 * positions' (two, four or eight at once) */
+    int64_t vectors_by_eight;   /* ... of them eight at once (with AVX-512) */
     int64_t forward_records;    /* records of the forward's program between the matrices (0: none,
                                  * the instructions run one by one) */
     int64_t forward_by_steps;   /* ... of them sums read from first nodes and steps, not lists */
