@@ -232,6 +232,7 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
     int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s];
     double buf[8][MAX_LANES], gt[8][CHUNK], *acc[8];
     int32_t wofs[CHUNK];
+    void (*eight)(QUAD_ARGS) = EIGHT_POSITIONS;  /* (k is 8 only where it is built: paired_width) */
     const first_group_t *f = t->first_groups + (int64_t)p * nl + s, *fm[8];
     for (int m = 0; m < k; ++m) {
         fm[m] = f - (int64_t)m * nl;
@@ -253,7 +254,7 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[fm[m]->k0 + j]];
             wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
         }
-        if (k == 8) EIGHT_POSITIONS(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
+        if (k == 8) eight(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
