@@ -129,7 +129,7 @@ cdef class Tape:
                     pulls_by_matrix_rows=c.pulls_by_matrix_rows, other_param_reads=c.other_param_reads,
                     forward_runs=c.forward_runs, forward_in_runs=c.forward_in_runs, forward_strided=c.forward_strided,
                     pulls_in_lanes=c.pulls_in_lanes, pulls_strided=c.pulls_strided,
-                    pulls_single_runs=c.pulls_single_runs,
+                    pulls_single_runs=c.pulls_single_runs, pulls_single_chained=c.pulls_single_chained,
                     vectors_paired=c.vectors_paired, vectors_by_eight=c.vectors_by_eight,
                     forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
                     matrix_panels=c.matrix_panels,

@@ -320,11 +320,13 @@ class Sampler(Recorder):
             self.documents_left -= 1
         return step
 
-    def own_document(self, temperature):
-        """A document on this sampler's own recording, or by the model code."""
+    def own_document(self, temperature, counted=False):
+        """A document on this sampler's own recording, or by the model code
+        (counted: document() took it off documents_left already, on the training
+        tape, which then could not serve it)."""
         key = float(temperature)
         model_code = key not in self.tapes and not self.worth_recording(key)
-        if self.documents_left:
+        if self.documents_left and not counted:
             self.documents_left -= 1
         if model_code:
             return self.counted(self.model_document(temperature), key)

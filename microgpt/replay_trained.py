@@ -83,7 +83,7 @@ class TrainedDocument:
             if probs is not False:
                 return probs
             self.sampler.trained = None
-            self.own_step = self.sampler.own_document(self.temperature)
+            self.own_step = self.sampler.own_document(self.temperature, counted=True)
             for p, tok in enumerate(self.tokens[:-1]):  # its cache, from the document's first position
                 self.own_step(tok, p, want=False)
         return self.own_step(token_id, pos_id, want)

@@ -25,3 +25,19 @@ def test_runs_of_single_pull_lists_replay_bit_for_bit(config):
         # never an entry of a side-by-side group (nor one with a longer list)
         assert c["pulls_single_runs"] <= c["pulls"] - c["pulls_side_by_side"]
     assert tape.counts(1)["pulls_single_runs"] < tape.counts(tape.n_pos)["pulls_single_runs"]
+
+
+@pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=16, n_head=2, block_size=9),
+                                    dict(n_layer=2, n_embd=20, n_head=4, block_size=16)])
+def test_chained_single_entries_take_the_last_gradient_from_a_register(config):
+    """A softmax's sum is a chain of adds, each read once by the next (local
+    gradient 1.0), and an attention logit's dot is read once by its scaling:
+    single_grads keeps the last entry's gradient in a register for the next,
+    skipping 0.0 + 1.0 * g (g itself). Bit for bit as the compiled engine,
+    weights and losses over several steps."""
+    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
+    assert losses_and_weights(replay, 6) == losses_and_weights(compiled, 6)
+    tape = replay.document_loss.tape
+    for n in (1, tape.n_pos):
+        c = tape.counts(n)
+        assert 0 < c["pulls_single_chained"] < c["pulls_single_runs"], "chains are taken, and entries that are not"

@@ -145,6 +145,9 @@ def test_a_forward_that_fails_hands_the_document_to_the_sampler_own_way():
     got = draw(REPLAY, trainer, sampler, count=12)
     assert got == draw(COMPILED, trainer, compiled(trainer), count=12)
     assert sampler.trained is None and sampler.model_positions > 0  # it failed, and stopped reusing
+    first = reusing(trainer, 12)
+    draw(REPLAY, trainer, first, count=1)
+    assert first.trained is None and first.documents_left == 11  # (the one that fell back counted once)
 
 
 def test_probabilities_that_are_not_finite_raise_as_the_model_code():

@@ -419,6 +419,7 @@ void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
 int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
+int single_chained(const tape_t *t, int32_t b, int32_t b_end);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
 static inline int32_t bwd_width(const tape_t *t, int32_t b) {

@@ -1,4 +1,5 @@
-/* replay.c: running a tape, forward and backward (the layout: internal.h). */
+/* replay.c: running a tape, forward and backward (the layout: internal.h).
+ * About 320 lines: the two loops and their dispatch, each kind of entry's in one place. */
 #include "internal.h"
 
 /* the four gradients of a side-by-side group of backward entries b, b-1, b-2, b-3 */
@@ -190,6 +191,22 @@ typedef struct {
     double g_loss;      /* each position's loss's gradient */
 } pull_ctx_t;
 
+/* The tape's lines a few entries below b, asked for early (entries run last
+ * to first, each list below the one before). A level's piece of a position
+ * is a few hundred entries, too short for the hardware to find its streams
+ * (bwd, kinds, groups, list starts, lists) before the piece is done. */
+static inline void ahead(const tape_t *t, int32_t b) {
+    int32_t e = b >= 64 ? b - 64 : 0;
+    int64_t k = t->pull_start[b] >= 48 ? t->pull_start[b] - 48 : 0;
+    __builtin_prefetch(t->bwd + e);
+    __builtin_prefetch(t->bwd_group + e);
+    __builtin_prefetch(t->bwd_kind + e);
+    __builtin_prefetch(t->bwd_lanes + (b >= 32 ? b - 32 : 0));
+    __builtin_prefetch(t->pull_start + (b >= 24 ? b - 24 : 0));
+    __builtin_prefetch(t->pull_parent + k);
+    __builtin_prefetch(t->pull_src + k);
+}
+
 /* Backward entries b1 - 1 down to b0, each its gradient from its parents'. */
 static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
     const pull_ctx_t *ctx = arg;
@@ -200,6 +217,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
     const int32_t *pp = t->pull_parent, *src = t->pull_src, *pb = t->pull_block;
     const int64_t *ps = t->pull_start;
     for (int32_t b = b1 - 1; b >= b0; --b) {
+        ahead(t, b);
         int32_t L = t->bwd[b];
         uint8_t group = t->bwd_group[b];
         if (group == 6 && strided_pulls(t, b, end)) {  /* four strided lists (strided.c) */

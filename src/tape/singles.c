@@ -30,10 +30,18 @@ int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end) {
     const int64_t *ps = t->pull_start;
     const double *x = t->x;
     double *g = t->grad;
+    double v = 0.0;  /* the last entry's gradient: the next one's parent, often (a chain of adds) */
+    int32_t last = -1;
     for (int32_t e = b; e > stop; --e) {
         int64_t k = ps[e];
         int32_t p = pp[k];
-        g[bwd[e]] = p < end ? 0.0 + x[src[k]] * g[p] : 0.0;
+        double c = x[src[k]];
+        if (p == last)  /* (from the register, not from memory just written: the same number) */
+            v = c == 1.0 ? v : 0.0 + c * v;  /* (0.0 + 1.0 * v is v: v, a sum from 0.0, is never -0.0) */
+        else
+            v = p < end ? 0.0 + c * g[p] : 0.0;
+        last = bwd[e];
+        g[last] = v;
     }
     return b - stop;
 }
@@ -43,4 +51,11 @@ int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end) {
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end) {
     if (t->bwd_group[b] != 0 || t->bwd_lanes[b] == 0) return 0;
     return t->bwd_lanes[b] > 1 || (b + 1 < b_end && t->bwd_group[b + 1] == 0 && t->bwd_lanes[b + 1] > 1);
+}
+
+/* Whether entry b is taken by single_grads from the gradient of the entry
+ * just before it in its run (its parent), kept in a register. */
+int single_chained(const tape_t *t, int32_t b, int32_t b_end) {
+    return single_in_run(t, b, b_end) && b + 1 < b_end && t->bwd_group[b + 1] == 0 && t->bwd_lanes[b + 1] > 1
+           && t->pull_parent[t->pull_start[b]] == t->bwd[b + 1];
 }

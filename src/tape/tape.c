@@ -156,6 +156,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         if (t->bwd_group[i] == 5) c.pulls_in_lanes += pulls;
         if (t->bwd_group[i] == 6) c.pulls_strided += pulls;
         c.pulls_single_runs += single_in_run(t, i, b);
+        c.pulls_single_chained += single_chained(t, i, b);
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;

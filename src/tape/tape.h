@@ -72,6 +72,8 @@ typedef struct {
     int64_t pulls_in_lanes;     /* gradient terms of a vector's entries summed in lanes, one list for all */
     int64_t pulls_strided;      /* ... of groups of four whose lists step by constants (read from the steps) */
     int64_t pulls_single_runs;  /* ... of runs of entries whose lists are one pull each (singles.c) */
+    int64_t pulls_single_chained; /* ... of them whose parent is the entry just before (its gradient
+                                 * kept in a register) */
     int64_t vectors_paired;     /* vectors read by a matrix's rows whose gradients run with other
                                  * positions' (two, four or eight at once) */
     int64_t vectors_by_eight;   /* ... of them eight at once (with AVX-512) */
