@@ -21,7 +21,8 @@
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
- *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
+ *   replay.c    forward and backward;  forward.c  instructions one by one, in order
+ *   tape.c      sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
  * one F_DOT instruction: the same products and additions in the same order,
@@ -385,7 +386,7 @@ uint8_t elementwise_code(const tape_t *t, int64_t i);  /* instruction i's own co
 int64_t elementwise_len(const tape_t *t, int64_t i);
 const run_slot_t *elementwise_slots(const tape_t *t, int64_t i, int *period, int32_t *reps);  /* F_RUN at i */
 status_t elementwise_slot(tape_t *t, const run_slot_t *s, int32_t R, int64_t ins, int T, double *m);
-/* program.c (0, or -1 out of memory); replay.c: instructions [i0, i1), m the last derived max */
+/* program.c (0, or -1 out of memory); forward.c: instructions [i0, i1), m the last derived max */
 int program_plan(tape_t *t);
 status_t program_run(tape_t *t, int32_t s, int32_t p);
 status_t program_positions(tape_t *t, int32_t from, int32_t n);  /* positions [from, n), in order */
@@ -404,7 +405,7 @@ void strided16(double *x, int32_t a0, int64_t sa, int64_t sb, int32_t len, const
 int strided_pulls_plan(tape_t *t);
 int strided_pulls(tape_t *t, int32_t b, int32_t end);
 size_t elementwise_bytes(const tape_t *t), lane_bytes(const tape_t *t);
-size_t vector_bytes(const tape_t *t);  /* the records of the three above */
+size_t strided_bytes(const tape_t *t);  /* strided.c */
 size_t strided_pulls_bytes(const tape_t *t);  /* strided_pulls.c */
 int paired_plan(tape_t *t);
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k);  /* positions p .. p - k + 1 */
@@ -422,10 +423,7 @@ int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
-static inline int32_t bwd_width(const tape_t *t, int32_t b) {
-    uint8_t g = t->bwd_group[b];
-    return g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
-}
+int32_t bwd_width(const tape_t *t, int32_t b);  /* pull_lanes.c */
 
 /* interleave.c */
 void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of);

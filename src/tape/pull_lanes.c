@@ -128,6 +128,11 @@ size_t lane_bytes(const tape_t *t) {
 
 int32_t lane_width(const tape_t *t, int32_t b) { return t->lane_runs[t->bwd_lanes[b]].lanes; }
 
+int32_t bwd_width(const tape_t *t, int32_t b) {
+    uint8_t g = t->bwd_group[b];
+    return g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
+}
+
 /* Lanes r0 .. r0 + n - 1 (n <= 4) of a run: each lane's sum over the lowest
  * entry's list stepped r times. Where the steps allow, four numbers in one load. */
 #define LANES_BODY                                                                        \

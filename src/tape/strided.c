@@ -200,9 +200,4 @@ static void strided4(tape_t *t, int64_t i) {
     x[t->fwd[i + 3]] = r3;
 }
 
-/* The bytes of the vector instructions' records: the runs', the lanes', the strided groups',
- * and the forward's program and panels (program.c, panels.c). */
-size_t vector_bytes(const tape_t *t) {
-    return (size_t)t->n_strided * sizeof *t->strided + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
-        + program_bytes(t) + panel_bytes(t);
-}
+size_t strided_bytes(const tape_t *t) { return (size_t)t->n_strided * sizeof *t->strided; }

@@ -89,7 +89,8 @@ size_t tape_bytes(const tape_t *t) {
         + (t->block_vp != NULL ? 3 * N * sizeof *t->block_vp + (size_t)t->n_blocks + (size_t)t->mv_end[N - 1]
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
-        + vector_bytes(t)
+        + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
+        + program_bytes(t) + panel_bytes(t)  /* the vector instructions' records */
         + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
