@@ -165,45 +165,36 @@ int paired_plan(tape_t *t) {
                   const double (*gt)[CHUNK], int32_t rows, int32_t lanes, int32_t from
 KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
 
-/* ... and with eight lanes a register (AVX-512): sixteen lanes a step, the
- * lanes from the last multiple of 16 on as above. */
-#define QUAD8_BODY                                                                  \
+/* ... and with eight lanes a register (AVX-512): sixteen lanes a step for M
+ * positions at once (their sums acc[0 .. M - 1], gradients gt[0 .. M - 1]),
+ * each sixteen-lane chunk of a row's weights loaded once for all M. */
+#define SIXTEEN_LANES(M)                                                            \
     int32_t i = 0;                                                                  \
     for (; i + 16 <= lanes; i += 16) {                                              \
-        v8 a[4][2];                                                                 \
-        for (int m = 0; m < 4; ++m) { a[m][0] = load8(acc[m] + i); a[m][1] = load8(acc[m] + i + 8); } \
+        v8 a[M][2];                                                                 \
+        for (int m = 0; m < M; ++m) { a[m][0] = load8(acc[m] + i); a[m][1] = load8(acc[m] + i + 8); } \
         for (int32_t r = 0; r < rows; ++r) {                                        \
             const double *w = x + wofs[r] + i;                                      \
             v8 w0 = load8(w), w1 = load8(w + 8);                                    \
-            for (int m = 0; m < 4; ++m) {                                           \
+            for (int m = 0; m < M; ++m) {                                           \
                 a[m][0] = a[m][0] + w0 * gt[m][r];                                  \
                 a[m][1] = a[m][1] + w1 * gt[m][r];                                  \
             }                                                                       \
         }                                                                           \
-        for (int m = 0; m < 4; ++m) { store8(acc[m] + i, a[m][0]); store8(acc[m] + i + 8, a[m][1]); } \
-    }                                                                               \
+        for (int m = 0; m < M; ++m) { store8(acc[m] + i, a[m][0]); store8(acc[m] + i + 8, a[m][1]); } \
+    }
+
+/* four positions; the lanes from the last multiple of 16 on as above */
+#define QUAD8_BODY                                                                  \
+    SIXTEEN_LANES(4)                                                                \
     if (i < lanes) quad_avx2(acc, x, wofs, gt, rows, lanes, i);
 WIDE(quad, (QUAD_ARGS), QUAD8_BODY)
 
-/* Eight positions' sums at once (AVX-512): each sixteen-lane chunk of a row's
- * weights loaded once for eight positions (half the weights' traffic of four:
- * a large matrix's rows come from L2), sixteen sums in flight; the lanes past
+/* Eight positions' sums at once (AVX-512): half the weights' traffic of four
+ * (a large matrix's rows come from L2), sixteen sums in flight; the lanes past
  * the last multiple of 16, four positions at a time as above. */
 #define OCT_BODY                                                                    \
-    int32_t i = 0;                                                                  \
-    for (; i + 16 <= lanes; i += 16) {                                              \
-        v8 a[8][2];                                                                 \
-        for (int m = 0; m < 8; ++m) { a[m][0] = load8(acc[m] + i); a[m][1] = load8(acc[m] + i + 8); } \
-        for (int32_t r = 0; r < rows; ++r) {                                        \
-            const double *w = x + wofs[r] + i;                                      \
-            v8 w0 = load8(w), w1 = load8(w + 8);                                    \
-            for (int m = 0; m < 8; ++m) {                                           \
-                a[m][0] = a[m][0] + w0 * gt[m][r];                                  \
-                a[m][1] = a[m][1] + w1 * gt[m][r];                                  \
-            }                                                                       \
-        }                                                                           \
-        for (int m = 0; m < 8; ++m) { store8(acc[m] + i, a[m][0]); store8(acc[m] + i + 8, a[m][1]); } \
-    }                                                                               \
+    SIXTEEN_LANES(8)                                                                \
     if (i < lanes) {                                                                \
         quad_avx2(acc, x, wofs, gt, rows, lanes, i);                                \
         quad_avx2(acc + 4, x, wofs, gt + 4, rows, lanes, i);                        \
