@@ -132,7 +132,7 @@ cdef class Tape:
                     pulls_single_runs=c.pulls_single_runs,
                     vectors_paired=c.vectors_paired,
                     forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
-                    matrix_panels=c.matrix_panels,
+                    matrix_panels=c.matrix_panels, attention_rows=c.attention_rows,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))
 
     cdef int load_params(self) except -1:

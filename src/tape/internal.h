@@ -21,6 +21,7 @@
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
+ *   attention.c  a head's softmax at one position, its backward whole (weights to logits)
  *   replay.c    forward and backward;  tape.c  sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -166,8 +167,9 @@ struct tape {
                              * 4: entries b-k read the same values as b, of parents k before b's;
                              * of a group of 2, 3 or 4 only entry b keeps its pull list;
                              * 5: a run of entries whose lists step by constants (pull_lanes.c);
-                             * 6: a group of 1 whose four lists each step by constants (strided.c) */
-    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6: its record's index */
+                             * 6: a group of 1 whose four lists each step by constants (strided.c);
+                             * 7: a head's softmax row, its weights down to its logits (attention.c) */
+    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6, 7: its record's index */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
@@ -260,6 +262,7 @@ struct tape {
     double *panel_buf;      /* the positions' vectors, eight a block */
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
+    struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
 };
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
@@ -407,10 +410,18 @@ void single_plan(tape_t *t);  /* singles.c */
 int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 
+/* attention.c (0, or -1 out of memory) */
+int attention_plan(tape_t *t);
+int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
+int32_t attention_width(const tape_t *t, int32_t b);
+int32_t attention_count(const tape_t *t, int32_t n);
+size_t attention_bytes(const tape_t *t);
+void attention_free(struct attention *a);
+
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
 static inline int32_t bwd_width(const tape_t *t, int32_t b) {
     uint8_t g = t->bwd_group[b];
-    return g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
+    return g == 7 ? attention_width(t, b) : g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
 }
 
 /* interleave.c */

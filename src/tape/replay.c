@@ -202,6 +202,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
     for (int32_t b = b1 - 1; b >= b0; --b) {
         int32_t L = t->bwd[b];
         uint8_t group = t->bwd_group[b];
+        if (group == 7) { b -= attention_grads(t, b) - 1; continue; }  /* a head's softmax row (attention.c) */
         if (group == 6 && strided_pulls(t, b, end)) {  /* four strided lists (strided.c) */
             b -= SIDE - 1;
             continue;

@@ -201,8 +201,8 @@ static void strided4(tape_t *t, int64_t i) {
 }
 
 /* The bytes of the vector instructions' records: the runs', the lanes', the strided groups',
- * and the forward's program and panels (program.c, panels.c). */
+ * the forward's program and panels (program.c, panels.c), and the softmax rows' (attention.c). */
 size_t vector_bytes(const tape_t *t) {
     return (size_t)t->n_strided * sizeof *t->strided + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
-        + program_bytes(t) + panel_bytes(t);
+        + program_bytes(t) + panel_bytes(t) + attention_bytes(t);
 }

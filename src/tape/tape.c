@@ -38,6 +38,7 @@ void tape_free(tape_t *t) {
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
+    attention_free(t->attn);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
@@ -146,7 +147,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     int32_t b = t->bwd_end[n - 1], i = b - 1;
     while (i >= 0) {
         int32_t width = bwd_width(t, i);
-        int64_t pulls = t->bwd_group[i] >= 2 && width > 1  /* one list, read for every lane */
+        int64_t pulls = t->bwd_group[i] >= 2 && t->bwd_group[i] != 7 && width > 1  /* one list, read for every lane */
             ? (t->pull_start[i + 1] - t->pull_start[i]) * width
             : t->pull_start[i + 1] - t->pull_start[i - width + 1];
         c.pulls += pulls;
@@ -180,5 +181,6 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.other_param_reads = t->param_start[n];
     program_counts(t, n, &c.forward_records, &c.forward_by_steps);
     c.matrix_panels = panel_count(t, n);
+    c.attention_rows = attention_count(t, n);
     return c;
 }

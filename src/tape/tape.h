@@ -79,6 +79,7 @@ typedef struct {
     int64_t forward_by_steps;   /* ... of them sums read from first nodes and steps, not lists */
     int64_t matrix_panels;      /* a matrix's rows times a position's vector, run for every position
                                  * at once (0: position by position) */
+    int64_t attention_rows;     /* heads' softmax rows whose backward runs whole (attention.c) */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the
