@@ -64,3 +64,14 @@ def test_a_softmax_of_another_shape_keeps_the_entries_lists_exactly(monkeypatch)
     tape = replay.document_loss.tape
     c = tape.counts(tape.n_pos)
     assert c["attention_rows"] == 0 and c["pulls_strided"] > 0  # the weights by their strided lists
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:])
+def test_a_heads_values_gradients_run_sixteen_lanes_from_one_list_exactly(config):
+    # each value v_t[j] sums w(p, t) * g(output_p[j]) over later positions p: a head's
+    # sixteen entries (four heads' at once) read one list, their parents side by side
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    tape = replay.document_loss.tape
+    values = config["n_layer"] * config["n_embd"] * tape.n_pos  # every position's values
+    assert tape.counts(tape.n_pos)["shifted_in_runs"] >= values

@@ -193,9 +193,15 @@ static void piece_of(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t
         }
 }
 
+int32_t backward_piece(const tape_t *t, int32_t p, int32_t b) {
+    int32_t lo, hi;
+    piece_of(t, p, b, &lo, &hi);
+    return lo;
+}
+
 /* met[b] = 1 where the backward, as planned so far, meets entry b as a
  * group's top (or alone): a row is taken only where it is met whole. */
-static void mark_met(const tape_t *t, uint8_t *met) {
+void backward_tops(const tape_t *t, uint8_t *met) {
     for (int32_t p = 0; p < t->n_pos; ++p) {
         int32_t b0 = p > 0 ? t->bwd_end[p - 1] : 0;
         for (int32_t top = t->bwd_end[p] - 1; top >= b0;) {
@@ -325,8 +331,9 @@ fail:
     return -1;
 }
 
-/* 0, or -1 out of memory. After every other plan of the backward but the
- * singles' (singles.c), whose runs then end at a row's top. */
+/* The rows, then the values' runs (shifted.c): 0, or -1 out of memory. After
+ * every other plan of the backward but the singles' (singles.c), whose runs
+ * then end at a row's top. */
 int attention_plan(tape_t *t) {
     int32_t nb = t->bwd_end[t->n_pos - 1], *info = NULL;
     uint8_t *met = NULL;
@@ -336,7 +343,7 @@ int attention_plan(tape_t *t) {
         return -1;
     }
     t->attn = a;
-    mark_met(t, met);
+    backward_tops(t, met);
     int rc = find_rows(t, a, met, &info);
     free(met);
     int32_t kept = rc == 0 ? group_heads(t, a, info) : -1;
@@ -359,10 +366,12 @@ int attention_plan(tape_t *t) {
         t->bwd_group[top] = 7;
         t->bwd_lanes[top] = r;
     }
-    return 0;
+    return shifted_runs(t);  /* the values' gradients (shifted.c) */
 }
 
-void attention_free(attention_t *a) {
+void attention_free(tape_t *t) {
+    attention_t *a = t->attn;
+    free(t->shift_runs);
     if (a == NULL) return;
     free(a->rows); free(a->heads); free(a->node); free(a->vt); free(a->gw);
     free(a);

@@ -263,6 +263,8 @@ struct tape {
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
     struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
+    struct shift_run *shift_runs;  /* shifted.c: runs of groups of 4 (bwd_lanes of their tops) */
+    int32_t n_shift_runs;
 };
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
@@ -416,7 +418,10 @@ int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the e
 int32_t attention_width(const tape_t *t, int32_t b);
 int32_t attention_count(const tape_t *t, int32_t n);
 size_t attention_bytes(const tape_t *t);
-void attention_free(struct attention *a);
+void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
+void backward_tops(const tape_t *t, uint8_t *met);  /* met[b] = 1: the backward meets b as a top */
+int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */
+int shifted_runs(tape_t *t);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
 static inline int32_t bwd_width(const tape_t *t, int32_t b) {

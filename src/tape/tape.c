@@ -38,7 +38,7 @@ void tape_free(tape_t *t) {
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired);
-    attention_free(t->attn);
+    attention_free(t);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
@@ -156,6 +156,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         if (t->bwd_group[i] == 5) c.pulls_in_lanes += pulls;
         if (t->bwd_group[i] == 6) c.pulls_strided += pulls;
         c.pulls_single_runs += single_in_run(t, i, b);
+        c.shifted_in_runs += t->bwd_group[i] == 4 && t->bwd_lanes[i] != 0 ? SIDE : 0;
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;

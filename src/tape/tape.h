@@ -80,6 +80,8 @@ typedef struct {
     int64_t matrix_panels;      /* a matrix's rows times a position's vector, run for every position
                                  * at once (0: position by position) */
     int64_t attention_rows;     /* heads' softmax rows whose backward runs whole (attention.c) */
+    int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
+                                 * values), run sixteen or more from one list (shifted.c) */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the
