@@ -173,7 +173,7 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
         ok = e >= b && e < b + SLOTS * T && !taken[e - b];
         if (ok) taken[e - b] = 1;
     }
-    memset(taken, 0, (size_t)(SLOTS * T));
+    for (int32_t q = 0; q < SLOTS * T; ++q) taken[q] = 0;
     return ok;
 }
 
