@@ -18,7 +18,7 @@
  *   program.c   the forward between the matrices as one stream of records, in level order
  *   panels.c    a level's matrices over every position at once, lanes across positions
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
- *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
+  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits)
