@@ -146,7 +146,14 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
     }
     for (k = 0; k < T - 1; ++k)
         if (!one_pull(t, entry_of(sc, sm[k]), sm[k + 1], one)) return 0;
-    int32_t total = entry_of(sc, sm[T - 1]);  /* the pows, last to first */
+    /* an exp's local gradient is its value (ops.h op_exp writes both from one
+     * number), and pows of one node by one exponent have one local gradient
+     * (a deterministic function of the two; a copy copies it): the sums read
+     * x[ex_t] and pow_0's, not T more numbers from x[n + ...] */
+    for (k = 0; k < T; ++k)
+        if (t->op[ex[k]] != OP_EXP || t->op[pw[k]] != OP_POW
+            || memcmp(&t->operand[pw[k]], &t->operand[pw[0]], sizeof(double)) != 0) return 0;
+    int32_t total = entry_of(sc, sm[T - 1]);  /* the pows, last to first (the total is their one child) */
     int64_t kt = total >= 0 ? t->pull_start[total] : 0;
     if (total < 0 || count_of(t, total) != T || (t->bwd_kind[total] != K_OP && t->bwd_kind[total] != K_DOT)) return 0;
     for (k = 0; k < T; ++k)
@@ -432,14 +439,15 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     for (int32_t k = 0; k < T; ++k) g[w[k]] = a->gw[k];
     for (int32_t k = 0; k < T; ++k) g[pw[k]] = 0.0 + x[ex[k]] * g[w[k]];
     double acc = 0.0;  /* the total: its pows, last to first */
-    for (int32_t k = T - 1; k >= 0; --k) acc += x[n + pw[k]] * g[pw[k]];
+    const double lg_pow = x[n + pw[0]];  /* (every pow's: row_fits) */
+    for (int32_t k = T - 1; k >= 0; --k) acc += lg_pow * g[pw[k]];
     g[sm[T - 1]] = acc;
     for (int32_t k = T - 2; k >= 0; --k) g[sm[k]] = 0.0 + one * g[sm[k + 1]];
     for (int32_t k = 0; k < T; ++k) {
         double s = 0.0 + x[pw[k]] * g[w[k]];
         g[ex[k]] = s + one * g[sm[k]];
     }
-    for (int32_t k = 0; k < T; ++k) g[ad[k]] = 0.0 + x[n + ex[k]] * g[ex[k]];
+    for (int32_t k = 0; k < T; ++k) g[ad[k]] = 0.0 + x[ex[k]] * g[ex[k]];  /* (x[n + ex_t]: row_fits) */
     for (int32_t k = 0; k < T; ++k) {
         double m = 0.0 + one * g[ad[k]];
         g[mul[k]] = m;
