@@ -7,7 +7,7 @@
  * Position p's row of head h (T = p + 1 keys t) is made as
  *   dot_t = q . k_t, mul_t = dot_t * scale, add_t = mul_t + (-max),
  *   exp_t = exp(add_t), sum_0 = 0 + exp_0, sum_t = sum_(t-1) + exp_t,
- *   pow_t = sum_(T-1) ** -1 (one a key), w_t = exp_t * pow_t,
+ *   pow_t = sum_(T-1) ** -1 (one a key, all one number), w_t = exp_t * pow_t,
  * and its 7 T backward entries are one range of the backward, dot_0 lowest
  * (the rest in any order: interleave.c alternates alike operations). Each
  * entry's gradient is the sum of its pull list (internal.h) from 0.0, in the
@@ -147,9 +147,9 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
     for (k = 0; k < T - 1; ++k)
         if (!one_pull(t, entry_of(sc, sm[k]), sm[k + 1], one)) return 0;
     /* an exp's local gradient is its value (ops.h op_exp writes both from one
-     * number), and pows of one node by one exponent have one local gradient
-     * (a deterministic function of the two; a copy copies it): the sums read
-     * x[ex_t] and pow_0's, not T more numbers from x[n + ...] */
+     * number), and pows of one node by one exponent have one value and one local
+     * gradient (deterministic functions of the two; a copy copies them): the
+     * sums read x[ex_t] and pow_0's, not x[n + ...] and every pow's */
     for (k = 0; k < T; ++k)
         if (t->op[ex[k]] != OP_EXP || t->op[pw[k]] != OP_POW
             || memcmp(&t->operand[pw[k]], &t->operand[pw[0]], sizeof(double)) != 0) return 0;
@@ -436,20 +436,26 @@ int32_t attention_grads(tape_t *t, int32_t b) {
             for (int32_t i = 0; i < hd; ++i) vt[(int64_t)i * a->ld + k] = x[vs[k] + (int64_t)i * h->ss];
     for (int32_t i = 0; i < hd; ++i) gh[i] = g[r->ho0 + (int64_t)i * r->sp];
     KERNEL_WIDE(wgrads)(a->gw, vt, a->ld, gh, hd, T);
-    for (int32_t k = 0; k < T; ++k) g[w[k]] = a->gw[k];
-    for (int32_t k = 0; k < T; ++k) g[pw[k]] = 0.0 + x[ex[k]] * g[w[k]];
-    double acc = 0.0;  /* the total: its pows, last to first */
-    const double lg_pow = x[n + pw[0]];  /* (every pow's: row_fits) */
-    for (int32_t k = T - 1; k >= 0; --k) acc += lg_pow * g[pw[k]];
-    g[sm[T - 1]] = acc;
-    for (int32_t k = T - 2; k >= 0; --k) g[sm[k]] = 0.0 + one * g[sm[k + 1]];
-    for (int32_t k = 0; k < T; ++k) {
-        double s = 0.0 + x[pw[k]] * g[w[k]];
-        g[ex[k]] = s + one * g[sm[k]];
+    /* the weights and pows, and the total over its pows last to first; then each
+     * key's sum (down the chain from the total), exp, add, mul and dot. Every
+     * pow's value and local gradient are pow_0's (row_fits), an exp's local
+     * gradient its value */
+    const double *gw = a->gw, pow_value = x[pw[0]], lg_pow = x[n + pw[0]];
+    double acc = 0.0;
+    for (int32_t k = T - 1; k >= 0; --k) {
+        double gp = 0.0 + x[ex[k]] * gw[k];
+        g[w[k]] = gw[k];
+        g[pw[k]] = gp;
+        acc += lg_pow * gp;
     }
-    for (int32_t k = 0; k < T; ++k) g[ad[k]] = 0.0 + x[ex[k]] * g[ex[k]];  /* (x[n + ex_t]: row_fits) */
-    for (int32_t k = 0; k < T; ++k) {
-        double m = 0.0 + one * g[ad[k]];
+    double sum = acc;
+    for (int32_t k = T - 1; k >= 0; --k) {
+        if (k < T - 1) sum = 0.0 + one * sum;  /* (the total's is acc) */
+        g[sm[k]] = sum;
+        double e = (0.0 + pow_value * gw[k]) + one * sum;
+        g[ex[k]] = e;
+        double add = 0.0 + x[ex[k]] * e, m = 0.0 + one * add;
+        g[ad[k]] = add;
         g[mul[k]] = m;
         g[dot[k]] = 0.0 + scale * m;
     }
