@@ -169,7 +169,8 @@ struct tape {
                              * 5: a run of entries whose lists step by constants (pull_lanes.c);
                              * 6: a group of 1 whose four lists each step by constants (strided.c);
                              * 7: a head's softmax row, its weights down to its logits (attention.c) */
-    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6, 7: its record's index */
+    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6, 7: its record's index; 4: its run's
+                             * index + 1, -1 in a run after its first, 0 alone (shifted.c) */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a

@@ -1,8 +1,10 @@
 /* shifted.c: a head's outputs and their values' gradients in the lanes of a
  * SIMD register (group.c: F_SHIFT4 and backward groups of 4). A head's output
  * entry j sums a_t * v_t[j] over positions t: four consecutive entries are
- * one weight a_t times four consecutive numbers. Every lane is one sum of the
- * reference, in its own order, nothing fused (as in matrix.c). */
+ * one weight a_t times four consecutive numbers; in the backward, a head's
+ * sixteen values' entries (and up to four heads) run from one list each
+ * (shifted_runs). Every lane is one sum of the reference, in its own order,
+ * nothing fused (as in matrix.c). */
 #include "internal.h"
 #include "lanes.h"
 
