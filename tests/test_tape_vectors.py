@@ -50,10 +50,13 @@ def test_a_vectors_gradients_are_summed_in_lanes(config):
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_attention_weights_gradients_are_read_at_constant_steps(config):
-    # each weight's gradient sums v_t[j] * g(output j): a list that steps by constants
-    _, c = recorded(config)
-    assert 0 < c["pulls_strided"] <= c["pulls_side_by_side"] - c["pulls_in_lanes"]
+def test_attention_weights_gradients_are_taken_with_their_softmax_rows(config):
+    # each weight's gradient sums v_t[j] * g(output j): taken with its head's softmax row
+    # (test_attention_rows.py; the strided lists where a row is not, tested there)
+    t, c = recorded(config)
+    cfg = t.config
+    assert c["attention_rows"] == cfg.n_layer * cfg.n_head * t.document_loss.tape.n_pos
+    assert c["pulls_strided"] == 0
 
 
 @pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, block_size=16, n_head=4)])

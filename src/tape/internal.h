@@ -21,6 +21,7 @@
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
+ *   attention.c  a head's softmax at one position, its backward whole (weights to logits)
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
  *   tape.c      sizes, counts, accessors, free
  *
@@ -168,8 +169,10 @@ struct tape {
                              * 4: entries b-k read the same values as b, of parents k before b's;
                              * of a group of 2, 3 or 4 only entry b keeps its pull list;
                              * 5: a run of entries whose lists step by constants (pull_lanes.c);
-                             * 6: a group of 1 whose four lists each step by constants (strided.c) */
-    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6: its record's index */
+                             * 6: a group of 1 whose four lists each step by constants (strided.c);
+                             * 7: a head's softmax row, its weights down to its logits (attention.c) */
+    int32_t *bwd_lanes;     /* group 3: its lanes; 5, 6, 7: its record's index; 4: its run's
+                             * index + 1, -1 in a run after its first, 0 alone (shifted.c) */
     int64_t *pull_start;
     int32_t *pull_parent;   /* the parent (for a product inside a chain: the chain's top) */
     int32_t *pull_src;      /* where its local gradient is: the other factor's value, a
@@ -265,6 +268,9 @@ struct tape {
     double *panel_buf;      /* the positions' vectors, eight a block */
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
+    struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
+    struct shift_run *shift_runs;  /* shifted.c: runs of groups of 4 (bwd_lanes of their tops) */
+    int32_t n_shift_runs;
 };
 
 /* Where a level's first group (paired.c) is, found once (a backward reads it
@@ -421,6 +427,17 @@ void single_plan(tape_t *t);  /* singles.c */
 int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);
+
+/* attention.c (0, or -1 out of memory) */
+int attention_plan(tape_t *t);
+int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
+int32_t attention_width(const tape_t *t, int32_t b);
+int32_t attention_count(const tape_t *t, int32_t n);
+size_t attention_bytes(const tape_t *t);
+void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
+void backward_tops(const tape_t *t, uint8_t *met);  /* met[b] = 1: the backward meets b as a top */
+int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */
+int shifted_runs(tape_t *t);
 
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
 int32_t bwd_width(const tape_t *t, int32_t b);  /* pull_lanes.c */

@@ -130,13 +130,14 @@ int32_t lane_width(const tape_t *t, int32_t b) { return t->lane_runs[t->bwd_lane
 
 int32_t bwd_width(const tape_t *t, int32_t b) {
     uint8_t g = t->bwd_group[b];
-    return g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
+    return g == 7 ? attention_width(t, b) : g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
 }
 
-/* Lanes r0 .. r0 + n - 1 (n <= 4) of a run: each lane's sum over the lowest
- * entry's list stepped r times. Where the steps allow, four numbers in one load. */
+/* Lanes r0 .. r0 + n - 1 (n <= 4) of a run, from lane `from` on: each lane's
+ * sum over the lowest entry's list stepped r times. Where the steps allow, four
+ * numbers in one load. */
 #define LANES_BODY                                                                        \
-    for (int32_t r0 = 0; r0 < r->lanes; r0 += SIDE) {                                     \
+    for (int32_t r0 = from; r0 < r->lanes; r0 += SIDE) {                                  \
         int32_t n = r->lanes - r0 < SIDE ? r->lanes - r0 : SIDE;                          \
         v4 acc = {0.0, 0.0, 0.0, 0.0};                                                    \
         for (int32_t j = 0; j < r->count; ++j) {                                          \
@@ -168,12 +169,56 @@ int32_t bwd_width(const tape_t *t, int32_t b) {
         for (int l = 0; l < n; ++l) g[bwd[r->bottom + r0 + l]] = acc[l];                  \
     }
 #define LANES_ARGS const lane_run_t *r, double *g, const double *x, const int32_t *pp, const int32_t *src, \
-                   const int32_t *d, const int32_t *bwd, int64_t end
+                   const int32_t *d, const int32_t *bwd, int64_t end, int32_t from
 KERNELS(lanes, (LANES_ARGS), LANES_BODY)
+
+/* The same four registers at a time where a run has 4 W lanes from r0 on (V,
+ * LOAD, W: a register's type, load and lanes): four sums in flight, each lane
+ * as above, the per-pull work (its steps, its parent's end) done once for all;
+ * the rest of the run as above. */
+#define LANES_CHUNKS(V, LOAD, W, REST)                                                    \
+    int32_t r0 = from;                                                                    \
+    for (; r0 + 4 * W <= r->lanes; r0 += 4 * W) {                                         \
+        V acc[4];                                                                         \
+        memset(acc, 0, sizeof acc);                                                       \
+        for (int32_t j = 0; j < r->count; ++j) {                                          \
+            int32_t dp = d[2 * j], ds = d[2 * j + 1];                                     \
+            int64_t p = pp[j] + (int64_t)r0 * dp, s = src[j] + (int64_t)r0 * ds;          \
+            V xv[4];                                                                      \
+            for (int u = 0; u < 4; ++u)                                                   \
+                for (int l = 0; l < W && ds != 1; ++l) xv[u][l] = x[s + (int64_t)(W * u + l) * ds]; \
+            if (ds == 1)                                                                  \
+                for (int u = 0; u < 4; ++u) xv[u] = LOAD(x + s + W * u);                  \
+            if (dp == 0) {                                                                \
+                if (p >= end) continue;                                                   \
+                double gp = g[p];                                                         \
+                for (int u = 0; u < 4; ++u) acc[u] = acc[u] + xv[u] * gp;                 \
+            } else if (dp == 1 && p + 4 * W - 1 < end) {                                  \
+                for (int u = 0; u < 4; ++u) acc[u] = acc[u] + xv[u] * LOAD(g + p + W * u); \
+            } else {                                                                      \
+                for (int u = 0; u < 4; ++u) {  /* a parent past end adds nothing */       \
+                    V gv, term;                                                           \
+                    for (int l = 0; l < W; ++l) {                                         \
+                        int64_t q = p + (int64_t)(W * u + l) * dp;                        \
+                        gv[l] = q < end ? g[q] : 0.0;                                     \
+                    }                                                                     \
+                    term = xv[u] * gv;                                                    \
+                    for (int l = 0; l < W; ++l)                                           \
+                        if (p + (int64_t)(W * u + l) * dp >= end) term[l] = 0.0;          \
+                    acc[u] = acc[u] + term;                                               \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        for (int u = 0; u < 4; ++u)                                                       \
+            for (int l = 0; l < W; ++l) g[bwd[r->bottom + r0 + W * u + l]] = acc[u][l];   \
+    }                                                                                     \
+    if (r0 < r->lanes) REST(r, g, x, pp, src, d, bwd, end, r0);
+KERNELS(chunks, (LANES_ARGS), LANES_CHUNKS(v4, load4, 4, KERNEL(lanes)))
+WIDE(chunks, (LANES_ARGS), LANES_CHUNKS(v8, load8, 8, lanes_avx2))
 
 /* The run whose top entry is b (bwd_group 5); end: parents from it on add nothing. */
 void lane_grads(tape_t *t, int32_t b, int32_t end) {
     const lane_run_t *r = t->lane_runs + t->bwd_lanes[b];
-    void (*kernel)(LANES_ARGS) = KERNEL(lanes);
-    kernel(r, t->grad, t->x, t->pull_parent + r->k, t->pull_src + r->k, t->lane_stride + 2 * r->steps, t->bwd, end);
+    void (*kernel)(LANES_ARGS) = KERNEL_WIDE(chunks);
+    kernel(r, t->grad, t->x, t->pull_parent + r->k, t->pull_src + r->k, t->lane_stride + 2 * r->steps, t->bwd, end, 0);
 }

@@ -102,6 +102,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
         ahead(t, b);
         int32_t L = t->bwd[b];
         uint8_t group = t->bwd_group[b];
+        if (group == 7) { b -= attention_grads(t, b) - 1; continue; }  /* a head's softmax row (attention.c) */
         if (group == 6 && strided_pulls(t, b, end)) {  /* four strided lists (strided.c) */
             b -= SIDE - 1;
             continue;

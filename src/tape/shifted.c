@@ -1,10 +1,18 @@
 /* shifted.c: a head's outputs and their values' gradients in the lanes of a
  * SIMD register (group.c: F_SHIFT4 and backward groups of 4). A head's output
  * entry j sums a_t * v_t[j] over positions t: four consecutive entries are
- * one weight a_t times four consecutive numbers. Every lane is one sum of the
- * reference, in its own order, nothing fused (as in matrix.c). */
+ * one weight a_t times four consecutive numbers; in the backward, a head's
+ * sixteen values' entries (and up to four heads) run from one list each
+ * (shifted_runs). Every lane is one sum of the reference, in its own order,
+ * nothing fused (as in matrix.c). */
 #include "internal.h"
 #include "lanes.h"
+
+typedef struct shift_run {
+    int32_t heads;          /* 1 to 4 heads' sixteen entries */
+    int32_t count;          /* pulls a list */
+    int64_t k[SIDE];        /* head h's list (its first group's) */
+} shift_run_t;
 
 /* A backward group of 4 at entry b (internal.h): lane i is entry b - 3 + i,
  * whose parents are entry b's less 3 - i, with the same local gradients
@@ -18,7 +26,37 @@
                      int32_t end, const int32_t *dst
 KERNELS(shifted, (SHIFTED_ARGS), SHIFTED_BODY)
 
+/* A run of such groups (shifted_runs): a head's sixteen values' entries from
+ * one list, its four groups' lists alike but for their parents, four apart,
+ * and up to four heads' lists (of one length) side by side: lane m of head h
+ * is entry b - 16 h - 15 + m, whose parent is the list's less 15 - m. W lanes
+ * a register; each lane adds x * g in its list's order, as its group alone. */
+#define LANES16 (SIDE * SIDE)
+#define RUN_BODY(V, LOAD, W)                                                               \
+    V acc[SIDE][LANES16 / W];                                                              \
+    memset(acc, 0, sizeof acc);                                                            \
+    for (int64_t j = 0; j < s->count; ++j)                                                 \
+        for (int h = 0; h < SIDE; ++h) {                                                   \
+            if (h >= s->heads) break;                                                      \
+            int64_t k = s->k[h] + j;                                                       \
+            if (pp[k] >= end) continue;                                                    \
+            double xs = x[src[k]];                                                         \
+            const double *gp = g + pp[k] - (LANES16 - 1);                                  \
+            for (int u = 0; u < LANES16 / W; ++u) acc[h][u] = acc[h][u] + xs * LOAD(gp + W * u); \
+        }                                                                                  \
+    for (int h = 0; h < s->heads; ++h)                                                     \
+        for (int m = 0; m < LANES16; ++m) g[dst[-LANES16 * h - (LANES16 - 1) + m]] = acc[h][m / W][m % W];
+#define RUN_ARGS double *g, const double *x, const int32_t *pp, const int32_t *src, const struct shift_run *s, \
+                 int32_t end, const int32_t *dst
+KERNELS(shift_run, (RUN_ARGS), RUN_BODY(v4, load4, 4))
+WIDE(shift_run, (RUN_ARGS), RUN_BODY(v8, load8, 8))
+
+/* The group of 4 at b: alone (bwd_lanes 0), a run's first (its record's index + 1),
+ * or another of a run (-1: done with the first). */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
+    int32_t r = t->bwd_lanes[b];
+    if (r > 0) KERNEL_WIDE(shift_run)(t->grad, t->x, t->pull_parent, t->pull_src, t->shift_runs + r - 1, end, t->bwd + b);
+    if (r != 0) return;
     void (*kernel)(SHIFTED_ARGS) = KERNEL(shifted);
     kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
 }
@@ -107,5 +145,74 @@ int shift_plan(tape_t *t) {
         }
     }
     free(made);
+    return 0;
+}
+
+/* Is the group of 4 at e group b's list with its parents d lower? */
+static int shifted_by(const tape_t *t, int32_t b, int32_t e, int32_t d) {
+    int64_t kb = t->pull_start[b], ke = t->pull_start[e], count = t->pull_start[b + 1] - kb;
+    if (t->bwd_group[e] != 4 || t->pull_start[e + 1] - ke != count) return 0;
+    for (int64_t j = 0; j < count; ++j)
+        if (t->pull_parent[ke + j] != t->pull_parent[kb + j] - d || t->pull_src[ke + j] != t->pull_src[kb + j]) return 0;
+    return 1;
+}
+
+/* Heads of sixteen entries from group b down (up to four, lists of one
+ * length), inside [lo, b], each met as four groups (met: the backward's tops),
+ * no lane's parent an entry of the run, all sixteen parents of a pull at one
+ * position (a replay's end cuts none of them apart). mark: n_nodes zeros, left so. */
+static int32_t run_heads(const tape_t *t, int32_t b, int32_t lo, const uint8_t *met, uint8_t *mark) {
+    int32_t heads = 0;
+    int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+    for (; heads < SIDE; ++heads) {
+        int32_t top = b - LANES16 * heads, ok = top - (LANES16 - 1) >= lo && t->bwd_group[top] == 4
+            && t->pull_start[top + 1] - t->pull_start[top] == count;
+        for (int q = 1; q < SIDE && ok; ++q) ok = met[top - SIDE * q] && shifted_by(t, top, top - SIDE * q, SIDE * q);
+        if (!ok || !met[top]) break;
+    }
+    for (int32_t e = b - LANES16 * heads + 1; e <= b; ++e) mark[t->bwd[e]] = 1;
+    int ok = heads > 0;
+    for (int32_t h = 0; h < heads && ok; ++h)
+        for (int64_t k = t->pull_start[b - LANES16 * h]; k < t->pull_start[b - LANES16 * h + 1] && ok; ++k) {
+            int32_t p = t->pull_parent[k];
+            ok = p - (LANES16 - 1) >= 0 && t->pos[p - (LANES16 - 1)] == t->pos[p];
+            for (int m = 0; m < LANES16 && ok; ++m) ok = !mark[p - m];
+        }
+    for (int32_t e = b - LANES16 * heads + 1; e <= b; ++e) mark[t->bwd[e]] = 0;
+    return ok ? heads : 0;
+}
+
+/* Runs of groups of 4 (shifted_run records; bwd_lanes of their groups' tops).
+ * 0, or -1 out of memory. */
+int shifted_runs(tape_t *t) {
+    int32_t nb = t->bwd_end[t->n_pos - 1], n = 0, cap = 0;
+    uint8_t *met = NULL, *mark = NULL;
+    if (!NEW(met, nb) || !NEW(mark, t->n_nodes)) { free(met); return -1; }
+    backward_tops(t, met);
+    for (int32_t p = t->n_pos - 1; p >= 0; --p) {
+        int32_t b0 = p > 0 ? t->bwd_end[p - 1] : 0;
+        for (int32_t b = t->bwd_end[p] - 1; b >= b0 + LANES16 - 1; --b) {
+            if (t->bwd_group[b] != 4 || !met[b] || t->bwd_lanes[b] != 0) continue;
+            int32_t lo = backward_piece(t, p, b), heads = run_heads(t, b, lo, met, mark);
+            if (heads == 0) continue;
+            if (n == cap) {
+                cap = 2 * cap + 16;
+                shift_run_t *more = realloc(t->shift_runs, (size_t)cap * sizeof *more);
+                if (more == NULL) { free(met); free(mark); return -1; }
+                t->shift_runs = more;
+            }
+            shift_run_t *s = t->shift_runs + n++;
+            s->heads = heads;
+            s->count = (int32_t)(t->pull_start[b + 1] - t->pull_start[b]);
+            for (int32_t h = 0; h < heads; ++h) s->k[h] = t->pull_start[b - LANES16 * h];
+            for (int32_t e = b - LANES16 * heads + 1; e < b; ++e)
+                if (t->bwd_group[e] == 4 && met[e]) t->bwd_lanes[e] = -1;
+            t->bwd_lanes[b] = n;
+            b -= LANES16 * heads - 1;
+        }
+    }
+    t->n_shift_runs = n;
+    free(met);
+    free(mark);
     return 0;
 }

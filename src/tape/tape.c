@@ -38,6 +38,7 @@ void tape_free(tape_t *t) {
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired); free(t->first_groups);
+    attention_free(t);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
@@ -90,7 +91,7 @@ size_t tape_bytes(const tape_t *t) {
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
-        + program_bytes(t) + panel_bytes(t)  /* the vector instructions' records */
+        + program_bytes(t) + panel_bytes(t) + attention_bytes(t)  /* the vector instructions' records */
         + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
@@ -148,7 +149,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     int32_t b = t->bwd_end[n - 1], i = b - 1;
     while (i >= 0) {
         int32_t width = bwd_width(t, i);
-        int64_t pulls = t->bwd_group[i] >= 2 && width > 1  /* one list, read for every lane */
+        int64_t pulls = t->bwd_group[i] >= 2 && t->bwd_group[i] != 7 && width > 1  /* one list, read for every lane */
             ? (t->pull_start[i + 1] - t->pull_start[i]) * width
             : t->pull_start[i + 1] - t->pull_start[i - width + 1];
         c.pulls += pulls;
@@ -158,6 +159,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
         if (t->bwd_group[i] == 6) c.pulls_strided += pulls;
         c.pulls_single_runs += single_in_run(t, i, b);
         c.pulls_single_chained += single_chained(t, i, b);
+        c.shifted_in_runs += t->bwd_group[i] == 4 && t->bwd_lanes[i] != 0 ? SIDE : 0;
         i -= width;
     }
     c.nodes = t->graph_end[n - 1] - t->n_params;
@@ -186,5 +188,6 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.matrix_panels = panel_count(t, n);
     c.weight_blocks_paired = t->blocks_paired;
     c.short_vectors = t->short_vectors;
+    c.attention_rows = attention_count(t, n);
     return c;
 }

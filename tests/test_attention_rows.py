@@ -1,0 +1,77 @@
+"""A head's softmax row, its backward taken whole (src/tape/attention.c): at one
+position, from the attention weights down to the logits, in one call, the
+weights' gradients in lanes of keys. The build takes it for every head at every
+position where the model has the reference's shape (the tape's counts say so),
+and the replay gives the compiled engine's floats, bit for bit; a softmax of
+another shape keeps the entries' own lists, still exact."""
+import random
+
+import pytest
+
+from microgpt import available_engines, model
+from test_tape import losses_and_weights, trainer
+
+pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
+
+LONG = ["".join(random.Random(k).choice("abcdefghij") for _ in range(50)) for k in range(3)]
+
+# head dims 4, 16 and 32 (the weights' pulls); blocks of fewer keys than a register's
+# lanes, and of more than 32 (a second chunk of four registers)
+CONFIGS = [dict(n_layer=1, n_embd=16, block_size=6, n_head=4),
+           dict(n_layer=2, n_embd=32, block_size=24, n_head=2),
+           dict(n_layer=1, n_embd=64, block_size=40, n_head=2)]
+
+
+def rows(t, n=None):
+    tape = t.document_loss.tape
+    return tape.counts(n or tape.n_pos)["attention_rows"]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_heads_softmax_row_is_taken_and_replays_exactly(config):
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    assert replay.document_loss.model_steps == 0
+    heads = config["n_layer"] * config["n_head"]
+    assert rows(replay) == heads * replay.document_loss.tape.n_pos  # one a head, a position
+    assert rows(replay, 1) == heads
+
+
+def test_documents_shorter_than_the_recording_replay_their_rows_exactly():
+    # a replay of fewer positions starts at its last position's rows (their values copied there)
+    docs = ["abcdefghijkl"[:k] for k in range(1, 13)] * 2
+    random.Random(4).shuffle(docs)
+    config = dict(n_layer=2, n_embd=16, block_size=12, n_head=2)
+    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
+    assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
+    assert replay.document_loss.model_steps == 0 and rows(replay) > 0
+
+
+def softmax_scaled_total(logits):
+    # the total times 1.0: the weights' pows no longer read the sum of the exps
+    max_val = model.max_data(logits)
+    exps = [(val - max_val).exp() for val in logits]
+    total = sum(exps) * 1.0
+    return [e / total for e in exps]
+
+
+def test_a_softmax_of_another_shape_keeps_the_entries_lists_exactly(monkeypatch):
+    monkeypatch.setattr(model, "softmax", softmax_scaled_total)
+    config = CONFIGS[1]
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    assert replay.document_loss.model_steps == 0
+    tape = replay.document_loss.tape
+    c = tape.counts(tape.n_pos)
+    assert c["attention_rows"] == 0 and c["pulls_strided"] > 0  # the weights by their strided lists
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:])
+def test_a_heads_values_gradients_run_sixteen_lanes_from_one_list_exactly(config):
+    # each value v_t[j] sums w(p, t) * g(output_p[j]) over later positions p: a head's
+    # sixteen entries (four heads' at once) read one list, their parents side by side
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    tape = replay.document_loss.tape
+    values = config["n_layer"] * config["n_embd"] * tape.n_pos  # every position's values
+    assert tape.counts(tape.n_pos)["shifted_in_runs"] >= values
