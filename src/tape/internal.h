@@ -13,7 +13,7 @@
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   weight_grads.c  the row blocks' weights' gradients, block by block
- *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (matrix.c, shifted.c)
+ *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (the kernels' files)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
  *   program.c   the forward between the matrices as one stream of records, in level order
  *   panels.c    a level's matrices over every position at once, lanes across positions
@@ -21,7 +21,8 @@
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
- *   attention.c  a head's softmax at one position, its backward whole (weights to logits)
+ *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
+ *                attention_plan.c  such rows found and checked; attention.h  what the two share
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
  *   tape.c      sizes, counts, accessors, free
  *
@@ -430,12 +431,14 @@ int single_chained(const tape_t *t, int32_t b, int32_t b_end);
 
 /* attention.c (0, or -1 out of memory) */
 int attention_plan(tape_t *t);
+void attention_begin(tape_t *t);  /* before a backward */
 int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
 int32_t attention_width(const tape_t *t, int32_t b);
 int32_t attention_count(const tape_t *t, int32_t n);
 size_t attention_bytes(const tape_t *t);
 void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
 void backward_tops(const tape_t *t, uint8_t *met);  /* met[b] = 1: the backward meets b as a top */
+void backward_range(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t *hi);  /* pull_lanes.c */
 int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */
 int shifted_runs(tape_t *t);
 

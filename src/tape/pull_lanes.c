@@ -133,6 +133,42 @@ int32_t bwd_width(const tape_t *t, int32_t b) {
     return g == 7 ? attention_width(t, b) : g == 5 ? lane_width(t, b) : g == 3 ? t->bwd_lanes[b] : g && b >= SIDE - 1 ? SIDE : 1;
 }
 
+/* The backward range entry b of position p runs in, as run_backward meets it:
+ * the position's, or its level's piece less the vector run first (levels.c). */
+void backward_range(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t *hi) {
+    *lo = p > 0 ? t->bwd_end[p - 1] : 0;
+    *hi = t->bwd_end[p];
+    if (t->bwd_level_at == NULL) return;
+    int32_t nl = t->n_levels;
+    const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1);
+    for (int32_t s = 0; s < nl; ++s)
+        if (b >= ap[s] && b < ap[s + 1]) {
+            *lo = ap[s];
+            *hi = ap[s + 1] - (t->first_lanes != NULL ? t->first_lanes[(int64_t)p * nl + s] : 0);
+            return;
+        }
+}
+
+int32_t backward_piece(const tape_t *t, int32_t p, int32_t b) {
+    int32_t lo, hi;
+    backward_range(t, p, b, &lo, &hi);
+    return lo;
+}
+
+/* met[b] = 1 where the backward, as planned so far, meets entry b as a
+ * group's top (or alone): a row is taken only where it is met whole. */
+void backward_tops(const tape_t *t, uint8_t *met) {
+    for (int32_t p = 0; p < t->n_pos; ++p) {
+        int32_t b0 = p > 0 ? t->bwd_end[p - 1] : 0;
+        for (int32_t top = t->bwd_end[p] - 1; top >= b0;) {
+            int32_t lo, hi;
+            backward_range(t, p, top, &lo, &hi);
+            for (int32_t b = hi - 1; b >= lo; b -= bwd_width(t, b)) met[b] = 1;
+            top = lo - 1;
+        }
+    }
+}
+
 /* Lanes r0 .. r0 + n - 1 (n <= 4) of a run, from lane `from` on: each lane's
  * sum over the lowest entry's list stepped r times. Where the steps allow, four
  * numbers in one load. */

@@ -181,6 +181,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     double g_loss = 0.0 + 1.0 * (0.0 + 1.0 * g_s);
 
     pull_ctx_t ctx = {tokens, t->pos_end[n - 1], g_loss};
+    attention_begin(t);
     if (t->bwd_level_at != NULL) level_backward(t, n, run_backward, &ctx);  /* (levels.c) */
     else run_backward(t, t->bwd_end[n - 1], 0, &ctx);
     /* parameters: each is read at most once a position; positions last to first */
