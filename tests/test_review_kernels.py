@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from microgpt import available_engines
+from microgpt import available_engines, model
 from support import PACKAGE_PARENT, child_env
 from test_tape import grads_after_one_backward, trainer
 
@@ -90,7 +90,7 @@ def cases(draw):
     return cfg, docs, kind
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(cases())
 def test_fuzzed_models_replay_the_compiled_numbers(case):
     cfg, docs, kind = case
@@ -200,6 +200,39 @@ def test_a_gradient_that_is_not_finite_hands_the_step_back(matrix, value):
     assert got == want
     assert any(g == "nan" for g in got[1])
     assert replay.document_loss.model_steps == 1
+
+
+# model code written otherwise (the recorder's shapes still recognised, or not):
+# chains of adds whose local gradients are exactly 1.0 (singles.c's register,
+# its 1.0 skipped), a row's sum in two halves (no matrix-row groups: every
+# kernel's plan must refuse its pattern), a plain Python sum instead of dot
+def _rms_chain(x, rms=model.rmsnorm):
+    return [(((xi + 0.0) + 0.0) * 1.0) + 0.0 for xi in rms(x)]
+
+
+def _soft_chain(logits, soft=model.softmax):
+    return soft([(((v * 1.0) + 0.0) + 1.0) - 1.0 for v in logits])
+
+
+def _halves(x, w):
+    h = len(x) // 2
+    return [model.dot(wo[:h], x[:h]) + model.dot(wo[h:], x[h:]) for wo in w]
+
+
+def _plain(x, w):
+    return [sum(wi * xi for wi, xi in zip(wo, x)) for wo in w]
+
+
+@pytest.mark.parametrize("attr,fn,chained", [("rmsnorm", _rms_chain, True), ("softmax", _soft_chain, True),
+                                             ("linear", _halves, True), ("linear", _plain, False)])
+def test_model_code_written_otherwise(monkeypatch, attr, fn, chained):
+    cfg, docs = dict(n_layer=2, n_embd=32, n_head=2, block_size=9), docs_of(8, 12, 9, 4)
+    _, plain = counts_after(cfg, docs)
+    monkeypatch.setattr(model, attr, fn)
+    tape, c = counts_after(cfg, docs)  # (bit for bit, every step replayed)
+    assert (c["pulls_single_chained"] > 2 * plain["pulls_single_chained"]) == chained
+    if fn is _halves:
+        assert c["vectors_by_eight"] == c["vectors_paired"] == c["weight_blocks_paired"] == 0
 
 
 CHILD = """
