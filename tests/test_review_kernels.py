@@ -109,13 +109,16 @@ def grads_hexed(t, tokens):
 # every parameter's gradient as the update reads it, for documents of every
 # length up to the recording's (n_used 1 .. n_pos: eight-position groups cut
 # short, in-place sums of a level's first vectors beside positions not used)
-@pytest.mark.parametrize("cfg", [dict(n_layer=2, n_embd=32, n_head=2, block_size=17),
-                                 dict(n_layer=1, n_embd=64, n_head=2, block_size=9),
-                                 dict(n_layer=3, n_embd=24, n_head=3, block_size=12),
-                                 dict(n_layer=1, n_embd=136, n_head=8, block_size=10)])
-def test_every_document_length_after_a_longer_recording(cfg):
+@pytest.mark.parametrize("cfg,kind", [(dict(n_layer=2, n_embd=32, n_head=2, block_size=17), None),
+                                      (dict(n_layer=1, n_embd=64, n_head=2, block_size=9), "negzero"),
+                                      (dict(n_layer=3, n_embd=24, n_head=3, block_size=12), "tied"),
+                                      (dict(n_layer=2, n_embd=16, n_head=1, block_size=9), "denormal"),
+                                      (dict(n_layer=1, n_embd=136, n_head=8, block_size=10), None)])
+def test_every_document_length_after_a_longer_recording(cfg, kind):
     docs = docs_of(3, 17, cfg["block_size"], 4)
     replay, compiled = trainer("replay", docs=docs, **cfg), trainer("compiled", docs=docs, **cfg)
+    for t in (replay, compiled):
+        set_weights(t, kind, 2)
     tok = replay.tokenizer
     grads_hexed(replay, tok.document_tokens(docs[0]))  # the recording: the whole block
     n_pos = replay.document_loss.tape.n_pos
