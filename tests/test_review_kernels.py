@@ -1,16 +1,12 @@
 """The replay's newer backward kernels held to the compiled engine bit for bit
-where their assumed patterns are most likely to slip: two row blocks summed at
-once (weight_grads.c, blocks.c block_same), a level's first vectors eight
-positions at once (paired.c oct, first_groups: sums written in place), a head's
-16- or 32-lane query or key in one pass (matrix.c short16, short32), chains of
-single adds kept in a register (singles.c) and the values' copy by serial number
-(attention.c). Widths around 8, 16 and 32 (head dims 15 to 33), vocabularies
-around those, blocks of 1 to 17 positions (fewer than eight: no eight-position
-kernel), documents shorter than the recording after a longer one, weights that
-are -0.0, denormal, 1.0, tied, huge or NaN (a gradient that is not finite: the
-step is the model code's), and the AVX2 and plain builds in child processes.
-Each path is also asserted taken where it applies, so that a path that silently
-stopped applying fails here."""
+where their patterns are most likely to slip: two row blocks at once
+(weight_grads.c, blocks.c block_same), a level's first vectors eight positions at
+once (paired.c oct, first_groups), a head's 16- or 32-lane query or key in one
+pass (matrix.c short16, short32), chains of adds in a register (singles.c): head
+dims 15 to 33, vocabularies around 8, 16, 32, blocks of 1 to 17, documents
+shorter than the recording, weights -0.0, denormal, 1.0, tied, huge or NaN (the
+step then the model code's), gradients added to what the parameters held, the
+AVX2 and plain builds; each path asserted taken where it applies."""
 import json
 import math
 import random
@@ -117,8 +113,7 @@ def grads_hexed(t, tokens):
 def test_every_document_length_after_a_longer_recording(cfg, kind):
     docs = docs_of(3, 17, cfg["block_size"], 4)
     replay, compiled = trainer("replay", docs=docs, **cfg), trainer("compiled", docs=docs, **cfg)
-    for t in (replay, compiled):
-        set_weights(t, kind, 2)
+    set_weights(replay, kind, 2), set_weights(compiled, kind, 2)
     tok = replay.tokenizer
     grads_hexed(replay, tok.document_tokens(docs[0]))  # the recording: the whole block
     n_pos = replay.document_loss.tape.n_pos
@@ -130,10 +125,25 @@ def test_every_document_length_after_a_longer_recording(cfg, kind):
     assert replay.document_loss.recordings == 1 and replay.document_loss.model_steps == 0
 
 
+# gradients added to what the parameters' .grad held (-0.0 kept where nothing is
+# added; a start that is not finite: the step is the model code's)
+@pytest.mark.parametrize("start", [-0.0, 5e-324, -1e308, math.inf])
+def test_gradients_added_to_what_the_parameters_held(start):
+    cfg, docs = dict(n_layer=2, n_embd=32, n_head=2, block_size=9), docs_of(2, 12, 9, 3)
+    got = []
+    for name in ("compiled", "replay"):
+        t = trainer(name, docs=docs, **cfg)
+        for d in docs:
+            for p in t.params:
+                p.grad = start
+            got.append(grads_hexed(t, t.tokenizer.document_tokens(d)))
+    assert got[:len(docs)] == got[len(docs):]
+    assert t.document_loss.model_steps == (0 if math.isfinite(start) else len(docs))
+
+
 def counts_after(cfg, docs, steps=2):
     replay, compiled = trainer("replay", docs=docs, **cfg), trainer("compiled", docs=docs, **cfg)
-    got, want = run_steps(replay, steps), run_steps(compiled, steps)
-    assert got == want
+    assert run_steps(replay, steps) == run_steps(compiled, steps)
     runner = replay.document_loss
     assert runner.model_steps == 0
     return runner.tape, runner.tape.counts(runner.tape.n_pos)
@@ -238,13 +248,10 @@ def test_model_code_written_otherwise(monkeypatch, attr, fn, chained):
         assert c["vectors_by_eight"] == c["vectors_paired"] == c["weight_blocks_paired"] == 0
 
 
-# FAULT: a replayed loss's backward() called twice. The reference (pure, and the
-# compiled engine with it) adds the second pass on top of the first's
-# intermediate gradients (loss.grad set to 1 again, every node's .grad kept), so
-# the parameters' gradients are not twice the first's; the replay runs its tape's
-# backward again from zero (replay.py DocumentLoss.backward -> tape.backward) and
-# gives other numbers, on the recording step too. Expected: the compiled
-# engine's numbers (the model code's backward on a second call), or a clear error.
+# FAULT: a replayed loss's backward() called twice. The reference (pure, compiled) adds
+# the second pass onto the first's intermediate gradients (every node's .grad kept);
+# the replay runs its tape's backward again from zero (replay.py DocumentLoss.backward):
+# other numbers, on the recording step too. Expected: the model code's, or a clear error.
 @pytest.mark.xfail(strict=True, reason="a replayed loss's second backward() does not accumulate as the reference's does")
 def test_a_second_backward_of_one_loss_gives_the_model_codes_gradients():
     cfg, docs = dict(n_layer=1, n_embd=4, n_head=1, block_size=4), ["abc", "ba", "cab"]
