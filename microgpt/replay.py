@@ -85,15 +85,24 @@ def recorded_length(n, block_size, shortest=MIN_RECORDED):
 
 
 class ReplayedLoss:
-    """The loss of a replayed step: ``.data`` now, ``.backward()`` in C."""
+    """The loss of a replayed step: ``.data`` now, ``.backward()`` in C, once.
 
-    __slots__ = ("data", "_runner", "_tokens", "_serial")
+    A second backward of one graph adds onto the gradients the first left in
+    its inner nodes (the Value engines keep them); a replay keeps none, so it
+    raises rather than give other numbers."""
+
+    __slots__ = ("data", "_runner", "_tokens", "_serial", "_backward_done")
 
     def __init__(self, runner, tokens, data, serial):
         self.data, self._runner, self._tokens, self._serial = data, runner, tokens, serial
+        self._backward_done = False
 
     def backward(self):
+        if self._backward_done:
+            raise RuntimeError("backward() of a replayed loss runs once: the replay keeps no inner "
+                               "gradients for a second pass to add onto (the compiled engine's Value does)")
         self._runner.backward(self)
+        self._backward_done = True
 
 
 class Recorder:
