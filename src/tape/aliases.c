@@ -98,3 +98,62 @@ done:
     t->alias_base = t->alias_shift = NULL;
     return why;
 }
+
+/* Short vectors (bwd_group 3, 16 or 32 lanes, not rotating) one list serves:
+ * the heads' outputs a matrix's rows read (x_attn into attn_wo), a head's
+ * entries consecutive nodes, the heads' consecutive too, each head its own
+ * backward group and list (the same parents in the same order, each its own
+ * weights), a head's attention between them. The first met (top, the last
+ * head) sums all of them, side by side (matrix.c); the others are skipped.
+ * Exact to move: their lists' parents are final before the first's (they
+ * are its parents too), nothing between reads their gradients (a reader runs
+ * after what it reads), and each gradient is the same sum in the same order.
+ * All in one position's piece of a level (levels.c runs a piece's entries in
+ * order; a piece's top vector may run apart: paired.c). 0, or -1 out of memory. */
+enum { SHARE_MAX = 4 };
+static int short_vector(const tape_t *t, int32_t b) {
+    int32_t lanes = t->bwd_lanes[b];
+    return t->bwd_group[b] == 3 && (lanes == 16 || lanes == 32) && t->bwd_kind[b] != K_ROTATE;
+}
+static int same_list(const tape_t *t, int32_t a, int32_t b) {
+    int64_t ka = t->pull_start[a], kb = t->pull_start[b], n = t->pull_start[a + 1] - ka;
+    if (t->bwd_lanes[a] != t->bwd_lanes[b] || t->pull_start[b + 1] - kb != n) return 0;
+    for (int32_t i = 1; i < t->bwd_lanes[b]; ++i)
+        if (t->bwd[b - i] != t->bwd[b] - i) return 0;
+    return memcmp(t->pull_parent + ka, t->pull_parent + kb, (size_t)n * sizeof *t->pull_parent) == 0;
+}
+int share_plan(tape_t *t) {
+    int32_t nb = t->bwd_end[t->n_pos - 1], nn = 0, nl = t->n_levels;
+    for (int32_t b = 0; b < nb; ++b) nn = t->bwd[b] >= nn ? t->bwd[b] + 1 : nn;
+    int32_t *top_of = NULL;  /* node -> the short vector's top entry whose last node it is, or -1 */
+    uint8_t *edge = NULL;    /* 1: a level piece's top entry */
+    int32_t *sb = NULL, *sn = NULL, n = 0;
+    if (!NEW(top_of, nn) || !NEW(edge, nb) || !NEW(sb, nb) || !NEW(sn, nb)) goto fail;
+    for (int32_t i = 0; i < nn; ++i) top_of[i] = -1;
+    for (int32_t b = 0; b < nb; ++b) if (short_vector(t, b)) top_of[t->bwd[b]] = b;
+    for (int64_t i = 0; t->bwd_level_at != NULL && i < (int64_t)t->n_pos * (nl + 1); ++i)
+        if (t->bwd_level_at[i] > 0) edge[t->bwd_level_at[i] - 1] = 1;
+    for (int32_t b = nb - 1; b >= 0; --b) {
+        if (!short_vector(t, b) || top_of[t->bwd[b]] != b || !same_list(t, b, b)) continue;
+        int32_t chain[SHARE_MAX] = {b}, k = 1, lanes = t->bwd_lanes[b];
+        while (k < SHARE_MAX) {
+            int32_t first = t->bwd[chain[k - 1] - lanes + 1], m = first > 0 ? top_of[first - 1] : -1;
+            if (m < 0 || m >= chain[k - 1] || !same_list(t, b, m)) break;
+            chain[k++] = m;
+        }
+        for (int32_t e = chain[k - 1]; k >= 2 && e <= b; ++e)
+            if (edge[e]) k = 0;
+        if (k < 2) continue;
+        for (int32_t j = 0; j < k; ++j) {
+            top_of[t->bwd[chain[j]]] = -1;  /* (taken) */
+            sb[n] = chain[j];
+            sn[n++] = j == 0 ? k : 0;
+        }
+    }
+    free(top_of); free(edge);
+    t->share_b = sb; t->share_n = sn; t->n_share = n;
+    return 0;
+fail:
+    free(top_of); free(edge); free(sb); free(sn);
+    return -1;
+}

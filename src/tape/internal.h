@@ -9,7 +9,8 @@
  *               checked against real depth-first walks;  walk.c  such a walk, as ranks
  *   pack.c      the replay's program from the checked node lists
  *   group.c     side-by-side groups: four chains, matrix rows, vectors' lanes
- *   aliases.c   the pull list a vector read by a matrix's rows shares, its groups' own
+ *   aliases.c   the pull list a vector read by a matrix's rows shares, its groups' own;
+ *               short vectors whose lists are one list (a matrix's row read by heads' outputs)
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
  *   weight_grads.c  the row blocks' weights' gradients, block by block
@@ -237,6 +238,10 @@ struct tape {
     /* where the last replay stopped */
     int32_t n_used;         /* positions of the last forward */
     int64_t short_vectors;  /* vectors the backwards so far summed in one pass over their lists (matrix.c) */
+    int64_t vectors_shared_list;  /* ... of those, summed beside another vector over one list (matrix.c) */
+    int32_t n_share;        /* share_b, share_n: short vectors sharing one list (aliases.c share_plan); share_b
+                             * descending, a lead (share_n its count, 2 to 4) then its others (share_n 0) */
+    int32_t *share_b, *share_n;
     int64_t blocks_paired;  /* row blocks the last backward ran two at once (weight_grads.c) */
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
@@ -425,6 +430,7 @@ int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const 
 int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
+int share_plan(tape_t *t);  /* aliases.c */
 int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);

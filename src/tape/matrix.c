@@ -211,11 +211,77 @@ KERNELS(short32, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 8))
 WIDE(short16, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 2))
 WIDE(short32, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 4))
 
+/* The same for N short vectors whose lists have the same parents in the same
+ * order (aliases.c share_plan), side by side: a parent's gradient read once,
+ * each vector's weights its own (src[j]), each lane the same sum as alone. */
+#define SHARED_BODY(V, LOAD, STORE, W, R, N)                                      \
+    V a[N][R];                                                                    \
+    for (int j = 0; j < N; ++j)                                                   \
+        for (int u = 0; u < R; ++u) a[j][u] = (V){0.0};                           \
+    for (int64_t k = 0; k < count; ++k) {                                         \
+        int32_t q = pp[k];                                                        \
+        if (q >= end) continue;                                                   \
+        double gq = g[q];                                                         \
+        for (int j = 0; j < N; ++j) {                                             \
+            const double *w = x + src[j][k] - (R * W - 1);                        \
+            for (int u = 0; u < R; ++u) a[j][u] = a[j][u] + LOAD(w + W * u) * gq; \
+        }                                                                         \
+    }                                                                             \
+    for (int j = 0; j < N; ++j)                                                   \
+        for (int u = 0; u < R; ++u) STORE(acc[j] + W * u, a[j][u]);
+#define SHARED_ARGS double *const *acc, const double *x, const double *g, const int32_t *pp, \
+                    const int32_t *const *src, int64_t count, int32_t end
+#define SHARED_KERNELS(N)                                                           \
+    KERNELS(shared16x##N, (SHARED_ARGS), SHARED_BODY(v4, load4, store4, 4, 4, N))   \
+    KERNELS(shared32x##N, (SHARED_ARGS), SHARED_BODY(v4, load4, store4, 4, 8, N))   \
+    WIDE(shared16x##N, (SHARED_ARGS), SHARED_BODY(v8, load8, store8, 8, 2, N))      \
+    WIDE(shared32x##N, (SHARED_ARGS), SHARED_BODY(v8, load8, store8, 8, 4, N))
+SHARED_KERNELS(2)
+SHARED_KERNELS(3)
+SHARED_KERNELS(4)
+
+/* Entry b's place in share_b (descending), or -1. */
+static int32_t shared_at(const tape_t *t, int32_t b) {
+    int32_t lo = 0, hi = t->n_share;
+    while (lo < hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (t->share_b[mid] == b) return mid;
+        if (t->share_b[mid] > b) lo = mid + 1; else hi = mid;
+    }
+    return -1;
+}
+
+/* Short vector b, when share_plan put it with others: the lead sums them all,
+ * the others nothing (done). 1 if so, 0 if b is on its own. */
+static int shared_grads(tape_t *t, int32_t b, int32_t lanes, int32_t end) {
+    int32_t at = t->n_share > 0 ? shared_at(t, b) : -1;
+    if (at < 0) return 0;
+    int32_t n = t->share_n[at];
+    if (n == 0) return 1;
+    double acc[4][32], *accs[4];
+    const int32_t *src[4];
+    for (int32_t j = 0; j < n; ++j) {
+        accs[j] = acc[j];
+        src[j] = t->pull_src + t->pull_start[t->share_b[at + j]];
+    }
+    int64_t k0 = t->pull_start[b], count = t->pull_start[b + 1] - k0;
+    void (*const by16[])(SHARED_ARGS) = {KERNEL_WIDE(shared16x2), KERNEL_WIDE(shared16x3), KERNEL_WIDE(shared16x4)};
+    void (*const by32[])(SHARED_ARGS) = {KERNEL_WIDE(shared32x2), KERNEL_WIDE(shared32x3), KERNEL_WIDE(shared32x4)};
+    void (*kernel)(SHARED_ARGS) = (lanes == 16 ? by16 : by32)[n - 2];
+    kernel(accs, t->x, t->grad, t->pull_parent + k0, src, count, end);
+    for (int32_t j = 0; j < n; ++j)
+        for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[t->share_b[at + j] - (lanes - 1 - i)]] = acc[j][i];
+    t->short_vectors += n;
+    t->vectors_shared_list += n;
+    return 1;
+}
+
 /* A backward group of 2 or 3 at entry b, `lanes` wide, whose parents' list is
  * [k0, k1): the entries' gradients, into g. A rotating vector (read by every
  * logit, tgt >= 0 the target) adds the target's row last (internal.h). */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt) {
     double acc[MAX_LANES];
+    if (tgt < 0 && (lanes == 16 || lanes == 32) && shared_grads(t, b, lanes, end)) return;
     if (tgt < 0 && (lanes == 16 || lanes == 32)) {
         void (*kernel)(SHORT_ARGS) = lanes == 16 ? KERNEL_WIDE(short16) : KERNEL_WIDE(short32);
         kernel(acc, t->x, t->grad, t->pull_parent + k0, t->pull_src + k0, k1 - k0, end);

@@ -24,7 +24,7 @@ void tape_free(tape_t *t) {
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
     free(t->aux); free(t->dot_at); free(t->x); free(t->grad); free_child(t);
     free(t->fwd); free(t->fwd_code); free(t->mv); free(t->mv_end); free(t->fwd_arg); free(t->bwd_kind); free(t->first_pos); free(t->target_arg); free(t->token_arg); free(t->fwd_end); free(t->dot_pair);
-    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
+    free(t->bwd); free(t->bwd_end); free(t->bwd_group); free(t->bwd_lanes); free(t->share_b); free(t->share_n); free(t->pull_start); free(t->pull_parent); free(t->pull_src);
     free(t->pull_block);
     free(t->param_start); free(t->param_child); free(t->param_parent); free(t->param_src);
     free(t->pos_end); free(t->loss_node); free(t->target_edge); free(t->target_owner);
@@ -68,6 +68,7 @@ size_t tape_bytes(const tape_t *t) {
         + (size_t)c.n_fwd * (sizeof *t->fwd + sizeof *t->fwd_code + 3 * sizeof *t->fwd_arg)
         + (size_t)t->n_pairs * sizeof *t->dot_pair
         + (size_t)c.n_bwd * (sizeof *t->bwd + sizeof *t->bwd_kind + sizeof *t->bwd_group + sizeof *t->bwd_lanes + sizeof *t->pull_start)
+        + (size_t)t->n_share * (sizeof *t->share_b + sizeof *t->share_n)
         + sizeof *t->pull_start
         + (size_t)c.n_pulls * (sizeof *t->pull_parent + sizeof *t->pull_src + sizeof *t->pull_block)
         + (size_t)c.n_param_reads * (sizeof *t->param_child + sizeof *t->param_parent + sizeof *t->param_src)
@@ -188,6 +189,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.matrix_panels = panel_count(t, n);
     c.weight_blocks_paired = t->blocks_paired;
     c.short_vectors = t->short_vectors;
+    c.vectors_shared_list = t->vectors_shared_list;
     c.attention_rows = attention_count(t, n);
     return c;
 }
