@@ -202,6 +202,20 @@ def child_env(**overrides):
     return env
 
 
+def python_child(code, simd=None, timeout=600):
+    """`python -c code` as a child process with the kernels' SIMD narrowed to
+    simd (None: the processor's own), run to the end; the JSON its last line
+    of stdout prints."""
+    env = child_env()
+    env.pop("MICROGPT_SIMD", None)
+    if simd is not None:
+        env["MICROGPT_SIMD"] = simd
+    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_PARENT, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def module_argv(args):
     return [sys.executable, "-m", "microgpt", *map(str, args)]
 

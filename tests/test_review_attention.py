@@ -11,8 +11,6 @@ build (MICROGPT_SIMD=avx2, plain, in child processes)."""
 import json
 import random
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from microgpt.data import Tokenizer
 from microgpt.model import Config, init_state_dict, parameters
 from microgpt.sampling import make_sampler, sample
 from microgpt.train import Trainer
-from support import PACKAGE_PARENT, child_env
+from support import python_child
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -256,15 +254,7 @@ print(json.dumps([_engine.simd_lanes(), out]))
 
 
 def child(engine, simd=None):
-    env = child_env()
-    env.pop("MICROGPT_SIMD", None)
-    if simd is not None:
-        env["MICROGPT_SIMD"] = simd
-    code = CHILD.format(tests=str(Path(__file__).parent), shapes=SIMD_SHAPES, engine=engine)
-    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_PARENT, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return python_child(CHILD.format(tests=str(Path(__file__).parent), shapes=SIMD_SHAPES, engine=engine), simd)
 
 
 def test_every_simd_build_of_the_rows_gives_the_same_bits():

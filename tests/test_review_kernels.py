@@ -11,15 +11,13 @@ import json
 import math
 import random
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from microgpt import available_engines, model
-from support import PACKAGE_PARENT, child_env
+from support import python_child
 from test_tape import grads_after_one_backward, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
@@ -281,15 +279,7 @@ CONFIGS = [(dict(n_layer=2, n_embd=32, n_head=2, block_size=17), None),
 
 
 def child(engine, simd):
-    env = child_env()
-    env.pop("MICROGPT_SIMD", None)
-    if simd is not None:
-        env["MICROGPT_SIMD"] = simd
-    code = CHILD.format(tests=str(Path(__file__).parent), engine=engine)
-    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_PARENT, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return python_child(CHILD.format(tests=str(Path(__file__).parent), engine=engine), simd)
 
 
 @pytest.mark.parametrize("simd", ["avx2", "plain"])

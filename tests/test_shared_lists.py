@@ -5,14 +5,12 @@ pass over the list (matrix.c shared16x*, shared32x*; aliases.c share_plan).
 Held to the compiled engine bit for bit, with the path asserted taken, on the
 AVX-512, AVX2 and plain builds, for documents shorter than the recording."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from microgpt import available_engines
-from support import PACKAGE_PARENT, child_env
+from support import python_child
 from test_review_kernels import docs_of, run, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
@@ -58,11 +56,6 @@ print(json.dumps([run({engine!r}, cfg, docs_of(11, 13, cfg["block_size"], 4), 3,
 
 @pytest.mark.parametrize("simd", ["avx2", "plain"])
 def test_narrower_builds_share_lists_exactly(simd):
-    env = child_env()
-    env["MICROGPT_SIMD"] = simd
-    code = CHILD.format(tests=str(Path(__file__).parent), engine="replay")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_PARENT, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
+    got = python_child(CHILD.format(tests=str(Path(__file__).parent), engine="replay"), simd)
     want = [run("compiled", cfg, docs_of(11, 13, cfg["block_size"], 4), 3, kind)[0] for cfg, kind in CASES]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == json.loads(json.dumps(want))
+    assert got == json.loads(json.dumps(want))

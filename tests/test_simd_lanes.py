@@ -3,15 +3,12 @@
 AVX-512 also runs the AVX2 and plain builds. Each lane is its own sum, added
 in the reference's order, so every build replays the compiled engine's
 numbers bit for bit: losses, weights and a sampler's names."""
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from microgpt import available_engines
-from support import PACKAGE_PARENT, child_env
+from support import python_child
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -41,15 +38,7 @@ print(json.dumps([_engine.simd_lanes(), out]))
 
 
 def run(engine, simd=None):
-    env = child_env()
-    env.pop("MICROGPT_SIMD", None)
-    if simd is not None:
-        env["MICROGPT_SIMD"] = simd
-    code = RUN.format(tests=str(Path(__file__).parent), configs=CONFIGS, engine=engine)
-    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_PARENT, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return python_child(RUN.format(tests=str(Path(__file__).parent), configs=CONFIGS, engine=engine), simd)
 
 
 @pytest.fixture(scope="module")

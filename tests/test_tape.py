@@ -46,6 +46,18 @@ def losses_and_weights(t, steps):
     return losses, state(t)
 
 
+def every_length_replays_exactly(text, seed, **config):
+    """Documents of every length up to len(text), twice each, shuffled: a replay of
+    fewer positions than recorded stops at its last position. Replay's losses and
+    weights == the compiled engine's, every step replayed; the replay's trainer."""
+    docs = [text[:k] for k in range(1, len(text) + 1)] * 2
+    random.Random(seed).shuffle(docs)
+    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
+    assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
+    assert replay.document_loss.model_steps == 0
+    return replay
+
+
 @pytest.mark.parametrize("config", [dict(), dict(n_layer=2, n_embd=8, block_size=8, n_head=2)])
 def test_replayed_training_equals_the_model_code(config):
     replay, compiled = trainer("replay", **config), trainer("compiled", **config)

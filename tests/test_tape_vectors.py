@@ -5,13 +5,12 @@ used where the model has the shape (the tape's counts say so), and a replay that
 runs them gives the model code's floats, bit for bit: losses, weights after Adam,
 and an operation that fails inside a run raises as the model code does.
 """
-import random
 
 import pytest
 
 from microgpt import available_engines
 from microgpt import model
-from test_tape import DOCS, losses_and_weights, trainer
+from test_tape import DOCS, every_length_replays_exactly, losses_and_weights, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -79,12 +78,7 @@ def test_a_replay_with_vector_instructions_equals_the_model_code(config):
 def test_every_length_replays_the_runs_and_lanes_exactly():
     # documents of every length up to the block: a replay of fewer positions than
     # recorded stops its runs and lanes at its last position
-    docs = ["abcdefghijklmnop"[:k] for k in range(1, 17)] * 2
-    random.Random(3).shuffle(docs)
-    config = dict(n_layer=2, n_embd=16, block_size=16, n_head=4)
-    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
-    assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
-    assert replay.document_loss.model_steps == 0
+    every_length_replays_exactly("abcdefghijklmnop", 3, n_layer=2, n_embd=16, block_size=16, n_head=4)
 
 
 def test_an_exp_that_overflows_inside_a_run_raises_as_the_model_code_does(monkeypatch):
