@@ -9,7 +9,7 @@ import random
 import pytest
 
 from microgpt import available_engines, model
-from test_tape import every_length_replays_exactly, losses_and_weights, trainer
+from test_tape import every_length_replays_exactly, replayed_as_compiled
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -29,8 +29,7 @@ def rows(t, n=None):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_heads_softmax_row_is_taken_and_replays_exactly(config):
-    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
-    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    replay = replayed_as_compiled(5, docs=LONG, **config)
     assert replay.document_loss.model_steps == 0
     heads = config["n_layer"] * config["n_head"]
     assert rows(replay) == heads * replay.document_loss.tape.n_pos  # one a head, a position
@@ -54,8 +53,7 @@ def softmax_scaled_total(logits):
 def test_a_softmax_of_another_shape_keeps_the_entries_lists_exactly(monkeypatch):
     monkeypatch.setattr(model, "softmax", softmax_scaled_total)
     config = CONFIGS[1]
-    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
-    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    replay = replayed_as_compiled(4, docs=LONG, **config)
     assert replay.document_loss.model_steps == 0
     tape = replay.document_loss.tape
     c = tape.counts(tape.n_pos)
@@ -66,8 +64,7 @@ def test_a_softmax_of_another_shape_keeps_the_entries_lists_exactly(monkeypatch)
 def test_a_heads_values_gradients_run_sixteen_lanes_from_one_list_exactly(config):
     # each value v_t[j] sums w(p, t) * g(output_p[j]) over later positions p: a head's
     # sixteen entries (four heads' at once) read one list, their parents side by side
-    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
-    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    replay = replayed_as_compiled(5, docs=LONG, **config)
     tape = replay.document_loss.tape
     values = config["n_layer"] * config["n_embd"] * tape.n_pos  # every position's values
     assert tape.counts(tape.n_pos)["shifted_in_runs"] >= values

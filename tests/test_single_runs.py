@@ -6,7 +6,7 @@ where a side-by-side group's top or a level of the backward begins."""
 import pytest
 
 from microgpt import available_engines
-from test_tape import losses_and_weights, trainer
+from test_tape import replayed_as_compiled
 from test_wide_kernels import DOCS
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
@@ -15,8 +15,7 @@ pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the
 @pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=16, n_head=2, block_size=9),
                                     dict(n_layer=2, n_embd=20, n_head=4, block_size=16)])
 def test_runs_of_single_pull_lists_replay_bit_for_bit(config):
-    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
-    assert losses_and_weights(replay, 6) == losses_and_weights(compiled, 6)
+    replay = replayed_as_compiled(6, docs=DOCS, **config)
     assert replay.document_loss.model_steps == 0, "every step after the recording was replayed"
     tape = replay.document_loss.tape
     for n in (1, 2, tape.n_pos):
@@ -35,8 +34,7 @@ def test_chained_single_entries_take_the_last_gradient_from_a_register(config):
     single_grads keeps the last entry's gradient in a register for the next,
     skipping 0.0 + 1.0 * g (g itself). Bit for bit as the compiled engine,
     weights and losses over several steps."""
-    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
-    assert losses_and_weights(replay, 6) == losses_and_weights(compiled, 6)
+    replay = replayed_as_compiled(6, docs=DOCS, **config)
     tape = replay.document_loss.tape
     for n in (1, tape.n_pos):
         c = tape.counts(n)

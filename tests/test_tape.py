@@ -46,22 +46,28 @@ def losses_and_weights(t, steps):
     return losses, state(t)
 
 
+def replayed_as_compiled(steps, **kwargs):
+    """A replay trainer and a compiled one made alike (trainer(**kwargs)): their losses
+    and weights == over `steps` steps; the replay's trainer."""
+    replay, compiled = trainer("replay", **kwargs), trainer("compiled", **kwargs)
+    assert losses_and_weights(replay, steps) == losses_and_weights(compiled, steps)
+    return replay
+
+
 def every_length_replays_exactly(text, seed, **config):
     """Documents of every length up to len(text), twice each, shuffled: a replay of
     fewer positions than recorded stops at its last position. Replay's losses and
     weights == the compiled engine's, every step replayed; the replay's trainer."""
     docs = [text[:k] for k in range(1, len(text) + 1)] * 2
     random.Random(seed).shuffle(docs)
-    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
-    assert losses_and_weights(replay, len(docs)) == losses_and_weights(compiled, len(docs))
+    replay = replayed_as_compiled(len(docs), docs=docs, **config)
     assert replay.document_loss.model_steps == 0
     return replay
 
 
 @pytest.mark.parametrize("config", [dict(), dict(n_layer=2, n_embd=8, block_size=8, n_head=2)])
 def test_replayed_training_equals_the_model_code(config):
-    replay, compiled = trainer("replay", **config), trainer("compiled", **config)
-    assert losses_and_weights(replay, 40) == losses_and_weights(compiled, 40)
+    replay = replayed_as_compiled(40, **config)
     runner = replay.document_loss
     assert runner.refused is None and runner.tape is not None
     assert runner.model_steps == 0, "every step after a recording was replayed"
@@ -322,8 +328,7 @@ def test_validation_replays_forward_only_and_matches():
 def test_an_undeclared_data_read_is_refused_and_the_model_code_runs(monkeypatch):
     # a softmax that reads .data itself: its maximum would be frozen by a recording
     monkeypatch.setattr(model, "max_data", lambda values: max(v.data for v in values))
-    replay, compiled = trainer("replay"), trainer("compiled")
-    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    replay = replayed_as_compiled(5)
     assert "data was read" in replay.document_loss.refused
     assert replay.document_loss.tape is None
 
@@ -331,8 +336,7 @@ def test_an_undeclared_data_read_is_refused_and_the_model_code_runs(monkeypatch)
 def test_a_derived_number_in_other_arithmetic_is_refused(monkeypatch):
     declared = model.max_data
     monkeypatch.setattr(model, "max_data", lambda values: declared(values) * 1.0)
-    replay, compiled = trainer("replay"), trainer("compiled")
-    assert losses_and_weights(replay, 3) == losses_and_weights(compiled, 3)
+    replay = replayed_as_compiled(3)
     assert "__mul__" in replay.document_loss.refused
 
 

@@ -17,7 +17,7 @@ from microgpt import available_engines, get_engine
 from microgpt.data import Tokenizer
 from microgpt.model import Config, init_state_dict
 from microgpt.train import Trainer
-from test_tape import grads_after_one_backward, losses_and_weights, trainer
+from test_tape import grads_after_one_backward, losses_and_weights, replayed_as_compiled, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -31,8 +31,7 @@ DOCS = ["abcdefghijklmnop"[:k] for k in range(3, 17)] + ["ponmlkjihgfedcba", "aa
                                     dict(n_layer=1, n_embd=40, n_head=2, block_size=10),
                                     dict(n_layer=2, n_embd=20, n_head=2, block_size=16)])
 def test_wide_matrix_kernels_replay_bit_for_bit(config):
-    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
-    assert losses_and_weights(replay, 5) == losses_and_weights(compiled, 5)
+    replay = replayed_as_compiled(5, docs=DOCS, **config)
     runner = replay.document_loss
     assert runner.refused is None and runner.model_steps == 0, "every step after the recording was replayed"
 
@@ -76,8 +75,7 @@ def test_row_blocks_of_parameters_that_are_not_one_block_of_nodes():
 @pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=16, n_head=2, block_size=9),
                                     dict(n_layer=1, n_embd=32, n_head=4, block_size=12)])
 def test_first_vectors_lists_read_from_their_steps_or_their_indices(config):
-    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
-    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    replay = replayed_as_compiled(4, docs=DOCS, **config)
     assert replay.document_loss.model_steps == 0
 
 
@@ -107,8 +105,7 @@ def test_a_row_blocks_gradient_that_is_not_finite_takes_the_model_code(matrix):
 @pytest.mark.parametrize("config", [dict(n_layer=1, n_embd=32, n_head=4, block_size=12),
                                     dict(n_layer=2, n_embd=20, n_head=2, block_size=16)])
 def test_two_row_blocks_weights_gradients_run_at_once(config):
-    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
-    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    replay = replayed_as_compiled(4, docs=DOCS, **config)
     runner = replay.document_loss
     assert runner.model_steps == 0
     c = runner.tape.counts(1)
@@ -130,8 +127,7 @@ def test_two_row_blocks_weights_gradients_run_at_once(config):
                                           (dict(n_layer=2, n_embd=64, n_head=4, block_size=9), True),
                                           (dict(n_layer=1, n_embd=48, n_head=4, block_size=10), False)])
 def test_a_heads_vectors_gradients_in_one_pass(config, taken):
-    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
-    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    replay = replayed_as_compiled(4, docs=DOCS, **config)
     runner = replay.document_loss
     assert runner.model_steps == 0
     assert (runner.tape.counts(1)["short_vectors"] > 0) == taken
@@ -146,8 +142,7 @@ def test_a_heads_vectors_gradients_in_one_pass(config, taken):
 def test_first_vectors_eight_positions_at_once(config):
     from microgpt import _engine  # (built: the module's skip)
     docs = ["abcdefghijklmnopq", "qponmlkjihgfedcba"] + DOCS
-    replay, compiled = trainer("replay", docs=docs, **config), trainer("compiled", docs=docs, **config)
-    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    replay = replayed_as_compiled(4, docs=docs, **config)
     runner = replay.document_loss
     assert runner.model_steps == 0
     c = runner.tape.counts(runner.tape.n_pos)
