@@ -82,7 +82,7 @@ const char *expand_aliases(tape_t *t, int64_t nb) {
     for (int64_t b = 0; b < nb; ++b) {
         int64_t from = first[b] >= 0 ? first[b] : b;
         start[b] = total;
-        if (keep[b]) total += t->pull_start[from + 1] - t->pull_start[from];
+        if (keep[b]) total += pull_count(t, from);
     }
     start[nb] = total;
     if (new_column(t, &t->pull_parent, 0, first, start, keep, nb) < 0

@@ -1,15 +1,13 @@
 /* attention_plan.c: a head's softmax rows (attention.c) found at build
  * time, each row's every pull checked against the sums attention_grads
- * computes (row_fits), a head taken only with one row at every position; and
- * the rows' sizes and counts. */
+ * computes (row_fits), a head taken only with one row at every position (the
+ * rows' sizes, counts and kernel: attention.c). */
 #include "attention.h"
-
-static int64_t count_of(const tape_t *t, int32_t e) { return t->pull_start[e + 1] - t->pull_start[e]; }
 
 /* Entry e's list is exactly these n pulls (parent[k], src[k]), summed as an
  * operation's (not a rotating node's, candidate or seed). */
 static int list_is(const tape_t *t, int32_t e, int n, const int32_t *parent, const int32_t *src) {
-    if (e < 0 || (t->bwd_kind[e] != K_OP && t->bwd_kind[e] != K_DOT) || count_of(t, e) != n) return 0;
+    if (e < 0 || (t->bwd_kind[e] != K_OP && t->bwd_kind[e] != K_DOT) || pull_count(t, e) != n) return 0;
     const int64_t k0 = t->pull_start[e];
     for (int k = 0; k < n; ++k)
         if (t->pull_parent[k0 + k] != parent[k] || t->pull_src[k0 + k] != src[k]) return 0;
@@ -35,7 +33,7 @@ static int32_t entry_of(const scan_t *sc, int32_t L) {
 
 /* Entry e's only pull's parent's entry (-1: e has not one pull). */
 static int32_t up(const tape_t *t, const scan_t *sc, int32_t e) {
-    if (e < 0 || count_of(t, e) != 1) return -1;
+    if (e < 0 || pull_count(t, e) != 1) return -1;
     return entry_of(sc, t->pull_parent[t->pull_start[e]]);
 }
 
@@ -44,13 +42,13 @@ static int32_t up(const tape_t *t, const scan_t *sc, int32_t e) {
  * not the 1.0 of an addition), which must pull from as many pows. */
 static int32_t row_keys(const tape_t *t, const scan_t *sc, int32_t b) {
     int32_t ex = up(t, sc, up(t, sc, up(t, sc, b))), one = 2 * t->n_nodes, T = 1;
-    if (t->bwd_kind[b] != K_DOT || ex < 0 || count_of(t, ex) != 2) return 0;
+    if (t->bwd_kind[b] != K_DOT || ex < 0 || pull_count(t, ex) != 2) return 0;
     int32_t s = entry_of(sc, t->pull_parent[t->pull_start[ex] + 1]);
-    while (s >= 0 && count_of(t, s) == 1 && t->pull_src[t->pull_start[s]] == one && T <= sc->hi - sc->lo) {
+    while (s >= 0 && pull_count(t, s) == 1 && t->pull_src[t->pull_start[s]] == one && T <= sc->hi - sc->lo) {
         s = up(t, sc, s);
         T++;
     }
-    return s >= 0 && count_of(t, s) == T ? T : 0;
+    return s >= 0 && pull_count(t, s) == T ? T : 0;
 }
 
 /* Does the row of T keys from entry b (entries [b, b + SLOTS T), inside the
@@ -71,16 +69,16 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
     r->scale = t->pull_src[t->pull_start[b]];
     for (k = 0; k < T; ++k) {  /* up each key's chain: dot, mul, add, exp, then its weight, pow and sum */
         int32_t e = entry_of(sc, dot[k]);
-        if (count_of(t, e) != 1) return 0;
+        if (pull_count(t, e) != 1) return 0;
         mul[k] = t->pull_parent[t->pull_start[e]];
         int32_t em = entry_of(sc, mul[k]);
-        if (em < 0 || count_of(t, em) != 1) return 0;
+        if (em < 0 || pull_count(t, em) != 1) return 0;
         ad[k] = t->pull_parent[t->pull_start[em]];
         int32_t ea = entry_of(sc, ad[k]);
-        if (ea < 0 || count_of(t, ea) != 1) return 0;
+        if (ea < 0 || pull_count(t, ea) != 1) return 0;
         ex[k] = t->pull_parent[t->pull_start[ea]];
         int32_t ee = entry_of(sc, ex[k]);
-        if (ee < 0 || count_of(t, ee) != 2) return 0;
+        if (ee < 0 || pull_count(t, ee) != 2) return 0;
         int64_t k0 = t->pull_start[ee];
         w[k] = t->pull_parent[k0];
         pw[k] = t->pull_src[k0];
@@ -101,11 +99,11 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
             || memcmp(&t->operand[pw[k]], &t->operand[pw[0]], sizeof(double)) != 0) return 0;
     int32_t total = entry_of(sc, sm[T - 1]);  /* the pows, last to first (the total is their one child) */
     int64_t kt = total >= 0 ? t->pull_start[total] : 0;
-    if (total < 0 || count_of(t, total) != T || (t->bwd_kind[total] != K_OP && t->bwd_kind[total] != K_DOT)) return 0;
+    if (total < 0 || pull_count(t, total) != T || (t->bwd_kind[total] != K_OP && t->bwd_kind[total] != K_DOT)) return 0;
     for (k = 0; k < T; ++k)
         if (t->pull_parent[kt + k] != pw[T - 1 - k] || t->pull_src[kt + k] != n + pw[T - 1 - k]) return 0;
     int32_t w0 = entry_of(sc, w[0]);  /* the weights: hd pulls stepping alike */
-    int64_t count = w0 >= 0 ? count_of(t, w0) : 0, k0 = w0 >= 0 ? t->pull_start[w0] : 0;
+    int64_t count = w0 >= 0 ? pull_count(t, w0) : 0, k0 = w0 >= 0 ? t->pull_start[w0] : 0;
     if (count < 1 || count > MAX_HD) return 0;
     r->ho0 = t->pull_parent[k0];
     r->sp = count > 1 ? t->pull_parent[k0 + 1] - t->pull_parent[k0] : 0;
@@ -113,7 +111,7 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
     *hd = (int32_t)count;
     for (k = 0; k < T; ++k) {
         int32_t e = entry_of(sc, w[k]);
-        if (e < 0 || count_of(t, e) != count || (t->bwd_kind[e] != K_OP && t->bwd_kind[e] != K_DOT)) return 0;
+        if (e < 0 || pull_count(t, e) != count || (t->bwd_kind[e] != K_OP && t->bwd_kind[e] != K_DOT)) return 0;
         int64_t kw = t->pull_start[e];
         vs[k] = t->pull_src[kw];
         for (int64_t i = 0; i < count; ++i)

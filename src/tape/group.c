@@ -99,11 +99,11 @@ void group_pulls(tape_t *t, int64_t nb) {
     for (int64_t b = nb - 1; b >= SIDE - 1; --b) {
         if (t->bwd_group[b]) { b -= bwd_width(t, b) - 1; continue; }  /* a vector grouped already (aliases.c) */
         int ok = 1, rotating = t->bwd_kind[b] == K_ROTATE;  /* (a vector read by every logit's row) */
-        int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+        int64_t count = pull_count(t, b);
         for (int k = 0; k < SIDE && ok; ++k) {
             int64_t e = b - k;
             ok = (rotating ? t->bwd_kind[e] == K_ROTATE : t->bwd_kind[e] == K_OP || t->bwd_kind[e] == K_DOT)
-                && count > 0 && t->pull_start[e + 1] - t->pull_start[e] == count && !t->bwd_group[e];
+                && count > 0 && pull_count(t, e) == count && !t->bwd_group[e];
             for (int64_t j = t->pull_start[e]; j < t->pull_start[e + 1] && ok; ++j)  /* no parent in the group */
                 for (int m = 0; m < k && ok; ++m) ok = t->pull_parent[j] != t->bwd[b - m];
         }

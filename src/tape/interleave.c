@@ -61,8 +61,8 @@ void interleave_dots(tape_t *t, int64_t nf, int32_t *ins_of) {
  * the ones between them not; no entry's parent in the window runs after it
  * (each keeps its pull list, in its order). In the replay's numbering. */
 static int alike(const tape_t *t, int64_t b, int64_t e) {
-    int64_t count = t->pull_start[b + 1] - t->pull_start[b];
-    return t->bwd_kind[e] == K_OP && t->pull_start[e + 1] - t->pull_start[e] == count && count > 1;
+    int64_t count = pull_count(t, b);
+    return t->bwd_kind[e] == K_OP && pull_count(t, e) == count && count > 1;
 }
 
 static int window_fits(const tape_t *t, int64_t b) {

@@ -448,6 +448,9 @@ void backward_range(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t 
 int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */
 int shifted_runs(tape_t *t);
 
+/* Entry b's pulls (its list's length). */
+static inline int64_t pull_count(const tape_t *t, int32_t b) { return t->pull_start[b + 1] - t->pull_start[b]; }
+
 /* How many backward entries the one at b spans as the backward meets it (a group's top). */
 int32_t bwd_width(const tape_t *t, int32_t b);  /* pull_lanes.c */
 

@@ -74,7 +74,7 @@ static int32_t first_group(const tape_t *t, int32_t p, int32_t s, const int32_t 
 
 /* Position p's first group at level s, found once (internal.h first_group_t). */
 static first_group_t first_record(const tape_t *t, int32_t b, int32_t lanes) {
-    first_group_t f = {t->pull_start[b], b, (int32_t)(t->pull_start[b + 1] - t->pull_start[b]), 0, 0, t->bwd[b - (lanes - 1)]};
+    first_group_t f = {t->pull_start[b], b, (int32_t)pull_count(t, b), 0, 0, t->bwd[b - (lanes - 1)]};
     f.parent0 = t->pull_parent[f.k0];
     f.src0 = t->pull_src[f.k0];
     for (int32_t i = 0; i < lanes; ++i)

@@ -68,7 +68,7 @@ int lane_plan(tape_t *t) {
     int32_t *st = NULL;
     int64_t most = 0, nb = t->bwd_end[t->n_pos - 1];
     for (int64_t b = 0; b < nb; ++b)
-        if (t->pull_start[b + 1] - t->pull_start[b] > most) most = t->pull_start[b + 1] - t->pull_start[b];
+        if (pull_count(t, b) > most) most = pull_count(t, b);
     if (!NEW(mark, t->n_nodes) || !NEW(st, 2 * most)) {
         free(mark);
         return -1;
@@ -82,7 +82,7 @@ int lane_plan(tape_t *t) {
             int32_t b0 = p > 0 ? t->bwd_end[p - 1] : 0;
             for (int32_t b = t->bwd_end[p] - 1; b >= b0;) {
                 int32_t w = bwd_width(t, b);
-                int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+                int64_t count = pull_count(t, b);
                 int32_t e = b, lo = floor_of(t, p, b);
                 if (!(w > 1 && t->bwd_group[b] >= 2) && summed(t->bwd_kind[b]) && count > 0
                     && b - 1 >= lo && summed(t->bwd_kind[b - 1]) && t->bwd_group[b - 1] < 2

@@ -163,10 +163,10 @@ static int shifted_by(const tape_t *t, int32_t b, int32_t e, int32_t d) {
  * position (a replay's end cuts none of them apart). mark: n_nodes zeros, left so. */
 static int32_t run_heads(const tape_t *t, int32_t b, int32_t lo, const uint8_t *met, uint8_t *mark) {
     int32_t heads = 0;
-    int64_t count = t->pull_start[b + 1] - t->pull_start[b];
+    int64_t count = pull_count(t, b);
     for (; heads < SIDE; ++heads) {
         int32_t top = b - LANES16 * heads, ok = top - (LANES16 - 1) >= lo && t->bwd_group[top] == 4
-            && t->pull_start[top + 1] - t->pull_start[top] == count;
+            && pull_count(t, top) == count;
         for (int q = 1; q < SIDE && ok; ++q) ok = met[top - SIDE * q] && shifted_by(t, top, top - SIDE * q, SIDE * q);
         if (!ok || !met[top]) break;
     }
@@ -203,7 +203,7 @@ int shifted_runs(tape_t *t) {
             }
             shift_run_t *s = t->shift_runs + n++;
             s->heads = heads;
-            s->count = (int32_t)(t->pull_start[b + 1] - t->pull_start[b]);
+            s->count = (int32_t)pull_count(t, b);
             for (int32_t h = 0; h < heads; ++h) s->k[h] = t->pull_start[b - LANES16 * h];
             for (int32_t e = b - LANES16 * heads + 1; e < b; ++e)
                 if (t->bwd_group[e] == 4 && met[e]) t->bwd_lanes[e] = -1;

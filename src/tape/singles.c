@@ -7,7 +7,7 @@
 static int is_single(const tape_t *t, int32_t b) {
     uint8_t kind = t->bwd_kind[b];
     return t->bwd_group[b] == 0 && (kind == K_OP || kind == K_DOT)
-           && t->pull_start[b + 1] - t->pull_start[b] == 1;
+           && pull_count(t, b) == 1;
 }
 
 /* Each group-0 entry's run: bwd_lanes[b] = how many entries from b down are

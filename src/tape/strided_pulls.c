@@ -39,7 +39,7 @@ int strided_pulls_plan(tape_t *t) {
         n = 0;
         for (int32_t b = SIDE - 1; b < nb; ++b) {
             if (t->bwd_group[b] != 1) continue;
-            strided_pulls_t s = {.count = (int32_t)(t->pull_start[b + 1] - t->pull_start[b]), .top = -1};
+            strided_pulls_t s = {.count = (int32_t)pull_count(t, b), .top = -1};
             int ok = s.count >= 2;
             for (int k = 0; k < SIDE && ok; ++k) ok = list_steps(t, b - k, &s, k);
             if (!ok) continue;

@@ -151,7 +151,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     while (i >= 0) {
         int32_t width = bwd_width(t, i);
         int64_t pulls = t->bwd_group[i] >= 2 && t->bwd_group[i] != 7 && width > 1  /* one list, read for every lane */
-            ? (t->pull_start[i + 1] - t->pull_start[i]) * width
+            ? pull_count(t, i) * width
             : t->pull_start[i + 1] - t->pull_start[i - width + 1];
         c.pulls += pulls;
         if (width > 1) c.pulls_side_by_side += pulls;
