@@ -188,33 +188,15 @@ static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t 
     }
 }
 
-/* A short vector's gradients (16 or 32 lanes: an attention head's query or
- * key, read by one head's logits) in one pass over its list, R registers of W
- * lanes: each row's weights times its sum's gradient added as the list gives
- * them (a parent past end adds nothing); add_rows's sums, without its copies
- * of the list, which would cost more than the sums at this width. */
-#define SHORT_BODY(V, LOAD, STORE, W, R)                                          \
-    V a[R];                                                                       \
-    for (int u = 0; u < R; ++u) a[u] = (V){0.0};                                  \
-    for (int64_t k = 0; k < count; ++k) {                                         \
-        int32_t q = pp[k];                                                        \
-        if (q >= end) continue;                                                   \
-        const double *w = x + src[k] - (R * W - 1);                               \
-        double gq = g[q];                                                         \
-        for (int u = 0; u < R; ++u) a[u] = a[u] + LOAD(w + W * u) * gq;           \
-    }                                                                             \
-    for (int u = 0; u < R; ++u) STORE(acc + W * u, a[u]);
-#define SHORT_ARGS double *restrict acc, const double *x, const double *g, const int32_t *pp, const int32_t *src, \
-                   int64_t count, int32_t end
-KERNELS(short16, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 4))
-KERNELS(short32, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 8))
-WIDE(short16, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 2))
-WIDE(short32, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 4))
-
-/* The same for N short vectors whose lists have the same parents in the same
- * order (aliases.c share_plan), side by side: a parent's gradient read once,
- * each vector's weights its own (src[j]), each lane the same sum as alone. */
-#define SHARED_BODY(V, LOAD, STORE, W, R, N)                                      \
+/* N short vectors' gradients (16 or 32 lanes: an attention head's query or
+ * key, read by one head's logits; or heads' outputs whose lists have the same
+ * parents in the same order, aliases.c share_plan) in one pass over the
+ * list, R registers of W lanes a vector: each row's weights (each vector's
+ * its own, src[j]) times its sum's gradient, read once for all N, added as
+ * the list gives them (a parent past end adds nothing), each lane the same
+ * sum as alone; add_rows's sums, without its copies of the list, which would
+ * cost more than the sums at this width. */
+#define SHORT_BODY(V, LOAD, STORE, W, R, N)                                       \
     V a[N][R];                                                                    \
     for (int j = 0; j < N; ++j)                                                   \
         for (int u = 0; u < R; ++u) a[j][u] = (V){0.0};                           \
@@ -229,16 +211,27 @@ WIDE(short32, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 4))
     }                                                                             \
     for (int j = 0; j < N; ++j)                                                   \
         for (int u = 0; u < R; ++u) STORE(acc[j] + W * u, a[j][u]);
-#define SHARED_ARGS double *const *acc, const double *x, const double *g, const int32_t *pp, \
-                    const int32_t *const *src, int64_t count, int32_t end
-#define SHARED_KERNELS(N)                                                           \
-    KERNELS(shared16x##N, (SHARED_ARGS), SHARED_BODY(v4, load4, store4, 4, 4, N))   \
-    KERNELS(shared32x##N, (SHARED_ARGS), SHARED_BODY(v4, load4, store4, 4, 8, N))   \
-    WIDE(shared16x##N, (SHARED_ARGS), SHARED_BODY(v8, load8, store8, 8, 2, N))      \
-    WIDE(shared32x##N, (SHARED_ARGS), SHARED_BODY(v8, load8, store8, 8, 4, N))
-SHARED_KERNELS(2)
-SHARED_KERNELS(3)
-SHARED_KERNELS(4)
+#define SHORT_ARGS double *const *acc, const double *x, const double *g, const int32_t *pp, \
+                   const int32_t *const *src, int64_t count, int32_t end
+#define SHORT_KERNELS(N)                                                            \
+    KERNELS(short16x##N, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 4, N))      \
+    KERNELS(short32x##N, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 8, N))      \
+    WIDE(short16x##N, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 2, N))         \
+    WIDE(short32x##N, (SHORT_ARGS), SHORT_BODY(v8, load8, store8, 8, 4, N))
+SHORT_KERNELS(1)
+SHORT_KERNELS(2)
+SHORT_KERNELS(3)
+SHORT_KERNELS(4)
+
+/* The kernel for n (1 to 4) short vectors of `lanes` (16 or 32) side by side. */
+static void short_grads(int32_t lanes, int32_t n, double *const *acc, const double *x, const double *g,
+                        const int32_t *pp, const int32_t *const *src, int64_t count, int32_t end) {
+    void (*const by16[])(SHORT_ARGS) = {KERNEL_WIDE(short16x1), KERNEL_WIDE(short16x2),
+                                        KERNEL_WIDE(short16x3), KERNEL_WIDE(short16x4)};
+    void (*const by32[])(SHORT_ARGS) = {KERNEL_WIDE(short32x1), KERNEL_WIDE(short32x2),
+                                        KERNEL_WIDE(short32x3), KERNEL_WIDE(short32x4)};
+    (lanes == 16 ? by16 : by32)[n - 1](acc, x, g, pp, src, count, end);
+}
 
 /* Entry b's place in share_b (descending), or -1. */
 static int32_t shared_at(const tape_t *t, int32_t b) {
@@ -264,11 +257,8 @@ static int shared_grads(tape_t *t, int32_t b, int32_t lanes, int32_t end) {
         accs[j] = acc[j];
         src[j] = t->pull_src + t->pull_start[t->share_b[at + j]];
     }
-    int64_t k0 = t->pull_start[b], count = t->pull_start[b + 1] - k0;
-    void (*const by16[])(SHARED_ARGS) = {KERNEL_WIDE(shared16x2), KERNEL_WIDE(shared16x3), KERNEL_WIDE(shared16x4)};
-    void (*const by32[])(SHARED_ARGS) = {KERNEL_WIDE(shared32x2), KERNEL_WIDE(shared32x3), KERNEL_WIDE(shared32x4)};
-    void (*kernel)(SHARED_ARGS) = (lanes == 16 ? by16 : by32)[n - 2];
-    kernel(accs, t->x, t->grad, t->pull_parent + k0, src, count, end);
+    int64_t k0 = t->pull_start[b];
+    short_grads(lanes, n, accs, t->x, t->grad, t->pull_parent + k0, src, pull_count(t, b), end);
     for (int32_t j = 0; j < n; ++j)
         for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[t->share_b[at + j] - (lanes - 1 - i)]] = acc[j][i];
     t->short_vectors += n;
@@ -283,8 +273,9 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
     double acc[MAX_LANES];
     if (tgt < 0 && (lanes == 16 || lanes == 32) && shared_grads(t, b, lanes, end)) return;
     if (tgt < 0 && (lanes == 16 || lanes == 32)) {
-        void (*kernel)(SHORT_ARGS) = lanes == 16 ? KERNEL_WIDE(short16) : KERNEL_WIDE(short32);
-        kernel(acc, t->x, t->grad, t->pull_parent + k0, t->pull_src + k0, k1 - k0, end);
+        double *accs[1] = {acc};
+        const int32_t *src[1] = {t->pull_src + k0};
+        short_grads(lanes, 1, accs, t->x, t->grad, t->pull_parent + k0, src, k1 - k0, end);
         ++t->short_vectors;
     } else {
         for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;
