@@ -25,6 +25,7 @@
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
  *                attention_plan.c  such rows found and checked; attention.h  what the two share
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
+ *   steps.c     the backward's dispatch as one record a step, made at build time
  *   tape.c      sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -277,7 +278,27 @@ struct tape {
     struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
     struct shift_run *shift_runs;  /* shifted.c: runs of groups of 4 (bwd_lanes of their tops) */
     int32_t n_shift_runs;
+    struct bwd_step *steps; /* steps.c: the backward's steps, piece by piece as it runs them, */
+    int32_t n_steps;        /* each piece's top to bottom; piece i's from step_piece[i] */
+    int32_t *step_piece;
 };
+
+/* What runs a backward step (steps.c, replay.c run_backward). */
+typedef enum { S_NONE, S_ATTENTION, S_STRIDED, S_LANES, S_SHIFTED, S_MATRIX, S_MATRIX_ROTATE, S_FOUR,
+               S_SINGLES, S_SEED, S_CANDIDATE, S_ROTATE, S_LIST, S_STEPPED } step_code_t;
+
+/* One step of the backward: entry b's (node L's) group or own sum; its list
+ * [k0, k0 + n) (S_SINGLES: n entries from b down); S_MATRIX: a its lanes;
+ * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c. */
+typedef struct bwd_step {
+    int64_t k0;
+    int32_t b, L, n, a, c;
+    uint8_t code;           /* step_code_t */
+} bwd_step_t;
+int step_plan(tape_t *t);  /* 0, or -1 out of memory */
+int32_t step_piece_of(const tape_t *t, int32_t b);  /* the piece entry b is in */
+size_t step_bytes(const tape_t *t);
+void step_counts(const tape_t *t, int32_t n, int64_t *steps, int64_t *stepped);  /* positions [0, n) */
 
 /* Where a level's first group (paired.c) is, found once (a backward reads it
  * a step, and the tape's lists are far apart in memory): its top entry, its
@@ -431,7 +452,7 @@ int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
 int share_plan(tape_t *t);  /* aliases.c */
-int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
+int32_t single_grads(tape_t *t, int32_t b, int32_t n, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);
 

@@ -39,6 +39,7 @@ void tape_free(tape_t *t) {
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired); free(t->first_groups);
     attention_free(t);
+    free(t->steps); free(t->step_piece);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
@@ -92,7 +93,7 @@ size_t tape_bytes(const tape_t *t) {
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
-        + program_bytes(t) + panel_bytes(t) + attention_bytes(t)  /* the vector instructions' records */
+        + program_bytes(t) + panel_bytes(t) + attention_bytes(t) + step_bytes(t)  /* the vector instructions' records */
         + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
@@ -191,5 +192,6 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
     c.attention_rows = attention_count(t, n);
+    step_counts(t, n, &c.backward_steps, &c.pulls_stepped);
     return c;
 }
