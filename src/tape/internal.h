@@ -289,6 +289,7 @@ typedef enum { S_NONE, S_ATTENTION, S_STRIDED, S_LANES, S_SHIFTED, S_MATRIX, S_M
 
 /* One step of the backward: entry b's (node L's) group or own sum; its list
  * [k0, k0 + n) (S_SINGLES: n entries from b down); S_MATRIX: a its lanes;
+ * S_LANES: its lowest entry's list, a its steps' place, c its lanes (lane_step);
  * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c. */
 typedef struct bwd_step {
     int64_t k0;
@@ -298,6 +299,8 @@ typedef struct bwd_step {
 int step_plan(tape_t *t);  /* 0, or -1 out of memory */
 int32_t step_piece_of(const tape_t *t, int32_t b);  /* the piece entry b is in */
 size_t step_bytes(const tape_t *t);
+void lane_step(const tape_t *t, int32_t b, bwd_step_t *s);  /* pull_lanes.c: a run's step */
+void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end);
 void step_counts(const tape_t *t, int32_t n, int64_t *steps, int64_t *stepped);  /* positions [0, n) */
 
 /* Where a level's first group (paired.c) is, found once (a backward reads it
@@ -449,7 +452,6 @@ const double *params_read_grads(double *dst, const double *column, const tape_t 
 int params_plan(tape_t *t);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
 int grads_finite(const double *g, int64_t n);
-void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
 int share_plan(tape_t *t);  /* aliases.c */
 int32_t single_grads(tape_t *t, int32_t b, int32_t n, int32_t end);

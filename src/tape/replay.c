@@ -113,6 +113,11 @@ __attribute__((always_inline))  /* (else gcc may find it has no effect, and drop
 static inline void ahead(const tape_t *t, const bwd_step_t *s) {
     __builtin_prefetch(t->pull_parent + s->k0);
     __builtin_prefetch(t->pull_src + s->k0);
+    if (s->code == S_LANES) {  /* its steps, and its lanes' nodes (up to 64) */
+        __builtin_prefetch(t->lane_stride + 2 * (int64_t)s->a);
+        for (int32_t e = s->b - s->c + 1, k = 0; e <= s->b && k < 4; e += 16, ++k) __builtin_prefetch(t->bwd + e);
+        return;
+    }
     __builtin_prefetch(t->bwd + s->b);
     __builtin_prefetch(t->bwd + (s->b >= 12 ? s->b - 12 : 0));  /* (a run's lower entries) */
     __builtin_prefetch(t->bwd_lanes + s->b);
@@ -141,7 +146,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
             if (!strided_pulls(t, b, end)) four_lists(t, b, s->k0, s->n, end);
             break;
         case S_LANES:
-            lane_grads(t, b, end);
+            lane_grads(t, s, end);
             break;
         case S_SHIFTED:
             shifted_grads(t, b, s->k0, s->k0 + s->n, end);

@@ -47,7 +47,8 @@ static bwd_step_t step_at(const tape_t *t, int32_t b, int32_t lo, int32_t *width
         *width = SIDE;
     } else if (group == 5) {  /* a vector's entries with strided lists, in lanes (pull_lanes.c) */
         s.code = S_LANES;
-        *width = lane_width(t, b);
+        lane_step(t, b, &s);
+        *width = s.c;
     } else if (group == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (shifted.c) */
         s.code = t->bwd_lanes[b] < 0 ? S_NONE : S_SHIFTED;
         *width = SIDE;
