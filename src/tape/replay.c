@@ -107,7 +107,9 @@ static inline double list_sum(const tape_t *t, int64_t k0, int64_t k1, int32_t e
 /* What a step a few ahead reads, asked for early: its list, and its entries'
  * places in the arrays the kernels read by entry (the steps say where: a
  * piece's steps are too few, and far apart in those arrays, for the hardware
- * to find the streams itself). */
+ * to find the streams itself). The steps are stored in the order the pieces
+ * run, so near a piece's end the next piece's first steps are asked for:
+ * a piece is some ten steps, and its first ones would find nothing asked. */
 #define AHEAD 4
 __attribute__((always_inline))  /* (else gcc may find it has no effect, and drop the call) */
 static inline void ahead(const tape_t *t, const bwd_step_t *s) {
@@ -136,7 +138,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
     const bwd_step_t *s = t->steps + t->step_piece[step_piece_of(t, b1 - 1)];
     const bwd_step_t *s_end = t->steps + t->step_piece[step_piece_of(t, b0) + 1];  /* (a piece, or positions) */
     for (; s < s_end; ++s) {
-        if (s + AHEAD < s_end) ahead(t, s + AHEAD);
+        if (s + AHEAD < t->steps + t->n_steps) ahead(t, s + AHEAD);  /* (past the piece: the next one's) */
         int32_t b = s->b;
         switch (s->code) {
         case S_ATTENTION:
