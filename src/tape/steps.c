@@ -8,9 +8,10 @@
  *
  * Why: a piece's groups span 4 to 200 entries, so a backward that walks the
  * entries meets each group's top at a new place in five entry-indexed arrays
- * (bwd, bwd_group, bwd_kind, bwd_lanes, pull_start): five cache misses a
- * group, most of the time its dispatch took. The steps are one dense array
- * read in order, and say where each list starts; a run's later groups
+ * (bwd, bwd_group, bwd_kind, bwd_lanes, pull_start), a line from memory each.
+ * The steps are one array read in order that says where each list starts,
+ * so what a step reads is asked for a few steps early (replay.c ahead), also
+ * across a piece's end: a piece is some ten steps. A run's later groups
  * (shifted.c's -1) are no steps at all. A list whose parents and local
  * gradients' places step by constants (a norm's scale, read by the vector's
  * entries) is summed without its indices. Every step computes what the
