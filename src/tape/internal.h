@@ -271,7 +271,7 @@ struct tape {
     int64_t n_prog_list;
     struct panel_unit *panel_units;  /* panels.c: each level's matrix units (NULL: none, matrix.c) */
     struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
-    double *panel_buf;      /* the positions' vectors, eight a block */
+    double *panel_buf;      /* the positions' vectors, eight a block; then their sums' first numbers */
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
     struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
