@@ -152,6 +152,7 @@ struct tape {
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
     const double **block_vp;  /* 3 n_pos: a block's reads' vectors, and their sums' gradients (two blocks') */
     uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors) */
+    uint8_t *block_in_place;  /* by block: the last backward summed it in the arena's column (weight_grads.c) */
     double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
      * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units
@@ -377,7 +378,9 @@ int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h);  /* h: the same rows' (or NULL) */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
-int matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_grads.c: 1 if finite */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column);  /* weight_grads.c: 1 if
+                             * finite; column: the arena's (the blocks may sum there) or NULL */
+void blocks_zero_again(const tape_t *t, double *column);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */

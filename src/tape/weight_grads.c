@@ -6,6 +6,8 @@
 #include "internal.h"
 #include "lanes.h"
 
+#include <stdint.h>
+
 /* Two chunks of W weights of each of the four rows at a time (eight sums in
  * flight), in lanes of type V (W doubles), loaded and stored with LOAD/STORE. */
 #define BLOCKGRADS_CHUNKS(V, LOAD, STORE, W)                                      \
@@ -156,6 +158,17 @@ static int32_t block_reads(tape_t *t, int32_t b, int32_t n, const double **vp, c
     return reads;
 }
 
+/* Whether n gradients are +0.0 every one (all bits zero: what Adam leaves). */
+static int all_zero(const double *g, int64_t n) {
+    uint64_t bits = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        uint64_t u;
+        memcpy(&u, g + k, sizeof u);
+        bits |= u;
+    }
+    return bits == 0;
+}
+
 /* Every row block's weights' gradients over positions [0, n), last to first
  * (matrix_plan: no weight of a block is read otherwise). Read k of a block
  * adds its vector times its four rows' sums' gradients, read in place (four
@@ -163,9 +176,13 @@ static int32_t block_reads(tape_t *t, int32_t b, int32_t n, const double **vp, c
  * order, not a block's scattered positions); two blocks at once where they
  * read the same vectors (block_same), which are then gathered once.
  * The weights' gradients start from `from` (the same layout as t->grad: the
- * arena's column, or t->grad). Whether every one came out finite (checked
- * block by block, still in cache). */
-int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
+ * arena's column, or t->grad). Where `from` is the arena's column (column),
+ * a block whose gradients start from +0.0 every one (a step after Adam) sums
+ * into the column itself (block_in_place: nothing to copy after, and one
+ * stream of memory less; zeros again if the step goes back to the model
+ * code, params.c), the others into t->grad. Whether every one came out
+ * finite (checked as they are written; if not, the column as it was). */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column) {
     int finite = 1;
     const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos, **hp = t->block_vp + 2 * t->n_pos;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
@@ -180,15 +197,27 @@ int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
         int32_t reads = block_reads(t, b, n, vp, gp), w0 = t->block_w0[b], len = t->block_len[b];
         int64_t size = SIDE * (int64_t)len;
         int pair = two != NULL && b + 1 < t->n_blocks && t->block_same[b + 1];
+        int32_t w1 = pair ? t->block_w0[b + 1] : w0;
+        int in_place = column != NULL && all_zero(from + w0, size) && all_zero(from + w1, size);  /* (and
+                                                           * in cache for the kernel) */
+        double *out = in_place ? column : t->grad;
+        t->block_in_place[b] = (uint8_t)in_place;
         if (pair) {
             block_reads(t, b + 1, n, vp, hp);
-            int32_t w1 = t->block_w0[++b];
-            finite &= two(t->grad + w0, from + w0, t->grad + w1, from + w1, len, vp, gp, hp, reads);
+            t->block_in_place[++b] = (uint8_t)in_place;
+            finite &= two(out + w0, from + w0, out + w1, from + w1, len, vp, gp, hp, reads);
             t->blocks_paired += 2;
             continue;
         }
-        kernel(t->grad + w0, from + w0, len, vp, gp, reads, 0);
-        finite &= grads_finite(t->grad + w0, size);  /* (while in cache) */
+        kernel(out + w0, from + w0, len, vp, gp, reads, 0);
+        finite &= grads_finite(out + w0, size);  /* (while in cache) */
     }
+    if (!finite && column != NULL) blocks_zero_again(t, column);
     return finite;
+}
+
+/* The blocks summed in the column (block_in_place) back to +0.0, as they were. */
+void blocks_zero_again(const tape_t *t, double *column) {
+    for (int32_t b = 0; b < t->n_blocks; ++b)
+        if (t->block_in_place[b]) memset(column + t->block_w0[b], 0, SIDE * (size_t)t->block_len[b] * sizeof *column);
 }
