@@ -475,6 +475,7 @@ static inline void free_child(tape_t *t) {
  * zeros after (rows nothing reads again: a consumed recording's). Elsewhere
  * than Linux, nothing. (tape.c) */
 void discard_pages(void *p, size_t bytes);
+void advise_huge_pages(void *p, size_t bytes);  /* (tape.c) the values' and gradients' arrays */
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the
