@@ -153,6 +153,7 @@ struct tape {
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
     const double **block_vp;  /* 3 n_pos: a block's reads' vectors, and their sums' gradients (two blocks') */
     uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors) */
+    uint8_t *block_in_place;  /* by block: the last backward summed it in the arena's column (weight_grads.c) */
     double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
      * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units
@@ -272,7 +273,7 @@ struct tape {
     int64_t n_prog_list;
     struct panel_unit *panel_units;  /* panels.c: each level's matrix units (NULL: none, matrix.c) */
     struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
-    double *panel_buf;      /* the positions' vectors, eight a block */
+    double *panel_buf;      /* the positions' vectors, eight a block; then their sums' first numbers */
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
     struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
@@ -401,7 +402,9 @@ int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h);  /* h: the same rows' (or NULL) */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
-int matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_grads.c: 1 if finite */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column);  /* weight_grads.c: 1 if
+                             * finite; column: the arena's (the blocks may sum there) or NULL */
+void blocks_zero_again(const tape_t *t, double *column);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
@@ -495,6 +498,7 @@ static inline void free_child(tape_t *t) {
  * zeros after (rows nothing reads again: a consumed recording's). Elsewhere
  * than Linux, nothing. (tape.c) */
 void discard_pages(void *p, size_t bytes);
+void advise_huge_pages(void *p, size_t bytes);  /* (tape.c) the values' and gradients' arrays */
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the

@@ -223,7 +223,8 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const double *from = params_read_grads(g, a->grad, t, params);  /* (the blocks': from there) */
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    int blocks_finite = t->blocks_own_grads && matrix_param_grads(t, n, from);  /* (rows read by them only) */
+    double *column = from != g ? a->grad + t->params_at : NULL;  /* (the blocks may sum there) */
+    int blocks_finite = t->blocks_own_grads && matrix_param_grads(t, n, from, column);  /* (rows read by them only) */
     if (t->blocks_own_grads && !blocks_finite) return 0;  /* (nothing written: params_write_grads) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)
