@@ -109,11 +109,30 @@ done:
  * are its parents too), nothing between reads their gradients (a reader runs
  * after what it reads), and each gradient is the same sum in the same order.
  * All in one position's piece of a level (levels.c runs a piece's entries in
- * order; a piece's top vector may run apart: paired.c). 0, or -1 out of memory. */
+ * order); the lead may be the piece's top, which may run apart (paired.c, a
+ * level's first vectors across positions), if the heads' weights are one
+ * row's consecutive columns: paired.c then runs all the heads as one vector.
+ * 0, or -1 out of memory. */
 enum { SHARE_MAX = 4 };
+int32_t share_index(const tape_t *t, int32_t b) {
+    int32_t lo = 0, hi = t->n_share;
+    while (lo < hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (t->share_b[mid] == b) return mid;
+        if (t->share_b[mid] > b) lo = mid + 1; else hi = mid;
+    }
+    return -1;
+}
 static int short_vector(const tape_t *t, int32_t b) {
     int32_t lanes = t->bwd_lanes[b];
     return t->bwd_group[b] == 3 && (lanes == 16 || lanes == 32) && t->bwd_kind[b] != K_ROTATE;
+}
+/* Entry b's weights those of lead's list, d lanes before (the heads' columns of one row). */
+static int weights_before(const tape_t *t, int32_t lead, int32_t b, int32_t d) {
+    const int32_t *a = t->pull_src + t->pull_start[lead], *c = t->pull_src + t->pull_start[b];
+    for (int64_t k = 0; k < pull_count(t, lead); ++k)
+        if (c[k] != a[k] - d) return 0;
+    return 1;
 }
 static int same_list(const tape_t *t, int32_t a, int32_t b) {
     int64_t ka = t->pull_start[a], kb = t->pull_start[b], n = t->pull_start[a + 1] - ka;
@@ -141,8 +160,10 @@ int share_plan(tape_t *t) {
             if (m < 0 || m >= chain[k - 1] || !same_list(t, b, m)) break;
             chain[k++] = m;
         }
+        int whole = 1;  /* the heads' weights one row's consecutive columns: one vector of k lanes wide */
+        for (int32_t j = 1; j < k; ++j) whole &= weights_before(t, b, chain[j], j * lanes);
         for (int32_t e = chain[k - 1]; k >= 2 && e <= b; ++e)
-            if (edge[e]) k = 0;
+            if (edge[e] && (e < b || !whole)) k = 0;
         if (k < 2) continue;
         for (int32_t j = 0; j < k; ++j) {
             top_of[t->bwd[chain[j]]] = -1;  /* (taken) */
@@ -152,6 +173,7 @@ int share_plan(tape_t *t) {
     }
     free(top_of); free(edge);
     t->share_b = sb; t->share_n = sn; t->n_share = n;
+    paired_shares(t);
     return 0;
 fail:
     free(top_of); free(edge); free(sb); free(sn);

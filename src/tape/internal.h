@@ -282,10 +282,12 @@ struct tape {
 /* Where a level's first group (paired.c) is, found once (a backward reads it
  * a step, and the tape's lists are far apart in memory): its top entry, its
  * list's start and length, first parent and first source, and its entries' nodes where
- * they are consecutive (node0 + i for lane i), else -1. */
+ * they are consecutive (node0 + i for lane i), else -1. Where it leads a shared list
+ * (share >= 0, its place in share_b), its lanes are all the heads' (lanes: the
+ * whole width, share_n heads, the first head's lanes first). */
 typedef struct first_group {
     int64_t k0;
-    int32_t b, count, parent0, src0, node0;
+    int32_t b, count, parent0, src0, node0, lanes, share;
 } first_group_t;
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
@@ -431,6 +433,8 @@ int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
 int share_plan(tape_t *t);  /* aliases.c */
+int32_t share_index(const tape_t *t, int32_t b);  /* b's place in share_b, or -1 */
+void paired_shares(tape_t *t);  /* paired.c: first groups that lead shared lists, all their heads' lanes */
 int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);

@@ -233,21 +233,10 @@ static void short_grads(int32_t lanes, int32_t n, double *const *acc, const doub
     (lanes == 16 ? by16 : by32)[n - 1](acc, x, g, pp, src, count, end);
 }
 
-/* Entry b's place in share_b (descending), or -1. */
-static int32_t shared_at(const tape_t *t, int32_t b) {
-    int32_t lo = 0, hi = t->n_share;
-    while (lo < hi) {
-        int32_t mid = (lo + hi) / 2;
-        if (t->share_b[mid] == b) return mid;
-        if (t->share_b[mid] > b) lo = mid + 1; else hi = mid;
-    }
-    return -1;
-}
-
 /* Short vector b, when share_plan put it with others: the lead sums them all,
  * the others nothing (done). 1 if so, 0 if b is on its own. */
 static int shared_grads(tape_t *t, int32_t b, int32_t lanes, int32_t end) {
-    int32_t at = t->n_share > 0 ? shared_at(t, b) : -1;
+    int32_t at = t->n_share > 0 ? share_index(t, b) : -1;
     if (at < 0) return 0;
     int32_t n = t->share_n[at];
     if (n == 0) return 1;

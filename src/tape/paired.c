@@ -74,7 +74,7 @@ static int32_t first_group(const tape_t *t, int32_t p, int32_t s, const int32_t 
 
 /* Position p's first group at level s, found once (internal.h first_group_t). */
 static first_group_t first_record(const tape_t *t, int32_t b, int32_t lanes) {
-    first_group_t f = {t->pull_start[b], b, (int32_t)pull_count(t, b), 0, 0, t->bwd[b - (lanes - 1)]};
+    first_group_t f = {t->pull_start[b], b, (int32_t)pull_count(t, b), 0, 0, t->bwd[b - (lanes - 1)], lanes, -1};
     f.parent0 = t->pull_parent[f.k0];
     f.src0 = t->pull_src[f.k0];
     for (int32_t i = 0; i < lanes; ++i)
@@ -133,6 +133,26 @@ int paired_plan(tape_t *t) {
         }
     free(lvl);
     return 0;
+}
+
+/* After share_plan: a first group that leads a shared list (the heads'
+ * outputs, the last head the level's top) runs every head's lanes, the
+ * heads' weights one row's consecutive columns (share_plan checks), its
+ * gradients copied to each head's nodes; positions pair where their widths
+ * agree too. */
+void paired_shares(tape_t *t) {
+    int32_t nl = t->n_levels, N = t->n_pos;
+    if (t->first_groups == NULL || t->n_share == 0) return;
+    for (int64_t i = 0; i < (int64_t)N * nl; ++i) {
+        first_group_t *f = t->first_groups + i;
+        int32_t at = t->first_lanes[i] > 0 ? share_index(t, f->b) : -1;
+        if (at < 0) continue;
+        f->share = at;
+        f->lanes = t->first_lanes[i] * t->share_n[at];
+        f->node0 = -1;
+    }
+    for (int64_t i = nl; i < (int64_t)N * nl; ++i)
+        t->paired[i] &= t->first_groups[i].lanes == t->first_groups[i - nl].lanes;
 }
 
 /* Four positions' sums at once, likewise: eight lanes a step, the weights loaded once for four. */
@@ -220,7 +240,7 @@ int paired_width(const tape_t *t, int32_t p, int32_t s) {
  * (paired): summed into their gradients in place where each group's entries
  * are consecutive nodes, else in acc and copied. */
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
-    int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s];
+    int32_t nl = t->n_levels, lanes = t->first_groups[(int64_t)p * nl + s].lanes;
     double buf[8][MAX_LANES], gt[8][CHUNK], *acc[8];
     int32_t wofs[CHUNK];
     void (*eight)(QUAD_ARGS) = EIGHT_POSITIONS;  /* (k is 8 only where it is built: paired_width) */
@@ -249,6 +269,14 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
         else if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
-    for (int m = 0; m < k; ++m)
-        for (int32_t i = 0; i < lanes && acc[m] == buf[m]; ++i) t->grad[t->bwd[fm[m]->b - (lanes - 1 - i)]] = acc[m][i];
+    for (int m = 0; m < k; ++m) {  /* (each head's lanes to its nodes, the last head's top first) */
+        int32_t heads = fm[m]->share >= 0 ? t->share_n[fm[m]->share] : 1, w = lanes / heads;
+        for (int32_t h = 0; h < heads && acc[m] == buf[m]; ++h) {
+            int32_t top = heads > 1 ? t->share_b[fm[m]->share + h] : fm[m]->b;
+            const double *a = acc[m] + (heads - 1 - h) * w;
+            for (int32_t i = 0; i < w; ++i) t->grad[t->bwd[top - (w - 1 - i)]] = a[i];
+        }
+        t->short_vectors += heads > 1 ? heads : 0;
+        t->vectors_shared_list += heads > 1 ? heads : 0;
+    }
 }
