@@ -239,8 +239,12 @@ struct tape {
     int32_t n_used;         /* positions of the last forward */
     int64_t short_vectors;  /* vectors the backwards so far summed in one pass over their lists (matrix.c) */
     int64_t vectors_shared_list;  /* ... of those, summed beside another vector over one list (matrix.c) */
-    int32_t n_share;        /* share_b, share_n: short vectors sharing one list (aliases.c share_plan); share_b
-                             * descending, a lead (share_n its count, 2 to 4) then its others (share_n 0) */
+    int64_t vectors_side_by_side;  /* ... beside others, each its own list (matrix.c) */
+    int32_t n_share;        /* share_b, share_n: short vectors summed together (aliases.c share_plan); share_b
+                             * descending, a lead (share_n its count, 2 to 4: one list, the lead's; -4 to -2:
+                             * each its own, the lead's consecutive entries from it down) then its others
+                             * (share_n 0) */
+    int32_t share_hint;     /* where share_index looks first: the place after the last it found */
     int32_t *share_b, *share_n;
     int64_t blocks_paired;  /* row blocks the last backward ran two at once (weight_grads.c) */
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
@@ -433,7 +437,7 @@ int grads_finite(const double *g, int64_t n);
 void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
 int share_plan(tape_t *t);  /* aliases.c */
-int32_t share_index(const tape_t *t, int32_t b);  /* b's place in share_b, or -1 */
+int32_t share_index(tape_t *t, int32_t b);  /* b's place in share_b, or -1 */
 void paired_shares(tape_t *t);  /* paired.c: first groups that lead shared lists, all their heads' lanes */
 int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);

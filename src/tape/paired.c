@@ -146,7 +146,7 @@ void paired_shares(tape_t *t) {
     for (int64_t i = 0; i < (int64_t)N * nl; ++i) {
         first_group_t *f = t->first_groups + i;
         int32_t at = t->first_lanes[i] > 0 ? share_index(t, f->b) : -1;
-        if (at < 0) continue;
+        if (at < 0 || t->share_n[at] <= 0) continue;  /* (a chain of own lists is never a level's top) */
         f->share = at;
         f->lanes = t->first_lanes[i] * t->share_n[at];
         f->node0 = -1;

@@ -190,6 +190,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.weight_blocks_paired = t->blocks_paired;
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
+    c.vectors_side_by_side = t->vectors_side_by_side;
     c.attention_rows = attention_count(t, n);
     return c;
 }
