@@ -113,7 +113,6 @@ done:
  * level's first vectors across positions), if the heads' weights are one
  * row's consecutive columns: paired.c then runs all the heads as one vector.
  * 0, or -1 out of memory. */
-enum { SHARE_MAX = 4 };
 /* Entry b's place in share_b, or -1. (A level's piece meets its entries in
  * share_b's order: the place after the last one found is tried first.) */
 int32_t share_index(tape_t *t, int32_t b) {

@@ -283,15 +283,18 @@ struct tape {
     int32_t n_shift_runs;
 };
 
+#define SHARE_MAX 4  /* short vectors summed together at most (aliases.c share_plan) */
+
 /* Where a level's first group (paired.c) is, found once (a backward reads it
  * a step, and the tape's lists are far apart in memory): its top entry, its
  * list's start and length, first parent and first source, and its entries' nodes where
  * they are consecutive (node0 + i for lane i), else -1. Where it leads a shared list
  * (share >= 0, its place in share_b), its lanes are all the heads' (lanes: the
- * whole width, share_n heads, the first head's lanes first). */
+ * whole width, share_n heads, the first head's lanes first, head h's nodes
+ * head[h] + i). */
 typedef struct first_group {
     int64_t k0;
-    int32_t b, count, parent0, src0, node0, lanes, share;
+    int32_t b, count, parent0, src0, node0, lanes, share, head[SHARE_MAX];
 } first_group_t;
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at

@@ -242,8 +242,8 @@ static int shared_grads(tape_t *t, int32_t b, int32_t lanes, int32_t end) {
     int32_t n = t->share_n[at], own = n < 0;  /* (own: each its own list, consecutive entries) */
     if (n == 0) return 1;
     n = own ? -n : n;
-    double *accs[4];  /* (each vector's nodes consecutive, none a parent of another's: share_plan) */
-    const int32_t *src[4], *pp[4];
+    double *accs[SHARE_MAX];  /* (each vector's nodes consecutive, none a parent of another's: share_plan) */
+    const int32_t *src[SHARE_MAX], *pp[SHARE_MAX];
     for (int32_t j = 0; j < n; ++j) {
         int32_t e = own ? b - j * lanes : t->share_b[at + j];
         accs[j] = t->grad + t->bwd[e] - (lanes - 1);

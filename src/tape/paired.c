@@ -150,6 +150,8 @@ void paired_shares(tape_t *t) {
         f->share = at;
         f->lanes = t->first_lanes[i] * t->share_n[at];
         f->node0 = -1;
+        for (int32_t h = 0; h < t->share_n[at]; ++h)  /* (share_b: the last head first) */
+            f->head[h] = t->bwd[t->share_b[at + t->share_n[at] - 1 - h]] - (t->first_lanes[i] - 1);
     }
     for (int64_t i = nl; i < (int64_t)N * nl; ++i)
         t->paired[i] &= t->first_groups[i].lanes == t->first_groups[i - nl].lanes;
@@ -269,13 +271,12 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
         else if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
-    for (int m = 0; m < k; ++m) {  /* (each head's lanes to its nodes, the last head's top first) */
+    for (int m = 0; m < k; ++m) {  /* (each head's lanes to its nodes) */
         int32_t heads = fm[m]->share >= 0 ? t->share_n[fm[m]->share] : 1, w = lanes / heads;
-        for (int32_t h = 0; h < heads && acc[m] == buf[m]; ++h) {
-            int32_t top = heads > 1 ? t->share_b[fm[m]->share + h] : fm[m]->b;
-            const double *a = acc[m] + (heads - 1 - h) * w;
-            for (int32_t i = 0; i < w; ++i) t->grad[t->bwd[top - (w - 1 - i)]] = a[i];
-        }
+        for (int32_t h = 0; h < heads && acc[m] == buf[m] && heads > 1; ++h)
+            memcpy(t->grad + fm[m]->head[h], acc[m] + h * w, (size_t)w * sizeof **acc);
+        for (int32_t i = 0; i < lanes && acc[m] == buf[m] && heads == 1; ++i)
+            t->grad[t->bwd[fm[m]->b - (lanes - 1 - i)]] = acc[m][i];
         t->short_vectors += heads > 1 ? heads : 0;
         t->vectors_shared_list += heads > 1 ? heads : 0;
     }
