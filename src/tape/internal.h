@@ -264,9 +264,9 @@ struct tape {
     int32_t n_strided_pulls; /* ... and backward groups of four strided lists (bwd_group 6) */
     struct strided_pulls *strided_pulls;
     int32_t *first_lanes;   /* paired.c: N L, position p's level s ends with a vector read by a
-                             * matrix's rows, run first: its lanes (0: none); then N L more: its
-                             * list's step where it is read without indices (0: it is not) */
-    uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
+                             * matrix's rows, run first: its lanes (0: none) */
+    uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows); 3: and its
+                             * parents are p - 1's, shifted by one constant */
     struct first_group *first_groups;  /* ... N L: where each such group's list and nodes are */
     struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
                              * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
@@ -287,14 +287,15 @@ struct tape {
 
 /* Where a level's first group (paired.c) is, found once (a backward reads it
  * a step, and the tape's lists are far apart in memory): its top entry, its
- * list's start and length, first parent and first source, and its entries' nodes where
+ * list's start and length, first parent and first source, its list's step where it is
+ * read without indices (0: it is not), and its entries' nodes where
  * they are consecutive (node0 + i for lane i), else -1. Where it leads a shared list
  * (share >= 0, its place in share_b), its lanes are all the heads' (lanes: the
  * whole width, share_n heads, the first head's lanes first, head h's nodes
  * head[h] + i). */
 typedef struct first_group {
     int64_t k0;
-    int32_t b, count, parent0, src0, node0, lanes, share, head[SHARE_MAX];
+    int32_t b, count, parent0, src0, step, node0, lanes, share, head[SHARE_MAX];
 } first_group_t;
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at

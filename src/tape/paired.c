@@ -72,9 +72,15 @@ static int32_t first_group(const tape_t *t, int32_t p, int32_t s, const int32_t 
     return lanes;
 }
 
+/* Position p's first group at level s: level by level, a level's positions
+ * side by side (the backward reads several positions' of one level at once). */
+static first_group_t *group_at(const tape_t *t, int32_t p, int32_t s) {
+    return t->first_groups + (int64_t)s * t->n_pos + p;
+}
+
 /* Position p's first group at level s, found once (internal.h first_group_t). */
 static first_group_t first_record(const tape_t *t, int32_t b, int32_t lanes) {
-    first_group_t f = {t->pull_start[b], b, (int32_t)pull_count(t, b), 0, 0, t->bwd[b - (lanes - 1)], lanes, -1};
+    first_group_t f = {t->pull_start[b], b, (int32_t)pull_count(t, b), 0, 0, 0, t->bwd[b - (lanes - 1)], lanes, -1, {0}};
     f.parent0 = t->pull_parent[f.k0];
     f.src0 = t->pull_src[f.k0];
     for (int32_t i = 0; i < lanes; ++i)
@@ -82,11 +88,16 @@ static first_group_t first_record(const tape_t *t, int32_t b, int32_t lanes) {
     return f;
 }
 
-/* Do positions p and p - 1's first groups read the same weights, in the same order? */
+/* Do positions p and p - 1's first groups read the same weights, in the same
+ * order? 0 if not, 3 if their parents differ by one constant too, else 1. */
 static int same_rows(const tape_t *t, int32_t bp, int32_t bq) {
     int64_t kp = t->pull_start[bp], kq = t->pull_start[bq], count = t->pull_start[bp + 1] - kp;
     if (t->pull_start[bq + 1] - kq != count) return 0;
-    return memcmp(t->pull_src + kp, t->pull_src + kq, (size_t)count * sizeof *t->pull_src) == 0;
+    if (memcmp(t->pull_src + kp, t->pull_src + kq, (size_t)count * sizeof *t->pull_src) != 0) return 0;
+    int shifted = 1;
+    for (int64_t j = 1; j < count && shifted; ++j)
+        shifted = t->pull_parent[kp + j] - t->pull_parent[kq + j] == t->pull_parent[kp] - t->pull_parent[kq];
+    return shifted ? 3 : 1;
 }
 
 /* Position p's first group's list at level s, if its parents are consecutive
@@ -106,7 +117,7 @@ int paired_plan(tape_t *t) {
     int32_t nl = t->n_levels, N = t->n_pos;
     if (t->bwd_level_at == NULL || t->level_at == NULL) return 0;
     int32_t *lvl = NULL;
-    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, 2 * (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)
+    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)
         || !NEW(t->first_groups, (int64_t)N * nl)) {
         free(lvl);
         return -1;
@@ -121,15 +132,15 @@ int paired_plan(tape_t *t) {
             t->first_lanes[(int64_t)p * nl + s] = first_group(t, p, s, lvl);
             int32_t lanes = t->first_lanes[(int64_t)p * nl + s];
             if (lanes == 0) continue;
-            t->first_lanes[((int64_t)N + p) * nl + s] = list_step(t, p, s);
-            t->first_groups[(int64_t)p * nl + s] = first_record(t, t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1, lanes);
+            *group_at(t, p, s) = first_record(t, t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1, lanes);
+            group_at(t, p, s)->step = list_step(t, p, s);
         }
     for (int32_t p = 1; p < N; ++p)
         for (int32_t s = 0; s < nl; ++s) {
             int32_t lp = t->first_lanes[(int64_t)p * nl + s], lq = t->first_lanes[(int64_t)(p - 1) * nl + s];
             int32_t bp = t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1;
             int32_t bq = t->bwd_level_at[(int64_t)(p - 1) * (nl + 1) + s + 1] - 1;
-            t->paired[(int64_t)p * nl + s] = lp > 0 && lp == lq && same_rows(t, bp, bq);
+            t->paired[(int64_t)p * nl + s] = lp > 0 && lp == lq ? (uint8_t)same_rows(t, bp, bq) : 0;
         }
     free(lvl);
     return 0;
@@ -143,18 +154,20 @@ int paired_plan(tape_t *t) {
 void paired_shares(tape_t *t) {
     int32_t nl = t->n_levels, N = t->n_pos;
     if (t->first_groups == NULL || t->n_share == 0) return;
-    for (int64_t i = 0; i < (int64_t)N * nl; ++i) {
-        first_group_t *f = t->first_groups + i;
-        int32_t at = t->first_lanes[i] > 0 ? share_index(t, f->b) : -1;
-        if (at < 0 || t->share_n[at] <= 0) continue;  /* (a chain of own lists is never a level's top) */
-        f->share = at;
-        f->lanes = t->first_lanes[i] * t->share_n[at];
-        f->node0 = -1;
-        for (int32_t h = 0; h < t->share_n[at]; ++h)  /* (share_b: the last head first) */
-            f->head[h] = t->bwd[t->share_b[at + t->share_n[at] - 1 - h]] - (t->first_lanes[i] - 1);
-    }
-    for (int64_t i = nl; i < (int64_t)N * nl; ++i)
-        t->paired[i] &= t->first_groups[i].lanes == t->first_groups[i - nl].lanes;
+    for (int32_t p = 0; p < N; ++p)
+        for (int32_t s = 0; s < nl; ++s) {
+            first_group_t *f = group_at(t, p, s);
+            int32_t lanes = t->first_lanes[(int64_t)p * nl + s], at = lanes > 0 ? share_index(t, f->b) : -1;
+            if (at < 0 || t->share_n[at] <= 0) continue;  /* (a chain of own lists is never a level's top) */
+            f->share = at;
+            f->lanes = lanes * t->share_n[at];
+            f->node0 = -1;
+            for (int32_t h = 0; h < t->share_n[at]; ++h)  /* (share_b: the last head first) */
+                f->head[h] = t->bwd[t->share_b[at + t->share_n[at] - 1 - h]] - (lanes - 1);
+        }
+    for (int32_t p = 1; p < N; ++p)
+        for (int32_t s = 0; s < nl; ++s)
+            if (group_at(t, p, s)->lanes != group_at(t, p - 1, s)->lanes) t->paired[(int64_t)p * nl + s] = 0;
 }
 
 /* Four positions' sums at once, likewise: eight lanes a step, the weights loaded once for four. */
@@ -242,28 +255,36 @@ int paired_width(const tape_t *t, int32_t p, int32_t s) {
  * (paired): summed into their gradients in place where each group's entries
  * are consecutive nodes, else in acc and copied. */
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
-    int32_t nl = t->n_levels, lanes = t->first_groups[(int64_t)p * nl + s].lanes;
+    int32_t nl = t->n_levels, lanes = group_at(t, p, s)->lanes;
     double buf[8][MAX_LANES], gt[8][CHUNK], *acc[8];
     int32_t wofs[CHUNK];
     void (*eight)(QUAD_ARGS) = EIGHT_POSITIONS;  /* (k is 8 only where it is built: paired_width) */
-    const first_group_t *f = t->first_groups + (int64_t)p * nl + s, *fm[8];
+    const first_group_t *f = group_at(t, p, s), *fm[8];
     for (int m = 0; m < k; ++m) {
-        fm[m] = f - (int64_t)m * nl;
+        fm[m] = f - m;
         acc[m] = fm[m]->node0 >= 0 ? t->grad + fm[m]->node0 : buf[m];
         for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
     }
     int64_t count = f->count;
-    const int32_t *step = t->first_lanes + (int64_t)t->n_pos * nl + s;  /* (by position, nl apart) */
-    int steps = 1;  /* every list read from its first pull and the step (list_step) */
-    for (int m = 0; m < k; ++m) steps &= step[(int64_t)(p - m) * nl] != 0;
-    int32_t s0 = f->src0, ds = step[(int64_t)p * nl];
+    int steps = 1, shifted = 1;  /* every list read from its first pull and the step (list_step); or
+                                  * the first's parents read, the others' a constant from them */
+    for (int m = 0; m < k; ++m) steps &= fm[m]->step != 0;
+    for (int m = 1; m < k; ++m) shifted &= t->paired[(int64_t)(p - m + 1) * nl + s] == 3;
+    int32_t off[8];
+    for (int m = 0; m < k; ++m) off[m] = fm[m]->parent0 - f->parent0;
+    int32_t s0 = f->src0, ds = f->step;
     for (int64_t j = 0; j < count;) {  /* (every parent is at its own position: before end) */
         int32_t rows = 0;
         for (; j < count && rows < CHUNK && steps; ++j, ++rows) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[fm[m]->parent0 - j];
             wofs[rows] = s0 + (int32_t)j * ds - (lanes - 1);
         }
-        for (; j < count && rows < CHUNK && !steps; ++j, ++rows) {
+        for (; j < count && rows < CHUNK && !steps && shifted; ++j, ++rows) {
+            const double *g = t->grad + t->pull_parent[f->k0 + j];
+            for (int m = 0; m < k; ++m) gt[m][rows] = g[off[m]];
+            wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
+        }
+        for (; j < count && rows < CHUNK && !steps && !shifted; ++j, ++rows) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[fm[m]->k0 + j]];
             wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
         }

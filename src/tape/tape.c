@@ -93,7 +93,7 @@ size_t tape_bytes(const tape_t *t) {
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
         + program_bytes(t) + panel_bytes(t) + attention_bytes(t)  /* the vector instructions' records */
-        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
+        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
 
