@@ -27,6 +27,7 @@ static int new_column(tape_t *t, int32_t **column, int shifted, const int64_t *f
     }
     free(old);
     *column = col;
+    if (column != &t->pull_block) huge_pages(col, (size_t)start[nb] * sizeof *col);  /* (the block column: mostly untouched) */
     return 0;
 }
 

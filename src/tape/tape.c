@@ -1,6 +1,6 @@
 /* tape.c: a tape's sizes, counts and accessors, and freeing it (and memory
- * given back to the system while it is built). */
-#define _DEFAULT_SOURCE  /* madvise (discard_pages), hidden by -std=c99 */
+ * given back to the system while it is built, or asked for in huge pages). */
+#define _DEFAULT_SOURCE  /* madvise (discard_pages, huge_pages), hidden by -std=c99 */
 #include "internal.h"
 #include "lanes.h"
 
@@ -9,15 +9,35 @@
 #include <unistd.h>
 #endif
 
-void discard_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_DONTNEED)
+/* madvise over the whole pages inside [p, p + bytes) (advice -1: none here). */
+static void advise(void *p, size_t bytes, int advice) {
+#if defined(__linux__)
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) / page * page;
     uintptr_t hi = ((uintptr_t)p + bytes) / page * page;
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    if (hi > lo && advice >= 0) madvise((void *)lo, hi - lo, advice);
 #else
-    (void)p; (void)bytes;
+    (void)p; (void)bytes; (void)advice;
 #endif
 }
+
+#if defined(__linux__) && defined(MADV_DONTNEED)
+void discard_pages(void *p, size_t bytes) { advise(p, bytes, MADV_DONTNEED); }
+#else
+void discard_pages(void *p, size_t bytes) { advise(p, bytes, -1); }
+#endif
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  /* (Linux 6.1 on; an older kernel refuses it, and nothing changes) */
+#endif
+/* Pages touched from now on huge (MADV_HUGEPAGE), and those already there
+ * gathered into huge ones now (MADV_COLLAPSE; a range never touched is refused). */
+void huge_pages(void *p, size_t bytes) {
+    advise(p, bytes, MADV_HUGEPAGE);
+    advise(p, bytes, MADV_COLLAPSE);
+}
+#else
+void huge_pages(void *p, size_t bytes) { advise(p, bytes, -1); }
+#endif
 
 void tape_free(tape_t *t) {
     if (t == NULL) return;
