@@ -20,7 +20,7 @@
  *   panels.c    a level's matrices over every position at once, lanes across positions
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
- *                  vectors read by one matrix, their gradients at once
+ *                  vectors read by one matrix, their gradients at once (paired_plan.c: which)
  *   params.c    the parameters' numbers in and out of the arena
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
  *                attention_plan.c  such rows found and checked; attention.h  what the two share
@@ -326,6 +326,12 @@ typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV
 #define SIDE 4
 #define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
                          * sums, or a gathered copy of it, live on the stack) */
+
+/* Position p's first group at level s: level by level, a level's positions
+ * side by side (the backward reads several positions' of one level at once). */
+static inline first_group_t *group_at(const tape_t *t, int32_t p, int32_t s) {
+    return t->first_groups + (int64_t)s * t->n_pos + p;
+}
 
 /* A compact chain whose list is a row (arena.h TAG_ROW_DOT): w0, x0, x1, ...,
  * its weights the consecutive parameters w0, w0 + 1, ...: the tape's own op
