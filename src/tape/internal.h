@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 450 lines: one struct every file reads; the
+ * public contract, tape.h). About 520 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c, walk.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
