@@ -40,6 +40,34 @@ def test_heads_outputs_share_one_list_and_replay_the_compiled_numbers(cfg, kind)
         assert t.document_loss.model_steps == 0
 
 
+@pytest.mark.parametrize("cfg,kind", CASES)
+def test_every_head_shares_the_last_heads_list_where_it_runs_across_positions(cfg, kind):
+    """The last head's output is its level's top, run first with the other
+    positions' (paired.c); it leads the shared list too, all heads as one
+    vector: every head of every position is counted, not all but the last."""
+    docs = docs_of(11, 13, cfg["block_size"], 4)
+    t = trainer("replay", docs=docs, **cfg)
+    t.train_step()
+    c = t.document_loss.tape.counts(t.document_loss.tape.n_pos)
+    assert c["vectors_paired"] > 0
+    assert c["vectors_shared_list"] == cfg["n_head"] * cfg["n_layer"] * t.document_loss.tape.n_pos
+
+
+@pytest.mark.parametrize("cfg,kind", CASES)
+def test_a_positions_heads_queries_and_keys_run_side_by_side_and_replay_the_compiled_numbers(cfg, kind):
+    """A position's heads' queries (and keys) are consecutive backward entries,
+    each its own list, their parents at the same positions: summed in one
+    pass (matrix.c short16xN with own lists). Every one of them but the last
+    position's keys (one pull each, grouped otherwise)."""
+    docs = docs_of(11, 13, cfg["block_size"], 4)
+    t = trainer("replay", docs=docs, **cfg)
+    t.train_step()
+    n = t.document_loss.tape.n_pos
+    assert t.document_loss.tape.counts(n)["vectors_side_by_side"] == cfg["n_head"] * cfg["n_layer"] * (2 * n - 1)
+    (got, _), (want, _) = run("replay", cfg, docs, 3, kind), run("compiled", cfg, docs, 3, kind)
+    assert got == want
+
+
 @pytest.mark.parametrize("cfg", [dict(n_layer=2, n_embd=24, n_head=3, block_size=6),
                                  dict(n_layer=1, n_embd=60, n_head=3, block_size=5)])
 def test_heads_not_16_or_32_wide_share_nothing(cfg):

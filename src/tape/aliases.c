@@ -27,6 +27,7 @@ static int new_column(tape_t *t, int32_t **column, int shifted, const int64_t *f
     }
     free(old);
     *column = col;
+    if (column != &t->pull_block) huge_pages(col, (size_t)start[nb] * sizeof *col);  /* (the block column: mostly untouched) */
     return 0;
 }
 
@@ -109,11 +110,35 @@ done:
  * are its parents too), nothing between reads their gradients (a reader runs
  * after what it reads), and each gradient is the same sum in the same order.
  * All in one position's piece of a level (levels.c runs a piece's entries in
- * order; a piece's top vector may run apart: paired.c). 0, or -1 out of memory. */
-enum { SHARE_MAX = 4 };
+ * order); the lead may be the piece's top, which may run apart (paired.c, a
+ * level's first vectors across positions), if the heads' weights are one
+ * row's consecutive columns: paired.c then runs all the heads as one vector.
+ * 0, or -1 out of memory. */
+/* Entry b's place in share_b, or -1. (A level's piece meets its entries in
+ * share_b's order: the place after the last one found is tried first.) */
+int32_t share_index(tape_t *t, int32_t b) {
+    int32_t lo = 0, hi = t->n_share, h = t->share_hint;
+    if (h < hi && t->share_b[h] == b) lo = h, hi = h + 1;
+    while (lo < hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (t->share_b[mid] == b) {
+            t->share_hint = mid + 1;
+            return mid;
+        }
+        if (t->share_b[mid] > b) lo = mid + 1; else hi = mid;
+    }
+    return -1;
+}
 static int short_vector(const tape_t *t, int32_t b) {
     int32_t lanes = t->bwd_lanes[b];
     return t->bwd_group[b] == 3 && (lanes == 16 || lanes == 32) && t->bwd_kind[b] != K_ROTATE;
+}
+/* Entry b's weights those of lead's list, d lanes before (the heads' columns of one row). */
+static int weights_before(const tape_t *t, int32_t lead, int32_t b, int32_t d) {
+    const int32_t *a = t->pull_src + t->pull_start[lead], *c = t->pull_src + t->pull_start[b];
+    for (int64_t k = 0; k < pull_count(t, lead); ++k)
+        if (c[k] != a[k] - d) return 0;
+    return 1;
 }
 static int same_list(const tape_t *t, int32_t a, int32_t b) {
     int64_t ka = t->pull_start[a], kb = t->pull_start[b], n = t->pull_start[a + 1] - ka;
@@ -122,6 +147,55 @@ static int same_list(const tape_t *t, int32_t a, int32_t b) {
         if (t->bwd[b - i] != t->bwd[b] - i) return 0;
     return memcmp(t->pull_parent + ka, t->pull_parent + kb, (size_t)n * sizeof *t->pull_parent) == 0;
 }
+/* Short vectors b and m (of chain, the k before m) summed at once, each its
+ * own list: as long, parents at the same positions pull by pull (a parent
+ * past a replay's end is past it in all), and no parent of one a node of another. */
+static int alongside(const tape_t *t, const int32_t *chain, int32_t k, int32_t m) {
+    int64_t n = pull_count(t, chain[0]), km = t->pull_start[m], lanes = t->bwd_lanes[m];
+    if (t->bwd_lanes[chain[0]] != lanes || pull_count(t, m) != n) return 0;
+    for (int64_t i = 0; i < n; ++i)
+        if (t->pos[t->pull_parent[km + i]] != t->pos[t->pull_parent[t->pull_start[chain[0]] + i]]) return 0;
+    for (int32_t j = 0; j < k; ++j) {
+        int32_t c = chain[j], lo = t->bwd[c] - (int32_t)lanes + 1, mlo = t->bwd[m] - (int32_t)lanes + 1;
+        for (int64_t i = 0; i < n; ++i) {
+            int32_t qc = t->pull_parent[t->pull_start[c] + i], qm = t->pull_parent[km + i];
+            if ((qc >= mlo && qc <= t->bwd[m]) || (qm >= lo && qm <= t->bwd[c])) return 0;
+        }
+    }
+    return 1;
+}
+
+/* The chain of short vectors from lead b sharing its list (heads' outputs):
+ * their number (1: none). */
+static int32_t heads_chain(const tape_t *t, int32_t b, const int32_t *top_of, const uint8_t *edge, int32_t *chain) {
+    int32_t k = 1, lanes = t->bwd_lanes[b];
+    while (k < SHARE_MAX) {
+        int32_t first = t->bwd[chain[k - 1] - lanes + 1], m = first > 0 ? top_of[first - 1] : -1;
+        if (m < 0 || m >= chain[k - 1] || !same_list(t, b, m)) break;
+        chain[k++] = m;
+    }
+    int whole = 1;  /* the heads' weights one row's consecutive columns: one vector of k lanes wide */
+    for (int32_t j = 1; j < k; ++j) whole &= weights_before(t, b, chain[j], j * lanes);
+    for (int32_t e = chain[k - 1]; k >= 2 && e <= b; ++e)
+        if (edge[e] && (e < b || !whole)) k = 1;
+    return k;
+}
+
+/* ... or of consecutive entries from b down, each its own list (a head's
+ * queries, or keys, at one position). */
+static int32_t own_chain(const tape_t *t, int32_t b, const int32_t *top_of, const uint8_t *edge, int32_t *chain) {
+    int32_t k = 1, lanes = t->bwd_lanes[b];
+    while (k < SHARE_MAX) {
+        int32_t m = chain[k - 1] - lanes;
+        if (m < 0 || !short_vector(t, m) || top_of[t->bwd[m]] != m || !same_list(t, m, m) || !alongside(t, chain, k, m))
+            break;
+        chain[k++] = m;
+    }
+    for (int32_t e = chain[k - 1]; k >= 2 && e <= b; ++e)
+        if (edge[e]) k = 1;
+    return k;
+}
+
 int share_plan(tape_t *t) {
     int32_t nb = t->bwd_end[t->n_pos - 1], nn = 0, nl = t->n_levels;
     for (int32_t b = 0; b < nb; ++b) nn = t->bwd[b] >= nn ? t->bwd[b] + 1 : nn;
@@ -135,23 +209,19 @@ int share_plan(tape_t *t) {
         if (t->bwd_level_at[i] > 0) edge[t->bwd_level_at[i] - 1] = 1;
     for (int32_t b = nb - 1; b >= 0; --b) {
         if (!short_vector(t, b) || top_of[t->bwd[b]] != b || !same_list(t, b, b)) continue;
-        int32_t chain[SHARE_MAX] = {b}, k = 1, lanes = t->bwd_lanes[b];
-        while (k < SHARE_MAX) {
-            int32_t first = t->bwd[chain[k - 1] - lanes + 1], m = first > 0 ? top_of[first - 1] : -1;
-            if (m < 0 || m >= chain[k - 1] || !same_list(t, b, m)) break;
-            chain[k++] = m;
-        }
-        for (int32_t e = chain[k - 1]; k >= 2 && e <= b; ++e)
-            if (edge[e]) k = 0;
-        if (k < 2) continue;
-        for (int32_t j = 0; j < k; ++j) {
+        int32_t chain[SHARE_MAX] = {b}, k = heads_chain(t, b, top_of, edge, chain), own = k < 2;
+        if (own) k = own_chain(t, b, top_of, edge, chain);
+        for (int32_t j = 0; j < k && k >= 2; ++j) {
             top_of[t->bwd[chain[j]]] = -1;  /* (taken) */
             sb[n] = chain[j];
-            sn[n++] = j == 0 ? k : 0;
+            sn[n++] = j > 0 ? 0 : own ? -k : k;
         }
     }
+    for (int32_t i = 1; i < n; ++i)  /* (descending, for share_index: else nothing shares) */
+        if (sb[i] >= sb[i - 1]) n = 0;
     free(top_of); free(edge);
     t->share_b = sb; t->share_n = sn; t->n_share = n;
+    paired_shares(t);
     return 0;
 fail:
     free(top_of); free(edge); free(sb); free(sn);

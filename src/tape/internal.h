@@ -20,7 +20,7 @@
  *   panels.c    a level's matrices over every position at once, lanes across positions
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
- *                  vectors read by one matrix, their gradients at once
+ *                  vectors read by one matrix, their gradients at once (paired_plan.c: which)
  *   params.c    the parameters' numbers in and out of the arena
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
  *                attention_plan.c  such rows found and checked; attention.h  what the two share
@@ -241,8 +241,12 @@ struct tape {
     int32_t n_used;         /* positions of the last forward */
     int64_t short_vectors;  /* vectors the backwards so far summed in one pass over their lists (matrix.c) */
     int64_t vectors_shared_list;  /* ... of those, summed beside another vector over one list (matrix.c) */
-    int32_t n_share;        /* share_b, share_n: short vectors sharing one list (aliases.c share_plan); share_b
-                             * descending, a lead (share_n its count, 2 to 4) then its others (share_n 0) */
+    int64_t vectors_side_by_side;  /* ... beside others, each its own list (matrix.c) */
+    int32_t n_share;        /* share_b, share_n: short vectors summed together (aliases.c share_plan); share_b
+                             * descending, a lead (share_n its count, 2 to 4: one list, the lead's; -4 to -2:
+                             * each its own, the lead's consecutive entries from it down) then its others
+                             * (share_n 0) */
+    int32_t share_hint;     /* where share_index looks first: the place after the last it found */
     int32_t *share_b, *share_n;
     int64_t blocks_paired;  /* row blocks the last backward ran two at once (weight_grads.c) */
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
@@ -262,9 +266,9 @@ struct tape {
     int32_t n_strided_pulls; /* ... and backward groups of four strided lists (bwd_group 6) */
     struct strided_pulls *strided_pulls;
     int32_t *first_lanes;   /* paired.c: N L, position p's level s ends with a vector read by a
-                             * matrix's rows, run first: its lanes (0: none); then N L more: its
-                             * list's step where it is read without indices (0: it is not) */
-    uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows) */
+                             * matrix's rows, run first: its lanes (0: none) */
+    uint8_t *paired;        /* ... and it is run with position p - 1's (the same rows); 3: and its
+                             * parents are p - 1's, shifted by one constant */
     struct first_group *first_groups;  /* ... N L: where each such group's list and nodes are */
     struct prog *prog;      /* program.c: level s of position p's work but its matrices, records
                              * [prog_at[s N + p], .. + 1) (NULL: no program, the instructions) */
@@ -304,13 +308,19 @@ void lane_step(const tape_t *t, int32_t b, bwd_step_t *s);  /* pull_lanes.c: a r
 void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end);
 void step_counts(const tape_t *t, int32_t n, int64_t *steps, int64_t *stepped);  /* positions [0, n) */
 
+#define SHARE_MAX 4  /* short vectors summed together at most (aliases.c share_plan) */
+
 /* Where a level's first group (paired.c) is, found once (a backward reads it
  * a step, and the tape's lists are far apart in memory): its top entry, its
- * list's start and length, first parent and first source, and its entries' nodes where
- * they are consecutive (node0 + i for lane i), else -1. */
+ * list's start and length, first parent and first source, its list's step where it is
+ * read without indices (0: it is not), and its entries' nodes where
+ * they are consecutive (node0 + i for lane i), else -1. Where it leads a shared list
+ * (share >= 0, its place in share_b), its lanes are all the heads' (lanes: the
+ * whole width, share_n heads, the first head's lanes first, head h's nodes
+ * head[h] + i). */
 typedef struct first_group {
     int64_t k0;
-    int32_t b, count, parent0, src0, node0;
+    int32_t b, count, parent0, src0, step, node0, lanes, share, head[SHARE_MAX];
 } first_group_t;
 
 /* One slot of an elementwise run's pattern (elementwise.c): its node and operands at
@@ -341,6 +351,12 @@ typedef enum { F_ADD, F_MUL, F_ONE_CHILD, F_DOT, F_DERIVED, F_COPY, F_DOT4, F_MV
 #define SIDE 4
 #define MAX_LANES 1024  /* the longest vector summed as a run, or read by a matrix's rows (its
                          * sums, or a gathered copy of it, live on the stack) */
+
+/* Position p's first group at level s: level by level, a level's positions
+ * side by side (the backward reads several positions' of one level at once). */
+static inline first_group_t *group_at(const tape_t *t, int32_t p, int32_t s) {
+    return t->first_groups + (int64_t)s * t->n_pos + p;
+}
 
 /* A compact chain whose list is a row (arena.h TAG_ROW_DOT): w0, x0, x1, ...,
  * its weights the consecutive parameters w0, w0 + 1, ...: the tape's own op
@@ -457,6 +473,8 @@ int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const 
 int grads_finite(const double *g, int64_t n);
 void single_plan(tape_t *t);  /* singles.c */
 int share_plan(tape_t *t);  /* aliases.c */
+int32_t share_index(tape_t *t, int32_t b);  /* b's place in share_b, or -1 */
+void paired_shares(tape_t *t);  /* paired.c: first groups that lead shared lists, all their heads' lanes */
 int32_t single_grads(tape_t *t, int32_t b, int32_t n, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);
@@ -498,7 +516,13 @@ static inline void free_child(tape_t *t) {
  * zeros after (rows nothing reads again: a consumed recording's). Elsewhere
  * than Linux, nothing. (tape.c) */
 void discard_pages(void *p, size_t bytes);
-void advise_huge_pages(void *p, size_t bytes);  /* (tape.c) the values' and gradients' arrays */
+
+/* [p, p + bytes) in huge pages (Linux's transparent ones, where they are given
+ * on request): for what a replay reads all over every step (the nodes' values
+ * and gradients, the pull lists), where with small pages nearly every new
+ * place read costs a walk of the page tables (a 4/64/64 step: 12.6 MB of
+ * values, 6.3 of gradients, 11.7 of lists). Elsewhere than Linux, nothing. (tape.c) */
+void huge_pages(void *p, size_t bytes);
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the

@@ -269,6 +269,12 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
     int32_t nl = t->n_levels;
     for (int32_t s = nl - 1; s >= 0; --s) {
         for (int32_t p = n - 1; p >= 0 && t->first_lanes != NULL; --p) {  /* the vectors first (paired.c) */
+            if (p >= 16) {  /* (the positions' entries are far apart, and gone from the caches since
+                             * the last level: asked for well before) */
+                __builtin_prefetch(t->first_lanes + (int64_t)(p - 16) * nl + s);
+                __builtin_prefetch(t->paired + (int64_t)(p - 16) * nl + s);
+                __builtin_prefetch(t->bwd_level_at + (int64_t)(p - 16) * (nl + 1) + s);
+            }
             int32_t lanes = t->first_lanes[(int64_t)p * nl + s], b = t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1;
             int k = paired_width(t, p, s);  /* positions p, p - 1, ... reading one matrix's rows alike */
             if (k > 1) {
@@ -278,6 +284,7 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
         }
         for (int32_t p = n - 1; p >= 0; --p) {
             const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1) + s;
+            if (p >= 4) __builtin_prefetch(ap - 4 * (nl + 1));  /* (as above) */
             run(t, ap[1] - (t->first_lanes != NULL ? t->first_lanes[(int64_t)p * nl + s] : 0), ap[0], arg);
         }
     }

@@ -190,28 +190,29 @@ static void add_rows(tape_t *t, double *acc, int32_t lanes, int64_t k0, int64_t 
 
 /* N short vectors' gradients (16 or 32 lanes: an attention head's query or
  * key, read by one head's logits; or heads' outputs whose lists have the same
- * parents in the same order, aliases.c share_plan) in one pass over the
- * list, R registers of W lanes a vector: each row's weights (each vector's
- * its own, src[j]) times its sum's gradient, read once for all N, added as
- * the list gives them (a parent past end adds nothing), each lane the same
- * sum as alone; add_rows's sums, without its copies of the list, which would
- * cost more than the sums at this width. */
+ * parents in the same order, aliases.c share_plan; or a head's queries, or
+ * keys, at one position, each its own list, their parents at the same
+ * positions pull by pull) in one pass over the lists, R registers of W lanes
+ * a vector: each row's weights (each vector's its own, src[j]) times its
+ * sum's gradient (pp[j]), added as the lists give them (a parent past end
+ * adds nothing: past it in all N, share_plan), each lane the same sum as
+ * alone; add_rows's sums, without its copies of the list, which would cost
+ * more than the sums at this width. */
 #define SHORT_BODY(V, LOAD, STORE, W, R, N)                                       \
     V a[N][R];                                                                    \
     for (int j = 0; j < N; ++j)                                                   \
         for (int u = 0; u < R; ++u) a[j][u] = (V){0.0};                           \
     for (int64_t k = 0; k < count; ++k) {                                         \
-        int32_t q = pp[k];                                                        \
-        if (q >= end) continue;                                                   \
-        double gq = g[q];                                                         \
+        if (pp[0][k] >= end) continue;                                            \
         for (int j = 0; j < N; ++j) {                                             \
+            double gq = g[pp[j][k]];                                              \
             const double *w = x + src[j][k] - (R * W - 1);                        \
             for (int u = 0; u < R; ++u) a[j][u] = a[j][u] + LOAD(w + W * u) * gq; \
         }                                                                         \
     }                                                                             \
     for (int j = 0; j < N; ++j)                                                   \
         for (int u = 0; u < R; ++u) STORE(acc[j] + W * u, a[j][u]);
-#define SHORT_ARGS double *const *acc, const double *x, const double *g, const int32_t *pp, \
+#define SHORT_ARGS double *const *acc, const double *x, const double *g, const int32_t *const *pp, \
                    const int32_t *const *src, int64_t count, int32_t end
 #define SHORT_KERNELS(N)                                                            \
     KERNELS(short16x##N, (SHORT_ARGS), SHORT_BODY(v4, load4, store4, 4, 4, N))      \
@@ -225,7 +226,7 @@ SHORT_KERNELS(4)
 
 /* The kernel for n (1 to 4) short vectors of `lanes` (16 or 32) side by side. */
 static void short_grads(int32_t lanes, int32_t n, double *const *acc, const double *x, const double *g,
-                        const int32_t *pp, const int32_t *const *src, int64_t count, int32_t end) {
+                        const int32_t *const *pp, const int32_t *const *src, int64_t count, int32_t end) {
     void (*const by16[])(SHORT_ARGS) = {KERNEL_WIDE(short16x1), KERNEL_WIDE(short16x2),
                                         KERNEL_WIDE(short16x3), KERNEL_WIDE(short16x4)};
     void (*const by32[])(SHORT_ARGS) = {KERNEL_WIDE(short32x1), KERNEL_WIDE(short32x2),
@@ -233,36 +234,26 @@ static void short_grads(int32_t lanes, int32_t n, double *const *acc, const doub
     (lanes == 16 ? by16 : by32)[n - 1](acc, x, g, pp, src, count, end);
 }
 
-/* Entry b's place in share_b (descending), or -1. */
-static int32_t shared_at(const tape_t *t, int32_t b) {
-    int32_t lo = 0, hi = t->n_share;
-    while (lo < hi) {
-        int32_t mid = (lo + hi) / 2;
-        if (t->share_b[mid] == b) return mid;
-        if (t->share_b[mid] > b) lo = mid + 1; else hi = mid;
-    }
-    return -1;
-}
-
 /* Short vector b, when share_plan put it with others: the lead sums them all,
  * the others nothing (done). 1 if so, 0 if b is on its own. */
 static int shared_grads(tape_t *t, int32_t b, int32_t lanes, int32_t end) {
-    int32_t at = t->n_share > 0 ? shared_at(t, b) : -1;
+    int32_t at = t->n_share > 0 ? share_index(t, b) : -1;
     if (at < 0) return 0;
-    int32_t n = t->share_n[at];
+    int32_t n = t->share_n[at], own = n < 0;  /* (own: each its own list, consecutive entries) */
     if (n == 0) return 1;
-    double acc[4][32], *accs[4];
-    const int32_t *src[4];
+    n = own ? -n : n;
+    double *accs[SHARE_MAX];  /* (each vector's nodes consecutive, none a parent of another's: share_plan) */
+    const int32_t *src[SHARE_MAX], *pp[SHARE_MAX];
     for (int32_t j = 0; j < n; ++j) {
-        accs[j] = acc[j];
-        src[j] = t->pull_src + t->pull_start[t->share_b[at + j]];
+        int32_t e = own ? b - j * lanes : t->share_b[at + j];
+        accs[j] = t->grad + t->bwd[e] - (lanes - 1);
+        src[j] = t->pull_src + t->pull_start[e];
+        pp[j] = t->pull_parent + t->pull_start[own ? e : b];
     }
-    int64_t k0 = t->pull_start[b];
-    short_grads(lanes, n, accs, t->x, t->grad, t->pull_parent + k0, src, pull_count(t, b), end);
-    for (int32_t j = 0; j < n; ++j)
-        for (int32_t i = 0; i < lanes; ++i) t->grad[t->bwd[t->share_b[at + j] - (lanes - 1 - i)]] = acc[j][i];
+    short_grads(lanes, n, accs, t->x, t->grad, pp, src, pull_count(t, b), end);
     t->short_vectors += n;
-    t->vectors_shared_list += n;
+    t->vectors_shared_list += own ? 0 : n;
+    t->vectors_side_by_side += own ? n : 0;
     return 1;
 }
 
@@ -274,8 +265,8 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
     if (tgt < 0 && (lanes == 16 || lanes == 32) && shared_grads(t, b, lanes, end)) return;
     if (tgt < 0 && (lanes == 16 || lanes == 32)) {
         double *accs[1] = {acc};
-        const int32_t *src[1] = {t->pull_src + k0};
-        short_grads(lanes, 1, accs, t->x, t->grad, t->pull_parent + k0, src, k1 - k0, end);
+        const int32_t *src[1] = {t->pull_src + k0}, *pp[1] = {t->pull_parent + k0};
+        short_grads(lanes, 1, accs, t->x, t->grad, pp, src, k1 - k0, end);
         ++t->short_vectors;
     } else {
         for (int32_t i = 0; i < lanes; ++i) acc[i] = 0.0;

@@ -55,86 +55,6 @@ KERNELS(paired, (PAIRED_ARGS), PAIRED_BODY)
     if (i < lanes) paired_avx2(ap, aq, x, wofs, gtp, gtq, rows, lanes, i);
 WIDE(paired, (PAIRED_ARGS), PAIRED8_BODY)
 
-/* The group that position p's level s ends with, if it may run first (its
- * lanes; 0 if not): a matrix-row group, not a rotating one, every parent
- * made at a later level (lvl) at p. */
-static int32_t first_group(const tape_t *t, int32_t p, int32_t s, const int32_t *lvl) {
-    const int32_t *ap = t->bwd_level_at + (int64_t)p * (t->n_levels + 1) + s;
-    int32_t b = ap[1] - 1;
-    if (b < ap[0] || b < SIDE - 1 || (t->bwd_group[b] != 2 && t->bwd_group[b] != 3) || t->bwd_kind[b] == K_ROTATE)
-        return 0;
-    int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
-    if (b - (lanes - 1) < ap[0]) return 0;
-    for (int64_t k = t->pull_start[b]; k < t->pull_start[b + 1]; ++k) {
-        int32_t q = t->pull_parent[k];
-        if (lvl[q] <= s || t->pos[q] != p) return 0;
-    }
-    return lanes;
-}
-
-/* Position p's first group at level s, found once (internal.h first_group_t). */
-static first_group_t first_record(const tape_t *t, int32_t b, int32_t lanes) {
-    first_group_t f = {t->pull_start[b], b, (int32_t)pull_count(t, b), 0, 0, t->bwd[b - (lanes - 1)]};
-    f.parent0 = t->pull_parent[f.k0];
-    f.src0 = t->pull_src[f.k0];
-    for (int32_t i = 0; i < lanes; ++i)
-        if (t->bwd[b - (lanes - 1 - i)] != f.node0 + i) f.node0 = -1;
-    return f;
-}
-
-/* Do positions p and p - 1's first groups read the same weights, in the same order? */
-static int same_rows(const tape_t *t, int32_t bp, int32_t bq) {
-    int64_t kp = t->pull_start[bp], kq = t->pull_start[bq], count = t->pull_start[bp + 1] - kp;
-    if (t->pull_start[bq + 1] - kq != count) return 0;
-    return memcmp(t->pull_src + kp, t->pull_src + kq, (size_t)count * sizeof *t->pull_src) == 0;
-}
-
-/* Position p's first group's list at level s, if its parents are consecutive
- * nodes last first (its rows' sums) and its sources (the rows' weights) step
- * by a constant: the step (the list is then read without its indices); else 0. */
-static int32_t list_step(const tape_t *t, int32_t p, int32_t s) {
-    int32_t b = t->bwd_level_at[(int64_t)p * (t->n_levels + 1) + s + 1] - 1;
-    int64_t k0 = t->pull_start[b], count = t->pull_start[b + 1] - k0;
-    const int32_t *pp = t->pull_parent + k0, *src = t->pull_src + k0;
-    int32_t step = count > 1 ? src[1] - src[0] : 0;
-    for (int64_t j = 0; j < count && step != 0; ++j)
-        if (pp[j] != pp[0] - j || src[j] != src[0] + j * (int64_t)step) step = 0;
-    return step;
-}
-
-int paired_plan(tape_t *t) {
-    int32_t nl = t->n_levels, N = t->n_pos;
-    if (t->bwd_level_at == NULL || t->level_at == NULL) return 0;
-    int32_t *lvl = NULL;
-    if (!NEW(lvl, t->n_nodes) || !NEW(t->first_lanes, 2 * (int64_t)N * nl) || !NEW(t->paired, (int64_t)N * nl)
-        || !NEW(t->first_groups, (int64_t)N * nl)) {
-        free(lvl);
-        return -1;
-    }
-    for (int32_t L = 0; L < t->n_nodes; ++L) lvl[L] = INT32_MAX;  /* (no instruction makes it: never a level's) */
-    for (int32_t p = 0; p < N; ++p)
-        for (int32_t s = 0; s < nl; ++s)
-            for (int64_t i = t->level_at[p * (nl + 1) + s]; i < t->level_at[p * (nl + 1) + s + 1]; ++i)
-                lvl[t->fwd[i]] = s;
-    for (int32_t p = 0; p < N; ++p)
-        for (int32_t s = 0; s < nl; ++s) {
-            t->first_lanes[(int64_t)p * nl + s] = first_group(t, p, s, lvl);
-            int32_t lanes = t->first_lanes[(int64_t)p * nl + s];
-            if (lanes == 0) continue;
-            t->first_lanes[((int64_t)N + p) * nl + s] = list_step(t, p, s);
-            t->first_groups[(int64_t)p * nl + s] = first_record(t, t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1, lanes);
-        }
-    for (int32_t p = 1; p < N; ++p)
-        for (int32_t s = 0; s < nl; ++s) {
-            int32_t lp = t->first_lanes[(int64_t)p * nl + s], lq = t->first_lanes[(int64_t)(p - 1) * nl + s];
-            int32_t bp = t->bwd_level_at[(int64_t)p * (nl + 1) + s + 1] - 1;
-            int32_t bq = t->bwd_level_at[(int64_t)(p - 1) * (nl + 1) + s + 1] - 1;
-            t->paired[(int64_t)p * nl + s] = lp > 0 && lp == lq && same_rows(t, bp, bq);
-        }
-    free(lvl);
-    return 0;
-}
-
 /* Four positions' sums at once, likewise: eight lanes a step, the weights loaded once for four. */
 #define CHUNK 256
 #define QUAD_BODY                                                                   \
@@ -167,7 +87,10 @@ KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
 
 /* ... and with eight lanes a register (AVX-512): sixteen lanes a step for M
  * positions at once (their sums acc[0 .. M - 1], gradients gt[0 .. M - 1]),
- * each sixteen-lane chunk of a row's weights loaded once for all M. */
+ * each sixteen-lane chunk of a row's weights loaded once for all M; the
+ * row's next chunk asked for meanwhile (the rows are a row's width apart,
+ * too far for the hardware to see: 6/128/128 backward median 26.3 against
+ * 27.5 ms, one process alternating). */
 #define SIXTEEN_LANES(M)                                                            \
     int32_t i = 0;                                                                  \
     for (; i + 16 <= lanes; i += 16) {                                              \
@@ -175,6 +98,7 @@ KERNELS(quad, (QUAD_ARGS), QUAD_BODY)
         for (int m = 0; m < M; ++m) { a[m][0] = load8(acc[m] + i); a[m][1] = load8(acc[m] + i + 8); } \
         for (int32_t r = 0; r < rows; ++r) {                                        \
             const double *w = x + wofs[r] + i;                                      \
+            if (i + 32 <= lanes) { __builtin_prefetch(w + 16); __builtin_prefetch(w + 24); } \
             v8 w0 = load8(w), w1 = load8(w + 8);                                    \
             for (int m = 0; m < M; ++m) {                                           \
                 a[m][0] = a[m][0] + w0 * gt[m][r];                                  \
@@ -220,28 +144,36 @@ int paired_width(const tape_t *t, int32_t p, int32_t s) {
  * (paired): summed into their gradients in place where each group's entries
  * are consecutive nodes, else in acc and copied. */
 void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
-    int32_t nl = t->n_levels, lanes = t->first_lanes[(int64_t)p * nl + s];
+    int32_t nl = t->n_levels, lanes = group_at(t, p, s)->lanes;
     double buf[8][MAX_LANES], gt[8][CHUNK], *acc[8];
     int32_t wofs[CHUNK];
     void (*eight)(QUAD_ARGS) = EIGHT_POSITIONS;  /* (k is 8 only where it is built: paired_width) */
-    const first_group_t *f = t->first_groups + (int64_t)p * nl + s, *fm[8];
+    const first_group_t *f = group_at(t, p, s), *fm[8];
     for (int m = 0; m < k; ++m) {
-        fm[m] = f - (int64_t)m * nl;
+        fm[m] = f - m;
         acc[m] = fm[m]->node0 >= 0 ? t->grad + fm[m]->node0 : buf[m];
         for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
     }
     int64_t count = f->count;
-    const int32_t *step = t->first_lanes + (int64_t)t->n_pos * nl + s;  /* (by position, nl apart) */
-    int steps = 1;  /* every list read from its first pull and the step (list_step) */
-    for (int m = 0; m < k; ++m) steps &= step[(int64_t)(p - m) * nl] != 0;
-    int32_t s0 = f->src0, ds = step[(int64_t)p * nl];
+    int steps = 1, shifted = 1;  /* every list read from its first pull and the step (list_step); or
+                                  * the first's parents read, the others' a constant from them */
+    for (int m = 0; m < k; ++m) steps &= fm[m]->step != 0;
+    for (int m = 1; m < k; ++m) shifted &= t->paired[(int64_t)(p - m + 1) * nl + s] == 3;
+    int32_t off[8];
+    for (int m = 0; m < k; ++m) off[m] = fm[m]->parent0 - f->parent0;
+    int32_t s0 = f->src0, ds = f->step;
     for (int64_t j = 0; j < count;) {  /* (every parent is at its own position: before end) */
         int32_t rows = 0;
         for (; j < count && rows < CHUNK && steps; ++j, ++rows) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[fm[m]->parent0 - j];
             wofs[rows] = s0 + (int32_t)j * ds - (lanes - 1);
         }
-        for (; j < count && rows < CHUNK && !steps; ++j, ++rows) {
+        for (; j < count && rows < CHUNK && !steps && shifted; ++j, ++rows) {
+            const double *g = t->grad + t->pull_parent[f->k0 + j];
+            for (int m = 0; m < k; ++m) gt[m][rows] = g[off[m]];
+            wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
+        }
+        for (; j < count && rows < CHUNK && !steps && !shifted; ++j, ++rows) {
             for (int m = 0; m < k; ++m) gt[m][rows] = t->grad[t->pull_parent[fm[m]->k0 + j]];
             wofs[rows] = t->pull_src[f->k0 + j] - (lanes - 1);
         }
@@ -249,6 +181,13 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
         else if (k == 4) KERNEL_WIDE(quad)(acc, t->x, wofs, (const double (*)[CHUNK])gt, rows, lanes, 0);
         else KERNEL_WIDE(paired)(acc[0], acc[1], t->x, wofs, gt[0], gt[1], rows, lanes, 0);
     }
-    for (int m = 0; m < k; ++m)
-        for (int32_t i = 0; i < lanes && acc[m] == buf[m]; ++i) t->grad[t->bwd[fm[m]->b - (lanes - 1 - i)]] = acc[m][i];
+    for (int m = 0; m < k; ++m) {  /* (each head's lanes to its nodes) */
+        int32_t heads = fm[m]->share >= 0 ? t->share_n[fm[m]->share] : 1, w = lanes / heads;
+        for (int32_t h = 0; h < heads && acc[m] == buf[m] && heads > 1; ++h)
+            memcpy(t->grad + fm[m]->head[h], acc[m] + h * w, (size_t)w * sizeof **acc);
+        for (int32_t i = 0; i < lanes && acc[m] == buf[m] && heads == 1; ++i)
+            t->grad[t->bwd[fm[m]->b - (lanes - 1 - i)]] = acc[m][i];
+        t->short_vectors += heads > 1 ? heads : 0;
+        t->vectors_shared_list += heads > 1 ? heads : 0;
+    }
 }

@@ -1,6 +1,6 @@
 /* tape.c: a tape's sizes, counts and accessors, and freeing it (and memory
- * given back to the system while it is built). */
-#define _DEFAULT_SOURCE  /* madvise (discard_pages), hidden by -std=c99 */
+ * given back to the system while it is built, or asked for in huge pages). */
+#define _DEFAULT_SOURCE  /* madvise (discard_pages, huge_pages), hidden by -std=c99 */
 #include "internal.h"
 #include "lanes.h"
 
@@ -9,31 +9,35 @@
 #include <unistd.h>
 #endif
 
-void discard_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_DONTNEED)
+/* madvise over the whole pages inside [p, p + bytes) (advice -1: none here). */
+static void advise(void *p, size_t bytes, int advice) {
+#if defined(__linux__)
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) / page * page;
     uintptr_t hi = ((uintptr_t)p + bytes) / page * page;
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    if (hi > lo && advice >= 0) madvise((void *)lo, hi - lo, advice);
 #else
-    (void)p; (void)bytes;
+    (void)p; (void)bytes; (void)advice;
 #endif
 }
 
-/* Ask for the whole 2 MiB pages inside [p, p + bytes) to be huge pages where
- * the system gives them on request (transparent huge pages, "madvise"): a
- * step's kernels read every position's nodes, far apart, and with 4 KiB
- * pages each such read is a page of its own for the processor's address
- * cache (TLB). Memory not touched yet (calloc's fresh pages). Elsewhere than
- * Linux, nothing. */
-void advise_huge_pages(void *p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) / huge * huge;
-    uintptr_t hi = ((uintptr_t)p + bytes) / huge * huge;
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#if defined(__linux__) && defined(MADV_DONTNEED)
+void discard_pages(void *p, size_t bytes) { advise(p, bytes, MADV_DONTNEED); }
 #else
-    (void)p; (void)bytes;
+void discard_pages(void *p, size_t bytes) { advise(p, bytes, -1); }
 #endif
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  /* (Linux 6.1 on; an older kernel refuses it, and nothing changes) */
+#endif
+/* Pages touched from now on huge (MADV_HUGEPAGE), and those already there
+ * gathered into huge ones now (MADV_COLLAPSE; a range never touched is refused). */
+void huge_pages(void *p, size_t bytes) {
+    advise(p, bytes, MADV_HUGEPAGE);
+    advise(p, bytes, MADV_COLLAPSE);
 }
+#else
+void huge_pages(void *p, size_t bytes) { advise(p, bytes, -1); }
+#endif
 
 void tape_free(tape_t *t) {
     if (t == NULL) return;
@@ -110,7 +114,7 @@ size_t tape_bytes(const tape_t *t) {
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
         + program_bytes(t) + panel_bytes(t) + attention_bytes(t) + step_bytes(t)  /* the vector instructions' records */
-        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
+        + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
 
@@ -207,6 +211,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.weight_blocks_paired = t->blocks_paired;
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
+    c.vectors_side_by_side = t->vectors_side_by_side;
     c.attention_rows = attention_count(t, n);
     step_counts(t, n, &c.backward_steps, &c.pulls_stepped);
     return c;

@@ -87,6 +87,8 @@ typedef struct {
     int64_t short_vectors;      /* vectors of 16 or 32 entries read by rows whose gradients the tape's
                                  * backwards so far summed in one pass over their lists (attention heads') */
     int64_t vectors_shared_list;  /* ... of those, summed with 1 to 3 others over one list (heads' outputs) */
+    int64_t vectors_side_by_side; /* ... summed with 1 to 3 others at once, each its own list (a position's
+                                 * heads' queries, or keys) */
     int64_t attention_rows;     /* heads' softmax rows whose backward runs whole (attention.c) */
     int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
                                  * values), run sixteen or more from one list (shifted.c) */
