@@ -23,7 +23,8 @@
  *                  vectors read by one matrix, their gradients at once
  *   params.c    the parameters' numbers in and out of the arena
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
- *                attention_plan.c  such rows found and checked; attention.h  what the two share
+ *                attention_plan.c  such rows found and checked; attention.h  what they share;
+ *                attention_values.c  the values' gradients summed as the rows run
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
  *   tape.c      sizes, counts, accessors, free
  *
@@ -443,6 +444,10 @@ int32_t attention_width(const tape_t *t, int32_t b);
 int32_t attention_count(const tape_t *t, int32_t n);
 size_t attention_bytes(const tape_t *t);
 void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
+/* attention_values.c: the values' runs whose sums the rows make (after shifted_runs) */
+int attention_values_plan(tape_t *t);  /* 0, or -1 out of memory */
+void attention_values(tape_t *t, const struct shift_run *s, const int32_t *dst);
+int64_t attention_values_count(const tape_t *t, int32_t b);  /* entries of such runs below b */
 void backward_tops(const tape_t *t, uint8_t *met);  /* met[b] = 1: the backward meets b as a top */
 void backward_range(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t *hi);  /* pull_lanes.c */
 int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */

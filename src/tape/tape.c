@@ -191,5 +191,6 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
     c.attention_rows = attention_count(t, n);
+    c.values_from_rows = attention_values_count(t, b);
     return c;
 }
