@@ -105,7 +105,7 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     const double *x = t->x;
     double *g = t->grad, *vt = a->vt + h->vt, gh[MAX_HD];
     const int32_t *nd = a->node + r->at, *dot = nd, *mul = nd + T, *ad = nd + 2 * T, *ex = nd + 3 * T;
-    const int32_t *sm = nd + 4 * T, *pw = nd + 5 * T, *w = nd + 6 * T;
+    const int32_t *sm = nd + 4 * T;
     /* every pow's value and local gradient are pow_0's (row_fits): asked for
      * first, as the lines far apart in memory they are */
     const double one = x[2 * (int64_t)n], scale = x[r->scale], pow_value = x[r->pw0], lg_pow = x[n + r->pw0];
@@ -124,13 +124,13 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     /* the weights and pows, and the total over its pows last to first; then each
      * key's sum (down the chain from the total), exp, add, mul and dot. An exp's
      * local gradient is its value; a weight's value is its exp's times its pow's
-     * (row_fits: a product), the same float as the forward's */
+     * (row_fits: a product), the same float as the forward's. The weights', pows'
+     * and sums' gradients are read by the row only (row_fits): kept in registers
+     * and gw, not written, but the first sum's */
     const double *gw = a->gw;
     double acc = 0.0, *wv = a->wv;
     for (int32_t k = T - 1; k >= 0; --k) {
         double e = x[ex[k]], gp = 0.0 + e * gw[k];
-        g[w[k]] = gw[k];
-        g[pw[k]] = gp;
         acc += lg_pow * gp;
         wv[k] = e * pow_value;
     }
@@ -138,7 +138,6 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     double sum = acc;
     for (int32_t k = T - 1; k >= 0; --k) {
         if (k < T - 1) sum = 0.0 + one * sum;  /* (the total's is acc) */
-        g[sm[k]] = sum;
         double e = (0.0 + pow_value * gw[k]) + one * sum;
         g[ex[k]] = e;
         double add = 0.0 + x[ex[k]] * e, m = 0.0 + one * add;
@@ -146,5 +145,6 @@ int32_t attention_grads(tape_t *t, int32_t b) {
         g[mul[k]] = m;
         g[dot[k]] = 0.0 + scale * m;
     }
+    g[sm[0]] = sum;
     return SLOTS * T;
 }

@@ -99,6 +99,14 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
     for (k = 0; k < T; ++k)
         if (t->op[ex[k]] != OP_EXP || t->op[pw[k]] != OP_POW || t->op[w[k]] != OP_MUL
             || memcmp(&t->operand[pw[k]], &t->operand[pw[0]], sizeof(double)) != 0) return 0;
+    /* nothing but the row reads its weights', pows' and sums' gradients (but
+     * the first sum's, whose other child is not known here): each is an
+     * operation, not a chain's top, whose children are all in the row (a
+     * weight multiplies its exp and pow, a pow has one, the total; a sum adds
+     * the one before and its exp). attention_grads writes none of them */
+    for (k = 0; k < T; ++k)
+        if (t->bwd_kind[entry_of(sc, w[k])] != K_OP || t->bwd_kind[entry_of(sc, pw[k])] != K_OP
+            || (k > 0 && (t->op[sm[k]] != OP_ADD || t->bwd_kind[entry_of(sc, sm[k])] != K_OP))) return 0;
     int32_t total = entry_of(sc, sm[T - 1]);  /* the pows, last to first (the total is their one child) */
     int64_t kt = total >= 0 ? t->pull_start[total] : 0;
     if (total < 0 || pull_count(t, total) != T || (t->bwd_kind[total] != K_OP && t->bwd_kind[total] != K_DOT)) return 0;
