@@ -100,11 +100,37 @@ static int run_fits(const tape_t *t, int32_t b, const int32_t *row_at, const int
     return 1;
 }
 
+/* Each row's next (the rows in the order a whole backward meets them) and
+ * the spans of nodes attention.c's ahead_row asks for. rank_of: nb, scratch. */
+static void rows_ahead(const tape_t *t, const int32_t *rank, int32_t *rank_of) {
+    attention_t *a = t->attn;
+    int32_t nb = t->bwd_end[t->n_pos - 1], last = -1;
+    for (int32_t r = 0; r < a->n_rows; ++r) {
+        attn_row_t *w = a->rows + r;
+        w->next = -1;
+        w->lo = w->ex_lo = INT32_MAX;
+        w->hi = w->ex_hi = -1;
+        for (int64_t q = 0; q < 4 * (int64_t)w->T; ++q) {  /* logits, products, adds, exps */
+            int32_t L = a->node[w->at + q];
+            w->lo = L < w->lo ? L : w->lo;
+            w->hi = L > w->hi ? L : w->hi;
+            if (q >= 3 * w->T) w->ex_lo = L < w->ex_lo ? L : w->ex_lo, w->ex_hi = L > w->ex_hi ? L : w->ex_hi;
+        }
+    }
+    for (int32_t b = 0; b < nb; ++b) rank_of[rank[b]] = b;
+    for (int32_t q = 0; q < nb; ++q)
+        if (t->bwd_group[rank_of[q]] == 7) {
+            int32_t r = t->bwd_lanes[rank_of[q]];
+            if (last >= 0) a->rows[last].next = r;
+            last = r;
+        }
+}
+
 /* The heads' blocks, and the runs whose lanes they sum (gv_at). 0, or -1
  * out of memory. After shifted_runs. */
 int attention_values_plan(tape_t *t) {
     attention_t *a = t->attn;
-    int32_t N = t->n_pos, nb = t->bwd_end[N - 1], *rank = NULL, *row_at = NULL, *vmap = NULL;
+    int32_t N = t->n_pos, nb = t->bwd_end[N - 1], *rank = NULL, *rank_of = NULL, *row_at = NULL, *vmap = NULL;
     uint8_t *ok = NULL, *used = NULL;
     int64_t room = 0, cap = 0;
     for (int32_t h = 0; h < a->n_heads; ++h) {
@@ -115,7 +141,8 @@ int attention_values_plan(tape_t *t) {
     if (a->n_heads == 0) return 0;
     int rc = -1;
     if (!NEW(a->gv, room) || !NEW(rank, nb) || !NEW(row_at, (int64_t)a->n_heads * N) || !NEW(ok, a->n_heads)
-        || !NEW(used, a->n_heads) || !NEW(vmap, t->n_nodes)) goto done;
+        || !NEW(used, a->n_heads) || !NEW(vmap, t->n_nodes)
+        || !NEW(rank_of, nb)) goto done;
     for (int32_t L = 0; L < t->n_nodes; ++L) vmap[L] = -1;
     for (int32_t h = 0; h < a->n_heads; ++h) {  /* every head's values (its longest row's: every row's) */
         const attn_row_t *lr = a->rows + a->heads[h].longest;
@@ -125,6 +152,7 @@ int attention_values_plan(tape_t *t) {
     }
     backward_rank(t, rank);
     for (int32_t r = 0; r < a->n_rows; ++r) row_at[(int64_t)a->rows[r].head * N + a->rows[r].T - 1] = r;
+    rows_ahead(t, rank, rank_of);
     for (int32_t h = 0; h < a->n_heads; ++h) {  /* its rows met last position first */
         ok[h] = 1;
         for (int32_t p = 0; p + 1 < N; ++p)
@@ -147,6 +175,6 @@ int attention_values_plan(tape_t *t) {
         if (!used[h]) a->heads[h].gv = -1;  /* (no run reads it: its rows sum nothing) */
     rc = 0;
 done:
-    free(rank); free(row_at); free(ok); free(used); free(vmap);
+    free(rank); free(rank_of); free(row_at); free(ok); free(used); free(vmap);
     return rc;
 }
