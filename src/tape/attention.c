@@ -95,20 +95,30 @@ void attention_begin(tape_t *t) {
     if (t->attn != NULL) t->attn->serial++;
 }
 
-/* The lines row q reads and writes, asked for while the row before it runs
- * (a backward meets a head's rows far apart in the tape): its nodes' lists,
- * its exps' values, its entries' gradients, its pow's value and local
- * gradient, its outputs' gradients. */
-static void ahead_row(const tape_t *t, const attention_t *a, int32_t q) {
-    if (q < 0) return;
-    const attn_row_t *r = a->rows + q;
-    const char *nd = (const char *)(a->node + r->at);
-    for (int64_t o = 0; o < 16 * (int64_t)r->T; o += 64) __builtin_prefetch(nd + o);
-    for (int32_t L = r->ex_lo; L <= r->ex_hi; L += 8) __builtin_prefetch(t->x + L);
-    for (int32_t L = r->lo; L <= r->hi; L += 8) __builtin_prefetch(t->grad + L, 1);
-    __builtin_prefetch(t->x + r->pw0);
-    __builtin_prefetch(t->x + t->n_nodes + r->pw0);
-    __builtin_prefetch(t->grad + r->ho0);
+/* The lines the row after r reads and writes, asked for while r runs (a
+ * backward meets a head's rows far apart in the tape): its nodes' lists, its
+ * exps' values, its entries' gradients, its pow's value and local gradient,
+ * its outputs' gradients, its record and its top entry's; and the tape's
+ * lines at the entry below r, which the backward meets next (it asks for
+ * lines a few entries ahead of each entry it meets: a row skips 7 T). */
+static void ahead_row(const tape_t *t, const attention_t *a, const attn_row_t *r) {
+    int32_t e = r->b_lo > 0 ? r->b_lo - 1 : 0;
+    __builtin_prefetch(t->bwd + e);
+    __builtin_prefetch(t->bwd_group + e);
+    __builtin_prefetch(t->bwd_kind + e);
+    __builtin_prefetch(t->bwd_lanes + e);
+    __builtin_prefetch(t->pull_start + e);
+    if (r->next < 0) return;
+    const attn_row_t *q = a->rows + r->next;
+    const char *nd = (const char *)(a->node + q->at);
+    for (int64_t o = 0; o < 16 * (int64_t)q->T; o += 64) __builtin_prefetch(nd + o);
+    for (int32_t L = q->ex_lo; L <= q->ex_hi; L += 8) __builtin_prefetch(t->x + L);
+    for (int32_t L = q->lo; L <= q->hi; L += 8) __builtin_prefetch(t->grad + L, 1);
+    __builtin_prefetch(t->x + q->pw0);
+    __builtin_prefetch(t->x + t->n_nodes + q->pw0);
+    __builtin_prefetch(t->grad + q->ho0);
+    __builtin_prefetch(t->bwd_lanes + q->b_lo + SLOTS * q->T - 1);
+    if (q->next >= 0) __builtin_prefetch(a->rows + q->next);
 }
 
 /* The row whose top entry is b (bwd_group 7): its 7 T entries' gradients, as
@@ -122,7 +132,7 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     double *g = t->grad, *vt = a->vt + h->vt, gh[MAX_HD];
     const int32_t *nd = a->node + r->at, *dot = nd, *mul = nd + T, *ad = nd + 2 * T, *ex = nd + 3 * T;
     const int32_t *sm = nd + 4 * T;
-    ahead_row(t, a, r->next);
+    ahead_row(t, a, r);
     /* every pow's value and local gradient are pow_0's (row_fits): asked for
      * first, as the lines far apart in memory they are */
     const double one = x[2 * (int64_t)n], scale = x[r->scale], pow_value = x[r->pw0], lg_pow = x[n + r->pw0];
