@@ -34,6 +34,9 @@ def test_every_heads_softmax_row_is_taken_and_replays_exactly(config):
     heads = config["n_layer"] * config["n_head"]
     assert rows(replay) == heads * replay.document_loss.tape.n_pos  # one a head, a position
     assert rows(replay, 1) == heads
+    # every row writes only its logits' gradients: its adds' other children are the
+    # derived maxima, its products' the scale, its first sum's the 0 (attention_unread.c)
+    assert replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)["attention_rows_lean"] == rows(replay)
 
 
 def test_documents_shorter_than_the_recording_replay_their_rows_exactly():

@@ -53,9 +53,10 @@ size_t attention_bytes(const tape_t *t) {
 
 int32_t attention_width(const tape_t *t, int32_t b) { return SLOTS * t->attn->rows[t->bwd_lanes[b]].T; }
 
-int32_t attention_count(const tape_t *t, int32_t n) {  /* rows a replay of n positions runs */
+int32_t attention_count(const tape_t *t, int32_t n, int lean) {  /* rows a replay of n positions runs */
     int32_t c = 0;
-    for (int32_t r = 0; t->attn != NULL && r < t->attn->n_rows; ++r) c += t->attn->rows[r].T <= n;
+    for (int32_t r = 0; t->attn != NULL && r < t->attn->n_rows; ++r)
+        c += t->attn->rows[r].T <= n && (!lean || t->attn->rows[r].lean);
     return c;
 }
 
@@ -163,6 +164,15 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     }
     if (h->gv >= 0) KERNEL_WIDE(vgrads)(a->gv + h->gv, h->hdp, wv, gh, T);
     double sum = acc;
+    if (r->lean) {  /* (nothing else reads but the logits': attention_unread.c) */
+        for (int32_t k = T - 1; k >= 0; --k) {
+            if (k < T - 1) sum = 0.0 + one * sum;
+            double e = (0.0 + pow_value * gw[k]) + one * sum;
+            double add = 0.0 + x[ex[k]] * e, m = 0.0 + one * add;
+            g[dot[k]] = 0.0 + scale * m;
+        }
+        return SLOTS * T;
+    }
     for (int32_t k = T - 1; k >= 0; --k) {
         if (k < T - 1) sum = 0.0 + one * sum;  /* (the total's is acc) */
         double e = (0.0 + pow_value * gw[k]) + one * sum;

@@ -17,7 +17,8 @@ typedef struct attn_row {
     int32_t scale;          /* the logits' local gradient's place (mul_t = dot_t * scale) */
     int32_t pw0;            /* pow_0's node (every pow's value and local gradient) */
     int32_t next;           /* the row a whole backward meets next (-1: none): its lines asked for early */
-    int32_t lo, hi, ex_lo, ex_hi;  /* its logits', products', adds' and exps' nodes, and its exps', span */
+    int32_t lo, hi, ex_lo, ex_hi;  /* the span of the nodes whose gradients it writes, and its exps' */
+    int32_t lean;           /* it writes its logits' gradients only (attention_unread.c) */
     int32_t ho0, sp;        /* the weights' parents: ho0 + i sp, i < hd (the head's outputs) */
     int64_t at;             /* its nodes: node[at + s T + t], slot s (SLOTS, then v_t's first value) */
 } attn_row_t;

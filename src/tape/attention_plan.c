@@ -293,5 +293,6 @@ int attention_plan(tape_t *t) {
         t->bwd_lanes[top] = r;
     }
     if (shifted_runs(t) < 0) return -1;  /* the values' gradients (shifted.c) */
+    if (attention_unread_plan(t) < 0) return -1;  /* the rows that write their logits' gradients only */
     return attention_values_plan(t);     /* ... summed by the rows where they fit */
 }

@@ -112,8 +112,8 @@ static void rows_ahead(const tape_t *t, const int32_t *rank, int32_t *rank_of) {
         w->hi = w->ex_hi = -1;
         for (int64_t q = 0; q < 4 * (int64_t)w->T; ++q) {  /* logits, products, adds, exps */
             int32_t L = a->node[w->at + q];
-            w->lo = L < w->lo ? L : w->lo;
-            w->hi = L > w->hi ? L : w->hi;
+            w->lo = L < w->lo && (q < w->T || !w->lean) ? L : w->lo;
+            w->hi = L > w->hi && (q < w->T || !w->lean) ? L : w->hi;
             if (q >= 3 * w->T) w->ex_lo = L < w->ex_lo ? L : w->ex_lo, w->ex_hi = L > w->ex_hi ? L : w->ex_hi;
         }
     }

@@ -24,7 +24,8 @@
  *   params.c    the parameters' numbers in and out of the arena
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
  *                attention_plan.c  such rows found and checked; attention.h  what they share;
- *                attention_values.c  the values' gradients summed as the rows run
+ *                attention_values.c  the values' gradients summed as the rows run;
+ *                attention_unread.c  the rows' gradients nothing else reads
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
  *   tape.c      sizes, counts, accessors, free
  *
@@ -441,9 +442,10 @@ int attention_plan(tape_t *t);
 void attention_begin(tape_t *t);  /* before a backward */
 int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
 int32_t attention_width(const tape_t *t, int32_t b);
-int32_t attention_count(const tape_t *t, int32_t n);
+int32_t attention_count(const tape_t *t, int32_t n, int lean);  /* rows of n positions (lean: ... lean) */
 size_t attention_bytes(const tape_t *t);
 void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
+int attention_unread_plan(tape_t *t);  /* attention_unread.c: 0, or -1 out of memory */
 /* attention_values.c: the values' runs whose sums the rows make (after shifted_runs) */
 int attention_values_plan(tape_t *t);  /* 0, or -1 out of memory */
 void attention_values(tape_t *t, const struct shift_run *s, const int32_t *dst);

@@ -190,7 +190,8 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.weight_blocks_paired = t->blocks_paired;
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
-    c.attention_rows = attention_count(t, n);
+    c.attention_rows = attention_count(t, n, 0);
+    c.attention_rows_lean = attention_count(t, n, 1);
     c.values_from_rows = attention_values_count(t, b);
     return c;
 }

@@ -88,6 +88,8 @@ typedef struct {
                                  * backwards so far summed in one pass over their lists (attention heads') */
     int64_t vectors_shared_list;  /* ... of those, summed with 1 to 3 others over one list (heads' outputs) */
     int64_t attention_rows;     /* heads' softmax rows whose backward runs whole (attention.c) */
+    int64_t attention_rows_lean; /* ... of them writing only their logits' gradients (nothing else
+                                 * reads the others': attention_unread.c) */
     int64_t values_from_rows;   /* entries of runs of a head's values whose sums the head's softmax
                                  * rows make as they run (attention_values.c) */
     int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
