@@ -36,7 +36,10 @@ def test_every_heads_softmax_row_is_taken_and_replays_exactly(config):
     assert rows(replay, 1) == heads
     # every row writes only its logits' gradients: its adds' other children are the
     # derived maxima, its products' the scale, its first sum's the 0 (attention_unread.c)
-    assert replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)["attention_rows_lean"] == rows(replay)
+    counts = replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)
+    assert counts["attention_rows_lean"] == rows(replay)
+    # and reads its logits' and exps' nodes from first nodes and steps (its one-key rows too)
+    assert counts["attention_rows_stepped"] == rows(replay)
 
 
 def test_documents_shorter_than_the_recording_replay_their_rows_exactly():

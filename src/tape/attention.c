@@ -53,10 +53,12 @@ size_t attention_bytes(const tape_t *t) {
 
 int32_t attention_width(const tape_t *t, int32_t b) { return SLOTS * t->attn->rows[t->bwd_lanes[b]].T; }
 
-int32_t attention_count(const tape_t *t, int32_t n, int lean) {  /* rows a replay of n positions runs */
+int32_t attention_count(const tape_t *t, int32_t n, int which) {  /* rows a replay of n positions runs */
     int32_t c = 0;
-    for (int32_t r = 0; t->attn != NULL && r < t->attn->n_rows; ++r)
-        c += t->attn->rows[r].T <= n && (!lean || t->attn->rows[r].lean);
+    for (int32_t r = 0; t->attn != NULL && r < t->attn->n_rows; ++r) {
+        const attn_row_t *w = t->attn->rows + r;
+        c += w->T <= n && (which == 0 || (which == 1 && w->lean) || (which == 2 && w->steps));
+    }
     return c;
 }
 
@@ -111,8 +113,9 @@ static void ahead_row(const tape_t *t, const attention_t *a, const attn_row_t *r
     __builtin_prefetch(t->pull_start + e);
     if (r->next < 0) return;
     const attn_row_t *q = a->rows + r->next;
-    const char *nd = (const char *)(a->node + q->at);
-    for (int64_t o = 0; o < 16 * (int64_t)q->T; o += 64) __builtin_prefetch(nd + o);
+    const char *nd = (const char *)(a->node + q->at);  /* (lean: logits' and exps' lists only) */
+    for (int64_t o = 0; o < 16 * (int64_t)q->T && !(q->lean && q->steps); o += 64)
+        if (!q->lean || o < 4 * q->T || o + 64 > 12 * (int64_t)q->T) __builtin_prefetch(nd + o);
     for (int32_t L = q->ex_lo; L <= q->ex_hi; L += 8) __builtin_prefetch(t->x + L);
     for (int32_t L = q->lo; L <= q->hi; L += 8) __builtin_prefetch(t->grad + L, 1);
     __builtin_prefetch(t->x + q->pw0);
@@ -133,6 +136,9 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     double *g = t->grad, *vt = a->vt + h->vt, gh[MAX_HD];
     const int32_t *nd = a->node + r->at, *dot = nd, *mul = nd + T, *ad = nd + 2 * T, *ex = nd + 3 * T;
     const int32_t *sm = nd + 4 * T;
+    const int steps = r->steps;  /* (its logits' and exps' nodes from first nodes and steps: attention_values.c) */
+#define EX(k) (steps ? r->ex0 + (k) * r->dex : ex[k])
+#define DOT(k) (steps ? r->dot0 + (k) * r->ddot : dot[k])
     ahead_row(t, a, r);
     /* every pow's value and local gradient are pow_0's (row_fits): asked for
      * first, as the lines far apart in memory they are */
@@ -158,7 +164,7 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     const double *gw = a->gw;
     double acc = 0.0, *wv = a->wv;
     for (int32_t k = T - 1; k >= 0; --k) {
-        double e = x[ex[k]], gp = 0.0 + e * gw[k];
+        double e = x[EX(k)], gp = 0.0 + e * gw[k];
         acc += lg_pow * gp;
         wv[k] = e * pow_value;
     }
@@ -168,8 +174,8 @@ int32_t attention_grads(tape_t *t, int32_t b) {
         for (int32_t k = T - 1; k >= 0; --k) {
             if (k < T - 1) sum = 0.0 + one * sum;
             double e = (0.0 + pow_value * gw[k]) + one * sum;
-            double add = 0.0 + x[ex[k]] * e, m = 0.0 + one * add;
-            g[dot[k]] = 0.0 + scale * m;
+            double add = 0.0 + x[EX(k)] * e, m = 0.0 + one * add;
+            g[DOT(k)] = 0.0 + scale * m;
         }
         return SLOTS * T;
     }
@@ -184,4 +190,6 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     }
     g[sm[0]] = sum;
     return SLOTS * T;
+#undef EX
+#undef DOT
 }

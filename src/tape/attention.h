@@ -19,6 +19,9 @@ typedef struct attn_row {
     int32_t next;           /* the row a whole backward meets next (-1: none): its lines asked for early */
     int32_t lo, hi, ex_lo, ex_hi;  /* the span of the nodes whose gradients it writes, and its exps' */
     int32_t lean;           /* it writes its logits' gradients only (attention_unread.c) */
+    int32_t steps;          /* its logits' and exps' nodes step by constants: dot_t = dot0 + t ddot,
+                             * exp_t = ex0 + t dex (read without their lists) */
+    int32_t dot0, ddot, ex0, dex;
     int32_t ho0, sp;        /* the weights' parents: ho0 + i sp, i < hd (the head's outputs) */
     int64_t at;             /* its nodes: node[at + s T + t], slot s (SLOTS, then v_t's first value) */
 } attn_row_t;

@@ -117,6 +117,14 @@ static void rows_ahead(const tape_t *t, const int32_t *rank, int32_t *rank_of) {
             if (q >= 3 * w->T) w->ex_lo = L < w->ex_lo ? L : w->ex_lo, w->ex_hi = L > w->ex_hi ? L : w->ex_hi;
         }
     }
+    for (int32_t r = 0; r < a->n_rows; ++r) {  /* logits and exps stepping by constants */
+        attn_row_t *w = a->rows + r;
+        const int32_t *dot = a->node + w->at, *ex = dot + 3 * w->T;
+        w->dot0 = dot[0], w->ex0 = ex[0];
+        w->ddot = w->T > 1 ? dot[1] - dot[0] : 0, w->dex = w->T > 1 ? ex[1] - ex[0] : 0;
+        w->steps = 1;
+        for (int32_t k = 0; k < w->T; ++k) w->steps &= dot[k] == w->dot0 + k * w->ddot && ex[k] == w->ex0 + k * w->dex;
+    }
     for (int32_t b = 0; b < nb; ++b) rank_of[rank[b]] = b;
     for (int32_t q = 0; q < nb; ++q)
         if (t->bwd_group[rank_of[q]] == 7) {

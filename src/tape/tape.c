@@ -192,6 +192,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.vectors_shared_list = t->vectors_shared_list;
     c.attention_rows = attention_count(t, n, 0);
     c.attention_rows_lean = attention_count(t, n, 1);
+    c.attention_rows_stepped = attention_count(t, n, 2);
     c.values_from_rows = attention_values_count(t, b);
     return c;
 }

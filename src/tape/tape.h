@@ -90,6 +90,8 @@ typedef struct {
     int64_t attention_rows;     /* heads' softmax rows whose backward runs whole (attention.c) */
     int64_t attention_rows_lean; /* ... of them writing only their logits' gradients (nothing else
                                  * reads the others': attention_unread.c) */
+    int64_t attention_rows_stepped; /* ... of them reading their logits' and exps' nodes from first
+                                 * nodes and steps, not lists */
     int64_t values_from_rows;   /* entries of runs of a head's values whose sums the head's softmax
                                  * rows make as they run (attention_values.c) */
     int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
