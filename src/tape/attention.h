@@ -58,6 +58,10 @@ typedef struct shift_run {
     int64_t k[SIDE];        /* head h's list (its first group's) */
     int64_t gv_at;          /* lane m of head h is gv[gv_lane[gv_at + 16 h + m]], summed by the
                              * rows (attention_values.c); -1: from the lists */
+    int32_t node0[SIDE];    /* where head h's lanes are consecutive nodes node0[h] + m, and its sums
+                             * gv[gv15[h] + 15 - m] (a head's values' nodes run down from its first):
+                             * those (-1: not so) */
+    int32_t gv15[SIDE];
 } shift_run_t;
 
 #endif

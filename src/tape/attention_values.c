@@ -22,8 +22,15 @@ void attention_values(tape_t *t, const shift_run_t *s, const int32_t *dst) {
     const double *gv = t->attn->gv;
     const int32_t *lane = t->attn->gv_lane + s->gv_at;
     double *g = t->grad;
-    for (int32_t h = 0; h < s->heads; ++h)
+    for (int32_t h = 0; h < s->heads; ++h) {
+        if (s->node0[h] >= 0) {  /* (without the lists of places) */
+            double *to = g + s->node0[h];
+            const double *from = gv + s->gv15[h];
+            for (int m = 0; m < 16; ++m) to[m] = from[15 - m];
+            continue;
+        }
         for (int m = 0; m < 16; ++m) g[dst[-16 * h - 15 + m]] = gv[lane[16 * h + m]];
+    }
 }
 
 /* Entries of runs summed by the rows, at run tops below b (tape_counts). */
@@ -177,6 +184,13 @@ int attention_values_plan(tape_t *t) {
         }
         if (!run_fits(t, b, row_at, rank, ok, vmap, a->gv_lane + a->n_gv_lane, used)) continue;
         s->gv_at = a->n_gv_lane;
+        for (int32_t hh = 0; hh < s->heads; ++hh) {
+            const int32_t *lane = a->gv_lane + a->n_gv_lane + 16 * hh, *node = t->bwd + b - 16 * hh - 15;
+            int down = 1;
+            for (int m = 0; m < 16; ++m) down &= node[m] == node[0] + m && lane[m] == lane[15] + 15 - m;
+            s->node0[hh] = down ? node[0] : -1;
+            s->gv15[hh] = lane[15];
+        }
         a->n_gv_lane += 16 * s->heads;
     }
     for (int32_t h = 0; h < a->n_heads; ++h)
