@@ -114,7 +114,7 @@ int matrix_plan(tape_t *t) {
             if (one_run(t, k)) { t->mv[k].run = SIDE; k += SIDE - 1; }
     if (t->blocks_own_grads
         && (!NEW(t->block_vp, 3 * t->n_pos) || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)
-            || !NEW(t->block_same, t->n_blocks)))
+            || !NEW(t->block_same, t->n_blocks) || !NEW(t->block_in_place, t->n_blocks)))
         return -1;
     for (int32_t b = 1; b < t->n_blocks && t->blocks_own_grads; ++b) t->block_same[b] = (uint8_t)same_reads(t, b);
     return t->blocks_own_grads ? block_sums(t, n_mv) : 0;

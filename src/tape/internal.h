@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 450 lines: one struct every file reads; the
+ * public contract, tape.h). About 520 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c, walk.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
@@ -27,6 +27,7 @@
  *                attention_values.c  the values' gradients summed as the rows run;
  *                attention_unread.c  the rows' gradients nothing else reads
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
+ *   steps.c     the backward's dispatch as one record a step, made at build time
  *   tape.c      sizes, counts, accessors, free
  *
  * A chain sum(w * x ...) (products and adds alternating, each read once) is
@@ -154,6 +155,7 @@ struct tape {
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
     const double **block_vp;  /* 3 n_pos: a block's reads' vectors, and their sums' gradients (two blocks') */
     uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors) */
+    uint8_t *block_in_place;  /* by block: the last backward summed it in the arena's column (weight_grads.c) */
     double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
      * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units
@@ -273,13 +275,36 @@ struct tape {
     int64_t n_prog_list;
     struct panel_unit *panel_units;  /* panels.c: each level's matrix units (NULL: none, matrix.c) */
     struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
-    double *panel_buf;      /* the positions' vectors, eight a block */
+    double *panel_buf;      /* the positions' vectors, eight a block; then their sums' first numbers */
     int32_t panel_len;      /* the longest unit's rows */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
     struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
     struct shift_run *shift_runs;  /* shifted.c: runs of groups of 4 (bwd_lanes of their tops) */
     int32_t n_shift_runs;
+    struct bwd_step *steps; /* steps.c: the backward's steps, piece by piece as it runs them, */
+    int32_t n_steps;        /* each piece's top to bottom; piece i's from step_piece[i] */
+    int32_t *step_piece;
 };
+
+/* What runs a backward step (steps.c, replay.c run_backward). */
+typedef enum { S_NONE, S_ATTENTION, S_STRIDED, S_LANES, S_SHIFTED, S_MATRIX, S_MATRIX_ROTATE, S_FOUR,
+               S_SINGLES, S_SEED, S_CANDIDATE, S_ROTATE, S_LIST, S_STEPPED } step_code_t;
+
+/* One step of the backward: entry b's (node L's) group or own sum; its list
+ * [k0, k0 + n) (S_SINGLES: n entries from b down); S_MATRIX: a its lanes;
+ * S_LANES: its lowest entry's list, a its steps' place, c its lanes (lane_step);
+ * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c. */
+typedef struct bwd_step {
+    int64_t k0;
+    int32_t b, L, n, a, c;
+    uint8_t code;           /* step_code_t */
+} bwd_step_t;
+int step_plan(tape_t *t);  /* 0, or -1 out of memory */
+int32_t step_piece_of(const tape_t *t, int32_t b);  /* the piece entry b is in */
+size_t step_bytes(const tape_t *t);
+void lane_step(const tape_t *t, int32_t b, bwd_step_t *s);  /* pull_lanes.c: a run's step */
+void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end);
+void step_counts(const tape_t *t, int32_t n, int64_t *steps, int64_t *stepped);  /* positions [0, n) */
 
 /* Where a level's first group (paired.c) is, found once (a backward reads it
  * a step, and the tape's lists are far apart in memory): its top entry, its
@@ -379,7 +404,9 @@ int matrix_plan(tape_t *t);
 void matrix_transpose(tape_t *t);
 void matrix_forward(tape_t *t, const matvec_t *g, const matvec_t *h);  /* h: the same rows' (or NULL) */
 void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_t k1, int32_t end, int32_t tgt);
-int matrix_param_grads(tape_t *t, int32_t n, const double *from);  /* weight_grads.c: 1 if finite */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column);  /* weight_grads.c: 1 if
+                             * finite; column: the arena's (the blocks may sum there) or NULL */
+void blocks_zero_again(const tape_t *t, double *column);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */
@@ -430,10 +457,9 @@ const double *params_read_grads(double *dst, const double *column, const tape_t 
 int params_plan(tape_t *t);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
 int grads_finite(const double *g, int64_t n);
-void lane_grads(tape_t *t, int32_t b, int32_t end);
 void single_plan(tape_t *t);  /* singles.c */
 int share_plan(tape_t *t);  /* aliases.c */
-int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end);
+int32_t single_grads(tape_t *t, int32_t b, int32_t n, int32_t end);
 int single_in_run(const tape_t *t, int32_t b, int32_t b_end);
 int single_chained(const tape_t *t, int32_t b, int32_t b_end);
 
@@ -479,6 +505,7 @@ static inline void free_child(tape_t *t) {
  * zeros after (rows nothing reads again: a consumed recording's). Elsewhere
  * than Linux, nothing. (tape.c) */
 void discard_pages(void *p, size_t bytes);
+void advise_huge_pages(void *p, size_t bytes);  /* (tape.c) the values' and gradients' arrays */
 
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the

@@ -278,13 +278,6 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
         }
         for (int32_t p = n - 1; p >= 0; --p) {
             const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1) + s;
-            if (p > 0) {  /* the next piece's first lines (its entries run last to first) */
-                int32_t b = ap[-(nl + 1) + 1] > 0 ? ap[-(nl + 1) + 1] - 1 : 0;
-                __builtin_prefetch(t->bwd + b);
-                __builtin_prefetch(t->bwd_group + b);
-                __builtin_prefetch(t->bwd_kind + b);
-                __builtin_prefetch(t->pull_start + b);
-            }
             run(t, ap[1] - (t->first_lanes != NULL ? t->first_lanes[(int64_t)p * nl + s] : 0), ap[0], arg);
         }
     }

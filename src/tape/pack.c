@@ -292,7 +292,7 @@ const char *tape_pack(tape_t *t) {
     if (why == NULL && shift_plan(t) < 0) why = "out of memory";
     if (why == NULL && attention_plan(t) < 0) why = "out of memory";
     if (why == NULL) single_plan(t);
-    if (why == NULL && share_plan(t) < 0) why = "out of memory";
+    if (why == NULL && (share_plan(t) < 0 || step_plan(t) < 0)) why = "out of memory";  /* (steps: the last) */
     if (why == NULL && params_plan(t) < 0) why = "out of memory";
     if (why == NULL && program_plan(t) < 0) why = "out of memory";  /* (last: it copies the plans') */
     return why;

@@ -128,26 +128,30 @@ int64_t panel_count(const tape_t *t, int32_t n) {
 KERNELS(panel, (PANEL_ARGS), PANEL_BODY)
 
 /* The same with eight lanes a register (AVX-512): the block in one register,
- * R rows at once, each lane's sum in the same order. Eight rows where a unit's
- * rows allow: eight independent sums keep the adds busy, where four would wait
- * on each other's latency. */
+ * R rows at once, each lane's sum in the same order. Sixteen rows where a
+ * unit has them (a run of four groups): sixteen independent sums keep the
+ * adds busy, where four would wait on each other's latency, and each chunk of
+ * the vectors is loaded once for them all. Each row through its own pointer,
+ * stepped by a 64-bit j (no index arithmetic beside the loads). */
 #define PANEL8_BODY(R)                                                                    \
-    v8 a[R], i8 = load8(init);                                                            \
-    for (int r = 0; r < R; ++r) a[r] = w[r * len] * load8(V) + i8;                        \
-    for (int32_t j = 1; j < len; ++j) {                                                   \
+    const double *wr[R];                                                                  \
+    for (int r = 0; r < R; ++r) wr[r] = w + (int64_t)r * len;                             \
+    v8 a[R], i8 = load8(init), v0 = load8(V);                                             \
+    for (int r = 0; r < R; ++r) a[r] = wr[r][0] * v0 + i8;                                \
+    for (int64_t j = 1; j < len; ++j) {                                                   \
         v8 vj = load8(V + BLOCK * j);                                                     \
-        for (int r = 0; r < R; ++r) a[r] = a[r] + w[r * len + j] * vj;                    \
+        for (int r = 0; r < R; ++r) a[r] = a[r] + wr[r][j] * vj;                          \
     }                                                                                     \
     for (int c = 0; c < valid; ++c) {                                                     \
         double *y = x + tops[c] + r0;                                                     \
         for (int r = 0; r < R; ++r) y[r] = a[r][c];                                       \
     }
 WIDE(panel, (PANEL_ARGS), PANEL8_BODY(4))
-WIDE(panel_eight, (PANEL_ARGS), PANEL8_BODY(8))
+WIDE(panel_sixteen, (PANEL_ARGS), PANEL8_BODY(16))
 #ifdef HAVE_AVX2
-#define EIGHT_ROWS (lanes_level() >= LANES_AVX512 ? panel_eight_avx512 : NULL)
+#define SIXTEEN_ROWS (lanes_level() >= LANES_AVX512 ? panel_sixteen_avx512 : NULL)
 #else
-#define EIGHT_ROWS NULL
+#define SIXTEEN_ROWS NULL
 #endif
 
 /* Positions [0, n)'s vectors of unit u into the blocks (lanes past n: 0). */
@@ -171,28 +175,27 @@ static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n)
         }
 }
 
-/* Level s's matrix units over positions [0, n). */
+/* Level s's matrix units over positions [0, n). Each unit's sums' first
+ * numbers are gathered once, ahead of the blocks (a kernel's register load of
+ * lanes stored one by one just before waits on the stores). */
 void panel_level(tape_t *t, int32_t s, int32_t n) {
     int32_t N = t->n_pos, blocks = (n + BLOCK - 1) / BLOCK;
-    void (*four)(PANEL_ARGS) = KERNEL_WIDE(panel), (*eight)(PANEL_ARGS) = EIGHT_ROWS;
+    void (*four)(PANEL_ARGS) = KERNEL_WIDE(panel), (*sixteen)(PANEL_ARGS) = SIXTEEN_ROWS;
+    double *inits = t->panel_buf + (int64_t)t->panel_len * BLOCK * blocks;  /* past the vectors */
     for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
         const panel_unit_t *pu = t->panel_units + u;
         const panel_read_t *reads = t->panel_reads + (int64_t)u * N;
         if (!pu->same_vec) gather(t, reads, pu->len, n);
+        for (int32_t p = 0; p < blocks * BLOCK; ++p) inits[p] = t->x[reads[p < n ? p : 0].init];
         for (int32_t b = 0; b < blocks; ++b) {
-            double init[BLOCK];
             int32_t tops[BLOCK];
             int valid = n - b * BLOCK < BLOCK ? n - b * BLOCK : BLOCK;
-            for (int c = 0; c < BLOCK; ++c) {
-                const panel_read_t *r = reads + b * BLOCK + (c < valid ? c : 0);
-                init[c] = t->x[r->init];
-                tops[c] = r->top;
-            }
-            const double *V = t->panel_buf + (int64_t)b * BLOCK * pu->len;
+            for (int c = 0; c < BLOCK; ++c) tops[c] = reads[b * BLOCK + (c < valid ? c : 0)].top;
+            const double *V = t->panel_buf + (int64_t)b * BLOCK * pu->len, *init = inits + b * BLOCK;
             int32_t r0 = 0;
-            if (eight != NULL)
-                for (; r0 + 8 <= pu->rows; r0 += 8)
-                    eight(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+            if (sixteen != NULL)
+                for (; r0 + 16 <= pu->rows; r0 += 16)
+                    sixteen(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
             for (; r0 < pu->rows; r0 += 4)
                 four(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
         }

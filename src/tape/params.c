@@ -82,14 +82,25 @@ static int params_finite(const tape_t *t, int blocks_checked) {
 
 /* The backward's parameter gradients (t->grad[0..n_params)) into the arena,
  * when every one is finite (0: nothing written, else 1); blocks_checked: the
- * row blocks' weights' are known finite. */
+ * row blocks' weights' are known finite (and those of block_in_place are in
+ * the column already, matrix_param_grads). */
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked) {
     int32_t n = t->n_used, P = t->n_params;
     const double *g = t->grad;
-    if (!params_finite(t, blocks_checked)) return 0;  /* nothing written */
+    double *column = t->params_at >= 0 ? a->grad + t->params_at : NULL;
+    if (!params_finite(t, blocks_checked)) {  /* nothing written (the blocks summed in the column: zeros again) */
+        if (blocks_checked && column != NULL) blocks_zero_again(t, column);
+        return 0;
+    }
     /* a reached parameter's gradient is a float now: one its positions read,
      * or an entry of a row of the token table the documents chose */
-    if (t->params_at >= 0) memcpy(a->grad + t->params_at, g, (size_t)P * sizeof *g);
+    if (column != NULL && blocks_checked) {  /* but the blocks that summed in the column */
+        for (int32_t b = 0, lo, hi; b <= t->n_blocks; ++b) {
+            outside_blocks(t, b, &lo, &hi);
+            if (b < t->n_blocks && !t->block_in_place[b]) hi = t->block_w0[b] + SIDE * t->block_len[b];
+            memcpy(column + lo, g + lo, (size_t)(hi - lo) * sizeof *g);
+        }
+    } else if (column != NULL) memcpy(column, g, (size_t)P * sizeof *g);
     else for (int32_t k = 0; k < P; ++k) a->grad[params[k]] = g[k];
     const int32_t *run = t->first_pos;
     for (int32_t r = 0; r < t->n_first_runs; ++r) {

@@ -252,9 +252,20 @@ KERNELS(lanes, (LANES_ARGS), LANES_BODY)
 KERNELS(chunks, (LANES_ARGS), LANES_CHUNKS(v4, load4, 4, KERNEL(lanes)))
 WIDE(chunks, (LANES_ARGS), LANES_CHUNKS(v8, load8, 8, lanes_avx2))
 
-/* The run whose top entry is b (bwd_group 5); end: parents from it on add nothing. */
-void lane_grads(tape_t *t, int32_t b, int32_t end) {
+/* The step of the run whose top entry is b (bwd_group 5; steps.c): its
+ * lowest entry's list and its length, its steps' place (an index below the
+ * pulls': an int32) and its lanes, so that the backward reads no record. */
+void lane_step(const tape_t *t, int32_t b, bwd_step_t *s) {
     const lane_run_t *r = t->lane_runs + t->bwd_lanes[b];
+    s->k0 = r->k;
+    s->n = r->count;
+    s->a = (int32_t)r->steps;
+    s->c = r->lanes;
+}
+
+/* The run of step s (lane_step); end: parents from it on add nothing. */
+void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end) {
+    lane_run_t r = {s->b - s->c + 1, s->c, s->n, s->k0, s->a};
     void (*kernel)(LANES_ARGS) = KERNEL_WIDE(chunks);
-    kernel(r, t->grad, t->x, t->pull_parent + r->k, t->pull_src + r->k, t->lane_stride + 2 * r->steps, t->bwd, end, 0);
+    kernel(&r, t->grad, t->x, t->pull_parent + r.k, t->pull_src + r.k, t->lane_stride + 2 * r.steps, t->bwd, end, 0);
 }

@@ -129,6 +129,8 @@ const char *renumber(tape_t *t) {
         free(op); free(operand); free(pos); free(x); free(grad); free(new_end);
         return "out of memory";
     }
+    advise_huge_pages(x, (2 * (size_t)m + 1) * sizeof *x);
+    advise_huge_pages(grad, (size_t)m * sizeof *grad);
     /* a local gradient's place: a node's value, a one-child node's slot, or the 1.0 */
 #define SRC(v) do { int32_t s_ = (v), r_ = s_ == 2 * n ? 2 * m : s_ >= n ? nw[s_ - n] : nw[s_]; \
                      if (r_ < 0) goto inner;                                                  \

@@ -1,6 +1,7 @@
 /* replay.c: running a tape, forward and backward (the layout: internal.h):
- * what a replay runs and in which order; the backward's loop and its dispatch,
- * each kind of entry's in one place (the forward's instructions: forward.c). */
+ * what a replay runs and in which order; the backward's loop over its steps
+ * (steps.c) and their dispatch, each kind of step's in one place (the
+ * forward's instructions: forward.c). */
 #include "internal.h"
 
 /* the four gradients of a side-by-side group of backward entries b, b-1, b-2, b-3 */
@@ -73,101 +74,135 @@ typedef struct {
     double g_loss;      /* each position's loss's gradient */
 } pull_ctx_t;
 
-/* The tape's lines a few entries below b, asked for early (entries run last
- * to first, each list below the one before). A level's piece of a position
- * is a few hundred entries, too short for the hardware to find its streams
- * (bwd, kinds, groups, list starts, lists) before the piece is done. */
-static inline void ahead(const tape_t *t, int32_t b) {
-    int32_t e = b >= 64 ? b - 64 : 0;
-    int64_t k = t->pull_start[b] >= 48 ? t->pull_start[b] - 48 : 0;
-    __builtin_prefetch(t->bwd + e);
-    __builtin_prefetch(t->bwd_group + e);
-    __builtin_prefetch(t->bwd_kind + e);
-    __builtin_prefetch(t->bwd_lanes + (b >= 32 ? b - 32 : 0));
-    __builtin_prefetch(t->pull_start + (b >= 24 ? b - 24 : 0));
-    __builtin_prefetch(t->pull_parent + k);
-    __builtin_prefetch(t->pull_src + k);
+/* entries b, b-1, b-2, b-3 side by side, lists of one length from k0 (and the
+ * entries below's), a parent past end adding nothing */
+static void four_lists(tape_t *t, int32_t b, int64_t k0, int64_t count, int32_t end) {
+    const int32_t *pp = t->pull_parent, *src = t->pull_src;
+    const int64_t *ps = t->pull_start;
+    const double *x = t->x;
+    double *g = t->grad;
+    int64_t k1 = ps[b - 1], k2 = ps[b - 2], k3 = ps[b - 3];
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+    for (int64_t j = 0; j < count; ++j) {
+        double t0 = x[src[k0 + j]] * g[pp[k0 + j]], t1 = x[src[k1 + j]] * g[pp[k1 + j]];
+        double t2 = x[src[k2 + j]] * g[pp[k2 + j]], t3 = x[src[k3 + j]] * g[pp[k3 + j]];
+        a0 = pp[k0 + j] < end ? a0 + t0 : a0;
+        a1 = pp[k1 + j] < end ? a1 + t1 : a1;
+        a2 = pp[k2 + j] < end ? a2 + t2 : a2;
+        a3 = pp[k3 + j] < end ? a3 + t3 : a3;
+    }
+    put_pulled(g, t->bwd + b, a0, a1, a2, a3);
 }
 
-/* Backward entries b1 - 1 down to b0, each its gradient from its parents'. */
+/* The sum over a list [k0, k1), a parent past end adding nothing. */
+static inline double list_sum(const tape_t *t, int64_t k0, int64_t k1, int32_t end) {
+    const int32_t *pp = t->pull_parent, *src = t->pull_src;
+    const double *x = t->x, *g = t->grad;
+    double acc = 0.0;
+    for (int64_t k = k0; k < k1; ++k)
+        if (pp[k] < end) acc += x[src[k]] * g[pp[k]];
+    return acc;
+}
+
+/* What a step a few ahead reads, asked for early: its list, and its entries'
+ * places in the arrays the kernels read by entry (the steps say where: a
+ * piece's steps are too few, and far apart in those arrays, for the hardware
+ * to find the streams itself). The steps are stored in the order the pieces
+ * run, so near a piece's end the next piece's first steps are asked for:
+ * a piece is some ten steps, and its first ones would find nothing asked. */
+#define AHEAD 4
+__attribute__((always_inline))  /* (else gcc may find it has no effect, and drop the call) */
+static inline void ahead(const tape_t *t, const bwd_step_t *s) {
+    __builtin_prefetch(t->pull_parent + s->k0);
+    __builtin_prefetch(t->pull_src + s->k0);
+    if (s->code == S_LANES) {  /* its steps, and its lanes' nodes (up to 64) */
+        __builtin_prefetch(t->lane_stride + 2 * (int64_t)s->a);
+        for (int32_t e = s->b - s->c + 1, k = 0; e <= s->b && k < 4; e += 16, ++k) __builtin_prefetch(t->bwd + e);
+        return;
+    }
+    __builtin_prefetch(t->bwd + s->b);
+    __builtin_prefetch(t->bwd + (s->b >= 12 ? s->b - 12 : 0));  /* (a run's lower entries) */
+    __builtin_prefetch(t->bwd_lanes + s->b);
+    __builtin_prefetch(t->pull_start + s->b);
+}
+
+/* Backward entries b1 - 1 down to b0, each its gradient from its parents':
+ * the steps of the piece (steps.c), top to bottom. */
 static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
+    if (b1 <= b0) return;
     const pull_ctx_t *ctx = arg;
-    const int32_t *tokens = ctx->tokens;
-    int32_t end = ctx->end, V = t->n_cand;
-    double g_loss = ctx->g_loss, *g = t->grad;
+    const int32_t *tokens = ctx->tokens, *pp = t->pull_parent, *src = t->pull_src;
+    int32_t end = ctx->end;
+    double *g = t->grad;
     const double *x = t->x;
-    const int32_t *pp = t->pull_parent, *src = t->pull_src, *pb = t->pull_block;
-    const int64_t *ps = t->pull_start;
-    for (int32_t b = b1 - 1; b >= b0; --b) {
-        ahead(t, b);
-        int32_t L = t->bwd[b];
-        uint8_t group = t->bwd_group[b];
-        if (group == 7) { b -= attention_grads(t, b) - 1; continue; }  /* a head's softmax row (attention.c) */
-        if (group == 6 && strided_pulls(t, b, end)) {  /* four strided lists (strided.c) */
-            b -= SIDE - 1;
-            continue;
-        }
-        group = group == 6 ? 1 : group;  /* (a parent past end: the lists, as a group of four) */
-        if (group == 5) {  /* a vector's entries with strided pull lists, in lanes (pull_lanes.c) */
-            lane_grads(t, b, end);
-            b -= lane_width(t, b) - 1;
-            continue;
-        }
-        if (group == 4 && b >= SIDE - 1) {  /* four entries' parents side by side (matrix.c) */
-            shifted_grads(t, b, ps[b], ps[b + 1], end);
-            b -= SIDE - 1;
-            continue;
-        }
-        if (group >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
-            int32_t lanes = t->bwd_group[b] == 3 ? t->bwd_lanes[b] : SIDE;
-            int32_t tgt = t->bwd_kind[b] == K_ROTATE ? tokens[t->pos[L] + 1] : -1;
-            matrix_vector_grads(t, b, lanes, ps[b], ps[b + 1], end, tgt);
-            b -= lanes - 1;
-            continue;
-        }
-        if (group && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side (a parent past end adds nothing) */
-            int64_t k0 = ps[b], k1 = ps[b - 1], k2 = ps[b - 2], k3 = ps[b - 3], count = ps[b + 1] - k0;
-            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-            for (int64_t j = 0; j < count; ++j) {
-                double t0 = x[src[k0 + j]] * g[pp[k0 + j]], t1 = x[src[k1 + j]] * g[pp[k1 + j]];
-                double t2 = x[src[k2 + j]] * g[pp[k2 + j]], t3 = x[src[k3 + j]] * g[pp[k3 + j]];
-                a0 = pp[k0 + j] < end ? a0 + t0 : a0;
-                a1 = pp[k1 + j] < end ? a1 + t1 : a1;
-                a2 = pp[k2 + j] < end ? a2 + t2 : a2;
-                a3 = pp[k3 + j] < end ? a3 + t3 : a3;
-            }
-            put_pulled(g, t->bwd + b, a0, a1, a2, a3);
-            b -= SIDE - 1;
-            continue;
-        }
-        if (group == 0 && t->bwd_lanes[b] > 1) {  /* a run of lists of one (singles.c) */
-            b -= single_grads(t, b, b0, end) - 1;
-            continue;
-        }
-        double acc = 0.0;
-        switch (t->bwd_kind[b]) {
-        case K_SEED:
-            acc = g_loss;
+    const bwd_step_t *s = t->steps + t->step_piece[step_piece_of(t, b1 - 1)];
+    const bwd_step_t *s_end = t->steps + t->step_piece[step_piece_of(t, b0) + 1];  /* (a piece, or positions) */
+    for (; s < s_end; ++s) {
+        if (s + AHEAD < t->steps + t->n_steps) ahead(t, s + AHEAD);  /* (past the piece: the next one's) */
+        int32_t b = s->b;
+        switch (s->code) {
+        case S_ATTENTION:
+            attention_grads(t, b);
             break;
-        case K_CANDIDATE: {
-            int32_t q = t->pos[L];
-            if (t->cand[(int64_t)q * V + tokens[q + 1]] == L)
+        case S_STRIDED:
+            if (!strided_pulls(t, b, end)) four_lists(t, b, s->k0, s->n, end);
+            break;
+        case S_LANES:
+            lane_grads(t, s, end);
+            break;
+        case S_SHIFTED:
+            shifted_grads(t, b, s->k0, s->k0 + s->n, end);
+            break;
+        case S_MATRIX:
+        case S_MATRIX_ROTATE:
+            matrix_vector_grads(t, b, s->a, s->k0, s->k0 + s->n, end,
+                                s->code == S_MATRIX_ROTATE ? tokens[t->pos[s->L] + 1] : -1);
+            break;
+        case S_FOUR:
+            four_lists(t, b, s->k0, s->n, end);
+            break;
+        case S_SINGLES:
+            single_grads(t, b, s->n, end);
+            break;
+        case S_SEED:
+            g[s->L] = ctx->g_loss;
+            break;
+        case S_CANDIDATE: {
+            int32_t q = t->pos[s->L];
+            double acc = 0.0;
+            if (t->cand[(int64_t)q * t->n_cand + tokens[q + 1]] == s->L)
                 acc += x[t->target_src[q]] * g[t->target_owner[q]];
+            g[s->L] = acc;
             break;
         }
-        case K_ROTATE: {
-            int32_t tgt = tokens[t->pos[L] + 1];
-            for (int64_t k = ps[b]; k < ps[b + 1]; ++k)
+        case S_ROTATE: {  /* the target's parents last */
+            int32_t tgt = tokens[t->pos[s->L] + 1];
+            const int32_t *pb = t->pull_block;
+            double acc = 0.0;
+            for (int64_t k = s->k0; k < s->k0 + s->n; ++k)
                 if (pb[k] != tgt && pp[k] < end) acc += x[src[k]] * g[pp[k]];
-            for (int64_t k = ps[b]; k < ps[b + 1]; ++k)
+            for (int64_t k = s->k0; k < s->k0 + s->n; ++k)
                 if (pb[k] == tgt && pp[k] < end) acc += x[src[k]] * g[pp[k]];
+            g[s->L] = acc;
             break;
         }
-        default:  /* K_OP, K_DOT */
-            for (int64_t k = ps[b]; k < ps[b + 1]; ++k)
-                if (pp[k] < end) acc += x[src[k]] * g[pp[k]];
+        case S_STEPPED: {  /* every parent before end: list_sum's products and sums, without indices */
+            int32_t p0 = pp[s->k0], s0 = src[s->k0];
+            int64_t last = p0 + (int64_t)(s->n - 1) * s->a;
+            if (p0 >= end || last >= end) {
+                g[s->L] = list_sum(t, s->k0, s->k0 + s->n, end);
+                break;
+            }
+            const double *xs = x + s0, *gp = g + p0;
+            int64_t dp = s->a, ds = s->c;
+            double acc = 0.0;
+            for (int64_t j = 0; j < s->n; ++j) acc += xs[j * ds] * gp[j * dp];
+            g[s->L] = acc;
+            break;
         }
-        g[L] = acc;
+        default:  /* S_LIST */
+            g[s->L] = list_sum(t, s->k0, s->k0 + s->n, end);
+        }
     }
 }
 
@@ -188,7 +223,8 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     const double *from = params_read_grads(g, a->grad, t, params);  /* (the blocks': from there) */
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;
     const int64_t *pstart = t->param_start;
-    int blocks_finite = t->blocks_own_grads && matrix_param_grads(t, n, from);  /* (rows read by them only) */
+    double *column = from != g ? a->grad + t->params_at : NULL;  /* (the blocks may sum there) */
+    int blocks_finite = t->blocks_own_grads && matrix_param_grads(t, n, from, column);  /* (rows read by them only) */
     if (t->blocks_own_grads && !blocks_finite) return 0;  /* (nothing written: params_write_grads) */
     for (int32_t q = n - 1; q >= 0; --q) {
         for (int32_t m = q > 0 ? t->mv_end[q - 1] : 0; m < t->mv_end[q] && !t->blocks_own_grads; ++m)

@@ -21,11 +21,11 @@ void single_plan(tape_t *t) {
     }
 }
 
-/* Entries b, b-1, .. of b's run, down to b0 at most, in that order (a later
+/* Entries b, b-1, .. of b's run, n of them (steps.c), in that order (a later
  * one may read an earlier one's gradient): each 0.0 + its product, or 0.0
  * where its parent is past end (as the general loop). How many it took. */
-int32_t single_grads(tape_t *t, int32_t b, int32_t b0, int32_t end) {
-    int32_t stop = b - t->bwd_lanes[b] < b0 - 1 ? b0 - 1 : b - t->bwd_lanes[b];
+int32_t single_grads(tape_t *t, int32_t b, int32_t n, int32_t end) {
+    int32_t stop = b - n;
     const int32_t *pp = t->pull_parent, *src = t->pull_src, *bwd = t->bwd;
     const int64_t *ps = t->pull_start;
     const double *x = t->x;

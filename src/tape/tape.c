@@ -19,6 +19,22 @@ void discard_pages(void *p, size_t bytes) {
 #endif
 }
 
+/* Ask for the whole 2 MiB pages inside [p, p + bytes) to be huge pages where
+ * the system gives them on request (transparent huge pages, "madvise"): a
+ * step's kernels read every position's nodes, far apart, and with 4 KiB
+ * pages each such read is a page of its own for the processor's address
+ * cache (TLB). Memory not touched yet (calloc's fresh pages). Elsewhere than
+ * Linux, nothing. */
+void advise_huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) / huge * huge;
+    uintptr_t hi = ((uintptr_t)p + bytes) / huge * huge;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
 void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
@@ -34,11 +50,12 @@ void tape_free(tape_t *t) {
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end); free(t->alias_base); free(t->alias_shift);
     free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
-    free(t->block_vp); free(t->block_same); free(t->block_gt); free(t->block_top); free(t->block_vbuf);
+    free(t->block_vp); free(t->block_same); free(t->block_in_place); free(t->block_gt); free(t->block_top); free(t->block_vbuf);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired); free(t->first_groups);
     attention_free(t);
+    free(t->steps); free(t->step_piece);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
     free(t);
 }
@@ -88,11 +105,11 @@ size_t tape_bytes(const tape_t *t) {
         + (t->bwd_level_at != NULL ? N * (size_t)(t->n_levels + 1) * sizeof *t->bwd_level_at : 0)
         + (t->level_mv != NULL ? (size_t)(t->n_levels + 1) * sizeof *t->level_units
                                  + N * (size_t)t->level_units[t->n_levels] * sizeof *t->level_mv : 0)
-        + (t->block_vp != NULL ? 3 * N * sizeof *t->block_vp + (size_t)t->n_blocks + (size_t)t->mv_end[N - 1]
+        + (t->block_vp != NULL ? 3 * N * sizeof *t->block_vp + 2 * (size_t)t->n_blocks + (size_t)t->mv_end[N - 1]
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
-        + program_bytes(t) + panel_bytes(t) + attention_bytes(t)  /* the vector instructions' records */
+        + program_bytes(t) + panel_bytes(t) + attention_bytes(t) + step_bytes(t)  /* the vector instructions' records */
         + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (2 * sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
@@ -194,5 +211,6 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.attention_rows_lean = attention_count(t, n, 1);
     c.attention_rows_stepped = attention_count(t, n, 2);
     c.values_from_rows = attention_values_count(t, b);
+    step_counts(t, n, &c.backward_steps, &c.pulls_stepped);
     return c;
 }

@@ -96,6 +96,9 @@ typedef struct {
                                  * rows make as they run (attention_values.c) */
     int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
                                  * values), run sixteen or more from one list (shifted.c) */
+    int64_t backward_steps;     /* the backward's steps (a group, a run, or an entry alone: steps.c) */
+    int64_t pulls_stepped;      /* gradient terms of lists whose parents and sources step by constants,
+                                 * summed without their indices */
 } tape_counts_t;
 
 /* Build a tape; returns NULL with *why set to a static reason when the

@@ -6,6 +6,8 @@
 #include "internal.h"
 #include "lanes.h"
 
+#include <stdint.h>
+
 /* Two chunks of W weights of each of the four rows at a time (eight sums in
  * flight), in lanes of type V (W doubles), loaded and stored with LOAD/STORE. */
 #define BLOCKGRADS_CHUNKS(V, LOAD, STORE, W)                                      \
@@ -73,9 +75,14 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
  * weights of each (sixteen sums in flight), each vector chunk loaded once for
  * eight rows; the second block's rows from h0 into hw, their sums' gradients
  * hp[k]. Each weight's sum as above; the weights past the last multiple of
- * 16, block by block as above. */
+ * 16, block by block as above. The positions' vectors and sums' gradients lie
+ * far apart (out of the hardware prefetchers' sight): the loop asks for read
+ * k + AHEAD's as it takes read k. Whether every sum it wrote is finite, found
+ * in registers as it stores them (a - a is 0 for a finite a, else nan). */
+#define AHEAD 8
 #define BLOCKGRADS_TWO_BODY                                                       \
     int32_t j = 0;                                                                \
+    v8 bad = {0};                                                                 \
     for (; j + 16 <= len; j += 16) {                                              \
         v8 a[16];                                                                 \
         int32_t ahead = j + 16 < len ? j + 16 : 8 * len;  /* the next chunk's rows, \
@@ -93,6 +100,13 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
             a[9 + 2 * c] = load8(h0 + c * len + j + 8);                           \
         }                                                                         \
         for (int32_t k = 0; k < reads; ++k) {                                     \
+            int32_t later = k + AHEAD < reads ? k + AHEAD : k;                    \
+            __builtin_prefetch(vp[later] + j);                                    \
+            __builtin_prefetch(vp[later] + j + 8);                                \
+            if (j == 0) {  /* (after the first chunk, in cache) */                \
+                __builtin_prefetch(gp[later]);                                    \
+                __builtin_prefetch(hp[later]);                                    \
+            }                                                                     \
             v8 v0 = load8(vp[k] + j), v1 = load8(vp[k] + j + 8);                  \
             const double *gk = gp[k], *hk = hp[k];                                \
             for (int c = 0; c < SIDE; ++c) {                                      \
@@ -102,6 +116,7 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
                 a[9 + 2 * c] = a[9 + 2 * c] + v1 * hk[c];                         \
             }                                                                     \
         }                                                                         \
+        for (int c = 0; c < 16; ++c) bad = bad + (a[c] - a[c]);                  \
         for (int c = 0; c < SIDE; ++c) {                                          \
             store8(gw + c * len + j, a[2 * c]);                                   \
             store8(gw + c * len + j + 8, a[2 * c + 1]);                           \
@@ -109,14 +124,19 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
             store8(hw + c * len + j + 8, a[9 + 2 * c]);                           \
         }                                                                         \
     }                                                                             \
+    int finite = 1;                                                               \
+    for (int l = 0; l < 8; ++l) finite &= bad[l] == 0.0;                          \
     if (j < len) {                                                                \
         blockgrads_avx2(gw, g0, len, vp, gp, reads, j);                           \
         blockgrads_avx2(hw, h0, len, vp, hp, reads, j);                           \
-    }
+        for (int c = 0; c < SIDE; ++c)                                            \
+            finite &= grads_finite(gw + c * len + j, len - j) & grads_finite(hw + c * len + j, len - j); \
+    }                                                                             \
+    return finite;
 #define BLOCKGRADS_TWO_ARGS double *gw, const double *g0, double *hw, const double *h0, int32_t len, \
                             const double *const *vp, const double *const *gp, const double *const *hp, int32_t reads
-WIDE(blockgrads_two, (BLOCKGRADS_TWO_ARGS), BLOCKGRADS_TWO_BODY)
 #ifdef HAVE_AVX2
+__attribute__((target("avx512f"))) static int blockgrads_two_avx512(BLOCKGRADS_TWO_ARGS) { BLOCKGRADS_TWO_BODY }
 #define TWO_BLOCKS (lanes_level() >= LANES_AVX512 ? blockgrads_two_avx512 : NULL)
 #else
 #define TWO_BLOCKS NULL
@@ -138,6 +158,17 @@ static int32_t block_reads(tape_t *t, int32_t b, int32_t n, const double **vp, c
     return reads;
 }
 
+/* Whether n gradients are +0.0 every one (all bits zero: what Adam leaves). */
+static int all_zero(const double *g, int64_t n) {
+    uint64_t bits = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        uint64_t u;
+        memcpy(&u, g + k, sizeof u);
+        bits |= u;
+    }
+    return bits == 0;
+}
+
 /* Every row block's weights' gradients over positions [0, n), last to first
  * (matrix_plan: no weight of a block is read otherwise). Read k of a block
  * adds its vector times its four rows' sums' gradients, read in place (four
@@ -145,13 +176,17 @@ static int32_t block_reads(tape_t *t, int32_t b, int32_t n, const double **vp, c
  * order, not a block's scattered positions); two blocks at once where they
  * read the same vectors (block_same), which are then gathered once.
  * The weights' gradients start from `from` (the same layout as t->grad: the
- * arena's column, or t->grad). Whether every one came out finite (checked
- * block by block, still in cache). */
-int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
+ * arena's column, or t->grad). Where `from` is the arena's column (column),
+ * a block whose gradients start from +0.0 every one (a step after Adam) sums
+ * into the column itself (block_in_place: nothing to copy after, and one
+ * stream of memory less; zeros again if the step goes back to the model
+ * code, params.c), the others into t->grad. Whether every one came out
+ * finite (checked as they are written; if not, the column as it was). */
+int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column) {
     int finite = 1;
     const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos, **hp = t->block_vp + 2 * t->n_pos;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
-    void (*two)(BLOCKGRADS_TWO_ARGS) = TWO_BLOCKS;
+    int (*two)(BLOCKGRADS_TWO_ARGS) = TWO_BLOCKS;
     t->blocks_paired = 0;
     for (int32_t k = 0; k < t->mv_end[n - 1] && t->block_top == NULL; ++k) {
         const matvec_t *g = t->mv + k;
@@ -162,20 +197,27 @@ int matrix_param_grads(tape_t *t, int32_t n, const double *from) {
         int32_t reads = block_reads(t, b, n, vp, gp), w0 = t->block_w0[b], len = t->block_len[b];
         int64_t size = SIDE * (int64_t)len;
         int pair = two != NULL && b + 1 < t->n_blocks && t->block_same[b + 1];
-        int32_t next = b + 1 + pair;  /* the next kernel's sums' gradients (cold, and read in a chain) */
-        for (int32_t k = next < t->n_blocks ? t->block_start[next] : 0; next < t->n_blocks && t->block_top != NULL
-                                                                         && k < t->block_start[next + 1]; ++k)
-            __builtin_prefetch(t->grad + t->block_top[k], 0, 2);
+        int32_t w1 = pair ? t->block_w0[b + 1] : w0;
+        int in_place = column != NULL && all_zero(from + w0, size) && all_zero(from + w1, size);  /* (and
+                                                           * in cache for the kernel) */
+        double *out = in_place ? column : t->grad;
+        t->block_in_place[b] = (uint8_t)in_place;
         if (pair) {
             block_reads(t, b + 1, n, vp, hp);
-            int32_t w1 = t->block_w0[++b];
-            two(t->grad + w0, from + w0, t->grad + w1, from + w1, len, vp, gp, hp, reads);
+            t->block_in_place[++b] = (uint8_t)in_place;
+            finite &= two(out + w0, from + w0, out + w1, from + w1, len, vp, gp, hp, reads);
             t->blocks_paired += 2;
-            finite &= grads_finite(t->grad + w0, size) & grads_finite(t->grad + w1, size);
             continue;
         }
-        kernel(t->grad + w0, from + w0, len, vp, gp, reads, 0);
-        finite &= grads_finite(t->grad + w0, size);  /* (while in cache) */
+        kernel(out + w0, from + w0, len, vp, gp, reads, 0);
+        finite &= grads_finite(out + w0, size);  /* (while in cache) */
     }
+    if (!finite && column != NULL) blocks_zero_again(t, column);
     return finite;
+}
+
+/* The blocks summed in the column (block_in_place) back to +0.0, as they were. */
+void blocks_zero_again(const tape_t *t, double *column) {
+    for (int32_t b = 0; b < t->n_blocks; ++b)
+        if (t->block_in_place[b]) memset(column + t->block_w0[b], 0, SIDE * (size_t)t->block_len[b] * sizeof *column);
 }
