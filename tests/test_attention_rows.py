@@ -34,6 +34,12 @@ def test_every_heads_softmax_row_is_taken_and_replays_exactly(config):
     heads = config["n_layer"] * config["n_head"]
     assert rows(replay) == heads * replay.document_loss.tape.n_pos  # one a head, a position
     assert rows(replay, 1) == heads
+    # every row writes only its logits' gradients: its adds' other children are the
+    # derived maxima, its products' the scale, its first sum's the 0 (attention_unread.c)
+    counts = replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)
+    assert counts["attention_rows_lean"] == rows(replay)
+    # and reads its logits' and exps' nodes from first nodes and steps (its one-key rows too)
+    assert counts["attention_rows_stepped"] == rows(replay)
 
 
 def test_documents_shorter_than_the_recording_replay_their_rows_exactly():
@@ -58,6 +64,7 @@ def test_a_softmax_of_another_shape_keeps_the_entries_lists_exactly(monkeypatch)
     tape = replay.document_loss.tape
     c = tape.counts(tape.n_pos)
     assert c["attention_rows"] == 0 and c["pulls_strided"] > 0  # the weights by their strided lists
+    assert c["values_from_rows"] == 0  # (no rows to sum them)
 
 
 @pytest.mark.parametrize("config", CONFIGS[1:])
@@ -68,3 +75,20 @@ def test_a_heads_values_gradients_run_sixteen_lanes_from_one_list_exactly(config
     tape = replay.document_loss.tape
     values = config["n_layer"] * config["n_embd"] * tape.n_pos  # every position's values
     assert tape.counts(tape.n_pos)["shifted_in_runs"] >= values
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:])
+def test_a_heads_values_gradients_are_summed_by_its_rows_exactly(config):
+    # the row of position p adds w(p, t) g(output_p[j]) to value v_t[j]'s sum as it runs
+    # (attention_values.c), the last position's row first as each value's list; every
+    # position's values but the last's (a list of one pull) are copied from those sums
+    replay = replayed_as_compiled(5, docs=LONG, **config)
+    tape = replay.document_loss.tape
+    assert tape.counts(tape.n_pos)["values_from_rows"] >= config["n_layer"] * config["n_embd"] * (tape.n_pos - 1)
+
+
+def test_documents_shorter_than_the_recording_sum_their_values_from_their_rows_exactly():
+    # a replay of n positions begins each head's sums at its row of position n - 1 (16
+    # pulls a head: its values run sixteen lanes from one list)
+    replay = every_length_replays_exactly("abcdefghijkl", 5, n_layer=2, n_embd=32, block_size=12, n_head=2)
+    assert replay.document_loss.tape.counts(4)["values_from_rows"] >= 2 * 32 * 3

@@ -19,6 +19,9 @@
  * nodes in every row of a head, so they are copied once a backward into a
  * dense block (vt, key-major by pull i), and the weights' sums run as lanes
  * of keys, each lane its own sum in its list's order (no FMA, as lanes.h).
+ * A row also adds its terms of its head's values' gradients (gv: each
+ * value's sum over the rows, attention_values.c), its weights times the
+ * outputs' gradients it holds.
  *
  * The rows of a head are taken only all together (one a position, every
  * position): the first met in a backward, the last position's, copies the
@@ -34,7 +37,7 @@ void attention_free(tape_t *t) {
     attention_t *a = t->attn;
     free(t->shift_runs);
     if (a == NULL) return;
-    free(a->rows); free(a->heads); free(a->node); free(a->vt); free(a->gw);
+    free(a->rows); free(a->heads); free(a->node); free(a->vt); free(a->gw); free(a->wv); free(a->gv); free(a->gv_lane);
     free(a);
 }
 
@@ -42,16 +45,20 @@ size_t attention_bytes(const tape_t *t) {
     const attention_t *a = t->attn;
     if (a == NULL) return 0;
     size_t vt = 0;
-    for (int32_t h = 0; h < a->n_heads; ++h) vt += (size_t)a->heads[h].hd * (size_t)a->ld;
+    for (int32_t h = 0; h < a->n_heads; ++h) vt += (size_t)(a->heads[h].hd + a->heads[h].hdp) * (size_t)a->ld;
     return sizeof *a + (size_t)a->n_rows * sizeof *a->rows + (size_t)a->n_heads * sizeof *a->heads
-        + (size_t)a->n_node * sizeof *a->node + (vt + (size_t)a->ld) * sizeof *a->vt;
+        + (size_t)a->n_node * sizeof *a->node + (vt + 2 * (size_t)a->ld) * sizeof *a->vt
+        + (size_t)a->n_gv_lane * sizeof *a->gv_lane;
 }
 
 int32_t attention_width(const tape_t *t, int32_t b) { return SLOTS * t->attn->rows[t->bwd_lanes[b]].T; }
 
-int32_t attention_count(const tape_t *t, int32_t n) {  /* rows a replay of n positions runs */
+int32_t attention_count(const tape_t *t, int32_t n, int which) {  /* rows a replay of n positions runs */
     int32_t c = 0;
-    for (int32_t r = 0; t->attn != NULL && r < t->attn->n_rows; ++r) c += t->attn->rows[r].T <= n;
+    for (int32_t r = 0; t->attn != NULL && r < t->attn->n_rows; ++r) {
+        const attn_row_t *w = t->attn->rows + r;
+        c += w->T <= n && (which == 0 || (which == 1 && w->lean) || (which == 2 && w->steps));
+    }
     return c;
 }
 
@@ -73,9 +80,49 @@ int32_t attention_count(const tape_t *t, int32_t n) {  /* rows a replay of n pos
 KERNELS(wgrads, (WGRADS_ARGS), WGRADS_CHUNKS(v4, load4, store4, 4))
 WIDE(wgrads, (WGRADS_ARGS), WGRADS_CHUNKS(v8, load8, store8, 8))
 
+/* The values' gradients a row adds to (attention_values.c): key t's hdp
+ * lanes gv[t hdp + i] += w_t g(o_i), each lane its own sum, the rows met
+ * last position first (W a register). */
+#define VGRADS_BODY(V, LOAD, STORE, W)                                          \
+    for (int32_t k = 0; k < T; ++k) {                                         \
+        double wk = wv[k];                                                    \
+        double *v = gv + (int64_t)k * hdp;                                    \
+        for (int32_t i = 0; i < hdp; i += W) STORE(v + i, LOAD(v + i) + wk * LOAD(gh + i)); \
+    }
+#define VGRADS_ARGS double *restrict gv, int32_t hdp, const double *wv, const double *gh, int32_t T
+KERNELS(vgrads, (VGRADS_ARGS), VGRADS_BODY(v4, load4, store4, 4))
+WIDE(vgrads, (VGRADS_ARGS), VGRADS_BODY(v8, load8, store8, 8))
+
 /* A backward begins: every head's values are copied again at its first row. */
 void attention_begin(tape_t *t) {
     if (t->attn != NULL) t->attn->serial++;
+}
+
+/* The lines the row after r reads and writes, asked for while r runs (a
+ * backward meets a head's rows far apart in the tape): its nodes' lists, its
+ * exps' values, its entries' gradients, its pow's value and local gradient,
+ * its outputs' gradients, its record and its top entry's; and the tape's
+ * lines at the entry below r, which the backward meets next (it asks for
+ * lines a few entries ahead of each entry it meets: a row skips 7 T). */
+static void ahead_row(const tape_t *t, const attention_t *a, const attn_row_t *r) {
+    int32_t e = r->b_lo > 0 ? r->b_lo - 1 : 0;
+    __builtin_prefetch(t->bwd + e);
+    __builtin_prefetch(t->bwd_group + e);
+    __builtin_prefetch(t->bwd_kind + e);
+    __builtin_prefetch(t->bwd_lanes + e);
+    __builtin_prefetch(t->pull_start + e);
+    if (r->next < 0) return;
+    const attn_row_t *q = a->rows + r->next;
+    const char *nd = (const char *)(a->node + q->at);  /* (lean: logits' and exps' lists only) */
+    for (int64_t o = 0; o < 16 * (int64_t)q->T && !(q->lean && q->steps); o += 64)
+        if (!q->lean || o < 4 * q->T || o + 64 > 12 * (int64_t)q->T) __builtin_prefetch(nd + o);
+    for (int32_t L = q->ex_lo; L <= q->ex_hi; L += 8) __builtin_prefetch(t->x + L);
+    for (int32_t L = q->lo; L <= q->hi; L += 8) __builtin_prefetch(t->grad + L, 1);
+    __builtin_prefetch(t->x + q->pw0);
+    __builtin_prefetch(t->x + t->n_nodes + q->pw0);
+    __builtin_prefetch(t->grad + q->ho0);
+    __builtin_prefetch(t->bwd_lanes + q->b_lo + SLOTS * q->T - 1);
+    if (q->next >= 0) __builtin_prefetch(a->rows + q->next);
 }
 
 /* The row whose top entry is b (bwd_group 7): its 7 T entries' gradients, as
@@ -88,34 +135,52 @@ int32_t attention_grads(tape_t *t, int32_t b) {
     const double *x = t->x;
     double *g = t->grad, *vt = a->vt + h->vt, gh[MAX_HD];
     const int32_t *nd = a->node + r->at, *dot = nd, *mul = nd + T, *ad = nd + 2 * T, *ex = nd + 3 * T;
-    const int32_t *sm = nd + 4 * T, *pw = nd + 5 * T, *w = nd + 6 * T;
-    const double one = x[2 * (int64_t)n], scale = x[r->scale];
+    const int32_t *sm = nd + 4 * T;
+    const int steps = r->steps;  /* (its logits' and exps' nodes from first nodes and steps: attention_values.c) */
+#define EX(k) (steps ? r->ex0 + (k) * r->dex : ex[k])
+#define DOT(k) (steps ? r->dot0 + (k) * r->ddot : dot[k])
+    ahead_row(t, a, r);
+    /* every pow's value and local gradient are pow_0's (row_fits): asked for
+     * first, as the lines far apart in memory they are */
+    const double one = x[2 * (int64_t)n], scale = x[r->scale], pow_value = x[r->pw0], lg_pow = x[n + r->pw0];
     if (h->copied != a->serial) {  /* a head's first row of this backward: its values, key by key
                                     * (the longest row's nodes: every row's, as attention_plan checked) */
         const attn_row_t *lr = a->rows + h->longest;
         const int32_t *vl = a->node + lr->at + SLOTS * lr->T;
         for (int32_t k = 0; k < t->n_used; ++k)
             for (int32_t i = 0; i < hd; ++i) vt[(int64_t)i * a->ld + k] = x[vl[k] + (int64_t)i * h->ss];
+        if (h->gv >= 0) memset(a->gv + h->gv, 0, (size_t)t->n_used * (size_t)h->hdp * sizeof *a->gv);
         h->copied = a->serial;
     }
     for (int32_t i = 0; i < hd; ++i) gh[i] = g[r->ho0 + (int64_t)i * r->sp];
+    for (int32_t i = hd; i < h->hdp; ++i) gh[i] = 0.0;  /* (lanes no run reads) */
     KERNEL_WIDE(wgrads)(a->gw, vt, a->ld, gh, hd, T);
     /* the weights and pows, and the total over its pows last to first; then each
-     * key's sum (down the chain from the total), exp, add, mul and dot. Every
-     * pow's value and local gradient are pow_0's (row_fits), an exp's local
-     * gradient its value */
-    const double *gw = a->gw, pow_value = x[pw[0]], lg_pow = x[n + pw[0]];
-    double acc = 0.0;
+     * key's sum (down the chain from the total), exp, add, mul and dot. An exp's
+     * local gradient is its value; a weight's value is its exp's times its pow's
+     * (row_fits: a product), the same float as the forward's. The weights', pows'
+     * and sums' gradients are read by the row only (row_fits): kept in registers
+     * and gw, not written, but the first sum's */
+    const double *gw = a->gw;
+    double acc = 0.0, *wv = a->wv;
     for (int32_t k = T - 1; k >= 0; --k) {
-        double gp = 0.0 + x[ex[k]] * gw[k];
-        g[w[k]] = gw[k];
-        g[pw[k]] = gp;
+        double e = x[EX(k)], gp = 0.0 + e * gw[k];
         acc += lg_pow * gp;
+        wv[k] = e * pow_value;
     }
+    if (h->gv >= 0) KERNEL_WIDE(vgrads)(a->gv + h->gv, h->hdp, wv, gh, T);
     double sum = acc;
+    if (r->lean) {  /* (nothing else reads but the logits': attention_unread.c) */
+        for (int32_t k = T - 1; k >= 0; --k) {
+            if (k < T - 1) sum = 0.0 + one * sum;
+            double e = (0.0 + pow_value * gw[k]) + one * sum;
+            double add = 0.0 + x[EX(k)] * e, m = 0.0 + one * add;
+            g[DOT(k)] = 0.0 + scale * m;
+        }
+        return SLOTS * T;
+    }
     for (int32_t k = T - 1; k >= 0; --k) {
         if (k < T - 1) sum = 0.0 + one * sum;  /* (the total's is acc) */
-        g[sm[k]] = sum;
         double e = (0.0 + pow_value * gw[k]) + one * sum;
         g[ex[k]] = e;
         double add = 0.0 + x[ex[k]] * e, m = 0.0 + one * add;
@@ -123,5 +188,8 @@ int32_t attention_grads(tape_t *t, int32_t b) {
         g[mul[k]] = m;
         g[dot[k]] = 0.0 + scale * m;
     }
+    g[sm[0]] = sum;
     return SLOTS * T;
+#undef EX
+#undef DOT
 }

@@ -93,10 +93,20 @@ static int row_fits(const tape_t *t, const scan_t *sc, int32_t b, int32_t T, att
     /* an exp's local gradient is its value (ops.h op_exp writes both from one
      * number), and pows of one node by one exponent have one value and one local
      * gradient (deterministic functions of the two; a copy copies them): the
-     * sums read x[ex_t] and pow_0's, not x[n + ...] and every pow's */
+     * sums read x[ex_t] and pow_0's, not x[n + ...] and every pow's; a weight
+     * is a product of its exp and pow (their lists say they are its children):
+     * x[ex_t] times pow_0's value is its value */
     for (k = 0; k < T; ++k)
-        if (t->op[ex[k]] != OP_EXP || t->op[pw[k]] != OP_POW
+        if (t->op[ex[k]] != OP_EXP || t->op[pw[k]] != OP_POW || t->op[w[k]] != OP_MUL
             || memcmp(&t->operand[pw[k]], &t->operand[pw[0]], sizeof(double)) != 0) return 0;
+    /* nothing but the row reads its weights', pows' and sums' gradients (but
+     * the first sum's, whose other child is not known here): each is an
+     * operation, not a chain's top, whose children are all in the row (a
+     * weight multiplies its exp and pow, a pow has one, the total; a sum adds
+     * the one before and its exp). attention_grads writes none of them */
+    for (k = 0; k < T; ++k)
+        if (t->bwd_kind[entry_of(sc, w[k])] != K_OP || t->bwd_kind[entry_of(sc, pw[k])] != K_OP
+            || (k > 0 && (t->op[sm[k]] != OP_ADD || t->bwd_kind[entry_of(sc, sm[k])] != K_OP))) return 0;
     int32_t total = entry_of(sc, sm[T - 1]);  /* the pows, last to first (the total is their one child) */
     int64_t kt = total >= 0 ? t->pull_start[total] : 0;
     if (total < 0 || pull_count(t, total) != T || (t->bwd_kind[total] != K_OP && t->bwd_kind[total] != K_DOT)) return 0;
@@ -192,6 +202,7 @@ static int find_rows(tape_t *t, attention_t *a, const uint8_t *met, int32_t **in
             if (room_for(a, &cap, &node_cap, T, info) < 0) { rc = -1; break; }
             attn_row_t r = {.b_lo = b, .T = T, .at = a->n_node};
             if (!row_fits(t, &sc, b, T, &r, a->node + a->n_node, &hd, &ss, taken)) continue;
+            r.pw0 = a->node[r.at + 5 * (int64_t)T];
             (*info)[2 * a->n_rows] = hd;
             (*info)[2 * a->n_rows + 1] = ss;
             a->rows[a->n_rows++] = r;
@@ -275,11 +286,13 @@ int attention_plan(tape_t *t) {
         a->heads[h].vt = room;
         room += (int64_t)a->heads[h].hd * a->ld;
     }
-    if (!NEW(a->vt, room) || !NEW(a->gw, a->ld)) return -1;
+    if (!NEW(a->vt, room) || !NEW(a->gw, a->ld) || !NEW(a->wv, a->ld)) return -1;
     for (int32_t r = 0; r < n; ++r) {
         int32_t top = a->rows[r].b_lo + SLOTS * a->rows[r].T - 1;
         t->bwd_group[top] = 7;
         t->bwd_lanes[top] = r;
     }
-    return shifted_runs(t);  /* the values' gradients (shifted.c) */
+    if (shifted_runs(t) < 0) return -1;  /* the values' gradients (shifted.c) */
+    if (attention_unread_plan(t) < 0) return -1;  /* the rows that write their logits' gradients only */
+    return attention_values_plan(t);     /* ... summed by the rows where they fit */
 }

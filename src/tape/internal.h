@@ -23,7 +23,9 @@
  *                  vectors read by one matrix, their gradients at once (paired_plan.c: which)
  *   params.c    the parameters' numbers in and out of the arena
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
- *                attention_plan.c  such rows found and checked; attention.h  what the two share
+ *                attention_plan.c  such rows found and checked; attention.h  what they share;
+ *                attention_values.c  the values' gradients summed as the rows run;
+ *                attention_unread.c  the rows' gradients nothing else reads
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
  *   steps.c     the backward's dispatch as one record a step, made at build time
  *   tape.c      sizes, counts, accessors, free
@@ -484,9 +486,14 @@ int attention_plan(tape_t *t);
 void attention_begin(tape_t *t);  /* before a backward */
 int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
 int32_t attention_width(const tape_t *t, int32_t b);
-int32_t attention_count(const tape_t *t, int32_t n);
+int32_t attention_count(const tape_t *t, int32_t n, int which);  /* rows of n positions (which 1: lean, 2: steps) */
 size_t attention_bytes(const tape_t *t);
 void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
+int attention_unread_plan(tape_t *t);  /* attention_unread.c: 0, or -1 out of memory */
+/* attention_values.c: the values' runs whose sums the rows make (after shifted_runs) */
+int attention_values_plan(tape_t *t);  /* 0, or -1 out of memory */
+void attention_values(tape_t *t, const struct shift_run *s, const int32_t *dst);
+int64_t attention_values_count(const tape_t *t, int32_t b);  /* entries of such runs below b */
 void backward_tops(const tape_t *t, uint8_t *met);  /* met[b] = 1: the backward meets b as a top */
 void backward_range(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t *hi);  /* pull_lanes.c */
 int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */

@@ -5,14 +5,8 @@
  * sixteen values' entries (and up to four heads) run from one list each
  * (shifted_runs). Every lane is one sum of the reference, in its own order,
  * nothing fused (as in matrix.c). */
-#include "internal.h"
+#include "attention.h"
 #include "lanes.h"
-
-typedef struct shift_run {
-    int32_t heads;          /* 1 to 4 heads' sixteen entries */
-    int32_t count;          /* pulls a list */
-    int64_t k[SIDE];        /* head h's list (its first group's) */
-} shift_run_t;
 
 /* A backward group of 4 at entry b (internal.h): lane i is entry b - 3 + i,
  * whose parents are entry b's less 3 - i, with the same local gradients
@@ -55,7 +49,8 @@ WIDE(shift_run, (RUN_ARGS), RUN_BODY(v8, load8, 8))
  * or another of a run (-1: done with the first). */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end) {
     int32_t r = t->bwd_lanes[b];
-    if (r > 0) KERNEL_WIDE(shift_run)(t->grad, t->x, t->pull_parent, t->pull_src, t->shift_runs + r - 1, end, t->bwd + b);
+    if (r > 0 && t->shift_runs[r - 1].gv_at >= 0) attention_values(t, t->shift_runs + r - 1, t->bwd + b);
+    else if (r > 0) KERNEL_WIDE(shift_run)(t->grad, t->x, t->pull_parent, t->pull_src, t->shift_runs + r - 1, end, t->bwd + b);
     if (r != 0) return;
     void (*kernel)(SHIFTED_ARGS) = KERNEL(shifted);
     kernel(t->grad, t->x, t->pull_parent, t->pull_src, k0, k1, end, t->bwd + b - (SIDE - 1));
@@ -203,6 +198,7 @@ int shifted_runs(tape_t *t) {
             }
             shift_run_t *s = t->shift_runs + n++;
             s->heads = heads;
+            s->gv_at = -1;
             s->count = (int32_t)pull_count(t, b);
             for (int32_t h = 0; h < heads; ++h) s->k[h] = t->pull_start[b - LANES16 * h];
             for (int32_t e = b - LANES16 * heads + 1; e < b; ++e)

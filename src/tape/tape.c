@@ -212,7 +212,10 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
     c.vectors_side_by_side = t->vectors_side_by_side;
-    c.attention_rows = attention_count(t, n);
+    c.attention_rows = attention_count(t, n, 0);
+    c.attention_rows_lean = attention_count(t, n, 1);
+    c.attention_rows_stepped = attention_count(t, n, 2);
+    c.values_from_rows = attention_values_count(t, b);
     step_counts(t, n, &c.backward_steps, &c.pulls_stepped);
     return c;
 }

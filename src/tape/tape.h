@@ -90,6 +90,12 @@ typedef struct {
     int64_t vectors_side_by_side; /* ... summed with 1 to 3 others at once, each its own list (a position's
                                  * heads' queries, or keys) */
     int64_t attention_rows;     /* heads' softmax rows whose backward runs whole (attention.c) */
+    int64_t attention_rows_lean; /* ... of them writing only their logits' gradients (nothing else
+                                 * reads the others': attention_unread.c) */
+    int64_t attention_rows_stepped; /* ... of them reading their logits' and exps' nodes from first
+                                 * nodes and steps, not lists */
+    int64_t values_from_rows;   /* entries of runs of a head's values whose sums the head's softmax
+                                 * rows make as they run (attention_values.c) */
     int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
                                  * values), run sixteen or more from one list (shifted.c) */
     int64_t backward_steps;     /* the backward's steps (a group, a run, or an entry alone: steps.c) */
