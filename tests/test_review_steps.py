@@ -296,3 +296,18 @@ def test_fuzzed_operations_on_narrower_builds(simd):
     lanes, got = python_child(FUZZ_CHILD.format(tests=str(Path(__file__).parent)), simd)
     assert lanes in ((simd,) if simd == "plain" else ("avx2", "plain"))
     assert got == want
+
+
+# model code written otherwise (test_review_kernels): other lists, runs and
+# chains for the steps to dispatch (no matrix-row groups at all for _plain:
+# the parameters' gradients then never sum in the column), the same script
+@pytest.mark.parametrize("attr,fn", [("rmsnorm", "_rms_chain"), ("softmax", "_soft_chain"),
+                                     ("linear", "_halves"), ("linear", "_plain")])
+def test_model_code_written_otherwise_ends_the_column_alike(monkeypatch, attr, fn):
+    import test_review_kernels
+    from microgpt import model
+    monkeypatch.setattr(model, attr, getattr(test_review_kernels, fn))
+    case = (2, 24, 2, 17, "abc")
+    (got, t), (want, _) = run_script("replay", case), run_script("compiled", case)
+    assert got == want
+    assert t.document_loss.model_steps == 5 and t.document_loss.recordings == 2
