@@ -189,6 +189,9 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
         case S_STEPPED: {  /* every parent before end: list_sum's products and sums, without indices */
             int32_t p0 = pp[s->k0], s0 = src[s->k0];
             int64_t last = p0 + (int64_t)(s->n - 1) * s->a;
+            /* either end past `end` (the step may be negative): the list, which skips such
+             * parents one by one. In the GPT's graph a stepped list stays inside one position,
+             * so its first parent decides; the second test guards a list that would not. */
             if (p0 >= end || last >= end) {
                 g[s->L] = list_sum(t, s->k0, s->k0 + s->n, end);
                 break;
