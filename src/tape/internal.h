@@ -1,5 +1,5 @@
 /* internal.h: the tape's layout and what its files share (not part of the
- * public contract, tape.h). About 520 lines: one struct every file reads; the
+ * public contract, tape.h). About 560 lines: one struct every file reads; the
  * build's working state is builder.h's (build.c, reads.c, order.c, walk.c only).
  *   build.c     a recorded step copied out of the arena, its slots declared and
  *               checked; each phase a function (builder_t holds the working state)
@@ -531,17 +531,22 @@ void discard_pages(void *p, size_t bytes);
  * values, 6.3 of gradients, 11.7 of lists). Elsewhere than Linux, nothing. (tape.c) */
 void huge_pages(void *p, size_t bytes);
 
+/* Which of n ascending ends is the first past v (the last, if none): the
+ * position a node (pos_end) or a backward entry (bwd_end, steps.c) is in. */
+static inline int32_t first_past(const int32_t *end, int32_t n, int32_t v) {
+    int32_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo) / 2;
+        if (v < end[mid]) hi = mid; else lo = mid + 1;
+    }
+    return lo;
+}
+
 /* The position node L belongs to (-1: a parameter), from the positions' ends:
  * a builder's node has no position of its own (a node-sized array less); the
  * replay's kept nodes do (pos). */
 static inline int32_t pos_of(const tape_t *t, int32_t L) {
-    if (L < t->n_params) return -1;
-    int32_t lo = 0, hi = t->n_pos - 1;  /* the first position whose end is past L */
-    while (lo < hi) {
-        int32_t mid = lo + (hi - lo) / 2;
-        if (L < t->pos_end[mid]) hi = mid; else lo = mid + 1;
-    }
-    return lo;
+    return L < t->n_params ? -1 : first_past(t->pos_end, t->n_pos, L);
 }
 
 /* An F_MV4 group's vector: its entries in place where they are consecutive

@@ -114,12 +114,7 @@ int step_plan(tape_t *t) {
 }
 
 int32_t step_piece_of(const tape_t *t, int32_t b) {
-    int32_t lo = 0, hi = t->n_pos - 1;  /* b's position: the first whose end is past b */
-    while (lo < hi) {
-        int32_t mid = lo + (hi - lo) / 2;
-        if (b < t->bwd_end[mid]) hi = mid; else lo = mid + 1;
-    }
-    int32_t p = lo, N = t->n_pos, nl = t->n_levels, s = 0;
+    int32_t p = first_past(t->bwd_end, t->n_pos, b), N = t->n_pos, nl = t->n_levels, s = 0;  /* b's position */
     if (t->bwd_level_at == NULL) return N - 1 - p;
     const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1);
     while (b >= ap[s + 1]) ++s;
