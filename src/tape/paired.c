@@ -130,6 +130,21 @@ WIDE(oct, (QUAD_ARGS), OCT_BODY)
 #define EIGHT_POSITIONS NULL
 #endif
 
+/* The next positions' (p, p - 1, .. p - 7) lists' parents and their
+ * vectors' nodes asked for now, as this call's kernel runs (they are far
+ * apart and gone from the caches since the level after computed them). */
+static void ahead(const tape_t *t, int32_t p, int32_t s) {
+    int32_t nl = t->n_levels;
+    for (int32_t q = p; q > p - 8 && q >= 0; --q) {
+        if (t->first_lanes[(int64_t)q * nl + s] == 0) return;
+        const first_group_t *f = group_at(t, q, s);
+        if (f->step != 0)
+            for (int32_t j = 0; j < f->count; j += 8) __builtin_prefetch(t->grad + f->parent0 - j);
+        if (f->node0 >= 0)
+            for (int32_t i = 0; i < f->lanes; i += 8) __builtin_prefetch(t->grad + f->node0 + i, 1);
+    }
+}
+
 /* How many positions from p down run their first groups of level s together
  * (8 with AVX-512, 4, 2, or 1: alone, or 0: p has none). */
 int paired_width(const tape_t *t, int32_t p, int32_t s) {
@@ -155,6 +170,7 @@ void paired_grads(tape_t *t, int32_t p, int32_t s, int k) {
         for (int32_t i = 0; i < lanes; ++i) acc[m][i] = 0.0;
     }
     int64_t count = f->count;
+    ahead(t, p - k, s);  /* (kernel runs long enough to hide it) */
     int steps = 1, shifted = 1;  /* every list read from its first pull and the step (list_step); or
                                   * the first's parents read, the others' a constant from them */
     for (int m = 0; m < k; ++m) steps &= fm[m]->step != 0;

@@ -127,31 +127,42 @@ int64_t panel_count(const tape_t *t, int32_t n) {
                    const double *init, const int32_t *tops, int32_t r0, int valid
 KERNELS(panel, (PANEL_ARGS), PANEL_BODY)
 
-/* The same with eight lanes a register (AVX-512): the block in one register,
- * R rows at once, each lane's sum in the same order. Sixteen rows where a
- * unit has them (a run of four groups): sixteen independent sums keep the
- * adds busy, where four would wait on each other's latency, and each chunk of
- * the vectors is loaded once for them all. Each row through its own pointer,
- * stepped by a 64-bit j (no index arithmetic beside the loads). */
-#define PANEL8_BODY(R)                                                                    \
+/* The same with eight lanes a register (AVX-512): a block in one register, R
+ * rows times B blocks at once (R B sums in flight, where four would wait on
+ * each other's latency), each lane's sum in the same order. Each row through
+ * its own pointer, stepped by a 64-bit j. Eight rows times two blocks where a
+ * unit has them (eight row pointers stay in registers, where sixteen spill;
+ * each weight loaded once for sixteen positions): 6/128/128 panels 7% faster
+ * than sixteen rows times one block, in cache and in a step. */
+#define PANEL8_BODY(R, B)                                                                 \
     const double *wr[R];                                                                  \
     for (int r = 0; r < R; ++r) wr[r] = w + (int64_t)r * len;                             \
-    v8 a[R], i8 = load8(init), v0 = load8(V);                                             \
-    for (int r = 0; r < R; ++r) a[r] = wr[r][0] * v0 + i8;                                \
+    v8 a[R][B];                                                                           \
+    for (int b = 0; b < B; ++b) {                                                         \
+        v8 i8 = load8(init + BLOCK * b), v0 = load8(V + (int64_t)b * BLOCK * len);        \
+        for (int r = 0; r < R; ++r) a[r][b] = wr[r][0] * v0 + i8;                         \
+    }                                                                                     \
     for (int64_t j = 1; j < len; ++j) {                                                   \
-        v8 vj = load8(V + BLOCK * j);                                                     \
-        for (int r = 0; r < R; ++r) a[r] = a[r] + wr[r][j] * vj;                          \
+        v8 vj[B];                                                                         \
+        for (int b = 0; b < B; ++b) vj[b] = load8(V + (int64_t)b * BLOCK * len + BLOCK * j); \
+        for (int r = 0; r < R; ++r) {                                                     \
+            double wj = wr[r][j];                                                         \
+            for (int b = 0; b < B; ++b) a[r][b] = a[r][b] + wj * vj[b];                   \
+        }                                                                                 \
     }                                                                                     \
     for (int c = 0; c < valid; ++c) {                                                     \
         double *y = x + tops[c] + r0;                                                     \
-        for (int r = 0; r < R; ++r) y[r] = a[r][c];                                       \
+        for (int r = 0; r < R; ++r) y[r] = a[r][c / BLOCK][c % BLOCK];                    \
     }
-WIDE(panel, (PANEL_ARGS), PANEL8_BODY(4))
-WIDE(panel_sixteen, (PANEL_ARGS), PANEL8_BODY(16))
+WIDE(panel, (PANEL_ARGS), PANEL8_BODY(4, 1))
+WIDE(panel_sixteen, (PANEL_ARGS), PANEL8_BODY(16, 1))
+WIDE(panel_pair, (PANEL_ARGS), PANEL8_BODY(8, 2))
 #ifdef HAVE_AVX2
 #define SIXTEEN_ROWS (lanes_level() >= LANES_AVX512 ? panel_sixteen_avx512 : NULL)
+#define BLOCK_PAIRS (lanes_level() >= LANES_AVX512 ? panel_pair_avx512 : NULL)
 #else
 #define SIXTEEN_ROWS NULL
+#define BLOCK_PAIRS NULL
 #endif
 
 /* Positions [0, n)'s vectors of unit u into the blocks (lanes past n: 0). */
@@ -180,24 +191,28 @@ static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n)
  * lanes stored one by one just before waits on the stores). */
 void panel_level(tape_t *t, int32_t s, int32_t n) {
     int32_t N = t->n_pos, blocks = (n + BLOCK - 1) / BLOCK;
-    void (*four)(PANEL_ARGS) = KERNEL_WIDE(panel), (*sixteen)(PANEL_ARGS) = SIXTEEN_ROWS;
+    void (*four)(PANEL_ARGS) = KERNEL_WIDE(panel), (*sixteen)(PANEL_ARGS) = SIXTEEN_ROWS, (*pairs)(PANEL_ARGS) = BLOCK_PAIRS;
     double *inits = t->panel_buf + (int64_t)t->panel_len * BLOCK * blocks;  /* past the vectors */
     for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
         const panel_unit_t *pu = t->panel_units + u;
         const panel_read_t *reads = t->panel_reads + (int64_t)u * N;
         if (!pu->same_vec) gather(t, reads, pu->len, n);
         for (int32_t p = 0; p < blocks * BLOCK; ++p) inits[p] = t->x[reads[p < n ? p : 0].init];
-        for (int32_t b = 0; b < blocks; ++b) {
-            int32_t tops[BLOCK];
-            int valid = n - b * BLOCK < BLOCK ? n - b * BLOCK : BLOCK;
-            for (int c = 0; c < BLOCK; ++c) tops[c] = reads[b * BLOCK + (c < valid ? c : 0)].top;
+        for (int32_t b = 0; b < blocks;) {
+            int pair = pairs != NULL && b + 1 < blocks && pu->rows % 8 == 0, width = pair ? 2 * BLOCK : BLOCK;
+            int32_t tops[2 * BLOCK], r0 = 0;
+            int valid = n - b * BLOCK < width ? n - b * BLOCK : width;
+            for (int c = 0; c < width; ++c) tops[c] = reads[b * BLOCK + (c < valid ? c : 0)].top;
             const double *V = t->panel_buf + (int64_t)b * BLOCK * pu->len, *init = inits + b * BLOCK;
-            int32_t r0 = 0;
+            const double *w = t->x + pu->w0;
+            b += pair ? 2 : 1;
+            for (; pair && r0 < pu->rows; r0 += 8)
+                pairs(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
             if (sixteen != NULL)
                 for (; r0 + 16 <= pu->rows; r0 += 16)
-                    sixteen(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+                    sixteen(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
             for (; r0 < pu->rows; r0 += 4)
-                four(t->x, t->x + pu->w0 + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+                four(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
         }
     }
 }
