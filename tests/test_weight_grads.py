@@ -74,3 +74,26 @@ def test_a_step_handed_back_after_blocks_summed_in_the_column_finds_them_as_they
         t.sd["wpe"][1][2].grad = math.inf
     assert grads_after_one_backward(replay, tokens) == grads_after_one_backward(compiled, tokens)
     assert replay.document_loss.model_steps == 1
+
+
+# Two blocks at once take their reads' lists from the block before's where each
+# read's sums are one constant further on (a matrix's next rows, or the next
+# matrix reading the same vector) and the rows are a multiple of 16 long: every
+# matrix at n_embd 32; at n_embd 20 mlp_fc2's only (80 long: 20 rows, blocks
+# 0-1 find their lists, 2-3 shift them, 4 runs alone), the others' lists their own.
+@pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, n_head=4, block_size=12),
+                                    dict(n_layer=1, n_embd=20, n_head=2, block_size=16)])
+def test_blocks_lists_shifted_from_the_block_befores_give_the_model_codes_gradients(config):
+    from microgpt import _engine
+    replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
+    longest = replay.tokenizer.document_tokens(max(DOCS, key=len))
+    grads_after_one_backward(replay, longest)  # the recording
+    for doc in DOCS[2:9]:
+        tokens = replay.tokenizer.document_tokens(doc)
+        assert grads_after_one_backward(replay, tokens) == grads_after_one_backward(compiled, tokens)
+    c = replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)
+    wide = _engine.simd_lanes() == "avx512"
+    assert c["weight_lists_shifted"] == (0 if not wide else 3 if config["n_embd"] == 20 else c["weight_lists_shifted"])
+    assert (c["weight_lists_shifted"] > 0) == wide
+    assert c["weight_lists_shifted"] < c["weight_blocks_paired"] or not wide  # (a matrix's first pair: its own)
+    assert replay.document_loss.model_steps == 0

@@ -65,6 +65,16 @@ static int same_reads(const tape_t *t, int32_t b) {
     return 1;
 }
 
+/* Block b's sums a constant past block b - 1's at every read (after
+ * block_sums)? Then block_same 2: its lists are the block before's, each
+ * sums' pointer shifted by that constant (weight_grads.c, found once). */
+static int shifted_sums(const tape_t *t, int32_t b) {
+    int32_t r0 = t->block_start[b - 1], r1 = t->block_start[b], count = r1 - r0;
+    for (int32_t k = 0; k < count; ++k)
+        if (t->block_top[r1 + k] - t->block_top[r0 + k] != t->block_top[r1] - t->block_top[r0]) return 0;
+    return 1;
+}
+
 /* The blocks, their reads and the runs; a tape whose groups do not form
  * disjoint blocks keeps none (n_blocks 0: the forward then reads the rows in
  * place, a group at a time). 0, or -1 out of memory. */
@@ -117,5 +127,8 @@ int matrix_plan(tape_t *t) {
             || !NEW(t->block_same, t->n_blocks) || !NEW(t->block_in_place, t->n_blocks)))
         return -1;
     for (int32_t b = 1; b < t->n_blocks && t->blocks_own_grads; ++b) t->block_same[b] = (uint8_t)same_reads(t, b);
-    return t->blocks_own_grads ? block_sums(t, n_mv) : 0;
+    if (!t->blocks_own_grads || block_sums(t, n_mv) < 0) return t->blocks_own_grads ? -1 : 0;
+    for (int32_t b = 1; b < t->n_blocks; ++b)
+        if (t->block_same[b] && t->block_top != NULL && shifted_sums(t, b)) t->block_same[b] = 2;
+    return 0;
 }

@@ -154,7 +154,8 @@ struct tape {
                              * not every read's are; then block_gt) */
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
     const double **block_vp;  /* 3 n_pos: a block's reads' vectors, and their sums' gradients (two blocks') */
-    uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors) */
+    uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors);
+                             * 2: and each read's sums a constant past the block before's (blocks.c) */
     uint8_t *block_in_place;  /* by block: the last backward summed it in the arena's column (weight_grads.c) */
     double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
@@ -251,6 +252,7 @@ struct tape {
     int32_t share_hint;     /* where share_index looks first: the place after the last it found */
     int32_t *share_b, *share_n;
     int64_t blocks_paired;  /* row blocks the last backward ran two at once (weight_grads.c) */
+    int64_t lists_shifted;  /* ... of them, their lists the block before's shifted (weight_grads.c) */
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
     double loss;            /* its loss */

@@ -209,6 +209,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     program_counts(t, n, &c.forward_records, &c.forward_by_steps);
     c.matrix_panels = panel_count(t, n);
     c.weight_blocks_paired = t->blocks_paired;
+    c.weight_lists_shifted = t->lists_shifted;
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
     c.vectors_side_by_side = t->vectors_side_by_side;

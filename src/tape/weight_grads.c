@@ -77,12 +77,17 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
  * hp[k]. Each weight's sum as above; the weights past the last multiple of
  * 16, block by block as above. The positions' vectors and sums' gradients lie
  * far apart (out of the hardware prefetchers' sight): the loop asks for read
- * k + AHEAD's as it takes read k. Whether every sum it wrote is finite, found
- * in registers as it stores them (a - a is 0 for a finite a, else nan). */
+ * k + AHEAD's as it takes read k, and a line of the next two blocks' weights
+ * at each read (the rows after these: matrix_param_grads then finds them in
+ * cache, to see whether they start from zeros). Each read's sums' gradients at
+ * gp[k] + gofs and hp[k] + hofs (the lists of a block before, shifted). Whether
+ * every sum it wrote is finite, found in registers as it stores them (a - a is
+ * 0 for a finite a, else nan). */
 #define AHEAD 8
 #define BLOCKGRADS_TWO_BODY                                                       \
     int32_t j = 0;                                                                \
     v8 bad = {0};                                                                 \
+    const double *next = g0 + 8 * (int64_t)len, *next_end = next + 8 * (int64_t)len; \
     for (; j + 16 <= len; j += 16) {                                              \
         v8 a[16];                                                                 \
         int32_t ahead = j + 16 < len ? j + 16 : 8 * len;  /* the next chunk's rows, \
@@ -100,15 +105,16 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
             a[9 + 2 * c] = load8(h0 + c * len + j + 8);                           \
         }                                                                         \
         for (int32_t k = 0; k < reads; ++k) {                                     \
+            if (next < next_end) { __builtin_prefetch(next, 1); next += 8; }      \
             int32_t later = k + AHEAD < reads ? k + AHEAD : k;                    \
             __builtin_prefetch(vp[later] + j);                                    \
             __builtin_prefetch(vp[later] + j + 8);                                \
             if (j == 0) {  /* (after the first chunk, in cache) */                \
-                __builtin_prefetch(gp[later]);                                    \
-                __builtin_prefetch(hp[later]);                                    \
+                __builtin_prefetch(gp[later] + gofs);                             \
+                __builtin_prefetch(hp[later] + hofs);                             \
             }                                                                     \
             v8 v0 = load8(vp[k] + j), v1 = load8(vp[k] + j + 8);                  \
-            const double *gk = gp[k], *hk = hp[k];                                \
+            const double *gk = gp[k] + gofs, *hk = hp[k] + hofs;                  \
             for (int c = 0; c < SIDE; ++c) {                                      \
                 a[2 * c] = a[2 * c] + v0 * gk[c];                                 \
                 a[2 * c + 1] = a[2 * c + 1] + v1 * gk[c];                         \
@@ -126,7 +132,7 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
     }                                                                             \
     int finite = 1;                                                               \
     for (int l = 0; l < 8; ++l) finite &= bad[l] == 0.0;                          \
-    if (j < len) {                                                                \
+    if (j < len) {  /* (the lists shifted: only where len is a multiple of 16) */ \
         blockgrads_avx2(gw, g0, len, vp, gp, reads, j);                           \
         blockgrads_avx2(hw, h0, len, vp, hp, reads, j);                           \
         for (int c = 0; c < SIDE; ++c)                                            \
@@ -134,7 +140,8 @@ WIDE(blockgrads, (BLOCKGRADS_ARGS), BLOCKGRADS8_BODY)
     }                                                                             \
     return finite;
 #define BLOCKGRADS_TWO_ARGS double *gw, const double *g0, double *hw, const double *h0, int32_t len, \
-                            const double *const *vp, const double *const *gp, const double *const *hp, int32_t reads
+                            const double *const *vp, const double *const *gp, const double *const *hp, int32_t reads, \
+                            int64_t gofs, int64_t hofs
 #ifdef HAVE_AVX2
 __attribute__((target("avx512f"))) static int blockgrads_two_avx512(BLOCKGRADS_TWO_ARGS) { BLOCKGRADS_TWO_BODY }
 #define TWO_BLOCKS (lanes_level() >= LANES_AVX512 ? blockgrads_two_avx512 : NULL)
@@ -158,6 +165,12 @@ static int32_t block_reads(tape_t *t, int32_t b, int32_t n, const double **vp, c
     return reads;
 }
 
+/* How far block b's sums are past block a's, at every read (block_same 2
+ * from a + 1 through b: blocks.c). */
+static int64_t shift(const tape_t *t, int32_t a, int32_t b) {
+    return a == b ? 0 : (int64_t)t->block_top[t->block_start[b]] - t->block_top[t->block_start[a]];
+}
+
 /* Whether n gradients are +0.0 every one (all bits zero: what Adam leaves). */
 static int all_zero(const double *g, int64_t n) {
     uint64_t bits = 0;
@@ -174,7 +187,9 @@ static int all_zero(const double *g, int64_t n) {
  * adds its vector times its four rows' sums' gradients, read in place (four
  * consecutive nodes: block_top) or gathered group by group first (in node
  * order, not a block's scattered positions); two blocks at once where they
- * read the same vectors (block_same), which are then gathered once.
+ * read the same vectors (block_same), which are then gathered once, and where
+ * each read's sums are a constant past the block before's (block_same 2), the
+ * lists found for that block serve, shifted (one pass over the reads less).
  * The weights' gradients start from `from` (the same layout as t->grad: the
  * arena's column, or t->grad). Where `from` is the arena's column (column),
  * a block whose gradients start from +0.0 every one (a step after Adam) sums
@@ -187,26 +202,34 @@ int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column)
     const double **vp = t->block_vp, **gp = t->block_vp + t->n_pos, **hp = t->block_vp + 2 * t->n_pos;
     void (*kernel)(BLOCKGRADS_ARGS) = KERNEL_WIDE(blockgrads);
     int (*two)(BLOCKGRADS_TWO_ARGS) = TWO_BLOCKS;
-    t->blocks_paired = 0;
+    t->blocks_paired = t->lists_shifted = 0;
     for (int32_t k = 0; k < t->mv_end[n - 1] && t->block_top == NULL; ++k) {
         const matvec_t *g = t->mv + k;
         double *dst = t->block_gt + SIDE * (int64_t)t->mv_read[k];
         for (int c = 0; c < SIDE; ++c) dst[c] = t->grad[g->top[c]];
     }
+    int32_t base = -1, reads = 0;  /* the block whose sums' list gp holds (vp: its vectors) */
     for (int32_t b = 0; b < t->n_blocks; ++b) {
-        int32_t reads = block_reads(t, b, n, vp, gp), w0 = t->block_w0[b], len = t->block_len[b];
+        int32_t w0 = t->block_w0[b], len = t->block_len[b];
         int64_t size = SIDE * (int64_t)len;
         int pair = two != NULL && b + 1 < t->n_blocks && t->block_same[b + 1];
         int32_t w1 = pair ? t->block_w0[b + 1] : w0;
-        int in_place = column != NULL && all_zero(from + w0, size) && all_zero(from + w1, size);  /* (and
-                                                           * in cache for the kernel) */
+        int shifted = pair && len % 16 == 0 && base >= 0 && t->block_same[b] == 2;
+        if (!shifted) reads = block_reads(t, b, n, vp, gp);
+        base = shifted ? base : b;
+        int in_place = column != NULL && all_zero(from + w0, size) && all_zero(from + w1, size);  /* (in
+                                                           * cache: the kernel before asked for them) */
         double *out = in_place ? column : t->grad;
         t->block_in_place[b] = (uint8_t)in_place;
         if (pair) {
-            block_reads(t, b + 1, n, vp, hp);
+            int64_t gofs = shift(t, base, b), hofs = 0;
+            const double **hl = hp;
+            if (len % 16 == 0 && t->block_same[b + 1] == 2) hofs = shift(t, base, b + 1), hl = gp;
+            else block_reads(t, b + 1, n, vp, hp), base = -1;  /* (the next block's shift is from b + 1's) */
             t->block_in_place[++b] = (uint8_t)in_place;
-            finite &= two(out + w0, from + w0, out + w1, from + w1, len, vp, gp, hp, reads);
+            finite &= two(out + w0, from + w0, out + w1, from + w1, len, vp, gp, hl, reads, gofs, hofs);
             t->blocks_paired += 2;
+            t->lists_shifted += (gofs != 0) + (hofs != 0);
             continue;
         }
         kernel(out + w0, from + w0, len, vp, gp, reads, 0);
