@@ -168,7 +168,20 @@ WIDE(panel_pair, (PANEL_ARGS), PANEL8_BODY(8, 2))
 /* Positions [0, n)'s vectors of unit u into the blocks (lanes past n: 0). */
 static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n) {
     double *V = t->panel_buf;
-    for (int32_t b = 0; b * BLOCK < n; ++b, V += (int64_t)BLOCK * len)
+    for (int32_t b = 0; b * BLOCK < n; ++b, V += (int64_t)BLOCK * len) {
+        const double *src[BLOCK];
+        int direct = b * BLOCK + BLOCK <= n;
+        for (int c = 0; c < BLOCK && direct; ++c) {
+            const panel_read_t *r = reads + b * BLOCK + c;
+            direct = r->vsrc >= 0;
+            src[c] = t->x + (direct ? r->vsrc : 0);
+        }
+        if (direct) {  /* a full block of vectors in place: a line of the block at a time, the
+                        * eight read side by side (column by column, each store is to another line) */
+            for (int32_t j = 0; j < len; ++j)
+                for (int c = 0; c < BLOCK; ++c) V[BLOCK * j + c] = src[c][j];
+            continue;
+        }
         for (int c = 0; c < BLOCK; ++c) {
             int32_t p = b * BLOCK + c;
             if (p >= n) {
@@ -184,6 +197,7 @@ static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n)
                 for (int32_t j = 0; j < len; ++j) V[BLOCK * j + c] = t->x[v[2 * j]];
             }
         }
+    }
 }
 
 /* Level s's matrix units over positions [0, n). Each unit's sums' first
