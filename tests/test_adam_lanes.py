@@ -34,7 +34,7 @@ def snapshot(params, opt):
             [bits(x) for x in m], [bits(x) for x in v])
 
 
-def run(engine, data, steps, eps=1e-8, order=None, state=None, lanes=None):
+def run(engine, data, steps, eps=1e-8, order=None, state=None, lanes=None, betas=(0.85, 0.99)):
     """Adam over Values of data (in `order`, default as made), one step per list of
     gradients in steps: the parameters, grads and moments after each, and the
     error that stopped it (its type), as bits."""
@@ -42,7 +42,7 @@ def run(engine, data, steps, eps=1e-8, order=None, state=None, lanes=None):
         _engine._adam_lanes(LANES[lanes])
     made = [engine.Value(x) for x in data]
     params = [made[i] for i in order] if order else made
-    opt = engine.Adam(params, beta1=0.85, beta2=0.99, eps=eps)
+    opt = engine.Adam(params, beta1=betas[0], beta2=betas[1], eps=eps)
     if state:
         opt.set_state(*state)
     out = []
@@ -96,6 +96,37 @@ def test_a_zero_second_moment_takes_pows_plus_zero():
     state = ([0.0] * n, [(-0.0 if i % 3 else 0.0) for i in range(n)])
     got = every_build(data, [[0.0] * n, [-0.0] * n], state=state)
     assert got[-1][0][0] == bits(-0.0) and got[-1][0][1] == bits(0.0)
+
+
+def not_the_rounded_ones(power, rounded, count=40):
+    """Numbers x where glibc's pow(x, power) is not the correctly rounded result."""
+    rng = random.Random(power)
+    found = []
+    for _ in range(10 ** 6):
+        x = rng.uniform(0.5, 2.0) * 2.0 ** rng.randint(-40, 10)
+        if x ** power != rounded(x):
+            found.append(x)
+            if len(found) == count:
+                return found
+    pytest.skip("this libm's pow rounds these correctly: nothing for the test to tell apart")
+
+
+def test_where_pow_squares_otherwise_every_build_takes_pows_square():
+    # the second moment from v = 0 is (1 - beta2) * g ** 2: pow's square, not g * g
+    g = not_the_rounded_ones(2, lambda x: x * x)
+    got = every_build([0.5] * len(g), [g])
+    assert got[0][3] == [bits(0.99 * 0.0 + (1 - 0.99) * x ** 2) for x in g]
+    assert got[0][3] != [bits(0.99 * 0.0 + (1 - 0.99) * (x * x)) for x in g]
+
+
+def test_where_pow_roots_otherwise_every_build_takes_pows_root():
+    # beta2 0.5 at the first step: v_hat is v itself (0.5 v / 0.5), set from a
+    # checkpoint; the update lr * 1 / (v_hat ** 0.5 + eps) tells pow's root from sqrt's
+    x = not_the_rounded_ones(0.5, math.sqrt)
+    n = len(x)
+    got = every_build([0.0] * n, [[0.0] * n], state=([1.0] * n, x), betas=(0.5, 0.5))
+    assert got[0][0] == [bits(0.0 - 0.01 * 1.0 / (r ** 0.5 + 1e-8)) for r in x]
+    assert got[0][0] != [bits(0.0 - 0.01 * 1.0 / (math.sqrt(r) + 1e-8)) for r in x]
 
 
 @pytest.mark.parametrize("at", [0, 5, 8, 131])
