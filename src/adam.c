@@ -18,14 +18,14 @@ INLINE int64_t adam_loop(const node_t *idx, int64_t n, double *m, double *v,
         node_t p = idx[i];
         double g = grad[p];
         m[i] = beta1 * m[i] + (1 - beta1) * g;
-        double g2 = square_of(g);  /* = pow(g, 2.0) */
+        double g2 = square_for(g, v[i], beta2);  /* = pow(g, 2.0), as far as v can tell */
         /* where Python's arithmetic raises, stop at the same point it would */
         if (isinf(g2) && isfinite(g)) { *status = OP_POW_RANGE; return i; }
         v[i] = beta2 * v[i] + (1 - beta2) * g2;
         if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }
         double m_hat = m[i] / bias1;
         double v_hat = v[i] / bias2;
-        double denom = sqrt_of(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */
+        double denom = root_for(v_hat, m[i], data[p], lr_t, bias1, eps) + eps;  /* = pow(v_hat, 0.5) + eps, as far as data[p] can tell */
         if (denom == 0.0) { *status = OP_ZERODIV; return i; }
         data[p] -= lr_t * m_hat / denom;
         grad[p] = 0.0;
@@ -58,7 +58,7 @@ INLINE int adam_block(const node_t *idx, int one_block, int64_t n, double *m, do
     }
     for (int64_t i = 0; i < n; ++i)
         if (slow[i]) {
-            g2[i] = pow(g[i], 2.0);
+            g2[i] = square_for(g[i], v[i], beta2);
             any |= isinf(g2[i]) && isfinite(g[i]);
         }
     if (any) return -1;
@@ -69,7 +69,7 @@ INLINE int adam_block(const node_t *idx, int one_block, int64_t n, double *m, do
         slow[i] = !sqrt_sure(vh[i], sq[i]) & (vh[i] != 0.0);
     }
     for (int64_t i = 0; i < n; ++i)
-        if (slow[i]) sq[i] = pow(vh[i], 0.5);
+        if (slow[i]) sq[i] = root_for(vh[i], mi[i], data[idx[i]], lr_t, bias1, eps);
     for (int64_t i = 0; i < n; ++i) {
         double denom = sq[i] + eps;
         any |= denom == 0.0;

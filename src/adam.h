@@ -67,6 +67,44 @@ static inline double sqrt_of(double x) {
     return sqrt_sure(x, s) ? s : x == 0.0 ? 0.0 : pow(x, 0.5);
 }
 
+/* Where g * g and sqrt are not proven pow's doubles, the exact result lies
+ * more than 0.23 of the smaller spacing from the rounded one r, so pow, within
+ * 0.54 ulp of it, returns r or r's neighbour on the exact result's side (every
+ * other double is further); where the two give the same number downstream
+ * (the second moment; the parameter's new value), pow need not say which. */
+static inline double toward(double r, double exact_minus_r) {  /* r > 0 normal */
+    uint64_t bits;
+    memcpy(&bits, &r, sizeof bits);
+    bits += exact_minus_r > 0 ? 1 : -1;
+    memcpy(&r, &bits, sizeof r);
+    return r;
+}
+
+static inline int same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+/* pow(g, 2.0), or g * g where beta2 v + (1 - beta2) g ** 2, all the square is
+ * for, is the same */
+static inline double square_for(double g, double v, double beta2) {
+    double r = g * g;
+    if (square_sure(g, r)) return r;
+    if (r >= 0x1p-900 && r <= 0x1p+1000
+        && same_bits(beta2 * v + (1 - beta2) * r, beta2 * v + (1 - beta2) * toward(r, fma(g, g, -r))))
+        return r;
+    return pow(g, 2.0);
+}
+
+/* pow(x, 0.5), or sqrt(x) where the parameter d's update by lr_t * (m / bias1)
+ * / (root + eps), all the root is for, is the same */
+static inline double root_for(double x, double m, double d, double lr_t, double bias1, double eps) {
+    double s = sqrt(x);
+    if (sqrt_sure(x, s)) return s;
+    if (x >= 0x1p-900 && x <= 0x1p+1000) {
+        double t = toward(s, fma(-s, s, x)), m_hat = m / bias1, ds = s + eps, dt = t + eps;
+        if (ds != 0.0 && dt != 0.0 && same_bits(d - lr_t * m_hat / ds, d - lr_t * m_hat / dt)) return s;
+    }
+    return x == 0.0 ? 0.0 : pow(x, 0.5);
+}
+
 /* the tag of a parameter after the update: a float, and p.grad = 0 (an int) */
 #define ADAM_TAG(t) ((uint8_t)(((t) & ~TAG_DATA_INT) | TAG_GRAD_INT))
 

@@ -6,7 +6,7 @@
  * adam.h cannot prove), the calls inside the loop (every register spilled
  * around them), the divider, and lines fetched late. So: one pass computes
  * the moments and roots with no calls, the few lanes left go one by one, most
- * of them still without pow (moment_of, root_of below); a last pass divides
+ * of them still without pow (square_for, root_for in adam.h); a last pass divides
  * and stores. The two divisions by constants (bias1, bias2) skip the divider:
  * x / c is x times the reciprocal of c, refined once with the fma residual,
  * then proven: q is the double nearest x / c when |x - q c| < |c| s / 2, s the
@@ -88,48 +88,6 @@ typedef struct {
     double beta1, beta2, eps, lr_t, bias1, bias2;
 } consts_t;
 
-/* The lanes pass one leaves, one at a time. Where g * g and sqrt are not
- * proven pow's doubles (adam.h), the exact result lies more than 0.23 of the
- * smaller spacing from the rounded one r, so pow, within 0.54 ulp of it,
- * returns r or r's neighbour on the exact result's side (every other double
- * is further), and where the two give the same number downstream (the second
- * moment; the parameter's new value) pow need not say which. */
-TARGET static double toward(double r, double exact_minus_r) {  /* r > 0 normal */
-    uint64_t b;
-    memcpy(&b, &r, sizeof b);
-    b += exact_minus_r > 0 ? 1 : -1;
-    memcpy(&r, &b, sizeof r);
-    return r;
-}
-
-TARGET static int same(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
-
-/* v[i] after g: *vi = beta2 v + (1 - beta2) pow(g, 2.0); -1 where pow overflows */
-TARGET static int moment_of(double g, double v, const consts_t *k, double *vi) {
-    double r = g * g, moment = k->beta2 * v + (1 - k->beta2) * r;
-    if (r >= 0x1p-900 && r <= 0x1p+1000
-        && same(moment, k->beta2 * v + (1 - k->beta2) * toward(r, fma(g, g, -r)))) {
-        *vi = moment;
-        return 0;
-    }
-    r = pow(g, 2.0);
-    *vi = k->beta2 * v + (1 - k->beta2) * r;
-    return isinf(r) && isfinite(g) ? -1 : 0;
-}
-
-/* pow(x, 0.5), or a root that leaves the parameter d (with first moment mi)
- * where pow's would: the step is lr_t * (mi / bias1) / (root + eps) */
-TARGET static double root_of(double x, double mi, double d, const consts_t *k) {
-    double s = sqrt(x);
-    if (sqrt_sure(x, s)) return s;
-    if (x >= 0x1p-900 && x <= 0x1p+1000) {
-        double t = toward(s, fma(-s, s, x)), m_hat = mi / k->bias1;
-        double ds = s + k->eps, dt = t + k->eps;
-        if (ds != 0.0 && dt != 0.0 && same(d - k->lr_t * m_hat / ds, d - k->lr_t * m_hat / dt)) return s;
-    }
-    return x == 0.0 ? 0.0 : pow(x, 0.5);
-}
-
 /* Parameters [0, n) (n a multiple of eight, at most WBLOCK) in three passes:
  * the moments and the roots eight at a time, assuming g * g and the root are
  * pow's (no calls: everything stays in registers); the lanes where they are
@@ -165,9 +123,12 @@ TARGET static int block8(int64_t n, double *m, double *v, const consts_t *k, dou
         for (int64_t c = 0; c < n / 8; ++c)
             for (unsigned lanes = slow_sq[c] | slow_rt[c]; lanes; lanes &= lanes - 1) {
                 int64_t i = c * 8 + __builtin_ctz(lanes);
-                if (slow_sq[c] >> (i % 8) & 1 && moment_of(gr[i], v[i], k, vi + i) < 0)
-                    return -1;  /* OverflowError */
-                sq[i] = root_of(vi[i] / k->bias2, mi[i], d[i], k);
+                if (slow_sq[c] >> (i % 8) & 1) {
+                    double g2 = square_for(gr[i], v[i], k->beta2);
+                    if (isinf(g2) && isfinite(gr[i])) return -1;  /* OverflowError */
+                    vi[i] = k->beta2 * v[i] + (1 - k->beta2) * g2;
+                }
+                sq[i] = root_for(vi[i] / k->bias2, mi[i], d[i], k->lr_t, k->bias1, k->eps);
             }
     if (!(k->eps > 0.0))  /* a root is >= 0 (or nan): only then can root + eps be 0 */
         for (int64_t i = 0; i < n; ++i)
