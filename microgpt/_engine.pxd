@@ -63,6 +63,7 @@ cdef extern from "arena.h":
                        status_t *status) nogil
     double adam_square(double g) nogil
     double adam_sqrt(double x) nogil
+    int adam_lanes(int cap) nogil
     node_t arena_leaf(arena_t *a, uint8_t op, double x) nogil
     int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) nogil
     node_t arena_push_const(arena_t *a, double c, int is_int) nogil

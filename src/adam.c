@@ -1,62 +1,6 @@
 /* adam.c: Adam over parameter nodes, with the reference's arithmetic. */
-#include "arena.h"
-
-#include <string.h>
-
-/* The reference computes g ** 2 and v_hat ** 0.5 with pow, which glibc does
- * not always round correctly; g * g and sqrt are correctly rounded. glibc
- * documents pow's error as below 0.54 ulp (round to nearest), so where the
- * exact result lies within 0.46 ulp of the correctly rounded double r, pow can
- * return nothing but r (every other double is more than 0.54 ulp away). The
- * fma residual says how far the exact result is; elsewhere pow is called.
- *
- * That 0.54 is the sum of exp's error, at most 0.511 ulp, and log's relative
- * error (at most 1.5 * 2**-68) carried through y * log(x) = log(result): at
- * most |log(result)| * 1.5 * 2**-15 ulp, 0.03 ulp only for results near the
- * ends of the double range. For results in [2**-60, 2**60], |log(result)| <
- * 42 and the error is below 0.513 ulp, so 0.485 is as sure there. */
-#define SURE_ULP 0.46
-#define SURE_ULP_MID 0.485
-#define SURE(r) (((r) >= 0x1p-60) & ((r) <= 0x1p60) ? SURE_ULP_MID : SURE_ULP)
-
-/* the spacing of doubles just below a positive normal x (the smaller of its two) */
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE double spacing_below(double x) {
-    uint64_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    bits -= 1;
-    double below;
-    memcpy(&below, &bits, sizeof below);
-    return x - below;
-}
-
-/* Is p = fl(g * g) certainly pow(g, 2.0)? (see above; zero, tiny, huge, inf
- * and nan are left to pow; a zero has the exact square +0, which pow gives) */
-INLINE int square_sure(double g, double p) {
-    int usual = (p >= 0x1p-900) & (p <= 0x1p+1000) & (fabs(fma(g, g, -p)) <= SURE(p) * spacing_below(p));
-    return usual | (g == 0.0);  /* pow(+-0, 2.0) is +0 */
-}
-
-/* Is s = sqrt(x) certainly pow(x, 0.5)? exact root - s = (x - s*s) / (s + exact
- * root), so |exact root - s| <= |x - s*s| / (2 s) * (1 + 2**-52): it is enough
- * that |x - s*s| (1 + 2**-52) <= SURE(s) spacing 2 s. The residual is exact
- * (fma); the products below round by at most 2**-53 each, which the factors
- * (1 + 2**-50) and (1 - 2**-50) more than cover, so no division is needed. */
-INLINE int sqrt_sure(double x, double s) {
-    return (x >= 0x1p-900) & (x <= 0x1p+1000)
-        & (fabs(fma(-s, s, x)) * (1.0 + 0x1p-50) <= (SURE(s) * (1.0 - 0x1p-50)) * spacing_below(s) * (2.0 * s));
-}
-
-static inline double square_of(double g) {
-    double p = g * g;
-    return square_sure(g, p) ? p : pow(g, 2.0);
-}
-
-static inline double sqrt_of(double x) {
-    double s = sqrt(x);
-    return sqrt_sure(x, s) ? s : pow(x, 0.5);
-}
+#include "adam.h"
+#include "tape/lanes.h"
 
 double adam_square(double g) { return square_of(g); }
 double adam_sqrt(double x) { return sqrt_of(x); }
@@ -74,18 +18,18 @@ INLINE int64_t adam_loop(const node_t *idx, int64_t n, double *m, double *v,
         node_t p = idx[i];
         double g = grad[p];
         m[i] = beta1 * m[i] + (1 - beta1) * g;
-        double g2 = square_of(g);  /* = pow(g, 2.0) */
+        double g2 = square_for(g, v[i], beta2);  /* = pow(g, 2.0), as far as v can tell */
         /* where Python's arithmetic raises, stop at the same point it would */
         if (isinf(g2) && isfinite(g)) { *status = OP_POW_RANGE; return i; }
         v[i] = beta2 * v[i] + (1 - beta2) * g2;
         if (bias1 == 0.0 || bias2 == 0.0) { *status = OP_ZERODIV; return i; }
         double m_hat = m[i] / bias1;
         double v_hat = v[i] / bias2;
-        double denom = sqrt_of(v_hat) + eps;  /* = pow(v_hat, 0.5) + eps */
+        double denom = root_for(v_hat, m[i], data[p], lr_t, bias1, eps) + eps;  /* = pow(v_hat, 0.5) + eps, as far as data[p] can tell */
         if (denom == 0.0) { *status = OP_ZERODIV; return i; }
         data[p] -= lr_t * m_hat / denom;
         grad[p] = 0.0;
-        tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);  /* a float; p.grad = 0 */
+        tag[p] = ADAM_TAG(tag[p]);  /* a float; p.grad = 0 */
     }
     return n;
 }
@@ -114,18 +58,18 @@ INLINE int adam_block(const node_t *idx, int one_block, int64_t n, double *m, do
     }
     for (int64_t i = 0; i < n; ++i)
         if (slow[i]) {
-            g2[i] = pow(g[i], 2.0);
+            g2[i] = square_for(g[i], v[i], beta2);
             any |= isinf(g2[i]) && isfinite(g[i]);
         }
     if (any) return -1;
     for (int64_t i = 0; i < n; ++i) {
         vi[i] = beta2 * v[i] + (1 - beta2) * g2[i];
         vh[i] = vi[i] / bias2;
-        sq[i] = sqrt(vh[i]);
-        slow[i] = !sqrt_sure(vh[i], sq[i]);
+        sq[i] = sqrt(vh[i]) + 0.0;  /* + 0.0: pow(+-0, 0.5) is +0, sqrt(-0) -0 */
+        slow[i] = !sqrt_sure(vh[i], sq[i]) & (vh[i] != 0.0);
     }
     for (int64_t i = 0; i < n; ++i)
-        if (slow[i]) sq[i] = pow(vh[i], 0.5);
+        if (slow[i]) sq[i] = root_for(vh[i], mi[i], data[idx[i]], lr_t, bias1, eps);
     for (int64_t i = 0; i < n; ++i) {
         double denom = sq[i] + eps;
         any |= denom == 0.0;
@@ -139,14 +83,14 @@ INLINE int adam_block(const node_t *idx, int one_block, int64_t n, double *m, do
         uint8_t *tg = tag + idx[0];
         for (int64_t i = 0; i < n; ++i) d[i] -= step[i];
         memset(grad + idx[0], 0, (size_t)n * sizeof *grad);  /* all bits 0: +0.0 */
-        for (int64_t i = 0; i < n; ++i) tg[i] = (uint8_t)((tg[i] & ~TAG_DATA_INT) | TAG_GRAD_INT);
+        for (int64_t i = 0; i < n; ++i) tg[i] = ADAM_TAG(tg[i]);
         return 0;
     }
     for (int64_t i = 0; i < n; ++i) {
         node_t p = idx[i];
         data[p] -= step[i];
         grad[p] = 0.0;
-        tag[p] = (uint8_t)((tag[p] & ~TAG_DATA_INT) | TAG_GRAD_INT);
+        tag[p] = ADAM_TAG(tag[p]);
     }
     return 0;
 }
@@ -176,6 +120,20 @@ static int64_t adam_all(ADAM_ARGS) { ADAM_BODY }
 __attribute__((target("avx2,fma"))) static int64_t adam_all_avx2(ADAM_ARGS) { ADAM_BODY }
 #endif
 
+/* The widest lanes Adam takes: the processor's as lanes.h reads them (so
+ * MICROGPT_SIMD=avx2|plain narrows Adam as it does the tape's kernels), or
+ * fewer where a test capped them (adam_lanes). */
+static int lanes_cap = LANES_AVX512;
+
+int adam_lanes(int cap) {
+    if (cap >= 0) lanes_cap = cap;
+    int level = lanes_level();
+#ifdef HAVE_AVX2_FMA
+    if (level >= LANES_AVX2 && !__builtin_cpu_supports("fma")) level = LANES_PLAIN;
+#endif
+    return level < lanes_cap ? level : lanes_cap;
+}
+
 int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, double *m, double *v,
                    double lr_t, double beta1, double beta2, double eps, double t,
                    status_t *status) {
@@ -186,8 +144,14 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, doub
         assert(idx[i] >= 0 && idx[i] < a->n_nodes);
         assert(!one_block || idx[i] == idx[0] + i);
     }
+    int level = adam_lanes(-1);
 #ifdef HAVE_AVX2_FMA
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (level >= LANES_AVX512 && one_block && n > 0) {  /* eight at a time, the rest one by one */
+        int64_t done = adam_wide(idx[0], n, m, v, lr_t, beta1, beta2, eps, bias1, bias2, a->data, a->grad, a->tag);
+        return done + adam_loop(idx + done, n - done, m + done, v + done, lr_t, beta1, beta2, eps, bias1, bias2,
+                                a->data, a->grad, a->tag, status);
+    }
+    if (level >= LANES_AVX2)
         return adam_all_avx2(idx, one_block, n, m, v, lr_t, beta1, beta2, eps, bias1, bias2,
                              a->data, a->grad, a->tag, status);
 #endif

@@ -222,6 +222,8 @@ int64_t arena_adam(arena_t *a, const node_t *idx, int one_block, int64_t n, doub
 /* pow(g, 2.0) and pow(x, 0.5), the same doubles, mostly without calling pow (adam.c) */
 double adam_square(double g);
 double adam_sqrt(double x);
+/* the lanes Adam takes (lanes.h's LANES_*), capped at cap from now on where cap >= 0 (for tests) */
+int adam_lanes(int cap);
 
 /* ---- appending nodes: inline, they are the per-operation hot path ---- */
 
