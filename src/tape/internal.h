@@ -531,6 +531,12 @@ void discard_pages(void *p, size_t bytes);
  * values, 6.3 of gradients, 11.7 of lists). Elsewhere than Linux, nothing. (tape.c) */
 void huge_pages(void *p, size_t bytes);
 
+/* p's bytes moved to memory of their own that begins at a huge page's start
+ * (huge_pages then covers every page: an array's own first and last few MB
+ * would not), p freed; what is returned is freed with free(). p itself where
+ * that is not to be had (short, out of memory, elsewhere than Linux). (tape.c) */
+void *huge_copy(void *p, size_t bytes);
+
 /* Which of n ascending ends is the first past v (the last, if none): the
  * position a node (pos_end) or a backward entry (bwd_end, steps.c) is in. */
 static inline int32_t first_past(const int32_t *end, int32_t n, int32_t v) {

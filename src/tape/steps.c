@@ -100,6 +100,20 @@ static int32_t piece_steps(const tape_t *t, int32_t i, bwd_step_t *out) {
     return n;
 }
 
+/* The arrays the backward reads by entry in huge pages (tape.c huge_pages): a
+ * step reads them where its group's top is, a new place a step (each piece,
+ * a position's level, is a position's entries away from the one before), and
+ * with small pages nearly every such read walks the page tables (6/128/128:
+ * 3.2 M entries, 47 MB of these arrays). */
+static void entries_in_huge_pages(tape_t *t) {
+    size_t nb = (size_t)t->bwd_end[t->n_pos - 1];
+    t->bwd = huge_copy(t->bwd, nb * sizeof *t->bwd);
+    t->bwd_lanes = huge_copy(t->bwd_lanes, nb * sizeof *t->bwd_lanes);
+    t->pull_start = huge_copy(t->pull_start, (nb + 1) * sizeof *t->pull_start);
+    t->bwd_group = huge_copy(t->bwd_group, nb * sizeof *t->bwd_group);
+    t->bwd_kind = huge_copy(t->bwd_kind, nb * sizeof *t->bwd_kind);
+}
+
 int step_plan(tape_t *t) {
     int32_t n = 0, np = n_pieces(t);
     for (int32_t i = 0; i < np; ++i) n += piece_steps(t, i, NULL);
@@ -110,6 +124,7 @@ int step_plan(tape_t *t) {
     for (int32_t i = 0; i < np; ++i)
         t->step_piece[i + 1] = t->step_piece[i] + piece_steps(t, i, t->steps + t->step_piece[i]);
     t->n_steps = n;
+    entries_in_huge_pages(t);
     return 0;
 }
 
