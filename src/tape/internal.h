@@ -304,7 +304,6 @@ typedef struct bwd_step {
     uint8_t code;           /* step_code_t */
 } bwd_step_t;
 int step_plan(tape_t *t);  /* 0, or -1 out of memory */
-int32_t step_piece_of(const tape_t *t, int32_t b);  /* the piece entry b is in */
 size_t step_bytes(const tape_t *t);
 void lane_step(const tape_t *t, int32_t b, bwd_step_t *s);  /* pull_lanes.c: a run's step */
 void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end);
@@ -432,7 +431,8 @@ int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
-void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
+void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);  /* run:
+                             * the pieces [i0, i1) (steps.c) */
 
 /* elementwise.c: runs of elementwise instructions, each slot of a short repeated pattern
  * over every repetition at once; pull_lanes.c: the backward's entries with strided pull

@@ -128,14 +128,6 @@ int step_plan(tape_t *t) {
     return 0;
 }
 
-int32_t step_piece_of(const tape_t *t, int32_t b) {
-    int32_t p = first_past(t->bwd_end, t->n_pos, b), N = t->n_pos, nl = t->n_levels, s = 0;  /* b's position */
-    if (t->bwd_level_at == NULL) return N - 1 - p;
-    const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1);
-    while (b >= ap[s + 1]) ++s;
-    return (nl - 1 - s) * N + (N - 1 - p);
-}
-
 void step_counts(const tape_t *t, int32_t n, int64_t *steps, int64_t *stepped) {
     *steps = *stepped = 0;
     for (int32_t i = 0; i < n_pieces(t); ++i) {
