@@ -297,7 +297,8 @@ typedef enum { S_NONE, S_ATTENTION, S_STRIDED, S_LANES, S_SHIFTED, S_MATRIX, S_M
 /* One step of the backward: entry b's (node L's) group or own sum; its list
  * [k0, k0 + n) (S_SINGLES: n entries from b down); S_MATRIX: a its lanes;
  * S_LANES: its lowest entry's list, a its steps' place, c its lanes (lane_step);
- * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c. */
+ * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c;
+ * S_MATRIX_ROTATE, S_CANDIDATE, S_ROTATE: c the node's position. */
 typedef struct bwd_step {
     int64_t k0;
     int32_t b, L, n, a, c;

@@ -154,7 +154,7 @@ static void run_backward(tape_t *t, int32_t i0, int32_t i1, void *arg) {
         case S_MATRIX:
         case S_MATRIX_ROTATE:
             matrix_vector_grads(t, b, s->a, s->k0, s->k0 + s->n, end,
-                                s->code == S_MATRIX_ROTATE ? tokens[t->pos[s->L] + 1] : -1);
+                                s->code == S_MATRIX_ROTATE ? tokens[s->c + 1] : -1);
             break;
         case S_FOUR:
             four_lists(t, b, s->k0, s->n, end);
@@ -166,7 +166,7 @@ static void run_backward(tape_t *t, int32_t i0, int32_t i1, void *arg) {
             g[s->L] = ctx->g_loss;
             break;
         case S_CANDIDATE: {
-            int32_t q = t->pos[s->L];
+            int32_t q = s->c;
             double acc = 0.0;
             if (t->cand[(int64_t)q * t->n_cand + tokens[q + 1]] == s->L)
                 acc += x[t->target_src[q]] * g[t->target_owner[q]];
@@ -174,7 +174,7 @@ static void run_backward(tape_t *t, int32_t i0, int32_t i1, void *arg) {
             break;
         }
         case S_ROTATE: {  /* the target's parents last */
-            int32_t tgt = tokens[t->pos[s->L] + 1];
+            int32_t tgt = tokens[s->c + 1];
             const int32_t *pb = t->pull_block;
             double acc = 0.0;
             for (int64_t k = s->k0; k < s->k0 + s->n; ++k)

@@ -55,6 +55,7 @@ static bwd_step_t step_at(const tape_t *t, int32_t b, int32_t lo, int32_t *width
         *width = SIDE;
     } else if (group >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
         s.code = kind == K_ROTATE ? S_MATRIX_ROTATE : S_MATRIX;
+        s.c = t->pos[s.L];
         s.a = group == 3 ? t->bwd_lanes[b] : SIDE;
         *width = s.a;
     } else if (group && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side */
@@ -65,8 +66,10 @@ static bwd_step_t step_at(const tape_t *t, int32_t b, int32_t lo, int32_t *width
         s.n = t->bwd_lanes[b] < b - lo + 1 ? t->bwd_lanes[b] : b - lo + 1;
         *width = s.n;
     } else if (kind == K_SEED) s.code = S_SEED;
-    else if (kind == K_CANDIDATE) s.code = S_CANDIDATE;
-    else if (kind == K_ROTATE) s.code = S_ROTATE;
+    else if (kind == K_CANDIDATE || kind == K_ROTATE) {
+        s.code = kind == K_CANDIDATE ? S_CANDIDATE : S_ROTATE;
+        s.c = t->pos[s.L];  /* (read here: pos is node-indexed, and far from anything else a step reads) */
+    }
     else if (stepped(t, k0, s.n, &s.a, &s.c)) s.code = S_STEPPED;
     return s;
 }
