@@ -8,7 +8,7 @@ adds nothing)."""
 import pytest
 
 from microgpt import available_engines
-from test_tape import every_length_replays_exactly
+from test_tape import every_length_replays_exactly, replayed_as_compiled
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -29,3 +29,15 @@ def test_backward_steps_and_stepped_lists_replay_bit_for_bit(config):
         if last is not None:  # a replay of more positions runs more of them
             assert c["backward_steps"] > last["backward_steps"] and c["pulls_stepped"] > last["pulls_stepped"]
         last = c
+
+
+def test_a_backward_whose_entry_arrays_span_huge_pages_replays_exactly():
+    # at 4/64/64 the arrays the backward reads by entry (4 bytes an entry and up) are
+    # past a huge page (2 MiB), so the build moves them to memory of their own that
+    # starts on one (steps.c); a document shorter than the recorded one runs the
+    # pieces of its positions only, from the moved arrays
+    import random
+    docs = ["".join(random.Random(k).choice("abcdefghijklmnop") for _ in range(n)) for k, n in ((0, 40), (1, 23))]
+    replay = replayed_as_compiled(2, docs=docs, n_layer=4, n_embd=64, block_size=64)
+    tape = replay.document_loss.tape
+    assert tape.counts(tape.n_pos)["backward"] * 4 >= 2 << 20

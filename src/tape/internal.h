@@ -299,14 +299,14 @@ typedef enum { S_NONE, S_ATTENTION, S_STRIDED, S_LANES, S_SHIFTED, S_MATRIX, S_M
 /* One step of the backward: entry b's (node L's) group or own sum; its list
  * [k0, k0 + n) (S_SINGLES: n entries from b down); S_MATRIX: a its lanes;
  * S_LANES: its lowest entry's list, a its steps' place, c its lanes (lane_step);
- * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c. */
+ * S_STEPPED: pull j's parent pull_parent[k0] + j a, its source pull_src[k0] + j c;
+ * S_MATRIX_ROTATE, S_CANDIDATE, S_ROTATE: c the node's position. */
 typedef struct bwd_step {
     int64_t k0;
     int32_t b, L, n, a, c;
     uint8_t code;           /* step_code_t */
 } bwd_step_t;
 int step_plan(tape_t *t);  /* 0, or -1 out of memory */
-int32_t step_piece_of(const tape_t *t, int32_t b);  /* the piece entry b is in */
 size_t step_bytes(const tape_t *t);
 void lane_step(const tape_t *t, int32_t b, bwd_step_t *s);  /* pull_lanes.c: a run's step */
 void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end);
@@ -434,7 +434,8 @@ int shift_plan(tape_t *t);  /* 0, or -1 out of memory */
 /* levels.c: 0, or -1 out of memory; the forward of positions [0, n) */
 int level_plan(tape_t *t);
 status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, int64_t));
-void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);
+void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg);  /* run:
+                             * the pieces [i0, i1) (steps.c) */
 
 /* elementwise.c: runs of elementwise instructions, each slot of a short repeated pattern
  * over every repetition at once; pull_lanes.c: the backward's entries with strided pull
@@ -532,6 +533,12 @@ void discard_pages(void *p, size_t bytes);
  * place read costs a walk of the page tables (a 4/64/64 step: 12.6 MB of
  * values, 6.3 of gradients, 11.7 of lists). Elsewhere than Linux, nothing. (tape.c) */
 void huge_pages(void *p, size_t bytes);
+
+/* p's bytes moved to memory of their own that begins at a huge page's start
+ * (huge_pages then covers every page: an array's own first and last few MB
+ * would not), p freed; what is returned is freed with free(). p itself where
+ * that is not to be had (short, out of memory, elsewhere than Linux). (tape.c) */
+void *huge_copy(void *p, size_t bytes);
 
 /* Which of n ascending ends is the first past v (the last, if none): the
  * position a node (pos_end) or a backward entry (bwd_end, steps.c) is in. */

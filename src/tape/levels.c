@@ -263,8 +263,9 @@ status_t level_forward(tape_t *t, int32_t n, status_t (*run)(tape_t *, int64_t, 
 }
 
 /* The backward of positions [0, n) level by level, last to first, each
- * level's positions last to first (backward_levels): run(t, b1, b0) takes
- * entries b1 - 1 down to b0 of one position. */
+ * level's positions last to first (backward_levels): run(t, i0, i1) takes
+ * the pieces [i0, i1) (steps.c: a piece is one position's entries of one
+ * level, in this order), a level's n positions at once. */
 void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t, void *), void *arg) {
     int32_t nl = t->n_levels;
     for (int32_t s = nl - 1; s >= 0; --s) {
@@ -282,10 +283,7 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
                 p -= k - 1;
             } else if (lanes > 0) matrix_vector_grads(t, b, lanes, t->pull_start[b], t->pull_start[b + 1], t->pos_end[n - 1], -1);
         }
-        for (int32_t p = n - 1; p >= 0; --p) {
-            const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1) + s;
-            if (p >= 4) __builtin_prefetch(ap - 4 * (nl + 1));  /* (as above) */
-            run(t, ap[1] - (t->first_lanes != NULL ? t->first_lanes[(int64_t)p * nl + s] : 0), ap[0], arg);
-        }
+        int32_t N = t->n_pos, i = (nl - 1 - s) * N + (N - n);  /* (position n - 1's piece) */
+        run(t, i, i + n, arg);  /* (one call: the pieces of positions n - 1 down to 0 are consecutive) */
     }
 }

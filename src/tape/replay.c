@@ -126,17 +126,15 @@ static inline void ahead(const tape_t *t, const bwd_step_t *s) {
     __builtin_prefetch(t->pull_start + s->b);
 }
 
-/* Backward entries b1 - 1 down to b0, each its gradient from its parents':
- * the steps of the piece (steps.c), top to bottom. */
-static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
-    if (b1 <= b0) return;
+/* The backward's pieces [i0, i1) (steps.c: a level of a position, or a
+ * position), each entry's gradient from its parents': their steps, in order. */
+static void run_backward(tape_t *t, int32_t i0, int32_t i1, void *arg) {
     const pull_ctx_t *ctx = arg;
     const int32_t *tokens = ctx->tokens, *pp = t->pull_parent, *src = t->pull_src;
     int32_t end = ctx->end;
     double *g = t->grad;
     const double *x = t->x;
-    const bwd_step_t *s = t->steps + t->step_piece[step_piece_of(t, b1 - 1)];
-    const bwd_step_t *s_end = t->steps + t->step_piece[step_piece_of(t, b0) + 1];  /* (a piece, or positions) */
+    const bwd_step_t *s = t->steps + t->step_piece[i0], *s_end = t->steps + t->step_piece[i1];
     for (; s < s_end; ++s) {
         if (s + AHEAD < t->steps + t->n_steps) ahead(t, s + AHEAD);  /* (past the piece: the next one's) */
         int32_t b = s->b;
@@ -156,7 +154,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
         case S_MATRIX:
         case S_MATRIX_ROTATE:
             matrix_vector_grads(t, b, s->a, s->k0, s->k0 + s->n, end,
-                                s->code == S_MATRIX_ROTATE ? tokens[t->pos[s->L] + 1] : -1);
+                                s->code == S_MATRIX_ROTATE ? tokens[s->c + 1] : -1);
             break;
         case S_FOUR:
             four_lists(t, b, s->k0, s->n, end);
@@ -168,7 +166,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
             g[s->L] = ctx->g_loss;
             break;
         case S_CANDIDATE: {
-            int32_t q = t->pos[s->L];
+            int32_t q = s->c;
             double acc = 0.0;
             if (t->cand[(int64_t)q * t->n_cand + tokens[q + 1]] == s->L)
                 acc += x[t->target_src[q]] * g[t->target_owner[q]];
@@ -176,7 +174,7 @@ static void run_backward(tape_t *t, int32_t b1, int32_t b0, void *arg) {
             break;
         }
         case S_ROTATE: {  /* the target's parents last */
-            int32_t tgt = tokens[t->pos[s->L] + 1];
+            int32_t tgt = tokens[s->c + 1];
             const int32_t *pb = t->pull_block;
             double acc = 0.0;
             for (int64_t k = s->k0; k < s->k0 + s->n; ++k)
@@ -221,7 +219,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     pull_ctx_t ctx = {tokens, t->pos_end[n - 1], g_loss};
     attention_begin(t);
     if (t->bwd_level_at != NULL) level_backward(t, n, run_backward, &ctx);  /* (levels.c) */
-    else run_backward(t, t->bwd_end[n - 1], 0, &ctx);
+    else run_backward(t, t->n_pos - n, t->n_pos, &ctx);  /* (positions n - 1 down to 0) */
     /* parameters: each is read at most once a position; positions last to first */
     const double *from = params_read_grads(g, a->grad, t, params);  /* (the blocks': from there) */
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;

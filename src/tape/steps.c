@@ -55,6 +55,7 @@ static bwd_step_t step_at(const tape_t *t, int32_t b, int32_t lo, int32_t *width
         *width = SIDE;
     } else if (group >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
         s.code = kind == K_ROTATE ? S_MATRIX_ROTATE : S_MATRIX;
+        s.c = t->pos[s.L];
         s.a = group == 3 ? t->bwd_lanes[b] : SIDE;
         *width = s.a;
     } else if (group && b >= SIDE - 1) {  /* b, b-1, b-2, b-3 side by side */
@@ -65,8 +66,10 @@ static bwd_step_t step_at(const tape_t *t, int32_t b, int32_t lo, int32_t *width
         s.n = t->bwd_lanes[b] < b - lo + 1 ? t->bwd_lanes[b] : b - lo + 1;
         *width = s.n;
     } else if (kind == K_SEED) s.code = S_SEED;
-    else if (kind == K_CANDIDATE) s.code = S_CANDIDATE;
-    else if (kind == K_ROTATE) s.code = S_ROTATE;
+    else if (kind == K_CANDIDATE || kind == K_ROTATE) {
+        s.code = kind == K_CANDIDATE ? S_CANDIDATE : S_ROTATE;
+        s.c = t->pos[s.L];  /* (read here: pos is node-indexed, and far from anything else a step reads) */
+    }
     else if (stepped(t, k0, s.n, &s.a, &s.c)) s.code = S_STEPPED;
     return s;
 }
@@ -100,6 +103,20 @@ static int32_t piece_steps(const tape_t *t, int32_t i, bwd_step_t *out) {
     return n;
 }
 
+/* The arrays the backward reads by entry in huge pages (tape.c huge_pages): a
+ * step reads them where its group's top is, a new place a step (each piece,
+ * a position's level, is a position's entries away from the one before), and
+ * with small pages nearly every such read walks the page tables (6/128/128:
+ * 3.2 M entries, 47 MB of these arrays). */
+static void entries_in_huge_pages(tape_t *t) {
+    size_t nb = (size_t)t->bwd_end[t->n_pos - 1];
+    t->bwd = huge_copy(t->bwd, nb * sizeof *t->bwd);
+    t->bwd_lanes = huge_copy(t->bwd_lanes, nb * sizeof *t->bwd_lanes);
+    t->pull_start = huge_copy(t->pull_start, (nb + 1) * sizeof *t->pull_start);
+    t->bwd_group = huge_copy(t->bwd_group, nb * sizeof *t->bwd_group);
+    t->bwd_kind = huge_copy(t->bwd_kind, nb * sizeof *t->bwd_kind);
+}
+
 int step_plan(tape_t *t) {
     int32_t n = 0, np = n_pieces(t);
     for (int32_t i = 0; i < np; ++i) n += piece_steps(t, i, NULL);
@@ -110,15 +127,8 @@ int step_plan(tape_t *t) {
     for (int32_t i = 0; i < np; ++i)
         t->step_piece[i + 1] = t->step_piece[i] + piece_steps(t, i, t->steps + t->step_piece[i]);
     t->n_steps = n;
+    entries_in_huge_pages(t);
     return 0;
-}
-
-int32_t step_piece_of(const tape_t *t, int32_t b) {
-    int32_t p = first_past(t->bwd_end, t->n_pos, b), N = t->n_pos, nl = t->n_levels, s = 0;  /* b's position */
-    if (t->bwd_level_at == NULL) return N - 1 - p;
-    const int32_t *ap = t->bwd_level_at + (int64_t)p * (nl + 1);
-    while (b >= ap[s + 1]) ++s;
-    return (nl - 1 - s) * N + (N - 1 - p);
 }
 
 void step_counts(const tape_t *t, int32_t n, int64_t *steps, int64_t *stepped) {

@@ -39,6 +39,19 @@ void huge_pages(void *p, size_t bytes) {
 void huge_pages(void *p, size_t bytes) { advise(p, bytes, -1); }
 #endif
 
+#define HUGE_PAGE ((size_t)2 << 20)
+void *huge_copy(void *p, size_t bytes) {
+    void *q = NULL;
+#if defined(__linux__)
+    if (bytes < HUGE_PAGE || posix_memalign(&q, HUGE_PAGE, (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE) != 0)
+        return p;
+    huge_pages(q, bytes);
+    memcpy(q, p, bytes);
+    free(p);
+#endif
+    return q != NULL ? q : p;
+}
+
 void tape_free(tape_t *t) {
     if (t == NULL) return;
     free(t->kind); free(t->op); free(t->operand); free(t->child_start); free(t->pos);
