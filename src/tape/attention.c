@@ -38,17 +38,19 @@ void attention_free(tape_t *t) {
     free(t->shift_runs);
     if (a == NULL) return;
     free(a->rows); free(a->heads); free(a->node); free(a->vt); free(a->gw); free(a->wv); free(a->gv); free(a->gv_lane);
+    free(a->kt); free(a->gk); free(a->gd); free(a->kv); free(a->takes);
     free(a);
 }
 
 size_t attention_bytes(const tape_t *t) {
     const attention_t *a = t->attn;
     if (a == NULL) return 0;
-    size_t vt = 0;
-    for (int32_t h = 0; h < a->n_heads; ++h) vt += (size_t)(a->heads[h].hd + a->heads[h].hdp) * (size_t)a->ld;
+    size_t vt = 0, nb = a->takes != NULL ? (size_t)t->bwd_end[t->n_pos - 1] : 0;
+    for (int32_t h = 0; h < a->n_heads; ++h)
+        vt += (size_t)(a->heads[h].hd + a->heads[h].hdp * (1 + 2 * a->heads[h].qk)) * (size_t)a->ld;
     return sizeof *a + (size_t)a->n_rows * sizeof *a->rows + (size_t)a->n_heads * sizeof *a->heads
-        + (size_t)a->n_node * sizeof *a->node + (vt + 2 * (size_t)a->ld) * sizeof *a->vt
-        + (size_t)a->n_gv_lane * sizeof *a->gv_lane;
+        + (size_t)a->n_node * sizeof *a->node + (vt + 3 * (size_t)a->ld) * sizeof *a->vt
+        + (size_t)a->n_gv_lane * sizeof *a->gv_lane + nb + (a->kv != NULL ? (size_t)a->n_heads * t->n_pos * 4 : 0);
 }
 
 int32_t attention_width(const tape_t *t, int32_t b) { return SLOTS * t->attn->rows[t->bwd_lanes[b]].T; }
@@ -92,6 +94,15 @@ WIDE(wgrads, (WGRADS_ARGS), WGRADS_CHUNKS(v8, load8, store8, 8))
 #define VGRADS_ARGS double *restrict gv, int32_t hdp, const double *wv, const double *gh, int32_t T
 KERNELS(vgrads, (VGRADS_ARGS), VGRADS_BODY(v4, load4, store4, 4))
 WIDE(vgrads, (VGRADS_ARGS), VGRADS_BODY(v8, load8, store8, 8))
+
+/* Row r's queries' and keys' gradients from its logits' (gd): its terms of
+ * the keys' added as the values' (gh: room), then its query's and its last
+ * key's sums written (attention_keys.c). */
+static void row_keys(tape_t *t, const attn_row_t *r, const attn_head_t *h, const double *gd, double *gh) {
+    for (int32_t j = 0; j < h->hd; ++j) gh[j] = t->x[r->qv + j];
+    KERNEL_WIDE(vgrads)(t->attn->gk + h->gk, h->hdp, gd, gh, r->T);
+    attention_keys_row(t, r, h);
+}
 
 /* A backward begins: every head's values are copied again at its first row. */
 void attention_begin(tape_t *t) {
@@ -150,6 +161,7 @@ int32_t attention_grads(tape_t *t, int32_t b) {
         for (int32_t k = 0; k < t->n_used; ++k)
             for (int32_t i = 0; i < hd; ++i) vt[(int64_t)i * a->ld + k] = x[vl[k] + (int64_t)i * h->ss];
         if (h->gv >= 0) memset(a->gv + h->gv, 0, (size_t)t->n_used * (size_t)h->hdp * sizeof *a->gv);
+        if (h->qk) attention_keys_begin(t, h, r->head, t->n_used);  /* (its keys' values, attention_keys.c) */
         h->copied = a->serial;
     }
     for (int32_t i = 0; i < hd; ++i) gh[i] = g[r->ho0 + (int64_t)i * r->sp];
@@ -162,7 +174,7 @@ int32_t attention_grads(tape_t *t, int32_t b) {
      * and sums' gradients are read by the row only (row_fits): kept in registers
      * and gw, not written, but the first sum's */
     const double *gw = a->gw;
-    double acc = 0.0, *wv = a->wv;
+    double acc = 0.0, *wv = a->wv, *gd = a->gd;  /* (gd: the logits' gradients, for the queries and keys) */
     for (int32_t k = T - 1; k >= 0; --k) {
         double e = x[EX(k)], gp = 0.0 + e * gw[k];
         acc += lg_pow * gp;
@@ -175,8 +187,9 @@ int32_t attention_grads(tape_t *t, int32_t b) {
             if (k < T - 1) sum = 0.0 + one * sum;
             double e = (0.0 + pow_value * gw[k]) + one * sum;
             double add = 0.0 + x[EX(k)] * e, m = 0.0 + one * add;
-            g[DOT(k)] = 0.0 + scale * m;
+            g[DOT(k)] = gd[k] = 0.0 + scale * m;
         }
+        if (h->qk) row_keys(t, r, h, gd, gh);
         return SLOTS * T;
     }
     for (int32_t k = T - 1; k >= 0; --k) {
@@ -186,9 +199,10 @@ int32_t attention_grads(tape_t *t, int32_t b) {
         double add = 0.0 + x[ex[k]] * e, m = 0.0 + one * add;
         g[ad[k]] = add;
         g[mul[k]] = m;
-        g[dot[k]] = 0.0 + scale * m;
+        g[dot[k]] = gd[k] = 0.0 + scale * m;
     }
     g[sm[0]] = sum;
+    if (h->qk) row_keys(t, r, h, gd, gh);
     return SLOTS * T;
 #undef EX
 #undef DOT

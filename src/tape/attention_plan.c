@@ -294,5 +294,6 @@ int attention_plan(tape_t *t) {
     }
     if (shifted_runs(t) < 0) return -1;  /* the values' gradients (shifted.c) */
     if (attention_unread_plan(t) < 0) return -1;  /* the rows that write their logits' gradients only */
-    return attention_values_plan(t);     /* ... summed by the rows where they fit */
+    if (attention_values_plan(t) < 0) return -1;  /* ... summed by the rows where they fit */
+    return attention_keys_plan(t);       /* the queries' and keys' gradients, likewise */
 }
