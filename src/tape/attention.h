@@ -10,6 +10,7 @@
 #define SLOTS 7        /* entries a key: dot, mul, add, exp, sum, pow, weight */
 #define MAX_HD 256     /* pulls a weight (the head's dimension) */
 #define LD_STEP 32     /* keys a row of vt is padded to: four registers of eight */
+#define AHEAD_KEYS 8   /* a head's first row copies its keys' values: their lines asked for so many keys ahead */
 
 typedef struct attn_row {
     int32_t b_lo, T;        /* entries b_lo .. b_lo + SLOTS T - 1 */
@@ -27,6 +28,7 @@ typedef struct attn_row {
     int32_t qn, qv, kn;     /* its head's qk: its query's entries' nodes qn + j, its values qv + j
                              * (j < hd), and the entries' nodes kn + j of its last key (key T - 1,
                              * whose sum it ends: attention_keys.c) */
+    int32_t dots_read;      /* an entry not taken reads its logits' gradients: a lean row writes them */
 } attn_row_t;
 
 typedef struct attn_head {
@@ -56,8 +58,11 @@ typedef struct attention {
     int64_t n_gv_lane;
     int64_t serial;         /* backwards begun (attention_begin) */
     double *kt, *gk, *gd;   /* the heads' keys' values and gradients (attn_head_t); one row's logits' gradients */
+    double *ev;             /* one row's exps' values */
     int32_t *kv;            /* n_heads N: key t's values' first node, kv[h N + t] (qk heads) */
     uint8_t *takes;         /* by entry: the top of a query's or key's group whose sums the rows make */
+    int32_t *taken_tops, n_taken;  /* ... those entries */
+    int late;               /* attention_keys_late has run (the rows' dots_read are final) */
 } attention_t;
 
 /* A run of a head's values' entries (shifted.c): 1 to 4 heads' sixteen
@@ -78,5 +83,7 @@ typedef struct shift_run {
  * backward (n keys); a row's query's and last key's gradients */
 void attention_keys_begin(const tape_t *t, const attn_head_t *h, int32_t head, int32_t n);
 void attention_keys_row(tape_t *t, const attn_row_t *r, const attn_head_t *h);
+void attention_keys_late(tape_t *t);  /* before the first backward */
+int attention_keys_whole(const tape_t *t);
 
 #endif

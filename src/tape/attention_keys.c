@@ -91,6 +91,49 @@ static int head_whole(const attention_t *a, int32_t h, int32_t N) {
     return a->heads[h].last_first;
 }
 
+/* Each row's dots_read: whether an entry of the backward reads its logits'
+ * gradients (their children's entries: its query's and keys') other than a
+ * group the rows take (takes), as the whole backward meets them; and the
+ * groups taken (taken_tops, for attention_keys_late). 0, or -1 out of memory. */
+static int logits_read(tape_t *t, const int32_t *dot_row) {
+    attention_t *a = t->attn;
+    int32_t nb = t->bwd_end[t->n_pos - 1], w;
+    for (int32_t r = 0; r < a->n_rows; ++r) a->rows[r].dots_read = 0;
+    a->n_taken = 0;
+    for (int32_t b = nb - 1; b >= 0; b -= w) {
+        w = bwd_width(t, b);
+        a->n_taken += a->takes[b];
+        for (int64_t k = t->pull_start[b - w + 1]; k < t->pull_start[b + 1] && !a->takes[b]; ++k)
+            if (dot_row[t->pull_parent[k]] >= 0) a->rows[dot_row[t->pull_parent[k]]].dots_read = 1;
+    }
+    if (!NEW(a->taken_tops, a->n_taken)) return -1;
+    for (int32_t b = 0, n = 0; b < nb; ++b)
+        if (a->takes[b]) a->taken_tops[n++] = b;
+    return 0;
+}
+
+/* Before the first backward (its steps are made after every plan, steps.c):
+ * whether every group taken is skipped (whole); if one is run after all (it leads others not taken, aliases.c
+ * share_plan, or a level runs it first, levels.c), every row writes its
+ * logits' gradients. */
+int attention_keys_whole(const tape_t *t) {
+    const attention_t *a = t->attn;
+    int32_t lo, hi, whole = 1;
+    for (int32_t i = 0; i < a->n_taken; ++i) {
+        int32_t b = a->taken_tops[i];
+        backward_range(t, first_past(t->bwd_end, t->n_pos, b), b, &lo, &hi);
+        whole &= attention_takes(t, b) && b < hi;
+    }
+    return whole;
+}
+
+void attention_keys_late(tape_t *t) {
+    attention_t *a = t->attn;
+    int whole = attention_keys_whole(t);
+    for (int32_t r = 0; r < a->n_rows && !whole; ++r) a->rows[r].dots_read = 1;
+    a->late = 1;
+}
+
 /* The heads whose rows sum their queries' and keys' gradients (qk), and the
  * groups they take (takes). After attention_values_plan. 0, or -1 out of memory. */
 int attention_keys_plan(tape_t *t) {
@@ -125,8 +168,9 @@ int attention_keys_plan(tape_t *t) {
     }
     for (int32_t b = 0; b < nb; ++b)
         if (a->takes[b]) a->takes[b] = (uint8_t)a->heads[a->rows[sc.dot_row[t->pull_parent[t->pull_start[b]]]].head].qk;
-    if (!NEW(a->kt, room) || !NEW(a->gk, room) || !NEW(a->gd, a->ld)) goto done;
-    rc = 0;
+    if (!NEW(a->kt, room) || !NEW(a->gk, room)) goto done;
+    rc = logits_read(t, sc.dot_row);
+    if (rc == 0) a->late = 0;
 done:
     free(sc.dot_row); free(sc.dot_key); free(sc.row_at);
     return rc;
@@ -189,8 +233,10 @@ void attention_keys_begin(const tape_t *t, const attn_head_t *h, int32_t head, i
     const attention_t *a = t->attn;
     const int32_t *kv = a->kv + (int64_t)head * t->n_pos;
     double *kt = a->kt + h->kt;
-    for (int32_t k = 0; k < n; ++k)
+    for (int32_t k = 0; k < n; ++k) {
+        for (int32_t j = 0; j < h->hd && k + AHEAD_KEYS < n; j += 8) __builtin_prefetch(t->x + kv[k + AHEAD_KEYS] + j);
         for (int32_t j = 0; j < h->hd; ++j) kt[(int64_t)k * h->hdp + j] = t->x[kv[k] + j];
+    }
     memset(a->gk + h->gk, 0, (size_t)n * (size_t)h->hdp * sizeof *a->gk);
 }
 

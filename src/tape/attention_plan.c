@@ -286,7 +286,8 @@ int attention_plan(tape_t *t) {
         a->heads[h].vt = room;
         room += (int64_t)a->heads[h].hd * a->ld;
     }
-    if (!NEW(a->vt, room) || !NEW(a->gw, a->ld) || !NEW(a->wv, a->ld)) return -1;
+    if (!NEW(a->vt, room) || !NEW(a->gw, a->ld) || !NEW(a->wv, a->ld) || !NEW(a->ev, a->ld)
+        || !NEW(a->gd, a->ld)) return -1;
     for (int32_t r = 0; r < n; ++r) {
         int32_t top = a->rows[r].b_lo + SLOTS * a->rows[r].T - 1;
         t->bwd_group[top] = 7;

@@ -487,7 +487,8 @@ int attention_plan(tape_t *t);
 void attention_begin(tape_t *t);  /* before a backward */
 int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
 int32_t attention_width(const tape_t *t, int32_t b);
-int32_t attention_count(const tape_t *t, int32_t n, int which);  /* rows of n positions (which 1: lean, 2: steps) */
+int32_t attention_count(const tape_t *t, int32_t n, int which);  /* rows of n positions (which 1: lean, 2: steps,
+                                                                  * 3: writing no logits' gradients) */
 size_t attention_bytes(const tape_t *t);
 void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
 int attention_unread_plan(tape_t *t);  /* attention_unread.c: 0, or -1 out of memory */
