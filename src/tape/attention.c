@@ -87,8 +87,20 @@ WIDE(wgrads, (WGRADS_ARGS), WGRADS_CHUNKS(v8, load8, store8, 8))
 /* The values' gradients a row adds to (attention_values.c): key t's hdp
  * lanes gv[t hdp + i] += w_t g(o_i), each lane its own sum, the rows met
  * last position first (W a register). */
+#define VGRADS_R(V, LOAD, STORE, W, R)  /* (hdp R W: gh in R registers) */           \
+    {                                                                                   \
+        V q[R];                                                                         \
+        for (int u = 0; u < R; ++u) q[u] = LOAD(gh + W * u);                            \
+        for (int32_t k = 0; k < T; ++k) {                                               \
+            double wk = wv[k], *v = gv + (int64_t)k * (R * W);                          \
+            for (int u = 0; u < R; ++u) STORE(v + W * u, LOAD(v + W * u) + wk * q[u]);  \
+        }                                                                               \
+    }
 #define VGRADS_BODY(V, LOAD, STORE, W)                                          \
-    for (int32_t k = 0; k < T; ++k) {                                         \
+    if (hdp == 4 * W) VGRADS_R(V, LOAD, STORE, W, 4)                          \
+    else if (hdp == 2 * W) VGRADS_R(V, LOAD, STORE, W, 2)                     \
+    else if (hdp == W) VGRADS_R(V, LOAD, STORE, W, 1)                         \
+    else for (int32_t k = 0; k < T; ++k) {                                    \
         double wk = wv[k];                                                    \
         double *v = gv + (int64_t)k * hdp;                                    \
         for (int32_t i = 0; i < hdp; i += W) STORE(v + i, LOAD(v + i) + wk * LOAD(gh + i)); \

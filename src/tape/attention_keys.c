@@ -203,9 +203,24 @@ int64_t attention_keys_count(const tape_t *t, int32_t b) {
     return c;
 }
 
-/* A row's query, lanes across j (W a register, four at once, then one):
- * gq[j] = 0.0 + gd[T-1] kt[(T-1) hdp + j] + ... + gd[0] kt[j]. */
+/* A row's query, lanes across j (W a register; all its R registers at once
+ * where it has 1, 2 or 4, else four, then one): gq[j] = 0.0 + gd[T-1]
+ * kt[(T-1) hdp + j] + ... + gd[0] kt[j]. */
+#define QGRADS_R(V, LOAD, STORE, W, R)                                               \
+    {                                                                                \
+        V acc[R];                                                                    \
+        memset(acc, 0, sizeof acc);                                                  \
+        for (int32_t k = T - 1; k >= 0; --k) {                                       \
+            const double *v = kt + (int64_t)k * (R * W);                             \
+            double gk = gd[k];                                                       \
+            for (int u = 0; u < R; ++u) acc[u] = acc[u] + LOAD(v + W * u) * gk;      \
+        }                                                                            \
+        for (int u = 0; u < R; ++u) STORE(gq + W * u, acc[u]);                       \
+        return;                                                                      \
+    }
 #define QGRADS_BODY(V, LOAD, STORE, W)                                               \
+    if (hdp == 2 * W) QGRADS_R(V, LOAD, STORE, W, 2)                                 \
+    if (hdp == W) QGRADS_R(V, LOAD, STORE, W, 1)                                     \
     int32_t j0 = 0;                                                                  \
     for (; j0 + 4 * W <= hdp; j0 += 4 * W) {                                         \
         V acc[4];                                                                    \
