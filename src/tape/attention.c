@@ -178,6 +178,12 @@ static void ahead_row(const tape_t *t, const attention_t *a, const attn_row_t *r
     __builtin_prefetch(t->x + t->n_nodes + q->pw0);
     __builtin_prefetch(t->grad + q->ho0);
     __builtin_prefetch(t->bwd_lanes + q->b_lo + SLOTS * q->T - 1);
+    for (int32_t j = 0; a->heads[q->head].qk && j < a->heads[q->head].hd; j += 8) {  /* its query's values, and
+                                   * the query's and key's gradients it writes (attention_keys.c) */
+        __builtin_prefetch(t->x + q->qv + j);
+        if (q->qn >= 0) __builtin_prefetch(t->grad + q->qn + j, 1);
+        if (q->kn >= 0) __builtin_prefetch(t->grad + q->kn + j, 1);
+    }
     if (q->next >= 0) __builtin_prefetch(a->rows + q->next);
 }
 
