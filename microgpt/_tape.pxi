@@ -138,7 +138,8 @@ cdef class Tape:
                     vectors_shared_list=c.vectors_shared_list, vectors_side_by_side=c.vectors_side_by_side,
                     attention_rows=c.attention_rows, shifted_in_runs=c.shifted_in_runs,
                     values_from_rows=c.values_from_rows, attention_rows_lean=c.attention_rows_lean,
-                    attention_rows_stepped=c.attention_rows_stepped,
+                    attention_rows_stepped=c.attention_rows_stepped, keys_from_rows=c.keys_from_rows,
+                    logits_unwritten=c.logits_unwritten,
                     backward_steps=c.backward_steps, pulls_stepped=c.pulls_stepped,
                     params_in_one_block=bool(tape_params_in_one_block(self.t)))
 

@@ -92,3 +92,27 @@ def test_documents_shorter_than_the_recording_sum_their_values_from_their_rows_e
     # pulls a head: its values run sixteen lanes from one list)
     replay = every_length_replays_exactly("abcdefghijkl", 5, n_layer=2, n_embd=32, block_size=12, n_head=2)
     assert replay.document_loss.tape.counts(4)["values_from_rows"] >= 2 * 32 * 3
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_heads_queries_and_keys_gradients_are_summed_by_its_rows_exactly(config):
+    # the row of position p sums its query q_p[j] over its logits, last key first, and
+    # adds g(dot(p, t)) q_p[j] to key k_t[j]'s sum, the last position's row first, as
+    # their lists (attention_keys.c); every query and every key but the last
+    # position's (a list of one pull each) skips its own list; and nothing else reads
+    # the logits' gradients of any row but the last position's, so they are not written
+    replay = replayed_as_compiled(5, docs=LONG, **config)
+    tape = replay.document_loss.tape
+    n, heads = tape.n_pos, config["n_layer"] * config["n_head"]
+    c = tape.counts(n)
+    assert c["keys_from_rows"] == config["n_layer"] * config["n_embd"] * (2 * n - 1)
+    assert c["logits_unwritten"] == heads * (n - 1)
+
+
+def test_documents_shorter_than_the_recording_sum_their_queries_and_keys_from_their_rows_exactly():
+    # a replay of n positions begins each key's sum at its row of position n - 1 (its list
+    # skips the later positions' logits), and that row writes position n - 1's key,
+    # whose list is longer than one pull there: the first four positions' queries and
+    # keys are all the rows' (the recording's last position's keys lie past them)
+    replay = every_length_replays_exactly("abcdefghijkl", 6, n_layer=2, n_embd=32, block_size=12, n_head=2)
+    assert replay.document_loss.tape.counts(4)["keys_from_rows"] == 2 * 32 * (4 + 4)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from microgpt import available_engines
+from microgpt import available_engines, model
 from support import python_child
+from test_attention_rows import softmax_scaled_total
 from test_review_kernels import docs_of, run, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
@@ -54,16 +55,36 @@ def test_every_head_shares_the_last_heads_list_where_it_runs_across_positions(cf
 
 
 @pytest.mark.parametrize("cfg,kind", CASES)
-def test_a_positions_heads_queries_and_keys_run_side_by_side_and_replay_the_compiled_numbers(cfg, kind):
+def test_a_positions_heads_queries_and_keys_run_side_by_side_and_replay_the_compiled_numbers(cfg, kind, monkeypatch):
     """A position's heads' queries (and keys) are consecutive backward entries,
     each its own list, their parents at the same positions: summed in one
     pass (matrix.c short16xN with own lists). Every one of them but the last
-    position's keys (one pull each, grouped otherwise)."""
+    position's keys (one pull each, grouped otherwise). Where the heads'
+    softmax rows are taken whole, the rows sum them (attention_keys.c): here
+    a softmax of another shape (its total times 1.0) is not, so the lists do."""
+    monkeypatch.setattr(model, "softmax", softmax_scaled_total)
     docs = docs_of(11, 13, cfg["block_size"], 4)
     t = trainer("replay", docs=docs, **cfg)
     t.train_step()
     n = t.document_loss.tape.n_pos
-    assert t.document_loss.tape.counts(n)["vectors_side_by_side"] == cfg["n_head"] * cfg["n_layer"] * (2 * n - 1)
+    c = t.document_loss.tape.counts(n)
+    assert c["attention_rows"] == 0 and c["keys_from_rows"] == 0
+    assert c["vectors_side_by_side"] == cfg["n_head"] * cfg["n_layer"] * (2 * n - 1)
+    (got, _), (want, _) = run("replay", cfg, docs, 3, kind), run("compiled", cfg, docs, 3, kind)
+    assert got == want
+
+
+@pytest.mark.parametrize("cfg,kind", CASES)
+def test_the_heads_rows_sum_their_queries_and_keys_and_replay_the_compiled_numbers(cfg, kind):
+    """With the reference's softmax, the rows sum every query and key but the
+    last position's keys (attention_keys.c): none is left to the lists."""
+    docs = docs_of(11, 13, cfg["block_size"], 4)
+    t = trainer("replay", docs=docs, **cfg)
+    t.train_step()
+    n = t.document_loss.tape.n_pos
+    c = t.document_loss.tape.counts(n)
+    assert c["keys_from_rows"] == cfg["n_embd"] * cfg["n_layer"] * (2 * n - 1)
+    assert c["vectors_side_by_side"] == 0
     (got, _), (want, _) = run("replay", cfg, docs, 3, kind), run("compiled", cfg, docs, 3, kind)
     assert got == want
 

@@ -286,7 +286,8 @@ int attention_plan(tape_t *t) {
         a->heads[h].vt = room;
         room += (int64_t)a->heads[h].hd * a->ld;
     }
-    if (!NEW(a->vt, room) || !NEW(a->gw, a->ld) || !NEW(a->wv, a->ld)) return -1;
+    if (!NEW(a->vt, room) || !NEW(a->gw, a->ld) || !NEW(a->wv, a->ld) || !NEW(a->ev, a->ld)
+        || !NEW(a->gd, a->ld)) return -1;
     for (int32_t r = 0; r < n; ++r) {
         int32_t top = a->rows[r].b_lo + SLOTS * a->rows[r].T - 1;
         t->bwd_group[top] = 7;
@@ -294,5 +295,6 @@ int attention_plan(tape_t *t) {
     }
     if (shifted_runs(t) < 0) return -1;  /* the values' gradients (shifted.c) */
     if (attention_unread_plan(t) < 0) return -1;  /* the rows that write their logits' gradients only */
-    return attention_values_plan(t);     /* ... summed by the rows where they fit */
+    if (attention_values_plan(t) < 0) return -1;  /* ... summed by the rows where they fit */
+    return attention_keys_plan(t);       /* the queries' and keys' gradients, likewise */
 }

@@ -172,6 +172,7 @@ int attention_values_plan(tape_t *t) {
         ok[h] = 1;
         for (int32_t p = 0; p + 1 < N; ++p)
             ok[h] &= rank[row_top(a->rows + row_at[(int64_t)h * N + p + 1])] < rank[row_top(a->rows + row_at[(int64_t)h * N + p])];
+        a->heads[h].last_first = ok[h];
     }
     for (int32_t b = 0; b < nb; ++b) {
         if (t->bwd_group[b] != 4 || t->bwd_lanes[b] <= 0) continue;

@@ -25,7 +25,8 @@
  *   attention.c  a head's softmax at one position, its backward whole (weights to logits);
  *                attention_plan.c  such rows found and checked; attention.h  what they share;
  *                attention_values.c  the values' gradients summed as the rows run;
- *                attention_unread.c  the rows' gradients nothing else reads
+ *                attention_unread.c  the rows' gradients nothing else reads;
+ *                attention_keys.c  the queries' and keys' gradients summed as the rows run
  *   replay.c    forward and backward;  forward.c  instructions one by one, in order
  *   steps.c     the backward's dispatch as one record a step, made at build time
  *   tape.c      sizes, counts, accessors, free
@@ -489,7 +490,8 @@ int attention_plan(tape_t *t);
 void attention_begin(tape_t *t);  /* before a backward */
 int32_t attention_grads(tape_t *t, int32_t b);  /* the row whose top is b: the entries it took */
 int32_t attention_width(const tape_t *t, int32_t b);
-int32_t attention_count(const tape_t *t, int32_t n, int which);  /* rows of n positions (which 1: lean, 2: steps) */
+int32_t attention_count(const tape_t *t, int32_t n, int which);  /* rows of n positions (which 1: lean, 2: steps,
+                                                                  * 3: writing no logits' gradients) */
 size_t attention_bytes(const tape_t *t);
 void attention_free(tape_t *t);  /* (and the runs of shifted.c) */
 int attention_unread_plan(tape_t *t);  /* attention_unread.c: 0, or -1 out of memory */
@@ -497,6 +499,10 @@ int attention_unread_plan(tape_t *t);  /* attention_unread.c: 0, or -1 out of me
 int attention_values_plan(tape_t *t);  /* 0, or -1 out of memory */
 void attention_values(tape_t *t, const struct shift_run *s, const int32_t *dst);
 int64_t attention_values_count(const tape_t *t, int32_t b);  /* entries of such runs below b */
+/* attention_keys.c: the queries' and keys' gradients the rows sum (after attention_values_plan) */
+int attention_keys_plan(tape_t *t);  /* 0, or -1 out of memory */
+int attention_takes(const tape_t *t, int32_t b);  /* group top b's lanes written by the rows: no step */
+int64_t attention_keys_count(const tape_t *t, int32_t b);  /* lanes of such groups below b */
 void backward_tops(const tape_t *t, uint8_t *met);  /* met[b] = 1: the backward meets b as a top */
 void backward_range(const tape_t *t, int32_t p, int32_t b, int32_t *lo, int32_t *hi);  /* pull_lanes.c */
 int32_t backward_piece(const tape_t *t, int32_t p, int32_t b);  /* the first entry of b's range */

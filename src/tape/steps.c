@@ -54,7 +54,8 @@ static bwd_step_t step_at(const tape_t *t, int32_t b, int32_t lo, int32_t *width
         s.code = t->bwd_lanes[b] < 0 ? S_NONE : S_SHIFTED;
         *width = SIDE;
     } else if (group >= 2 && b >= SIDE - 1) {  /* a vector read by a matrix's rows (matrix.c) */
-        s.code = kind == K_ROTATE ? S_MATRIX_ROTATE : S_MATRIX;
+        s.code = attention_takes(t, b) ? S_NONE : kind == K_ROTATE ? S_MATRIX_ROTATE : S_MATRIX;  /* (none:
+                                   * a head's query or key, written by its rows, attention_keys.c) */
         s.c = t->pos[s.L];
         s.a = group == 3 ? t->bwd_lanes[b] : SIDE;
         *width = s.a;

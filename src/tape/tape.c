@@ -230,6 +230,8 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     c.attention_rows_lean = attention_count(t, n, 1);
     c.attention_rows_stepped = attention_count(t, n, 2);
     c.values_from_rows = attention_values_count(t, b);
+    c.keys_from_rows = attention_keys_count(t, b);
+    c.logits_unwritten = attention_count(t, n, 3);
     step_counts(t, n, &c.backward_steps, &c.pulls_stepped);
     return c;
 }

@@ -98,6 +98,10 @@ typedef struct {
                                  * nodes and steps, not lists */
     int64_t values_from_rows;   /* entries of runs of a head's values whose sums the head's softmax
                                  * rows make as they run (attention_values.c) */
+    int64_t logits_unwritten;   /* heads' softmax rows that write no logits' gradients: nothing but
+                                 * the rows' own sums of the queries' and keys' reads them */
+    int64_t keys_from_rows;     /* entries of a head's queries and keys whose gradients its softmax
+                                 * rows sum as they run, not their lists (attention_keys.c) */
     int64_t shifted_in_runs;    /* entries of groups of 4 whose parents step with them (a head's
                                  * values), run sixteen or more from one list (shifted.c) */
     int64_t backward_steps;     /* the backward's steps (a group, a run, or an entry alone: steps.c) */
