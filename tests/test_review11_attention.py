@@ -14,12 +14,13 @@ import pytest
 from microgpt import available_engines
 from microgpt.sampling import make_sampler, sample
 from support import bits, python_child
-from test_tape import trainer
+from test_tape import every_length_replays_exactly, trainer
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
-# (n_embd, n_head): head dims 1, 3, 5, 7, 12 and 6
-SHAPES = [(8, 8), (24, 8), (10, 2), (7, 1), (48, 4), (12, 2)]
+# (n_embd, n_head): head dims 4, 12, 20 and 28 (not multiples of eight) take the
+# rows' sums; 1, 5 and 7 keep the entries' own lists (both must be exact)
+SHAPES = [(32, 8), (8, 2), (48, 4), (24, 2), (20, 1), (28, 1), (8, 8), (10, 2), (7, 1)]
 
 
 def docs_growing(seed, block):
@@ -68,11 +69,14 @@ def test_heads_and_blocks_with_re_recordings(n_embd, n_head, block):
     t = both(len(docs), docs=docs, n_layer=1, n_embd=n_embd, n_head=n_head, block_size=block)
     assert t.document_loss.model_steps == 0
     assert (t.document_loss.recordings > 1) == (block > 16)  # 16 positions, then more as longer ones come
+    tape = t.document_loss.tape
+    if (n_embd // n_head) % 4 == 0 and block > 1:  # the rows sum every query and key (the last position's by lists)
+        assert tape.counts(tape.n_pos)["keys_from_rows"] == n_embd * (2 * tape.n_pos - 1)
 
 
 def test_two_layers_eight_heads_longer_documents_after_shorter():
     docs = docs_growing(3, 24)
-    t = both(len(docs), docs=docs, n_layer=2, n_embd=24, n_head=8, block_size=24)
+    t = both(len(docs), docs=docs, n_layer=2, n_embd=32, n_head=8, block_size=24)
     assert t.document_loss.recordings > 1  # a longer document re-recorded
 
 
@@ -85,7 +89,7 @@ def poke_grads(t, k):
         p.grad = rng.choice([0.25, -3, 1e-300, 7.5e3, -0.0, 2, rng.gauss(0, 1)])
 
 
-@pytest.mark.parametrize("n_embd, n_head, block", [(12, 4, 9), (10, 2, 20), (16, 8, 6)])
+@pytest.mark.parametrize("n_embd, n_head, block", [(12, 3, 9), (24, 2, 20), (32, 8, 6), (10, 2, 7)])
 def test_grads_written_between_steps(n_embd, n_head, block):
     docs = docs_growing(n_embd, block)
     t = both(len(docs), poke_grads, docs=docs, n_layer=1, n_embd=n_embd, n_head=n_head, block_size=block)
@@ -93,7 +97,7 @@ def test_grads_written_between_steps(n_embd, n_head, block):
 
 
 def test_sampling_after_training_on_the_recording():
-    cfg = dict(docs=docs_growing(5, 12), n_layer=1, n_embd=12, n_head=4, block_size=12)
+    cfg = dict(docs=docs_growing(5, 12), n_layer=1, n_embd=24, n_head=2, block_size=12)
     names = {}
     for name in ("replay", "compiled"):
         t = trainer(name, **cfg)
@@ -113,7 +117,7 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from microgpt import _engine
 from test_review11_attention import both, docs_growing
-for n_embd, n_head, block in [(10, 2, 11), (24, 8, 7), (7, 1, 19)]:
+for n_embd, n_head, block in [(24, 2, 11), (32, 8, 7), (20, 1, 19), (10, 2, 5)]:
     docs = docs_growing(block, block)
     both(len(docs), docs=docs, n_layer=1, n_embd=n_embd, n_head=n_head, block_size=block)
 print(json.dumps(_engine.simd_lanes()))
@@ -124,3 +128,17 @@ print(json.dumps(_engine.simd_lanes()))
 def test_each_build_of_the_kernels(simd):
     lanes = python_child(CHILD.format(tests=str(Path(__file__).parent)), simd)
     assert lanes == "plain" if simd == "plain" else lanes in ("avx2", "plain")
+
+
+@pytest.mark.parametrize("n_embd, n_head", [(24, 2), (20, 1), (32, 8)])
+def test_every_shorter_length_after_the_recording(n_embd, n_head):
+    # a replay of n positions starts each key's sum at its row of position n - 1
+    t = every_length_replays_exactly("abcdefghijklmn", n_embd, n_layer=2, n_embd=n_embd, n_head=n_head,
+                                     block_size=14)
+    assert t.document_loss.tape.counts(5)["keys_from_rows"] == 2 * n_embd * (5 + 5)
+
+
+def test_the_pure_engine_agrees_too():
+    cfg = dict(docs=docs_growing(9, 7), n_layer=1, n_embd=8, n_head=2, block_size=7)
+    want = run(trainer("pure", **cfg), 8, poke_grads)
+    assert run(trainer("replay", **cfg), 8, poke_grads) == want
