@@ -18,7 +18,7 @@ INLINE int64_t adam_loop(const node_t *idx, int64_t n, double *m, double *v,
         node_t p = idx[i];
         double g = grad[p];
         m[i] = beta1 * m[i] + (1 - beta1) * g;
-        double g2 = square_for(g, v[i], beta2);  /* = pow(g, 2.0), as far as v can tell */
+        double g2 = square_for(g, v[i], beta2, tag[p]);  /* = pow(g, 2.0), as far as v can tell */
         /* where Python's arithmetic raises, stop at the same point it would */
         if (isinf(g2) && isfinite(g)) { *status = OP_POW_RANGE; return i; }
         v[i] = beta2 * v[i] + (1 - beta2) * g2;
@@ -58,7 +58,7 @@ INLINE int adam_block(const node_t *idx, int one_block, int64_t n, double *m, do
     }
     for (int64_t i = 0; i < n; ++i)
         if (slow[i]) {
-            g2[i] = square_for(g[i], v[i], beta2);
+            g2[i] = square_for(g[i], v[i], beta2, tag[idx[i]]);
             any |= isinf(g2[i]) && isfinite(g[i]);
         }
     if (any) return -1;

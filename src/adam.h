@@ -83,10 +83,13 @@ static inline double toward(double r, double exact_minus_r) {  /* r > 0 normal *
 static inline int same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 /* pow(g, 2.0), or g * g where beta2 v + (1 - beta2) g ** 2, all the square is
- * for, is the same */
-static inline double square_for(double g, double v, double beta2) {
+ * for, is the same. An int gradient (TAG_GRAD_INT in `tag`: p * 94906297's
+ * backward leaves one) is squared as an int, exactly, and rounded once where
+ * Python turns it into a float to multiply: that is g * g, correctly rounded,
+ * not pow, which does not always round so. */
+static inline double square_for(double g, double v, double beta2, uint8_t tag) {
     double r = g * g;
-    if (square_sure(g, r)) return r;
+    if (square_sure(g, r) || (tag & TAG_GRAD_INT)) return r;
     if (r >= 0x1p-900 && r <= 0x1p+1000
         && same_bits(beta2 * v + (1 - beta2) * r, beta2 * v + (1 - beta2) * toward(r, fma(g, g, -r))))
         return r;

@@ -126,7 +126,7 @@ TARGET static int block8(int64_t n, double *m, double *v, const consts_t *k, dou
             for (unsigned lanes = slow_sq[c] | slow_rt[c]; lanes; lanes &= lanes - 1) {
                 int64_t i = c * 8 + __builtin_ctz(lanes);
                 if (slow_sq[c] >> (i % 8) & 1) {
-                    double g2 = square_for(gr[i], v[i], k->beta2);
+                    double g2 = square_for(gr[i], v[i], k->beta2, tg[i]);
                     if (isinf(g2) && isfinite(gr[i])) return -1;  /* OverflowError */
                     vi[i] = k->beta2 * v[i] + (1 - k->beta2) * g2;
                 }

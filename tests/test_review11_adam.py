@@ -173,3 +173,26 @@ def test_int_data_and_small_int_grads_come_out_as_the_pure_engines_types(n):
     steps = [[rng.choice([0, 1, -3, 2 ** 25 + 1, -(2 ** 26) + 5, 0.5]) for _ in range(n)] for _ in range(2)]
     got = agree([rng.choice([0, 1, -2, 0.5]) for _ in range(n)], steps)
     assert {t for t, _ in got[-1][0]} == {float} and {t for t, _ in got[-1][1]} == {int}
+
+
+@pytest.mark.parametrize("n", [1, 8, 9, 130])
+def test_large_int_grads_are_squared_as_ints_in_every_build(n):
+    # 94906297 ** 2 lies exactly between two doubles: Python squares the int and
+    # rounds once (to even); glibc's pow(94906297.0, 2.0) rounds the other way.
+    # Ints up to 2**53, their squares' neighbours and ties, mixed with floats,
+    # in blocks of eight and 128 and one at a time.
+    rng = random.Random(n)
+    big = [94906297, 94906299, 391536674166912, 2 ** 53 - 1, 2 ** 27 + 1, -94906297]
+    steps = [[rng.choice(big + [0.25, 0]) for _ in range(n)] for _ in range(2)]
+    agree([0.5] * n, steps)
+    agree([0.5] * n, steps, order=list(range(n))[::-1])
+
+
+def test_a_backward_through_an_int_constant_leaves_an_int_grad_adam_squares_as_python_does():
+    def run(engine):
+        p = engine.Value(0.5)
+        (p * 94906297).backward()
+        opt = engine.Adam([p], beta1=0.85, beta2=0.99)
+        opt.step(0.01, 0)
+        return bits(p.data), [bits(x) for x in opt.get_state()[1]]
+    assert run(COMPILED) == run(PURE)
