@@ -34,17 +34,24 @@ def snapshot(params, opt):
             [bits(x) for x in m], [bits(x) for x in v])
 
 
+def adam_over(engine, data, order, betas, eps, state, lanes):
+    """Values of data, the parameters (in `order`, default as made), their Adam
+    (from a checkpoint's `state`), the compiled one capped at build `lanes`."""
+    if lanes is not None:
+        _engine._adam_lanes(LANES[lanes])
+    made = [engine.Value(x) for x in data]
+    params = [made[i] for i in order] if order is not None else made
+    opt = engine.Adam(params, beta1=betas[0], beta2=betas[1], eps=eps)
+    if state:
+        opt.set_state(*state)
+    return made, params, opt
+
+
 def run(engine, data, steps, eps=1e-8, order=None, state=None, lanes=None, betas=(0.85, 0.99)):
     """Adam over Values of data (in `order`, default as made), one step per list of
     gradients in steps: the parameters, grads and moments after each, and the
     error that stopped it (its type), as bits."""
-    if lanes is not None:
-        _engine._adam_lanes(LANES[lanes])
-    made = [engine.Value(x) for x in data]
-    params = [made[i] for i in order] if order else made
-    opt = engine.Adam(params, beta1=betas[0], beta2=betas[1], eps=eps)
-    if state:
-        opt.set_state(*state)
+    made, params, opt = adam_over(engine, data, order, betas, eps, state, lanes)
     out = []
     for step, grads in enumerate(steps):
         for p, g in zip(params, grads):
@@ -58,11 +65,13 @@ def run(engine, data, steps, eps=1e-8, order=None, state=None, lanes=None, betas
     return out
 
 
-def every_build(data, steps, **kw):
-    """Runs on the pure engine and on each build of the compiled one; asserts all agree."""
-    want = run(PURE, data, steps, **kw)
+def every_build(data, steps, runner=None, **kw):
+    """Runs (`runner`, else run) on the pure engine and on each build of the
+    compiled one; asserts all agree."""
+    runner = runner or run
+    want = runner(PURE, data, steps, **kw)
     for lanes in LANES:
-        assert run(COMPILED, data, steps, lanes=lanes, **kw) == want, lanes
+        assert runner(COMPILED, data, steps, lanes=lanes, **kw) == want, lanes
     return want
 
 

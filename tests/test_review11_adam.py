@@ -11,21 +11,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from support import bits
-from test_adam_lanes import COMPILED, LANES, PURE, widest_lanes_after  # noqa: F401 (an autouse fixture)
+from test_adam_lanes import COMPILED, PURE, adam_over, every_build, widest_lanes_after  # noqa: F401 (an autouse fixture)
 
-from microgpt import _engine
 
 
 def go(engine, data, steps, betas=(0.85, 0.99), eps=1e-8, state=None, order=None, lr=0.01, t0=0, lanes=None):
     """Adam from step t0 over Values of data (taken in `order`), a list of grads a
     step: parameters, grads and moments after each step as bits, and the error's name."""
-    if lanes is not None:
-        _engine._adam_lanes(LANES[lanes])
-    made = [engine.Value(x) for x in data]
-    params = [made[i] for i in order] if order is not None else made
-    opt = engine.Adam(params, beta1=betas[0], beta2=betas[1], eps=eps)
-    if state:
-        opt.set_state(*state)
+    made, params, opt = adam_over(engine, data, order, betas, eps, state, lanes)
     out = []
     for k, grads in enumerate(steps):
         for p, g in zip(params, grads):
@@ -44,10 +37,7 @@ def go(engine, data, steps, betas=(0.85, 0.99), eps=1e-8, state=None, order=None
 
 
 def agree(data, steps, **kw):
-    want = go(PURE, data, steps, **kw)
-    for lanes in LANES:
-        assert go(COMPILED, data, steps, lanes=lanes, **kw) == want, lanes
-    return want
+    return every_build(data, steps, runner=go, **kw)
 
 
 def _steps(x, k):
