@@ -14,7 +14,6 @@ from support import bits
 from test_adam_lanes import COMPILED, PURE, adam_over, every_build, widest_lanes_after  # noqa: F401 (an autouse fixture)
 
 
-
 def go(engine, data, steps, betas=(0.85, 0.99), eps=1e-8, state=None, order=None, lr=0.01, t0=0, lanes=None):
     """Adam from step t0 over Values of data (taken in `order`), a list of grads a
     step: parameters, grads and moments after each step as bits, and the error's name."""
