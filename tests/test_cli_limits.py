@@ -64,6 +64,7 @@ def test_plot_refuses_numbers_out_of_range_naming_file_and_line(tmp_path, line):
 
 
 def test_plot_draws_the_extremes_it_accepts(tmp_path):
+    pytest.importorskip("matplotlib")  # the plot extra
     from microgpt.plot import MAX_LOSS, MAX_STEP
     log = write_log(tmp_path / "log.jsonl", [
         {"step": 0, "loss": MAX_LOSS}, {"step": 1, "loss": -MAX_LOSS}, {"step": 2, "loss": 5e-324},
@@ -75,6 +76,7 @@ def test_plot_draws_the_extremes_it_accepts(tmp_path):
 
 def test_plot_draws_a_many_step_log_of_huge_losses(tmp_path):
     # the moving average sums up to a window of losses: it must stay finite
+    pytest.importorskip("matplotlib")  # the plot extra
     from microgpt.plot import MAX_LOSS
     log = write_log(tmp_path / "log.jsonl", [{"step": s, "loss": MAX_LOSS * (-1) ** s} for s in range(1, 501)])
     got, _, err = run_main(["plot", log, "--out", tmp_path / "x.png"])
@@ -117,6 +119,7 @@ def test_plot_out_in_a_missing_folder_is_refused_and_not_created(tmp_path):
 
 
 def test_plot_replaces_an_image_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")  # the plot extra
     log = write_log(tmp_path / "log.jsonl", GOOD)
     out = tmp_path / "x.png"
     out.write_bytes(b"old image")
