@@ -308,6 +308,7 @@ typedef struct bwd_step {
     uint8_t code;           /* step_code_t */
 } bwd_step_t;
 int step_plan(tape_t *t);  /* 0, or -1 out of memory */
+int32_t piece_of(const tape_t *t, int32_t s, int32_t p);  /* level s's piece of position p (s: 0 without levels) */
 size_t step_bytes(const tape_t *t);
 void lane_step(const tape_t *t, int32_t b, bwd_step_t *s);  /* pull_lanes.c: a run's step */
 void lane_grads(tape_t *t, const bwd_step_t *s, int32_t end);

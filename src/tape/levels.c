@@ -283,7 +283,7 @@ void level_backward(tape_t *t, int32_t n, void (*run)(tape_t *, int32_t, int32_t
                 p -= k - 1;
             } else if (lanes > 0) matrix_vector_grads(t, b, lanes, t->pull_start[b], t->pull_start[b + 1], t->pos_end[n - 1], -1);
         }
-        int32_t N = t->n_pos, i = (nl - 1 - s) * N + (N - n);  /* (position n - 1's piece) */
+        int32_t i = piece_of(t, s, n - 1);
         run(t, i, i + n, arg);  /* (one call: the pieces of positions n - 1 down to 0 are consecutive) */
     }
 }

@@ -219,7 +219,7 @@ int tape_backward(tape_t *t, arena_t *a, const node_t *params, const int32_t *to
     pull_ctx_t ctx = {tokens, t->pos_end[n - 1], g_loss};
     attention_begin(t);
     if (t->bwd_level_at != NULL) level_backward(t, n, run_backward, &ctx);  /* (levels.c) */
-    else run_backward(t, t->n_pos - n, t->n_pos, &ctx);  /* (positions n - 1 down to 0) */
+    else run_backward(t, piece_of(t, 0, n - 1), t->n_pos, &ctx);  /* (positions n - 1 down to 0) */
     /* parameters: each is read at most once a position; positions last to first */
     const double *from = params_read_grads(g, a->grad, t, params);  /* (the blocks': from there) */
     const int32_t *pc = t->param_child, *ppar = t->param_parent, *psrc = t->param_src;

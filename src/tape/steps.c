@@ -91,6 +91,10 @@ static void piece_range(const tape_t *t, int32_t i, int32_t *lo, int32_t *hi) {
 
 static int32_t n_pieces(const tape_t *t) { return t->bwd_level_at != NULL ? t->n_levels * t->n_pos : t->n_pos; }
 
+int32_t piece_of(const tape_t *t, int32_t s, int32_t p) {  /* piece_range's i for level s, position p */
+    return (t->bwd_level_at != NULL ? (t->n_levels - 1 - s) * t->n_pos : 0) + t->n_pos - 1 - p;
+}
+
 /* Piece i's steps, top to bottom, into out (NULL: counted only); how many. */
 static int32_t piece_steps(const tape_t *t, int32_t i, bwd_step_t *out) {
     int32_t n = 0, lo, hi, w;
