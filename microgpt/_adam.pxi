@@ -14,6 +14,7 @@ cdef class Adam:
                                # start a new run, read after the update before them)
 
     def __cinit__(self, params, double beta1=0.85, double beta2=0.99, double eps=1e-8):
+        check_betas(beta1, beta2)
         self.params = list(params)
         self.n = len(self.params)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
@@ -53,6 +54,7 @@ cdef class Adam:
         """Update every parameter with learning rate lr_t at step (from 0), zero its grad.
         A parameter listed twice (tied weights) is updated twice, the second time
         with the zeroed grad the first left, as the pure engine's loop does."""
+        check_step(step)
         if self.n == 0:
             return
         cdef double t = <double>(step + 1)  # as the pure engine's beta1 ** (step + 1) takes it
@@ -81,6 +83,7 @@ cdef class Adam:
     def set_state(self, m, v):
         if len(m) != self.n or len(v) != self.n:
             raise ValueError(f"optimizer state has {len(m)}/{len(v)} entries for {self.n} params")
+        check_second_moments(v)
         cdef int64_t i
         for i in range(self.n):
             self.m[i] = m[i]

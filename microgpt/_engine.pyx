@@ -39,6 +39,7 @@ import errno
 import os
 import threading
 
+from .adam_inputs import check_betas, check_second_moments, check_step
 from .errors import ArenaMismatchError, StaleValueError
 
 cdef extern from *:

@@ -10,6 +10,8 @@ import math
 import sys
 from contextlib import contextmanager
 
+from .adam_inputs import check_betas, check_second_moments, check_step
+
 name = "pure"
 
 # a TypeError, as for any operand that is not a number
@@ -157,6 +159,7 @@ class Adam:
     """Adam over a list of Values, with the reference's exact arithmetic."""
 
     def __init__(self, params, beta1=0.85, beta2=0.99, eps=1e-8):
+        check_betas(beta1, beta2)
         self.params = params
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = [0.0] * len(params)  # first moment
@@ -164,6 +167,7 @@ class Adam:
 
     def step(self, lr_t, step):
         """Update every parameter with learning rate lr_t at step (from 0), zero its grad."""
+        check_step(step)
         beta1, beta2, eps = self.beta1, self.beta2, self.eps
         m, v = self.m, self.v
         for i, p in enumerate(self.params):
@@ -181,4 +185,5 @@ class Adam:
     def set_state(self, m, v):
         if len(m) != len(self.params) or len(v) != len(self.params):
             raise ValueError(f"optimizer state has {len(m)}/{len(v)} entries for {len(self.params)} params")
+        check_second_moments(v)
         self.m, self.v = [float(x) for x in m], [float(x) for x in v]

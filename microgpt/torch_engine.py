@@ -15,6 +15,7 @@ import contextlib
 
 import torch
 
+from .adam_inputs import check_betas, check_second_moments, check_step
 from .errors import UsageError
 from .torch_model import GPT, load_weights, softmax
 from .torch_options import DEVICES, DTYPES as DTYPE_NAMES
@@ -54,6 +55,7 @@ class Adam:
     divisions."""
 
     def __init__(self, params, beta1, beta2, eps):
+        check_betas(beta1, beta2)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         with torch.no_grad():
             self.flat = torch.cat([p.reshape(-1) for p in params])
@@ -73,6 +75,7 @@ class Adam:
         # in place, through two scratch vectors: a large model's fresh temporaries would cost
         # more than the arithmetic (each a new mapping of memory); every product and sum is
         # still rounded once, in the reference's order
+        check_step(step)
         b1, b2, g, a, b = self.beta1, self.beta2, self.grad, self.scratch_a, self.scratch_b
         # m = beta1 * m + (1 - beta1) * grad
         self.m.mul_(b1).add_(torch.mul(g, 1 - b1, out=a))
@@ -88,6 +91,7 @@ class Adam:
         return self.m.tolist(), self.v.tolist()
 
     def set_state(self, m, v):
+        check_second_moments(v)
         self.m.copy_(torch.tensor(m, dtype=torch.float64))  # (copy_ converts to the moments' dtype)
         self.v.copy_(torch.tensor(v, dtype=torch.float64))
 
