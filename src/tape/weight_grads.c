@@ -13,7 +13,10 @@
  *   D  a block's sums' gradients (or two blocks': eight rows), [reads][rows]
  * Rows of 16 k + r weights: the chunks in registers (lanes of eight with
  * AVX-512, two blocks at once; else of four, block by block), the rest in
- * lanes of four, then one by one. */
+ * lanes of four, then one by one. (A 6/128/128 step: the kernels ~1.5x as
+ * fast as ones that read each read's vector and sums where they are, the
+ * whole of this file's work ~9% less, packing included: perf, one process
+ * alternating the two.) */
 #include "internal.h"
 #include "lanes.h"
 
