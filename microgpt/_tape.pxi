@@ -134,7 +134,7 @@ cdef class Tape:
                     forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
                     matrix_panels=c.matrix_panels,
                     weight_blocks_paired=c.weight_blocks_paired, short_vectors=c.short_vectors,
-                    weight_lists_shifted=c.weight_lists_shifted,
+                    weight_vectors_reused=c.weight_vectors_reused,
                     vectors_shared_list=c.vectors_shared_list, vectors_side_by_side=c.vectors_side_by_side,
                     attention_rows=c.attention_rows, shifted_in_runs=c.shifted_in_runs,
                     values_from_rows=c.values_from_rows, attention_rows_lean=c.attention_rows_lean,

@@ -21,12 +21,14 @@ DOCS = ["abcdefghijklmnop"[:k] for k in range(3, 17)] + ["ponmlkjihgfedcba", "aa
 
 
 # n_embd 32: every weight in a chunk of 16; n_embd 20: column 18 past the last
-# chunk of 16 (the scan), column 2 inside it (the registers)
+# chunk of 16 (lanes of four), column 2 inside it (the chunks); n_embd 18:
+# column 17 past the last four (one by one)
 @pytest.mark.parametrize("config,matrix,row,col", [
     (dict(n_layer=1, n_embd=32, n_head=4, block_size=12), "layer0.attn_wq", 9, 5),
     (dict(n_layer=1, n_embd=32, n_head=4, block_size=12), "layer0.mlp_fc1", 70, 31),
     (dict(n_layer=2, n_embd=20, n_head=2, block_size=16), "layer1.attn_wo", 3, 18),
     (dict(n_layer=2, n_embd=20, n_head=2, block_size=16), "layer1.attn_wo", 12, 2),
+    (dict(n_layer=1, n_embd=18, n_head=2, block_size=16), "layer0.attn_wq", 5, 17),
 ])
 def test_a_weight_gradient_that_starts_from_inf_hands_the_step_back(config, matrix, row, col):
     replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
@@ -76,15 +78,16 @@ def test_a_step_handed_back_after_blocks_summed_in_the_column_finds_them_as_they
     assert replay.document_loss.model_steps == 1
 
 
-# Two blocks at once take their reads' lists from the block before's where each
-# read's sums are one constant further on (a matrix's next rows, or the next
-# matrix reading the same vector) and the rows are a multiple of 16 long: every
-# matrix at n_embd 32; at n_embd 20 mlp_fc2's only (80 long: 20 rows, blocks
-# 0-1 find their lists, 2-3 shift them, 4 runs alone), the others' lists their own.
+# A run of blocks that read the same vectors (a matrix's rows; attn_wq, wk and
+# wv's together) packs them once: every block of a run but its first sums from
+# the vectors packed for a block before, on every build (two blocks at once
+# with AVX-512, else one by one); rows of a multiple of 16 (n_embd 32) and not
+# (20: chunks of 16 and a rest of 4, mlp_fc2's 80 long; 18: a rest of 2, and
+# mlp_fc2's 72: of 8).
 @pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, n_head=4, block_size=12),
-                                    dict(n_layer=1, n_embd=20, n_head=2, block_size=16)])
-def test_blocks_lists_shifted_from_the_block_befores_give_the_model_codes_gradients(config):
-    from microgpt import _engine
+                                    dict(n_layer=1, n_embd=20, n_head=2, block_size=16),
+                                    dict(n_layer=1, n_embd=18, n_head=2, block_size=16)])
+def test_blocks_that_read_the_same_vectors_pack_them_once(config):
     replay, compiled = trainer("replay", docs=DOCS, **config), trainer("compiled", docs=DOCS, **config)
     longest = replay.tokenizer.document_tokens(max(DOCS, key=len))
     grads_after_one_backward(replay, longest)  # the recording
@@ -92,8 +95,9 @@ def test_blocks_lists_shifted_from_the_block_befores_give_the_model_codes_gradie
         tokens = replay.tokenizer.document_tokens(doc)
         assert grads_after_one_backward(replay, tokens) == grads_after_one_backward(compiled, tokens)
     c = replay.document_loss.tape.counts(replay.document_loss.tape.n_pos)
-    wide = _engine.simd_lanes() == "avx512"
-    assert c["weight_lists_shifted"] == (0 if not wide else 3 if config["n_embd"] == 20 else c["weight_lists_shifted"])
-    assert (c["weight_lists_shifted"] > 0) == wide
-    assert c["weight_lists_shifted"] < c["weight_blocks_paired"] or not wide  # (a matrix's first pair: its own)
+    runs = [len(replay.sd["lm_head"])]  # the rows of each run (blocks of four: rows // 4)
+    for layer in range(config["n_layer"]):
+        m = {n: len(replay.sd[f"layer{layer}.{n}"]) for n in ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")}
+        runs += [m["attn_wq"] + m["attn_wk"] + m["attn_wv"], m["attn_wo"], m["mlp_fc1"], m["mlp_fc2"]]
+    assert c["weight_vectors_reused"] == sum(rows // 4 - 1 for rows in runs)
     assert replay.document_loss.model_steps == 0

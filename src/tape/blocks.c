@@ -52,7 +52,7 @@ static int block_sums(tape_t *t, int32_t n_mv) {
 }
 
 /* Does block b read what block b - 1 reads: the same positions' same
- * vectors (weight_grads.c then sums both at once, the vectors found once)? */
+ * vectors (weight_grads.c then packs the vectors once for both)? */
 static int same_reads(const tape_t *t, int32_t b) {
     int32_t r0 = t->block_start[b - 1], r1 = t->block_start[b], count = r1 - r0;
     if (t->block_start[b + 1] - r1 != count || t->block_len[b] != t->block_len[b - 1]) return 0;
@@ -62,16 +62,6 @@ static int same_reads(const tape_t *t, int32_t b) {
         for (int32_t j = 0; j < g->len && g->vec < 0; ++j)
             if (t->dot_pair[g->pairs + 1 + 2 * j] != t->dot_pair[h->pairs + 1 + 2 * j]) return 0;
     }
-    return 1;
-}
-
-/* Block b's sums a constant past block b - 1's at every read (after
- * block_sums)? Then block_same 2: its lists are the block before's, each
- * sums' pointer shifted by that constant (weight_grads.c, found once). */
-static int shifted_sums(const tape_t *t, int32_t b) {
-    int32_t r0 = t->block_start[b - 1], r1 = t->block_start[b], count = r1 - r0;
-    for (int32_t k = 0; k < count; ++k)
-        if (t->block_top[r1 + k] - t->block_top[r0 + k] != t->block_top[r1] - t->block_top[r0]) return 0;
     return 1;
 }
 
@@ -96,11 +86,10 @@ int matrix_plan(tape_t *t) {
     }
     for (int32_t k = 0; k < n_mv; ++k) reads[k] = (read_t){t->mv[k].w[0], t->mv[k].pos, k};
     qsort(reads, (size_t)n_mv, sizeof *reads, by_block_then_last_position);
-    int32_t nb = 0, ok = 1, gathered = 0;
+    int32_t nb = 0, ok = 1;
     for (int32_t k = 0; k < n_mv && ok; ++k) {
         const matvec_t *g = t->mv + reads[k].mv;
         for (int c = 1; c < SIDE; ++c) ok &= g->w[c] == g->w[0] + c * g->len;
-        gathered |= g->vec < 0;
         if (nb == 0 || reads[k].w0 != t->block_w0[nb - 1]) {
             ok &= nb == 0 || reads[k].w0 >= t->block_w0[nb - 1] + SIDE * t->block_len[nb - 1];  /* disjoint */
             t->block_start[nb] = k;
@@ -122,13 +111,13 @@ int matrix_plan(tape_t *t) {
     if (t->n_blocks > 0)
         for (int32_t k = 0; k + SIDE <= n_mv; ++k)
             if (one_run(t, k)) { t->mv[k].run = SIDE; k += SIDE - 1; }
-    if (t->blocks_own_grads
-        && (!NEW(t->block_vp, 3 * t->n_pos) || !NEW(t->block_vbuf, gathered ? (int64_t)t->n_pos * MAX_LANES : 1)
-            || !NEW(t->block_same, t->n_blocks) || !NEW(t->block_in_place, t->n_blocks)))
+    if (!t->blocks_own_grads) return 0;
+    for (int32_t b = 0; b < t->n_blocks; ++b)
+        t->block_x_len = t->block_len[b] > t->block_x_len ? t->block_len[b] : t->block_x_len;
+    if (!NEW(t->block_same, t->n_blocks) || !NEW(t->block_in_place, t->n_blocks)) return -1;
+    for (int32_t b = 1; b < t->n_blocks; ++b) t->block_same[b] = (uint8_t)same_reads(t, b);
+    if (!NEW(t->block_x, (int64_t)t->n_pos * t->block_x_len) || !NEW(t->block_d, 2 * SIDE * (int64_t)t->n_pos)
+        || !NEW(t->block_ahead, t->block_x_len + 2 + 2 * (int64_t)t->n_pos))
         return -1;
-    for (int32_t b = 1; b < t->n_blocks && t->blocks_own_grads; ++b) t->block_same[b] = (uint8_t)same_reads(t, b);
-    if (!t->blocks_own_grads || block_sums(t, n_mv) < 0) return t->blocks_own_grads ? -1 : 0;
-    for (int32_t b = 1; b < t->n_blocks; ++b)
-        if (t->block_same[b] && t->block_top != NULL && shifted_sums(t, b)) t->block_same[b] = 2;
-    return 0;
+    return block_sums(t, n_mv);
 }

@@ -13,7 +13,7 @@
  *               short vectors whose lists are one list (a matrix's row read by heads' outputs)
  *   renumber.c  one index space for what the replay keeps;  interleave.c  alternating ops, side by side
  *   blocks.c    row blocks and runs for matrix.c's kernels;  shifted.c  a head's sums in lanes
- *   weight_grads.c  the row blocks' weights' gradients, block by block
+ *   weight_grads.c  the row blocks' weights' gradients, from their reads packed in order
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (the kernels' files)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
  *   program.c   the forward between the matrices as one stream of records, in level order
@@ -154,11 +154,12 @@ struct tape {
     int32_t *block_top;     /* by read: the first of its rows' sums, four consecutive nodes (NULL:
                              * not every read's are; then block_gt) */
     double *block_gt;       /* 4 a read: its rows' sums' gradients (gathered group by group) */
-    const double **block_vp;  /* 3 n_pos: a block's reads' vectors, and their sums' gradients (two blocks') */
-    uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors);
-                             * 2: and each read's sums a constant past the block before's (blocks.c) */
+    double *block_x;        /* n_pos block_x_len: a run of blocks' reads' vectors, packed (weight_grads.c) */
+    int32_t block_x_len;    /* the longest block's rows */
+    double *block_d;        /* 8 n_pos: a block's (or two blocks') reads' sums' gradients, packed */
+    const double **block_ahead;  /* block_x_len + 2 + 2 n_pos: lines a kernel asks for (weight_grads.c) */
+    uint8_t *block_same;    /* by block: it reads what the block before reads (the same positions' vectors) */
     uint8_t *block_in_place;  /* by block: the last backward summed it in the arena's column (weight_grads.c) */
-    double *block_vbuf;
     /* levels.c: level s of position p: instructions [level_at[p (L + 1) + s], .. + 1), L = n_levels
      * (0: in order), its backward entries bwd_level_at (NULL: in order); level s's matrix units
      * [level_units[s], .. + 1), unit u at position p's first group level_mv[u N + p] */
@@ -253,7 +254,7 @@ struct tape {
     int32_t share_hint;     /* where share_index looks first: the place after the last it found */
     int32_t *share_b, *share_n;
     int64_t blocks_paired;  /* row blocks the last backward ran two at once (weight_grads.c) */
-    int64_t lists_shifted;  /* ... of them, their lists the block before's shifted (weight_grads.c) */
+    int64_t vectors_reused; /* row blocks the last backward summed from vectors packed for a block before */
     int64_t params_at;      /* set by the caller: the parameters are arena nodes params_at + k
                              * (then read and written as one block), or -1 */
     double loss;            /* its loss */
@@ -427,6 +428,7 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
 int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column);  /* weight_grads.c: 1 if
                              * finite; column: the arena's (the blocks may sum there) or NULL */
 void blocks_zero_again(const tape_t *t, double *column);
+size_t weight_grads_bytes(const tape_t *t);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
 int64_t shifted_dots(tape_t *t, int64_t i);  /* the instructions it ran (4, or 16: shift_plan) */

@@ -67,7 +67,7 @@ void tape_free(tape_t *t) {
     free(t->npull_start); free(t->npull_parent); free(t->npull_edge); free(t->npull_block);
     free(t->param_edge); free(t->scratch); free(t->graph_end); free(t->alias_base); free(t->alias_shift);
     free(t->block_w0); free(t->block_len); free(t->block_start); free(t->block_mv); free(t->wt);
-    free(t->block_vp); free(t->block_same); free(t->block_in_place); free(t->block_gt); free(t->block_top); free(t->block_vbuf);
+    free(t->block_x); free(t->block_d); free(t->block_ahead); free(t->block_same); free(t->block_in_place); free(t->block_gt); free(t->block_top);
     free(t->mv_read); free(t->block_pos); free(t->block_vec); free(t->level_at); free(t->bwd_level_at);
     free(t->level_units); free(t->level_mv);
     free(t->runs); free(t->run_slots); free(t->lane_runs); free(t->lane_stride); free(t->strided); free(t->strided_pulls); free(t->first_lanes); free(t->paired); free(t->first_groups);
@@ -122,7 +122,7 @@ size_t tape_bytes(const tape_t *t) {
         + (t->bwd_level_at != NULL ? N * (size_t)(t->n_levels + 1) * sizeof *t->bwd_level_at : 0)
         + (t->level_mv != NULL ? (size_t)(t->n_levels + 1) * sizeof *t->level_units
                                  + N * (size_t)t->level_units[t->n_levels] * sizeof *t->level_mv : 0)
-        + (t->block_vp != NULL ? 3 * N * sizeof *t->block_vp + 2 * (size_t)t->n_blocks + (size_t)t->mv_end[N - 1]
+        + (t->block_x != NULL ? weight_grads_bytes(t) + 2 * (size_t)t->n_blocks + (size_t)t->mv_end[N - 1]
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
@@ -222,7 +222,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
     program_counts(t, n, &c.forward_records, &c.forward_by_steps);
     c.matrix_panels = panel_count(t, n);
     c.weight_blocks_paired = t->blocks_paired;
-    c.weight_lists_shifted = t->lists_shifted;
+    c.weight_vectors_reused = t->vectors_reused;
     c.short_vectors = t->short_vectors;
     c.vectors_shared_list = t->vectors_shared_list;
     c.vectors_side_by_side = t->vectors_side_by_side;

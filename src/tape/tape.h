@@ -84,8 +84,8 @@ typedef struct {
                                  * at once (0: position by position) */
     int64_t weight_blocks_paired; /* row blocks whose weights' gradients the last backward ran two
                                  * at once (they read the same vectors; with AVX-512) */
-    int64_t weight_lists_shifted; /* ... of them, whose reads' lists were the block before's, each
-                                 * sums' pointer shifted by one constant (not found again) */
+    int64_t weight_vectors_reused; /* row blocks whose weights' gradients the last backward summed
+                                 * from vectors packed for a block before (they read the same ones) */
     int64_t short_vectors;      /* vectors of 16 or 32 entries read by rows whose gradients the tape's
                                  * backwards so far summed in one pass over their lists (attention heads') */
     int64_t vectors_shared_list;  /* ... of those, summed with 1 to 3 others over one list (heads' outputs) */
