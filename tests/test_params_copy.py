@@ -51,8 +51,10 @@ def test_data_written_between_replayed_steps_is_what_the_next_step_reads():
 def test_a_forward_failing_at_its_first_levels_runs_again_on_the_new_numbers(monkeypatch):
     # a softmax without its max subtracted: an attention logit made large overflows an
     # exp at layer 0's attention, levels before lm_head's; the forward by levels stops
-    # there, and the one in order that runs again from position 0 must read every
-    # parameter as the step before wrote it (lm_head's rows too, not yet reached)
+    # there, and the one in order runs again from position 0 on every parameter's number
+    # (lm_head's rows too, which no unit had copied yet). The operation that failed fails
+    # again in order on the same numbers, and the model code then takes the step: what it
+    # raises, and the weights it leaves, are the compiled engine's
     def softmax_unshifted(logits):
         exps = [(val * 1.0).exp() for val in logits]
         total = sum(exps)
