@@ -280,9 +280,10 @@ void panel_level(tape_t *t, int32_t s, int32_t n) {
             const double *w = t->x + pu->w0;
             b += k;
 #define CALL(kernel) do {                                                                                \
-                const double *from = ahead < ahead_end ? t->panel_from + ahead : NULL;                     \
+                int64_t asked = 8 * (int64_t)((pu->len - 1) >> sh);  /* (none past the next unit's) */   \
+                const double *from = ahead + asked <= ahead_end ? t->panel_from + ahead : NULL;          \
                 (kernel)(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid, from, t->x + ahead, sh); \
-                ahead += 8 * (int64_t)((pu->len - 1) >> sh);                                               \
+                ahead += from != NULL ? asked : 0;                                                         \
             } while (0)
             for (; k > 1 && r0 < pu->rows; r0 += 8) CALL(k == 3 ? triples : pairs);
             if (sixteen != NULL)
