@@ -285,6 +285,11 @@ struct tape {
     struct panel_read *panel_reads;  /* ... unit u at position p: [u N + p] */
     double *panel_buf;      /* the positions' vectors, eight a block; then their sums' first numbers */
     int32_t panel_len;      /* the longest unit's rows */
+    int32_t *params_outside;  /* params.c: the parameters outside every unit's rows, ranges [lo, hi)
+                             * (NULL: the units' rows are read by others too) */
+    int32_t n_params_outside;
+    const double *panel_from;  /* during a forward by panels: the arena's parameters, each unit's
+                             * rows copied from there as the forward reaches it (NULL: all copied) */
     int wt_stale;           /* wt is not the weights' transpose (a forward by panels needs none) */
     struct attention *attn; /* attention.c: the heads' softmax rows taken whole (bwd_group 7) */
     struct shift_run *shift_runs;  /* shifted.c: runs of groups of 4 (bwd_lanes of their tops) */
@@ -460,6 +465,7 @@ int panel_plan(tape_t *t);  /* panels.c: 0, or -1 out of memory */
 void panel_level(tape_t *t, int32_t s, int32_t n);
 size_t panel_bytes(const tape_t *t);
 int64_t panel_count(const tape_t *t, int32_t n);
+void panel_rows(const tape_t *t, int32_t u, int32_t *lo, int32_t *hi);  /* unit u's parameters [lo, hi) */
 status_t forward_range(tape_t *t, int64_t i0, int64_t i1, double *m);
 int lane_plan(tape_t *t);
 int strided_plan(tape_t *t);
@@ -478,6 +484,8 @@ int32_t lane_width(const tape_t *t, int32_t b);
 void params_read(double *dst, const double *column, const tape_t *t, const node_t *params);  /* params.c */
 const double *params_read_grads(double *dst, const double *column, const tape_t *t, const node_t *params);
 int params_plan(tape_t *t);
+int params_outside_plan(tape_t *t);  /* (after panel_plan) 0, or -1 out of memory */
+void params_read_forward(tape_t *t, const arena_t *a, const node_t *params, int by_panels);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
 int grads_finite(const double *g, int64_t n);
 void single_plan(tape_t *t);  /* singles.c */

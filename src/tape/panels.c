@@ -12,7 +12,9 @@
  * its own order: w_0 v_0 + init, then + w_j v_j, multiplied then added, never
  * fused (-ffp-contract=off), never reassociated: the numbers matrix.c's kernels
  * make. A unit of any other shape leaves the tape without panels (matrix.c's
- * kernels run it, position by position). */
+ * kernels run it, position by position). Where only its unit reads a row
+ * (params.c params_outside_plan), the unit copies its rows from the arena
+ * into x itself, the next unit's asked for while it computes (rows_ahead). */
 #include "internal.h"
 #include "lanes.h"
 
@@ -87,13 +89,19 @@ int panel_plan(tape_t *t) {
     t->panel_units = units;
     t->panel_reads = reads;
     t->panel_len = maxlen;
-    return 0;
+    return params_outside_plan(t);
+}
+
+void panel_rows(const tape_t *t, int32_t u, int32_t *lo, int32_t *hi) {
+    *lo = t->panel_units[u].w0;
+    *hi = *lo + t->panel_units[u].rows * t->panel_units[u].len;
 }
 
 size_t panel_bytes(const tape_t *t) {
     if (t->panel_units == NULL) return 0;
     size_t nu = (size_t)t->level_units[t->n_levels], blocks = ((size_t)t->n_pos + BLOCK - 1) / BLOCK;
     return nu * (sizeof(panel_unit_t) + (size_t)t->n_pos * sizeof(panel_read_t))
+        + (t->params_outside != NULL ? (2 * (size_t)t->n_params_outside + 1) * sizeof *t->params_outside : 0)
         + blocks * ((size_t)t->panel_len + 1) * BLOCK * sizeof(double);
 }
 
@@ -112,6 +120,7 @@ int64_t panel_count(const tape_t *t, int32_t n) {
         a[r][1] = w0 * load4(V + 4) + i1;                                                 \
     }                                                                                     \
     for (int32_t j = 1; j < len; ++j) {                                                   \
+        ASK_AHEAD                                                                         \
         v4 va = load4(V + BLOCK * j), vb = load4(V + BLOCK * j + 4);                      \
         for (int r = 0; r < 4; ++r) {                                                     \
             double wj = w[r * len + j];                                                   \
@@ -124,7 +133,15 @@ int64_t panel_count(const tape_t *t, int32_t n) {
         for (int r = 0; r < 4; ++r) y[r] = a[r][c / 4][c % 4];                            \
     }
 #define PANEL_ARGS double *restrict x, const double *w, int32_t len, const double *restrict V, \
-                   const double *init, const int32_t *tops, int32_t r0, int valid
+                   const double *init, const int32_t *tops, int32_t r0, int valid, const double *from, \
+                   const double *to, int sh
+/* The next unit's rows asked for while a kernel computes (panel_level): a line
+ * from the arena (from) and one of x to write (to) every 2^sh steps j. */
+#define ASK_AHEAD                                                                         \
+    if (from != NULL && (j & ((1 << sh) - 1)) == 0) {                                     \
+        __builtin_prefetch(from + 8 * ((j >> sh) - 1), 0, 3);                             \
+        __builtin_prefetch(to + 8 * ((j >> sh) - 1), 1, 3);                               \
+    }
 KERNELS(panel, (PANEL_ARGS), PANEL_BODY)
 
 /* The same with eight lanes a register (AVX-512): a block in one register, R
@@ -144,6 +161,7 @@ KERNELS(panel, (PANEL_ARGS), PANEL_BODY)
         for (int r = 0; r < R; ++r) a[r][b] = wr[r][0] * v0 + i8;                         \
     }                                                                                     \
     for (int64_t j = 1; j < len; ++j) {                                                   \
+        ASK_AHEAD                                                                         \
         v8 vj[B];                                                                         \
         for (int b = 0; b < B; ++b) vj[b] = load8(V + (int64_t)b * BLOCK * len + BLOCK * j); \
         for (int r = 0; r < R; ++r) {                                                     \
@@ -204,6 +222,39 @@ static void gather(tape_t *t, const panel_read_t *reads, int32_t len, int32_t n)
     }
 }
 
+/* The blocks a kernel step from block b takes: three, two or one (pairs: the
+ * unit's rows go eight at a time, with pairs and triples of blocks). */
+static int step_blocks(int32_t b, int32_t blocks, int pairs) {
+    return pairs && b + 2 < blocks ? 3 : pairs && b + 1 < blocks ? 2 : 1;
+}
+
+/* The kernels' calls a step of k blocks makes over `rows` rows. */
+static int32_t step_calls(int k, int32_t rows, int sixteen) {
+    return k > 1 ? rows / 8 : sixteen ? rows / 16 + rows % 16 / 4 : rows / 4;
+}
+
+/* With panel_from (params_read_forward): unit u's rows into x as the unit
+ * comes, and the next unit's asked for while this one's kernels compute, a
+ * line every 2^sh steps j, sh the largest that asks for all of them: the copy
+ * then reads and writes lines in the cache, where a copy of every parameter
+ * ahead of the forward waits on memory (10 MB a 6/128/128 step; 1.2 ms less a
+ * step, one process alternating). Returns sh (and in *next the next unit,
+ * NULL: none). */
+static int rows_ahead(tape_t *t, int32_t u, int32_t blocks, int pairs, int sixteen, const panel_unit_t **next) {
+    const panel_unit_t *pu = t->panel_units + u;
+    memcpy(t->x + pu->w0, t->panel_from + pu->w0, (size_t)pu->rows * (size_t)pu->len * sizeof *t->x);
+    *next = u + 1 < t->level_units[t->n_levels] ? pu + 1 : NULL;
+    if (*next == NULL) return 0;
+    int64_t steps = 0, lines = ((int64_t)pu[1].rows * pu[1].len + 7) / 8;
+    for (int32_t b = 0, k; b < blocks; b += k) {
+        k = step_blocks(b, blocks, pairs);
+        steps += (int64_t)step_calls(k, pu->rows, sixteen) * (pu->len - 1);
+    }
+    int sh = 0;
+    while (sh < 6 && (steps >> (sh + 1)) >= lines) ++sh;
+    return sh;
+}
+
 /* Level s's matrix units over positions [0, n). Each unit's sums' first
  * numbers are gathered once, ahead of the blocks (a kernel's register load of
  * lanes stored one by one just before waits on the stores). */
@@ -213,26 +264,32 @@ void panel_level(tape_t *t, int32_t s, int32_t n) {
     void (*pairs)(PANEL_ARGS) = BLOCK_PAIRS, (*triples)(PANEL_ARGS) = BLOCK_TRIPLES;  /* (both, or neither) */
     double *inits = t->panel_buf + (int64_t)t->panel_len * BLOCK * blocks;  /* past the vectors */
     for (int32_t u = t->level_units[s]; u < t->level_units[s + 1]; ++u) {
-        const panel_unit_t *pu = t->panel_units + u;
+        const panel_unit_t *pu = t->panel_units + u, *next = NULL;
         const panel_read_t *reads = t->panel_reads + (int64_t)u * N;
+        int by_eight = pairs != NULL && pu->rows % 8 == 0;
+        int sh = t->panel_from != NULL ? rows_ahead(t, u, blocks, by_eight, sixteen != NULL, &next) : 0;
+        int64_t ahead = next != NULL ? next->w0 : 0, ahead_end = next != NULL ? next->w0 + (int64_t)next->rows * next->len : 0;
         if (!pu->same_vec) gather(t, reads, pu->len, n);
         for (int32_t p = 0; p < blocks * BLOCK; ++p) inits[p] = t->x[reads[p < n ? p : 0].init];
         for (int32_t b = 0; b < blocks;) {
-            int pair = pairs != NULL && b + 1 < blocks && pu->rows % 8 == 0, triple = pair && b + 2 < blocks;
-            int width = (triple ? 3 : pair ? 2 : 1) * BLOCK;  /* positions this step */
+            int k = step_blocks(b, blocks, by_eight), width = k * BLOCK;  /* positions this step */
             int32_t tops[3 * BLOCK], r0 = 0;
             int valid = n - b * BLOCK < width ? n - b * BLOCK : width;
             for (int c = 0; c < width; ++c) tops[c] = reads[b * BLOCK + (c < valid ? c : 0)].top;
             const double *V = t->panel_buf + (int64_t)b * BLOCK * pu->len, *init = inits + b * BLOCK;
             const double *w = t->x + pu->w0;
-            b += width / BLOCK;
-            for (; pair && r0 < pu->rows; r0 += 8)
-                (triple ? triples : pairs)(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+            b += k;
+#define CALL(kernel) do {                                                                                \
+                int64_t asked = 8 * (int64_t)((pu->len - 1) >> sh);  /* (none past the next unit's) */   \
+                const double *from = ahead + asked <= ahead_end ? t->panel_from + ahead : NULL;          \
+                (kernel)(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid, from, t->x + ahead, sh); \
+                ahead += from != NULL ? asked : 0;                                                         \
+            } while (0)
+            for (; k > 1 && r0 < pu->rows; r0 += 8) CALL(k == 3 ? triples : pairs);
             if (sixteen != NULL)
-                for (; r0 + 16 <= pu->rows; r0 += 16)
-                    sixteen(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
-            for (; r0 < pu->rows; r0 += 4)
-                four(t->x, w + (int64_t)r0 * pu->len, pu->len, V, init, tops, r0, valid);
+                for (; r0 + 16 <= pu->rows; r0 += 16) CALL(sixteen);
+            for (; r0 < pu->rows; r0 += 4) CALL(four);
+#undef CALL
         }
     }
 }

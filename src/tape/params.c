@@ -9,6 +9,52 @@ void params_read(double *dst, const double *column, const tape_t *t, const node_
     else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
 }
 
+/* Where a forward by panels copies each unit's rows itself as it reaches them
+ * (panels.c rows_ahead: from the cache, asked for while the unit before
+ * computes), the other parameters as ranges, copied first. Only where nothing
+ * but the units reads their rows: no node but a block's groups reads a
+ * block's weight (blocks_own_grads), and with panels every group is a
+ * unit's (levels.c). 0, or -1 out of memory. */
+int params_outside_plan(tape_t *t) {
+    int32_t P = t->n_params, nu = t->level_units[t->n_levels], n = 0;
+    uint8_t *in_unit = NULL;
+    if (!t->blocks_own_grads || P == 0) return 0;
+    if (!NEW(in_unit, P)) return -1;
+    for (int32_t u = 0, lo, hi; u < nu; ++u) {
+        panel_rows(t, u, &lo, &hi);
+        memset(in_unit + lo, 1, (size_t)(hi - lo));
+    }
+    for (int32_t k = 0; k < P; ++k) n += !in_unit[k] && (k == 0 || in_unit[k - 1]);
+    if (!NEW(t->params_outside, 2 * (int64_t)n + 1)) {
+        free(in_unit);
+        return -1;
+    }
+    for (int32_t k = 0, r = 0; k < P; ++k) {
+        if (!in_unit[k] && (k == 0 || in_unit[k - 1])) t->params_outside[2 * r] = k;
+        if (!in_unit[k] && (k + 1 == P || in_unit[k + 1])) t->params_outside[2 * r++ + 1] = k + 1;
+    }
+    t->n_params_outside = n;
+    free(in_unit);
+    return 0;
+}
+
+/* A forward's parameters from position 0 into x: all of them; or, by panels
+ * where the parameters are one block of the arena (and params_outside_plan
+ * found the units' rows read by them only), those outside the units, the
+ * units' own from panel_from as the forward reaches them. */
+void params_read_forward(tape_t *t, const arena_t *a, const node_t *params, int by_panels) {
+    int own = by_panels && t->params_outside != NULL && t->params_at >= 0;
+    t->panel_from = own ? a->data + t->params_at : NULL;
+    if (!own) {
+        params_read(t->x, a->data, t, params);
+        return;
+    }
+    for (int32_t r = 0; r < t->n_params_outside; ++r) {
+        int32_t lo = t->params_outside[2 * r], hi = t->params_outside[2 * r + 1];
+        memcpy(t->x + lo, t->panel_from + lo, (size_t)(hi - lo) * sizeof *t->x);
+    }
+}
+
 /* The parameters outside the row blocks, as ranges [*lo, *hi): the one before
  * block b (b = n_blocks: after the last). The blocks are disjoint, by
  * ascending w0 (blocks.c). */
@@ -80,6 +126,25 @@ static int params_finite(const tape_t *t, int blocks_checked) {
     return 1;
 }
 
+/* The tags of the parameters positions [0, n) read: their gradients are
+ * floats now. A run of them at a time, through locals (a store to a tag, a
+ * byte, could be to anything the compiler would otherwise read again: a
+ * run's ends, the tag pointer), so that a run in one block clears a vector
+ * register's bytes at once. */
+static void clear_grad_int(const tape_t *t, uint8_t *tag, const node_t *params, int32_t n) {
+    const int32_t *run = t->first_pos;
+    const uint8_t keep = (uint8_t)~TAG_GRAD_INT;
+    for (int32_t r = 0, runs = t->n_first_runs; r < runs; ++r) {
+        int32_t k0 = run[2 * r], k1 = run[2 * r + 2];
+        if (run[2 * r + 1] >= n) continue;
+        if (t->params_at >= 0) {
+            uint8_t *tg = tag + t->params_at;
+            for (int32_t k = k0; k < k1; ++k) tg[k] &= keep;
+        } else
+            for (int32_t k = k0; k < k1; ++k) tag[params[k]] &= keep;
+    }
+}
+
 /* The backward's parameter gradients (t->grad[0..n_params)) into the arena,
  * when every one is finite (0: nothing written, else 1); blocks_checked: the
  * row blocks' weights' are known finite (and those of block_in_place are in
@@ -102,14 +167,7 @@ int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const 
         }
     } else if (column != NULL) memcpy(column, g, (size_t)P * sizeof *g);
     else for (int32_t k = 0; k < P; ++k) a->grad[params[k]] = g[k];
-    const int32_t *run = t->first_pos;
-    for (int32_t r = 0; r < t->n_first_runs; ++r) {
-        if (run[2 * r + 1] >= n) continue;
-        if (t->params_at >= 0)
-            for (int32_t k = run[2 * r]; k < run[2 * r + 2]; ++k) a->tag[t->params_at + k] &= (uint8_t)~TAG_GRAD_INT;
-        else
-            for (int32_t k = run[2 * r]; k < run[2 * r + 2]; ++k) a->tag[params[k]] &= (uint8_t)~TAG_GRAD_INT;
-    }
+    clear_grad_int(t, a->tag, params, n);
     for (int32_t q = 0; q < n; ++q)
         for (int32_t c = 0; c < t->table_cols; ++c) {
             int32_t k = t->table_slot0 + tokens[q] * t->table_cols + c;

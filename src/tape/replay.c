@@ -27,9 +27,9 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
                       const int32_t *tokens, int32_t from, int32_t n) {
     double *x = t->x;
     int32_t *arg = t->fwd_arg;
-    if (from == 0)  /* (a later from: the same parameters, as read then: a sampler's next position) */
-        params_read(x, a->data, t, params);
     int by_levels = from == 0 && t->n_levels > 0;
+    if (from == 0)  /* (a later from: the same parameters, as read then: a sampler's next position) */
+        params_read_forward(t, a, params, by_levels && t->panel_units != NULL);
     t->wt_stale |= from == 0;  /* (new weights; a later from: the same as the last forward's) */
     if (!by_levels || t->panel_units == NULL) transpose(t);  /* (matrix.c's kernels read wt) */
     for (int64_t j = 0; j < t->n_token_edges; ++j) {
@@ -51,9 +51,11 @@ status_t tape_forward(tape_t *t, const arena_t *a, const node_t *params,
     else if (t->prog != NULL)  /* a position at a time (the sampler's), its levels in order */
         st = program_positions(t, from, n);
     if (st != OP_OK || (!by_levels && t->prog == NULL)) {
+        if (t->panel_from != NULL) params_read(x, a->data, t, params);  /* (the units not reached: their rows) */
         transpose(t);  /* (after panels, which do not read wt: made now) */
         st = run_forward(t, from > 0 ? t->fwd_end[from - 1] : 0, t->fwd_end[n - 1]);
     }
+    t->panel_from = NULL;
     if (st != OP_OK) {
         t->n_used = 0;  /* nothing after a failed position can be trusted */
         return st;

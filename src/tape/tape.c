@@ -74,6 +74,7 @@ void tape_free(tape_t *t) {
     attention_free(t);
     free(t->steps); free(t->step_piece);
     free(t->prog); free(t->prog_at); free(t->prog_list); free(t->panel_units); free(t->panel_reads); free(t->panel_buf);
+    free(t->params_outside);
     free(t);
 }
 
