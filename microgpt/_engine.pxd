@@ -81,7 +81,7 @@ cdef extern from "tape/tape.h":
         int64_t nodes, kept_nodes, forward, backward, pulls
         int64_t forward_side_by_side, pulls_side_by_side, pulls_by_matrix_rows, other_param_reads
         int64_t forward_runs, forward_in_runs, forward_strided, pulls_in_lanes, pulls_strided, pulls_single_runs, vectors_paired, vectors_by_eight
-        int64_t forward_records, forward_by_steps, matrix_panels, pulls_single_chained, weight_blocks_paired, short_vectors, vectors_shared_list, vectors_side_by_side, attention_rows, shifted_in_runs, values_from_rows, attention_rows_lean, attention_rows_stepped, keys_from_rows, logits_unwritten
+        int64_t forward_records, forward_by_steps, forward_scaled, matrix_panels, pulls_single_chained, weight_blocks_paired, short_vectors, vectors_shared_list, vectors_side_by_side, attention_rows, shifted_in_runs, values_from_rows, attention_rows_lean, attention_rows_stepped, keys_from_rows, logits_unwritten
         int64_t backward_steps, pulls_stepped
         int64_t weight_vectors_reused
 

@@ -131,7 +131,7 @@ cdef class Tape:
                     pulls_in_lanes=c.pulls_in_lanes, pulls_strided=c.pulls_strided,
                     pulls_single_runs=c.pulls_single_runs, pulls_single_chained=c.pulls_single_chained,
                     vectors_paired=c.vectors_paired, vectors_by_eight=c.vectors_by_eight,
-                    forward_records=c.forward_records, forward_by_steps=c.forward_by_steps,
+                    forward_records=c.forward_records, forward_by_steps=c.forward_by_steps, forward_scaled=c.forward_scaled,
                     matrix_panels=c.matrix_panels,
                     weight_blocks_paired=c.weight_blocks_paired, short_vectors=c.short_vectors,
                     weight_vectors_reused=c.weight_vectors_reused,

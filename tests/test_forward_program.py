@@ -39,6 +39,19 @@ def test_the_forward_program_and_panels_replay_exactly(config):
     assert samples(replay) == samples(compiled)  # the sampler's forward-only tapes: the same code
 
 
+# A head's logits, four or sixteen keys a record, each logit times 1 / sqrt(head_dim)
+# in the same record (heads of 16 or 8 dimensions; rows of 1 to 32 keys: records of
+# one group of four and of four groups, and keys left over that take their own path)
+@pytest.mark.parametrize("config", [dict(n_layer=2, n_embd=32, block_size=32, n_head=2),
+                                    dict(n_layer=1, n_embd=32, block_size=21, n_head=4)])
+def test_logits_scaled_in_their_sums_records_replay_exactly(config):
+    replay, compiled = trainer("replay", docs=LONG, **config), trainer("compiled", docs=LONG, **config)
+    assert losses_and_weights(replay, 4) == losses_and_weights(compiled, 4)
+    c = counts(replay)
+    assert c["forward_scaled"] > 0 and c["forward_scaled"] % 4 == 0 and c["forward_records"] > 0
+    assert samples(replay) == samples(compiled)
+
+
 # The panels with eight lanes a register (AVX-512, where the processor has it;
 # else the AVX2 or plain build, and these are the same checks of those): units of
 # 16 rows run eight rows at a time, units of 4 rows four at a time (n_embd 20: one

@@ -17,6 +17,7 @@
  *   levels.c    a whole step layer by layer;  lanes.h  SIMD registers (the kernels' files)
  *   elementwise.c  a vector's elementwise work as runs;  strided.c  sums read at constant steps
  *   program.c   the forward between the matrices as one stream of records, in level order
+ *               (program_plan.c writes them; program.h their kinds)
  *   panels.c    a level's matrices over every position at once, lanes across positions
  *   strided_pulls.c  the backward's groups of four whose lists step by constants, four at once
  *   pull_lanes.c   a vector's gradients in lanes, one pull list for all;  paired.c  four positions'
@@ -460,7 +461,7 @@ int program_plan(tape_t *t);
 status_t program_run(tape_t *t, int32_t s, int32_t p);
 status_t program_positions(tape_t *t, int32_t from, int32_t n);  /* positions [from, n), in order */
 size_t program_bytes(const tape_t *t);
-void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps);  /* positions [0, n) */
+void program_counts(const tape_t *t, int32_t n, int64_t *records, int64_t *by_steps, int64_t *scaled);  /* positions [0, n) */
 int panel_plan(tape_t *t);  /* panels.c: 0, or -1 out of memory */
 void panel_level(tape_t *t, int32_t s, int32_t n);
 size_t panel_bytes(const tape_t *t);

@@ -220,7 +220,7 @@ tape_counts_t tape_counts(const tape_t *t, int32_t n) {
             p -= k > 1 ? k - 1 : 0;
         }
     c.other_param_reads = t->param_start[n];
-    program_counts(t, n, &c.forward_records, &c.forward_by_steps);
+    program_counts(t, n, &c.forward_records, &c.forward_by_steps, &c.forward_scaled);
     c.matrix_panels = panel_count(t, n);
     c.weight_blocks_paired = t->blocks_paired;
     c.weight_vectors_reused = t->vectors_reused;

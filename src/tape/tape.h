@@ -80,6 +80,8 @@ typedef struct {
     int64_t forward_records;    /* records of the forward's program between the matrices (0: none,
                                  * the instructions run one by one) */
     int64_t forward_by_steps;   /* ... of them sums read from first nodes and steps, not lists */
+    int64_t forward_scaled;     /* products of such sums by one number (a logit's scale) run in the
+                                 * sums' record, not as records of their own */
     int64_t matrix_panels;      /* a matrix's rows times a position's vector, run for every position
                                  * at once (0: position by position) */
     int64_t weight_blocks_paired; /* row blocks whose weights' gradients the last backward ran two
