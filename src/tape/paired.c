@@ -43,8 +43,9 @@ typedef struct rows_in {
     const int32_t *wofs = in->wofs;
 /* (at the top of chunk i's rows, w lanes a chunk) */
 #define ASKS(w)                                                                     \
-    const void *const *ask = in->ask + (int64_t)(i / (w)) * rows;                   \
-    int32_t n_ask = from == 0 ? in->n_ask - (i / (w)) * rows : 0;
+    int32_t n_ask = from == 0 ? in->n_ask - (i / (w)) * rows : 0;                   \
+    const void *const *ask = n_ask > 0 ? in->ask + (int64_t)(i / (w)) * rows : in->ask;
+
 /* Four registers of W lanes at a time for each position (V, LOAD, STORE:
  * their type and access), the weights loaded once for both. */
 #define PAIRED_CHUNKS(V, LOAD, STORE, W)                                            \
