@@ -8,6 +8,7 @@ import pytest
 
 from microgpt import available_engines, model
 from test_tape import losses_and_weights, state, trainer
+from test_tape_vectors import softmax_unshifted
 
 pytestmark = pytest.mark.skipif("replay" not in available_engines(), reason="the compiled engine is not built here")
 
@@ -55,11 +56,6 @@ def test_a_forward_failing_at_its_first_levels_runs_again_on_the_new_numbers(mon
     # (lm_head's rows too, which no unit had copied yet). The operation that failed fails
     # again in order on the same numbers, and the model code then takes the step: what it
     # raises, and the weights it leaves, are the compiled engine's
-    def softmax_unshifted(logits):
-        exps = [(val * 1.0).exp() for val in logits]
-        total = sum(exps)
-        return [e / total for e in exps]
-
     monkeypatch.setattr(model, "softmax", softmax_unshifted)
     outcomes = []
     for name in ("replay", "compiled"):

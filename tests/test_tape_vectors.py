@@ -80,14 +80,16 @@ def test_every_length_replays_the_runs_and_lanes_exactly():
     every_length_replays_exactly("abcdefghijklmnop", 3, n_layer=2, n_embd=16, block_size=16, n_head=4)
 
 
+def softmax_unshifted(logits):
+    """model.softmax without its max subtracted: a large logit overflows its exp"""
+    exps = [(val * 1.0).exp() for val in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
 def test_an_exp_that_overflows_inside_a_run_raises_as_the_model_code_does(monkeypatch):
     # a softmax without its max subtracted: each logit's (val * 1.0).exp() is a run
     # (a product, an exp); logits made large overflow an exp partway through it
-    def softmax_unshifted(logits):
-        exps = [(val * 1.0).exp() for val in logits]
-        total = sum(exps)
-        return [e / total for e in exps]
-
     monkeypatch.setattr(model, "softmax", softmax_unshifted)
     # logit 5 made about 1000 times the norm's entries' sum
     fails_as_compiled(dict(n_layer=1, n_embd=16, block_size=16, n_head=4), 5, 1000.0, OverflowError)
