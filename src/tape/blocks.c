@@ -112,12 +112,8 @@ int matrix_plan(tape_t *t) {
         for (int32_t k = 0; k + SIDE <= n_mv; ++k)
             if (one_run(t, k)) { t->mv[k].run = SIDE; k += SIDE - 1; }
     if (!t->blocks_own_grads) return 0;
-    for (int32_t b = 0; b < t->n_blocks; ++b)
-        t->block_x_len = t->block_len[b] > t->block_x_len ? t->block_len[b] : t->block_x_len;
     if (!NEW(t->block_same, t->n_blocks) || !NEW(t->block_in_place, t->n_blocks)) return -1;
     for (int32_t b = 1; b < t->n_blocks; ++b) t->block_same[b] = (uint8_t)same_reads(t, b);
-    if (!NEW(t->block_x, (int64_t)t->n_pos * t->block_x_len) || !NEW(t->block_d, 2 * SIDE * (int64_t)t->n_pos)
-        || !NEW(t->block_ahead, t->block_x_len + 2 + 2 * (int64_t)t->n_pos))
-        return -1;
+    if (weight_grads_plan(t) < 0) return -1;
     return block_sums(t, n_mv);
 }

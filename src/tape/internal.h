@@ -434,6 +434,7 @@ void matrix_vector_grads(tape_t *t, int32_t b, int32_t lanes, int64_t k0, int64_
 int matrix_param_grads(tape_t *t, int32_t n, const double *from, double *column);  /* weight_grads.c: 1 if
                              * finite; column: the arena's (the blocks may sum there) or NULL */
 void blocks_zero_again(const tape_t *t, double *column);
+int weight_grads_plan(tape_t *t);  /* the packed buffers (matrix_plan): 0, or -1 out of memory */
 size_t weight_grads_bytes(const tape_t *t);
 void matrix_group_grads(tape_t *t, const matvec_t *m);  /* one group's weights' gradients */
 void shifted_grads(tape_t *t, int32_t b, int64_t k0, int64_t k1, int32_t end);
@@ -486,6 +487,7 @@ void params_read(double *dst, const double *column, const tape_t *t, const node_
 const double *params_read_grads(double *dst, const double *column, const tape_t *t, const node_t *params);
 int params_plan(tape_t *t);
 int params_outside_plan(tape_t *t);  /* (after panel_plan) 0, or -1 out of memory */
+size_t params_outside_bytes(const tape_t *t);
 void params_read_forward(tape_t *t, const arena_t *a, const node_t *params, int by_panels);
 int params_write_grads(const tape_t *t, arena_t *a, const node_t *params, const int32_t *tokens, int blocks_checked);
 int grads_finite(const double *g, int64_t n);

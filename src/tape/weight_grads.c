@@ -74,7 +74,7 @@ static void pack_sums(tape_t *t, int32_t b, int32_t skip, int32_t reads, int row
 /* What the kernel asks for as it runs, to find in cache after it (a
  * position's nodes apart, or cold): the lines of the next rows' gradients
  * (block b on: all_zero reads them first) and of their reads' sums'
- * gradients (pack_sums). How many (at most block_x_len + 2 + 2 n_pos). */
+ * gradients (pack_sums). How many (at most ahead_size, below). */
 static int32_t lines_ahead(tape_t *t, int32_t b, int32_t skip, const double *from, int wide) {
     int32_t m = 0;
     for (int32_t h = 0; b < t->n_blocks && h < rows_at(t, b, wide) / SIDE; ++h) {
@@ -231,9 +231,24 @@ void blocks_zero_again(const tape_t *t, double *column) {
         if (t->block_in_place[b]) memset(column + t->block_w0[b], 0, SIDE * (size_t)t->block_len[b] * sizeof *column);
 }
 
-/* The packed vectors' and sums' buffers, the lines ahead (matrix_plan). */
+/* The packed buffers' sizes, stated once (weight_grads_plan, weight_grads_bytes):
+ * X a vector of the longest block a position; D eight sums' gradients a
+ * position; the lines ahead, two blocks' rows' lines (4 len / 8 each, rounded
+ * up) and two blocks' reads (lines_ahead). */
+static int64_t x_size(const tape_t *t) { return (int64_t)t->n_pos * t->block_x_len; }
+static int64_t d_size(const tape_t *t) { return 2 * SIDE * (int64_t)t->n_pos; }
+static int64_t ahead_size(const tape_t *t) { return t->block_x_len + 2 + 2 * (int64_t)t->n_pos; }
+
+/* The packed vectors' and sums' buffers and the lines ahead, for the blocks
+ * (matrix_plan, after their lengths). 0, or -1 out of memory. */
+int weight_grads_plan(tape_t *t) {
+    t->block_x_len = 0;
+    for (int32_t b = 0; b < t->n_blocks; ++b)
+        t->block_x_len = t->block_len[b] > t->block_x_len ? t->block_len[b] : t->block_x_len;
+    return NEW(t->block_x, x_size(t)) && NEW(t->block_d, d_size(t)) && NEW(t->block_ahead, ahead_size(t)) ? 0 : -1;
+}
+
 size_t weight_grads_bytes(const tape_t *t) {
-    size_t n = (size_t)t->n_pos;
-    return t->block_x == NULL ? 0 : (n * t->block_x_len + n * 2 * SIDE) * sizeof(double)
-                                    + ((size_t)t->block_x_len + 2 + 2 * n) * sizeof *t->block_ahead;
+    return t->block_x == NULL ? 0 : (size_t)(x_size(t) + d_size(t)) * sizeof *t->block_x
+                                    + (size_t)ahead_size(t) * sizeof *t->block_ahead;
 }
