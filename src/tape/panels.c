@@ -101,7 +101,6 @@ size_t panel_bytes(const tape_t *t) {
     if (t->panel_units == NULL) return 0;
     size_t nu = (size_t)t->level_units[t->n_levels], blocks = ((size_t)t->n_pos + BLOCK - 1) / BLOCK;
     return nu * (sizeof(panel_unit_t) + (size_t)t->n_pos * sizeof(panel_read_t))
-        + (t->params_outside != NULL ? (2 * (size_t)t->n_params_outside + 1) * sizeof *t->params_outside : 0)
         + blocks * ((size_t)t->panel_len + 1) * BLOCK * sizeof(double);
 }
 

@@ -9,6 +9,9 @@ void params_read(double *dst, const double *column, const tape_t *t, const node_
     else for (int32_t k = 0; k < t->n_params; ++k) dst[k] = column[params[k]];
 }
 
+/* params_outside's size: the ranges' ends, two a range, and one more */
+static int64_t outside_size(const tape_t *t) { return 2 * (int64_t)t->n_params_outside + 1; }
+
 /* Where a forward by panels copies each unit's rows itself as it reaches them
  * (panels.c rows_ahead: from the cache, asked for while the unit before
  * computes), the other parameters as ranges, copied first. Only where nothing
@@ -25,7 +28,8 @@ int params_outside_plan(tape_t *t) {
         memset(in_unit + lo, 1, (size_t)(hi - lo));
     }
     for (int32_t k = 0; k < P; ++k) n += !in_unit[k] && (k == 0 || in_unit[k - 1]);
-    if (!NEW(t->params_outside, 2 * (int64_t)n + 1)) {
+    t->n_params_outside = n;
+    if (!NEW(t->params_outside, outside_size(t))) {
         free(in_unit);
         return -1;
     }
@@ -33,9 +37,12 @@ int params_outside_plan(tape_t *t) {
         if (!in_unit[k] && (k == 0 || in_unit[k - 1])) t->params_outside[2 * r] = k;
         if (!in_unit[k] && (k + 1 == P || in_unit[k + 1])) t->params_outside[2 * r++ + 1] = k + 1;
     }
-    t->n_params_outside = n;
     free(in_unit);
     return 0;
+}
+
+size_t params_outside_bytes(const tape_t *t) {
+    return t->params_outside != NULL ? (size_t)outside_size(t) * sizeof *t->params_outside : 0;
 }
 
 /* A forward's parameters from position 0 into x: all of them; or, by panels

@@ -127,7 +127,7 @@ size_t tape_bytes(const tape_t *t) {
                                  * (t->block_top != NULL ? sizeof *t->block_top : SIDE * sizeof *t->block_gt) : 0)
         + derived * sizeof *t->derived_node + (derived + 1) * sizeof *t->src_start + sources * sizeof *t->src
         + strided_bytes(t) + strided_pulls_bytes(t) + elementwise_bytes(t) + lane_bytes(t)
-        + program_bytes(t) + panel_bytes(t) + attention_bytes(t) + step_bytes(t)  /* the vector instructions' records */
+        + program_bytes(t) + panel_bytes(t) + params_outside_bytes(t) + attention_bytes(t) + step_bytes(t)  /* the vector instructions' records */
         + (t->first_lanes != NULL ? N * (size_t)t->n_levels * (sizeof *t->first_lanes + sizeof *t->paired
                                                                     + sizeof *t->first_groups) : 0);
 }
