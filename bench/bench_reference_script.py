@@ -9,7 +9,10 @@ medians compare like with like; the summary prints the pure/compiled ratio. Two 
 variants measure what the script itself costs, whatever Value it runs: a Value that does
 nothing written in Python (no-op), and the same written in Cython (no-op-c, built here with
 pyximport; skipped where Cython or a C compiler is missing). pure over no-op-c is the most
-that any Value class implemented in C could gain on this script. The script runs as a user
+that any Value class implemented in C could gain on this script. A fifth, numbers-c, is a Value
+in Cython that computes the forward's numbers (a new Value per operation) and keeps no graph,
+its .grad a fixed float: pure over numbers-c is the most a C Value could gain that does the
+forward's and Adam's arithmetic but no backward. The script runs as a user
 runs it: no graph() scope, Python's garbage collector on, the swapped script's memory
 reclaimed by the arena as it fills.
 """
@@ -19,7 +22,8 @@ import pytest
 
 import microgpt
 from microgpt import available_engines
-from swapped_script import build_do_nothing_c, write_script
+from support import load_golden
+from swapped_script import C_VALUES, build_c_value, write_script
 
 NUM_STEPS = 1000
 ROUNDS = 10
@@ -29,8 +33,8 @@ _losses = {}
 
 def load_script(tmp_path, variant):
     """The script as a module: as it is (pure), or swapped (swapped_script.py)."""
-    if variant == "no-op-c":
-        build_do_nothing_c(tmp_path)
+    if variant in C_VALUES:
+        build_c_value(tmp_path, variant)
     path = write_script(tmp_path, variant)
     spec = importlib.util.spec_from_file_location(f"reference_script_{variant.replace('-', '_')}", path)
     module = importlib.util.module_from_spec(spec)
@@ -38,7 +42,7 @@ def load_script(tmp_path, variant):
     return module
 
 
-VARIANTS = ["pure", "no-op", "no-op-c"] + (["compiled"] if "compiled" in available_engines() else [])
+VARIANTS = ["pure", "no-op", "no-op-c", "numbers-c"] + (["compiled"] if "compiled" in available_engines() else [])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -60,5 +64,7 @@ def test_reference_script_step(benchmark, variant, names_txt, tmp_path):
     benchmark.pedantic(one_step, rounds=1 if benchmark.disabled else ROUNDS, iterations=1,
                        warmup_rounds=0 if benchmark.disabled else WARMUP)
     _losses[variant] = losses
+    if variant == "numbers-c":  # its first step is the reference's forward: the golden first loss
+        assert losses[0] == load_golden("names_default_1000_steps.json")["losses"][0]
     if "pure" in _losses and "compiled" in _losses:  # the two ran the same steps: the same floats
         assert _losses["pure"] == _losses["compiled"]

@@ -194,7 +194,7 @@ def pytest_terminal_summary(terminalreporter, config):
         if "pure" not in g:
             continue
         pm, pn = g["pure"]
-        for other in ("compiled", "replay", "torch", "no-op", "no-op-c"):  # the last two: the script's floors
+        for other in ("compiled", "replay", "torch", "no-op", "no-op-c", "numbers-c"):  # the last three: the script's floors
             if other in g:
                 om, on = g[other]
                 lines.append(f"{group}: median pure {pm * 1e3:.2f} ms / {other} {om * 1e3:.3f} ms = "

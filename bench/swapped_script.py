@@ -1,8 +1,11 @@
 """The reference script (tests/scripts/reference.py) with its Value class swapped, for the
 benchmarks that run it (bench_reference_script.py, bench_instructions.py): the drop-in
-import (compiled), or a Value that does nothing, written in Python (no-op) or in Cython
-(no-op-c, bench/do_nothing_value.pyx, built here with pyximport).
+import (compiled), a Value that does nothing, written in Python (no-op) or in Cython
+(no-op-c, bench/do_nothing_value.pyx), or a Value in Cython that computes the forward's
+numbers and keeps no graph (numbers-c, bench/numbers_only_value.pyx); the Cython ones
+built here with pyximport.
 """
+import importlib
 import sys
 from pathlib import Path
 
@@ -39,32 +42,42 @@ NO_OP_VALUE = """class Value:
 """
 
 
-def build_do_nothing_c(tmp_path):
-    """bench/do_nothing_value.pyx compiled into tmp_path; skips without Cython or a compiler.
-    Returns the directory of the built module (for a child process's PYTHONPATH)."""
+# the Values written in Cython, by variant: the module the swapped script imports
+C_VALUES = {"no-op-c": "do_nothing_value", "numbers-c": "numbers_only_value"}
+
+
+def build_c_value(tmp_path, variant):
+    """The variant's bench/<module>.pyx (C_VALUES) compiled into tmp_path; skips without
+    Cython or a compiler. Returns the directory of the built module (for a child
+    process's PYTHONPATH)."""
     try:
         import pyximport
     except ImportError:
-        pytest.skip("no-op-c needs Cython (pip install cython)")
+        pytest.skip(f"{variant} needs Cython (pip install cython)")
     importer = pyximport.install(build_dir=str(tmp_path / "pyxbuild"), language_level=3, inplace=False)
     sys.path.insert(0, str(HERE))
     try:
-        import do_nothing_value  # the swapped script imports it by name
+        module = importlib.import_module(C_VALUES[variant])  # the swapped script imports it by name
     except Exception as e:  # no C compiler, or the build failed
-        pytest.skip(f"no-op-c could not be built: {type(e).__name__}: {e}")
+        pytest.skip(f"{variant} could not be built: {type(e).__name__}: {e}")
     finally:
         sys.path.remove(str(HERE))
         pyximport.uninstall(*importer)
-    return Path(do_nothing_value.__file__).parent
+    return Path(module.__file__).parent
+
+
+def build_do_nothing_c(tmp_path):
+    """bench/do_nothing_value.pyx compiled into tmp_path (build_c_value)."""
+    return build_c_value(tmp_path, "no-op-c")
 
 
 SWAPS = {"compiled": "from microgpt import Value", "no-op": NO_OP_VALUE,
-         "no-op-c": "from do_nothing_value import Value"}
+         **{variant: f"from {module} import Value" for variant, module in C_VALUES.items()}}
 
 
 def write_script(tmp_path, variant):
     """The script's path: as it is (pure), or a copy in tmp_path with its Value class
-    swapped for the drop-in import (compiled) or for a do-nothing class (no-op, no-op-c)."""
+    swapped for the drop-in import (compiled) or for one of the classes above."""
     if variant == "pure":
         return SCRIPT
     head, rest = SCRIPT.read_text(encoding="utf-8").split(BEGIN)
