@@ -321,6 +321,12 @@ ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int 
                                     epoch_t *epoch) {
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
     if (!room_checked && (a->n_nodes >= a->cap_nodes || a->n_edges + 2 > a->cap_edges)) return -1;
+    /* the children first, while their indices are at hand (rows past the end: a
+     * refused operation leaves them as unread as before) */
+    int64_t e = a->n_edges;
+    node_t *child = a->child;
+    child[e] = x;
+    child[e + 1] = y;
     const double *data = a->data;
     const uint8_t *tag = a->tag;
     double out, lg[2];
@@ -339,7 +345,7 @@ ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int 
     /* the columns written below are read again there, not held since the checks
      * (fewer registers live at once on the per-operation path, fewer to save) */
     ARENA_FORGET_LOADS();
-    int64_t e = a->n_edges, i = a->n_nodes;
+    int64_t i = a->n_nodes;
     epoch_t cur = a->cur_epoch;
     assert(i < a->cap_nodes && e + 2 <= a->cap_edges);
     ARENA_ASSUME(i >= 0 && i < INT32_MAX);  /* cap_nodes <= INT32_MAX (arena_grow_nodes) */
@@ -348,9 +354,6 @@ ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int 
     lg_int[e + 1] = lgi[1];
     a->local_grad[e] = lg[0];
     a->local_grad[e + 1] = lg[1];
-    node_t *child = a->child;
-    child[e] = x;
-    child[e + 1] = y;
     a->n_edges = e + 2;
     a->n_nodes = i + 1;
     arena_set_node(a, i, (uint8_t)op, out, 0.0,
