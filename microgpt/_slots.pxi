@@ -89,8 +89,8 @@ cdef inline arena_t *a_of(PyObject *owner) noexcept:
 
 cdef inline node_t appended(int op, Value x, Value y, PyObject *owner, epoch_t *epoch) noexcept:
     """x op y appended to arena owner (x's, not None), its epoch in *epoch, where y
-    is of it too, both are live, it has room and the free list a handle; else -1
-    (also for an int beyond a double), nothing appended."""
+    is of it too, both are live, it has room, the free list a handle and not
+    both are ints (arena_try_binary); else -1, nothing appended."""
     if <PyObject *>y.arena != owner or n_free <= 0:
         return -1
     cdef arena_t *a = a_of(owner)

@@ -314,13 +314,16 @@ ARENA_APPEND node_t arena_push_const(arena_t *a, double c, int is_int) {
  * caller notes its handle in its held row at once (nothing runs in between).
  * Returns its index, or -1 with nothing appended where two ints give a result
  * no double holds (inf: the pure engine's int is exact, and the caller refuses
- * it), or, room_checked 0, where the arena has no room for the node and its
- * two edges (checked first: the counters are read again where they are used,
- * rather than held through the arithmetic, with fewer registers live at once). */
-ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int room_checked,
+ * it). try: the per-operation path's attempt, which also returns -1 where the
+ * arena has no room for the node and its two edges or both operands are ints
+ * (rare in a model, left to the caller's generic path, which checks the
+ * overflow): its node is then always a float's. The room is checked first, and
+ * the counters read again where they are used rather than held through the
+ * arithmetic: fewer registers live at once. */
+ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int try,
                                     epoch_t *epoch) {
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
-    if (!room_checked && (a->n_nodes >= a->cap_nodes || a->n_edges + 2 > a->cap_edges)) return -1;
+    if (try && (a->n_nodes >= a->cap_nodes || a->n_edges + 2 > a->cap_edges)) return -1;
     /* the children first, while their indices are at hand (rows past the end: a
      * refused operation leaves them as unread as before) */
     int64_t e = a->n_edges;
@@ -337,7 +340,7 @@ ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int 
     uint8_t lgi[2];
     int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lgi);
     if (data_int) {
-        if (!isfinite(out)) return -1;  /* nothing appended */
+        if (try || !isfinite(out)) return -1;  /* nothing appended */
         /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as
          * no int-tagged operand is) */
         if (op == OP_MUL) out += 0.0;
@@ -362,17 +365,15 @@ ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int 
     return (node_t)i;
 }
 
-/* arena_binary_at where the caller made room (arena_reserve): -1 is the int overflow. */
+/* arena_binary_at where the caller made room (arena_reserve). */
 ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
     epoch_t epoch;
-    return arena_binary_at(a, op, x, y, 1, &epoch);
+    return arena_binary_at(a, op, x, y, 0, &epoch);
 }
 
-/* arena_binary_at with the room checked too (the per-operation path's): -1, no
- * room or the int overflow (nothing appended either way: the caller's generic
- * path tells them apart). */
+/* arena_binary_at's attempt (try): -1 for no room or two ints too. */
 ARENA_APPEND node_t arena_try_binary(arena_t *a, int op, node_t x, node_t y, epoch_t *epoch) {
-    return arena_binary_at(a, op, x, y, 0, epoch);
+    return arena_binary_at(a, op, x, y, 1, epoch);
 }
 
 /* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
