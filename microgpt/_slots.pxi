@@ -7,8 +7,9 @@
 # x - number (softmax's v - top) and x / y (its e / total, attention's scores
 # / HEAD_DIM ** 0.5), the nodes the pure engine's compositions make.
 # Everything else (another operand type, a stale or mismatched handle, a full
-# arena, an empty free list, an int beyond a double) goes to the generic slot
-# Cython made (binary() in _value.pxi), which appends the same nodes or raises.
+# arena, an empty free list, two Values that are both ints, an int beyond a
+# double) goes to the generic slot Cython made (binary() in _value.pxi), which
+# appends the same nodes or raises.
 # Included by _engine.pyx after _value.pxi.
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from libc.math cimport fabs
