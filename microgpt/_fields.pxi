@@ -68,18 +68,20 @@ cdef int data_set(PyObject *o, PyObject *value, void *closure) noexcept:
 
 
 cdef int grad_set(PyObject *o, PyObject *value, void *closure) noexcept:
-    cdef double g
-    cdef uint8_t is_int
-    cdef arena_t *a = NULL
+    cdef arena_t *a
     if value != NULL and type_of(value) == float_type:
-        g, is_int, a = float_value(value), 0, plain(o)
+        a = plain(o)
+        if a != NULL:
+            a.grad[(<Value>o).index] = float_value(value)
+            a.tag[(<Value>o).index] &= ~TAG_GRAD_INT
+            return 0
     elif value == int_zero:  # p.grad = 0 (an int 0 that is not CPython's one takes the property)
-        g, is_int, a = 0.0, TAG_GRAD_INT, plain(o)
-    if a == NULL:
-        return property_grad_set(o, value, closure)
-    a.grad[(<Value>o).index] = g
-    a.tag[(<Value>o).index] = (a.tag[(<Value>o).index] & ~TAG_GRAD_INT) | is_int
-    return 0
+        a = plain(o)
+        if a != NULL:
+            a.grad[(<Value>o).index] = 0.0
+            a.tag[(<Value>o).index] |= TAG_GRAD_INT
+            return 0
+    return property_grad_set(o, value, closure)
 
 
 if (set_getset(value_type, b"data", data_get, data_set, &property_data_get, &property_data_set)

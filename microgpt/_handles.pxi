@@ -26,10 +26,11 @@ cdef extern from *:
 # Freed handles kept for reuse. Cython's own freelist would zero the object,
 # store None and then the arena, and wraps a __dealloc__ method in a save and
 # restore of the pending exception; these do only what a handle needs, and
-# forget can neither raise nor run Python code. A free handle of the default
-# arena keeps its reference to it (that arena lives as long as the module), so
-# the next operation there takes it without touching a reference count; one of
-# another arena drops it (an arena's columns are freed when its last handle goes).
+# forget can neither raise nor run Python code. Every free handle holds a
+# reference to the default arena (which lives as long as the module): one of
+# that arena keeps its own, so the next operation there takes it without
+# touching a reference count or testing its arena; one of another arena swaps
+# its arena's for the default's (an arena's columns are freed when its last handle goes).
 cdef enum:
     FREE_HANDLES = 8192
     DROP_LEAST = 256  # nodes on top the default arena drops at once (drop_top_now)
@@ -82,20 +83,24 @@ drop_top = drop_top_now
 
 
 cdef void release_handle(PyObject *o) noexcept:
-    """A freed handle of another arena (or of none) onto the free list without its
-    arena reference, or, the free list full, back to the allocator."""
+    """A freed handle of another arena (or of none) onto the free list holding the
+    default arena instead (as every free handle does), or, the free list full,
+    back to the allocator."""
     global n_free
     cdef bint top = ((<Value>o).arena is _default_arena and _default_arena.a.held[(<Value>o).index] == <void *>o
                      and (<Value>o).index + 1 == _default_arena.a.n_nodes)
     forget(<Value>o)
     if top:  # (the free list full: value_dealloc's drop, on its slow path)
         drop_top()
-    (<Value>o).arena = None  # drops the arena reference (which may free the arena)
+    # index 0: a row of the default arena (its index was another arena's, maybe
+    # beyond this one's rows), which names no handle that has died unattached (fresh_handle)
+    (<Value>o).index = 0
+    (<Value>o).arena = _default_arena  # drops its arena's reference (which may free that arena)
     if n_free < FREE_HANDLES:
         free_handles[n_free] = o
         n_free += 1
     else:
-        Py_DECREF(None)  # the reference just stored
+        Py_DECREF(_default_arena)  # the reference just stored
         value_tp_free(o)
 
 

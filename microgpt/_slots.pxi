@@ -7,8 +7,9 @@
 # x - number (softmax's v - top) and x / y (its e / total, attention's scores
 # / HEAD_DIM ** 0.5), the nodes the pure engine's compositions make.
 # Everything else (another operand type, a stale or mismatched handle, a full
-# arena, an empty free list, an int beyond a double) goes to the generic slot
-# Cython made (binary() in _value.pxi), which appends the same nodes or raises.
+# arena, an empty free list, two Values that are both ints, an int beyond a
+# double) goes to the generic slot Cython made (binary() in _value.pxi), which
+# appends the same nodes or raises.
 # Included by _engine.pyx after _value.pxi.
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from libc.math cimport fabs
@@ -34,6 +35,9 @@ cdef extern from *:
     double float_value "PyFloat_AS_DOUBLE" (PyObject *o)
     double long_value "PyLong_AsDouble" (PyObject *o)
 
+cdef extern from "arena.h":
+    node_t arena_try_binary(arena_t *a, int op, node_t x, node_t y, epoch_t *epoch) nogil
+
 cdef extern from "ops.h":
     status_t op_pow_value(double x, double k, double *out) nogil  # Python's float ** float
 
@@ -52,18 +56,48 @@ cdef inline PyObject *fast_binary(int op, PyObject *x, PyObject *y) noexcept:
 
 
 cdef inline PyObject *two_handles(int op, Value x, Value y, PyObject *ox, PyObject *oy) noexcept:
-    """binary(op, x, y) for two live handles of one arena, where the arena has room
-    and the free list a handle; else the generic slot on the operands ox, oy."""
+    """binary(op, x, y) for two live handles of one arena, where it has room and
+    the free list a handle; else the generic slot on the operands ox, oy. The
+    default arena's (the drop-in's) here, another's in two_handles_elsewhere."""
     cdef PyObject *owner = <PyObject *>x.arena
-    if owner == <PyObject *>None or <PyObject *>y.arena != owner or n_free <= 0:
+    if owner != <PyObject *>_default_arena:
+        return two_handles_elsewhere(op, x, y, ox, oy)
+    cdef epoch_t epoch
+    cdef node_t i = appended(op, x, y, owner, &epoch)
+    if i < 0:
         return generic_slot(op, ox, oy)
-    cdef arena_t *a = &x.arena.a
-    if not (alive_in(x, a) and alive_in(y, a) and has_room(a, 1, 2)):
+    return hand_out(owner, a_of(owner), i, epoch, 1)
+
+
+cdef PyObject *two_handles_elsewhere_now(int op, Value x, Value y, PyObject *ox, PyObject *oy) noexcept:
+    """two_handles for the handles of another arena (or of none)."""
+    cdef PyObject *owner = <PyObject *>x.arena
+    cdef epoch_t epoch
+    cdef node_t i = -1 if owner == <PyObject *>None else appended(op, x, y, owner, &epoch)
+    if i < 0:
         return generic_slot(op, ox, oy)
-    cdef node_t i = arena_push_binary(a, op, x.index, y.index)
-    if i < 0:  # an int beyond a double: the generic slot raises
-        return generic_slot(op, ox, oy)
-    return hand_out(owner, a, i)
+    return hand_out(owner, a_of(owner), i, epoch, 0)
+
+
+# called through a pointer, as handle_and_number below
+cdef PyObject *(*two_handles_elsewhere)(int, Value, Value, PyObject *, PyObject *) noexcept
+two_handles_elsewhere = two_handles_elsewhere_now
+
+
+cdef inline arena_t *a_of(PyObject *owner) noexcept:
+    return &(<Arena>owner).a
+
+
+cdef inline node_t appended(int op, Value x, Value y, PyObject *owner, epoch_t *epoch) noexcept:
+    """x op y appended to arena owner (x's, not None), its epoch in *epoch, where y
+    is of it too, both are live, it has room, the free list a handle and not
+    both are ints (arena_try_binary); else -1, nothing appended."""
+    if <PyObject *>y.arena != owner or n_free <= 0:
+        return -1
+    cdef arena_t *a = a_of(owner)
+    if not (alive_in(x, a) and alive_in(y, a)):
+        return -1
+    return arena_try_binary(a, op, x.index, y.index, epoch)
 
 
 cdef PyObject *handle_and_number_now(int op, Value x, PyObject *y, PyObject *ox, PyObject *oy) noexcept:
@@ -107,7 +141,7 @@ cdef inline PyObject *handle_and_constant(int op, int slot, Value x, double c, i
     if i < 0:
         arena_release(a, j)  # the operation appends nothing; the generic slot raises
         return generic_slot(slot, ox, oy)
-    return hand_out(owner, a, i)
+    return hand_out(owner, a, i, a.cur_epoch, owner == <PyObject *>_default_arena)
 
 
 cdef inline int number_value(PyObject *y, double *c) noexcept:
@@ -167,37 +201,41 @@ cdef inline PyObject *divide_by_handle(Value x, Value y, PyObject *ox, PyObject 
         return generic_slot(DIVIDE, ox, oy)
     cdef node_t p = arena_node(a, OP_POW, out, -1.0, 1, &y.index, &lg)
     arena_tag(a, p, OP_POW, 1)
-    return hand_out(owner, a, arena_push_binary(a, OP_MUL, x.index, p))  # a float: never -1
+    return hand_out(owner, a, arena_push_binary(a, OP_MUL, x.index, p),  # a float: never -1
+                    a.cur_epoch, owner == <PyObject *>_default_arena)
 
 
-cdef inline PyObject *hand_out(PyObject *owner, arena_t *a, node_t i) noexcept:
-    """A handle from the free list (not empty) for node i of arena owner (just
-    appended). owner is borrowed: the operand that holds it outlives the call."""
+cdef inline PyObject *hand_out(PyObject *owner, arena_t *a, node_t i, epoch_t epoch,
+                               bint in_default) noexcept:
+    """A handle from the free list (not empty) for node i of arena owner, just
+    appended in epoch (in_default: the default arena, which every free handle
+    holds). owner is borrowed: the operand that holds it outlives the call."""
     global n_free
     n_free -= 1
     cdef PyObject *h = revive_ptr(free_handles[n_free])
-    if <PyObject *>(<Value>h).arena != owner:  # a free handle keeps the default arena only
-        return take_arena(h, owner, a, i)
-    return point(h, a, i)
+    if not in_default:
+        return take_arena(h, owner, a, i, epoch)
+    return point(h, a, i, epoch)
 
 
-cdef inline PyObject *point(PyObject *h, arena_t *a, node_t i) noexcept:
-    """h, pointed at node i of a and noted as its handle."""
+cdef inline PyObject *point(PyObject *h, arena_t *a, node_t i, epoch_t epoch) noexcept:
+    """h, pointed at node i of a (of epoch) and noted as its handle."""
     (<Value>h).index = i
-    (<Value>h).epoch = a.cur_epoch
+    (<Value>h).epoch = epoch
     a.held[i] = <void *>h
     return h
 
 
-cdef PyObject *take_arena_now(PyObject *h, PyObject *owner, arena_t *a, node_t i) noexcept:
-    """hand_out's rare case: the handle takes a reference to its new arena."""
+cdef PyObject *take_arena_now(PyObject *h, PyObject *owner, arena_t *a, node_t i, epoch_t epoch) noexcept:
+    """hand_out's other case: the handle takes a reference to its new arena (and
+    drops its reference to the default arena)."""
     (<Value>h).arena = <Arena>owner
-    return point(h, a, i)
+    return point(h, a, i, epoch)
 
 
 # called through a pointer, so the compiler keeps it (reference counts, a possible
 # dealloc) out of hand_out's callers, whose common path then saves no registers
-cdef PyObject *(*take_arena)(PyObject *, PyObject *, arena_t *, node_t) noexcept
+cdef PyObject *(*take_arena)(PyObject *, PyObject *, arena_t *, node_t, epoch_t) noexcept
 take_arena = take_arena_now
 
 

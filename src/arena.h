@@ -1,5 +1,5 @@
 /* arena.h: the Value graph in contiguous columns, in plain C99 (no Python.h).
- * (~430 lines: the layout, every arena function's contract, and the
+ * (~450 lines: the layout, every arena function's contract, and the
  * per-operation path's appends, inline here so that every operation inlines them.)
  *
  * A node is an index i into the node columns. Nodes are appended in creation
@@ -235,7 +235,8 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
     return OP_OK;
 }
 
-/* Fill node i's columns; its edges [child_start[i], n_edges) are already written.
+/* Fill node i's columns, its epoch cur (the arena's, which the caller read); its
+ * edges [child_start[i], n_edges) are already written.
  * Not its held row: rows past the end may still name handles of released or
  * moved nodes, so each append below either clears it or is followed at once by
  * its maker noting the node's handle there (arena_push_binary).
@@ -245,8 +246,7 @@ static inline int arena_reserve(arena_t *a, int64_t nodes, int64_t edges) {
  * and needed after it is read twice; in this order none is, and few values are
  * live at once (no registers to save on the per-operation path). */
 ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, double operand,
-                                    uint8_t tag) {
-    epoch_t cur = a->cur_epoch;
+                                    uint8_t tag, epoch_t cur) {
     int64_t n_edges = a->n_edges;
     a->data[i] = x;
     a->grad[i] = 0.0;  /* written here, in the lines the append writes anyway: a drop clears no grads */
@@ -266,7 +266,7 @@ ARENA_APPEND node_t arena_set_node(arena_t *a, int64_t i, uint8_t op, double x, 
 static inline node_t arena_leaf(arena_t *a, uint8_t op, double x) {
     if (arena_reserve(a, 1, 0)) return -1;
     a->held[a->n_nodes] = NULL;
-    return arena_set_node(a, a->n_nodes++, op, x, 0.0, TAG_GRAD_INT);
+    return arena_set_node(a, a->n_nodes++, op, x, 0.0, TAG_GRAD_INT, a->cur_epoch);
 }
 
 /* Append a node of op over n children c (n <= 2 here, or any n for OP_CUSTOM)
@@ -283,7 +283,7 @@ static inline node_t arena_node(arena_t *a, uint8_t op, double x, double operand
     }
     a->n_edges = e + n;
     a->held[a->n_nodes] = NULL;
-    return arena_set_node(a, a->n_nodes++, op, x, operand, TAG_GRAD_INT);
+    return arena_set_node(a, a->n_nodes++, op, x, operand, TAG_GRAD_INT, a->cur_epoch);
 }
 
 /* The int tags of a + b (OP_ADD) or a * b (OP_MUL), from the operands'
@@ -306,19 +306,30 @@ ARENA_APPEND node_t arena_push_const(arena_t *a, double c, int is_int) {
     assert(a->n_nodes < a->cap_nodes);
     a->held[a->n_nodes] = NULL;  /* a constant has no handle */
     return arena_set_node(a, a->n_nodes++, OP_CONST, c, 0.0,
-                          (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0)));
+                          (uint8_t)(TAG_GRAD_INT | (is_int ? TAG_DATA_INT : 0)), a->cur_epoch);
 }
 
-/* Append x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y: its value and
- * local grads (ops.h), its edges and its int tags; the caller notes its
- * handle in its held row at once (nothing runs in between). Returns its index, or -1
- * with nothing appended where two ints give a result no double holds (inf: the
- * pure engine's int is exact, and the caller refuses it). */
-ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
-    assert(a->n_nodes < a->cap_nodes && a->n_edges + 2 <= a->cap_edges);
+/* x + y (OP_ADD) or x * y (OP_MUL) over nodes x and y appended: its value and
+ * local grads (ops.h), its edges and its int tags; its epoch in *epoch; the
+ * caller notes its handle in its held row at once (nothing runs in between).
+ * Returns its index, or -1 with nothing appended where two ints give a result
+ * no double holds (inf: the pure engine's int is exact, and the caller refuses
+ * it). try: the per-operation path's attempt, which also returns -1 where the
+ * arena has no room for the node and its two edges or both operands are ints
+ * (rare in a model, left to the caller's generic path, which checks the
+ * overflow): its node is then always a float's. The room is checked first, and
+ * the counters read again where they are used rather than held through the
+ * arithmetic: fewer registers live at once. */
+ARENA_APPEND node_t arena_binary_at(arena_t *a, int op, node_t x, node_t y, int try,
+                                    epoch_t *epoch) {
     assert(x >= 0 && x < a->n_nodes && y >= 0 && y < a->n_nodes);
-    int64_t e = a->n_edges, i = a->n_nodes;
-    ARENA_ASSUME(i >= 0 && i < INT32_MAX);  /* cap_nodes <= INT32_MAX (arena_grow_nodes) */
+    if (try && (a->n_nodes >= a->cap_nodes || a->n_edges + 2 > a->cap_edges)) return -1;
+    /* the children first, while their indices are at hand (rows past the end: a
+     * refused operation leaves them as unread as before) */
+    int64_t e = a->n_edges;
+    node_t *child = a->child;
+    child[e] = x;
+    child[e + 1] = y;
     const double *data = a->data;
     const uint8_t *tag = a->tag;
     double out, lg[2];
@@ -328,27 +339,41 @@ ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
         op_mul(data[x], data[y], &out, lg);
     uint8_t lgi[2];
     int data_int = binary_tags(op, tag[x] & TAG_DATA_INT, tag[y] & TAG_DATA_INT, lgi);
-    if (data_int && !isfinite(out)) return -1;  /* nothing appended */
-    /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as no
-     * int-tagged operand is) */
-    if (op == OP_MUL && data_int) out += 0.0;
+    if (data_int) {
+        if (try || !isfinite(out)) return -1;  /* nothing appended */
+        /* an int is never -0.0: 0 * -1 is the int 0 (an int sum is never -0.0, as
+         * no int-tagged operand is) */
+        if (op == OP_MUL) out += 0.0;
+    }
     /* the columns written below are read again there, not held since the checks
      * (fewer registers live at once on the per-operation path, fewer to save) */
     ARENA_FORGET_LOADS();
-    /* in arena_set_node's order: doubles, integers, bytes */
-    a->local_grad[e] = lg[0];
-    a->local_grad[e + 1] = lg[1];
-    node_t *child = a->child;
-    child[e] = x;
-    child[e + 1] = y;
-    a->n_edges = e + 2;
-    a->n_nodes = i + 1;
+    int64_t i = a->n_nodes;
+    epoch_t cur = a->cur_epoch;
+    assert(i < a->cap_nodes && e + 2 <= a->cap_edges);
+    ARENA_ASSUME(i >= 0 && i < INT32_MAX);  /* cap_nodes <= INT32_MAX (arena_grow_nodes) */
     uint8_t *lg_int = a->lg_int;
-    arena_set_node(a, i, (uint8_t)op, out, 0.0,
-                   (uint8_t)(TAG_GRAD_INT | TAG_TWO_EDGES | (data_int ? TAG_DATA_INT : 0)));
     lg_int[e] = lgi[0];
     lg_int[e + 1] = lgi[1];
+    a->local_grad[e] = lg[0];
+    a->local_grad[e + 1] = lg[1];
+    a->n_edges = e + 2;
+    a->n_nodes = i + 1;
+    arena_set_node(a, i, (uint8_t)op, out, 0.0,
+                   (uint8_t)(TAG_GRAD_INT | TAG_TWO_EDGES | (data_int ? TAG_DATA_INT : 0)), cur);
+    *epoch = cur;
     return (node_t)i;
+}
+
+/* arena_binary_at where the caller made room (arena_reserve). */
+ARENA_APPEND node_t arena_push_binary(arena_t *a, int op, node_t x, node_t y) {
+    epoch_t epoch;
+    return arena_binary_at(a, op, x, y, 0, &epoch);
+}
+
+/* arena_binary_at's attempt (try): -1 for no room or two ints too. */
+ARENA_APPEND node_t arena_try_binary(arena_t *a, int op, node_t x, node_t y, epoch_t *epoch) {
+    return arena_binary_at(a, op, x, y, 1, epoch);
 }
 
 /* Append sum(w_k * x_k) over n >= 1 pairs compactly (a recorded step's, or a
@@ -391,12 +416,12 @@ static inline node_t arena_push_dot(arena_t *a, int64_t n, int row) {
         for (int64_t k = 1; k < n; ++k) acc = acc + data[c[2 * k]] * data[c[2 * k + 1]];
     }
     a->held[a->n_nodes] = NULL;
-    arena_set_node(a, a->n_nodes++, OP_CONST, 0.0, 0.0, TAG_GRAD_INT | TAG_DATA_INT);
+    arena_set_node(a, a->n_nodes++, OP_CONST, 0.0, 0.0, TAG_GRAD_INT | TAG_DATA_INT, a->cur_epoch);
     a->n_edges += row ? n + 1 : 2 * n;
     int64_t i = a->n_nodes++;
     a->compact_made++;
     return arena_set_node(a, i, OP_DOT, acc, 0.0,
-                          (uint8_t)(TAG_GRAD_INT | TAG_NO_BACKWARD | (row ? TAG_ROW_DOT : 0)));
+                          (uint8_t)(TAG_GRAD_INT | TAG_NO_BACKWARD | (row ? TAG_ROW_DOT : 0)), a->cur_epoch);
 }
 
 /* Set the int tags of node i (already appended, its children's tags set) as the
