@@ -4,8 +4,36 @@
 /* Depth-first post-order from root, children in order, each node once: the
  * reference's recursive build_topo with an explicit stack, leaves left out
  * (backward does nothing at a node without children; the root is always
- * written). A frame is (node, next edge); a node is marked when pushed, as the
- * recursion marks it on entry. */
+ * written). A node is marked when its edge is taken, as the recursion marks it
+ * on entry.
+ *
+ * A node gets a frame only when the walk goes into one of its children (a
+ * child reached already, or a leaf, needs nothing to come back to): the frame
+ * is the node (stack_node) and what its next edge is (stack_edge): an add's or
+ * a multiply's second edge e (>= 0: taken with no test of where the node's
+ * edges end); FRAME_DONE, every child taken; or FRAME_MORE - e, a node of 1 or
+ * 3 or more children whose next edge is e. Frame 0 is a sentinel (FRAME_MORE,
+ * never resumed), so popping a done frame tests no depth: frames are the nodes
+ * of one path, at most n_nodes - 1 of them (node 0 has no children), so they
+ * and the sentinel fit in n_nodes rows. Node indices are held unsigned: a
+ * 32-bit load then extends them for free. */
+#define FRAME_DONE (-1)
+#define FRAME_MORE (-2)
+
+/* c: a child just read. Where it is new, mark it; where it has children too,
+ * do what the frames need (the rest of the arguments) and go into it. */
+#define TAKE(c, ...)                                                   \
+    if (visit[c] != stamp) {                                           \
+        visit[c] = stamp;                                              \
+        int64_t c_start = start[c], c_end = start[(int64_t)(c) + 1];   \
+        if (c_start != c_end) {                                        \
+            assert((node_t)(c) < (node_t)v);                           \
+            __VA_ARGS__;                                               \
+            v = c, s0 = c_start, s1 = c_end;                           \
+            goto enter;                                                \
+        }                                                              \
+    }
+
 int64_t arena_topo(arena_t *a, node_t root) {
     assert(root >= 0 && root < a->n_nodes);
     stamp_t stamp = arena_stamp(a);
@@ -14,38 +42,56 @@ int64_t arena_topo(arena_t *a, node_t root) {
     stamp_t *visit = a->visit;
     node_t *out = a->topo, *snode = a->stack_node;
     int64_t *sedge = a->stack_edge;
-    int64_t top = 0;
 
-    /* v is the node being scanned, its next edge e of [.., end); the stack
-     * holds the ancestors being scanned, each with the edge to resume at */
-    node_t v = root;
-    int64_t e = start[root], end = start[root + 1];
-    visit[root] = stamp;
+    uint32_t v = (uint32_t)root, c;
+    int64_t s0 = start[v], s1 = start[(int64_t)v + 1];
+    visit[v] = stamp;
+    if (s0 == s1) {  /* a leaf: the root alone */
+        *out = root;
+        return 1;
+    }
+    sedge[0] = FRAME_MORE;
+    int64_t t = 0;  /* the innermost frame */
+
+enter:  /* v: a node just reached, with edges [s0, s1) */
+    assert(t + 1 < a->n_nodes);
+    if (s0 + 2 != s1) goto not_binary;
+    c = (uint32_t)child[s0];
+    TAKE(c, snode[++t] = (node_t)v; sedge[t] = s0 + 1)
+    c = (uint32_t)child[s0 + 1];
+    TAKE(c, snode[++t] = (node_t)v; sedge[t] = FRAME_DONE)
+    *out++ = (node_t)v;  /* every child done: post-order */
+pop:
     for (;;) {
-        while (e < end && ARENA_LIKELY(visit[child[e]] == stamp)) ++e;  /* reached already: about half the edges */
-        if (e < end) {
-            node_t c = child[e++];
-            assert(c >= 0 && c < v);  /* children come before their parent */
-            visit[c] = stamp;
-            int64_t c_start = start[c], c_end = start[(int64_t)c + 1];  /* 64-bit + 1: an int32 one is its own add and sign extension (-fwrapv) */
-            if (c_start == c_end) continue;  /* a leaf: backward has nothing to do there */
-            snode[top] = v;  /* descend into c; come back to v's edge e */
-            sedge[top] = e;
-            ++top;
-            v = c;
-            e = c_start;
-            end = c_end;
+        int64_t f = sedge[t];
+        if (f >= 0) {  /* a binary node's second edge */
+            v = (uint32_t)snode[t];
+            c = (uint32_t)child[f];
+            TAKE(c, sedge[t] = FRAME_DONE)
+            *out++ = snode[t--];
             continue;
         }
-        *out++ = v;  /* every child done: post-order */
-        if (top == 0) break;
-        --top;
-        v = snode[top];
-        e = sedge[top];
-        end = start[(int64_t)v + 1];
+        if (ARENA_LIKELY(f == FRAME_DONE)) {
+            *out++ = snode[t--];
+            continue;
+        }
+        if (t == 0) break;  /* the sentinel: the root is out */
+        v = (uint32_t)snode[t];
+        int64_t e = FRAME_MORE - f;
+        c = (uint32_t)child[e++];
+        sedge[t] = e < start[(int64_t)v + 1] ? FRAME_MORE - e : FRAME_DONE;
+        TAKE(c, (void)0)
     }
     return out - a->topo;
+
+not_binary:  /* one child, or three or more: framed before the first is taken */
+    snode[++t] = (node_t)v;
+    sedge[t] = s1 - s0 == 1 ? FRAME_DONE : FRAME_MORE - (s0 + 1);
+    c = (uint32_t)child[s0];
+    TAKE(c, (void)0)
+    goto pop;
 }
+#undef TAKE
 
 int64_t arena_backward(arena_t *a, node_t root) {
     int64_t n = arena_topo(a, root);
