@@ -8,26 +8,37 @@
  * on entry.
  *
  * A node gets a frame only when the walk goes into one of its children (a
- * child reached already, or a leaf, needs nothing to come back to): the frame
- * is the node (stack_node) and what its next edge is (stack_edge): an add's or
- * a multiply's second edge e (>= 0: taken with no test of where the node's
- * edges end); FRAME_DONE, every child taken; or FRAME_MORE - e, a node of 1 or
- * 3 or more children whose next edge is e. Frame 0 is a sentinel (FRAME_MORE,
- * never resumed), so popping a done frame tests no depth: frames are the nodes
- * of one path, at most n_nodes - 1 of them (node 0 has no children), so they
- * and the sentinel fit in n_nodes rows. Node indices are held unsigned: a
- * 32-bit load then extends them for free. */
-#define FRAME_DONE (-1)
-#define FRAME_MORE (-2)
+ * child reached already, or a leaf, needs nothing to come back to). A frame
+ * is one stack_node row: an add's or a multiply's node v (>= 0) whose second
+ * edge is still to take (start[v] + 1: no test of where its edges end); ~v,
+ * every child taken (v is written out when the frame is popped); or
+ * FRAME_MORE, a node of 1 or 3 or more children whose next edge e and node v
+ * are the stack_edge row, e << 32 | v (e < 2^32: edge_t). Frame 0 is a
+ * sentinel (FRAME_MORE, never resumed), so popping a frame tests no depth:
+ * frames are the nodes of one path, at most n_nodes - 1 of them (node 0 has
+ * no children), so they and the sentinel fit in n_nodes rows. Node indices
+ * are held unsigned: a 32-bit load then extends them for free. */
+#define FRAME_MORE INT32_MIN  /* no ~v: node indices are below INT32_MAX */
+
+static int64_t frame_more(int64_t e, uint32_t v) { return (int64_t)((uint64_t)e << 32 | v); }
+
+/* The visit column is read through visit and marked through mark: the same
+ * rows, but an empty asm keeps the compiler from knowing it, so that it does
+ * not compute a row's address once for the test and the mark (an instruction
+ * more on every edge, where about half the edges are only tested). */
+#if defined(__GNUC__)
+#define OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define OPAQUE(p) ((void)0)
+#endif
 
 /* c: a child just read. Where it is new, mark it; where it has children too,
  * do what the frames need (the rest of the arguments) and go into it. */
 #define TAKE(c, ...)                                                   \
     if (visit[c] != stamp) {                                           \
-        visit[c] = stamp;                                              \
+        mark[c] = stamp;                                               \
         int64_t c_start = start[c], c_end = start[(int64_t)(c) + 1];   \
         if (c_start != c_end) {                                        \
-            assert((node_t)(c) < (node_t)v);                           \
             __VA_ARGS__;                                               \
             v = c, s0 = c_start, s1 = c_end;                           \
             goto enter;                                                \
@@ -39,59 +50,71 @@ int64_t arena_topo(arena_t *a, node_t root) {
     stamp_t stamp = arena_stamp(a);
     const edge_t *start = a->child_start;
     const node_t *child = a->child;
-    stamp_t *visit = a->visit;
+    const stamp_t *visit = a->visit;
+    stamp_t *mark = a->visit;
+    OPAQUE(mark);
     node_t *out = a->topo, *snode = a->stack_node;
     int64_t *sedge = a->stack_edge;
 
     uint32_t v = (uint32_t)root, c;
     int64_t s0 = start[v], s1 = start[(int64_t)v + 1];
-    visit[v] = stamp;
+    mark[v] = stamp;
     if (s0 == s1) {  /* a leaf: the root alone */
         *out = root;
         return 1;
     }
-    sedge[0] = FRAME_MORE;
+    snode[0] = FRAME_MORE;
     int64_t t = 0;  /* the innermost frame */
 
 enter:  /* v: a node just reached, with edges [s0, s1) */
     assert(t + 1 < a->n_nodes);
     if (s0 + 2 != s1) goto not_binary;
     c = (uint32_t)child[s0];
-    TAKE(c, snode[++t] = (node_t)v; sedge[t] = s0 + 1)
+    assert(c < v);  /* children come before their parent */
+    TAKE(c, snode[++t] = (node_t)v)
     c = (uint32_t)child[s0 + 1];
-    TAKE(c, snode[++t] = (node_t)v; sedge[t] = FRAME_DONE)
+    assert(c < v);
+    TAKE(c, snode[++t] = ~(node_t)v)
     *out++ = (node_t)v;  /* every child done: post-order */
 pop:
     for (;;) {
-        int64_t f = sedge[t];
+        node_t f = snode[t];
         if (f >= 0) {  /* a binary node's second edge */
-            v = (uint32_t)snode[t];
-            c = (uint32_t)child[f];
-            TAKE(c, sedge[t] = FRAME_DONE)
-            *out++ = snode[t--];
+            c = (uint32_t)child[start[(uint32_t)f] + 1];
+            TAKE(c, snode[t] = ~f)
+            *out++ = f;
+            --t;
             continue;
         }
-        if (ARENA_LIKELY(f == FRAME_DONE)) {
-            *out++ = snode[t--];
+        if (ARENA_LIKELY(f != FRAME_MORE)) {
+            *out++ = ~f;
+            --t;
             continue;
         }
         if (t == 0) break;  /* the sentinel: the root is out */
-        v = (uint32_t)snode[t];
-        int64_t e = FRAME_MORE - f;
+        uint64_t more = (uint64_t)sedge[t];
+        uint32_t u = (uint32_t)more;
+        int64_t e = (int64_t)(more >> 32);
         c = (uint32_t)child[e++];
-        sedge[t] = e < start[(int64_t)v + 1] ? FRAME_MORE - e : FRAME_DONE;
+        assert(c < u);
+        if (e < start[(int64_t)u + 1])
+            sedge[t] = frame_more(e, u);
+        else
+            snode[t] = ~(node_t)u;
         TAKE(c, (void)0)
     }
     return out - a->topo;
 
 not_binary:  /* one child, or three or more: framed before the first is taken */
-    snode[++t] = (node_t)v;
-    sedge[t] = s1 - s0 == 1 ? FRAME_DONE : FRAME_MORE - (s0 + 1);
+    snode[++t] = s1 - s0 == 1 ? ~(node_t)v : FRAME_MORE;
+    sedge[t] = frame_more(s0 + 1, v);
     c = (uint32_t)child[s0];
+    assert(c < v);
     TAKE(c, (void)0)
     goto pop;
 }
 #undef TAKE
+#undef OPAQUE
 
 int64_t arena_backward(arena_t *a, node_t root) {
     int64_t n = arena_topo(a, root);
