@@ -132,39 +132,55 @@ int64_t arena_backward(arena_t *a, node_t root) {
             if (tag[topo[t]] & TAG_NO_BACKWARD) return -2;
     grad[root] = 1.0;  /* the reference's self.grad = 1: an int */
     tag[root] |= TAG_GRAD_INT;
-    for (int64_t t = n - 1; t >= 0; --t) {
-        node_t v = topo[t];
-        double gv = grad[v];
-        uint8_t tv = tag[v];
+    /* The chain from node to node is the loop's time: the next node is most
+     * often the last child the node before wrote (a node comes after its last
+     * child in the post-order), whose grad is then taken from the register, not
+     * read back from the store just made. */
+    int64_t t = n - 1;
+    uint32_t v = (uint32_t)topo[t];
+    double gv = grad[v];
+    for (;;) {
         int64_t e = start[v];
-        if ((tv & (TAG_GRAD_INT | TAG_TWO_EDGES)) == TAG_TWO_EDGES) {
+        if (ARENA_LIKELY((tag[v] & (TAG_GRAD_INT | TAG_TWO_EDGES)) == TAG_TWO_EDGES)) {
             /* float * anything is a float, an add's or a multiply's two edges: most nodes */
-            node_t c0 = child[e], c1 = child[e + 1];
+            uint32_t c0 = (uint32_t)child[e], c1 = (uint32_t)child[e + 1];
             tag[c0] &= (uint8_t)~TAG_GRAD_INT;  /* int + float is a float */
             grad[c0] += lg[e] * gv;
             tag[c1] &= (uint8_t)~TAG_GRAD_INT;
-            grad[c1] += lg[e + 1] * gv;  /* after c0's: c1 may be c0 (x * x) */
+            double g1 = grad[c1] + lg[e + 1] * gv;  /* after c0's: c1 may be c0 (x * x) */
+            grad[c1] = g1;
+            if (--t < 0) break;
+            v = (uint32_t)topo[t];
+            if (v == c1)
+                gv = g1;
+            else
+                gv = grad[v];
             continue;
         }
+        ARENA_FORGET_LOADS();  /* v's row read again here, not kept through the common case above */
+        v = (uint32_t)topo[t];
         int64_t end = start[(int64_t)v + 1];  /* read once: the tag writes below are bytes */
-        if (!(tv & TAG_GRAD_INT)) {
+        if (!(tag[v] & TAG_GRAD_INT)) {
             for (; e < end; ++e) {
                 node_t c = child[e];
                 tag[c] &= (uint8_t)~TAG_GRAD_INT;
                 grad[c] += lg[e] * gv;
             }
-            continue;
-        }
-        for (; e < end; ++e) {
-            node_t c = child[e];
-            double d = lg[e] * gv;
-            if (lg_int[e]) {
-                if (d == 0.0) d = 0.0;  /* an int product is never -0.0 */
-            } else {
-                tag[c] &= (uint8_t)~TAG_GRAD_INT;
+        } else {
+            for (; e < end; ++e) {
+                node_t c = child[e];
+                double d = lg[e] * gv;
+                if (lg_int[e]) {
+                    if (d == 0.0) d = 0.0;  /* an int product is never -0.0 */
+                } else {
+                    tag[c] &= (uint8_t)~TAG_GRAD_INT;
+                }
+                grad[c] += d;
             }
-            grad[c] += d;
         }
+        if (--t < 0) break;
+        v = (uint32_t)topo[t];
+        gv = grad[v];
     }
     return n;
 }
