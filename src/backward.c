@@ -64,34 +64,35 @@ int64_t arena_topo(arena_t *a, node_t root) {
         return 1;
     }
     snode[0] = FRAME_MORE;
-    int64_t t = 0;  /* the innermost frame */
+    node_t *top = snode;  /* the innermost frame (a pointer: compilers kept an index scaled for both rows) */
 
 enter:  /* v: a node just reached, with edges [s0, s1) */
-    assert(t + 1 < a->n_nodes);
+    assert(top - snode + 1 < a->n_nodes);
     if (s0 + 2 != s1) goto not_binary;
     c = (uint32_t)child[s0];
     assert(c < v);  /* children come before their parent */
-    TAKE(c, snode[++t] = (node_t)v)
+    TAKE(c, *++top = (node_t)v)
     c = (uint32_t)child[s0 + 1];
     assert(c < v);
-    TAKE(c, snode[++t] = ~(node_t)v)
+    TAKE(c, *++top = ~(node_t)v)
     *out++ = (node_t)v;  /* every child done: post-order */
 pop:
     for (;;) {
-        node_t f = snode[t];
+        node_t f = *top;
         if (f >= 0) {  /* a binary node's second edge */
             c = (uint32_t)child[start[(uint32_t)f] + 1];
-            TAKE(c, snode[t] = ~f)
+            TAKE(c, *top = ~f)
             *out++ = f;
-            --t;
+            --top;
             continue;
         }
         if (ARENA_LIKELY(f != FRAME_MORE)) {
             *out++ = ~f;
-            --t;
+            --top;
             continue;
         }
-        if (t == 0) break;  /* the sentinel: the root is out */
+        if (top == snode) break;  /* the sentinel: the root is out */
+        int64_t t = top - snode;
         uint64_t more = (uint64_t)sedge[t];
         uint32_t u = (uint32_t)more;
         int64_t e = (int64_t)(more >> 32);
@@ -100,14 +101,14 @@ pop:
         if (e < start[(int64_t)u + 1])
             sedge[t] = frame_more(e, u);
         else
-            snode[t] = ~(node_t)u;
+            *top = ~(node_t)u;
         TAKE(c, (void)0)
     }
     return out - a->topo;
 
 not_binary:  /* one child, or three or more: framed before the first is taken */
-    snode[++t] = s1 - s0 == 1 ? ~(node_t)v : FRAME_MORE;
-    sedge[t] = frame_more(s0 + 1, v);
+    *++top = s1 - s0 == 1 ? ~(node_t)v : FRAME_MORE;
+    sedge[top - snode] = frame_more(s0 + 1, v);
     c = (uint32_t)child[s0];
     assert(c < v);
     TAKE(c, (void)0)
