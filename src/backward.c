@@ -11,9 +11,10 @@
  * child reached already, or a leaf, needs nothing to come back to). A frame
  * is one stack_node row: an add's or a multiply's node v (>= 0) whose second
  * edge is still to take (start[v] + 1: no test of where its edges end); ~v,
- * every child taken (v is written out when the frame is popped); or
- * FRAME_MORE, a node of 1 or 3 or more children whose next edge e and node v
- * are the stack_edge row, e << 32 | v (e < 2^32: edge_t). Frame 0 is a
+ * every child taken (v is written out when the frame is popped; a node of
+ * one child is framed so at once); or FRAME_MORE, a node of 3 or more
+ * children whose next edge e and node v are the stack_edge row, e << 32 | v
+ * (e < 2^32: edge_t). Frame 0 is a
  * sentinel (FRAME_MORE, never resumed), so popping a frame tests no depth:
  * frames are the nodes of one path, at most n_nodes - 1 of them (node 0 has
  * no children), so they and the sentinel fit in n_nodes rows. Node indices
