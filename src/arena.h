@@ -94,8 +94,8 @@ typedef uint8_t stamp_t;   /* a walk's mark (visit): 255 walks, then the column 
     X(void *,   held,       0,   1, 1)  /* the node's live handle, or NULL (opaque here; set and cleared by the owner) */ \
     X(stamp_t,  visit,      'B', 0, 1)  /* scratch: stamp of the last walk that reached it (backward, reclaim) */ \
     X(node_t,   topo,       'i', 0, 0)  /* scratch: depth-first post-order of the last walk (a reclaim's new rows) */ \
-    X(node_t,   stack_node, 'i', 0, 0)  /* scratch: the explicit DFS stack's node ... */ \
-    X(int64_t,  stack_edge, 'q', 0, 0)  /* ... and the next edge it visits */
+    X(node_t,   stack_node, 'i', 0, 0)  /* scratch: the depth-first walk's frames (backward.c says how) ... */ \
+    X(int64_t,  stack_edge, 'q', 0, 0)  /* ... and a many-children frame's next edge and node */
 #define ARENA_EDGE_COLUMNS(X)  /* n_edges rows used of cap_edges */ \
     X(node_t,   child,      'i', 0, 0)  /* the child's node index (renumbered by a reclaim, not copied) */ \
     X(double,   local_grad, 'd', 1, 0)  /* d(node)/d(child) */ \
