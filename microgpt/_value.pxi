@@ -164,10 +164,15 @@ cdef class Value:
         if self.arena is not None:  # __init__ called again on a live handle: it moves to the new node
             self.arena.moves += 1
         forget(self)
+        # the old arena's reference goes last, once the new node is noted as held: its
+        # last reference going may run Python code (a subclass's __del__) that drops
+        # or reclaims the unheld nodes on top of the default arena, the new one among them
+        cdef Arena old = self.arena
         self.arena = arena
         self.index = i
         self.epoch = arena.a.cur_epoch
         remember(arena, i, self)
+        del old
 
     # -- the two columns users read and write (a recording cannot follow a
     #    number out of the graph: reading or writing one while recording spoils it;
