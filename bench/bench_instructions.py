@@ -25,7 +25,7 @@ import pytest
 from microgpt import available_engines
 from conftest import benchmarks_disabled
 from support import PACKAGE_PARENT, child_env, load_golden
-from swapped_script import build_do_nothing_c, write_script
+from swapped_script import C_VALUES, build_c_value, write_script
 
 NUM_STEPS = 1000  # the learning-rate schedule's length (the golden run's)
 FIRST = 3
@@ -50,7 +50,7 @@ def per_step(names_txt, tmp_path):
     """per_step(variant, steps) -> (instructions per step, the longer run's stdout)."""
 
     def count(variant, steps):
-        pythonpath = build_do_nothing_c(tmp_path) if variant == "no-op-c" else tmp_path
+        pythonpath = build_c_value(tmp_path, variant) if variant in C_VALUES else tmp_path
         script = write_script(tmp_path, variant)
         short, _ = instructions(script, FIRST, names_txt, pythonpath)
         long, out = instructions(script, FIRST + steps, names_txt, pythonpath)

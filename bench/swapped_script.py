@@ -66,11 +66,6 @@ def build_c_value(tmp_path, variant):
     return Path(module.__file__).parent
 
 
-def build_do_nothing_c(tmp_path):
-    """bench/do_nothing_value.pyx compiled into tmp_path (build_c_value)."""
-    return build_c_value(tmp_path, "no-op-c")
-
-
 SWAPS = {"compiled": "from microgpt import Value", "no-op": NO_OP_VALUE,
          **{variant: f"from {module} import Value" for variant, module in C_VALUES.items()}}
 
