@@ -1,7 +1,8 @@
 # Value.data and Value.grad where they are plain (a live handle, its arena not
-# recording, a float, or the int 0 written to .grad): straight from CPython's
-# getset descriptor to the column, without the property's wrapper (an Adam loop
-# over the parameters reads and writes each twice a step). Everything else goes
+# recording, a float, or the int 0 written to .grad): straight from the type's
+# attribute slots (or its getset descriptor) to the column, without the
+# property's wrapper (an Adam loop over the parameters reads and writes each
+# twice a step). Everything else goes
 # to the property Cython made (Value.data and Value.grad in _value.pxi), which
 # does the same or raises. Included by _engine.pyx after _slots.pxi.
 
@@ -87,3 +88,50 @@ cdef int grad_set(PyObject *o, PyObject *value, void *closure) noexcept:
 if (set_getset(value_type, b"data", data_get, data_set, &property_data_get, &property_data_set)
         or set_getset(value_type, b"grad", grad_get, grad_set, &property_grad_get, &property_grad_set)):
     raise ImportError("microgpt._engine: Value has no data or grad descriptor to speed up")
+
+
+# And before the descriptor: the type's getattro and setattro answer .data and
+# .grad at once (Value is final: no subclass overrides them), where
+# CPython would look the name up in the type's dictionaries and call the
+# descriptor (3 reads and 2 writes a parameter in an Adam loop: ~40% of their
+# cost). Other names, and names that are not the interned strings, take
+# CPython's generic lookup, as every attribute did before.
+cdef extern from *:
+    """
+    typedef PyObject *(*microgpt_getattro)(PyObject *, PyObject *);
+    typedef int (*microgpt_setattro)(PyObject *, PyObject *, PyObject *);
+    static void microgpt_set_attro(PyTypeObject *t, microgpt_getattro get, microgpt_setattro set) {
+        t->tp_getattro = get;
+        t->tp_setattro = set;
+        PyType_Modified(t);  /* the interpreter's caches of the type's lookups */
+    }
+    """
+    ctypedef PyObject *(*microgpt_getattro)(PyObject *, PyObject *) noexcept
+    ctypedef int (*microgpt_setattro)(PyObject *, PyObject *, PyObject *) noexcept
+    void set_attro "microgpt_set_attro" (PyTypeObject *t, microgpt_getattro get, microgpt_setattro set)
+    PyObject *generic_getattr "PyObject_GenericGetAttr" (PyObject *, PyObject *)
+    int generic_setattr "PyObject_GenericSetAttr" (PyObject *, PyObject *, PyObject *)
+
+from sys import intern
+cdef object interned_data = intern("data"), interned_grad = intern("grad")  # kept alive here
+cdef PyObject *name_data = <PyObject *>interned_data  # the string a script's v.data passes
+cdef PyObject *name_grad = <PyObject *>interned_grad
+
+
+cdef PyObject *value_getattro(PyObject *o, PyObject *name) noexcept:
+    if name == name_grad:
+        return grad_get(o, NULL)
+    if name == name_data:
+        return data_get(o, NULL)
+    return generic_getattr(o, name)
+
+
+cdef int value_setattro(PyObject *o, PyObject *name, PyObject *value) noexcept:
+    if name == name_grad:
+        return grad_set(o, value, NULL)
+    if name == name_data:
+        return data_set(o, value, NULL)
+    return generic_setattr(o, name, value)
+
+
+set_attro(value_type, value_getattro, value_setattro)
