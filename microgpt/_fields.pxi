@@ -1,9 +1,8 @@
 # Value.data and Value.grad where they are plain (a live handle, its arena not
 # recording, a float, or the int 0 written to .grad): straight from the type's
-# attribute slots (or its getset descriptor) to the column, without the
-# property's wrapper (an Adam loop over the parameters reads and writes each
-# twice a step). Everything else goes
-# to the property Cython made (Value.data and Value.grad in _value.pxi), which
+# getattro (reads) or its getset descriptors (writes) to the column, without
+# the property's wrapper (an Adam loop over the parameters reads and writes
+# each twice a step). Everything else goes to the property Cython made (Value.data and Value.grad in _value.pxi), which
 # does the same or raises. Included by _engine.pyx after _slots.pxi.
 
 cdef extern from *:
@@ -90,27 +89,29 @@ if (set_getset(value_type, b"data", data_get, data_set, &property_data_get, &pro
     raise ImportError("microgpt._engine: Value has no data or grad descriptor to speed up")
 
 
-# And before the descriptor: the type's getattro and setattro answer .data and
-# .grad at once (Value is final: no subclass overrides them), where
-# CPython would look the name up in the type's dictionaries and call the
-# descriptor (3 reads and 2 writes a parameter in an Adam loop: ~40% of their
-# cost). Other names, and names that are not the interned strings, take
-# CPython's generic lookup, as every attribute did before.
+# And before the descriptor, for reads: the type's getattro answers .data and
+# .grad at once (Value is final: no subclass overrides them), where CPython
+# would look the name up in the type's dictionaries and call the descriptor
+# (3 reads a parameter in an Adam loop: ~40% of their cost). Other names, and
+# names that are not the interned strings, take CPython's generic lookup, as
+# every attribute did before. Writes keep the generic setattro (and so the
+# descriptors above): with a setattro of its own, CPython refuses
+# object.__setattr__(v, ...) and v.__setattr__(...) on the type, which the
+# pure engine's Value accepts. A getattro of its own costs method calls a
+# bound method object each (v.exp(): CPython's method-call path is taken only
+# for the generic getattro), ~30 ns on a call that costs ~40 ns: a few hundred
+# calls a step here against 12,576 reads.
 cdef extern from *:
     """
     typedef PyObject *(*microgpt_getattro)(PyObject *, PyObject *);
-    typedef int (*microgpt_setattro)(PyObject *, PyObject *, PyObject *);
-    static void microgpt_set_attro(PyTypeObject *t, microgpt_getattro get, microgpt_setattro set) {
+    static void microgpt_set_getattro(PyTypeObject *t, microgpt_getattro get) {
         t->tp_getattro = get;
-        t->tp_setattro = set;
         PyType_Modified(t);  /* the interpreter's caches of the type's lookups */
     }
     """
     ctypedef PyObject *(*microgpt_getattro)(PyObject *, PyObject *) noexcept
-    ctypedef int (*microgpt_setattro)(PyObject *, PyObject *, PyObject *) noexcept
-    void set_attro "microgpt_set_attro" (PyTypeObject *t, microgpt_getattro get, microgpt_setattro set)
+    void set_getattro "microgpt_set_getattro" (PyTypeObject *t, microgpt_getattro get)
     PyObject *generic_getattr "PyObject_GenericGetAttr" (PyObject *, PyObject *)
-    int generic_setattr "PyObject_GenericSetAttr" (PyObject *, PyObject *, PyObject *)
 
 from sys import intern
 cdef object interned_data = intern("data"), interned_grad = intern("grad")  # kept alive here
@@ -126,12 +127,4 @@ cdef PyObject *value_getattro(PyObject *o, PyObject *name) noexcept:
     return generic_getattr(o, name)
 
 
-cdef int value_setattro(PyObject *o, PyObject *name, PyObject *value) noexcept:
-    if name == name_grad:
-        return grad_set(o, value, NULL)
-    if name == name_data:
-        return data_set(o, value, NULL)
-    return generic_setattr(o, name, value)
-
-
-set_attro(value_type, value_getattro, value_setattro)
+set_getattro(value_type, value_getattro)
