@@ -1,8 +1,8 @@
 """v.data and v.grad through the Value type's own getattro (_fields.pxi), where the
 interned names go straight to the fast getters and everything else to CPython's generic
-lookup, and through the generic setattro to the descriptors' fast setters. Oracle: the descriptors themselves (Value.data.__get__ and
-__set__, which the generic lookup calls), compared by type and bits, and the same
-exception for every refusal."""
+lookup, and through the generic setattro to the descriptors' fast setters. Oracle: the
+descriptors themselves (Value.data.__get__ and __set__, which the generic lookup calls),
+compared by type and bits, and the same exception for every refusal."""
 import math
 import struct
 import sys
