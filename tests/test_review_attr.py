@@ -22,10 +22,7 @@ import gc
 import math
 import operator
 import pickle
-import struct
-import subprocess
 import sys
-import textwrap
 import threading
 
 import pytest
@@ -38,24 +35,10 @@ if "compiled" not in available_engines():
     pytest.skip("the compiled engine is not built here", allow_module_level=True)
 compiled = get_engine("compiled")
 from microgpt import _engine  # noqa: E402 (after the skip: built only with the compiled engine)
+from test_value_attributes import DESCRIPTOR, bits, outcome  # noqa: E402 (the same oracle)
 
 Value = compiled.Value
 PureValue = get_engine("pure").Value
-DESCRIPTOR = {"data": Value.__dict__["data"], "grad": Value.__dict__["grad"]}
-
-
-def bits(x):
-    if type(x) is float:
-        return (float, "nan" if math.isnan(x) else struct.pack("<d", x))
-    return (type(x), x)
-
-
-def outcome(run):
-    """What run() returns (as bits) or raises (type and message)."""
-    try:
-        return ("ok", bits(run()))
-    except Exception as e:
-        return ("raised", type(e), str(e))
 
 
 def state(v):
