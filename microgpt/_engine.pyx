@@ -24,7 +24,7 @@ The parts, one job each (Cython includes, compiled as one module):
     _arena.pxi   Arena (the columns) and graph scopes
     _value.pxi   the operations and the Value handle
     _slots.pxi   x + y and x * y: the type's own slots, the per-operation hot path
-    _fields.pxi  .data and .grad read and written straight (the getattro, the descriptors)
+    _fields.pxi  .data and .grad read and written straight from the descriptor
     _dot.pxi     a sum of products in one call (model.dot's hook)
     _rows.pxi    the node rows of a list of Values, for C loops (Adam, a tape)
     _adam.pxi    Adam over parameter nodes

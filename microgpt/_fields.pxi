@@ -1,8 +1,8 @@
 # Value.data and Value.grad where they are plain (a live handle, its arena not
-# recording, a float, or the int 0 written to .grad): straight from the type's
-# getattro (reads) or its getset descriptors (writes) to the column, without
-# the property's wrapper (an Adam loop over the parameters reads and writes
-# each twice a step). Everything else goes to the property Cython made (Value.data and Value.grad in _value.pxi), which
+# recording, a float, or the int 0 written to .grad): straight from CPython's
+# getset descriptor to the column, without the property's wrapper (an Adam loop
+# over the parameters reads and writes each twice a step). Everything else goes
+# to the property Cython made (Value.data and Value.grad in _value.pxi), which
 # does the same or raises. Included by _engine.pyx after _slots.pxi.
 
 cdef extern from *:
@@ -87,44 +87,3 @@ cdef int grad_set(PyObject *o, PyObject *value, void *closure) noexcept:
 if (set_getset(value_type, b"data", data_get, data_set, &property_data_get, &property_data_set)
         or set_getset(value_type, b"grad", grad_get, grad_set, &property_grad_get, &property_grad_set)):
     raise ImportError("microgpt._engine: Value has no data or grad descriptor to speed up")
-
-
-# And before the descriptor, for reads: the type's getattro answers .data and
-# .grad at once (Value is final: no subclass overrides them), where CPython
-# would look the name up in the type's dictionaries and call the descriptor
-# (3 reads a parameter in an Adam loop: ~40% of their cost). Other names, and
-# names that are not the interned strings, take CPython's generic lookup, as
-# every attribute did before. Writes keep the generic setattro (and so the
-# descriptors above): with a setattro of its own, CPython refuses
-# object.__setattr__(v, ...) and v.__setattr__(...) on the type, which the
-# pure engine's Value accepts. A getattro of its own costs method calls a
-# bound method object each (v.exp(): CPython's method-call path is taken only
-# for the generic getattro), ~30 ns on a call that costs ~40 ns: a few hundred
-# calls a step here against 12,576 reads.
-cdef extern from *:
-    """
-    typedef PyObject *(*microgpt_getattro)(PyObject *, PyObject *);
-    static void microgpt_set_getattro(PyTypeObject *t, microgpt_getattro get) {
-        t->tp_getattro = get;
-        PyType_Modified(t);  /* the interpreter's caches of the type's lookups */
-    }
-    """
-    ctypedef PyObject *(*microgpt_getattro)(PyObject *, PyObject *) noexcept
-    void set_getattro "microgpt_set_getattro" (PyTypeObject *t, microgpt_getattro get)
-    PyObject *generic_getattr "PyObject_GenericGetAttr" (PyObject *, PyObject *)
-
-from sys import intern
-cdef object interned_data = intern("data"), interned_grad = intern("grad")  # kept alive here
-cdef PyObject *name_data = <PyObject *>interned_data  # the string a script's v.data passes
-cdef PyObject *name_grad = <PyObject *>interned_grad
-
-
-cdef PyObject *value_getattro(PyObject *o, PyObject *name) noexcept:
-    if name == name_grad:
-        return grad_get(o, NULL)
-    if name == name_data:
-        return data_get(o, NULL)
-    return generic_getattr(o, name)
-
-
-set_getattro(value_type, value_getattro)

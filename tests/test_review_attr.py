@@ -1,6 +1,7 @@
-"""Review of the compiled Value type's own tp_getattro (_fields.pxi), which answers the
-interned names "data" and "grad" with the fast getters and sends every other name to
-PyObject_GenericGetAttr; writes go through the generic setattro to the descriptors.
+"""Review of the compiled Value's attribute paths: v.data and v.grad read and written
+through CPython's generic lookup to the descriptors' fast getters and setters
+(_fields.pxi), as against a tp_getattro and tp_setattro of the type's own (e9b36fe,
+which answered the interned names "data" and "grad" before the lookup; not kept).
 
 tests/test_value_attributes.py already compares attribute syntax with the descriptors
 for many numbers, stale handles and a recording arena; this file covers what it does not:
@@ -9,11 +10,10 @@ the type's own __setattr__ / __delattr__ (the slot wrappers CPython guards with 
 explicit arenas and their releases, threads, copies, method lookups, and an Adam-like
 loop compared bit for bit with the pure engine.
 
-The first two tests failed on e9b36fe, which gave the type a tp_setattro of its own too:
-CPython's object.__setattr__ / object.__delattr__ slot wrappers then refuse a Value with
-TypeError ("can't apply this __setattr__ to microgpt._engine.Value object"), where they
-work as setattr/delattr do, as for the pure engine's Value. The setattro is the generic
-one again.
+The first two tests failed on e9b36fe, whose tp_setattro was the type's own: CPython's
+object.__setattr__ / object.__delattr__ slot wrappers then refuse a Value with TypeError
+("can't apply this __setattr__ to microgpt._engine.Value object"), where they work as
+setattr/delattr do, as for the pure engine's Value.
 """
 import copy
 import decimal
@@ -92,8 +92,8 @@ def test_pure_value_accepts_dunder_setattr():
 
 
 def test_dunder_getattribute_is_still_object_generic_one_and_works():
-    """tp_getattro is the type's own, but its slot wrapper (object.__getattribute__) has
-    no such check: v.__getattribute__("data") still reads through the descriptor."""
+    """v.__getattribute__ and object.__getattribute__ read through the descriptor (a
+    getattro of the type's own would not change that: its slot wrapper has no check)."""
     v = Value(1.5)
     v.grad = 0.25
     assert "__getattribute__" not in Value.__dict__
@@ -111,6 +111,7 @@ def test_writes_and_reads_neither_leak_nor_over_free():
     # objects of their own (no small ints or bools, whose counts other code moves)
     written = [float("1.2345678"), int("1000003"), int("2") ** 80, float("-0.0"),
                FloatSub(0.5), IntSub(7), fractions.Fraction(1, 3), decimal.Decimal("0.5")]
+    gc.collect()  # garbage earlier tests left (their frames name these strings) goes first
     before = [sys.getrefcount(w) for w in written]
     v_before = sys.getrefcount(v)
     names_before = (sys.getrefcount("data"), sys.getrefcount("grad"))
@@ -279,7 +280,7 @@ def test_float_attribute_error_is_not_swallowed_by_getattr_default_or_hasattr():
 
 def test_float_that_reads_and_writes_the_same_value_while_it_is_written():
     """Re-entrancy: __float__ runs inside the setter (property path) and itself goes
-    through the fast getattro/setattro of the same handle."""
+    through the fast getter and setter of the same handle."""
     v = Value(1.0)
 
     class Sneaky:

@@ -1,8 +1,9 @@
-"""v.data and v.grad through the Value type's own getattro (_fields.pxi), where the
-interned names go straight to the fast getters and everything else to CPython's generic
-lookup, and through the generic setattro to the descriptors' fast setters. Oracle: the
-descriptors themselves (Value.data.__get__ and __set__, which the generic lookup calls),
-compared by type and bits, and the same exception for every refusal."""
+"""v.data and v.grad as attribute syntax (getattr, setattr, delattr, any name string)
+against the descriptors' fast getters and setters (_fields.pxi) that the lookup reaches:
+a getattro of the type's own, answering the interned names before CPython's lookup, was
+tried (e9b36fe) and not kept, and these hold any such path to the descriptors. Oracle:
+the descriptors themselves (Value.data.__get__ and __set__), compared by type and bits,
+and the same exception for every refusal."""
 import math
 import struct
 import sys
