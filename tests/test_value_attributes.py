@@ -37,17 +37,8 @@ def outcome(run):
         return ("raised", type(e), str(e))
 
 
-def by_syntax(v, name):
-    return getattr(v, name)
-
-
 def by_descriptor(v, name):
     return DESCRIPTOR[name].__get__(v, Value)
-
-
-def fresh_pair(make):
-    """Two Values made alike (one written through the attribute, one through the descriptor)."""
-    return make(), make()
 
 
 NODES = {
@@ -72,7 +63,7 @@ def backward_done():
 @pytest.mark.parametrize("node", sorted(NODES))
 def test_reading_through_the_type_gives_what_the_descriptor_gives(node, name):
     v = NODES[node]()
-    assert outcome(lambda: by_syntax(v, name)) == outcome(lambda: by_descriptor(v, name))
+    assert outcome(lambda: getattr(v, name)) == outcome(lambda: by_descriptor(v, name))
     assert outcome(lambda: v.data if name == "data" else v.grad) == outcome(lambda: by_descriptor(v, name))
 
 
@@ -84,7 +75,7 @@ WRITES = [0, 0.0, -0.0, 1, 7, 2.5, -3.25, True, False, float("inf"), float("nan"
 @pytest.mark.parametrize("written", WRITES, ids=repr)
 @pytest.mark.parametrize("node", ["float leaf", "int leaf", "float product"])
 def test_writing_through_the_type_does_what_the_descriptor_does(node, name, written):
-    a, b = fresh_pair(NODES[node])
+    a, b = NODES[node](), NODES[node]()  # one written through the attribute, one the descriptor
     got = outcome(lambda: setattr(a, name, written))
     want = outcome(lambda: DESCRIPTOR[name].__set__(b, written))
     assert got == want
