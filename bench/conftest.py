@@ -205,6 +205,12 @@ def pytest_terminal_summary(terminalreporter, config):
             lines.append(f"{bench.group} (callgrind, steps {info['steps']}): compiled "
                          f"{info['instructions_per_step'] / 1e6:.1f} M / do-nothing C Value "
                          f"{info['floor_instructions_per_step'] / 1e6:.1f} M = {info['ratio']:.2f}x")
+        if "turns" in info:  # bench_script_turns.py: runs taking turns
+            pure = info["step_seconds"]["pure"]
+            for other, (ratio, low, high) in info["turns"].items():
+                lines.append(f"{bench.group} ({info['rounds']} rounds taking turns, steps {info['steps']}): "
+                             f"median pure {pure * 1e3:.2f} ms / {other} {info['step_seconds'][other] * 1e3:.3f} ms"
+                             f" = {ratio:.1f}x (rounds {low:.1f}-{high:.1f}x)")
     if lines:
         terminalreporter.write_sep("-", "ratios (pure over compiled, replay; over the do-nothing Values: the ceilings)")
         for line in lines:
