@@ -14,7 +14,6 @@ everywhere), and 20 steps (with --benchmark-only: a reclaim comes every few step
 longer window gives its cost per step as a long run pays it). Skipped where valgrind is
 missing. The summary prints the counts and their ratio.
 """
-import os
 import re
 import shutil
 import subprocess
@@ -24,8 +23,8 @@ import pytest
 
 from microgpt import available_engines
 from conftest import benchmarks_disabled
-from support import PACKAGE_PARENT, child_env, load_golden
-from swapped_script import C_VALUES, build_c_value, write_script
+from support import PACKAGE_PARENT, load_golden
+from swapped_script import C_VALUES, build_c_value, printed_losses, script_env, write_script
 
 NUM_STEPS = 1000  # the learning-rate schedule's length (the golden run's)
 FIRST = 3
@@ -35,9 +34,7 @@ COLLECTED = re.compile(r"Collected : (\d+)")
 
 def instructions(script, steps, names_txt, pythonpath):
     """Instructions callgrind counts for the script's first `steps` steps, and its stdout."""
-    env = child_env(PYTHONHASHSEED="0")
-    env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env["PYTHONPATH"]])
-    env.pop("MICROGPT_ENGINE", None)
+    env = script_env(pythonpath, PYTHONHASHSEED="0")
     proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                            sys.executable, str(script), str(names_txt), str(NUM_STEPS), str(steps)],
                           capture_output=True, text=True, timeout=1200, env=env, cwd=PACKAGE_PARENT)
@@ -75,8 +72,7 @@ def test_instructions_per_step(benchmark, per_step, steps, request):
 
     benchmark.group = "reference-script instructions"
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    losses = [float(line.split()[-1]) for line in results["out"].splitlines() if line.startswith("step ")]
-    assert losses == load_golden("names_default_1000_steps.json")["losses"][:FIRST + steps]
+    assert printed_losses(results["out"]) == load_golden("names_default_1000_steps.json")["losses"][:FIRST + steps]
     compiled, floor = results["compiled"], results["no-op-c"]
     assert 0 < floor < compiled
     benchmark.extra_info.update(engine="compiled", instructions_per_step=compiled,

@@ -207,10 +207,12 @@ def pytest_terminal_summary(terminalreporter, config):
                          f"{info['floor_instructions_per_step'] / 1e6:.1f} M = {info['ratio']:.2f}x")
         if "turns" in info:  # bench_script_turns.py: runs taking turns
             pure = info["step_seconds"]["pure"]
-            for other, (ratio, low, high) in info["turns"].items():
+            for other, (ratio, paired, low, high) in info["turns"].items():
                 lines.append(f"{bench.group} ({info['rounds']} rounds taking turns, steps {info['steps']}): "
                              f"median pure {pure * 1e3:.2f} ms / {other} {info['step_seconds'][other] * 1e3:.3f} ms"
-                             f" = {ratio:.1f}x (rounds {low:.1f}-{high:.1f}x)")
+                             f" = {ratio:.1f}x; the rounds' own ratios: median {paired:.1f}x, {low:.1f}-{high:.1f}x")
+            for other, why in info["left_out"].items():
+                lines.append(f"{bench.group}: {other} left out ({why})")
     if lines:
         terminalreporter.write_sep("-", "ratios (pure over compiled, replay; over the do-nothing Values: the ceilings)")
         for line in lines:

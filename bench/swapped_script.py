@@ -6,10 +6,12 @@ numbers and keeps no graph (numbers-c, bench/numbers_only_value.pyx); the Cython
 built here with pyximport.
 """
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from support import child_env
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "tests" / "scripts" / "reference.py"
@@ -79,3 +81,19 @@ def write_script(tmp_path, variant):
     path = tmp_path / f"reference_{variant}.py"
     path.write_text(head + SWAPS[variant] + rest.split(END)[1], encoding="utf-8")
     return path
+
+
+def script_env(pythonpath=None, **overrides):
+    """The environment of a child that runs a swapped script: the test's (child_env), the
+    directory of a built class first on PYTHONPATH where there is one, and no
+    $MICROGPT_ENGINE, so that `from microgpt import Value` is the compiled Value."""
+    env = child_env(**overrides)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env["PYTHONPATH"]])
+    env.pop("MICROGPT_ENGINE", None)
+    return env
+
+
+def printed_losses(stdout):
+    """The losses the script's main() printed (`step K loss REPR`), as floats."""
+    return [float(line.split()[-1]) for line in stdout.splitlines() if line.startswith("step ")]
