@@ -23,10 +23,9 @@ import pytest
 
 from microgpt import available_engines
 from conftest import benchmarks_disabled
-from support import PACKAGE_PARENT, load_golden
-from swapped_script import C_VALUES, build_c_value, printed_losses, script_env, write_script
+from support import PACKAGE_PARENT, load_golden, printed_losses
+from swapped_script import C_VALUES, NUM_STEPS, build_c_value, script_env, write_script
 
-NUM_STEPS = 1000  # the learning-rate schedule's length (the golden run's)
 FIRST = 3
 WINDOWS = [5, 20]  # steps counted after the first FIRST
 COLLECTED = re.compile(r"Collected : (\d+)")
@@ -72,7 +71,7 @@ def test_instructions_per_step(benchmark, per_step, steps, request):
 
     benchmark.group = "reference-script instructions"
     benchmark.pedantic(measure, rounds=1, iterations=1)
-    assert printed_losses(results["out"]) == load_golden("names_default_1000_steps.json")["losses"][:FIRST + steps]
+    assert printed_losses(results["out"].splitlines()) == load_golden("names_default_1000_steps.json")["losses"][:FIRST + steps]
     compiled, floor = results["compiled"], results["no-op-c"]
     assert 0 < floor < compiled
     benchmark.extra_info.update(engine="compiled", instructions_per_step=compiled,

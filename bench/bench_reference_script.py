@@ -24,9 +24,8 @@ import pytest
 import microgpt
 from microgpt import available_engines
 from support import load_golden
-from swapped_script import C_VALUES, build_c_value, write_script
+from swapped_script import C_VALUES, NUM_STEPS, build_c_value, write_script
 
-NUM_STEPS = 1000
 ROUNDS = 10
 WARMUP = 2
 _losses = {}

@@ -29,10 +29,9 @@ import pytest
 
 from microgpt import available_engines
 from conftest import benchmarks_disabled
-from support import PACKAGE_PARENT, load_golden
-from swapped_script import C_VALUES, build_c_value, printed_losses, script_env, write_script
+from support import PACKAGE_PARENT, load_golden, printed_losses
+from swapped_script import C_VALUES, NUM_STEPS, build_c_value, script_env, write_script
 
-NUM_STEPS = 1000  # the learning-rate schedule's length (the golden run's)
 WARMUP = 2  # steps run before the timed ones (the compiled arena's first growth)
 ROUNDS, TIMED = 5, 40  # with --benchmark-only; a pass with --benchmark-disable runs 1 round, 2 timed steps
 FLOORS = list(C_VALUES)  # numbers-c, no-op-c
@@ -66,7 +65,7 @@ def run_by_main(script, names_txt, steps, pythonpath):
                           cwd=PACKAGE_PARENT)
     assert proc.returncode == 0 and proc.stdout, proc.stderr[-2000:]
     result = json.loads(proc.stdout.splitlines()[-1])
-    return result["value"], result["times"], printed_losses(proc.stdout)
+    return result["value"], result["times"], printed_losses(proc.stdout.splitlines())
 
 
 class ScriptRun:

@@ -15,6 +15,7 @@ from support import child_env
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "tests" / "scripts" / "reference.py"
+NUM_STEPS = 1000  # the script's learning-rate schedule, as long as the golden run's
 BEGIN, END = "# --- the Value class: begin ---", "# --- the Value class: end ---"
 
 
@@ -92,8 +93,3 @@ def script_env(pythonpath=None, **overrides):
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env["PYTHONPATH"]])
     env.pop("MICROGPT_ENGINE", None)
     return env
-
-
-def printed_losses(stdout):
-    """The losses the script's main() printed (`step K loss REPR`), as floats."""
-    return [float(line.split()[-1]) for line in stdout.splitlines() if line.startswith("step ")]

@@ -39,6 +39,11 @@ def load_golden(name):
         return json.load(f)
 
 
+def printed_losses(lines):
+    """The losses a reference script's main() printed (`step K loss REPR`), as floats."""
+    return [float(line.split()[-1]) for line in lines if line.startswith("step ")]
+
+
 def find_names_txt():
     """The names data set for the tests: $MICROGPT_NAMES_TXT, else the shared data folder
     beside the project, else the user's cache (where `microgpt train` downloads it).

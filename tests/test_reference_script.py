@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from microgpt import available_engines
-from support import PACKAGE_PARENT, child_env, load_golden
+from support import PACKAGE_PARENT, child_env, load_golden, printed_losses
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "reference.py"
 BEGIN, END = "# --- the Value class: begin ---", "# --- the Value class: end ---"
@@ -62,10 +62,6 @@ def run_script(path, args, engine=None):
     return proc.stdout.splitlines(), int(rss[-1].split()[1]) / 1024
 
 
-def losses_of(lines):
-    return [float(line.split()[-1]) for line in lines if line.startswith("step ")]
-
-
 def samples_of(lines):
     return [line.split(": ", 1)[1] for line in lines if line.startswith("sample ")]
 
@@ -74,14 +70,14 @@ def test_the_script_with_its_own_value_is_the_reference(names_txt):
     """The script is the specification: its own class gives the golden run's first steps."""
     golden = load_golden("names_default_1000_steps.json")
     lines, _ = run_script(SCRIPT, [names_txt, golden["num_steps"], 3])
-    assert losses_of(lines) == golden["losses"][:3]
+    assert printed_losses(lines) == golden["losses"][:3]
     assert [line.split()[1] for line in lines] == ["1", "2", "3"]
 
 
 def test_the_swap_on_the_pure_engine(names_txt, tmp_path):
     golden = load_golden("names_default_1000_steps.json")
     lines, _ = run_script(swapped_script(tmp_path), [names_txt, golden["num_steps"], 3], engine="pure")
-    assert losses_of(lines) == golden["losses"][:3]
+    assert printed_losses(lines) == golden["losses"][:3]
 
 
 @pytest.mark.slow
@@ -91,7 +87,7 @@ def test_the_swapped_script_trains_1000_steps_to_the_golden_run(names_txt, tmp_p
     (the script never opens a graph scope; without reclaiming it would hold ~3.9 GB)."""
     golden = load_golden("names_default_1000_steps.json")
     lines, peak_mib = run_script(swapped_script(tmp_path), [names_txt])
-    assert losses_of(lines) == golden["losses"]
+    assert printed_losses(lines) == golden["losses"]
     assert samples_of(lines) == golden["samples"]
     assert len(lines) == golden["num_steps"] + golden["num_samples"]
     assert peak_mib <= MAX_PEAK_RSS_MIB
